@@ -1,0 +1,65 @@
+"""The one vocabulary of records that every part of the project shares.
+
+Everything on disk is an *event*: one JSON object per line in the journal, and one row in the
+compacted Parquet files. The envelope is fixed; the payload (`data`) depends on the type:
+
+| type         | written by | when                                                                  |
+|--------------|------------|-----------------------------------------------------------------------|
+| `request`    | addon      | before the request is forwarded upstream (durable first)              |
+| `response`   | addon      | before the response (or a stream's headers) reaches the client        |
+| `stream_end` | addon      | after the last chunk of a streamed response passed through            |
+| `error`      | addon      | the exchange failed: client gone, upstream refused or timed out, TLS  |
+| `check`      | verifier   | one observation about a receipt's proof (issue 3)                     |
+
+Envelope fields (see storage/views.sql for how each is read):
+- `id`: unique event id (UUIDv7 text for live capture, UUIDv5 for ingested files so that ingesting the
+  same file twice adds nothing);
+- `type`: one of EVENT_TYPES;
+- `ts`: seconds since the Unix epoch (float) at which the event happened;
+- `receipt_id`: the exchange the event belongs to (UUIDv7, ours, stamped as `X-Receipt-Id`);
+- `writer` and `seq`: who wrote it and its position in that writer's sequence (set by the journal);
+- `data`: the typed payload, documented beside the code that builds it (addon/exchange.py, verifier/).
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+
+EVENT_TYPES = ("request", "response", "stream_end", "error", "check")
+
+# Statuses users see (DESIGN.md "Status, precisely").
+PROOF_STATUSES = ("unpaid", "pending", "passed", "failed")
+RESOLUTIONS = ("retried", "refunded", "risky")
+
+
+def uuid7(ts: float | None = None) -> str:
+    """A time-ordered UUID (RFC 9562 version 7): 48 bits of milliseconds, then randomness."""
+    ms = int((time.time() if ts is None else ts) * 1000)
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & ((1 << 62) - 1)
+    return str(uuid.UUID(int=value))
+
+
+def stable_id(*parts: str) -> str:
+    """A deterministic id for events recorded from files, so re-recording the same input dedupes."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "receipts:" + "\x1f".join(parts)))
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str
+    receipt_id: str
+    data: dict
+    ts: float = field(default_factory=time.time)
+    id: str = field(default_factory=uuid7)
+
+    def __post_init__(self) -> None:
+        if self.type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {self.type!r}")
+
+    def envelope(self, writer: str, seq: int) -> dict:
+        return {"id": self.id, "type": self.type, "ts": self.ts, "receipt_id": self.receipt_id,
+                "writer": writer, "seq": seq, "data": self.data}
