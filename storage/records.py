@@ -22,6 +22,7 @@ Envelope fields (see storage/views.sql for how each is read):
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
@@ -34,10 +35,12 @@ PROOF_STATUSES = ("unpaid", "pending", "passed", "failed")
 RESOLUTIONS = ("retried", "refunded", "risky")
 
 
-def uuid7(ts: float | None = None) -> str:
-    """A time-ordered UUID (RFC 9562 version 7): 48 bits of milliseconds, then randomness."""
+def uuid7(ts: float | None = None, seed: bytes | None = None) -> str:
+    """A time-ordered UUID (RFC 9562 version 7): 48 bits of milliseconds, then randomness
+    (or, with `seed`, bits derived from it, so recording the same file twice gives the same ids)."""
     ms = int((time.time() if ts is None else ts) * 1000)
-    rand = int.from_bytes(os.urandom(10), "big")
+    raw = hashlib.sha256(seed).digest()[:10] if seed is not None else os.urandom(10)
+    rand = int.from_bytes(raw, "big")
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
     value |= 0b10 << 62 | rand & ((1 << 62) - 1)
     return str(uuid.UUID(int=value))

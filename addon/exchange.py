@@ -1,0 +1,344 @@
+"""Pure translation of one HTTP exchange into journal event payloads (no I/O, never raises).
+
+The same functions serve live capture (addon/recorder.py) and recorded files (addon/ingest.py), so a
+call captured live and the same call read from a HAR file give the same receipt.
+
+Payloads (the `data` of each event; storage/views.sql reads them):
+
+request:    logical_id, source, client, client_port, app, method, scheme, host, port, path, query,
+            http_version, match (why it was recorded), headers (secrets replaced by hashes),
+            body {size, sha256[, text, truncated]}, model, stream, ids {client_request_id,
+            idempotency_key, traceparent}, payment (decoded x402 payment or null), upto_session,
+            settlement_type, errors
+response:   status, reason, http_version, headers, content_type, body, stream, latency_ms,
+            provider_request_id, response_id, model, usage, challenge, settlement, tee, og, errors
+stream_end: latency_ms, bytes, events, done, id, model, usage, tee, og, output_text_sha256,
+            output_chars, errors
+error:      kind, message, phase
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+
+import orjson
+
+from storage.config import Settings
+
+from . import fields as F
+from . import x402
+
+PAYMENT_HEADERS = ("payment-signature", "x-payment")
+SETTLEMENT_HEADERS = ("payment-response", "x-payment-response")
+CHALLENGE_HEADER = "payment-required"
+SESSION_HEADER = "x-upto-session"
+MAX_HEADER_VALUE = 64 * 1024
+SHOWN_HEADER_VALUE = 2048
+SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key",
+                  "x-goog-api-key", "openai-api-key", "anthropic-api-key", "payment-signature", "x-payment"}
+SECRET_WORDS = ("token", "secret", "password", "passwd", "auth", "cookie", "apikey", "api-key", "api_key",
+                "signature", "private")
+PUBLIC_HEADERS = {"idempotency-key", "x-tee-signature", "payment-response", "x-payment-response",
+                  "payment-required", "x-upto-session"}
+SECRET_QUERY = ("key", "token", "secret", "password", "auth", "sig", "signature", "code")
+CLIENT_ID_HEADERS = ("x-request-id", "x-client-request-id")
+
+
+@dataclass
+class Req:
+    """A request as any source sees it: mitmproxy flow, HAR entry, flow file."""
+    method: str
+    scheme: str
+    host: str
+    port: int
+    path: str                       # with the query string
+    headers: list[tuple[str, str]]
+    body: bytes | None
+    ts: float
+    http_version: str = "HTTP/1.1"
+    client: str | None = None
+    client_port: int | None = None
+
+
+@dataclass
+class Resp:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes | None              # None when streamed through
+    ts_start: float
+    ts_end: float | None = None
+    reason: str = ""
+    http_version: str = "HTTP/1.1"
+
+
+@dataclass
+class Headers:
+    """Lowercased multi-map; remembers duplicates so they can be reported."""
+    items: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, pairs: list[tuple[str, str]]) -> "Headers":
+        h = cls()
+        for name, value in pairs:
+            h.items.setdefault(str(name).lower(), []).append(str(value))
+        return h
+
+    def get(self, name: str) -> str | None:
+        values = self.items.get(name)
+        return values[0] if values else None
+
+    def first_of(self, names: tuple[str, ...]) -> tuple[str | None, str | None]:
+        for name in names:
+            if name in self.items:
+                return name, self.items[name][0]
+        return None, None
+
+
+# ---- small helpers ---------------------------------------------------------------------------
+def sha256_hex(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def redacted(value: str) -> str:
+    return f"[redacted sha256:{sha256_hex(value)[:16]}]"
+
+
+def is_secret_header(name: str) -> bool:
+    if name in PUBLIC_HEADERS:
+        return False
+    return name in SECRET_HEADERS or any(w in name for w in SECRET_WORDS) or name.endswith("-key")
+
+
+def safe_headers(h: Headers) -> dict[str, str | list[str]]:
+    """Headers fit to store: secrets become hashes, huge values are cut, duplicates become lists."""
+    out: dict[str, str | list[str]] = {}
+    for name, values in h.items.items():
+        shown = [redacted(v) if is_secret_header(name) else _cut(v) for v in values]
+        out[name] = shown[0] if len(shown) == 1 else shown
+    return out
+
+
+def _cut(value: str) -> str:
+    if len(value) <= SHOWN_HEADER_VALUE:
+        return value
+    return value[:SHOWN_HEADER_VALUE] + f"…[{len(value) - SHOWN_HEADER_VALUE} more bytes]"
+
+
+def safe_query(path: str) -> tuple[str, str | None]:
+    """Split path and query; values of secret-looking query parameters become hashes."""
+    bare, sep, query = path.partition("?")
+    if not sep:
+        return bare, None
+    parts = []
+    for item in query.split("&"):
+        name, eq, value = item.partition("=")
+        if eq and any(w in name.lower() for w in SECRET_QUERY):
+            value = redacted(value)
+        parts.append(f"{name}{eq}{value}")
+    return bare, "&".join(parts)
+
+
+def parse_json(body: bytes | None) -> object | None:
+    if not body or len(body) > 32 << 20:
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def body_record(body: bytes | None, settings: Settings, content_type: str | None) -> dict:
+    if body is None:
+        return {"size": None, "sha256": None}
+    rec: dict = {"size": len(body)}
+    if settings.bodies != "none":
+        rec["sha256"] = sha256_hex(body)
+    if settings.bodies == "full":
+        rec.update(_full_body(body, settings.body_max_bytes, content_type))
+    return rec
+
+
+def _full_body(body: bytes, limit: int, content_type: str | None) -> dict:
+    doc = parse_json(body) if "json" in (content_type or "") or body[:1] in (b"{", b"[") else None
+    if doc is not None:
+        text = orjson.dumps(F.redact_json(doc)).decode()
+    else:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"base64": base64.b64encode(body[:limit]).decode(), "truncated": len(body) > limit}
+    return {"text": text[:limit], "truncated": len(text) > limit}
+
+
+# ---- classification --------------------------------------------------------------------------
+def request_match(req: Req, h: Headers, settings: Settings) -> str | None:
+    """Why the request is recorded before it is forwarded: x402 / path / rule, or None."""
+    if settings.capture_x402 and (h.first_of(PAYMENT_HEADERS)[0] or SESSION_HEADER in h.items):
+        return "x402"
+    return settings.is_ai_call(req.host, req.path)
+
+
+def response_is_x402(resp: Resp, h: Headers) -> bool:
+    if CHALLENGE_HEADER in h.items or h.first_of(SETTLEMENT_HEADERS)[0] or SESSION_HEADER in h.items:
+        return True
+    return resp.status == 402 and x402.looks_like_v1_challenge(parse_json(resp.body))
+
+
+def is_paid(h: Headers) -> bool:
+    return bool(h.first_of(PAYMENT_HEADERS)[0] or SESSION_HEADER in h.items)
+
+
+# ---- payloads --------------------------------------------------------------------------------
+def payment(h: Headers, settings: Settings, challenge: dict | None = None) -> tuple[dict | None, list[str]]:
+    """The decoded payment of a request (non-secret fields and the header's hash)."""
+    name, value = h.first_of(PAYMENT_HEADERS)
+    if name is None:
+        return None, []
+    errors = [f"{name} header sent {len(h.items[name])} times; the first was used"] if len(h.items[name]) > 1 else []
+    obj, err = x402.decode_b64_json(value)
+    pay = x402.parse_payment(obj) if err is None else {"errors": [err]}
+    pay = {**pay, "header": name, "header_sha256": sha256_hex(value)}
+    if challenge and not pay.get("asset"):
+        pay = _fill_from_challenge(pay, challenge)
+    pay["decimals"] = settings.decimals(pay.get("network"), pay.get("asset"))
+    return pay, errors + [f"{name}: {e}" for e in pay.get("errors", [])]
+
+
+def _fill_from_challenge(pay: dict, challenge: dict) -> dict:
+    """x402 v1 payments do not repeat the asset: take it from the matching challenge entry."""
+    for entry in challenge.get("accepts") or []:
+        if entry.get("scheme") == pay.get("scheme") and entry.get("network") == pay.get("network"):
+            return {**pay, "asset": entry.get("asset"), "pay_to": pay.get("pay_to") or entry.get("pay_to")}
+    return pay
+
+
+def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, source: str,
+                 challenge: dict | None = None) -> dict:
+    h = Headers.of(req.headers)
+    path, query = safe_query(req.path)
+    doc = parse_json(req.body)
+    doc = doc if isinstance(doc, dict) else {}
+    pay, errors = payment(h, settings, challenge)
+    errors += _oversized(h)
+    return {
+        "logical_id": logical_id, "source": source, "match": match,
+        "client": req.client, "client_port": req.client_port, "app": h.get("user-agent"),
+        "method": req.method, "scheme": req.scheme, "host": req.host, "port": req.port,
+        "path": path, "query": query, "http_version": req.http_version,
+        "headers": safe_headers(h),
+        "body": body_record(req.body, settings, h.get("content-type")),
+        "model": doc.get("model") if isinstance(doc.get("model"), str) else None,
+        "stream": doc.get("stream") is True,
+        "ids": {"client_request_id": _first(h, CLIENT_ID_HEADERS), "idempotency_key": h.get("idempotency-key"),
+                "traceparent": h.get("traceparent")},
+        "payment": pay,
+        "upto_session": h.get(SESSION_HEADER),
+        "settlement_type": h.get("x-settlement-type"),
+        "errors": errors,
+    }
+
+
+def _first(h: Headers, names: tuple[str, ...]) -> str | None:
+    return h.first_of(names)[1]
+
+
+def _oversized(h: Headers) -> list[str]:
+    return [f"header {n} is {len(v)} bytes; its value was cut" for n, vs in h.items.items()
+            for v in vs if len(v) > MAX_HEADER_VALUE]
+
+
+def challenge(resp: Resp, h: Headers) -> tuple[dict | None, list[str]]:
+    value = h.get(CHALLENGE_HEADER)
+    if value is not None:
+        obj, err = x402.decode_b64_json(value)
+        if err:
+            return {"source": "header", "accepts": [], "errors": [err]}, [f"payment-required: {err}"]
+        ch = {**x402.parse_challenge(obj), "source": "header"}
+        return ch, [f"payment-required: {e}" for e in ch.get("errors", [])]
+    if resp.status == 402:
+        doc = parse_json(resp.body)
+        if x402.looks_like_v1_challenge(doc):
+            ch = {**x402.parse_challenge(doc), "source": "body"}
+            return ch, [f"402 body: {e}" for e in ch.get("errors", [])]
+    return None, []
+
+
+def settlement(h: Headers) -> tuple[dict | None, list[str]]:
+    name, value = h.first_of(SETTLEMENT_HEADERS)
+    if name is None:
+        return None, []
+    obj, err = x402.decode_b64_json(value)
+    if err:
+        return {"header": name, "errors": [err]}, [f"{name}: {err}"]
+    st = {**x402.parse_settlement(obj), "header": name}
+    return st, [f"{name}: {e}" for e in st.get("errors", [])]
+
+
+def og_fields(h: Headers) -> dict | None:
+    og = {"settlement_tx_hash": h.get("x-settlement-tx-hash"),
+          "walrus_blob_id": h.get("x-settlement-walrus-blob-id"),
+          "processing_hash": h.get("x-processing-hash"),
+          "upto_session": h.get(SESSION_HEADER)}
+    og = {k: v for k, v in og.items() if v}
+    return og or None
+
+
+def response_data(resp: Resp, req_ts: float, settings: Settings, *, stream: bool = False) -> dict:
+    """The response payload; for a stream, only what the headers say (the body follows later)."""
+    h = Headers.of(resp.headers)
+    doc = None if stream else parse_json(resp.body)
+    doc_d = doc if isinstance(doc, dict) else {}
+    ch, ch_err = challenge(resp, h)
+    st, st_err = settlement(h)
+    end = resp.ts_start if stream else (resp.ts_end or resp.ts_start)
+    tee = (F.tee_from_body(doc_d) if doc_d else None) or F.tee_from_headers({k: v[0] for k, v in h.items.items()})
+    return {
+        "status": resp.status, "reason": resp.reason, "http_version": resp.http_version,
+        "headers": safe_headers(h), "content_type": h.get("content-type"),
+        "body": {"size": None, "sha256": None} if stream else body_record(resp.body, settings, h.get("content-type")),
+        "stream": stream,
+        "latency_ms": round((end - req_ts) * 1000, 3) if end and req_ts else None,
+        "provider_request_id": h.get("x-request-id") or h.get("request-id"),
+        "response_id": doc_d.get("id") if isinstance(doc_d.get("id"), str) else None,
+        "model": doc_d.get("model") if isinstance(doc_d.get("model"), str) else None,
+        "usage": F.usage_from_body(doc_d) if doc_d else None,
+        "challenge": ch, "settlement": st, "tee": tee, "og": og_fields(h),
+        "errors": ch_err + st_err + _oversized(h) + _bad_json(resp, h, doc, stream),
+    }
+
+
+def _bad_json(resp: Resp, h: Headers, doc, stream: bool) -> list[str]:
+    if stream or not resp.body or doc is not None or "json" not in (h.get("content-type") or ""):
+        return []
+    return ["response body is not valid JSON"]
+
+
+def stream_end_data(summary: dict, req_ts: float, end_ts: float) -> dict:
+    """What the SSE parser saw while the stream passed through (addon/sse.py)."""
+    settle = summary.get("settlement") or {}
+    og = {"settlement_tx_hash": settle.get("data_settlement_transaction_hash"),
+          "walrus_blob_id": settle.get("data_settlement_blob_id"),
+          "settlement_job_id": settle.get("settlement_job_id"),
+          "settlement_error": settle.get("data_settlement_error")}
+    og = {k: v for k, v in og.items() if v}
+    keys = ("bytes", "events", "done", "id", "model", "usage", "tee", "output_text_sha256", "output_chars", "errors")
+    return {**{k: summary.get(k) for k in keys}, "og": og or None,
+            "latency_ms": round((end_ts - req_ts) * 1000, 3)}
+
+
+def error_data(kind: str, message: str, phase: str) -> dict:
+    return {"kind": kind, "message": message[:1000], "phase": phase}
+
+
+def classify_error(message: str) -> str:
+    """A stable kind for mitmproxy's error messages."""
+    text = message.lower()
+    for needle, kind in (("client disconnected", "client_disconnected"), ("killed", "connection_killed"),
+                         ("timed out", "upstream_timeout"), ("timeout", "upstream_timeout"),
+                         ("refused", "upstream_refused"), ("certificate", "tls_failed"),
+                         ("tls", "tls_failed"), ("ssl", "tls_failed"), ("reset", "connection_reset"),
+                         ("closed", "connection_closed")):
+        if needle in text:
+            return kind
+    return "error"

@@ -1,0 +1,176 @@
+"""Pure extraction of usage, TEE proof fields and redacted copies from decoded JSON.
+
+Wire facts (see /work/shared/PROTOCOL.md, sections 3 and 4):
+
+* Usage: OpenAI-style ``usage{prompt_tokens, completion_tokens, total_tokens}``
+  or Anthropic-style ``usage{input_tokens, output_tokens}`` (cache token counts
+  are ignored).  Unknown usage is *unknown* (None), never 0.
+* OpenGradient TEE proof: body fields ``tee_signature`` (base64),
+  ``tee_request_hash``, ``tee_output_hash`` (hex), ``tee_timestamp`` (int
+  seconds), ``tee_id`` (hex); the same may arrive as headers ``X-TEE-Signature``,
+  ``X-TEE-ID``, ``X-TEE-Timestamp``, ``X-TEE-Request-Hash``, ``X-TEE-Output-Hash``.
+* Secrets (API keys, Authorization, cookies, signatures, private keys...) must
+  not be stored in clear: ``redact_json`` replaces them by a short SHA-256 tag
+  so equal secrets can still be correlated.
+
+No function here raises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+_MAX_INT64 = 2**63 - 1
+MAX_DEPTH = 64
+
+TEE_KEYS = ("tee_signature", "tee_request_hash", "tee_output_hash", "tee_timestamp", "tee_id")
+TEE_HEADERS = {
+    "x-tee-signature": "tee_signature",
+    "x-tee-id": "tee_id",
+    "x-tee-timestamp": "tee_timestamp",
+    "x-tee-request-hash": "tee_request_hash",
+    "x-tee-output-hash": "tee_output_hash",
+}
+
+# Matched against the key lowercased with "_", "-", "." and spaces removed.
+_SECRET_PARTS = ("apikey", "secret", "password", "passwd", "passphrase", "authorization",
+                 "privatekey", "signature", "cookie", "mnemonic", "seedphrase")
+# "token" is secret (access_token, id_token, x-session-token) but token counts and
+# related non-secret names (max_tokens, prompt_tokens, tokenizer, token_type) are not.
+_TOKEN_RE = re.compile(r"token(?!s|izer|count|usage|limit|type)")
+_KEY_SEPARATORS = re.compile(r"[-_. ]")
+
+
+# --------------------------------------------------------------------------
+# usage
+
+
+def _count(value: object) -> int | None:
+    """A token count: non-negative int (or decimal string) fitting in int64."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 20:
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= _MAX_INT64:
+        return value
+    return None
+
+
+def _usage_triplet(prompt: int | None, completion: int | None,
+                   total: int | None) -> dict[str, int | None]:
+    if total is None and prompt is not None and completion is not None:
+        total = prompt + completion
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+
+
+def usage_from_body(obj: object) -> dict[str, int | None] | None:
+    """Token usage of a JSON response body; None when it carries no usage counts."""
+    try:
+        usage = obj.get("usage") if isinstance(obj, dict) else None
+        if not isinstance(usage, dict):
+            return None
+        openai_keys = ("prompt_tokens", "completion_tokens", "total_tokens")
+        if any(usage.get(key) is not None for key in openai_keys):
+            return _usage_triplet(*(_count(usage.get(key)) for key in openai_keys))
+        if usage.get("input_tokens") is not None or usage.get("output_tokens") is not None:
+            return _usage_triplet(_count(usage.get("input_tokens")),
+                                  _count(usage.get("output_tokens")), None)
+        return None
+    except Exception:  # pragma: no cover - defensive
+        return None
+
+
+# --------------------------------------------------------------------------
+# TEE proof fields
+
+
+def tee_from_body(obj: object) -> dict[str, Any] | None:
+    """The ``tee_*`` fields present (and non-null) in a JSON body, or None."""
+    try:
+        if not isinstance(obj, dict):
+            return None
+        found = {key: obj[key] for key in TEE_KEYS if obj.get(key) is not None}
+        return found or None
+    except Exception:  # pragma: no cover - defensive
+        return None
+
+
+def _header_value(name: str, value: object) -> object:
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if name == "tee_timestamp" and value.isascii() and value.isdigit() and len(value) < 19:
+        return int(value)
+    return value
+
+
+def tee_from_headers(headers: Mapping[str, str]) -> dict[str, Any] | None:
+    """Map ``X-TEE-*`` response headers to ``tee_*`` names; None if none present.
+
+    ``tee_timestamp`` becomes an int when it is a plain decimal (as in bodies).
+    """
+    try:
+        if not isinstance(headers, Mapping):
+            return None
+        found: dict[str, Any] = {}
+        for key, value in headers.items():
+            name = TEE_HEADERS.get(key.lower()) if isinstance(key, str) else None
+            if name is not None:
+                converted = _header_value(name, value)
+                if converted not in (None, ""):
+                    found[name] = converted
+        return found or None
+    except Exception:
+        return None
+
+
+# --------------------------------------------------------------------------
+# redaction
+
+
+def is_secret_key(key: object) -> bool:
+    """True when a JSON key / header name looks like it holds a secret."""
+    compact = _KEY_SEPARATORS.sub("", str(key).lower())
+    return any(part in compact for part in _SECRET_PARTS) or bool(_TOKEN_RE.search(compact))
+
+
+def _fingerprint(value: object) -> str:
+    try:
+        encoded = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except Exception:
+        try:
+            encoded = repr(value).encode("utf-8", "surrogatepass")
+        except Exception:
+            encoded = type(value).__name__.encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def redaction_tag(value: object) -> str:
+    """``[redacted sha256:<16 hex>]`` of the value serialized as JSON."""
+    return f"[redacted sha256:{_fingerprint(value)}]"
+
+
+def _redact(value: object, depth: int) -> object:
+    if depth > MAX_DEPTH:
+        return "[too deep]"
+    if isinstance(value, dict):
+        return {key: (redaction_tag(item) if is_secret_key(key) else _redact(item, depth + 1))
+                for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact(item, depth + 1) for item in value]
+    return value
+
+
+def redact_json(obj: Any) -> Any:
+    """Deep copy of a JSON value with secret-looking keys' values replaced by a tag."""
+    try:
+        return _redact(obj, 0)
+    except Exception:  # pragma: no cover - defensive
+        return "[unredactable]"

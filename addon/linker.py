@@ -1,0 +1,76 @@
+"""Which HTTP exchanges belong to one logical paid call (the 402, the paid retry, further retries).
+
+An attempt joins an earlier one when they share
+- the x402 `payment-identifier` (the client says it is the same purchase), or
+- the client's `Idempotency-Key` (same client address), or
+- client address + method + URL + request-body hash, but only while the earlier attempt has not
+  succeeded (it got a 402, a 5xx, or no answer) — so the same prompt sent twice on purpose stays two
+  calls — and within `window` seconds.
+The linker also remembers the last challenge of each logical call, so that an x402 v1 payment, which
+does not repeat the asset, can be completed from it. State is small and bounded.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+
+@dataclass
+class _Entry:
+    logical_id: str
+    ts: float
+    settled: bool = False   # the last attempt succeeded: new identical requests start a new call
+
+
+class Linker:
+    def __init__(self, window: float = 600.0, capacity: int = 50_000):
+        self.window, self.capacity = window, capacity
+        self._by_key: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._challenges: OrderedDict[str, dict] = OrderedDict()
+
+    @staticmethod
+    def keys(client: str | None, method: str, url: str, body_sha256: str | None,
+             idempotency_key: str | None, payment_identifier: str | None) -> list[tuple]:
+        keys: list[tuple] = []
+        if payment_identifier:
+            keys.append(("pid", payment_identifier))
+        if idempotency_key:
+            keys.append(("idem", client, idempotency_key))
+        keys.append(("body", client, method, url, body_sha256))
+        return keys
+
+    def link(self, keys: list[tuple], receipt_id: str, ts: float) -> str:
+        """The logical id for a new attempt (its own receipt id when it starts a new call)."""
+        logical = receipt_id
+        for key in keys:
+            entry = self._by_key.get(key)
+            if entry is None or ts - entry.ts > self.window:
+                continue
+            if key[0] == "body" and entry.settled:
+                continue
+            logical = entry.logical_id
+            break
+        for key in keys:
+            self._by_key[key] = _Entry(logical, ts)
+            self._by_key.move_to_end(key)
+        self._trim(self._by_key)
+        return logical
+
+    def outcome(self, keys: list[tuple], ok: bool) -> None:
+        """Record how the attempt ended; a success closes the body-hash link."""
+        for key in keys:
+            if key in self._by_key:
+                self._by_key[key].settled = ok
+
+    def remember_challenge(self, logical_id: str, challenge: dict | None) -> None:
+        if challenge:
+            self._challenges[logical_id] = challenge
+            self._challenges.move_to_end(logical_id)
+            self._trim(self._challenges)
+
+    def challenge_for(self, logical_id: str) -> dict | None:
+        return self._challenges.get(logical_id)
+
+    def _trim(self, d: OrderedDict) -> None:
+        while len(d) > self.capacity:
+            d.popitem(last=False)

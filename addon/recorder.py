@@ -1,0 +1,259 @@
+"""The mitmproxy addon: turns AI-call flows into journal events, durably, without touching traffic.
+
+Hooks stay short; the translation lives in addon/exchange.py (pure) and the disk in storage/.
+- `request`: recorded and fsync'd *before* mitmproxy forwards it (the hook is awaited).
+- `responseheaders`: a server-sent-event stream is tapped chunk by chunk (never buffered).
+- `response`: recorded before the client gets it; for a stream, a `stream_end` event.
+- `error`: client gone, upstream refused or timed out, TLS failure.
+If the journal cannot be written in `strict` mode, a paid request is answered with a 503 instead
+of being forwarded unrecorded; unpaid traffic keeps flowing. Both are logged as errors.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from typing import Optional
+
+import orjson
+from mitmproxy import ctx, exceptions, http
+
+from storage import config as cfg
+from storage.db import ensure_database_file
+from storage.journal import Journal
+from storage.records import Event, uuid7
+
+from . import exchange as X
+from .linker import Linker
+from .sse import SSEParser
+
+log = logging.getLogger("receipts")
+STATE = "receipts"
+OPTIONS = {  # option name -> (settings field, help)
+    "receipts_data": ("data_dir", "Data directory for the journal (default ./data, or RECEIPTS_DATA)."),
+    "receipts_bodies": ("bodies", "Body storage: none | hash | full."),
+    "receipts_durability": ("durability", "strict (fsync before forwarding) | relaxed."),
+    "receipts_stamp": ("stamp_receipt_id", "Add X-Receipt-Id to recorded responses: true | false."),
+    "receipts_capture_x402": ("capture_x402", "Record anything carrying x402 headers: true | false."),
+    "receipts_seal_interval": ("seal_interval", "Seconds before written events become visible to queries."),
+    "receipts_body_max_bytes": ("body_max_bytes", "Largest body kept in full mode."),
+}
+
+
+@dataclass
+class FlowState:
+    receipt_id: str
+    logical_id: str
+    keys: list
+    paid: bool
+    parser: SSEParser | None = None
+    journal_ok: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def to_req(flow: http.HTTPFlow) -> X.Req:
+    r = flow.request
+    peer = flow.client_conn.peername or (None, None)
+    return X.Req(method=r.method, scheme=r.scheme, host=r.pretty_host, port=r.port, path=r.path,
+                 headers=list(r.headers.items(multi=True)), body=_content(r), ts=r.timestamp_start,
+                 http_version=r.http_version, client=peer[0], client_port=peer[1])
+
+
+def to_resp(flow: http.HTTPFlow, streamed: bool = False) -> X.Resp:
+    r = flow.response
+    return X.Resp(status=r.status_code, headers=list(r.headers.items(multi=True)),
+                  body=None if streamed else _content(r), ts_start=r.timestamp_start,
+                  ts_end=r.timestamp_end, reason=r.reason, http_version=r.http_version)
+
+
+def _content(message: http.Message) -> bytes | None:
+    if message.raw_content is None:
+        return None
+    try:
+        return message.get_content(strict=False)
+    except Exception:  # an undecodable Content-Encoding: keep the bytes as they came
+        return message.raw_content
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.settings: cfg.Settings | None = None
+        self.journal: Journal | None = None
+        self.linker = Linker()
+        self._last_alarm = 0.0
+
+    # ---- options and lifecycle ---------------------------------------------------------------
+    def load(self, loader) -> None:
+        loader.add_option("receipts_config", Optional[str], None,
+                          "Path of mitm_config.yaml (default: the one beside the addon).")
+        for name, (_, help_) in OPTIONS.items():
+            loader.add_option(name, Optional[str], None, help_)
+        loader.add_option("receipts_ai_paths", Sequence[str], [], "More AI paths to record (path suffixes).")
+        loader.add_option("receipts_rules", Sequence[str], [], "More traffic to record, as HOSTGLOB/PATHGLOB.")
+
+    def configure(self, updated: set[str]) -> None:
+        if not any(name.startswith("receipts_") for name in updated) and self.settings:
+            return
+        settings = self._settings()
+        if self.journal and (settings.data_dir, settings.durability, settings.seal_interval) != (
+                self.settings.data_dir, self.settings.durability, self.settings.seal_interval):
+            self.journal.close()
+            self.journal = None
+        self.settings = settings
+        if self.journal is None:
+            self.journal = self._open_journal(settings)
+
+    def _settings(self) -> cfg.Settings:
+        opts = ctx.options
+        overrides = {field_: getattr(opts, name) for name, (field_, _) in OPTIONS.items()}
+        try:
+            settings = cfg.load(opts.receipts_config, overrides)
+            extra_rules = cfg._rules(list(opts.receipts_rules))
+            extra_paths = cfg._paths(list(opts.receipts_ai_paths)) if opts.receipts_ai_paths else ()
+        except cfg.ConfigError as exc:
+            raise exceptions.OptionsError(str(exc)) from None
+        return replace(settings, rules=settings.rules + extra_rules, ai_paths=settings.ai_paths + extra_paths)
+
+    def _open_journal(self, settings: cfg.Settings) -> Journal:
+        journal = Journal(settings.data_dir, "proxy", durability=settings.durability,
+                          seal_interval=settings.seal_interval)
+        try:
+            journal.start()
+            ensure_database_file(settings.data_dir)
+        except OSError as exc:
+            raise exceptions.OptionsError(
+                f"cannot use data directory {settings.data_dir}: {exc.strerror or exc}.") from None
+        log.info("receipts: recording into %s (writer %s, %s durability)",
+                 journal.root, journal.writer, settings.durability)
+        return journal
+
+    def done(self) -> None:
+        if self.journal:
+            self.journal.close()
+            self.journal = None
+
+    # ---- hooks -------------------------------------------------------------------------------
+    async def request(self, flow: http.HTTPFlow) -> None:
+        req = to_req(flow)
+        h = X.Headers.of(req.headers)
+        match = X.request_match(req, h, self.settings)
+        if match is None:
+            return
+        st, event = self._start(flow, req, h, match)
+        if not await self._write([event], st) and st.paid and self.settings.durability == "strict":
+            flow.response = self._refusal()
+
+    async def responseheaders(self, flow: http.HTTPFlow) -> None:
+        st: FlowState | None = flow.metadata.get(STATE)
+        ctype = flow.response.headers.get("content-type", "")
+        if st is None or not ctype.lower().startswith("text/event-stream"):
+            return
+        st.parser = SSEParser()
+        flow.response.stream = self._tap(st.parser)
+        self._stamp(flow, st)
+        data = X.response_data(to_resp(flow, streamed=True), flow.request.timestamp_start, self.settings, stream=True)
+        await self._write([Event("response", st.receipt_id, data, ts=time.time())], st)
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        st: FlowState | None = flow.metadata.get(STATE)
+        events = []
+        if st is None:
+            resp = to_resp(flow)
+            if not (self.settings.capture_x402 and X.response_is_x402(resp, X.Headers.of(resp.headers))):
+                return
+            req = to_req(flow)
+            st, first = self._start(flow, req, X.Headers.of(req.headers), "x402-response")
+            events.append(first)
+        now = time.time()
+        if st.parser is not None:
+            st.parser.close()
+            data = X.stream_end_data(st.parser.summary(), flow.request.timestamp_start, now)
+            events.append(Event("stream_end", st.receipt_id, data, ts=now))
+            ok = flow.response.status_code < 400 and bool(data.get("done"))
+        else:
+            self._stamp(flow, st)
+            data = X.response_data(to_resp(flow), flow.request.timestamp_start, self.settings)
+            self.linker.remember_challenge(st.logical_id, data.get("challenge"))
+            events.append(Event("response", st.receipt_id, data, ts=now))
+            ok = flow.response.status_code < 400
+        self.linker.outcome(st.keys, ok)
+        await self._write(events, st)
+
+    async def error(self, flow: http.HTTPFlow) -> None:
+        st: FlowState | None = flow.metadata.get(STATE)
+        if st is None or flow.error is None:
+            return
+        self.linker.outcome(st.keys, False)
+        msg = flow.error.msg
+        phase = "response" if flow.response else "request"
+        data = X.error_data(X.classify_error(msg), msg, phase)
+        await self._write([Event("error", st.receipt_id, data, ts=time.time())], st)
+
+    def tls_failed_client(self, data) -> None:
+        """A client refused our certificate (often: it pins its server's): keep a trace of it."""
+        peer = data.context.client.peername or (None, None)
+        sni = data.context.client.sni
+        msg = str(data.conn.error or "client refused the proxy's certificate")
+        payload = {**X.error_data("client_tls_refused", msg, "tls"), "host": sni, "client": peer[0]}
+        self.journal.append([Event("error", uuid7(), payload)])
+        log.warning("receipts: client %s refused the proxy certificate for %s (%s): if it pins certificates, "
+                    "use reverse-proxy mode; otherwise make it trust %s", peer[0], sni, msg,
+                    self.settings.ca_path / "mitmproxy-ca-cert.pem")
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def _start(self, flow: http.HTTPFlow, req: X.Req, h: X.Headers, match: str) -> tuple[FlowState, Event]:
+        receipt_id = uuid7(req.ts)
+        body_sha = X.sha256_hex(req.body) if req.body is not None else None
+        pid = _payment_identifier(h)
+        keys = Linker.keys(req.client, req.method, f"{req.scheme}://{req.host}:{req.port}{req.path}",
+                           body_sha, h.get("idempotency-key"), pid)
+        logical = self.linker.link(keys, receipt_id, req.ts)
+        data = X.request_data(req, self.settings, logical_id=logical, match=match, source="proxy",
+                              challenge=self.linker.challenge_for(logical))
+        st = FlowState(receipt_id, logical, keys, paid=X.is_paid(h))
+        flow.metadata[STATE] = st
+        return st, Event("request", receipt_id, data, ts=req.ts, id=uuid7())
+
+    async def _write(self, events: list[Event], st: FlowState) -> bool:
+        fut = self.journal.append(events)
+        if self.settings.durability != "strict":
+            fut.add_done_callback(lambda f: f.exception() and self._alarm(f.exception(), st))
+            return True
+        try:
+            await asyncio.wrap_future(fut)
+            return True
+        except Exception as exc:
+            self._alarm(exc, st)
+            return False
+
+    def _alarm(self, exc: BaseException, st: FlowState) -> None:
+        st.journal_ok = False
+        action = "refusing paid requests (503)" if self.settings.durability == "strict" else "events are being lost"
+        log.error("receipts: JOURNAL WRITE FAILED, %s, unpaid traffic passes unrecorded: %s", action, exc)
+
+    def _refusal(self) -> http.Response:
+        reason = self.journal.last_error or "the journal cannot be written"
+        body = {"error": {"type": "receipts_journal_unavailable",
+                          "message": f"The receipts recorder did not forward this paid request because it "
+                                     f"cannot record it ({reason}). Fix the data directory, then retry."}}
+        return http.Response.make(503, orjson.dumps(body), {"content-type": "application/json",
+                                                             "x-receipts-error": "journal-unavailable"})
+
+    def _stamp(self, flow: http.HTTPFlow, st: FlowState) -> None:
+        if self.settings.stamp_receipt_id and flow.response is not None:
+            flow.response.headers["X-Receipt-Id"] = st.receipt_id
+
+    @staticmethod
+    def _tap(parser: SSEParser):
+        def tap(chunk: bytes) -> bytes:
+            if chunk:
+                parser.feed(chunk)
+            return chunk
+        return tap
+
+
+def _payment_identifier(h: X.Headers) -> str | None:
+    pay, _ = X.payment(h, cfg.Settings())
+    return pay.get("payment_identifier") if pay else None

@@ -1,0 +1,494 @@
+"""Decoding of x402 (HTTP 402 payment) headers and bodies.
+
+Wire formats (see /work/shared/PROTOCOL.md, section 1):
+
+* Every x402 header value is standard base64 (with padding) of UTF-8 JSON with
+  camelCase keys.  We also tolerate the url-safe alphabet, missing padding and
+  surrounding whitespace.
+* Challenge (server -> client): v1 is the JSON *body* of the 402 response,
+  ``{x402Version: 1, error, accepts: [...]}``; v2 is the ``PAYMENT-REQUIRED``
+  header, ``{x402Version: 2, error?, resource?: {url, description?, mimeType?},
+  accepts: [...], extensions?}``.  An ``accepts`` entry carries ``scheme``,
+  ``network`` (v1 legacy names such as ``base``; v2 CAIP-2 ``eip155:8453``),
+  ``amount`` (v2) or ``maxAmountRequired`` (v1), ``asset``, ``payTo``,
+  ``maxTimeoutSeconds``, ``extra`` and, in v1, ``resource``/``description``/
+  ``mimeType``.
+* Payment (client -> server): v1 ``X-PAYMENT`` = ``{x402Version: 1, scheme,
+  network, payload}``; v2 ``PAYMENT-SIGNATURE`` = ``{x402Version: 2, payload,
+  accepted, resource?, extensions?}``.  ``payload`` is either EIP-3009
+  ``{signature, authorization: {from, to, value, validAfter, validBefore,
+  nonce}}`` or Permit2 ``{signature, permit2Authorization: {from, permitted:
+  {token, amount}, spender, nonce, deadline, witness: {to, validAfter,
+  facilitator?}}}``.
+* Settlement (server -> client): ``X-PAYMENT-RESPONSE`` / ``PAYMENT-RESPONSE``
+  = ``{success, transaction, network, payer, errorReason?, errorMessage?,
+  amount?}``; ``transaction`` is a tx hash, ``""``, or an asynchronous job id
+  such as ``payment-<uuid>``.
+
+Every public function is total: it never raises, whatever it is given, and
+reports problems as short strings in the result.  Secrets (the signature, a
+signed approval transaction) are only ever returned as SHA-256 digests.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from typing import Any
+
+import orjson
+
+MAX_B64_BYTES = 64 * 1024
+_MAX_INT64 = 2**63 - 1
+_MAX_UINT256 = 2**256 - 1
+_MAX_ID_CHARS = 1024
+
+_TX_HASH_RE = re.compile(r"0x[0-9a-fA-F]{64}")
+_BYTES32_RE = re.compile(r"0x[0-9a-fA-F]{64}")
+_DECIMAL_RE = re.compile(r"[0-9]{1,80}")
+_B64_TRANSLATE = bytes.maketrans(b"-_", b"+/")
+
+_LEGACY_NETWORKS: dict[str, str] = {
+    "base": "eip155:8453",
+    "base-sepolia": "eip155:84532",
+    "ethereum": "eip155:1",
+    "sepolia": "eip155:11155111",
+    "polygon": "eip155:137",
+    "polygon-amoy": "eip155:80002",
+    "avalanche": "eip155:43114",
+    "avalanche-fuji": "eip155:43113",
+}
+
+_PAYMENT_ID_KEYS = ("id", "paymentId", "value")
+
+
+# --------------------------------------------------------------------------
+# small total helpers
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _sha256_text(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _str_field(d: dict, key: str, where: str, errors: list[str]) -> str | None:
+    """Return ``d[key]`` if it is a string; None (and an error) otherwise."""
+    value = d.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    errors.append(f"{where}.{key} is {_type_name(value)}, expected string")
+    return None
+
+
+def _uint_str(value: object) -> str | None:
+    """Normalize a uint256 given as JSON int or decimal string; None if invalid."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and _DECIMAL_RE.fullmatch(value.strip()):
+        number = int(value.strip())
+    else:
+        return None
+    if 0 <= number <= _MAX_UINT256:
+        return str(number)
+    return None
+
+
+def _uint_field(d: dict, key: str, where: str, errors: list[str]) -> str | None:
+    value = d.get(key)
+    if value is None:
+        return None
+    result = _uint_str(value)
+    if result is None:
+        errors.append(f"{where}.{key} is not a non-negative integer")
+    return result
+
+
+def _int_field(d: dict, key: str, where: str, errors: list[str]) -> int | None:
+    """Times and counts: a non-negative int that fits in int64, else None."""
+    value = d.get(key)
+    if value is None:
+        return None
+    text = _uint_str(value)
+    if text is None or int(text) > _MAX_INT64:
+        errors.append(f"{where}.{key} is not a non-negative 64-bit integer")
+        return None
+    return int(text)
+
+
+def _dict_field(d: dict, key: str, where: str, errors: list[str]) -> dict | None:
+    value = d.get(key)
+    if value is None or isinstance(value, dict):
+        return value
+    errors.append(f"{where}.{key} is {_type_name(value)}, expected object")
+    return None
+
+
+def _version(d: dict, errors: list[str]) -> int | None:
+    value = d.get("x402Version")
+    if value is None:
+        errors.append("x402Version missing")
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**31:
+        return value
+    errors.append("x402Version is not a small non-negative integer")
+    return None
+
+
+# --------------------------------------------------------------------------
+# base64 / primitives
+
+
+def decode_b64_json(value: str | bytes) -> tuple[object | None, str | None]:
+    """Decode a base64 (standard or url-safe, padding optional) UTF-8 JSON value."""
+    try:
+        return _decode_b64_json(value)
+    except Exception as exc:  # pragma: no cover - defensive
+        return None, f"cannot decode: {_type_name(exc)}"
+
+
+def _decode_b64_json(value: object) -> tuple[object | None, str | None]:
+    if isinstance(value, str):
+        if len(value) > MAX_B64_BYTES * 2:
+            return None, "value larger than 64 KiB"
+        try:
+            raw = value.strip().encode("ascii")
+        except UnicodeEncodeError:
+            return None, "invalid base64: non-ASCII characters"
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value).strip()
+    else:
+        return None, f"expected str or bytes, got {_type_name(value)}"
+    if len(raw) > MAX_B64_BYTES:
+        return None, "value larger than 64 KiB"
+    if not raw:
+        return None, "empty value"
+    raw = raw.translate(_B64_TRANSLATE).rstrip(b"=")
+    if len(raw) % 4 == 1:
+        return None, "invalid base64: bad length"
+    raw += b"=" * (-len(raw) % 4)
+    try:
+        decoded = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        return None, "invalid base64"
+    try:
+        return orjson.loads(decoded), None
+    except orjson.JSONDecodeError as exc:
+        if "UTF-8" in str(exc):
+            return None, "decoded bytes are not valid UTF-8"
+        return None, "decoded bytes are not valid JSON"
+
+
+def is_tx_hash(s: object) -> bool:
+    """True for ``0x`` followed by exactly 64 hex digits (any case)."""
+    return isinstance(s, str) and _TX_HASH_RE.fullmatch(s) is not None
+
+
+def caip2(network: object) -> str | None:
+    """Map a v1 legacy network name to CAIP-2; other strings pass unchanged."""
+    if not isinstance(network, str):
+        return None
+    return _LEGACY_NETWORKS.get(network.strip().lower(), network)
+
+
+# --------------------------------------------------------------------------
+# challenge
+
+
+def _empty_entry() -> dict[str, Any]:
+    keys = ("scheme", "network", "network_raw", "amount", "asset", "pay_to",
+            "max_timeout_seconds", "resource", "description", "mime_type", "extra")
+    return dict.fromkeys(keys)
+
+
+def _resource_info(value: object, where: str, errors: list[str]) -> dict[str, str | None]:
+    """Accept a v2 resource object ``{url, description?, mimeType?}`` or a bare URL."""
+    info: dict[str, str | None] = {"url": None, "description": None, "mime_type": None}
+    if value is None:
+        return info
+    if isinstance(value, str):
+        info["url"] = value
+    elif isinstance(value, dict):
+        info["url"] = _str_field(value, "url", where, errors)
+        info["description"] = _str_field(value, "description", where, errors)
+        info["mime_type"] = _str_field(value, "mimeType", where, errors)
+    else:
+        errors.append(f"{where} is {_type_name(value)}, expected object or string")
+    return info
+
+
+def _normalize_entry(d: dict, where: str, errors: list[str],
+                     fallback: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """Normalize one accepts entry (v1 or v2) to snake_case, CAIP-2 network."""
+    entry = _empty_entry()
+    entry["scheme"] = _str_field(d, "scheme", where, errors)
+    entry["network_raw"] = _str_field(d, "network", where, errors)
+    entry["network"] = caip2(entry["network_raw"])
+    amount_key = "amount" if d.get("amount") is not None else "maxAmountRequired"
+    entry["amount"] = _uint_field(d, amount_key, where, errors)
+    entry["asset"] = _str_field(d, "asset", where, errors)
+    entry["pay_to"] = _str_field(d, "payTo", where, errors)
+    entry["max_timeout_seconds"] = _int_field(d, "maxTimeoutSeconds", where, errors)
+    own = _resource_info(d.get("resource"), f"{where}.resource", errors)
+    fallback = fallback or {}
+    entry["resource"] = own["url"] or fallback.get("url")
+    entry["description"] = (_str_field(d, "description", where, errors)
+                            or own["description"] or fallback.get("description"))
+    entry["mime_type"] = (_str_field(d, "mimeType", where, errors)
+                          or own["mime_type"] or fallback.get("mime_type"))
+    extra = _dict_field(d, "extra", where, errors)
+    entry["extra"] = dict(extra) if extra is not None else None
+    return entry
+
+
+def parse_challenge(obj: object) -> dict[str, Any]:
+    """Normalize a v2 PAYMENT-REQUIRED object or a v1 402 JSON body."""
+    try:
+        return _parse_challenge(obj)
+    except Exception as exc:  # pragma: no cover - defensive
+        result = _empty_challenge()
+        result["errors"].append(f"internal error: {_type_name(exc)}")
+        return result
+
+
+def _empty_challenge() -> dict[str, Any]:
+    return {"x402_version": None, "error": None, "resource": None, "accepts": [], "errors": []}
+
+
+def _parse_challenge(obj: object) -> dict[str, Any]:
+    result = _empty_challenge()
+    errors: list[str] = result["errors"]
+    if not isinstance(obj, dict):
+        errors.append(f"challenge is {_type_name(obj)}, expected object")
+        return result
+    result["x402_version"] = _version(obj, errors)
+    result["error"] = _str_field(obj, "error", "challenge", errors)
+    top = _resource_info(obj.get("resource"), "challenge.resource", errors)
+    result["resource"] = top["url"]
+    accepts = obj.get("accepts")
+    if not isinstance(accepts, list):
+        errors.append("challenge.accepts missing or not a list")
+        return result
+    for i, item in enumerate(accepts):
+        where = f"accepts[{i}]"
+        if isinstance(item, dict):
+            result["accepts"].append(_normalize_entry(item, where, errors, top))
+        else:
+            errors.append(f"{where} is {_type_name(item)}, expected object")
+    return result
+
+
+def looks_like_v1_challenge(obj: object) -> bool:
+    """True for a dict carrying ``x402Version`` and a list ``accepts``."""
+    return isinstance(obj, dict) and "x402Version" in obj and isinstance(obj.get("accepts"), list)
+
+
+# --------------------------------------------------------------------------
+# payment
+
+
+def _empty_payment() -> dict[str, Any]:
+    keys = ("x402_version", "scheme", "network", "payer", "pay_to", "asset", "amount",
+            "nonce", "valid_after", "valid_before", "deadline", "spender", "facilitator",
+            "accepted", "resource", "payment_identifier", "signature_sha256",
+            "signed_tx_sha256")
+    result: dict[str, Any] = dict.fromkeys(keys)
+    result.update(kind="unknown", extensions=[], errors=[])
+    return result
+
+
+def parse_payment(obj: object) -> dict[str, Any]:
+    """Decode the non-secret fields of an X-PAYMENT / PAYMENT-SIGNATURE object."""
+    try:
+        return _parse_payment(obj)
+    except Exception as exc:  # pragma: no cover - defensive
+        result = _empty_payment()
+        result["errors"].append(f"internal error: {_type_name(exc)}")
+        return result
+
+
+def _parse_payment(obj: object) -> dict[str, Any]:
+    result = _empty_payment()
+    errors: list[str] = result["errors"]
+    if not isinstance(obj, dict):
+        errors.append(f"payment is {_type_name(obj)}, expected object")
+        return result
+    result["x402_version"] = _version(obj, errors)
+    accepted = _dict_field(obj, "accepted", "payment", errors)
+    entry = _normalize_entry(accepted, "accepted", errors) if accepted is not None else None
+    result["accepted"] = entry
+    _scheme_and_network(obj, entry, result, errors)
+    resource = _resource_info(obj.get("resource"), "payment.resource", errors)
+    result["resource"] = resource["url"] or (entry or {}).get("resource")
+    payload = _dict_field(obj, "payload", "payment", errors)
+    if payload is None:
+        errors.append("payment.payload missing")
+    else:
+        _parse_payload(payload, result, errors)
+    if result["asset"] is None and entry is not None:
+        result["asset"] = entry["asset"]
+    _parse_extensions(obj.get("extensions"), result, errors)
+    return result
+
+
+def _scheme_and_network(obj: dict, entry: dict | None, result: dict, errors: list[str]) -> None:
+    scheme = entry["scheme"] if entry else None
+    network = entry["network_raw"] if entry else None
+    if scheme is None:
+        scheme = _str_field(obj, "scheme", "payment", errors)
+    if network is None:
+        network = _str_field(obj, "network", "payment", errors)
+    result["scheme"] = scheme
+    result["network"] = caip2(network)
+
+
+def _parse_payload(payload: dict, result: dict, errors: list[str]) -> None:
+    signature = payload.get("signature")
+    if isinstance(signature, str):
+        result["signature_sha256"] = _sha256_text(signature)
+    elif signature is not None:
+        errors.append(f"payload.signature is {_type_name(signature)}, expected string")
+    auth = payload.get("authorization")
+    permit = payload.get("permit2Authorization")
+    if isinstance(auth, dict):
+        result["kind"] = "eip3009"
+        _parse_eip3009(auth, result, errors)
+    elif isinstance(permit, dict):
+        result["kind"] = "permit2"
+        _parse_permit2(permit, result, errors)
+    else:
+        errors.append("payload has neither authorization nor permit2Authorization")
+
+
+def _parse_eip3009(auth: dict, result: dict, errors: list[str]) -> None:
+    where = "authorization"
+    result["payer"] = _str_field(auth, "from", where, errors)
+    result["pay_to"] = _str_field(auth, "to", where, errors)
+    result["amount"] = _uint_field(auth, "value", where, errors)
+    result["valid_after"] = _int_field(auth, "validAfter", where, errors)
+    result["valid_before"] = _int_field(auth, "validBefore", where, errors)
+    nonce = auth.get("nonce")
+    if isinstance(nonce, str) and _BYTES32_RE.fullmatch(nonce):
+        result["nonce"] = nonce.lower()
+    elif nonce is not None:
+        errors.append(f"{where}.nonce is not a bytes32 hex string")
+
+
+def _parse_permit2(permit: dict, result: dict, errors: list[str]) -> None:
+    where = "permit2Authorization"
+    result["payer"] = _str_field(permit, "from", where, errors)
+    result["spender"] = _str_field(permit, "spender", where, errors)
+    result["nonce"] = _uint_field(permit, "nonce", where, errors)
+    result["deadline"] = _int_field(permit, "deadline", where, errors)
+    permitted = _dict_field(permit, "permitted", where, errors)
+    if permitted is not None:
+        result["asset"] = _str_field(permitted, "token", f"{where}.permitted", errors)
+        result["amount"] = _uint_field(permitted, "amount", f"{where}.permitted", errors)
+    witness = _dict_field(permit, "witness", where, errors)
+    if witness is not None:
+        result["pay_to"] = _str_field(witness, "to", f"{where}.witness", errors)
+        result["valid_after"] = _int_field(witness, "validAfter", f"{where}.witness", errors)
+        result["facilitator"] = _str_field(witness, "facilitator", f"{where}.witness", errors)
+
+
+def _parse_extensions(ext: object, result: dict, errors: list[str]) -> None:
+    if ext is None:
+        return
+    if isinstance(ext, list):
+        result["extensions"] = [name for name in ext if isinstance(name, str)]
+        return
+    if not isinstance(ext, dict):
+        errors.append(f"payment.extensions is {_type_name(ext)}, expected object")
+        return
+    result["extensions"] = [str(name) for name in ext]
+    result["payment_identifier"] = _payment_identifier(ext.get("payment-identifier"), errors)
+    result["signed_tx_sha256"] = _signed_tx_sha256(ext.get("erc20ApprovalGasSponsoring"))
+
+
+def _identifier_from(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        for key in _PAYMENT_ID_KEYS:
+            if isinstance(value.get(key), str):
+                return value[key]
+    return None
+
+
+def _payment_identifier(value: object, errors: list[str]) -> str | None:
+    found = _identifier_from(value)
+    if found is None and isinstance(value, dict):
+        found = _identifier_from(value.get("info"))
+    if found is None:
+        if value is not None:
+            errors.append("payment-identifier extension has no identifier string")
+        return None
+    if not found or len(found) > _MAX_ID_CHARS:
+        errors.append("payment-identifier is empty or too long")
+        return None
+    return found
+
+
+def _signed_tx_sha256(value: object) -> str | None:
+    info = value.get("info") if isinstance(value, dict) else None
+    signed = info.get("signedTransaction") if isinstance(info, dict) else None
+    return _sha256_text(signed) if isinstance(signed, str) else None
+
+
+# --------------------------------------------------------------------------
+# settlement
+
+
+def _empty_settlement() -> dict[str, Any]:
+    keys = ("success", "tx_hash", "job_id", "network", "payer", "amount",
+            "error_reason", "error_message")
+    result: dict[str, Any] = dict.fromkeys(keys)
+    result["errors"] = []
+    return result
+
+
+def parse_settlement(obj: object) -> dict[str, Any]:
+    """Normalize an X-PAYMENT-RESPONSE / PAYMENT-RESPONSE object."""
+    try:
+        return _parse_settlement(obj)
+    except Exception as exc:  # pragma: no cover - defensive
+        result = _empty_settlement()
+        result["errors"].append(f"internal error: {_type_name(exc)}")
+        return result
+
+
+def _parse_settlement(obj: object) -> dict[str, Any]:
+    result = _empty_settlement()
+    errors: list[str] = result["errors"]
+    if not isinstance(obj, dict):
+        errors.append(f"settlement is {_type_name(obj)}, expected object")
+        return result
+    success = obj.get("success")
+    if isinstance(success, bool):
+        result["success"] = success
+    elif success is not None:
+        errors.append(f"settlement.success is {_type_name(success)}, expected boolean")
+    _transaction(obj, result, errors)
+    result["network"] = caip2(_str_field(obj, "network", "settlement", errors))
+    result["payer"] = _str_field(obj, "payer", "settlement", errors)
+    result["amount"] = _uint_field(obj, "amount", "settlement", errors)
+    result["error_reason"] = _str_field(obj, "errorReason", "settlement", errors)
+    result["error_message"] = _str_field(obj, "errorMessage", "settlement", errors)
+    return result
+
+
+def _transaction(obj: dict, result: dict, errors: list[str]) -> None:
+    tx = _str_field(obj, "transaction", "settlement", errors)
+    if tx is None:
+        return
+    tx = tx.strip()
+    if is_tx_hash(tx):
+        result["tx_hash"] = tx.lower()
+    elif tx:
+        result["job_id"] = tx[:_MAX_ID_CHARS]

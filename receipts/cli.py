@@ -1,0 +1,225 @@
+"""The `receipts` command. Each subcommand is a thin call into one library function; expected errors
+become one line (`Error: …`) and exit status 1."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from storage import config as cfg
+
+from . import render
+
+
+class UserError(Exception):
+    """An expected failure, shown as one line without a traceback."""
+
+
+def _data_dir(args) -> str:
+    return args.data or os.environ.get("RECEIPTS_DATA") or "./data"
+
+
+def _connect(args):
+    from storage import db
+
+    data = _data_dir(args)
+    if not os.path.isdir(data):
+        raise UserError(f"no data directory at {data}: start `receipts proxy` first, or pass --data DIR")
+    return db.connect(data)
+
+
+# ---- subcommands ---------------------------------------------------------------------------------
+def cmd_proxy(args) -> int:
+    from . import proxy
+
+    overrides = {
+        "listen_host": args.listen_host, "listen_port": args.listen_port, "data_dir": args.data,
+        "ca_dir": args.ca_dir, "bodies": args.bodies, "durability": args.durability,
+        "stamp_receipt_id": args.stamp, "capture_x402": args.x402, "upstream_ca": args.upstream_ca,
+        "seal_interval": args.seal_interval, "body_max_bytes": args.body_max_bytes,
+    }
+    settings = cfg.load(args.config, overrides)
+    extra_rules = cfg._rules(args.rule) if args.rule else ()
+    extra_paths = cfg._paths(args.ai_path) if args.ai_path else ()
+    from dataclasses import replace
+    settings = replace(settings, rules=settings.rules + extra_rules, ai_paths=settings.ai_paths + extra_paths)
+    return proxy.run(settings, args.config or (str(cfg.DEFAULT_CONFIG) if cfg.DEFAULT_CONFIG.exists() else None))
+
+
+def cmd_sql(args) -> int:
+    import duckdb
+
+    from storage import db, queries
+
+    con = _connect(args)
+    try:
+        db.check_read_only(con, args.query)
+        cols, rows = queries.rows(con, args.query)
+    except db.QueryRejected as exc:
+        raise UserError(str(exc)) from None
+    except duckdb.Error as exc:
+        raise UserError(str(exc).splitlines()[0]) from None
+    if args.json:
+        print(render.to_json([render.jsonable(dict(zip(cols, r))) for r in rows]))
+    elif args.csv:
+        sys.stdout.write(render.to_csv(cols, rows))
+    else:
+        print(render.table(cols, rows))
+    return 0
+
+
+def cmd_show(args) -> int:
+    from storage import queries
+
+    con = _connect(args)
+    found = queries.find_receipt(con, args.id)
+    if not found:
+        raise UserError(f"no receipt matches {render.safe(args.id)!s}")
+    out = []
+    for r in found:
+        details = queries.receipt_details(con, r["receipt_id"])
+        out.append((r, details))
+    if args.json:
+        items = [{"receipt": render.jsonable(r), **{k: [render.jsonable(x) for x in v] for k, v in d.items()}}
+                 for r, d in out]
+        print(render.to_json(items[0] if len(items) == 1 else items))
+    else:
+        print("\n\n".join(render.receipt_text(r, d) for r, d in out))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from storage import queries
+
+    try:
+        since = queries.parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    items = queries.list_receipts(_connect(args), args.status, since, args.limit)
+    if args.json:
+        print(render.to_json([render.jsonable(x) for x in items]))
+    else:
+        cols = list(items[0]) if items else [c.strip() for c in queries.LIST_COLUMNS.split(",")]
+        print(render.table(cols, [tuple(x.values()) for x in items], width=20))
+    return 0
+
+
+def cmd_tail(args) -> int:
+    from storage import db, queries
+
+    data = _data_dir(args)
+    last, deadline = None, (time.monotonic() + args.seconds) if args.seconds else None
+    print("receipts: following new calls (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            con = db.connect(data)
+            for c in queries.new_calls(con, last):
+                last = c["started_at"]
+                print("  ".join(render.safe(c[k], 60) for k in
+                                ("started_at", "receipt_id", "method", "host", "path", "status", "model",
+                                 "total_tokens", "paid", "error")), flush=True)
+            con.close()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from addon import ingest
+
+    settings = cfg.load(args.config, {"data_dir": args.data})
+    try:
+        summary = ingest.ingest_file(args.file, settings)
+    except ingest.IngestError as exc:
+        raise UserError(str(exc)) from None
+    print(f"receipts: recorded {summary['calls']} calls ({summary['skipped']} exchanges were not AI calls) "
+          f"from {render.safe(args.file)}")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from . import doctor
+
+    problems = doctor.run(args.config, _data_dir(args), args.proxy)
+    return 1 if problems else 0
+
+
+# ---- argument parsing ----------------------------------------------------------------------------
+def _bool_flag(p, name: str, dest: str, help_: str) -> None:
+    p.add_argument(f"--{name}", dest=dest, action="store_const", const=True, default=None, help=help_)
+    p.add_argument(f"--no-{name}", dest=dest, action="store_const", const=False, help=argparse.SUPPRESS)
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", help="data directory (default: $RECEIPTS_DATA or ./data)")
+    top = argparse.ArgumentParser(prog="receipts", description="Receipts for paid AI calls.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("proxy", parents=[common], help="run the recording proxy")
+    p.add_argument("--config", help="settings file (default: mitm_config.yaml of this project)")
+    p.add_argument("--listen-host")
+    p.add_argument("--listen-port")
+    p.add_argument("--ca-dir", help="where the proxy's CA lives (default: DATA/ca)")
+    p.add_argument("--bodies", help="none | hash | full")
+    p.add_argument("--durability", help="strict | relaxed")
+    _bool_flag(p, "stamp", "stamp", "add X-Receipt-Id to responses (--no-stamp: invisible audit)")
+    _bool_flag(p, "x402", "x402", "record anything carrying x402 headers (--no-x402 to turn off)")
+    p.add_argument("--ai-path", action="append", help="another AI path suffix to record (repeatable)")
+    p.add_argument("--rule", action="append", help="also record HOSTGLOB/PATHGLOB (repeatable)")
+    p.add_argument("--upstream-ca", help="extra CA bundle to trust for upstream servers")
+    p.add_argument("--seal-interval", help="seconds before events are visible to queries")
+    p.add_argument("--body-max-bytes", help="largest body kept with --bodies full")
+    p.set_defaults(func=cmd_proxy)
+
+    p = sub.add_parser("sql", parents=[common], help="run read-only SQL over the views")
+    p.add_argument("query")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+    p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("show", parents=[common], help="show the receipt that any id finds")
+    p.add_argument("id", help="receipt id, request id, provider id, tx hash, session id, nonce or payer")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("list", parents=[common], help="list receipts, newest first")
+    p.add_argument("--status", help="unpaid | pending | passed | failed | retried | refunded | risky")
+    p.add_argument("--since", help="30m, 2h, 7d, or an ISO date/time (UTC)")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("tail", parents=[common], help="print calls as they are recorded")
+    p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("ingest", parents=[common], help="record calls from a HAR or mitmproxy flow file")
+    p.add_argument("file")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("doctor", parents=[common], help="explain what is wrong, in plain words")
+    p.add_argument("--config")
+    p.add_argument("--proxy", help="proxy address to check (default: from the config)")
+    p.set_defaults(func=cmd_doctor)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UserError, cfg.ConfigError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

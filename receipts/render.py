@@ -1,0 +1,111 @@
+"""How records are shown in a terminal, and as JSON/CSV. Captured values are attacker-controlled:
+every value passes through `safe()`, which makes control characters (terminal escape sequences,
+carriage returns, bidi overrides) visible instead of letting them act."""
+from __future__ import annotations
+
+import csv
+import io
+import unicodedata
+from datetime import datetime
+from decimal import Decimal
+
+import orjson
+
+
+def safe(value, limit: int = 400) -> str:
+    if value is None:
+        return "—"
+    text = value.isoformat(sep=" ", timespec="milliseconds") if isinstance(value, datetime) else str(value)
+    out = []
+    for ch in text[:limit]:
+        if ch in "\t" or not unicodedata.category(ch).startswith("C"):
+            out.append(ch)
+        else:
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}")
+    return "".join(out) + ("…" if len(text) > limit else "")
+
+
+def human_amount(amount, decimals) -> str | None:
+    """Exact decimal text of an integer amount of atomic units, e.g. 10000 with 6 decimals → 0.01."""
+    if amount is None or decimals is None:
+        return None
+    value = Decimal(int(amount)).scaleb(-int(decimals))
+    text = f"{value:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def to_json(obj) -> str:
+    return orjson.dumps(obj, default=_default, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _default(value):
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, int):  # HUGEINT amounts beyond 64 bits
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+def jsonable(row: dict) -> dict:
+    """Amounts stay exact: integers beyond 2**53 become strings."""
+    return {k: (str(v) if isinstance(v, int) and abs(v) > 2**53 else v) for k, v in row.items()}
+
+
+def table(columns: list[str], rows: list[tuple], width: int = 48) -> str:
+    cells = [[safe(c, width) for c in columns]] + [[safe(v, width) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def to_csv(columns: list[str], rows: list[tuple]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(columns)
+    w.writerows([["" if v is None else v for v in r] for r in rows])
+    return buf.getvalue()
+
+
+def receipt_text(r: dict, details: dict) -> str:
+    """A receipt laid out like a transfer record on a block explorer."""
+    amount = human_amount(r.get("amount"), r.get("decimals"))
+    cap = human_amount(r.get("amount_cap"), r.get("decimals"))
+    paid = "—" if r.get("amount") is None else (
+        f"{amount} (atomic {r['amount']}, {r['decimals']} decimals)" if amount else f"{r['amount']} atomic units (decimals unknown)")
+    status = r["proof_status"] + (f" · {r['resolution']}" if r.get("resolution") else "") + (
+        f" ({r['reason']})" if r.get("reason") else "")
+    lines = [
+        f"Receipt       {safe(r['receipt_id'])}",
+        f"Proof status  {safe(status)}",
+        f"Amount        {safe(paid)}" + (f"   cap {safe(cap or r['amount_cap'])}" if r.get("amount_cap") is not None else ""),
+        f"From (payer)  {safe(r.get('payer'))}",
+        f"To (pay_to)   {safe(r.get('pay_to'))}",
+        f"Asset         {safe(r.get('asset'))}",
+        f"Network       {safe(r.get('network'))}   scheme {safe(r.get('scheme'))}",
+        f"Tx hash       {safe(r.get('payment_hash'))}" + (
+            f"   (settlement job {safe(r['settlement_job_id'])})" if r.get("settlement_job_id") else ""),
+        f"Nonce         {safe(r.get('nonce'))}",
+        f"Request id    {safe(r.get('request_id'))}",
+        f"Session       {safe(r.get('session_id'))}",
+        f"Model         {safe(r.get('model'))}   tokens {safe(r.get('total_tokens'))}",
+        f"Endpoint      {safe(r.get('host'))}{safe(r.get('path'))}   last status {safe(r.get('status'))}",
+        f"App           {safe(r.get('app'))}   client {safe(r.get('client'))}",
+        f"First seen    {safe(r.get('first_seen'))} UTC",
+        f"Last seen     {safe(r.get('last_seen'))} UTC",
+        f"Attempts      {r.get('attempts')}",
+    ]
+    for i, c in enumerate(details.get("calls", []), 1):
+        flags = [x for x in ("paid" if c.get("paid") else None, "stream" if c.get("stream") else None,
+                             c.get("error")) if x]
+        lines.append(f"  {i}. {safe(c['receipt_id'])}  {safe(c['started_at'])}  {safe(c['method'])} "
+                     f"→ {safe(c['status'])}  {safe(c.get('latency_ms'))} ms  {safe(', '.join(flags)) if flags else ''}".rstrip())
+        for err in c.get("parse_errors") or []:
+            lines.append(f"     parse error: {safe(err)}")
+    for s in details.get("settlements", []):
+        lines.append(f"Settlement    success={safe(s.get('success'))} tx={safe(s.get('tx_hash'))} "
+                     f"job={safe(s.get('job_id'))} {safe(s.get('error_reason') or '')}".rstrip())
+    for ch in details.get("checks", []):
+        lines.append(f"Check         {safe(ch['observed_at'])}  {safe(ch['check'])} = {safe(ch['result'])}  "
+                     f"{safe(ch.get('reason') or '')}".rstrip())
+    return "\n".join(lines)

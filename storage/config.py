@@ -1,0 +1,229 @@
+"""Settings: `mitm_config.yaml`, then environment, then command-line flags (or mitmproxy `--set`).
+
+Every setting is documented line by line in mitm_config.yaml at the repository root; this module
+holds the defaults and the validation, so that a bad value gives one sentence a user can act on.
+"""
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import yaml
+
+BODY_MODES = ("none", "hash", "full")
+DURABILITY = ("strict", "relaxed")
+DEFAULT_AI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages",
+                    "/v1/embeddings", "/chat/completions")
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "mitm_config.yaml"
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message is one sentence for the user."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Extra traffic to record: a host glob and a path glob (fnmatch, case-insensitive host)."""
+    host: str = "*"
+    path: str = "*"
+
+    def matches(self, host: str, path: str) -> bool:
+        return fnmatch.fnmatch(host.lower(), self.host.lower()) and fnmatch.fnmatch(path, self.path)
+
+
+@dataclass(frozen=True)
+class Asset:
+    network: str
+    address: str
+    symbol: str
+    decimals: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    data_dir: str = "./data"
+    ca_dir: str | None = None           # None: <data_dir>/ca
+    capture_x402: bool = True
+    ai_paths: tuple[str, ...] = DEFAULT_AI_PATHS
+    rules: tuple[Rule, ...] = ()
+    bodies: str = "hash"
+    body_max_bytes: int = 1 << 20
+    durability: str = "strict"
+    stamp_receipt_id: bool = True
+    upstream_ca: str | None = None
+    seal_interval: float = 1.0
+    assets: tuple[Asset, ...] = ()
+
+    @property
+    def ca_path(self) -> Path:
+        return Path(self.ca_dir) if self.ca_dir else Path(self.data_dir) / "ca"
+
+    def is_ai_call(self, host: str, path: str) -> str | None:
+        """Why this request counts as an AI call ("path" or "rule"), or None."""
+        bare = path.split("?", 1)[0]
+        if any(bare.endswith(p) for p in self.ai_paths):
+            return "path"
+        if any(r.matches(host, bare) for r in self.rules):
+            return "rule"
+        return None
+
+    def decimals(self, network: str | None, asset: str | None) -> int | None:
+        if not asset:
+            return None
+        for a in self.assets:
+            if a.address.lower() == asset.lower() and (network is None or a.network == network):
+                return a.decimals
+        return None
+
+
+def _bool(name: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}.")
+
+
+def _choice(name: str, value, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}.")
+    return value
+
+
+def _port(value) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"listen_port must be a number from 0 to 65535, not {value!r}.")
+    return port
+
+
+def _host(value) -> str:
+    text = str(value)
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        if text != "localhost":
+            raise ConfigError(f"listen_host must be an IP address such as 127.0.0.1, not {value!r}.") from None
+    return text
+
+
+def _positive(name: str, value, kind=float):
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        number = -1
+    if number <= 0:
+        raise ConfigError(f"{name} must be a positive number, not {value!r}.")
+    return number
+
+
+def _rules(value) -> tuple[Rule, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError("capture.rules must be a list of {host, path} entries.")
+    out = []
+    for item in value:
+        if isinstance(item, str):  # "host/path" shorthand, as on the command line
+            host, _, path = item.partition("/")
+            item = {"host": host or "*", "path": "/" + path if path else "*"}
+        if not isinstance(item, dict) or set(item) - {"host", "path"}:
+            raise ConfigError(f"each capture rule needs only host and/or path, not {item!r}.")
+        out.append(Rule(str(item.get("host", "*")), str(item.get("path", "*"))))
+    return tuple(out)
+
+
+def _paths(value) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(p, str) and p.startswith("/") for p in value):
+        raise ConfigError("capture.ai_paths must be a list of paths starting with '/'.")
+    return tuple(value)
+
+
+def _assets(value) -> tuple[Asset, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError("assets must be a list of {network, address, symbol, decimals} entries.")
+    out = []
+    for item in value:
+        try:
+            out.append(Asset(str(item["network"]), str(item["address"]), str(item.get("symbol", "")),
+                             int(item["decimals"])))
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"asset entry {item!r} needs network, address and an integer decimals.") from None
+    return tuple(out)
+
+
+def _flatten(raw: dict) -> dict:
+    """The YAML file nests capture settings; flags and `--set` use flat names."""
+    flat = {k: v for k, v in raw.items() if k != "capture"}
+    capture = raw.get("capture") or {}
+    if not isinstance(capture, dict):
+        raise ConfigError("capture must be a mapping with x402, ai_paths and rules.")
+    for key, target in (("x402", "capture_x402"), ("ai_paths", "ai_paths"), ("rules", "rules")):
+        if key in capture:
+            flat[target] = capture[key]
+    unknown = set(capture) - {"x402", "ai_paths", "rules"}
+    if unknown:
+        raise ConfigError(f"unknown capture setting {sorted(unknown)[0]!r} (known: x402, ai_paths, rules).")
+    return flat
+
+
+def _validated(values: dict) -> dict:
+    known = {f.name for f in fields(Settings)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"unknown setting {sorted(unknown)[0]!r}; see mitm_config.yaml for the list.")
+    conv = {
+        "listen_host": _host, "listen_port": _port,
+        "data_dir": str, "ca_dir": lambda v: None if v in (None, "") else str(v),
+        "capture_x402": lambda v: _bool("capture.x402", v), "ai_paths": _paths, "rules": _rules,
+        "bodies": lambda v: _choice("bodies", v, BODY_MODES),
+        "body_max_bytes": lambda v: _positive("body_max_bytes", v, int),
+        "durability": lambda v: _choice("durability", v, DURABILITY),
+        "stamp_receipt_id": lambda v: _bool("stamp_receipt_id", v),
+        "upstream_ca": lambda v: None if v in (None, "") else str(v),
+        "seal_interval": lambda v: _positive("seal_interval", v),
+        "assets": _assets,
+    }
+    return {k: conv[k](v) for k, v in values.items()}
+
+
+def read_file(path: str | os.PathLike | None) -> dict:
+    """The settings in a YAML file (flat names), validated."""
+    if path is None:
+        return {}
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist.") from None
+    except (OSError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config file {path} cannot be read: {first}.") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must be a mapping of settings.")
+    return _validated(_flatten(raw))
+
+
+def load(config: str | os.PathLike | None = None, overrides: dict | None = None,
+         env: dict | None = None) -> Settings:
+    """Defaults < config file (mitm_config.yaml by default) < RECEIPTS_DATA < overrides (flags)."""
+    env = os.environ if env is None else env
+    if config is None and DEFAULT_CONFIG.exists():
+        config = DEFAULT_CONFIG
+    values = read_file(config)
+    if env.get("RECEIPTS_DATA"):
+        values["data_dir"] = env["RECEIPTS_DATA"]
+    values.update(_validated({k: v for k, v in (overrides or {}).items() if v is not None}))
+    return replace(Settings(), **values)
