@@ -336,7 +336,8 @@ def classify_error(message: str) -> str:
     text = message.lower()
     for needle, kind in (("client disconnected", "client_disconnected"), ("killed", "connection_killed"),
                          ("timed out", "upstream_timeout"), ("timeout", "upstream_timeout"),
-                         ("refused", "upstream_refused"), ("certificate", "tls_failed"),
+                         ("refused", "upstream_refused"), ("connect call failed", "upstream_refused"),
+                         ("name or service not known", "upstream_unresolved"), ("certificate", "tls_failed"),
                          ("tls", "tls_failed"), ("ssl", "tls_failed"), ("reset", "connection_reset"),
                          ("closed", "connection_closed")):
         if needle in text:

@@ -39,6 +39,8 @@ OPTIONS = {  # option name -> (settings field, help)
     "receipts_capture_x402": ("capture_x402", "Record anything carrying x402 headers: true | false."),
     "receipts_seal_interval": ("seal_interval", "Seconds before written events become visible to queries."),
     "receipts_body_max_bytes": ("body_max_bytes", "Largest body kept in full mode."),
+    "receipts_compact_after": ("compact_after", "Sealed segments that trigger compaction into Parquet."),
+    "receipts_compact_grace": ("compact_grace", "Seconds compacted segments stay readable."),
 }
 
 
@@ -97,8 +99,7 @@ class Recorder:
         if not any(name.startswith("receipts_") for name in updated) and self.settings:
             return
         settings = self._settings()
-        if self.journal and (settings.data_dir, settings.durability, settings.seal_interval) != (
-                self.settings.data_dir, self.settings.durability, self.settings.seal_interval):
+        if self.journal and _journal_settings(settings) != _journal_settings(self.settings):
             self.journal.close()
             self.journal = None
         self.settings = settings
@@ -118,7 +119,8 @@ class Recorder:
 
     def _open_journal(self, settings: cfg.Settings) -> Journal:
         journal = Journal(settings.data_dir, "proxy", durability=settings.durability,
-                          seal_interval=settings.seal_interval)
+                          seal_interval=settings.seal_interval, compact_after=settings.compact_after,
+                          compact_grace=settings.compact_grace)
         try:
             journal.start()
             ensure_database_file(settings.data_dir)
@@ -252,6 +254,10 @@ class Recorder:
                 parser.feed(chunk)
             return chunk
         return tap
+
+
+def _journal_settings(s: cfg.Settings) -> tuple:
+    return s.data_dir, s.durability, s.seal_interval, s.compact_after, s.compact_grace
 
 
 def _payment_identifier(h: X.Headers) -> str | None:

@@ -38,6 +38,7 @@ def cmd_proxy(args) -> int:
         "ca_dir": args.ca_dir, "bodies": args.bodies, "durability": args.durability,
         "stamp_receipt_id": args.stamp, "capture_x402": args.x402, "upstream_ca": args.upstream_ca,
         "seal_interval": args.seal_interval, "body_max_bytes": args.body_max_bytes,
+        "compact_after": args.compact_after, "compact_grace": args.compact_grace,
     }
     settings = cfg.load(args.config, overrides)
     extra_rules = cfg._rules(args.rule) if args.rule else ()
@@ -172,6 +173,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--upstream-ca", help="extra CA bundle to trust for upstream servers")
     p.add_argument("--seal-interval", help="seconds before events are visible to queries")
     p.add_argument("--body-max-bytes", help="largest body kept with --bodies full")
+    p.add_argument("--compact-after", help="sealed segments that trigger compaction into Parquet")
+    p.add_argument("--compact-grace", help="seconds compacted segments stay readable")
     p.set_defaults(func=cmd_proxy)
 
     p = sub.add_parser("sql", parents=[common], help="run read-only SQL over the views")

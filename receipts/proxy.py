@@ -21,6 +21,8 @@ def mitmdump_args(settings: Settings, config_path: str | None, mode: str = "regu
         "receipts_capture_x402": str(settings.capture_x402).lower(),
         "receipts_seal_interval": str(settings.seal_interval),
         "receipts_body_max_bytes": str(settings.body_max_bytes),
+        "receipts_compact_after": str(settings.compact_after),
+        "receipts_compact_grace": str(settings.compact_grace),
         "flow_detail": "0",
     }
     if config_path:

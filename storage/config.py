@@ -57,6 +57,8 @@ class Settings:
     stamp_receipt_id: bool = True
     upstream_ca: str | None = None
     seal_interval: float = 1.0
+    compact_after: int = 64
+    compact_grace: float = 60.0
     assets: tuple[Asset, ...] = ()
 
     @property
@@ -195,6 +197,8 @@ def _validated(values: dict) -> dict:
         "stamp_receipt_id": lambda v: _bool("stamp_receipt_id", v),
         "upstream_ca": lambda v: None if v in (None, "") else str(v),
         "seal_interval": lambda v: _positive("seal_interval", v),
+        "compact_after": lambda v: _positive("compact_after", v, int),
+        "compact_grace": lambda v: _positive("compact_grace", v),
         "assets": _assets,
     }
     return {k: conv[k](v) for k, v in values.items()}

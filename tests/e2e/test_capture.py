@@ -1,0 +1,162 @@
+"""End to end: a real `receipts proxy` subprocess, real clients (httpx, curl) through HTTPS_PROXY with the
+proxy's CA, and a local HTTPS upstream that speaks x402 v1 and v2."""
+import json
+import subprocess
+import time
+import uuid
+
+import httpx
+import pytest
+
+from support import upstream as U
+from support import x402_wire as W
+from support.proc import ProxyProcess, receipts_cli, wait_for
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory, tls):
+    with ProxyProcess(tmp_path_factory.mktemp("data"), "--seal-interval", "0.2", upstream_ca=tls["ca"]) as p:
+        yield p
+
+
+@pytest.fixture
+def client(proxy, monkeypatch):
+    """httpx as an app would use it: proxy and CA from the environment only."""
+    for k, v in proxy.client_env().items():
+        monkeypatch.setenv(k, v)
+    with httpx.Client(trust_env=True, timeout=30) as c:
+        yield c
+
+
+def sql(proxy, query):
+    out = receipts_cli("sql", "--json", query, data=proxy.data)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def receipt_where(proxy, cond, count=1):
+    return wait_for(lambda: (rows := sql(proxy, f"SELECT * FROM receipts WHERE {cond}")) and len(rows) >= count and rows)
+
+
+def chat(text, **extra):
+    return {"model": "fake-model", "messages": [{"role": "user", "content": text}], **extra}
+
+
+def test_x402_v2_is_one_receipt_found_by_tx_hash_and_receipt_id(proxy, client, upstream):
+    body = chat(f"v2 {uuid.uuid4()}")
+    first = client.post(f"{upstream}/v1/chat/completions", json=body)
+    assert first.status_code == 402
+    accepted = W.unb64json(first.headers["payment-required"])["accepts"][0]
+    payer = W.random_address()
+    pay = W.payment_v2_eip3009(accepted, payer, U.AMOUNT, W.random_nonce_hex(), 0, 2**31, W.random_signature())
+    paid = client.post(f"{upstream}/v1/chat/completions", json=body,
+                       headers={"PAYMENT-SIGNATURE": W.b64json(pay), "X-Request-Id": "client-req-v2"})
+    assert paid.status_code == 200
+    tx = W.unb64json(paid.headers["payment-response"])["transaction"]
+    rid = paid.headers["x-receipt-id"]
+
+    (r,) = receipt_where(proxy, f"payer = '{payer}'")
+    assert r["attempts"] == 2 and r["status"] == 200
+    assert (r["pay_to"], r["asset"], r["network"], r["scheme"]) == (U.PAY_TO, U.ASSET, U.NETWORK, "exact")
+    assert int(r["amount"]) == U.AMOUNT and r["decimals"] == 6
+    assert r["payment_hash"] == tx.lower()
+    assert r["request_id"] == "client-req-v2"
+    assert r["proof_status"] == "pending" and r["receipt_id"] == first.headers["x-receipt-id"]
+    assert r["total_tokens"] > 0 and r["model"] == "fake-model"
+
+    for ident in (tx, rid, tx.upper().replace("0X", "0x"), payer):
+        shown = receipts_cli("show", "--json", ident, data=proxy.data)
+        assert shown.returncode == 0, shown.stderr
+        doc = json.loads(shown.stdout)
+        assert doc["receipt"]["receipt_id"] == r["receipt_id"]
+        assert [c["status"] for c in doc["calls"]] == [402, 200]
+    text = receipts_cli("show", tx, data=proxy.data).stdout
+    assert "0.01 (atomic 10000, 6 decimals)" in text and payer in text and U.PAY_TO in text
+
+
+def curl(proxy, *args):
+    """Run curl with only the environment pointing it at the proxy; (status, headers, body)."""
+    out = subprocess.run(["curl", "-sS", "-D", "-", *args], capture_output=True, text=True,
+                         env=proxy.client_env(), timeout=30)
+    assert out.returncode == 0, out.stderr
+    head, _, body = out.stdout.rpartition("\n\n")  # text mode turned CRLF into LF
+    block = [b for b in head.split("\n\n") if b.startswith("HTTP/")][-1].splitlines()
+    headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in block[1:])}
+    return int(block[0].split()[1]), headers, body
+
+
+def test_x402_v1_with_curl_is_one_receipt(proxy, upstream):
+    body = json.dumps(chat(f"v1 {uuid.uuid4()}"))
+    request = ["-X", "POST", f"{upstream}/v1/legacy/chat/completions", "-H", "content-type: application/json", "-d", body]
+    status, _, text = curl(proxy, *request)
+    assert status == 402
+    accepted = json.loads(text)["accepts"][0]
+    payer = W.random_address()
+    pay = W.payment_v1_eip3009(accepted, payer, U.AMOUNT, W.random_nonce_hex(), 0, 2**31, W.random_signature())
+    status, headers, _ = curl(proxy, *request, "-H", f"X-PAYMENT: {W.b64json(pay)}")
+    assert status == 200
+    tx = W.unb64json(headers["x-payment-response"])["transaction"]
+
+    (r,) = receipt_where(proxy, f"payer = '{payer}'")
+    assert r["attempts"] == 2 and r["status"] == 200
+    assert r["asset"] == U.ASSET, "a v1 payment's asset comes from its challenge"
+    assert (r["pay_to"], r["network"], int(r["amount"]), r["payment_hash"]) == (U.PAY_TO, U.NETWORK, U.AMOUNT, tx)
+    assert receipts_cli("show", headers["x-receipt-id"], data=proxy.data).returncode == 0
+
+
+def test_job_id_is_not_a_tx_hash(proxy, client, upstream):
+    body = chat(f"job {uuid.uuid4()}")
+    accepted = W.unb64json(client.post(f"{upstream}/v1/jobid/chat/completions", json=body)
+                           .headers["payment-required"])["accepts"][0]
+    payer = W.random_address()
+    pay = W.payment_v2_eip3009(accepted, payer, U.AMOUNT, W.random_nonce_hex(), 0, 2**31, W.random_signature())
+    paid = client.post(f"{upstream}/v1/jobid/chat/completions", json=body, headers={"X-PAYMENT": W.b64json(pay)})
+    job = W.unb64json(paid.headers["payment-response"])["transaction"]
+    (r,) = receipt_where(proxy, f"payer = '{payer}'")
+    assert r["payment_hash"] is None and r["settlement_job_id"] == job and job.startswith("payment-")
+    assert receipts_cli("show", job, data=proxy.data).returncode == 0
+
+
+def test_stream_passes_chunk_by_chunk_and_records_final_event(proxy, client, upstream):
+    key = str(uuid.uuid4())
+    body = chat("stream please", stream=True, n_chunks=4, chunk_delay=0.3, stream_key=key)
+    with client.stream("POST", f"{upstream}/v1/free/chat/completions", json=body) as resp:
+        rid = resp.headers["x-receipt-id"]
+        lines = resp.iter_lines()
+        first_data = next(l for l in lines if l.startswith("data:"))
+        first_at = time.time()
+        rest = [l for l in lines if l.startswith("data:")]
+    assert json.loads(first_data[5:])["choices"][0]["delta"]["content"]
+    times = httpx.get(f"{upstream}/_stream_times/{key}", verify=False).json()
+    # the client had the first event while the upstream was still 0.9 s away from sending the last one
+    assert first_at < times["last"] - 0.5, (first_at, times)
+    assert rest[-1] == "data: [DONE]"
+    final = json.loads(rest[-2][5:])
+
+    (c,) = wait_for(lambda: sql(proxy, f"SELECT * FROM calls WHERE receipt_id = '{rid}' AND total_tokens IS NOT NULL"))
+    assert c["stream"] is True and c["usage_source"] == "provider" and c["error"] is None
+    assert c["total_tokens"] == final["usage"]["total_tokens"]
+    assert c["prompt_tokens"] == final["usage"]["prompt_tokens"]
+    assert (c["tee_id"], c["tee_request_hash"], c["tee_output_hash"], c["tee_timestamp"]) == (
+        final["tee_id"], final["tee_request_hash"], final["tee_output_hash"], final["tee_timestamp"])
+
+
+def test_unrelated_traffic_is_not_recorded_or_stamped(proxy, client, upstream):
+    resp = client.get(f"{upstream}/health")
+    assert resp.status_code == 200 and "x-receipt-id" not in resp.headers
+
+
+def test_missing_usage_is_unknown_not_zero(proxy, client, upstream):
+    resp = client.post(f"{upstream}/v1/free/chat/completions", json=chat("err"), headers={"X-Test-Status": "500"})
+    rid = resp.headers["x-receipt-id"]
+    (c,) = wait_for(lambda: sql(proxy, f"SELECT * FROM calls WHERE receipt_id = '{rid}'"))
+    assert c["status"] == 500 and c["usage_source"] == "missing" and c["total_tokens"] is None
+
+
+def test_upstream_refused_is_an_error_event(proxy, client):
+    # plain HTTP, so the proxy sees the request itself (for HTTPS, the CONNECT already fails)
+    resp = client.post("http://127.0.0.1:1/v1/chat/completions", json=chat("nobody home"))
+    assert resp.status_code == 502
+    rows = wait_for(lambda: sql(proxy, "SELECT * FROM calls WHERE port = 1 AND error IS NOT NULL"))
+    assert rows[0]["error"].startswith("upstream_refused: ")
+
