@@ -1,0 +1,193 @@
+"""Nothing lost, nothing leaked: kill -9 under load, readers while capturing, a full disk, secrets."""
+import json
+import os
+import random
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+
+from support import upstream as U
+from support import x402_wire as W
+from support.proc import ProxyProcess, receipts_cli, wait_for
+
+
+def load(proxy, url, stop, received, ca, paid_every=0):
+    """One app thread: sequential calls with unique X-Request-Id until stopped or the proxy dies."""
+    n = 0
+    with httpx.Client(proxy=proxy.url, verify=ca, timeout=10) as c:
+        while not stop.is_set():
+            rid, n = str(uuid.uuid4()), n + 1
+            headers = {"X-Request-Id": rid}
+            if paid_every and n % paid_every == 0:
+                pay = W.payment_v2_eip3009({"payTo": U.PAY_TO, "asset": U.ASSET, "scheme": "exact",
+                                            "network": U.NETWORK, "amount": str(U.AMOUNT)}, W.random_address(),
+                                           U.AMOUNT, W.random_nonce_hex(), 0, 2**31, W.random_signature())
+                headers["PAYMENT-SIGNATURE"] = W.b64json(pay)
+            try:
+                r = c.post(url, json={"model": "m", "messages": [{"role": "user", "content": rid}]}, headers=headers)
+            except httpx.HTTPError:
+                return
+            if r.status_code == 200:
+                received.add(rid)
+
+
+def run_load(proxy, url, seconds, ca, threads=4, paid_every=0):
+    stop, received = threading.Event(), set()
+    workers = [threading.Thread(target=load, args=(proxy, url, stop, received, ca, paid_every)) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    return stop, received, workers
+
+
+def test_kill_9_at_random_moments_loses_nothing(tmp_path, tls, upstream):
+    data = tmp_path / "data"
+    proxy = ProxyProcess(data, "--seal-interval", "0.2", upstream_ca=tls["ca"])
+    rng = random.Random(20261124)
+    reached, received = set(), set()
+    for _ in range(20):
+        httpx.delete(f"{upstream}/_seen", verify=tls["ca"])
+        proxy.start()
+        stop, got, workers = run_load(proxy, f"{upstream}/v1/chat/completions", 0, proxy.ca, paid_every=3)
+        time.sleep(rng.uniform(0.3, 1.2))
+        proxy.kill()
+        stop.set()
+        for w in workers:
+            w.join(15)
+        received |= got
+        seen = httpx.get(f"{upstream}/_seen", verify=tls["ca"]).json()
+        reached |= {s["headers"]["x-request-id"] for s in seen if "x-request-id" in s["headers"]}
+    proxy.start()  # recovers what the last kill left unsealed
+    proxy.stop()
+
+    con = duckdb.connect(str(data / "receipts.duckdb"), read_only=True)
+    requests = {r for (r,) in con.execute(
+        "SELECT data->>'$.ids.client_request_id' FROM events WHERE type = 'request'").fetchall()}
+    answered = {r for (r,) in con.execute(
+        "SELECT q.data->>'$.ids.client_request_id' FROM events q JOIN events a USING (receipt_id) "
+        "WHERE q.type = 'request' AND a.type = 'response' AND (a.data->>'$.status')::INT = 200").fetchall()}
+    total, distinct = con.execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone()
+    per_writer = con.execute("SELECT count(*), count(DISTINCT seq) FROM events WHERE writer = 'proxy'").fetchone()
+    partial = con.execute("SELECT count(*) FROM events WHERE type = 'request' AND "
+                          "(data->>'$.method' IS NULL OR data->>'$.logical_id' IS NULL)").fetchone()[0]
+    assert len(reached) > 100 and len(received) > 100
+    assert reached - requests == set(), "a request reached the upstream but is not in the journal"
+    assert received - answered == set(), "a response reached the client but is not in the journal"
+    assert total == distinct and per_writer[0] == per_writer[1], "duplicated records"
+    assert partial == 0
+
+
+def test_queries_never_fail_and_counts_never_go_back_while_capturing(tmp_path, tls, upstream):
+    data = tmp_path / "data"
+    with ProxyProcess(data, "--seal-interval", "0.1", "--compact-after", "5", "--compact-grace", "1",
+                      upstream_ca=tls["ca"]) as proxy:
+        stop, received, workers = run_load(proxy, f"{upstream}/v1/free/chat/completions", 0, proxy.ca)
+        cli_counts, api_counts, errors = [], [], []
+        con = duckdb.connect(str(data / "receipts.duckdb"), read_only=True)
+        deadline = time.monotonic() + 10
+        try:
+            while time.monotonic() < deadline:
+                out = receipts_cli("sql", "--csv", "SELECT count(*) AS n FROM calls", data=data)
+                if out.returncode:
+                    errors.append(out.stderr)
+                else:
+                    cli_counts.append(int(out.stdout.split()[1]))
+                for _ in range(5):
+                    try:
+                        api_counts.append(con.execute("SELECT count(*) FROM calls").fetchone()[0])
+                    except duckdb.Error as exc:
+                        errors.append(str(exc))
+        finally:
+            stop.set()
+            for w in workers:
+                w.join(15)
+    compacted = [p for p in (data / "journal" / "parquet").rglob("*.parquet") if p.name != "_anchor.parquet"]
+    assert errors == []
+    assert len(cli_counts) > 5 and len(api_counts) > 25
+    assert cli_counts == sorted(cli_counts) and api_counts == sorted(api_counts)
+    assert api_counts[-1] > api_counts[0] > 0, "the counts grew while the proxy captured"
+    assert len(compacted) >= 2, "compaction ran during the test"
+    final = duckdb.connect(str(data / "receipts.duckdb"), read_only=True)
+    assert final.execute("SELECT count(*), count(DISTINCT receipt_id) FROM calls").fetchone()[0] >= len(received)
+
+
+SECRETS = {
+    "authorization": "Bearer sk-live-TOPSECRET-4f9a8b7c6d5e",
+    "x-api-key": "sk-ant-SECRETKEY-0192837465",
+    "cookie": "session=COOKIESECRET-77aa99bb",
+    "api-key": "AZURE-KEY-SECRET-5566",
+}
+
+
+def test_no_secret_reaches_the_data_directory(tmp_path, tls, upstream):
+    data = tmp_path / "data"
+    signature = W.random_signature()
+    approval_tx = "0x02f8" + "ab" * 100
+    with ProxyProcess(data, "--seal-interval", "0.1", upstream_ca=tls["ca"]) as proxy:
+        with httpx.Client(proxy=proxy.url, verify=proxy.ca, timeout=10) as c:
+            accepted = W.unb64json(c.post(f"{upstream}/v1/chat/completions", json={"model": "m"})
+                                   .headers["payment-required"])["accepts"][0]
+            pay = W.payment_v2_eip3009(accepted, W.random_address(), U.AMOUNT, W.random_nonce_hex(), 0, 2**31, signature)
+            pay["extensions"] = {"erc20ApprovalGasSponsoring": {"info": {"signedTransaction": approval_tx}}}
+            header = W.b64json(pay)
+            r = c.post(f"{upstream}/v1/chat/completions?api_key=QUERYSECRET-1234", json={"model": "m"},
+                       headers={**SECRETS, "PAYMENT-SIGNATURE": header})
+            assert r.status_code == 200
+            c.post(f"{upstream}/v1/legacy/chat/completions", json={"model": "m"},
+                   headers={**SECRETS, "X-PAYMENT": header, "Proxy-Authorization": "Basic UFJPWFlTRUNSRVQ="})
+        wait_for(lambda: receipts_cli("sql", "--csv", "SELECT count(*) FROM payments", data=data).stdout.split()[1] == "2")
+    needles = [v.encode() for v in SECRETS.values()] + [
+        b"TOPSECRET", b"QUERYSECRET-1234", b"UFJPWFlTRUNSRVQ=", signature.encode(), signature[2:].encode(),
+        approval_tx.encode(), header.encode(), header[:60].encode()]
+    files = [p for p in data.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".jsonl" and p.stat().st_size for p in files)
+    for path in files:
+        blob = path.read_bytes()
+        for needle in needles:
+            assert needle not in blob, f"{needle[:20]!r} found in {path}"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 2 MiB filesystem, so the journal meets a real ENOSPC (needs root, as CI has)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode:
+        pytest.fail(f"this test needs to mount a tmpfs (root): {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_disk_refuses_paid_requests_and_lets_unpaid_through(tiny_disk, tls, upstream):
+    data = tiny_disk / "data"
+    with ProxyProcess(data, "--seal-interval", "0.1", upstream_ca=tls["ca"]) as proxy:
+        filler = tiny_disk / "filler"
+        with open(filler, "wb") as f:  # fill the disk to the last byte
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        with httpx.Client(proxy=proxy.url, verify=proxy.ca, timeout=10) as c:
+            for _ in range(3):  # small writes may still fit in a partly used block: fill those too
+                c.post(f"{upstream}/v1/free/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x" * 3000}]})
+            pay = W.payment_v2_eip3009({"payTo": U.PAY_TO, "asset": U.ASSET, "scheme": "exact", "network": U.NETWORK,
+                                        "amount": "1"}, W.random_address(), U.AMOUNT, W.random_nonce_hex(), 0, 2**31,
+                                       W.random_signature())
+            httpx.delete(f"{upstream}/_seen", verify=tls["ca"])
+            paid = c.post(f"{upstream}/v1/chat/completions", json={"model": "m"}, headers={"PAYMENT-SIGNATURE": W.b64json(pay)})
+            free = c.post(f"{upstream}/v1/free/chat/completions", json={"model": "m"})
+        seen = httpx.get(f"{upstream}/_seen", verify=tls["ca"]).json()
+        assert paid.status_code == 503 and paid.headers["x-receipts-error"] == "journal-unavailable"
+        assert "did not forward this paid request" in paid.json()["error"]["message"]
+        assert free.status_code == 200, "unpaid traffic keeps flowing"
+        assert [s["path"] for s in seen] == ["/v1/free/chat/completions"], "the paid request never left"
+        assert "JOURNAL WRITE FAILED" in wait_for(lambda: "JOURNAL WRITE FAILED" in proxy.output() and proxy.output())
+        filler.unlink()
