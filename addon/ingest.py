@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from storage.config import Settings
+from storage.db import ensure_database_file
 from storage.journal import Journal
 from storage.records import Event, stable_id, uuid7
 
@@ -39,11 +40,27 @@ def ingest_file(path: str, settings: Settings) -> dict:
         calls += bool(produced)
         skipped += not produced
         events += produced
+    fresh = _not_yet_recorded(events, settings.data_dir)
+    new_calls = sum(e.type == "request" for e in fresh)
+    events = fresh
     with Journal(settings.data_dir, "ingest", durability=settings.durability,
                  seal_interval=settings.seal_interval) as journal:
         for start in range(0, len(events), 1000):
             journal.write(events[start:start + 1000])
-    return {"calls": calls, "skipped": skipped, "events": len(events)}
+    ensure_database_file(settings.data_dir)
+    return {"calls": new_calls, "already": calls - new_calls, "skipped": skipped, "events": len(events)}
+
+
+def _not_yet_recorded(events: list[Event], data_dir: str) -> list[Event]:
+    """Events of an earlier ingest of the same file have the same ids: keep only the new ones."""
+    from storage import db
+
+    if not events or not Path(data_dir, "journal").exists():
+        return events
+    with db.connect(data_dir) as con:
+        known = {i for (i,) in con.execute("SELECT id FROM events WHERE id IN (SELECT unnest($ids))",
+                                           {"ids": [e.id for e in events]}).fetchall()}
+    return [e for e in events if e.id not in known]
 
 
 def exchange_events(req: X.Req, resp: X.Resp | None, settings: Settings, linker: Linker, *,

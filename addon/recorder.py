@@ -30,7 +30,6 @@ from .linker import Linker
 from .sse import SSEParser
 
 log = logging.getLogger("receipts")
-STATE = "receipts"
 OPTIONS = {  # option name -> (settings field, help)
     "receipts_data": ("data_dir", "Data directory for the journal (default ./data, or RECEIPTS_DATA)."),
     "receipts_bodies": ("bodies", "Body storage: none | hash | full."),
@@ -84,7 +83,7 @@ class Recorder:
         self.settings: cfg.Settings | None = None
         self.journal: Journal | None = None
         self.linker = Linker()
-        self._last_alarm = 0.0
+        self._flows: dict[str, FlowState] = {}  # live flows by flow id (metadata must stay serializable)
 
     # ---- options and lifecycle ---------------------------------------------------------------
     def load(self, loader) -> None:
@@ -148,7 +147,7 @@ class Recorder:
             flow.response = self._refusal()
 
     async def responseheaders(self, flow: http.HTTPFlow) -> None:
-        st: FlowState | None = flow.metadata.get(STATE)
+        st = self._flows.get(flow.id)
         ctype = flow.response.headers.get("content-type", "")
         if st is None or not ctype.lower().startswith("text/event-stream"):
             return
@@ -159,7 +158,7 @@ class Recorder:
         await self._write([Event("response", st.receipt_id, data, ts=time.time())], st)
 
     async def response(self, flow: http.HTTPFlow) -> None:
-        st: FlowState | None = flow.metadata.get(STATE)
+        st = self._flows.pop(flow.id, None)
         events = []
         if st is None:
             resp = to_resp(flow)
@@ -184,7 +183,7 @@ class Recorder:
         await self._write(events, st)
 
     async def error(self, flow: http.HTTPFlow) -> None:
-        st: FlowState | None = flow.metadata.get(STATE)
+        st = self._flows.pop(flow.id, None)
         if st is None or flow.error is None:
             return
         self.linker.outcome(st.keys, False)
@@ -215,7 +214,8 @@ class Recorder:
         data = X.request_data(req, self.settings, logical_id=logical, match=match, source="proxy",
                               challenge=self.linker.challenge_for(logical))
         st = FlowState(receipt_id, logical, keys, paid=X.is_paid(h))
-        flow.metadata[STATE] = st
+        self._flows[flow.id] = st
+        flow.metadata["receipt_id"] = receipt_id  # shown in mitmweb, saved with flow files
         return st, Event("request", receipt_id, data, ts=req.ts, id=uuid7())
 
     async def _write(self, events: list[Event], st: FlowState) -> bool:

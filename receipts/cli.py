@@ -135,7 +135,8 @@ def cmd_ingest(args) -> int:
         summary = ingest.ingest_file(args.file, settings)
     except ingest.IngestError as exc:
         raise UserError(str(exc)) from None
-    print(f"receipts: recorded {summary['calls']} calls ({summary['skipped']} exchanges were not AI calls) "
+    print(f"receipts: recorded {summary['calls']} new calls ({summary['already']} already recorded, "
+          f"{summary['skipped']} exchanges were not AI calls) "
           f"from {render.safe(args.file)}")
     return 0
 
