@@ -1,0 +1,110 @@
+"""`receipts doctor`: find what stands between an app and its receipts, and say it in plain words."""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+from storage import config as cfg
+
+CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
+
+
+def run(config_path: str | None, data_dir: str, proxy: str | None, out=sys.stdout) -> list[str]:
+    """Print one line per check; return the problems found (empty: all good)."""
+    problems: list[str] = []
+
+    def report(ok: bool, good: str, bad: str) -> None:
+        print(f"{'ok  ' if ok else 'FAIL'}  {good if ok else bad}", file=out)
+        if not ok:
+            problems.append(bad)
+
+    try:
+        settings = cfg.load(config_path, {"data_dir": data_dir})
+        report(True, f"settings are valid ({config_path or cfg.DEFAULT_CONFIG})", "")
+    except cfg.ConfigError as exc:
+        report(False, "", f"the settings are wrong: {exc}")
+        settings = cfg.load(None, {"data_dir": data_dir}, env={})
+    _data(settings, report)
+    host, port = _address(proxy, settings)
+    report(_listening(host, port), f"a proxy is listening on {host}:{port}",
+           f"nothing listens on {host}:{port}: start the proxy with scripts/proxy (or receipts proxy)")
+    _environment(settings, host, port, report)
+    _ca(settings, report)
+    _refusals(settings, report)
+    print(f"\n{len(problems)} problem(s) found." if problems else "\nAll checks passed.", file=out)
+    return problems
+
+
+def _data(settings: cfg.Settings, report) -> None:
+    data = Path(settings.data_dir)
+    probe = data / f".doctor-{uuid.uuid4().hex}"
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"x")
+        probe.unlink()
+        report(True, f"data directory {data.resolve()} is writable", "")
+    except OSError as exc:
+        report(False, "", f"data directory {data} cannot be written ({exc.strerror or exc}): paid requests would be "
+                          f"refused; choose another with --data or fix its permissions/free space")
+    leftovers = [p for p in (data / "journal" / "open").glob("*.jsonl") if p.stat().st_size] if (data / "journal").exists() else []
+    if leftovers:
+        print(f"note  {len(leftovers)} open journal segment(s) hold events not yet visible to queries; they are "
+              f"sealed within a second by a running proxy, or at the next start after a crash", file=sys.stdout)
+
+
+def _address(proxy: str | None, settings: cfg.Settings) -> tuple[str, int]:
+    if proxy:
+        text = proxy.split("://", 1)[-1].rstrip("/")
+        host, _, port = text.rpartition(":")
+        try:
+            return host or "127.0.0.1", int(port)
+        except ValueError:
+            raise cfg.ConfigError(f"--proxy takes HOST:PORT, not {proxy!r}") from None
+    host = "127.0.0.1" if settings.listen_host in ("0.0.0.0", "::") else settings.listen_host
+    return host, settings.listen_port
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _environment(settings: cfg.Settings, host: str, port: int, report) -> None:
+    value = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    report(bool(value) and f":{port}" in value, f"HTTPS_PROXY={value} points at the proxy",
+           f"HTTPS_PROXY is {'set to ' + value if value else 'not set'} in this shell: apps started from it bypass "
+           f"the proxy; run export HTTPS_PROXY=http://{host}:{port}")
+
+
+def _ca(settings: cfg.Settings, report) -> None:
+    ca = settings.ca_path / "mitmproxy-ca-cert.pem"
+    if not ca.exists():
+        report(False, "", f"there is no CA yet at {ca}: start the proxy once, it creates it")
+        return
+    pem = ca.read_bytes().strip()
+    for name in CA_VARIABLES:
+        path = os.environ.get(name)
+        trusted = bool(path) and Path(path).is_file() and pem in Path(path).read_bytes()
+        report(trusted, f"{name} trusts the proxy's CA",
+               f"{name} {'does not include' if path else 'is not set to'} the proxy's CA, so clients that read it "
+               f"will refuse HTTPS through the proxy: export {name}={ca.resolve()}")
+
+
+def _refusals(settings: cfg.Settings, report) -> None:
+    if not (Path(settings.data_dir) / "journal").exists():
+        return
+    from storage import db
+
+    with db.connect(settings.data_dir) as con:
+        rows = con.execute("SELECT data->>'$.client', data->>'$.host', count(*) FROM events WHERE type = 'error' "
+                           "AND data->>'$.kind' = 'client_tls_refused' GROUP BY ALL ORDER BY 3 DESC LIMIT 5").fetchall()
+    for client, host, n in rows:
+        report(False, "", f"a client at {client} refused the proxy's certificate for {host} ({n} times): it does not "
+                          f"trust the CA (set the variables above) or it pins its server's certificate (then use "
+                          f"reverse-proxy mode, see README)")

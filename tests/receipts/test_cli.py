@@ -1,0 +1,70 @@
+"""The CLI's faces: one-line errors, read-only SQL, and the doctor's plain words."""
+import os
+import subprocess
+
+import pytest
+
+from support.proc import ProxyProcess, receipts_cli
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--listen-port", "99999"], "listen_port must be a number from 0 to 65535"),
+    (["--bodies", "some"], "bodies must be one of none, hash, full"),
+    (["--durability", "maybe"], "durability must be one of strict, relaxed"),
+    (["--listen-host", "not a host"], "listen_host must be an IP address"),
+    (["--config", "/nonexistent.yaml"], "config file /nonexistent.yaml does not exist"),
+    (["--rule", "a/b/c", "--ai-path", "no-slash"], "capture.ai_paths must be a list of paths starting with '/'"),
+])
+def test_bad_settings_give_one_sentence_and_exit_1(tmp_path, flags, words):
+    out = receipts_cli("proxy", *flags, data=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [f"Error: {out.stderr.strip()[7:]}"] and words in out.stderr
+
+
+def test_bad_yaml_value(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("capture:\n  x402: perhaps\n")
+    out = receipts_cli("proxy", "--config", str(bad), data=tmp_path)
+    assert out.returncode == 1 and "capture.x402 must be true or false, not 'perhaps'" in out.stderr
+
+
+def test_sql_only_reads(tmp_path):
+    (tmp_path / "journal").mkdir()
+    for statement in ("CREATE TABLE x AS SELECT 1", "COPY (SELECT 1) TO '/tmp/x.csv'", "DROP VIEW calls",
+                      "INSTALL httpfs", "ATTACH 'x.db'"):
+        out = receipts_cli("sql", statement, data=tmp_path)
+        assert out.returncode == 1 and out.stderr.startswith("Error: only queries are allowed"), statement
+    ok = receipts_cli("sql", "--csv", "SELECT count(*) AS n FROM receipts", data=tmp_path)
+    assert ok.returncode == 0 and ok.stdout.split() == ["n", "0"]
+    bad = receipts_cli("sql", "SELEC nonsense", data=tmp_path)
+    assert bad.returncode == 1 and bad.stderr.startswith("Error: ") and len(bad.stderr.splitlines()) == 1
+
+
+def test_show_and_list_errors(tmp_path):
+    (tmp_path / "journal").mkdir()
+    assert receipts_cli("show", "0xdeadbeef", data=tmp_path).stderr.startswith("Error: no receipt matches")
+    assert "--since takes a duration" in receipts_cli("list", "--since", "yesterday-ish", data=tmp_path).stderr
+    missing = receipts_cli("list", data=tmp_path / "nowhere")
+    assert missing.returncode == 1 and "no data directory" in missing.stderr
+
+
+def test_doctor_explains_an_untrusted_ca_and_then_passes(tmp_path, tls, upstream):
+    with ProxyProcess(tmp_path / "data", "--seal-interval", "0.1", upstream_ca=tls["ca"]) as proxy:
+        env = {k: v for k, v in os.environ.items() if k not in proxy.client_env()}
+        # an app that was not told about the CA: its TLS handshake with the proxy fails
+        subprocess.run(["curl", "-sS", "-x", proxy.url, f"{upstream}/v1/chat/completions"], env=env,
+                       capture_output=True, timeout=30)
+        doctor = ["doctor", "--proxy", proxy.url]
+        bad = subprocess.run([str(proxy.cmd[0]), *doctor, "--data", str(proxy.data)], capture_output=True,
+                             text=True, env=env, timeout=60)
+        assert bad.returncode == 1
+        assert "SSL_CERT_FILE is not set to the proxy's CA" in bad.stdout
+        assert "HTTPS_PROXY is not set" in bad.stdout
+        assert "refused the proxy's certificate for localhost" in bad.stdout
+        assert f"ok    a proxy is listening on 127.0.0.1:{proxy.port}" in bad.stdout
+        good = subprocess.run([str(proxy.cmd[0]), *doctor, "--data", str(proxy.data)], capture_output=True,
+                              text=True, env={**env, **proxy.client_env()}, timeout=60)
+        assert "FAIL  SSL_CERT_FILE" not in good.stdout and "ok    HTTPS_PROXY" in good.stdout
+    stopped = subprocess.run([str(proxy.cmd[0]), *doctor, "--data", str(proxy.data)], capture_output=True,
+                             text=True, env={**env, **proxy.client_env()}, timeout=60)
+    assert f"nothing listens on 127.0.0.1:{proxy.port}" in stopped.stdout and stopped.returncode == 1
