@@ -524,6 +524,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, _term)
     signal.signal(signal.SIGHUP, _term)
+    # Started in the background by a non-interactive shell, SIGINT arrives ignored and the children
+    # would inherit that (and then ignore the SIGINT that stops them cleanly): catch it explicitly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     tmp = Path(tempfile.mkdtemp(prefix="receipts-bench-"))
     procs: list[Proc] = []

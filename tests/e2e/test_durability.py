@@ -1,4 +1,5 @@
 """Nothing lost, nothing leaked: kill -9 under load, readers while capturing, a full disk, secrets."""
+import ssl
 import json
 import os
 import random
@@ -20,7 +21,7 @@ from support.proc import ProxyProcess, receipts_cli, wait_for
 def load(proxy, url, stop, received, ca, paid_every=0):
     """One app thread: sequential calls with unique X-Request-Id until stopped or the proxy dies."""
     n = 0
-    with httpx.Client(proxy=proxy.url, verify=ca, timeout=10) as c:
+    with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=ca), timeout=10) as c:
         while not stop.is_set():
             rid, n = str(uuid.uuid4()), n + 1
             headers = {"X-Request-Id": rid}
@@ -129,7 +130,7 @@ def test_no_secret_reaches_the_data_directory(tmp_path, tls, upstream):
     signature = W.random_signature()
     approval_tx = "0x02f8" + "ab" * 100
     with ProxyProcess(data, "--seal-interval", "0.1", upstream_ca=tls["ca"]) as proxy:
-        with httpx.Client(proxy=proxy.url, verify=proxy.ca, timeout=10) as c:
+        with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=proxy.ca), timeout=10) as c:
             accepted = W.unb64json(c.post(f"{upstream}/v1/chat/completions", json={"model": "m"})
                                    .headers["payment-required"])["accepts"][0]
             pay = W.payment_v2_eip3009(accepted, W.random_address(), U.AMOUNT, W.random_nonce_hex(), 0, 2**31, signature)
@@ -175,7 +176,7 @@ def test_full_disk_refuses_paid_requests_and_lets_unpaid_through(tiny_disk, tls,
                     f.flush()
             except OSError:
                 pass
-        with httpx.Client(proxy=proxy.url, verify=proxy.ca, timeout=10) as c:
+        with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=proxy.ca), timeout=10) as c:
             for _ in range(3):  # small writes may still fit in a partly used block: fill those too
                 c.post(f"{upstream}/v1/free/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x" * 3000}]})
             pay = W.payment_v2_eip3009({"payTo": U.PAY_TO, "asset": U.ASSET, "scheme": "exact", "network": U.NETWORK,

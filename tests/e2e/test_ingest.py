@@ -1,5 +1,6 @@
 """The addon inside a user's own mitmdump (`-s addon/script.py`), HTTP/2 clients, and `receipts ingest`:
 a HAR (and a flow file) of the same exchanges yields the same receipts as the live capture."""
+import ssl
 import json
 import subprocess
 import uuid
@@ -36,7 +37,7 @@ def test_har_and_flow_file_ingest_equal_live_capture(tmp_path, tls, upstream):
     proxy = ProxyProcess(live, "--set", f"hardump={har}", "-w", str(flows), "--set", "receipts_seal_interval=0.1",
                          "--set", "connection_strategy=lazy", upstream_ca=tls["ca"], mitmdump=True)
     with proxy:
-        with httpx.Client(proxy=proxy.url, verify=proxy.ca, timeout=10) as c:
+        with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=proxy.ca), timeout=10) as c:
             paid_flow(c, f"{upstream}/v1/chat/completions", "PAYMENT-SIGNATURE")
             paid_flow(c, f"{upstream}/v1/legacy/chat/completions", "X-PAYMENT", v1=True)
             paid_flow(c, f"{upstream}/v1/jobid/chat/completions", "X-PAYMENT")
