@@ -201,7 +201,8 @@ def payment(h: Headers, settings: Settings, challenge: dict | None = None) -> tu
     pay = {**pay, "header": name, "header_sha256": sha256_hex(value)}
     if challenge and not pay.get("asset"):
         pay = _fill_from_challenge(pay, challenge)
-    pay["decimals"] = settings.decimals(pay.get("network"), pay.get("asset"))
+    known = settings.asset(pay.get("network"), pay.get("asset"))
+    pay["decimals"], pay["symbol"] = (known.decimals, known.symbol) if known else (None, None)
     return pay, errors + [f"{name}: {e}" for e in pay.get("errors", [])]
 
 

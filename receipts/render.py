@@ -61,7 +61,7 @@ def table(columns: list[str], rows: list[tuple], width: int = 48) -> str:
 
 def to_csv(columns: list[str], rows: list[tuple]) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf)
+    w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     w.writerows([["" if v is None else v for v in r] for r in rows])
     return buf.getvalue()
@@ -72,7 +72,7 @@ def receipt_text(r: dict, details: dict) -> str:
     amount = human_amount(r.get("amount"), r.get("decimals"))
     cap = human_amount(r.get("amount_cap"), r.get("decimals"))
     paid = "—" if r.get("amount") is None else (
-        f"{amount} (atomic {r['amount']}, {r['decimals']} decimals)" if amount else f"{r['amount']} atomic units (decimals unknown)")
+        f"{amount} {r.get('symbol') or ''} (atomic {r['amount']}, {r['decimals']} decimals)".replace("  ", " ") if amount else f"{r['amount']} atomic units (decimals unknown)")
     status = r["proof_status"] + (f" · {r['resolution']}" if r.get("resolution") else "") + (
         f" ({r['reason']})" if r.get("reason") else "")
     lines = [

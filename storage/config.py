@@ -74,12 +74,11 @@ class Settings:
             return "rule"
         return None
 
-    def decimals(self, network: str | None, asset: str | None) -> int | None:
-        if not asset:
-            return None
+    def asset(self, network: str | None, address: str | None) -> Asset | None:
+        """The configured token at this address (on this network), if known."""
         for a in self.assets:
-            if a.address.lower() == asset.lower() and (network is None or a.network == network):
-                return a.decimals
+            if address and a.address.lower() == address.lower() and (network is None or a.network == network):
+                return a
         return None
 
 

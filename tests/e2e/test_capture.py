@@ -71,7 +71,7 @@ def test_x402_v2_is_one_receipt_found_by_tx_hash_and_receipt_id(proxy, client, u
         assert doc["receipt"]["receipt_id"] == r["receipt_id"]
         assert [c["status"] for c in doc["calls"]] == [402, 200]
     text = receipts_cli("show", tx, data=proxy.data).stdout
-    assert "0.01 (atomic 10000, 6 decimals)" in text and payer in text and U.PAY_TO in text
+    assert "0.01 USDC (atomic 10000, 6 decimals)" in text and payer in text and U.PAY_TO in text
 
 
 def curl(proxy, *args):

@@ -52,7 +52,7 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path, tls, upstream):
     rng = random.Random(20261124)
     reached, received = set(), set()
     for _ in range(20):
-        httpx.delete(f"{upstream}/_seen", verify=tls["ca"])
+        httpx.delete(f"{upstream}/_seen", verify=ssl.create_default_context(cafile=tls["ca"]))
         proxy.start()
         stop, got, workers = run_load(proxy, f"{upstream}/v1/chat/completions", 0, proxy.ca, paid_every=3)
         time.sleep(rng.uniform(0.3, 1.2))
@@ -61,7 +61,7 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path, tls, upstream):
         for w in workers:
             w.join(15)
         received |= got
-        seen = httpx.get(f"{upstream}/_seen", verify=tls["ca"]).json()
+        seen = httpx.get(f"{upstream}/_seen", verify=ssl.create_default_context(cafile=tls["ca"])).json()
         reached |= {s["headers"]["x-request-id"] for s in seen if "x-request-id" in s["headers"]}
     proxy.start()  # recovers what the last kill left unsealed
     proxy.stop()
@@ -182,10 +182,10 @@ def test_full_disk_refuses_paid_requests_and_lets_unpaid_through(tiny_disk, tls,
             pay = W.payment_v2_eip3009({"payTo": U.PAY_TO, "asset": U.ASSET, "scheme": "exact", "network": U.NETWORK,
                                         "amount": "1"}, W.random_address(), U.AMOUNT, W.random_nonce_hex(), 0, 2**31,
                                        W.random_signature())
-            httpx.delete(f"{upstream}/_seen", verify=tls["ca"])
+            httpx.delete(f"{upstream}/_seen", verify=ssl.create_default_context(cafile=tls["ca"]))
             paid = c.post(f"{upstream}/v1/chat/completions", json={"model": "m"}, headers={"PAYMENT-SIGNATURE": W.b64json(pay)})
             free = c.post(f"{upstream}/v1/free/chat/completions", json={"model": "m"})
-        seen = httpx.get(f"{upstream}/_seen", verify=tls["ca"]).json()
+        seen = httpx.get(f"{upstream}/_seen", verify=ssl.create_default_context(cafile=tls["ca"])).json()
         assert paid.status_code == 503 and paid.headers["x-receipts-error"] == "journal-unavailable"
         assert "did not forward this paid request" in paid.json()["error"]["message"]
         assert free.status_code == 200, "unpaid traffic keeps flowing"

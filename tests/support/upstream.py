@@ -140,6 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "fake-x402-upstream/1.0"
     sys_version = ""
     timeout = 120  # idle keep-alive connections are dropped after this
+    disable_nagle_algorithm = True  # headers and body go in separate writes: no 40 ms delayed-ACK stalls
 
     server: "UpstreamServer"
 
