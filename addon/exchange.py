@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 
 import orjson
 
@@ -33,6 +34,7 @@ PAYMENT_HEADERS = ("payment-signature", "x-payment")
 SETTLEMENT_HEADERS = ("payment-response", "x-payment-response")
 CHALLENGE_HEADER = "payment-required"
 SESSION_HEADER = "x-upto-session"
+PAID_HEADERS = PAYMENT_HEADERS + (SESSION_HEADER,)
 MAX_HEADER_VALUE = 64 * 1024
 SHOWN_HEADER_VALUE = 2048
 SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key",
@@ -60,6 +62,10 @@ class Req:
     client: str | None = None
     client_port: int | None = None
 
+    @cached_property
+    def h(self) -> "Headers":
+        return Headers.of(self.headers)
+
 
 @dataclass
 class Resp:
@@ -70,6 +76,10 @@ class Resp:
     ts_end: float | None = None
     reason: str = ""
     http_version: str = "HTTP/1.1"
+
+    @cached_property
+    def h(self) -> "Headers":
+        return Headers.of(self.headers)
 
 
 @dataclass
@@ -104,6 +114,7 @@ def redacted(value: str) -> str:
     return f"[redacted sha256:{sha256_hex(value)[:16]}]"
 
 
+@lru_cache(maxsize=4096)
 def is_secret_header(name: str) -> bool:
     if name in PUBLIC_HEADERS:
         return False
@@ -190,7 +201,7 @@ def is_paid(h: Headers) -> bool:
 
 
 # ---- payloads --------------------------------------------------------------------------------
-def payment(h: Headers, settings: Settings, challenge: dict | None = None) -> tuple[dict | None, list[str]]:
+def payment(h: Headers) -> tuple[dict | None, list[str]]:
     """The decoded payment of a request (non-secret fields and the header's hash)."""
     name, value = h.first_of(PAYMENT_HEADERS)
     if name is None:
@@ -199,11 +210,15 @@ def payment(h: Headers, settings: Settings, challenge: dict | None = None) -> tu
     obj, err = x402.decode_b64_json(value)
     pay = x402.parse_payment(obj) if err is None else {"errors": [err]}
     pay = {**pay, "header": name, "header_sha256": sha256_hex(value)}
+    return pay, errors + [f"{name}: {e}" for e in pay.get("errors", [])]
+
+
+def completed_payment(pay: dict, settings: Settings, challenge: dict | None) -> dict:
+    """Add what the payment header does not say: a v1 asset (from its challenge), known decimals."""
     if challenge and not pay.get("asset"):
         pay = _fill_from_challenge(pay, challenge)
     known = settings.asset(pay.get("network"), pay.get("asset"))
-    pay["decimals"], pay["symbol"] = (known.decimals, known.symbol) if known else (None, None)
-    return pay, errors + [f"{name}: {e}" for e in pay.get("errors", [])]
+    return {**pay, "decimals": known.decimals if known else None, "symbol": known.symbol if known else None}
 
 
 def _fill_from_challenge(pay: dict, challenge: dict) -> dict:
@@ -216,12 +231,14 @@ def _fill_from_challenge(pay: dict, challenge: dict) -> dict:
 
 def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, source: str,
                  challenge: dict | None = None) -> dict:
-    h = Headers.of(req.headers)
+    h = req.h
     path, query = safe_query(req.path)
     doc = parse_json(req.body)
     doc = doc if isinstance(doc, dict) else {}
-    pay, errors = payment(h, settings, challenge)
-    errors += _oversized(h)
+    pay, errors = payment(h)
+    if pay:
+        pay = completed_payment(pay, settings, challenge)
+    errors = errors + _oversized(h)
     return {
         "logical_id": logical_id, "source": source, "match": match,
         "client": req.client, "client_port": req.client_port, "app": h.get("user-agent"),
@@ -287,13 +304,13 @@ def og_fields(h: Headers) -> dict | None:
 
 def response_data(resp: Resp, req_ts: float, settings: Settings, *, stream: bool = False) -> dict:
     """The response payload; for a stream, only what the headers say (the body follows later)."""
-    h = Headers.of(resp.headers)
+    h = resp.h
     doc = None if stream else parse_json(resp.body)
     doc_d = doc if isinstance(doc, dict) else {}
     ch, ch_err = challenge(resp, h)
     st, st_err = settlement(h)
     end = resp.ts_start if stream else (resp.ts_end or resp.ts_start)
-    tee = (F.tee_from_body(doc_d) if doc_d else None) or F.tee_from_headers({k: v[0] for k, v in h.items.items()})
+    tee = (F.tee_from_body(doc_d) if doc_d else None) or _tee_headers(h)
     return {
         "status": resp.status, "reason": resp.reason, "http_version": resp.http_version,
         "headers": safe_headers(h), "content_type": h.get("content-type"),
@@ -307,6 +324,12 @@ def response_data(resp: Resp, req_ts: float, settings: Settings, *, stream: bool
         "challenge": ch, "settlement": st, "tee": tee, "og": og_fields(h),
         "errors": ch_err + st_err + _oversized(h) + _bad_json(resp, h, doc, stream),
     }
+
+
+def _tee_headers(h: Headers) -> dict | None:
+    if not any(name.startswith("x-tee-") for name in h.items):
+        return None
+    return F.tee_from_headers({k: v[0] for k, v in h.items.items()})
 
 
 def _bad_json(resp: Resp, h: Headers, doc, stream: bool) -> list[str]:

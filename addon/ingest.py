@@ -66,12 +66,12 @@ def _not_yet_recorded(events: list[Event], data_dir: str) -> list[Event]:
 def exchange_events(req: X.Req, resp: X.Resp | None, settings: Settings, linker: Linker, *,
                     seed: str, source: str) -> list[Event]:
     """The events live capture would have written for this exchange ([] if it is not an AI call)."""
-    h = X.Headers.of(req.headers)
+    h = req.h
     match = X.request_match(req, h, settings)
-    if match is None and not (resp and settings.capture_x402 and X.response_is_x402(resp, X.Headers.of(resp.headers))):
+    if match is None and not (resp and settings.capture_x402 and X.response_is_x402(resp, resp.h)):
         return []
     receipt_id = uuid7(req.ts, seed=seed.encode())
-    pay, _ = X.payment(h, settings)
+    pay, _ = X.payment(h)
     keys = Linker.keys(req.client, req.method, f"{req.scheme}://{req.host}:{req.port}{req.path}",
                        X.sha256_hex(req.body) if req.body is not None else None, h.get("idempotency-key"),
                        pay.get("payment_identifier") if pay else None)
@@ -82,8 +82,7 @@ def exchange_events(req: X.Req, resp: X.Resp | None, settings: Settings, linker:
     if resp is None:
         linker.outcome(keys, False)
         return events
-    rh = X.Headers.of(resp.headers)
-    if (rh.get("content-type") or "").lower().startswith("text/event-stream"):
+    if (resp.h.get("content-type") or "").lower().startswith("text/event-stream"):
         events += _stream_events(req, resp, settings, receipt_id, seed)
         ok = resp.status < 400
     else:

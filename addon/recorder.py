@@ -5,8 +5,10 @@ Hooks stay short; the translation lives in addon/exchange.py (pure) and the disk
 - `responseheaders`: a server-sent-event stream is tapped chunk by chunk (never buffered).
 - `response`: recorded before the client gets it; for a stream, a `stream_end` event.
 - `error`: client gone, upstream refused or timed out, TLS failure.
-If the journal cannot be written in `strict` mode, a paid request is answered with a 503 instead
-of being forwarded unrecorded; unpaid traffic keeps flowing. Both are logged as errors.
+Every event is written before the traffic moves on (it survives the proxy being killed); events of
+paid calls are also fsync'd first (they survive a power cut) — in `full` mode every event is. If the
+journal cannot be written, a paid request is answered with a 503 instead of being forwarded
+unrecorded; unpaid traffic keeps flowing. Both are logged as errors.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ log = logging.getLogger("receipts")
 OPTIONS = {  # option name -> (settings field, help)
     "receipts_data": ("data_dir", "Data directory for the journal (default ./data, or RECEIPTS_DATA)."),
     "receipts_bodies": ("bodies", "Body storage: none | hash | full."),
-    "receipts_durability": ("durability", "strict (fsync before forwarding) | relaxed."),
+    "receipts_durability": ("durability", "full | strict (default) | relaxed; see mitm_config.yaml."),
     "receipts_stamp": ("stamp_receipt_id", "Add X-Receipt-Id to recorded responses: true | false."),
     "receipts_capture_x402": ("capture_x402", "Record anything carrying x402 headers: true | false."),
     "receipts_seal_interval": ("seal_interval", "Seconds before written events become visible to queries."),
@@ -137,13 +139,12 @@ class Recorder:
 
     # ---- hooks -------------------------------------------------------------------------------
     async def request(self, flow: http.HTTPFlow) -> None:
-        req = to_req(flow)
-        h = X.Headers.of(req.headers)
-        match = X.request_match(req, h, self.settings)
+        match = self._match(flow)
         if match is None:
             return
-        st, event = self._start(flow, req, h, match)
-        if not await self._write([event], st) and st.paid and self.settings.durability == "strict":
+        req = to_req(flow)
+        st, event = self._start(flow, req, match)
+        if not await self._write([event], st) and st.paid:
             flow.response = self._refusal()
 
     async def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -162,10 +163,9 @@ class Recorder:
         events = []
         if st is None:
             resp = to_resp(flow)
-            if not (self.settings.capture_x402 and X.response_is_x402(resp, X.Headers.of(resp.headers))):
+            if not (self.settings.capture_x402 and X.response_is_x402(resp, resp.h)):
                 return
-            req = to_req(flow)
-            st, first = self._start(flow, req, X.Headers.of(req.headers), "x402-response")
+            st, first = self._start(flow, to_req(flow), "x402-response")
             events.append(first)
         now = time.time()
         if st.parser is not None:
@@ -204,12 +204,18 @@ class Recorder:
                     self.settings.ca_path / "mitmproxy-ca-cert.pem")
 
     # ---- helpers -----------------------------------------------------------------------------
-    def _start(self, flow: http.HTTPFlow, req: X.Req, h: X.Headers, match: str) -> tuple[FlowState, Event]:
-        receipt_id = uuid7(req.ts)
-        body_sha = X.sha256_hex(req.body) if req.body is not None else None
-        pid = _payment_identifier(h)
+    def _match(self, flow: http.HTTPFlow) -> str | None:
+        """X.request_match, read straight from the flow: most traffic stops here, so keep it cheap."""
+        headers = flow.request.headers
+        if self.settings.capture_x402 and any(name in headers for name in X.PAID_HEADERS):
+            return "x402"
+        return self.settings.is_ai_call(flow.request.pretty_host, flow.request.path)
+
+    def _start(self, flow: http.HTTPFlow, req: X.Req, match: str) -> tuple[FlowState, Event]:
+        receipt_id, h = uuid7(req.ts), req.h
         keys = Linker.keys(req.client, req.method, f"{req.scheme}://{req.host}:{req.port}{req.path}",
-                           body_sha, h.get("idempotency-key"), pid)
+                           X.sha256_hex(req.body) if req.body is not None else None, h.get("idempotency-key"),
+                           _payment_identifier(h))
         logical = self.linker.link(keys, receipt_id, req.ts)
         data = X.request_data(req, self.settings, logical_id=logical, match=match, source="proxy",
                               challenge=self.linker.challenge_for(logical))
@@ -219,12 +225,13 @@ class Recorder:
         return st, Event("request", receipt_id, data, ts=req.ts, id=uuid7())
 
     async def _write(self, events: list[Event], st: FlowState) -> bool:
-        fut = self.journal.append(events)
-        if self.settings.durability != "strict":
-            fut.add_done_callback(lambda f: f.exception() and self._alarm(f.exception(), st))
-            return True
+        """Write before the traffic moves on; for paid calls (or `full`), also wait for the fsync."""
+        fut = self.journal.append(events, fsync=st.paid)
         try:
-            await asyncio.wrap_future(fut)
+            if fut.done():
+                fut.result()
+            else:
+                await asyncio.wrap_future(fut)
             return True
         except Exception as exc:
             self._alarm(exc, st)
@@ -232,8 +239,8 @@ class Recorder:
 
     def _alarm(self, exc: BaseException, st: FlowState) -> None:
         st.journal_ok = False
-        action = "refusing paid requests (503)" if self.settings.durability == "strict" else "events are being lost"
-        log.error("receipts: JOURNAL WRITE FAILED, %s, unpaid traffic passes unrecorded: %s", action, exc)
+        log.error("receipts: JOURNAL WRITE FAILED, refusing paid requests (503), unpaid traffic passes "
+                  "unrecorded: %s", exc)
 
     def _refusal(self) -> http.Response:
         reason = self.journal.last_error or "the journal cannot be written"
@@ -261,5 +268,5 @@ def _journal_settings(s: cfg.Settings) -> tuple:
 
 
 def _payment_identifier(h: X.Headers) -> str | None:
-    pay, _ = X.payment(h, cfg.Settings())
+    pay, _ = X.payment(h) if X.is_paid(h) else (None, None)
     return pay.get("payment_identifier") if pay else None

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 BODY_MODES = ("none", "hash", "full")
-DURABILITY = ("strict", "relaxed")
+DURABILITY = ("full", "strict", "relaxed")
 DEFAULT_AI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages",
                     "/v1/embeddings", "/chat/completions")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "mitm_config.yaml"

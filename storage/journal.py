@@ -16,16 +16,16 @@ query that listed files before the Parquet existed can finish, then atomically r
 compacted slot with an empty file, which makes it free again. Readers therefore see every event at
 least once, and the views drop the duplicates by event id (storage/views.sql).
 
-Durability: `append()` returns a future. In `strict` mode it resolves only after the events are
-written *and* fsync'd; one fsync serves every event that arrived while the previous one ran (group
-commit). In `relaxed` mode it resolves once written; fsync happens at sealing.
+Durability: `append()` writes the events at once (so they survive a crash of this process) and
+returns a future. In `strict` mode it resolves only after they are also fsync'd (so they survive a
+crash of the machine); one fsync serves every append that arrived while the previous one ran (group
+commit). In `relaxed` mode it resolves at once; fsync happens at sealing.
 """
 from __future__ import annotations
 
 import fcntl
 import logging
 import os
-import queue
 import threading
 import time
 from concurrent.futures import Future
@@ -37,8 +37,7 @@ from .records import Event
 
 log = logging.getLogger("receipts.journal")
 
-DURABILITY = ("strict", "relaxed")
-_STOP = object()
+DURABILITY = ("full", "strict", "relaxed")
 
 
 class JournalBusy(Exception):
@@ -100,7 +99,9 @@ def _valid_prefix(raw: bytes) -> tuple[bytes, int]:
 
 
 class Journal:
-    """One writer's journal: a background thread appends, group-commits, seals and compacts."""
+    """One writer's journal. `append` writes in the caller's thread (a short `write()` to the page
+    cache, under a lock); a flusher thread group-commits the fsyncs, seals segments and hands full
+    ones to the compactor."""
 
     def __init__(self, data_dir: str | os.PathLike, writer: str = "proxy", *,
                  durability: str = "strict", seal_interval: float = 1.0,
@@ -113,14 +114,17 @@ class Journal:
         self.seal_interval, self.seal_bytes = seal_interval, seal_bytes
         self.compact_after, self.compact_grace = compact_after, compact_grace
         self.writer = ""
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._cv = threading.Condition()
+        self._waiting: list[Future] = []   # appends waiting for the next fsync
+        self._dirty = False                # written since the last fsync
         self._thread: threading.Thread | None = None
+        self._stopping = False
         self._compactor = None
         self.last_error: str | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self, writer: str | None = None) -> "Journal":
-        """Take the writer name (or the first free `<name>-N`), recover leftovers, start writing."""
+        """Take the writer name (or the first free `<name>N`), recover leftovers, start writing."""
         self.open_dir.mkdir(parents=True, exist_ok=True)
         from .layout import ensure_anchors  # the files every view needs to exist
         ensure_anchors(self.root)
@@ -133,15 +137,18 @@ class Journal:
         from .compact import Compactor
         self._compactor = Compactor(self.root, self.writer, self._slots, self.compact_grace)
         self._compactor.resume()
-        self._thread = threading.Thread(target=self._run, name=f"journal-{self.writer}", daemon=True)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._flusher, name=f"journal-{self.writer}", daemon=True)
         self._thread.start()
         return self
 
     def close(self) -> None:
-        """Write what is queued, seal it, stop. Idempotent."""
+        """Flush, seal what is written, stop. Idempotent."""
         if self._thread is None:
             return
-        self._queue.put(_STOP)
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
         self._thread.join()
         self._thread = None
         if self._compactor:
@@ -156,18 +163,53 @@ class Journal:
         self.close()
 
     # ---- the public operation -------------------------------------------------------------
-    def append(self, events: list[Event]) -> Future:
-        """Queue events; the future resolves when they are durable (strict) or written (relaxed)."""
+    def append(self, events: list[Event], fsync: bool = True) -> Future:
+        """Write events now (they survive a crash of this process from here on).
+
+        The future resolves once they are also fsync'd when `fsync` is asked for (always in `full`
+        mode, never in `relaxed` mode), else at once; unsynced writes are fsync'd by the next group
+        commit within milliseconds (`relaxed`: at sealing). A failed write (disk full, read-only
+        directory) fails the future, and nothing of it stays in the journal.
+        """
         fut: Future = Future()
-        if self._thread is None:
-            fut.set_exception(RuntimeError("the journal is not running"))
-        else:
-            self._queue.put((events, fut))
+        with self._cv:
+            if self._thread is None:
+                fut.set_exception(RuntimeError("the journal is not running"))
+                return fut
+            try:
+                self._write(events)
+            except OSError as exc:
+                fut.set_exception(exc)
+                return fut
+            self._dirty = True
+            if self.durability == "full" or (fsync and self.durability == "strict"):
+                self._waiting.append(fut)
+            else:
+                fut.set_result(None)
+            if self.durability != "relaxed":
+                self._cv.notify()
         return fut
 
     def write(self, events: list[Event], timeout: float = 30.0) -> None:
         """Append and wait: for callers outside an event loop (ingest, verifier)."""
         self.append(events).result(timeout)
+
+    def _write(self, events: list[Event]) -> None:
+        seq = self._seq
+        blob = b"".join(orjson.dumps(e.envelope(self.writer, seq + i)) + b"\n" for i, e in enumerate(events))
+        try:
+            written = os.write(self._fd, blob)  # O_APPEND
+            if written != len(blob):
+                raise OSError(28, "short write (No space left on device?)")
+        except OSError as exc:
+            self._undo_partial_write()
+            self.last_error = f"cannot write the journal in {self.open_dir}: {exc.strerror or exc}"
+            log.error("%s", self.last_error)
+            raise OSError(exc.errno, self.last_error) from None
+        if self._size == 0:
+            self._opened_at = time.monotonic()
+        self._size += len(blob)
+        self._seq, self.last_error = seq + len(events), None
 
     # ---- writer name and recovery ---------------------------------------------------------
     def _open_path(self, writer: str) -> Path:
@@ -233,56 +275,43 @@ class Journal:
         tmp.write_bytes(orjson.dumps({"next_seq": next_seq}))
         os.replace(tmp, state)
 
-    # ---- the writer thread ----------------------------------------------------------------
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            try:
-                first = self._queue.get(timeout=self._wait_time())
-            except queue.Empty:
-                self._seal_if_due()
-                continue
-            batch = [first]
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stopping = any(item is _STOP for item in batch)
-            self._commit([item for item in batch if item is not _STOP])
-            self._seal_if_due(force=stopping)
+    # ---- the flusher thread ---------------------------------------------------------------
+    def _flusher(self) -> None:
+        while True:
+            with self._cv:
+                dirty = self._dirty and self.durability != "relaxed"
+                if not (self._waiting or dirty or self._stopping):
+                    self._cv.wait(self._wait_time())
+                    dirty = self._dirty and self.durability != "relaxed"
+                waiting, self._waiting = self._waiting, []
+                if waiting or dirty:
+                    self._dirty = False
+                stopping = self._stopping
+                fd = self._fd
+            if waiting or dirty:
+                self._sync(fd, waiting)
+            with self._cv:
+                self._seal_if_due(force=stopping)
+            if stopping:
+                return
 
-    def _wait_time(self) -> float | None:
+    def _sync(self, fd: int, waiting: list[Future]) -> None:
+        """One fsync for every append that arrived since the last one (group commit)."""
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            self.last_error = f"cannot fsync the journal in {self.open_dir}: {exc.strerror or exc}"
+            log.error("%s", self.last_error)
+            for fut in waiting:
+                fut.set_exception(OSError(exc.errno, self.last_error))
+            return
+        for fut in waiting:
+            fut.set_result(None)
+
+    def _wait_time(self) -> float:
         if self._size == 0:
             return 1.0
         return max(0.0, self._opened_at + self.seal_interval - time.monotonic())
-
-    def _commit(self, batch: list) -> None:
-        if not batch:
-            return
-        lines, seq = [], self._seq
-        for events, _ in batch:
-            for event in events:
-                lines.append(orjson.dumps(event.envelope(self.writer, seq)))
-                seq += 1
-        blob = b"\n".join(lines) + b"\n"
-        try:
-            os.write(self._fd, blob)  # O_APPEND: one write per group
-            if self.durability == "strict":
-                os.fsync(self._fd)
-        except OSError as exc:
-            self._undo_partial_write()
-            self.last_error = f"cannot write the journal in {self.open_dir}: {exc.strerror or exc}"
-            log.error("%s", self.last_error)
-            for _, fut in batch:
-                fut.set_exception(OSError(exc.errno, self.last_error))
-            return
-        if self._size == 0:
-            self._opened_at = time.monotonic()
-        self._size += len(blob)
-        self._seq, self.last_error = seq, None
-        for _, fut in batch:
-            fut.set_result(None)
 
     def _undo_partial_write(self) -> None:
         try:
@@ -291,6 +320,7 @@ class Journal:
             log.error("could not cut a partial write from the open segment; recovery will drop it")
 
     def _seal_if_due(self, force: bool = False) -> None:
+        """Called with the lock held, so no append lands in a segment while it is being sealed."""
         if self._size == 0:
             return
         due = time.monotonic() - self._opened_at >= self.seal_interval or self._size >= self.seal_bytes
@@ -304,6 +334,7 @@ class Journal:
 
     def _seal(self) -> None:
         os.fsync(self._fd)
+        self._dirty = False
         self._write_state(self.writer, self._seq)
         slot = self._slots.take()
         os.replace(self._open_path(self.writer), slot)

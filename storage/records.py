@@ -23,6 +23,7 @@ Envelope fields (see storage/views.sql for how each is read):
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import time
 import uuid
@@ -35,15 +36,21 @@ PROOF_STATUSES = ("unpaid", "pending", "passed", "failed")
 RESOLUTIONS = ("retried", "refunded", "risky")
 
 
+_counter = itertools.count(int.from_bytes(os.urandom(9), "big"))
+
+
 def uuid7(ts: float | None = None, seed: bytes | None = None) -> str:
-    """A time-ordered UUID (RFC 9562 version 7): 48 bits of milliseconds, then randomness
-    (or, with `seed`, bits derived from it, so recording the same file twice gives the same ids)."""
-    ms = int((time.time() if ts is None else ts) * 1000)
-    raw = hashlib.sha256(seed).digest()[:10] if seed is not None else os.urandom(10)
-    rand = int.from_bytes(raw, "big")
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
-    value |= 0b10 << 62 | rand & ((1 << 62) - 1)
-    return str(uuid.UUID(int=value))
+    """A time-ordered UUID (RFC 9562 version 7): 48 bits of milliseconds, then 74 bits that are
+    unique in this process (a counter from a random start: cheap on the proxy's hot path) or, with
+    `seed`, derived from it, so recording the same file twice gives the same ids."""
+    ms = int((time.time() if ts is None else ts) * 1000) & ((1 << 48) - 1)
+    if seed is not None:
+        rand = int.from_bytes(hashlib.sha256(seed).digest()[:10], "big")
+    else:
+        rand = next(_counter)
+    value = ms << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 | 0b10 << 62 | rand & ((1 << 62) - 1)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def stable_id(*parts: str) -> str:

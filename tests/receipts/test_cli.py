@@ -10,7 +10,7 @@ from support.proc import ProxyProcess, receipts_cli
 @pytest.mark.parametrize("flags, words", [
     (["--listen-port", "99999"], "listen_port must be a number from 0 to 65535"),
     (["--bodies", "some"], "bodies must be one of none, hash, full"),
-    (["--durability", "maybe"], "durability must be one of strict, relaxed"),
+    (["--durability", "maybe"], "durability must be one of full, strict, relaxed"),
     (["--listen-host", "not a host"], "listen_host must be an IP address"),
     (["--config", "/nonexistent.yaml"], "config file /nonexistent.yaml does not exist"),
     (["--rule", "a/b/c", "--ai-path", "no-slash"], "capture.ai_paths must be a list of paths starting with '/'"),

@@ -62,7 +62,7 @@ def test_compaction_folds_segments_into_parquet_and_frees_slots(tmp_path):
 def test_relaxed_durability_and_bad_settings(tmp_path):
     import pytest
 
-    with pytest.raises(ValueError, match="durability must be one of strict, relaxed"):
+    with pytest.raises(ValueError, match="durability must be one of full, strict, relaxed"):
         Journal(tmp_path, durability="sometimes")
     with Journal(tmp_path, durability="relaxed", seal_interval=0.01) as j:
         j.write(events(4))
