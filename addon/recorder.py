@@ -60,20 +60,26 @@ def to_req(flow: http.HTTPFlow) -> X.Req:
     r = flow.request
     peer = flow.client_conn.peername or (None, None)
     return X.Req(method=r.method, scheme=r.scheme, host=r.pretty_host, port=r.port, path=r.path,
-                 headers=list(r.headers.items(multi=True)), body=_content(r), ts=r.timestamp_start,
+                 headers=_fields(r.headers), body=_content(r), ts=r.timestamp_start,
                  http_version=r.http_version, client=peer[0], client_port=peer[1])
 
 
 def to_resp(flow: http.HTTPFlow, streamed: bool = False) -> X.Resp:
     r = flow.response
-    return X.Resp(status=r.status_code, headers=list(r.headers.items(multi=True)),
+    return X.Resp(status=r.status_code, headers=_fields(r.headers),
                   body=None if streamed else _content(r), ts_start=r.timestamp_start,
                   ts_end=r.timestamp_end, reason=r.reason, http_version=r.http_version)
+
+
+def _fields(headers: http.Headers) -> list[tuple[str, str]]:
+    return [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for k, v in headers.fields]
 
 
 def _content(message: http.Message) -> bytes | None:
     if message.raw_content is None:
         return None
+    if "content-encoding" not in message.headers:
+        return message.raw_content
     try:
         return message.get_content(strict=False)
     except Exception:  # an undecodable Content-Encoding: keep the bytes as they came

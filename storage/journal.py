@@ -38,6 +38,15 @@ from .records import Event
 log = logging.getLogger("receipts.journal")
 
 DURABILITY = ("full", "strict", "relaxed")
+_DONE: Future = Future()  # shared by every append that waits for nothing
+_DONE.set_result(None)
+SYNC_DELAY = 0.05  # seconds an unawaited write may wait for its fsync (strict and full modes)
+
+
+def _failed(exc: BaseException) -> Future:
+    fut: Future = Future()
+    fut.set_exception(exc)
+    return fut
 
 
 class JournalBusy(Exception):
@@ -116,7 +125,7 @@ class Journal:
         self.writer = ""
         self._cv = threading.Condition()
         self._waiting: list[Future] = []   # appends waiting for the next fsync
-        self._dirty = False                # written since the last fsync
+        self._dirty_since: float | None = None  # first write not yet fsync'd
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._compactor = None
@@ -167,26 +176,26 @@ class Journal:
         """Write events now (they survive a crash of this process from here on).
 
         The future resolves once they are also fsync'd when `fsync` is asked for (always in `full`
-        mode, never in `relaxed` mode), else at once; unsynced writes are fsync'd by the next group
-        commit within milliseconds (`relaxed`: at sealing). A failed write (disk full, read-only
+        mode, never in `relaxed` mode), else at once; such writes are fsync'd by a group commit at
+        most SYNC_DELAY later (`relaxed`: at sealing). A failed write (disk full, read-only
         directory) fails the future, and nothing of it stays in the journal.
         """
-        fut: Future = Future()
         with self._cv:
             if self._thread is None:
-                fut.set_exception(RuntimeError("the journal is not running"))
-                return fut
+                return _failed(RuntimeError("the journal is not running"))
             try:
                 self._write(events)
             except OSError as exc:
-                fut.set_exception(exc)
-                return fut
-            self._dirty = True
+                return _failed(exc)
+            wake = self._dirty_since is None and self.durability != "relaxed"  # a new fsync deadline
+            if wake:
+                self._dirty_since = time.monotonic()
+            fut = _DONE
             if self.durability == "full" or (fsync and self.durability == "strict"):
+                fut = Future()
                 self._waiting.append(fut)
-            else:
-                fut.set_result(None)
-            if self.durability != "relaxed":
+                wake = True
+            if wake:  # waking the flusher costs the event loop a GIL hand-over: only when needed
                 self._cv.notify()
         return fut
 
@@ -279,13 +288,12 @@ class Journal:
     def _flusher(self) -> None:
         while True:
             with self._cv:
-                dirty = self._dirty and self.durability != "relaxed"
-                if not (self._waiting or dirty or self._stopping):
+                if not (self._waiting or self._stopping or self._sync_due()):
                     self._cv.wait(self._wait_time())
-                    dirty = self._dirty and self.durability != "relaxed"
                 waiting, self._waiting = self._waiting, []
+                dirty = self._sync_due()
                 if waiting or dirty:
-                    self._dirty = False
+                    self._dirty_since = None
                 stopping = self._stopping
                 fd = self._fd
             if waiting or dirty:
@@ -308,10 +316,17 @@ class Journal:
         for fut in waiting:
             fut.set_result(None)
 
+    def _sync_due(self) -> bool:
+        """Writes nobody waits for are fsync'd SYNC_DELAY after the first of them (not in relaxed
+        mode), so that under load one fsync covers many, and fsync rarely competes with writes."""
+        return (self.durability != "relaxed" and self._dirty_since is not None
+                and time.monotonic() - self._dirty_since >= SYNC_DELAY)
+
     def _wait_time(self) -> float:
-        if self._size == 0:
-            return 1.0
-        return max(0.0, self._opened_at + self.seal_interval - time.monotonic())
+        deadlines = [self._opened_at + self.seal_interval] if self._size else [time.monotonic() + 1.0]
+        if self._dirty_since is not None and self.durability != "relaxed":
+            deadlines.append(self._dirty_since + SYNC_DELAY)
+        return max(0.0, min(deadlines) - time.monotonic())
 
     def _undo_partial_write(self) -> None:
         try:
@@ -334,7 +349,7 @@ class Journal:
 
     def _seal(self) -> None:
         os.fsync(self._fd)
-        self._dirty = False
+        self._dirty_since = None
         self._write_state(self.writer, self._seq)
         slot = self._slots.take()
         os.replace(self._open_path(self.writer), slot)
