@@ -187,16 +187,13 @@ class Journal:
                 self._write(events)
             except OSError as exc:
                 return _failed(exc)
-            wake = self._dirty_since is None and self.durability != "relaxed"  # a new fsync deadline
-            if wake:
+            if self._dirty_since is None:
                 self._dirty_since = time.monotonic()
-            fut = _DONE
-            if self.durability == "full" or (fsync and self.durability == "strict"):
-                fut = Future()
-                self._waiting.append(fut)
-                wake = True
-            if wake:  # waking the flusher costs the event loop a GIL hand-over: only when needed
-                self._cv.notify()
+            if not (self.durability == "full" or (fsync and self.durability == "strict")):
+                return _DONE  # the flusher, awake every SYNC_DELAY, fsyncs it: no wake-up needed
+            fut: Future = Future()
+            self._waiting.append(fut)
+            self._cv.notify()  # waking the flusher costs the event loop a GIL hand-over: only here
         return fut
 
     def write(self, events: list[Event], timeout: float = 30.0) -> None:
@@ -323,10 +320,11 @@ class Journal:
                 and time.monotonic() - self._dirty_since >= SYNC_DELAY)
 
     def _wait_time(self) -> float:
-        deadlines = [self._opened_at + self.seal_interval] if self._size else [time.monotonic() + 1.0]
-        if self._dirty_since is not None and self.durability != "relaxed":
-            deadlines.append(self._dirty_since + SYNC_DELAY)
-        return max(0.0, min(deadlines) - time.monotonic())
+        now = time.monotonic()
+        deadlines = [self._opened_at + self.seal_interval] if self._size else [now + 1.0]
+        if self.durability != "relaxed":
+            deadlines.append(now + SYNC_DELAY if self._dirty_since is None else self._dirty_since + SYNC_DELAY)
+        return max(0.0, min(deadlines) - now)
 
     def _undo_partial_write(self) -> None:
         try:
