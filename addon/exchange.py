@@ -35,7 +35,7 @@ SETTLEMENT_HEADERS = ("payment-response", "x-payment-response")
 CHALLENGE_HEADER = "payment-required"
 SESSION_HEADER = "x-upto-session"
 PAID_HEADERS = PAYMENT_HEADERS + (SESSION_HEADER,)
-MAX_HEADER_VALUE = 64 * 1024
+MAX_HEADER_VALUE = 16 * 1024
 SHOWN_HEADER_VALUE = 2048
 SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key",
                   "x-goog-api-key", "openai-api-key", "anthropic-api-key", "payment-signature", "x-payment"}

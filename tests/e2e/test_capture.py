@@ -1,6 +1,8 @@
 """End to end: a real `receipts proxy` subprocess, real clients (httpx, curl) through HTTPS_PROXY with the
 proxy's CA, and a local HTTPS upstream that speaks x402 v1 and v2."""
+import hashlib
 import json
+import ssl
 import subprocess
 import time
 import uuid
@@ -10,6 +12,7 @@ import pytest
 
 from support import upstream as U
 from support import x402_wire as W
+from support import proc
 from support.proc import ProxyProcess, receipts_cli, wait_for
 
 
@@ -160,3 +163,48 @@ def test_upstream_refused_is_an_error_event(proxy, client):
     rows = wait_for(lambda: sql(proxy, "SELECT * FROM calls WHERE port = 1 AND error IS NOT NULL"))
     assert rows[0]["error"].startswith("upstream_refused: ")
 
+
+
+def test_bad_input_is_recorded_with_parse_errors_and_traffic_is_unaffected(proxy, upstream):
+    garbage = b"\xff\xfe\x00binary\x80" * 50
+    headers = [("content-type", "application/octet-stream"), ("X-PAYMENT", "%%%not-base64%%%"),
+               ("X-Request-Id", "bad-1"), ("X-Request-Id", "bad-2"), ("X-Big", "b" * 20000)]
+    with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=proxy.ca), timeout=30) as c:
+        resp = c.post(f"{upstream}/v1/legacy/chat/completions", content=garbage, headers=headers)
+        seen = httpx.get(f"{upstream}/_seen", verify=False).json()[-1]
+    assert resp.status_code == 400, "the upstream got the request as sent and answered it"
+    assert seen["body_sha256"] == hashlib.sha256(garbage).hexdigest() and seen["headers"]["x-payment"] == "%%%not-base64%%%"
+    rid = resp.headers["x-receipt-id"]
+    (c,) = wait_for(lambda: sql(proxy, f"SELECT * FROM calls WHERE receipt_id = '{rid}'"))
+    errors = " | ".join(c["parse_errors"])
+    assert "x-payment:" in errors and "x-big is 20000 bytes" in errors, errors
+    assert c["status"] == 400 and c["request_bytes"] == len(garbage) and c["paid"] is True
+
+
+def test_broken_sse_is_recorded_as_incomplete(proxy, client, upstream):
+    # the client hangs up after the first event: the stream never reaches [DONE]
+    body = chat("cut short", stream=True, n_chunks=20, chunk_delay=0.1)
+    with client.stream("POST", f"{upstream}/v1/free/chat/completions", json=body) as resp:
+        rid = resp.headers["x-receipt-id"]
+        next(l for l in resp.iter_lines() if l.startswith("data:"))
+    (c,) = wait_for(lambda: sql(proxy, f"SELECT * FROM calls WHERE receipt_id = '{rid}' AND error IS NOT NULL"), timeout=20)
+    assert c["stream"] is True and c["usage_source"] == "missing" and c["total_tokens"] is None
+    assert c["error"].split(":")[0] in ("client_disconnected", "connection_closed", "stream_incomplete", "connection_killed")
+
+
+def test_tail_prints_new_calls_live(proxy, client, upstream):
+    tail = subprocess.Popen([str(proc.BIN / "receipts"), "tail", "--interval", "0.2", "--seconds", "6",
+                             "--data", str(proxy.data)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(1.5)
+    rid = client.post(f"{upstream}/v1/embeddings", json={"model": "tail-model", "input": "x"}).headers["x-receipt-id"]
+    out, _ = tail.communicate(timeout=20)
+    line = next(l for l in out.splitlines() if rid in l)
+    assert "/v1/embeddings" in line and "tail-model" in line and " 200 " in f" {line} "
+
+
+def test_invisible_audit_leaves_responses_unchanged(tmp_path, tls, upstream):
+    with ProxyProcess(tmp_path / "data", "--no-stamp", "--seal-interval", "0.1", upstream_ca=tls["ca"]) as p:
+        with httpx.Client(proxy=p.url, verify=ssl.create_default_context(cafile=p.ca), timeout=10) as c:
+            resp = c.post(f"{upstream}/v1/free/chat/completions", json=chat("quiet"), headers={"X-Request-Id": "quiet-1"})
+        assert resp.status_code == 200 and "x-receipt-id" not in resp.headers
+        assert wait_for(lambda: sql(p, "SELECT * FROM calls WHERE client_request_id = 'quiet-1'"))

@@ -125,28 +125,32 @@ SECRETS = {
 }
 
 
-def test_no_secret_reaches_the_data_directory(tmp_path, tls, upstream):
+@pytest.mark.parametrize("bodies", ["hash", "full"])
+def test_no_secret_reaches_the_data_directory(tmp_path, tls, upstream, bodies):
     data = tmp_path / "data"
     signature = W.random_signature()
     approval_tx = "0x02f8" + "ab" * 100
-    with ProxyProcess(data, "--seal-interval", "0.1", upstream_ca=tls["ca"]) as proxy:
+    with ProxyProcess(data, "--seal-interval", "0.1", "--bodies", bodies, upstream_ca=tls["ca"]) as proxy:
         with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=proxy.ca), timeout=10) as c:
             accepted = W.unb64json(c.post(f"{upstream}/v1/chat/completions", json={"model": "m"})
                                    .headers["payment-required"])["accepts"][0]
             pay = W.payment_v2_eip3009(accepted, W.random_address(), U.AMOUNT, W.random_nonce_hex(), 0, 2**31, signature)
             pay["extensions"] = {"erc20ApprovalGasSponsoring": {"info": {"signedTransaction": approval_tx}}}
             header = W.b64json(pay)
-            r = c.post(f"{upstream}/v1/chat/completions?api_key=QUERYSECRET-1234", json={"model": "m"},
+            r = c.post(f"{upstream}/v1/chat/completions?api_key=QUERYSECRET-1234",
+                       json={"model": "m", "api_key": "BODYSECRET-9988", "messages": [{"role": "user", "content": "kept"}]},
                        headers={**SECRETS, "PAYMENT-SIGNATURE": header})
             assert r.status_code == 200
             c.post(f"{upstream}/v1/legacy/chat/completions", json={"model": "m"},
                    headers={**SECRETS, "X-PAYMENT": header, "Proxy-Authorization": "Basic UFJPWFlTRUNSRVQ="})
         wait_for(lambda: receipts_cli("sql", "--csv", "SELECT count(*) FROM payments", data=data).stdout.split()[1] == "2")
     needles = [v.encode() for v in SECRETS.values()] + [
-        b"TOPSECRET", b"QUERYSECRET-1234", b"UFJPWFlTRUNSRVQ=", signature.encode(), signature[2:].encode(),
+        b"TOPSECRET", b"QUERYSECRET-1234", b"BODYSECRET-9988", b"UFJPWFlTRUNSRVQ=", signature.encode(), signature[2:].encode(),
         approval_tx.encode(), header.encode(), header[:60].encode()]
     files = [p for p in data.rglob("*") if p.is_file()]
     assert any(p.suffix == ".jsonl" and p.stat().st_size for p in files)
+    kept = b"".join(p.read_bytes() for p in files if p.suffix == ".jsonl")
+    assert (b"kept" in kept) == (bodies == "full"), "full mode keeps the (redacted) bodies, hash mode does not"
     for path in files:
         blob = path.read_bytes()
         for needle in needles:
