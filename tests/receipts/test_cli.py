@@ -68,3 +68,19 @@ def test_doctor_explains_an_untrusted_ca_and_then_passes(tmp_path, tls, upstream
     stopped = subprocess.run([str(proxy.cmd[0]), *doctor, "--data", str(proxy.data)], capture_output=True,
                              text=True, env={**env, **proxy.client_env()}, timeout=60)
     assert f"nothing listens on 127.0.0.1:{proxy.port}" in stopped.stdout and stopped.returncode == 1
+
+
+def test_doctor_explains_an_unwritable_data_dir_and_bad_settings(tmp_path):
+    data = tmp_path / "locked"
+    data.mkdir()
+    subprocess.run(["chattr", "+i", str(data)], check=True)  # read-only even for root
+    try:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("bodies: everything\n")
+        out = receipts_cli("doctor", "--config", str(bad), "--proxy", "127.0.0.1:9", data=data)
+    finally:
+        subprocess.run(["chattr", "-i", str(data)], check=True)
+    assert out.returncode == 1
+    assert "FAIL  the settings are wrong: bodies must be one of none, hash, full, not 'everything'." in out.stdout
+    assert f"FAIL  data directory {data} cannot be written (Operation not permitted)" in out.stdout
+    assert "nothing listens on 127.0.0.1:9" in out.stdout

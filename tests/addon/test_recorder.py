@@ -1,0 +1,58 @@
+"""The addon's hooks with real mitmproxy flows (mitmproxy.test), without a network."""
+import asyncio
+import json
+
+import pytest
+from mitmproxy import exceptions
+from mitmproxy.test import taddons, tflow, tutils
+
+from addon.recorder import Recorder
+from storage import db
+
+
+def paid_flow():
+    f = tflow.tflow(resp=tutils.tresp(status_code=200, content=b'{"id":"chatcmpl-9","model":"m",'
+                                      b'"usage":{"prompt_tokens":2,"completion_tokens":3,"total_tokens":5}}'))
+    f.request.path = "/v1/chat/completions"
+    f.request.content = json.dumps({"model": "m", "stream": False}).encode()
+    f.request.headers["authorization"] = "Bearer sk-hook-secret"
+    return f
+
+
+def test_bad_set_values_raise_options_errors(tmp_path):
+    rec = Recorder()
+    with taddons.context(rec) as tctx:
+        for key, value, words in (("receipts_bodies", "all", "bodies must be one of none, hash, full"),
+                                  ("receipts_durability", "x", "durability must be one of full, strict, relaxed"),
+                                  ("receipts_stamp", "maybe", "stamp_receipt_id must be true or false")):
+            with pytest.raises(exceptions.OptionsError, match=words):
+                tctx.configure(rec, receipts_data=str(tmp_path), **{key: value})
+    rec.done()
+
+
+def test_hooks_record_request_and_response_and_stamp(tmp_path):
+    rec = Recorder()
+    with taddons.context(rec) as tctx:
+        tctx.configure(rec, receipts_data=str(tmp_path), receipts_seal_interval="0.01")
+        f = paid_flow()
+        asyncio.run(rec.request(f))
+        asyncio.run(rec.response(f))
+        assert f.response.headers["X-Receipt-Id"] == f.metadata["receipt_id"]
+    rec.done()
+    with db.connect(tmp_path) as con:
+        row = con.execute("SELECT status, total_tokens, usage_source, response_id FROM calls").fetchone()
+        raw = " ".join(r[0] for r in con.execute("SELECT data::VARCHAR FROM events").fetchall())
+    assert row == (200, 5, "provider", "chatcmpl-9")
+    assert "sk-hook-secret" not in raw and "[redacted sha256:" in raw
+
+
+def test_unmatched_traffic_is_left_alone(tmp_path):
+    rec = Recorder()
+    with taddons.context(rec) as tctx:
+        tctx.configure(rec, receipts_data=str(tmp_path))
+        f = tflow.tflow(resp=True)
+        f.request.path = "/static/logo.png"
+        asyncio.run(rec.request(f))
+        asyncio.run(rec.response(f))
+        assert "X-Receipt-Id" not in f.response.headers and "receipt_id" not in f.metadata
+    rec.done()
