@@ -71,6 +71,9 @@ def to_resp(flow: http.HTTPFlow, streamed: bool = False) -> X.Resp:
                   ts_end=r.timestamp_end, reason=r.reason, http_version=r.http_version)
 
 
+PAID_HEADER_BYTES = tuple(name.encode() for name in X.PAID_HEADERS)
+
+
 def _fields(headers: http.Headers) -> list[tuple[str, str]]:
     return [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for k, v in headers.fields]
 
@@ -78,7 +81,7 @@ def _fields(headers: http.Headers) -> list[tuple[str, str]]:
 def _content(message: http.Message) -> bytes | None:
     if message.raw_content is None:
         return None
-    if "content-encoding" not in message.headers:
+    if not any(k.lower() == b"content-encoding" for k, _ in message.headers.fields):
         return message.raw_content
     try:
         return message.get_content(strict=False)
@@ -212,9 +215,10 @@ class Recorder:
     # ---- helpers -----------------------------------------------------------------------------
     def _match(self, flow: http.HTTPFlow) -> str | None:
         """X.request_match, read straight from the flow: most traffic stops here, so keep it cheap."""
-        headers = flow.request.headers
-        if self.settings.capture_x402 and any(name in headers for name in X.PAID_HEADERS):
-            return "x402"
+        if self.settings.capture_x402:
+            names = {k.lower() for k, _ in flow.request.headers.fields}
+            if any(name in names for name in PAID_HEADER_BYTES):
+                return "x402"
         return self.settings.is_ai_call(flow.request.pretty_host, flow.request.path)
 
     def _start(self, flow: http.HTTPFlow, req: X.Req, match: str) -> tuple[FlowState, Event]:
