@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Optional
 
@@ -52,8 +52,6 @@ class FlowState:
     keys: list
     paid: bool
     parser: SSEParser | None = None
-    journal_ok: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 def to_req(flow: http.HTTPFlow) -> X.Req:
@@ -121,11 +119,9 @@ class Recorder:
         overrides = {field_: getattr(opts, name) for name, (field_, _) in OPTIONS.items()}
         try:
             settings = cfg.load(opts.receipts_config, overrides)
-            extra_rules = cfg._rules(list(opts.receipts_rules))
-            extra_paths = cfg._paths(list(opts.receipts_ai_paths)) if opts.receipts_ai_paths else ()
+            return cfg.with_extras(settings, list(opts.receipts_rules), list(opts.receipts_ai_paths))
         except cfg.ConfigError as exc:
             raise exceptions.OptionsError(str(exc)) from None
-        return replace(settings, rules=settings.rules + extra_rules, ai_paths=settings.ai_paths + extra_paths)
 
     def _open_journal(self, settings: cfg.Settings) -> Journal:
         journal = Journal(settings.data_dir, "proxy", durability=settings.durability,
@@ -248,7 +244,6 @@ class Recorder:
             return False
 
     def _alarm(self, exc: BaseException, st: FlowState) -> None:
-        st.journal_ok = False
         log.error("receipts: JOURNAL WRITE FAILED, refusing paid requests (503), unpaid traffic passes "
                   "unrecorded: %s", exc)
 

@@ -68,6 +68,16 @@ _PAYMENT_ID_KEYS = ("id", "paymentId", "value")
 # small total helpers
 
 
+def _never_raising(parse, empty, obj: object) -> dict[str, Any]:
+    """Run a parser; a bug in it becomes an error entry, never an exception in the proxy."""
+    try:
+        return parse(obj)
+    except Exception as exc:  # pragma: no cover - defensive
+        result = empty()
+        result["errors"].append(f"internal error: {_type_name(exc)}")
+        return result
+
+
 def _type_name(value: object) -> str:
     return type(value).__name__
 
@@ -249,12 +259,7 @@ def _normalize_entry(d: dict, where: str, errors: list[str],
 
 def parse_challenge(obj: object) -> dict[str, Any]:
     """Normalize a v2 PAYMENT-REQUIRED object or a v1 402 JSON body."""
-    try:
-        return _parse_challenge(obj)
-    except Exception as exc:  # pragma: no cover - defensive
-        result = _empty_challenge()
-        result["errors"].append(f"internal error: {_type_name(exc)}")
-        return result
+    return _never_raising(_parse_challenge, _empty_challenge, obj)
 
 
 def _empty_challenge() -> dict[str, Any]:
@@ -305,12 +310,7 @@ def _empty_payment() -> dict[str, Any]:
 
 def parse_payment(obj: object) -> dict[str, Any]:
     """Decode the non-secret fields of an X-PAYMENT / PAYMENT-SIGNATURE object."""
-    try:
-        return _parse_payment(obj)
-    except Exception as exc:  # pragma: no cover - defensive
-        result = _empty_payment()
-        result["errors"].append(f"internal error: {_type_name(exc)}")
-        return result
+    return _never_raising(_parse_payment, _empty_payment, obj)
 
 
 def _parse_payment(obj: object) -> dict[str, Any]:
@@ -455,12 +455,7 @@ def _empty_settlement() -> dict[str, Any]:
 
 def parse_settlement(obj: object) -> dict[str, Any]:
     """Normalize an X-PAYMENT-RESPONSE / PAYMENT-RESPONSE object."""
-    try:
-        return _parse_settlement(obj)
-    except Exception as exc:  # pragma: no cover - defensive
-        result = _empty_settlement()
-        result["errors"].append(f"internal error: {_type_name(exc)}")
-        return result
+    return _never_raising(_parse_settlement, _empty_settlement, obj)
 
 
 def _parse_settlement(obj: object) -> dict[str, Any]:

@@ -40,11 +40,7 @@ def cmd_proxy(args) -> int:
         "seal_interval": args.seal_interval, "body_max_bytes": args.body_max_bytes,
         "compact_after": args.compact_after, "compact_grace": args.compact_grace,
     }
-    settings = cfg.load(args.config, overrides)
-    extra_rules = cfg._rules(args.rule) if args.rule else ()
-    extra_paths = cfg._paths(args.ai_path) if args.ai_path else ()
-    from dataclasses import replace
-    settings = replace(settings, rules=settings.rules + extra_rules, ai_paths=settings.ai_paths + extra_paths)
+    settings = cfg.with_extras(cfg.load(args.config, overrides), args.rule, args.ai_path)
     return proxy.run(settings, args.config or (str(cfg.DEFAULT_CONFIG) if cfg.DEFAULT_CONFIG.exists() else None))
 
 

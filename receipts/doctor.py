@@ -27,7 +27,7 @@ def run(config_path: str | None, data_dir: str, proxy: str | None, out=sys.stdou
     except cfg.ConfigError as exc:
         report(False, "", f"the settings are wrong: {exc}")
         settings = cfg.load(None, {"data_dir": data_dir}, env={})
-    _data(settings, report)
+    _data(settings, report, out)
     host, port = _address(proxy, settings)
     report(_listening(host, port), f"a proxy is listening on {host}:{port}",
            f"nothing listens on {host}:{port}: start the proxy with scripts/proxy (or receipts proxy)")
@@ -38,7 +38,7 @@ def run(config_path: str | None, data_dir: str, proxy: str | None, out=sys.stdou
     return problems
 
 
-def _data(settings: cfg.Settings, report) -> None:
+def _data(settings: cfg.Settings, report, out) -> None:
     data = Path(settings.data_dir)
     probe = data / f".doctor-{uuid.uuid4().hex}"
     try:
@@ -52,7 +52,7 @@ def _data(settings: cfg.Settings, report) -> None:
     leftovers = [p for p in (data / "journal" / "open").glob("*.jsonl") if p.stat().st_size] if (data / "journal").exists() else []
     if leftovers:
         print(f"note  {len(leftovers)} open journal segment(s) hold events not yet visible to queries; they are "
-              f"sealed within a second by a running proxy, or at the next start after a crash", file=sys.stdout)
+              f"sealed within a second by a running proxy, or at the next start after a crash", file=out)
 
 
 def _address(proxy: str | None, settings: cfg.Settings) -> tuple[str, int]:

@@ -203,6 +203,13 @@ def _validated(values: dict) -> dict:
     return {k: conv[k](v) for k, v in values.items()}
 
 
+def with_extras(settings: Settings, rules: list[str] | None, ai_paths: list[str] | None) -> Settings:
+    """Settings with more capture rules (`HOSTGLOB/PATHGLOB`) and AI paths, as flags add them."""
+    extra_rules = _rules(list(rules)) if rules else ()
+    extra_paths = _paths(list(ai_paths)) if ai_paths else ()
+    return replace(settings, rules=settings.rules + extra_rules, ai_paths=settings.ai_paths + extra_paths)
+
+
 def read_file(path: str | os.PathLike | None) -> dict:
     """The settings in a YAML file (flat names), validated."""
     if path is None:
