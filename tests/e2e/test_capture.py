@@ -208,3 +208,12 @@ def test_invisible_audit_leaves_responses_unchanged(tmp_path, tls, upstream):
             resp = c.post(f"{upstream}/v1/free/chat/completions", json=chat("quiet"), headers={"X-Request-Id": "quiet-1"})
         assert resp.status_code == 200 and "x-receipt-id" not in resp.headers
         assert wait_for(lambda: sql(p, "SELECT * FROM calls WHERE client_request_id = 'quiet-1'"))
+
+
+def test_upstream_tls_failure_is_an_error_event(tmp_path, upstream):
+    # this proxy does not trust the upstream's private CA: the upstream handshake fails
+    with ProxyProcess(tmp_path / "data", "--seal-interval", "0.1") as p:
+        status, _, _ = curl(p, "-X", "POST", f"{upstream}/v1/chat/completions", "-d", "{}")
+        assert status == 502
+        (c,) = wait_for(lambda: sql(p, "SELECT * FROM calls WHERE error IS NOT NULL"))
+    assert c["error"].startswith("tls_failed: Certificate verify failed") and c["path"] == "/v1/chat/completions"
