@@ -1,0 +1,75 @@
+"""Pure translation of exchanges into event payloads, and the linking of attempts."""
+import orjson
+
+from addon import exchange as X
+from addon.linker import Linker
+from storage import config as cfg
+from support import x402_wire as W
+
+SETTINGS = cfg.load()
+USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+
+
+def req(headers=(), body=b"{}", path="/v1/chat/completions"):
+    return X.Req("POST", "https", "api.example", 443, path, list(headers), body, 1000.0, client="10.0.0.1")
+
+
+def resp(status=200, headers=(), body=b"{}"):
+    return X.Resp(status, list(headers), body, 1000.5, 1000.6)
+
+
+def test_opengradient_headers_and_tee_fields():
+    body = orjson.dumps({"id": "chatcmpl-og", "model": "gpt-og", "tee_signature": "c2ln", "tee_id": "0x" + "1" * 64,
+                         "tee_request_hash": "0x" + "2" * 64, "tee_output_hash": "0x" + "3" * 64, "tee_timestamp": 1700000000})
+    r = resp(headers=[("X-Upto-Session", "sess-1"), ("X-Settlement-Tx-Hash", "0x" + "a" * 64),
+                      ("X-Settlement-Walrus-Blob-ID", "blob-7"), ("x-processing-hash", "0xfeed"),
+                      ("content-type", "application/json")], body=body)
+    d = X.response_data(r, 1000.0, SETTINGS)
+    assert d["og"] == {"settlement_tx_hash": "0x" + "a" * 64, "walrus_blob_id": "blob-7",
+                       "processing_hash": "0xfeed", "upto_session": "sess-1"}
+    assert d["tee"]["tee_id"] == "0x" + "1" * 64 and d["tee"]["tee_timestamp"] == 1700000000
+    assert d["latency_ms"] == 600.0 and d["response_id"] == "chatcmpl-og"
+    q = X.request_data(req([("X-Upto-Session", "sess-1"), ("X-SETTLEMENT-TYPE", "individual")]), SETTINGS,
+                       logical_id="l", match="x402", source="test")
+    assert (q["upto_session"], q["settlement_type"]) == ("sess-1", "individual")
+    assert X.request_match(req([("x-upto-session", "s")], path="/anything"), req([("x-upto-session", "s")]).h, SETTINGS) == "x402"
+
+
+def test_tee_headers_when_the_body_has_none():
+    r = resp(headers=[("X-TEE-ID", "0xabc"), ("X-TEE-Timestamp", "17")])
+    assert X.response_data(r, 1000.0, SETTINGS)["tee"] == {"tee_id": "0xabc", "tee_timestamp": 17}
+
+
+def test_v1_payment_takes_its_asset_from_the_challenge_and_decimals_from_config():
+    challenge = {"accepts": [{"scheme": "exact", "network": "eip155:8453", "asset": USDC, "pay_to": "0xpay"}]}
+    accepted = {"scheme": "exact", "network": "base", "payTo": "0xpay", "maxAmountRequired": "5"}
+    pay = W.payment_v1_eip3009(accepted, "0xpayer", 5, W.random_nonce_hex(), 0, 99, W.random_signature())
+    q = X.request_data(req([("X-PAYMENT", W.b64json(pay))]), SETTINGS, logical_id="l", match="x402",
+                       source="test", challenge=challenge)
+    assert (q["payment"]["asset"], q["payment"]["decimals"], q["payment"]["symbol"]) == (USDC, 6, "USDC")
+    assert q["payment"]["network"] == "eip155:8453" and q["payment"]["payer"] == "0xpayer"
+
+
+def test_secrets_in_headers_and_query_become_hashes():
+    q = X.request_data(req([("Authorization", "Bearer sk-1"), ("X-Goog-Api-Key", "g-2"), ("Idempotency-Key", "idem-3")],
+                           path="/v1/chat/completions?key=AIza-4&model=x"), SETTINGS,
+                       logical_id="l", match="path", source="test")
+    text = orjson.dumps(q).decode()
+    assert "sk-1" not in text and "g-2" not in text and "AIza-4" not in text
+    assert q["headers"]["idempotency-key"] == "idem-3" and q["query"].endswith("&model=x")
+    assert q["ids"]["idempotency_key"] == "idem-3"
+
+
+def test_linker_joins_retries_but_not_repeats():
+    lk = Linker()
+    body = Linker.keys("c", "POST", "u", "h", None, None)
+    first = lk.link(body, "r1", 0.0)
+    lk.outcome(body, ok=False)                        # a 402
+    assert lk.link(body, "r2", 1.0) == first          # the paid retry joins it
+    lk.outcome(body, ok=True)                         # ... and succeeds
+    assert lk.link(body, "r3", 2.0) == "r3"           # the same prompt again is a new call
+    pid = Linker.keys("c", "POST", "u", "other-body", None, "pid-1")
+    assert lk.link(pid, "r4", 3.0) == "r4"
+    lk.outcome(pid, ok=True)
+    assert lk.link(Linker.keys("c2", "POST", "u2", "x", None, "pid-1"), "r5", 4.0) == "r4", "same purchase id"
+    assert lk.link(body, "r6", 2.0 + 601) == "r6", "outside the window"
