@@ -1,0 +1,92 @@
+"""What settlement leaves on chain, and whether it matches a captured payment (pure; no I/O).
+
+PROTOCOL.md §2: an exact/EIP-3009 settlement is a token transaction with `Transfer(from, to, value)`
+and `AuthorizationUsed(authorizer, nonce)` logs; Permit2 settlements leave the `Transfer` (and the
+proxy's `Settled()`). Every function here takes JSON-RPC shaped dicts (hex strings) and returns a
+`Check` with a result (`pass`, `fail`, `pending`), a stable reason code and the evidence.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TRANSFER = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+AUTHORIZATION_USED = "0x98de503528ee59b575ef0c0a2576a82497bfc029a5685b209e9ec333479b10a5"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    result: str                     # pass | fail | pending
+    reason: str | None = None       # stable code, e.g. tx_reverted
+    detail: dict = field(default_factory=dict)
+    block: int | None = None
+
+
+def _addr_topic(address: str) -> str:
+    return "0x" + address.lower().removeprefix("0x").rjust(64, "0")
+
+
+def _word(hexstr: str) -> int:
+    return int(hexstr, 16) if hexstr not in (None, "0x") else 0
+
+
+def transfers(logs: list[dict], token: str) -> list[dict]:
+    """The token's Transfer logs, decoded: {from, to, value, log_index}."""
+    out = []
+    for log in logs:
+        topics = log.get("topics") or []
+        if log.get("address", "").lower() != token.lower() or len(topics) != 3 or topics[0] != TRANSFER:
+            continue
+        out.append({"from": "0x" + topics[1][-40:], "to": "0x" + topics[2][-40:], "value": _word(log.get("data")),
+                    "log_index": _word(log.get("logIndex", "0x0"))})
+    return out
+
+
+def authorization_used(logs: list[dict], token: str, authorizer: str, nonce: str) -> bool:
+    want = [AUTHORIZATION_USED, _addr_topic(authorizer), nonce.lower()]
+    return any(log.get("address", "").lower() == token.lower() and [t.lower() for t in log.get("topics") or []] == want
+               for log in logs)
+
+
+def settlement(payment: dict, tx_hash: str, receipt: dict | None, head: int, required: int,
+               facilitator: str | None = None) -> Check:
+    """Does this transaction settle this payment, and is it final?"""
+    name = "settlement_tx"
+    if receipt is None:
+        return Check(name, "pending", "tx_not_found", {"tx_hash": tx_hash})
+    block = _word(receipt["blockNumber"])
+    confirmations = max(0, head - block + 1)
+    detail = {"tx_hash": tx_hash, "block": block, "confirmations": confirmations, "required": required,
+              "sender": receipt.get("from")}
+    if _word(receipt.get("status", "0x0")) != 1:
+        return Check(name, "fail", "tx_reverted", detail, block)
+    problems = mismatches(payment, receipt.get("logs") or [])
+    if facilitator and (receipt.get("from") or "").lower() != facilitator.lower():
+        problems.append(f"sent by {receipt.get('from')}, not the known facilitator {facilitator}")
+    if problems:
+        return Check(name, "fail", "logs_mismatch", {**detail, "problems": problems}, block)
+    if confirmations < required:
+        return Check(name, "pending", "awaiting_confirmations", detail, block)
+    return Check(name, "pass", None, detail, block)
+
+
+def mismatches(payment: dict, logs: list[dict]) -> list[str]:
+    """What in the logs does not match the signed payment (empty: they match)."""
+    token, payer, pay_to = payment.get("asset") or "", payment.get("payer") or "", payment.get("pay_to") or ""
+    amount = int(payment.get("amount") or 0)
+    moved = transfers(logs, token)
+    if not moved:
+        return [f"no Transfer of token {token} in the transaction"]
+    ours = [t for t in moved if t["from"] == payer.lower() and t["to"] == pay_to.lower()]
+    if not ours:
+        return [f"no Transfer from {payer} to {pay_to}; saw " + ", ".join(f"{t['from']}→{t['to']}" for t in moved)]
+    value = sum(t["value"] for t in ours)
+    problems = []
+    if payment.get("scheme") == "upto":
+        if value > amount:
+            problems.append(f"transferred {value}, more than the signed cap {amount}")
+    elif value != amount:
+        problems.append(f"transferred {value}, signed {amount}")
+    if payment.get("kind") == "eip3009" and not authorization_used(logs, token, payer, payment.get("nonce") or ""):
+        problems.append("no AuthorizationUsed log for the payer and nonce")
+    return problems
