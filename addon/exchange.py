@@ -27,6 +27,7 @@ import orjson
 
 from storage.config import Settings
 
+from . import eip712
 from . import fields as F
 from . import x402
 
@@ -209,24 +210,32 @@ def payment(h: Headers) -> tuple[dict | None, list[str]]:
     errors = [f"{name} header sent {len(h.items[name])} times; the first was used"] if len(h.items[name]) > 1 else []
     obj, err = x402.decode_b64_json(value)
     pay = x402.parse_payment(obj) if err is None else {"errors": [err]}
-    pay = {**pay, "header": name, "header_sha256": sha256_hex(value)}
+    pay = {**pay, "header": name, "header_sha256": sha256_hex(value), "_payload": obj}
     return pay, errors + [f"{name}: {e}" for e in pay.get("errors", [])]
 
 
 def completed_payment(pay: dict, settings: Settings, challenge: dict | None) -> dict:
-    """Add what the payment header does not say: a v1 asset (from its challenge), known decimals."""
-    if challenge and not pay.get("asset"):
-        pay = _fill_from_challenge(pay, challenge)
+    """Add what the payment header does not say: a v1 asset (from its challenge), known decimals,
+    and who signed it (the signature itself is never kept)."""
+    raw = pay.pop("_payload", None)
+    extra = (pay.get("accepted") or {}).get("extra")
+    entry = _challenge_entry(pay, challenge) if not (pay.get("asset") and extra) else None
+    if entry:
+        pay = {**pay, "asset": pay.get("asset") or entry.get("asset"),
+               "pay_to": pay.get("pay_to") or entry.get("pay_to")}
+        extra = extra or entry.get("extra")
     known = settings.asset(pay.get("network"), pay.get("asset"))
-    return {**pay, "decimals": known.decimals if known else None, "symbol": known.symbol if known else None}
+    signer, why = eip712.signer(raw, pay.get("network"), pay.get("asset"), extra) if raw else (None, None)
+    return {**pay, "decimals": known.decimals if known else None, "symbol": known.symbol if known else None,
+            "signer": signer, "signer_error": why}
 
 
-def _fill_from_challenge(pay: dict, challenge: dict) -> dict:
-    """x402 v1 payments do not repeat the asset: take it from the matching challenge entry."""
-    for entry in challenge.get("accepts") or []:
+def _challenge_entry(pay: dict, challenge: dict | None) -> dict | None:
+    """The challenge entry this payment answers (same scheme and network)."""
+    for entry in (challenge or {}).get("accepts") or []:
         if entry.get("scheme") == pay.get("scheme") and entry.get("network") == pay.get("network"):
-            return {**pay, "asset": entry.get("asset"), "pay_to": pay.get("pay_to") or entry.get("pay_to")}
-    return pay
+            return entry
+    return None
 
 
 def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, source: str,

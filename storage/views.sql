@@ -139,6 +139,8 @@ SELECT
     data->>'$.payment.payment_identifier'          AS payment_identifier,
     data->>'$.payment.header_sha256'               AS header_sha256,
     data->>'$.payment.signature_sha256'            AS signature_sha256,
+    data->>'$.payment.signer'                      AS signer,
+    data->>'$.payment.signer_error'                AS signer_error,
     CAST(data->'$.payment.errors' AS VARCHAR[])    AS errors
 FROM events
 WHERE type = 'request' AND json_type(data->'$.payment') = 'OBJECT';

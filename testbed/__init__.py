@@ -1,0 +1,24 @@
+"""A local blockchain test bed for paid AI calls.
+
+Everything here is started by code (tests, ``scripts/demo``), never by hand:
+
+- :mod:`testbed.node`        anvil (a real local Ethereum node) and solc-js, installed from npm on demand
+- :mod:`testbed.chain`       the test USDC token (EIP-3009) and anvil's funded dev accounts
+- :mod:`testbed.facilitator` a real x402 facilitator (the ``x402`` package's exact EVM scheme) over HTTP
+- :mod:`testbed.server`      a resource server behind the ``x402`` FastAPI middleware, serving a fake
+                             OpenAI-compatible chat completion
+- :mod:`testbed.client`      a paid call with the ``x402`` httpx client (through a proxy if asked)
+- :mod:`testbed.stack`       ``paid_stack()``: all of the above, started and stopped together
+
+Only 127.0.0.1 is used. The modules that need the ``x402`` package import it lazily, so
+``testbed.node`` and ``testbed.chain`` work without it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ROOT"]
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The repository root (where ``node_modules`` goes)."""
