@@ -137,6 +137,26 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    from storage.journal import Journal
+    from verifier.verify import verify_once
+
+    data = _data_dir(args)
+    if not os.path.isdir(data):
+        raise UserError(f"no data directory at {data}: nothing has been recorded yet")
+    settings = cfg.load(args.config, {"data_dir": data})
+    deadline = time.monotonic() + args.seconds if args.seconds else None
+    with Journal(data, "verifier", durability=settings.durability, seal_interval=0.2) as journal:
+        while True:
+            s = verify_once(data, settings, journal)
+            counts = ", ".join(f"{n} {k}" for k, n in sorted(s.statuses.items())) or "nothing to verify"
+            print(f"receipts verify: {s.seen} receipts checked ({counts}); {s.changed} changed"
+                  + "".join(f"\n  fault: {render.safe(f)}" for f in s.faults), flush=True)
+            if not args.follow or (deadline and time.monotonic() > deadline):
+                return 1 if s.faults and not args.follow else 0
+            time.sleep(args.interval)
+
+
 def cmd_doctor(args) -> int:
     from . import doctor
 
@@ -202,6 +222,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--config")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("verify", parents=[common], help="check paid receipts against the chain")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="one pass, then exit (default)")
+    mode.add_argument("--follow", action="store_true", help="keep verifying new and pending receipts")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between passes with --follow")
+    p.add_argument("--seconds", type=float, default=None, help="with --follow: stop after this many seconds")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("doctor", parents=[common], help="explain what is wrong, in plain words")
     p.add_argument("--config")

@@ -43,6 +43,20 @@ class Asset:
 
 
 @dataclass(frozen=True)
+class Network:
+    """A chain the verifier reads: CAIP-2 id, JSON-RPC URL, confirmations, known facilitators."""
+    caip2: str
+    rpc: str | None = None
+    confirmations: int = 1
+    facilitators: tuple[str, ...] = ()
+
+    @property
+    def env_name(self) -> str:
+        """RECEIPTS_RPC_EIP155_8453 overrides the RPC URL of eip155:8453."""
+        return "RECEIPTS_RPC_" + "".join(c if c.isalnum() else "_" for c in self.caip2).upper()
+
+
+@dataclass(frozen=True)
 class Settings:
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
@@ -60,6 +74,17 @@ class Settings:
     compact_after: int = 64
     compact_grace: float = 60.0
     assets: tuple[Asset, ...] = ()
+    networks: tuple[Network, ...] = ()
+
+    def network(self, caip2: str | None, env: dict | None = None) -> Network | None:
+        """The configured network (RPC URL overridden from the environment), if any."""
+        env = os.environ if env is None else env
+        found = next((n for n in self.networks if n.caip2 == caip2), None)
+        if caip2 and found is None and env.get(Network(caip2).env_name):
+            found = Network(caip2)
+        if found and env.get(found.env_name):
+            found = replace(found, rpc=env[found.env_name])
+        return found
 
     @property
     def ca_path(self) -> Path:
@@ -166,6 +191,24 @@ def _assets(value) -> tuple[Asset, ...]:
     return tuple(out)
 
 
+def _networks(value) -> tuple[Network, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise ConfigError("networks must map CAIP-2 ids (eip155:8453) to {rpc, confirmations, facilitators}.")
+    out = []
+    for caip2, item in value.items():
+        item = item or {}
+        if not str(caip2).startswith("eip155:") or not isinstance(item, dict):
+            raise ConfigError(f"network {caip2!r} must be an eip155:<chain id> key with a mapping of settings.")
+        try:
+            out.append(Network(str(caip2), item.get("rpc"), int(item.get("confirmations", 1)),
+                               tuple(str(f).lower() for f in item.get("facilitators") or ())))
+        except (TypeError, ValueError):
+            raise ConfigError(f"network {caip2!r}: confirmations must be a whole number.") from None
+    return tuple(out)
+
+
 def _flatten(raw: dict) -> dict:
     """The YAML file nests capture settings; flags and `--set` use flat names."""
     flat = {k: v for k, v in raw.items() if k != "capture"}
@@ -199,6 +242,7 @@ def _validated(values: dict) -> dict:
         "compact_after": lambda v: _positive("compact_after", v, int),
         "compact_grace": lambda v: _positive("compact_grace", v),
         "assets": _assets,
+        "networks": _networks,
     }
     return {k: conv[k](v) for k, v in values.items()}
 

@@ -211,7 +211,8 @@ grp AS (
     SELECT logical_id, arg_max(COLUMNS(* EXCLUDE (logical_id, receipt_id)), sent_at), count(*) AS payments
     FROM payments GROUP BY logical_id
 ), chal AS (
-    SELECT logical_id, arg_max(amount, seen_at) AS max_amount_required, arg_max(network, seen_at) AS challenge_network
+    SELECT logical_id, arg_max(amount, seen_at) AS max_amount_required, arg_max(network, seen_at) AS challenge_network,
+           arg_max(pay_to, seen_at) AS challenge_pay_to, arg_max(asset, seen_at) AS challenge_asset
     FROM challenges GROUP BY logical_id
 ), settle AS (
     SELECT logical_id,
@@ -242,7 +243,14 @@ SELECT
     pay.symbol,
     coalesce(pay.network, settle.network, chal.challenge_network)  AS network,
     pay.scheme,
+    pay.kind,
     pay.nonce,
+    pay.valid_before,
+    pay.signer,
+    pay.signer_error,
+    chal.challenge_pay_to,
+    chal.challenge_asset,
+    CASE WHEN pay.scheme = 'exact' THEN pay.amount END             AS signed_amount,
     grp.session_id,
     grp.model,
     grp.total_tokens,

@@ -1,0 +1,163 @@
+"""`receipts verify`: prove receipts against the chain and append what was found as `check` events.
+
+It reads receipts through storage (read-only), asks each network's node in batches, and writes only
+its own events, and only when something changed: verifying twice, or restarting the verifier, adds
+nothing to what was already decided. History is never edited: a settlement that disappears in a
+reorg gets a new `pending` verdict after its `passed` one.
+
+Checks per paid receipt (each recorded with its result, reason and evidence):
+- `signature`: the payment's EIP-712 signature recovers to the payer (recovered at capture time);
+- `terms`: the payment matches the challenge (asset, pay_to, amount ≤ the price, network);
+- `settlement_tx`: the settlement transaction exists, succeeded, is final, and its logs match.
+The verdict (check `verdict`) is `failed` if a check failed, `pending` while one is pending, else
+`passed`; `resolution` adds `risky` (money moved, outcome bad) where it applies.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from storage import db
+from storage.config import Settings
+from storage.journal import Journal
+from storage.records import Event
+
+from .evidence import Check, settlement
+from .rpc import Rpc, RpcError
+
+log = logging.getLogger("receipts.verify")
+
+TO_VERIFY = """
+SELECT r.*, v.proof_status AS last_status, v.resolution AS last_resolution, v.reason AS last_reason
+FROM receipts r
+LEFT JOIN (SELECT receipt_id, arg_max(proof_status, observed_at) AS proof_status,
+                  arg_max(resolution, observed_at) AS resolution, arg_max(reason, observed_at) AS reason
+           FROM checks WHERE "check" = 'verdict' GROUP BY receipt_id) v USING (receipt_id)
+WHERE r.payer IS NOT NULL AND coalesce(v.proof_status, 'pending') IN ('pending', 'passed')
+"""
+LAST_CHECKS = """
+SELECT receipt_id, "check", arg_max(result, observed_at) AS result, arg_max(reason, observed_at) AS reason
+FROM checks GROUP BY ALL
+"""
+
+
+@dataclass
+class Summary:
+    seen: int = 0
+    changed: int = 0
+    statuses: dict = field(default_factory=dict)
+    faults: list = field(default_factory=list)
+
+
+def signature_check(r: dict) -> Check:
+    if r.get("signer"):
+        ok = r["signer"].lower() == (r.get("payer") or "").lower()
+        return Check("signature", "pass" if ok else "fail", None if ok else "signature_mismatch",
+                     {"signer": r["signer"], "payer": r.get("payer")})
+    return Check("signature", "pending", "signature_unverifiable", {"why": r.get("signer_error")})
+
+
+def terms_check(r: dict) -> Check:
+    problems = []
+    if r.get("challenge_pay_to") and (r.get("pay_to") or "").lower() != r["challenge_pay_to"].lower():
+        problems.append(("unexpected_pay_to", f"paid to {r.get('pay_to')}, the challenge said {r['challenge_pay_to']}"))
+    if r.get("challenge_asset") and (r.get("asset") or "").lower() != r["challenge_asset"].lower():
+        problems.append(("unexpected_asset", f"asset {r.get('asset')}, the challenge said {r['challenge_asset']}"))
+    signed = r.get("signed_amount") if r.get("signed_amount") is not None else r.get("amount_cap")
+    if r.get("max_amount_required") is not None and signed is not None and signed > r["max_amount_required"]:
+        problems.append(("overcharged", f"signed {signed}, the challenge asked {r['max_amount_required']}"))
+    if not problems:
+        return Check("terms", "pass", None, {"challenge_checked": r.get("max_amount_required") is not None})
+    return Check("terms", "fail", problems[0][0], {"problems": [p for _, p in problems]})
+
+
+def verdict(checks: list[Check], r: dict) -> tuple[str, str | None, str | None]:
+    """(proof_status, resolution, reason) from the checks of one receipt."""
+    failed = [c for c in checks if c.result == "fail"]
+    pending = [c for c in checks if c.result == "pending"]
+    settled = any(c.name == "settlement_tx" and c.result == "pass" for c in checks)
+    status = "failed" if failed else "pending" if pending else "passed"
+    reason = (failed or pending or [None])[0]
+    reason = reason.reason if reason else None
+    risky = settled and ((r.get("status") or 0) >= 500 or r.get("status") is None)
+    risky = risky or any(c.reason in ("unexpected_pay_to", "overcharged") for c in failed)
+    if settled and risky and not failed:
+        reason = "paid_but_server_error"
+    return status, "risky" if risky else None, reason
+
+
+def verify_once(data_dir: str, settings: Settings, journal: Journal, now: float | None = None) -> Summary:
+    summary = Summary()
+    with db.connect(data_dir) as con:
+        rows = [dict(zip([d[0] for d in cur.description], row)) for cur in [con.execute(TO_VERIFY)]
+                for row in cur.fetchall()]
+        last = {(rid, name): (result, reason) for rid, name, result, reason in con.execute(LAST_CHECKS).fetchall()}
+    by_network: dict[str, list[dict]] = {}
+    for r in rows:
+        by_network.setdefault(r.get("network") or "unknown", []).append(r)
+    events: list[Event] = []
+    for network, group in by_network.items():
+        events += _verify_network(network, group, settings, last, summary)
+    if events:
+        journal.write(events)
+    return summary
+
+
+def _verify_network(network: str, rows: list[dict], settings: Settings, last: dict, summary: Summary) -> list[Event]:
+    net = settings.network(network)
+    chain = _chain_facts(net, rows, summary) if net and net.rpc else None
+    events = []
+    for r in rows:
+        summary.seen += 1
+        checks = [signature_check(r), terms_check(r)]
+        if chain is None:
+            reason = "rpc_unavailable" if net and net.rpc else "no_rpc_configured"
+            checks.append(Check("settlement_tx", "pending", reason, {"network": network}))
+        elif r.get("payment_hash"):
+            head, receipts = chain
+            checks.append(settlement(_payment(r), r["payment_hash"], receipts.get(r["payment_hash"]), head,
+                                     net.confirmations, net.facilitators[0] if len(net.facilitators) == 1 else None))
+        else:
+            checks.append(Check("settlement_tx", "pending", "no_tx_hash", {"job_id": r.get("settlement_job_id")}))
+        events += _changes(r, checks, last, summary)
+    return events
+
+
+def _chain_facts(net, rows: list[dict], summary: Summary) -> tuple[int, dict] | None:
+    """(head block, {tx hash: receipt or None}) from one batch per 500 receipts; None on a fault."""
+    rpc = Rpc(net.rpc, chain_id=int(net.caip2.split(":")[1]))
+    hashes = sorted({r["payment_hash"] for r in rows if r.get("payment_hash")})
+    try:
+        head = int(rpc.call("eth_blockNumber", []), 16)
+        receipts: dict = {}
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start:start + 500]
+            receipts.update(zip(chunk, rpc.batch([("eth_getTransactionReceipt", [h]) for h in chunk])))
+    except RpcError as exc:
+        summary.faults.append(f"{net.caip2}: {exc}")
+        log.error("receipts verify: %s: %s — nothing about this network is decided until it answers", net.caip2, exc)
+        return None
+    return head, receipts
+
+
+def _payment(r: dict) -> dict:
+    amount = r.get("signed_amount") if r.get("signed_amount") is not None else r.get("amount_cap")
+    return {"asset": r.get("asset"), "payer": r.get("payer"), "pay_to": r.get("pay_to"), "amount": amount,
+            "scheme": r.get("scheme"), "kind": r.get("kind"), "nonce": r.get("nonce")}
+
+
+def _changes(r: dict, checks: list[Check], last: dict, summary: Summary) -> list[Event]:
+    rid, now, out = r["receipt_id"], time.time(), []
+    for c in checks:
+        if last.get((rid, c.name)) != (c.result, c.reason):
+            out.append(Event("check", rid, {"check": c.name, "result": c.result, "reason": c.reason,
+                                            "detail": c.detail, "block": c.block}, ts=now))
+    status, resolution, reason = verdict(checks, r)
+    summary.statuses[status] = summary.statuses.get(status, 0) + 1
+    if (r.get("last_status"), r.get("last_resolution"), r.get("last_reason")) != (status, resolution, reason):
+        summary.changed += 1
+        out.append(Event("check", rid, {"check": "verdict", "result": status, "status": status,
+                                        "resolution": resolution, "reason": reason,
+                                        "detail": {c.name: c.result for c in checks}}, ts=now))
+    return out
