@@ -251,6 +251,8 @@ SELECT
     chal.challenge_pay_to,
     chal.challenge_asset,
     CASE WHEN pay.scheme = 'exact' THEN pay.amount END             AS signed_amount,
+    coalesce(pay.payments, 0)                                       AS payment_count,
+    coalesce(settle.settlements, 0)                                 AS settlement_count,
     grp.session_id,
     grp.model,
     grp.total_tokens,

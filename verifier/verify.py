@@ -72,19 +72,31 @@ def terms_check(r: dict) -> Check:
     return Check("terms", "fail", problems[0][0], {"problems": [p for _, p in problems]})
 
 
-def verdict(checks: list[Check], r: dict) -> tuple[str, str | None, str | None]:
+GRACE = 600.0  # seconds past an authorization's deadline before an unsettled payment is risky
+
+
+def verdict(checks: list[Check], r: dict, now: float) -> tuple[str, str | None, str | None]:
     """(proof_status, resolution, reason) from the checks of one receipt."""
     failed = [c for c in checks if c.result == "fail"]
     pending = [c for c in checks if c.result == "pending"]
     settled = any(c.name == "settlement_tx" and c.result == "pass" for c in checks)
     status = "failed" if failed else "pending" if pending else "passed"
-    reason = (failed or pending or [None])[0]
-    reason = reason.reason if reason else None
-    risky = settled and ((r.get("status") or 0) >= 500 or r.get("status") is None)
-    risky = risky or any(c.reason in ("unexpected_pay_to", "overcharged") for c in failed)
-    if settled and risky and not failed:
-        reason = "paid_but_server_error"
-    return status, "risky" if risky else None, reason
+    first = (failed or pending or [None])[0]
+    reason = first.reason if first else None
+    risks = []
+    if settled and ((r.get("status") or 0) >= 500 or r.get("status") is None):
+        risks.append("paid_but_server_error")
+    if (r.get("settlement_count") or 0) > 1:
+        risks.append("double_settlement")
+    risks += [c.reason for c in failed if c.reason in ("unexpected_pay_to", "overcharged")]
+    unsettled = any(c.name == "settlement_tx" and c.reason in ("tx_not_found", "no_tx_hash") for c in pending)
+    if unsettled and r.get("valid_before") and now > r["valid_before"] + GRACE:
+        risks.append("pending_past_deadline")
+    if risks:
+        return status, "risky", risks[0]
+    if status == "passed" and (r.get("payment_count") or 0) > 1:
+        return status, "retried", None
+    return status, None, reason
 
 
 def verify_once(data_dir: str, settings: Settings, journal: Journal, now: float | None = None) -> Summary:
@@ -153,7 +165,7 @@ def _changes(r: dict, checks: list[Check], last: dict, summary: Summary) -> list
         if last.get((rid, c.name)) != (c.result, c.reason):
             out.append(Event("check", rid, {"check": c.name, "result": c.result, "reason": c.reason,
                                             "detail": c.detail, "block": c.block}, ts=now))
-    status, resolution, reason = verdict(checks, r)
+    status, resolution, reason = verdict(checks, r, now)
     summary.statuses[status] = summary.statuses.get(status, 0) + 1
     if (r.get("last_status"), r.get("last_resolution"), r.get("last_reason")) != (status, resolution, reason):
         summary.changed += 1

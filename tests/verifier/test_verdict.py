@@ -1,0 +1,36 @@
+"""From checks to the status users see (pure)."""
+from verifier.evidence import Check
+from verifier.verify import GRACE, signature_check, terms_check, verdict
+
+OK = [Check("signature", "pass"), Check("terms", "pass"), Check("settlement_tx", "pass")]
+PAYER, PAYEE = "0x" + "1" * 40, "0x" + "2" * 40
+
+
+def test_statuses():
+    assert verdict(OK, {"status": 200, "payment_count": 1}, 0) == ("passed", None, None)
+    assert verdict(OK[:2] + [Check("settlement_tx", "pending", "awaiting_confirmations")], {"status": 200}, 0) == (
+        "pending", None, "awaiting_confirmations")
+    assert verdict(OK[:2] + [Check("settlement_tx", "fail", "tx_reverted")], {"status": 200}, 0) == (
+        "failed", None, "tx_reverted")
+
+
+def test_resolutions():
+    assert verdict(OK, {"status": 502}, 0) == ("passed", "risky", "paid_but_server_error")
+    assert verdict(OK, {"status": 200, "settlement_count": 2}, 0) == ("passed", "risky", "double_settlement")
+    assert verdict(OK, {"status": 200, "payment_count": 2}, 0) == ("passed", "retried", None)
+    late = OK[:2] + [Check("settlement_tx", "pending", "tx_not_found")]
+    assert verdict(late, {"status": 200, "valid_before": 1000}, 1000 + GRACE + 1) == ("pending", "risky", "pending_past_deadline")
+    assert verdict(late, {"status": 200, "valid_before": 1000}, 1000) == ("pending", None, "tx_not_found")
+
+
+def test_signature_and_terms_checks():
+    assert signature_check({"signer": PAYER.upper().replace("0X", "0x"), "payer": PAYER}).result == "pass"
+    forged = signature_check({"signer": PAYEE, "payer": PAYER})
+    assert (forged.result, forged.reason) == ("fail", "signature_mismatch")
+    base = {"pay_to": PAYEE, "challenge_pay_to": PAYEE, "asset": "0xa", "challenge_asset": "0xA",
+            "signed_amount": 10, "max_amount_required": 10}
+    assert terms_check(base).result == "pass"
+    assert terms_check({**base, "signed_amount": 11}).reason == "overcharged"
+    assert terms_check({**base, "pay_to": PAYER}).reason == "unexpected_pay_to"
+    assert verdict([Check("signature", "pass"), terms_check({**base, "pay_to": PAYER}), Check("settlement_tx", "pass")],
+                   {"status": 200}, 0) == ("failed", "risky", "unexpected_pay_to")
