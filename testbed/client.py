@@ -1,0 +1,215 @@
+"""Paid calls with the ``x402`` package's own httpx client (exact EVM scheme, EIP-3009 signatures).
+
+:func:`pay` sends a request; on 402 the x402 transport signs the challenge with the payer's key and
+retries with ``PAYMENT-SIGNATURE``. The result (:class:`PaidCall`) holds the final response and
+every HTTP exchange on the way (the 402, the paid retry), with decoded x402 headers.
+
+Proxy: the x402 httpx client passes its own transport, and httpx then ignores ``HTTP(S)_PROXY``; so
+this module resolves the proxy itself: ``proxy="http://127.0.0.1:8080"`` explicitly, ``proxy=None``
+(default) from ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` honouring ``NO_PROXY``, ``proxy=False`` for
+a direct connection. TLS verification: ``verify`` (bool, CA file path or ``ssl.SSLContext``); by
+default the ``SSL_CERT_FILE`` CA if set (as for a recording proxy's CA), else the system default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import json
+import os
+import ssl
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from .chain import PAYER
+
+PAYMENT_REQUIRED = "PAYMENT-REQUIRED"
+PAYMENT_SIGNATURE = "PAYMENT-SIGNATURE"
+PAYMENT_RESPONSE = "PAYMENT-RESPONSE"
+
+
+def decode_header(value: str | None) -> Any:
+    """An x402 header value (standard base64 of UTF-8 JSON) as Python data; None stays None."""
+    if value is None:
+        return None
+    raw = value.strip()
+    return json.loads(base64.b64decode(raw + "=" * (-len(raw) % 4)).decode("utf-8"))
+
+
+def _get(headers: list[tuple[str, str]], name: str) -> str | None:
+    name = name.lower()
+    return next((v for k, v in headers if k.lower() == name), None)
+
+
+@dataclass
+class Exchange:
+    """One HTTP request/response pair as the client saw it (headers keep their wire case)."""
+
+    method: str
+    url: str
+    request_headers: list[tuple[str, str]]
+    status: int
+    response_headers: list[tuple[str, str]]
+
+    def request_header(self, name: str) -> str | None:
+        return _get(self.request_headers, name)
+
+    def response_header(self, name: str) -> str | None:
+        return _get(self.response_headers, name)
+
+
+@dataclass
+class PaidCall:
+    """What a paid call came to: the final response, and the exchanges that led to it."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    exchanges: list[Exchange] = field(default_factory=list)
+
+    def header(self, name: str) -> str | None:
+        return _get(self.headers, name)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    @property
+    def challenge(self) -> Exchange | None:
+        """The exchange that got the 402."""
+        return next((e for e in self.exchanges if e.status == 402), None)
+
+    @property
+    def paid(self) -> Exchange | None:
+        """The exchange that carried the payment (``PAYMENT-SIGNATURE`` or ``X-PAYMENT``)."""
+        return next((e for e in reversed(self.exchanges)
+                     if e.request_header(PAYMENT_SIGNATURE) or e.request_header("X-PAYMENT")), None)
+
+    @property
+    def payment_required(self) -> dict | None:
+        """Decoded ``PAYMENT-REQUIRED`` of the 402."""
+        c = self.challenge
+        return decode_header(c.response_header(PAYMENT_REQUIRED)) if c else None
+
+    @property
+    def payment_signature(self) -> dict | None:
+        """Decoded ``PAYMENT-SIGNATURE`` the client sent (holds a live signature: a secret)."""
+        p = self.paid
+        return decode_header(p.request_header(PAYMENT_SIGNATURE) or p.request_header("X-PAYMENT")) if p else None
+
+    @property
+    def payment_response(self) -> dict | None:
+        """Decoded ``PAYMENT-RESPONSE`` of the final response."""
+        return decode_header(self.header(PAYMENT_RESPONSE) or self.header("X-PAYMENT-RESPONSE"))
+
+    @property
+    def tx_hash(self) -> str | None:
+        pr = self.payment_response or {}
+        tx = pr.get("transaction")
+        return tx if isinstance(tx, str) and len(tx) == 66 and tx.startswith("0x") else None
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment asks for ``url`` (``<SCHEME>_PROXY``/``ALL_PROXY``, minus ``NO_PROXY``)."""
+    proxies = urllib.request.getproxies_environment()
+    parts = urlsplit(url)
+    if parts.hostname and urllib.request.proxy_bypass_environment(parts.hostname, proxies):
+        return None
+    return proxies.get(parts.scheme) or proxies.get("all") or None
+
+
+def _ssl_verify(verify: Any) -> Any:
+    if isinstance(verify, ssl.SSLContext) or verify is False:
+        return verify
+    if isinstance(verify, (str, os.PathLike)):
+        return ssl.create_default_context(cafile=os.fspath(verify))
+    cafile = os.environ.get("SSL_CERT_FILE")
+    if verify is None and cafile:
+        return ssl.create_default_context(cafile=cafile)
+    return True
+
+
+def _x402_client(private_key: str, spend_controls: Any):
+    from eth_account import Account
+    from x402 import x402Client
+    from x402.mechanisms.evm.exact import register_exact_evm_client
+    from x402.mechanisms.evm.signers import EthAccountSigner
+
+    client = x402Client()
+    client.set_spend_controls(spend_controls)
+    register_exact_evm_client(client, EthAccountSigner(Account.from_key(private_key)))
+    return client
+
+
+async def pay_async(
+    url: str,
+    body: Any = None,
+    *,
+    method: str = "POST",
+    private_key: str = PAYER.private_key,
+    proxy: str | None | bool = None,
+    verify: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60.0,
+    spend_controls: Any = None,
+) -> PaidCall:
+    """Make a paid call (see module doc for ``proxy`` and ``verify``). ``body`` is sent as JSON
+    unless it is ``bytes``/``str``.
+
+    ``spend_controls`` is the x402 client's guard (its default only pays known mainnet/testnet
+    assets); here the default is ``{"allowed_assets": True}`` (any token, no cap), since the test
+    token is unknown to x402. Pass e.g. ``{"allowed_assets": [{"network": "eip155:8453", "asset": TOKEN,
+    "max_amount_per_payment": "10000"}]}`` to keep a cap."""
+    import httpx
+    from x402.http.clients.httpx import x402AsyncTransport
+
+    if proxy is None:
+        proxy = env_proxy(url)
+    inner = httpx.AsyncHTTPTransport(proxy=proxy or None, verify=_ssl_verify(verify), trust_env=False)
+    exchanges: list[Exchange] = []
+
+    class _Recording(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            response = await inner.handle_async_request(request)
+            exchanges.append(Exchange(
+                request.method, str(request.url),
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
+                response.status_code,
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw],
+            ))
+            return response
+
+        async def aclose(self) -> None:
+            await inner.aclose()
+
+    transport = x402AsyncTransport(_x402_client(private_key, spend_controls or {"allowed_assets": True}), transport=_Recording())
+    kwargs: dict[str, Any] = {}
+    if isinstance(body, (bytes, str)):
+        kwargs["content"] = body
+    elif body is not None:
+        kwargs["json"] = body
+    async with httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False) as http:
+        response = await http.request(method, url, headers=headers, **kwargs)
+        content = await response.aread()
+    return PaidCall(
+        status=response.status_code,
+        headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw],
+        body=content,
+        exchanges=exchanges,
+    )
+
+
+def pay(url: str, body: Any = None, **kwargs: Any) -> PaidCall:
+    """Blocking :func:`pay_async` (runs its own event loop; in a worker thread if one is running here)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(pay_async(url, body, **kwargs))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, pay_async(url, body, **kwargs)).result()

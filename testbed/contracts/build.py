@@ -1,0 +1,95 @@
+"""Compile the test bed's Solidity offline with solc-js into committed JSON artifacts.
+
+    .venv/bin/python -m testbed.contracts.build            # rewrite TestUSDC.json
+    .venv/bin/python -m testbed.contracts.build --check    # exit 1 if the artifact is stale
+
+The compile is ``solcjs --bin --abi --optimize`` (solc 0.8.37, 200 runs, the compiler's default EVM
+version), run inside this directory on the bare file name so that the metadata hash appended to
+the bytecode does not depend on where the repository lives. Tests and the stack use the committed
+artifact and never compile; a test checks that a rebuild gives the same bytecode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CONTRACTS = {"TestUSDC": "TestUSDC.sol"}
+
+
+def artifact_path(name: str = "TestUSDC") -> Path:
+    return HERE / f"{name}.json"
+
+
+def load_artifact(name: str = "TestUSDC") -> dict:
+    """The committed artifact: ``{contractName, sourceFile, sourceSha256, compiler, settings, abi, bytecode}``."""
+    return json.loads(artifact_path(name).read_text())
+
+
+def source_sha256(name: str = "TestUSDC") -> str:
+    return hashlib.sha256((HERE / CONTRACTS[name]).read_bytes()).hexdigest()
+
+
+def compile_contract(name: str = "TestUSDC", *, timeout: float = 180.0) -> dict:
+    """Compile ``name`` with solc-js now (installs it from npm if missing) and return the artifact."""
+    from ..node import ensure_node_tools
+
+    solcjs = ensure_node_tools().solcjs
+    source = CONTRACTS[name]
+    with tempfile.TemporaryDirectory(prefix="testbed-solc-") as out:
+        cmd = [str(solcjs), "--bin", "--abi", "--optimize", "--output-dir", out, source]
+        done = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"solcjs failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
+        stem = source.replace(".", "_") + "_" + name
+        bin_hex = (Path(out) / f"{stem}.bin").read_text().strip()
+        abi = json.loads((Path(out) / f"{stem}.abi").read_text())
+        version = subprocess.run([str(solcjs), "--version"], capture_output=True, text=True,
+                                 timeout=timeout).stdout.strip()
+    return {
+        "contractName": name,
+        "sourceFile": source,
+        "sourceSha256": source_sha256(name),
+        "compiler": f"solc-js {version}",
+        "settings": {"optimize": True, "runs": 200},
+        "abi": abi,
+        "bytecode": "0x" + bin_hex,
+    }
+
+
+def write_artifact(artifact: dict) -> Path:
+    path = artifact_path(artifact["contractName"])
+    path.write_text(json.dumps(artifact, indent=1) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="compare with the committed artifacts, write nothing")
+    args = ap.parse_args(argv)
+    stale = []
+    for name in CONTRACTS:
+        fresh = compile_contract(name)
+        if args.check:
+            try:
+                committed = load_artifact(name)
+            except (OSError, ValueError):
+                committed = {}
+            if committed != fresh:
+                stale.append(name)
+        else:
+            print(f"wrote {write_artifact(fresh)}")
+    if stale:
+        print(f"stale artifacts: {', '.join(stale)} (run python -m testbed.contracts.build)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""A paid, OpenAI-compatible resource server behind the ``x402`` package's FastAPI middleware.
+
+``POST /v1/chat/completions`` costs ``price`` atomic units of the test USDC (exact scheme,
+``payTo`` = the payee, network ``eip155:<chain id>``): without payment it answers 402 with a
+``PAYMENT-REQUIRED`` header; with a valid ``PAYMENT-SIGNATURE`` the middleware verifies it with the
+facilitator, runs the handler, settles, and adds ``PAYMENT-RESPONSE``.
+
+The answer is a deterministic fake chat completion (same request → same body). ``"stream": true``
+gives Server-Sent Events (``chat.completion.chunk`` events then ``data: [DONE]``; a usage chunk
+when ``stream_options.include_usage``). Note the x402 middleware buffers the whole body before it
+settles, so the client receives the events at once.
+
+Failure modes, asked for with the request header ``X-Testbed-Fail`` (status from
+``X-Testbed-Fail-Status``, default 500):
+
+- ``handler``      the handler answers 5xx: the middleware does **not** settle (no money moves)
+- ``raise``        the handler raises: the middleware answers 500 and does not settle
+- ``after-settle`` the payment **is settled**, then the server answers 5xx anyway; the
+                   ``PAYMENT-RESPONSE`` header (with the tx hash) is kept — "paid, then server error"
+
+Free routes: ``GET /healthz``, ``GET /v1/models``. Every answer carries a fresh ``x-request-id``.
+"""
+
+# no "from __future__ import annotations" here: FastAPI must see the real Request annotation
+import argparse
+import hashlib
+import json
+import sys
+import uuid
+from typing import Any
+
+CHAT_PATH = "/v1/chat/completions"
+FAIL_HEADER = "X-Testbed-Fail"
+FAIL_STATUS_HEADER = "X-Testbed-Fail-Status"
+MODEL = "testbed-echo-1"
+CREATED = 1_700_000_000
+TOKEN_NAME = "USD Coin"
+TOKEN_VERSION = "2"
+
+
+# ---------------------------------------------------------------------------------------------
+# The fake model
+# ---------------------------------------------------------------------------------------------
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _digest(req: Any) -> str:
+    return hashlib.sha256(json.dumps(req, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def chat_completion(req: dict) -> dict:
+    """A deterministic OpenAI-style ``chat.completion`` for ``req``."""
+    messages = req.get("messages") if isinstance(req.get("messages"), list) else []
+    last_user = next((_text_of(m.get("content")) for m in reversed(messages)
+                      if isinstance(m, dict) and m.get("role") == "user"), "")
+    answer = f"You said: {last_user}" if last_user else "Hello from the testbed."
+    prompt_tokens = sum(len(_text_of(m.get("content")).split()) for m in messages if isinstance(m, dict))
+    completion_tokens = len(answer.split())
+    return {
+        "id": "chatcmpl-" + _digest(req)[:24],
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": str(req.get("model") or MODEL),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+def chat_stream_events(req: dict) -> list[str]:
+    """The same answer as SSE ``data:`` lines (each ending in a blank line), ``[DONE]`` last."""
+    full = chat_completion(req)
+    words = full["choices"][0]["message"]["content"].split(" ")
+    base = {"id": full["id"], "object": "chat.completion.chunk", "created": full["created"],
+            "model": full["model"]}
+
+    def chunk(delta: dict, finish: str | None = None) -> dict:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    chunks += [chunk({"content": (w if i == 0 else " " + w)}) for i, w in enumerate(words)]
+    chunks.append(chunk({}, "stop"))
+    if (req.get("stream_options") or {}).get("include_usage"):
+        chunks.append({**base, "choices": [], "usage": full["usage"]})
+    events = [f"data: {json.dumps(c, separators=(',', ':'))}\n\n" for c in chunks]
+    events.append("data: [DONE]\n\n")
+    return events
+
+
+# ---------------------------------------------------------------------------------------------
+# The app
+# ---------------------------------------------------------------------------------------------
+
+
+def create_app(*, facilitator_url: str, network: str, asset: str, pay_to: str, price: int = 10_000,
+               token_name: str = TOKEN_NAME, token_version: str = TOKEN_VERSION,
+               max_timeout_seconds: int = 300):
+    """The resource server. The facilitator must already answer ``GET /supported``."""
+    import httpx
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from x402.http import FacilitatorConfig, HTTPFacilitatorClient, PaymentOption, RouteConfig
+    from x402.http.middleware.fastapi import payment_middleware
+    from x402.mechanisms.evm.exact import ExactEvmServerScheme
+    from x402.server import x402ResourceServer
+
+    facilitator = HTTPFacilitatorClient(FacilitatorConfig(
+        url=facilitator_url, timeout=60.0,
+        http_client=httpx.AsyncClient(timeout=60.0, trust_env=False, follow_redirects=True),
+    ))
+    resource_server = x402ResourceServer(facilitator)
+    resource_server.register(network, ExactEvmServerScheme())
+    routes = {
+        f"POST {CHAT_PATH}": RouteConfig(
+            accepts=PaymentOption(
+                scheme="exact",
+                pay_to=pay_to,
+                price={"amount": str(int(price)), "asset": asset,
+                       "extra": {"name": token_name, "version": token_version}},
+                network=network,
+                max_timeout_seconds=max_timeout_seconds,
+            ),
+            description="Chat completion (testbed)",
+            mime_type="application/json",
+        ),
+    }
+    x402_mw = payment_middleware(routes, resource_server)  # asks the facilitator /supported now
+
+    app = FastAPI(title="testbed paid chat", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def x402_payment(request: Request, call_next):
+        return await x402_mw(request, call_next)
+
+    @app.middleware("http")  # added last = outermost: sees the settled response
+    async def fail_after_settle(request: Request, call_next):
+        response = await call_next(request)
+        if request.headers.get(FAIL_HEADER, "").lower() != "after-settle" or response.status_code >= 400:
+            return response
+        async for _ in response.body_iterator:  # drain
+            pass
+        keep = {k: v for k, v in response.headers.items()
+                if k.lower() in ("payment-response", "x-payment-response", "x-request-id")}
+        status = _fail_status(request)
+        return JSONResponse({"error": {"message": "testbed: failing after settlement",
+                                       "type": "server_error", "code": status}},
+                            status_code=status, headers=keep)
+
+    @app.middleware("http")  # outermost of all: a fresh request id on every answer
+    async def request_id(request: Request, call_next):
+        response = await call_next(request)
+        response.headers["x-request-id"] = "req_" + uuid.uuid4().hex
+        return response
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"ok": True, "network": network, "asset": asset, "payTo": pay_to, "price": str(price)}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": MODEL, "object": "model", "created": CREATED,
+                                            "owned_by": "testbed"}]}
+
+    @app.post(CHAT_PATH)
+    async def chat(request: Request):
+        mode = request.headers.get(FAIL_HEADER, "").lower()
+        if mode == "handler":
+            status = _fail_status(request)
+            return JSONResponse({"error": {"message": "testbed: handler failure", "type": "server_error",
+                                           "code": status}}, status_code=status)
+        if mode == "raise":
+            raise RuntimeError("testbed: handler raised")
+        try:
+            req = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return JSONResponse({"error": {"message": "body is not JSON", "type": "invalid_request_error"}},
+                                status_code=400)
+        if not isinstance(req, dict):
+            req = {}
+        if req.get("stream"):
+            return StreamingResponse(iter(chat_stream_events(req)), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        return JSONResponse(chat_completion(req))
+
+    return app
+
+
+def _fail_status(request) -> int:
+    try:
+        status = int(request.headers.get(FAIL_STATUS_HEADER, "500"))
+    except ValueError:
+        status = 500
+    return status if 400 <= status <= 599 else 500
+
+
+def start_server(*, facilitator_url: str, network: str, asset: str, pay_to: str, price: int = 10_000,
+                 tls: dict | None = None, url_host: str | None = None, timeout: float = 30.0,
+                 wait: bool = True):
+    """Start the resource server as a child process; returns a :class:`~testbed.service.Service`.
+
+    ``tls={"cert": path, "key": path}`` serves HTTPS (its URL then uses ``localhost``, which the
+    test certificates from ``tests/support/certs.py`` name).
+    """
+    from .service import start_service
+
+    args = ["--facilitator-url", facilitator_url, "--network", network, "--asset", asset,
+            "--pay-to", pay_to, "--price", str(int(price))]
+    if tls:
+        args += ["--ssl-certfile", str(tls["cert"]), "--ssl-keyfile", str(tls["key"])]
+    return start_service("server", "testbed.server", args, tls=bool(tls),
+                         url_host=url_host or ("localhost" if tls else None), timeout=timeout, wait=wait)
+
+
+def _wait_for_facilitator(url: str, timeout: float) -> None:
+    """The middleware asks the facilitator ``/supported`` at start: wait until it answers."""
+    import time
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with opener.open(url.rstrip("/") + "/supported", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"facilitator {url} did not answer /supported within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m testbed.server", description="paid fake chat server (x402)")
+    ap.add_argument("--facilitator-url", required=True)
+    ap.add_argument("--network", required=True, help="CAIP-2, e.g. eip155:8453")
+    ap.add_argument("--asset", required=True, help="token address")
+    ap.add_argument("--pay-to", required=True)
+    ap.add_argument("--price", type=int, default=10_000, help="atomic units")
+    ap.add_argument("--fd", type=int, help="serve this inherited listening socket")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--ssl-certfile")
+    ap.add_argument("--ssl-keyfile")
+    ap.add_argument("--facilitator-timeout", type=float, default=30.0)
+    args = ap.parse_args(argv)
+    from .service import serve_fd
+
+    _wait_for_facilitator(args.facilitator_url, args.facilitator_timeout)
+    app = create_app(facilitator_url=args.facilitator_url, network=args.network, asset=args.asset,
+                     pay_to=args.pay_to, price=args.price)
+    serve_fd(app, args.fd, host=args.host, port=args.port, ssl_certfile=args.ssl_certfile,
+             ssl_keyfile=args.ssl_keyfile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
