@@ -224,10 +224,11 @@ grp AS (
            bool_or(success)                                             AS success,
            count(DISTINCT tx_hash)                                      AS settlements
     FROM settlements GROUP BY logical_id
-), last_check AS (
-    SELECT receipt_id AS logical_id, arg_max(proof_status, observed_at) AS proof_status,
-           arg_max(resolution, observed_at) AS resolution, arg_max(reason, observed_at) AS reason
-    FROM checks WHERE proof_status IS NOT NULL GROUP BY receipt_id
+), last_check AS (  -- the latest verdict, as a whole (arg_max skips NULLs, so pack the fields)
+    SELECT logical_id, v.proof_status, v.resolution, v.reason FROM (
+        SELECT receipt_id AS logical_id,
+               arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason}, observed_at) AS v
+        FROM checks WHERE "check" = 'verdict' GROUP BY receipt_id)
 )
 SELECT
     grp.logical_id                                                  AS receipt_id,

@@ -29,16 +29,17 @@ from .rpc import Rpc, RpcError
 log = logging.getLogger("receipts.verify")
 
 TO_VERIFY = """
-SELECT r.*, v.proof_status AS last_status, v.resolution AS last_resolution, v.reason AS last_reason
+SELECT r.*, v.last.proof_status AS last_status, v.last.resolution AS last_resolution, v.last.reason AS last_reason
 FROM receipts r
-LEFT JOIN (SELECT receipt_id, arg_max(proof_status, observed_at) AS proof_status,
-                  arg_max(resolution, observed_at) AS resolution, arg_max(reason, observed_at) AS reason
+LEFT JOIN (SELECT receipt_id, arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason},
+                                      observed_at) AS last
            FROM checks WHERE "check" = 'verdict' GROUP BY receipt_id) v USING (receipt_id)
-WHERE r.payer IS NOT NULL AND coalesce(v.proof_status, 'pending') IN ('pending', 'passed')
+WHERE r.payer IS NOT NULL AND coalesce(v.last.proof_status, 'pending') IN ('pending', 'passed')
 """
 LAST_CHECKS = """
-SELECT receipt_id, "check", arg_max(result, observed_at) AS result, arg_max(reason, observed_at) AS reason
-FROM checks GROUP BY ALL
+SELECT receipt_id, "check", l.result, l.reason FROM (
+    SELECT receipt_id, "check", arg_max({'result': result, 'reason': reason}, observed_at) AS l
+    FROM checks GROUP BY ALL)
 """
 
 

@@ -75,34 +75,12 @@ def test_linker_joins_retries_but_not_repeats():
     assert lk.link(body, "r6", 2.0 + 601) == "r6", "outside the window"
 
 
-def signed_eip3009(key, payer, chain=8453, token=USDC, value=10000, extra=None):
-    from eth_account import Account
-    from eth_account.messages import encode_typed_data
-
-    extra = extra or {"name": "USD Coin", "version": "2"}
-    auth = {"from": payer, "to": "0x" + "2" * 40, "value": value, "validAfter": 0, "validBefore": 2**31,
-            "nonce": "0x" + "ab" * 32}
-    typed = {"types": {"EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
-                                        {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}],
-                       "TransferWithAuthorization": [{"name": n, "type": t} for n, t in (
-                           ("from", "address"), ("to", "address"), ("value", "uint256"), ("validAfter", "uint256"),
-                           ("validBefore", "uint256"), ("nonce", "bytes32"))]},
-             "primaryType": "TransferWithAuthorization",
-             "domain": {**extra, "chainId": chain, "verifyingContract": token}, "message": auth}
-    sig = Account.sign_message(encode_typed_data(full_message=typed), key).signature.hex()
-    accepted = {"scheme": "exact", "network": f"eip155:{chain}", "asset": token, "amount": str(value),
-                "payTo": auth["to"], "extra": extra}
-    return {"x402Version": 2, "accepted": accepted,
-            "payload": {"signature": "0x" + sig.removeprefix("0x"),
-                        "authorization": {**auth, "value": str(value), "validAfter": "0", "validBefore": str(2**31)}}}
-
-
 def test_the_payment_signer_is_recovered_at_capture_and_the_signature_not_kept():
     from eth_account import Account
 
     payer, other = Account.create(), Account.create()
-    honest = signed_eip3009(payer.key, payer.address)
-    forged = signed_eip3009(other.key, payer.address)  # claims to be from payer, signed by someone else
+    honest = W.signed_eip3009(payer.key, payer.address, token=USDC)
+    forged = W.signed_eip3009(other.key, payer.address, token=USDC)  # claims to be from payer, signed by someone else
     for payment, expected in ((honest, payer.address), (forged, other.address)):
         q = X.request_data(req([("PAYMENT-SIGNATURE", W.b64json(payment))]), SETTINGS, logical_id="l",
                            match="x402", source="test")

@@ -287,3 +287,26 @@ def random_nonce_hex() -> str:
 def random_signature() -> str:
     """65-byte r||s||v signature: 0x + 130 hex digits."""
     return "0x" + secrets.token_hex(65)
+
+
+def signed_eip3009(key, payer, token, chain=8453, value=10000, extra=None, pay_to="0x" + "2" * 40):
+    """A v2 exact/EIP-3009 payment really signed with `key` (claiming to come from `payer`)."""
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+
+    extra = extra or {"name": "USD Coin", "version": "2"}
+    auth = {"from": payer, "to": pay_to, "value": value, "validAfter": 0, "validBefore": 2**31,
+            "nonce": "0x" + "ab" * 32}
+    typed = {"types": {"EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                                        {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}],
+                       "TransferWithAuthorization": [{"name": n, "type": t} for n, t in (
+                           ("from", "address"), ("to", "address"), ("value", "uint256"), ("validAfter", "uint256"),
+                           ("validBefore", "uint256"), ("nonce", "bytes32"))]},
+             "primaryType": "TransferWithAuthorization",
+             "domain": {**extra, "chainId": chain, "verifyingContract": token}, "message": auth}
+    sig = Account.sign_message(encode_typed_data(full_message=typed), key).signature.hex()
+    accepted = {"scheme": "exact", "network": f"eip155:{chain}", "asset": token, "amount": str(value),
+                "payTo": auth["to"], "extra": extra}
+    return {"x402Version": 2, "accepted": accepted,
+            "payload": {"signature": "0x" + sig.removeprefix("0x"),
+                        "authorization": {**auth, "value": str(value), "validAfter": "0", "validBefore": str(2**31)}}}

@@ -1,0 +1,140 @@
+"""The verifier end to end: real x402 client → `receipts proxy` → real x402 server, whose real facilitator
+settles on anvil; then `receipts verify` against the chain."""
+import json
+import os
+import subprocess
+
+import httpx
+import pytest
+
+from support import x402_wire as W
+from support.proc import BIN, ROOT, ProxyProcess, wait_for
+from testbed.chain import FACILITATOR
+from testbed.node import start_anvil
+from testbed.stack import paid_stack
+
+CONFIRMATIONS = 3
+
+
+@pytest.fixture(scope="module")
+def stack():
+    with paid_stack(chain_id=8453) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory, stack):
+    path = tmp_path_factory.mktemp("cfg") / "receipts.yaml"
+    path.write_text(json.dumps({  # YAML is a superset of JSON
+        "assets": [{"network": stack.network, "address": stack.token, "symbol": "tUSDC", "decimals": 6}],
+        "networks": {stack.network: {"rpc": stack.rpc_url, "confirmations": CONFIRMATIONS,
+                                     "facilitators": [FACILITATOR.address]}}}))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory, config):
+    with ProxyProcess(tmp_path_factory.mktemp("data"), "--config", config, "--seal-interval", "0.1") as p:
+        yield p
+
+
+def receipts(proxy, *args, env=None):
+    out = subprocess.run([str(BIN / "receipts"), *args, "--data", str(proxy.data)], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT, env={**os.environ, **(env or {})})
+    return out
+
+
+def verify(proxy, config, env=None):
+    return receipts(proxy, "verify", "--once", "--config", config, env=env)
+
+
+def receipt(proxy, tx):
+    out = receipts(proxy, "show", "--json", tx)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def recorded(proxy, tx):
+    return wait_for(lambda: receipts(proxy, "show", "--json", tx).returncode == 0 and receipt(proxy, tx))
+
+
+def verdicts(doc):
+    return [(c["proof_status"], c["resolution"], c["reason"]) for c in doc["checks"] if c["check"] == "verdict"]
+
+
+def test_pending_until_confirmed_then_passed(stack, proxy, config):
+    call = stack.pay(proxy=proxy.url)
+    assert call.status == 200 and call.tx_hash
+    doc = recorded(proxy, call.tx_hash)
+    r = doc["receipt"]
+    assert (r["payer"].lower(), r["pay_to"].lower(), r["asset"].lower()) == (
+        stack.payer.address.lower(), stack.payee.address.lower(), stack.token.lower())
+    assert int(r["amount"]) == 10000 and r["decimals"] == 6 and r["attempts"] == 2
+    assert r["signer"] == stack.payer.address.lower(), "the real client's signature recovers to the payer"
+
+    assert verify(proxy, config).returncode == 0
+    assert verdicts(receipt(proxy, call.tx_hash))[-1] == ("pending", None, "awaiting_confirmations")
+    stack.anvil.mine(CONFIRMATIONS)
+    assert verify(proxy, config).returncode == 0
+    doc = receipt(proxy, call.tx_hash)
+    assert doc["receipt"]["proof_status"] == "passed"
+    assert verdicts(doc) == [("pending", None, "awaiting_confirmations"), ("passed", None, None)]
+    settled = next(c for c in doc["checks"] if c["check"] == "settlement_tx" and c["result"] == "pass")
+    assert json.loads(settled["detail"])["sender"].lower() == FACILITATOR.address.lower()
+    again = verify(proxy, config)
+    assert "0 changed" in again.stdout, "verifying twice decides nothing new"
+    text = receipts(proxy, "show", call.tx_hash).stdout
+    assert "passed" in text and "0.01 tUSDC (atomic 10000, 6 decimals)" in text
+
+
+def test_a_reorg_moves_a_passed_receipt_back_to_pending(stack, proxy, config):
+    snapshot = stack.anvil.snapshot()
+    call = stack.pay(proxy=proxy.url)
+    recorded(proxy, call.tx_hash)
+    stack.anvil.mine(CONFIRMATIONS)
+    verify(proxy, config)
+    assert receipt(proxy, call.tx_hash)["receipt"]["proof_status"] == "passed"
+    stack.anvil.revert(snapshot)  # the settlement's blocks are gone
+    verify(proxy, config)
+    doc = receipt(proxy, call.tx_hash)
+    assert doc["receipt"]["proof_status"] == "pending" and doc["receipt"]["reason"] == "tx_not_found"
+    assert [v[0] for v in verdicts(doc)][-2:] == ["passed", "pending"], "the history keeps both steps"
+
+
+def test_paid_then_server_error_is_risky(stack, proxy, config):
+    call = stack.pay(proxy=proxy.url, headers={"X-Testbed-Fail": "after-settle"})
+    assert call.status >= 500 and call.tx_hash
+    recorded(proxy, call.tx_hash)
+    stack.anvil.mine(CONFIRMATIONS)
+    verify(proxy, config)
+    r = receipt(proxy, call.tx_hash)["receipt"]
+    assert (r["proof_status"], r["resolution"], r["reason"]) == ("passed", "risky", "paid_but_server_error")
+
+
+def test_a_forged_signature_fails(stack, proxy, config):
+    url = stack.chat_url
+    body = {"model": "m", "messages": [{"role": "user", "content": "forged"}]}
+    with httpx.Client(proxy=proxy.url, timeout=30) as c:
+        accepted = W.unb64json(c.post(url, json=body).headers["payment-required"])["accepts"][0]
+        forged = W.signed_eip3009(FACILITATOR.private_key, stack.payer.address, token=accepted["asset"],
+                                  pay_to=accepted["payTo"], extra=accepted["extra"])
+        forged["accepted"] = accepted
+        refused = c.post(url, json=body, headers={"PAYMENT-SIGNATURE": W.b64json(forged), "X-Request-Id": "forged-1"})
+    assert refused.status_code == 402, "the real facilitator refuses it too"
+    wait_for(lambda: receipts(proxy, "show", "forged-1").returncode == 0)
+    verify(proxy, config)
+    r = receipt(proxy, "forged-1")["receipt"]
+    assert (r["proof_status"], r["reason"]) == ("failed", "signature_mismatch")
+    assert r["signer"] == FACILITATOR.address.lower() and r["payer"].lower() == stack.payer.address.lower()
+
+
+def test_a_node_on_the_wrong_chain_never_gives_passed(stack, proxy, config):
+    call = stack.pay(proxy=proxy.url)
+    recorded(proxy, call.tx_hash)
+    stack.anvil.mine(CONFIRMATIONS)
+    with start_anvil(chain_id=1) as impostor:
+        out = verify(proxy, config, env={"RECEIPTS_RPC_EIP155_8453": impostor.url})
+    assert out.returncode == 1 and "wrong_chain" in out.stdout and "serves chain 1, expected 8453" in out.stdout
+    assert receipt(proxy, call.tx_hash)["receipt"]["proof_status"] == "pending"
+    assert verify(proxy, config).returncode == 0
+    assert receipt(proxy, call.tx_hash)["receipt"]["proof_status"] == "passed"
