@@ -105,7 +105,32 @@ def receipt_text(r: dict, details: dict) -> str:
     for s in details.get("settlements", []):
         lines.append(f"Settlement    success={safe(s.get('success'))} tx={safe(s.get('tx_hash'))} "
                      f"job={safe(s.get('job_id'))} {safe(s.get('error_reason') or '')}".rstrip())
-    for ch in details.get("checks", []):
-        lines.append(f"Check         {safe(ch['observed_at'])}  {safe(ch['check'])} = {safe(ch['result'])}  "
-                     f"{safe(ch.get('reason') or '')}".rstrip())
+    checks = details.get("checks", [])
+    tx = _latest_detail(checks, "settlement_tx")
+    if tx.get("block") is not None:
+        lines.append(f"Block         {safe(tx['block'])}   confirmations {safe(tx.get('confirmations'))} of "
+                     f"{safe(tx.get('required'))}   sent by {safe(tx.get('sender'))}")
+    path = [c for c in checks if c["check"] == "verdict"]
+    if path:
+        lines.append("Status path")
+        for c in path:
+            extra = " · ".join(x for x in (c.get("resolution"), c.get("reason")) if x)
+            lines.append(f"  {safe(c['observed_at'])}  {safe(c['proof_status'])}" + (f"  ({safe(extra)})" if extra else ""))
+    evidence = [c for c in checks if c["check"] != "verdict"]
+    if evidence:
+        lines.append("Evidence")
+        for c in evidence:
+            lines.append(f"  {safe(c['observed_at'])}  {safe(c['check'])} = {safe(c['result'])}"
+                         + (f" ({safe(c['reason'])})" if c.get("reason") else "") + f"  {safe(c.get('detail'), 300)}")
     return "\n".join(lines)
+
+
+def _latest_detail(checks: list[dict], name: str) -> dict:
+    for c in reversed(checks):
+        if c["check"] == name and c.get("detail"):
+            try:
+                detail = orjson.loads(c["detail"]) if isinstance(c["detail"], str) else c["detail"]
+            except orjson.JSONDecodeError:
+                return {}
+            return detail if isinstance(detail, dict) else {}
+    return {}

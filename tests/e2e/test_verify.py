@@ -84,7 +84,10 @@ def test_pending_until_confirmed_then_passed(stack, proxy, config):
     again = verify(proxy, config)
     assert "0 changed" in again.stdout, "verifying twice decides nothing new"
     text = receipts(proxy, "show", call.tx_hash).stdout
-    assert "passed" in text and "0.01 tUSDC (atomic 10000, 6 decimals)" in text
+    assert "0.01 tUSDC (atomic 10000, 6 decimals)" in text and "Status path" in text
+    path = text.split("Status path")[1].split("Evidence")[0]
+    assert "pending  (awaiting_confirmations)" in path and path.strip().splitlines()[-1].endswith("passed")
+    assert f"confirmations {CONFIRMATIONS + 1} of {CONFIRMATIONS}" in text and FACILITATOR.address.lower() in text.lower()
 
 
 def test_a_reorg_moves_a_passed_receipt_back_to_pending(stack, proxy, config):
