@@ -263,9 +263,9 @@ SELECT
              CASE WHEN pay.logical_id IS NOT NULL OR settle.logical_id IS NOT NULL
                        OR grp.session_id IS NOT NULL THEN 'pending' ELSE 'unpaid' END) AS proof_status,
     last_check.resolution,
-    coalesce(last_check.reason,
-             CASE WHEN pay.logical_id IS NOT NULL OR settle.logical_id IS NOT NULL
-                       OR grp.session_id IS NOT NULL THEN 'not_verified' END) AS reason,
+    CASE WHEN last_check.logical_id IS NOT NULL THEN last_check.reason
+         WHEN pay.logical_id IS NOT NULL OR settle.logical_id IS NOT NULL
+              OR grp.session_id IS NOT NULL THEN 'not_verified' END     AS reason,
     grp.first_seen,
     grp.last_seen,
     settle.job_id                                                   AS settlement_job_id,

@@ -77,7 +77,7 @@ def test_pending_until_confirmed_then_passed(stack, proxy, config):
     stack.anvil.mine(CONFIRMATIONS)
     assert verify(proxy, config).returncode == 0
     doc = receipt(proxy, call.tx_hash)
-    assert doc["receipt"]["proof_status"] == "passed"
+    assert (doc["receipt"]["proof_status"], doc["receipt"]["reason"]) == ("passed", None)
     assert verdicts(doc) == [("pending", None, "awaiting_confirmations"), ("passed", None, None)]
     settled = next(c for c in doc["checks"] if c["check"] == "settlement_tx" and c["result"] == "pass")
     assert json.loads(settled["detail"])["sender"].lower() == FACILITATOR.address.lower()
