@@ -49,6 +49,7 @@ class Network:
     rpc: str | None = None
     confirmations: int = 1
     facilitators: tuple[str, ...] = ()
+    scan_blocks: int = 10_000   # how far back log scans look (settlements without a tx hash, refunds)
 
     @property
     def env_name(self) -> str:
@@ -203,9 +204,10 @@ def _networks(value) -> tuple[Network, ...]:
             raise ConfigError(f"network {caip2!r} must be an eip155:<chain id> key with a mapping of settings.")
         try:
             out.append(Network(str(caip2), item.get("rpc"), int(item.get("confirmations", 1)),
-                               tuple(str(f).lower() for f in item.get("facilitators") or ())))
+                               tuple(str(f).lower() for f in item.get("facilitators") or ()),
+                               int(item.get("scan_blocks", 10_000))))
         except (TypeError, ValueError):
-            raise ConfigError(f"network {caip2!r}: confirmations must be a whole number.") from None
+            raise ConfigError(f"network {caip2!r}: confirmations and scan_blocks must be whole numbers.") from None
     return tuple(out)
 
 

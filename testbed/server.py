@@ -18,6 +18,9 @@ Failure modes, asked for with the request header ``X-Testbed-Fail`` (status from
 - ``after-settle`` the payment **is settled**, then the server answers 5xx anyway; the
                    ``PAYMENT-RESPONSE`` header (with the tx hash) is kept — "paid, then server error"
 
+With ``X-Testbed-Hide-Settlement: 1`` the payment is settled but the answer carries no
+``PAYMENT-RESPONSE`` (as with an asynchronous facilitator): the settlement is only on chain.
+
 Free routes: ``GET /healthz``, ``GET /v1/models``. Every answer carries a fresh ``x-request-id``.
 """
 
@@ -32,6 +35,7 @@ from typing import Any
 CHAT_PATH = "/v1/chat/completions"
 FAIL_HEADER = "X-Testbed-Fail"
 FAIL_STATUS_HEADER = "X-Testbed-Fail-Status"
+HIDE_HEADER = "X-Testbed-Hide-Settlement"
 MODEL = "testbed-echo-1"
 CREATED = 1_700_000_000
 TOKEN_NAME = "USD Coin"
@@ -153,6 +157,15 @@ def create_app(*, facilitator_url: str, network: str, asset: str, pay_to: str, p
         return JSONResponse({"error": {"message": "testbed: failing after settlement",
                                        "type": "server_error", "code": status}},
                             status_code=status, headers=keep)
+
+    @app.middleware("http")  # settled, but the client is not told how
+    async def hide_settlement(request: Request, call_next):
+        response = await call_next(request)
+        if request.headers.get(HIDE_HEADER):
+            for name in ("payment-response", "x-payment-response"):
+                if name in response.headers:
+                    del response.headers[name]
+        return response
 
     @app.middleware("http")  # outermost of all: a fresh request id on every answer
     async def request_id(request: Request, call_next):

@@ -23,7 +23,7 @@ from storage.config import Settings
 from storage.journal import Journal
 from storage.records import Event
 
-from .evidence import Check, settlement
+from .evidence import AUTHORIZATION_USED, TRANSFER, Check, settlement
 from .rpc import Rpc, RpcError
 
 log = logging.getLogger("receipts.verify")
@@ -93,6 +93,9 @@ def verdict(checks: list[Check], r: dict, now: float) -> tuple[str, str | None, 
     unsettled = any(c.name == "settlement_tx" and c.reason in ("tx_not_found", "no_tx_hash") for c in pending)
     if unsettled and r.get("valid_before") and now > r["valid_before"] + GRACE:
         risks.append("pending_past_deadline")
+    if risks or failed:
+        if any(c.name == "refund" and c.result == "pass" for c in checks):
+            return status, "refunded", (risks or [reason])[0]
     if risks:
         return status, "risky", risks[0]
     if status == "passed" and (r.get("payment_count") or 0) > 1:
@@ -117,9 +120,30 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, now: float 
     return summary
 
 
+@dataclass
+class ChainView:
+    """What one pass learned from a node: head, receipts by tx hash, and the tokens' recent logs."""
+    head: int
+    receipts: dict = field(default_factory=dict)
+    transfers: list = field(default_factory=list)        # decoded Transfer logs, with block and tx
+    authorizations: dict = field(default_factory=dict)   # (token, authorizer, nonce) -> tx hash
+
+    def settlement_tx(self, r: dict) -> tuple[str | None, str]:
+        """The tx hash the server gave, else the one a log scan found (AuthorizationUsed of the nonce)."""
+        if r.get("payment_hash"):
+            return r["payment_hash"], "response"
+        key = ((r.get("asset") or "").lower(), (r.get("payer") or "").lower(), (r.get("nonce") or "").lower())
+        return self.authorizations.get(key), "log_scan"
+
+    def refunds(self, r: dict, since_block: int) -> list[dict]:
+        token, payer, pay_to = ((r.get(k) or "").lower() for k in ("asset", "payer", "pay_to"))
+        return [t for t in self.transfers if t["token"] == token and t["from"] == pay_to and t["to"] == payer
+                and t["block"] >= since_block]
+
+
 def _verify_network(network: str, rows: list[dict], settings: Settings, last: dict, summary: Summary) -> list[Event]:
     net = settings.network(network)
-    chain = _chain_facts(net, rows, summary) if net and net.rpc else None
+    chain = _chain_view(net, rows, summary) if net and net.rpc else None
     events = []
     for r in rows:
         summary.seen += 1
@@ -127,31 +151,60 @@ def _verify_network(network: str, rows: list[dict], settings: Settings, last: di
         if chain is None:
             reason = "rpc_unavailable" if net and net.rpc else "no_rpc_configured"
             checks.append(Check("settlement_tx", "pending", reason, {"network": network}))
-        elif r.get("payment_hash"):
-            head, receipts = chain
-            checks.append(settlement(_payment(r), r["payment_hash"], receipts.get(r["payment_hash"]), head,
-                                     net.confirmations, net.facilitators[0] if len(net.facilitators) == 1 else None))
         else:
-            checks.append(Check("settlement_tx", "pending", "no_tx_hash", {"job_id": r.get("settlement_job_id")}))
+            checks += _settlement_checks(r, chain, net)
         events += _changes(r, checks, last, summary)
     return events
 
 
-def _chain_facts(net, rows: list[dict], summary: Summary) -> tuple[int, dict] | None:
-    """(head block, {tx hash: receipt or None}) from one batch per 500 receipts; None on a fault."""
+def _settlement_checks(r: dict, chain: ChainView, net) -> list[Check]:
+    tx, found_by = chain.settlement_tx(r)
+    if tx is None:
+        return [Check("settlement_tx", "pending", "no_tx_hash" if not r.get("payment_hash") else "tx_not_found",
+                      {"job_id": r.get("settlement_job_id"), "scanned_from_block": max(0, chain.head - net.scan_blocks)})]
+    check = settlement(_payment(r), tx, chain.receipts.get(tx), chain.head, net.confirmations,
+                       net.facilitators[0] if len(net.facilitators) == 1 else None)
+    check = Check(check.name, check.result, check.reason, {**check.detail, "found_by": found_by}, check.block)
+    out = [check]
+    if check.block is not None:
+        back = chain.refunds(r, check.block)
+        if back:
+            out.append(Check("refund", "pass", None, {"transfers": back}, back[-1]["block"]))
+    return out
+
+
+def _chain_view(net, rows: list[dict], summary: Summary) -> ChainView | None:
+    """One pass's facts from the node, in few batched calls; None on a fault (nothing is decided)."""
     rpc = Rpc(net.rpc, chain_id=int(net.caip2.split(":")[1]))
-    hashes = sorted({r["payment_hash"] for r in rows if r.get("payment_hash")})
     try:
-        head = int(rpc.call("eth_blockNumber", []), 16)
-        receipts: dict = {}
+        view = ChainView(head=int(rpc.call("eth_blockNumber", []), 16))
+        _scan_logs(rpc, view, {(r.get("asset") or "").lower() for r in rows if r.get("asset")}, net.scan_blocks)
+        hashes = sorted({h for r in rows if (h := view.settlement_tx(r)[0])})
         for start in range(0, len(hashes), 500):
             chunk = hashes[start:start + 500]
-            receipts.update(zip(chunk, rpc.batch([("eth_getTransactionReceipt", [h]) for h in chunk])))
+            view.receipts.update(zip(chunk, rpc.batch([("eth_getTransactionReceipt", [h]) for h in chunk])))
     except RpcError as exc:
         summary.faults.append(f"{net.caip2}: {exc}")
         log.error("receipts verify: %s: %s — nothing about this network is decided until it answers", net.caip2, exc)
         return None
-    return head, receipts
+    return view
+
+
+def _scan_logs(rpc: Rpc, view: ChainView, tokens: set[str], blocks: int, step: int = 2000) -> None:
+    """The tokens' Transfer and AuthorizationUsed logs of the last `blocks` blocks, in one batch."""
+    first = max(0, view.head - blocks)
+    calls = [("eth_getLogs", [{"address": token, "fromBlock": hex(lo), "toBlock": hex(min(lo + step - 1, view.head)),
+                               "topics": [[TRANSFER, AUTHORIZATION_USED]]}])
+             for token in sorted(tokens) for lo in range(first, view.head + 1, step)]
+    for logs in rpc.batch(calls):
+        for lg in logs or []:
+            topics = [t.lower() for t in lg.get("topics") or []]
+            token, block, tx = lg["address"].lower(), int(lg["blockNumber"], 16), lg["transactionHash"].lower()
+            if topics[0] == TRANSFER and len(topics) == 3:
+                view.transfers.append({"token": token, "from": "0x" + topics[1][-40:], "to": "0x" + topics[2][-40:],
+                                       "value": int(lg.get("data") or "0x0", 16), "block": block, "tx": tx})
+            elif topics[0] == AUTHORIZATION_USED and len(topics) == 3:
+                view.authorizations[(token, "0x" + topics[1][-40:], topics[2])] = tx
 
 
 def _payment(r: dict) -> dict:

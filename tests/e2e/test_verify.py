@@ -141,3 +141,47 @@ def test_a_node_on_the_wrong_chain_never_gives_passed(stack, proxy, config):
     assert receipt(proxy, call.tx_hash)["receipt"]["proof_status"] == "pending"
     assert verify(proxy, config).returncode == 0
     assert receipt(proxy, call.tx_hash)["receipt"]["proof_status"] == "passed"
+
+
+def test_a_settlement_the_client_was_not_told_about_is_found_by_log_scan(stack, proxy, config):
+    body = {"model": "m", "messages": [{"role": "user", "content": "silent settlement"}]}
+    call = stack.pay(body=body, proxy=proxy.url, headers={"X-Testbed-Hide-Settlement": "1", "X-Request-Id": "silent-1"})
+    assert call.status == 200 and call.tx_hash is None
+    on_chain = stack.settlements()[-1]["transaction"]
+    wait_for(lambda: receipts(proxy, "show", "silent-1").returncode == 0)
+    stack.anvil.mine(CONFIRMATIONS)
+    verify(proxy, config)
+    doc = receipt(proxy, "silent-1")
+    assert doc["receipt"]["payment_hash"] is None and doc["receipt"]["proof_status"] == "passed"
+    settled = [json.loads(c["detail"]) for c in doc["checks"] if c["check"] == "settlement_tx"][-1]
+    assert (settled["tx_hash"], settled["found_by"]) == (on_chain.lower(), "log_scan")
+
+
+def test_a_refund_after_a_failed_call_is_recognised(stack, proxy, config):
+    call = stack.pay(proxy=proxy.url, headers={"X-Testbed-Fail": "after-settle"})
+    recorded(proxy, call.tx_hash)
+    stack.anvil.mine(CONFIRMATIONS)
+    verify(proxy, config)
+    assert receipt(proxy, call.tx_hash)["receipt"]["resolution"] == "risky"
+    from testbed.chain import token_contract
+    w3 = stack.w3()
+    token = token_contract(w3, stack.token)
+    tx = token.functions.transfer(stack.payer.address, 10000).transact({"from": stack.payee.address})
+    assert w3.eth.wait_for_transaction_receipt(tx).status == 1
+    verify(proxy, config)
+    r = receipt(proxy, call.tx_hash)["receipt"]
+    assert (r["proof_status"], r["resolution"], r["reason"]) == ("passed", "refunded", "paid_but_server_error")
+
+
+def test_a_failed_paid_attempt_then_a_passing_retry_is_retried(stack, proxy, config):
+    body = {"model": "m", "messages": [{"role": "user", "content": "try again"}]}
+    first = stack.pay(body=body, proxy=proxy.url, headers={"X-Testbed-Fail": "handler"})
+    assert first.status == 500 and first.tx_hash is None
+    second = stack.pay(body=body, proxy=proxy.url)
+    assert second.status == 200
+    doc = recorded(proxy, second.tx_hash)
+    assert doc["receipt"]["attempts"] == 4 and [c["status"] for c in doc["calls"]] == [402, 500, 402, 200]
+    stack.anvil.mine(CONFIRMATIONS)
+    verify(proxy, config)
+    r = receipt(proxy, second.tx_hash)["receipt"]
+    assert (r["proof_status"], r["resolution"]) == ("passed", "retried")
