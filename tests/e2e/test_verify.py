@@ -185,3 +185,52 @@ def test_a_failed_paid_attempt_then_a_passing_retry_is_retried(stack, proxy, con
     verify(proxy, config)
     r = receipt(proxy, second.tx_hash)["receipt"]
     assert (r["proof_status"], r["resolution"]) == ("passed", "retried")
+
+
+@pytest.fixture(scope="module")
+def lying_server():
+    """A server that claims whatever settlement the test asks it to (tests/support/upstream.py, plain HTTP)."""
+    from support.upstream import start_upstream
+
+    server, port = start_upstream(0)
+    yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+
+
+def claimed_settlement(proxy, lying_server, tx, request_id):
+    from eth_account import Account
+
+    from support import upstream as U
+
+    key = Account.create()
+    payment = W.signed_eip3009(key.key, key.address, token=U.ASSET, pay_to=U.PAY_TO)
+    with httpx.Client(proxy=proxy.url, timeout=30) as c:
+        resp = c.post(f"{lying_server}/v1/chat/completions", json={"model": "m"},
+                      headers={"PAYMENT-SIGNATURE": W.b64json(payment), "X-Test-Tx": tx, "X-Request-Id": request_id})
+    assert resp.status_code == 200
+    wait_for(lambda: receipts(proxy, "show", request_id).returncode == 0)
+
+
+def test_a_reverted_settlement_fails(stack, proxy, config, lying_server):
+    from testbed.chain import token_contract
+
+    w3 = stack.w3()
+    bogus = token_contract(w3, stack.token).functions.transferFrom(stack.payer.address, stack.payee.address, 1)
+    tx = bogus.transact({"from": stack.payee.address, "gas": 200_000})  # no allowance: it reverts
+    assert w3.eth.wait_for_transaction_receipt(tx).status == 0
+    claimed_settlement(proxy, lying_server, "0x" + bytes(tx).hex().removeprefix("0x"), "reverted-1")
+    stack.anvil.mine(CONFIRMATIONS)
+    verify(proxy, config)
+    r = receipt(proxy, "reverted-1")["receipt"]
+    assert (r["proof_status"], r["reason"]) == ("failed", "tx_reverted")
+
+
+def test_a_settlement_whose_logs_do_not_match_fails(stack, proxy, config, lying_server):
+    call = stack.pay(proxy=proxy.url)  # a real settlement, but of another payment
+    claimed_settlement(proxy, lying_server, call.tx_hash, "mismatch-1")
+    stack.anvil.mine(CONFIRMATIONS)
+    verify(proxy, config)
+    doc = receipt(proxy, "mismatch-1")
+    assert (doc["receipt"]["proof_status"], doc["receipt"]["reason"]) == ("failed", "logs_mismatch")
+    problems = [json.loads(c["detail"]) for c in doc["checks"] if c["check"] == "settlement_tx"][-1]["problems"]
+    assert problems and "no Transfer of token" in problems[0]

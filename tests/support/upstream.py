@@ -24,7 +24,8 @@ Routes (JSON bodies):
 
 Request knobs: body ``"stream": true`` (SSE, chunked), ``"n_chunks"`` (default 5),
 ``"chunk_delay"`` seconds (default 0), ``"stream_key"``; header ``X-Test-Status: NNN``
-(injected status after payment handling; no settlement header unless ``X-Test-Settle: 1``).
+(injected status after payment handling; no settlement header unless ``X-Test-Settle: 1``);
+header ``X-Test-Tx: 0x…`` makes the settlement claim that transaction hash.
 """
 
 from __future__ import annotations
@@ -246,7 +247,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(400, {"error": "invalid payment"})
                 return
             payer = _payer_of(payment)
-            if kind == "jobid":
+            if self.headers.get("X-Test-Tx"):  # the settlement this server claims, chosen by the test
+                tx = self.headers["X-Test-Tx"]
+            elif kind == "jobid":
                 tx = f"payment-{uuid.uuid4()}"
             else:
                 tx = "0x" + _sha256_hex(pay_value.encode())
