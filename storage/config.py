@@ -50,6 +50,8 @@ class Network:
     confirmations: int = 1
     facilitators: tuple[str, ...] = ()
     scan_blocks: int = 10_000   # how far back log scans look (settlements without a tx hash, refunds)
+    deadline_grace: float = 600.0  # seconds past validBefore before an unsettled payment is risky
+    rpc_timeout: float = 10.0      # seconds to wait for one JSON-RPC answer (then retried with backoff)
 
     @property
     def env_name(self) -> str:
@@ -205,9 +207,10 @@ def _networks(value) -> tuple[Network, ...]:
         try:
             out.append(Network(str(caip2), item.get("rpc"), int(item.get("confirmations", 1)),
                                tuple(str(f).lower() for f in item.get("facilitators") or ()),
-                               int(item.get("scan_blocks", 10_000))))
+                               int(item.get("scan_blocks", 10_000)), float(item.get("deadline_grace", 600)),
+                               float(item.get("rpc_timeout", 10))))
         except (TypeError, ValueError):
-            raise ConfigError(f"network {caip2!r}: confirmations and scan_blocks must be whole numbers.") from None
+            raise ConfigError(f"network {caip2!r}: confirmations and scan_blocks must be whole numbers, deadline_grace a number.") from None
     return tuple(out)
 
 

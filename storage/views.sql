@@ -202,10 +202,16 @@ grp AS (
             FILTER (WHERE coalesce(provider_request_id, response_id) IS NOT NULL) AS provider_id,
         arg_max(upto_session, started_at) FILTER (WHERE upto_session IS NOT NULL) AS session_id
     FROM c GROUP BY logical_id
-), idlist AS (
+), idlist AS (  -- every id that finds the logical call, from every attempt and every settlement
     SELECT logical_id, list(DISTINCT lower(x)) FILTER (WHERE x IS NOT NULL) AS _ids
-    FROM c, LATERAL unnest([receipt_id, client_request_id, idempotency_key, payment_identifier,
-                            provider_request_id, response_id, upto_session, og_settlement_tx_hash]) AS u(x)
+    FROM (
+        SELECT logical_id, x FROM c, LATERAL unnest([receipt_id, client_request_id, idempotency_key, payment_identifier,
+                                  provider_request_id, response_id, upto_session, og_settlement_tx_hash]) AS u(x)
+        UNION ALL
+        SELECT logical_id, x FROM settlements, LATERAL unnest([tx_hash, job_id]) AS u(x)
+        UNION ALL
+        SELECT logical_id, x FROM payments, LATERAL unnest([payer, nonce]) AS u(x)
+    )
     GROUP BY logical_id
 ), pay AS (
     SELECT logical_id, arg_max(COLUMNS(* EXCLUDE (logical_id, receipt_id)), sent_at), count(*) AS payments

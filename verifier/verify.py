@@ -73,10 +73,7 @@ def terms_check(r: dict) -> Check:
     return Check("terms", "fail", problems[0][0], {"problems": [p for _, p in problems]})
 
 
-GRACE = 600.0  # seconds past an authorization's deadline before an unsettled payment is risky
-
-
-def verdict(checks: list[Check], r: dict, now: float) -> tuple[str, str | None, str | None]:
+def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> tuple[str, str | None, str | None]:
     """(proof_status, resolution, reason) from the checks of one receipt."""
     failed = [c for c in checks if c.result == "fail"]
     pending = [c for c in checks if c.result == "pending"]
@@ -91,7 +88,7 @@ def verdict(checks: list[Check], r: dict, now: float) -> tuple[str, str | None, 
         risks.append("double_settlement")
     risks += [c.reason for c in failed if c.reason in ("unexpected_pay_to", "overcharged")]
     unsettled = any(c.name == "settlement_tx" and c.reason in ("tx_not_found", "no_tx_hash") for c in pending)
-    if unsettled and r.get("valid_before") and now > r["valid_before"] + GRACE:
+    if unsettled and r.get("valid_before") and now > r["valid_before"] + grace:
         risks.append("pending_past_deadline")
     if risks or failed:
         if any(c.name == "refund" and c.result == "pass" for c in checks):
@@ -153,7 +150,7 @@ def _verify_network(network: str, rows: list[dict], settings: Settings, last: di
             checks.append(Check("settlement_tx", "pending", reason, {"network": network}))
         else:
             checks += _settlement_checks(r, chain, net)
-        events += _changes(r, checks, last, summary)
+        events += _changes(r, checks, last, summary, net.deadline_grace if net else 600.0)
     return events
 
 
@@ -175,7 +172,7 @@ def _settlement_checks(r: dict, chain: ChainView, net) -> list[Check]:
 
 def _chain_view(net, rows: list[dict], summary: Summary) -> ChainView | None:
     """One pass's facts from the node, in few batched calls; None on a fault (nothing is decided)."""
-    rpc = Rpc(net.rpc, chain_id=int(net.caip2.split(":")[1]))
+    rpc = Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(net.caip2.split(":")[1]))
     try:
         view = ChainView(head=int(rpc.call("eth_blockNumber", []), 16))
         _scan_logs(rpc, view, {(r.get("asset") or "").lower() for r in rows if r.get("asset")}, net.scan_blocks)
@@ -213,13 +210,13 @@ def _payment(r: dict) -> dict:
             "scheme": r.get("scheme"), "kind": r.get("kind"), "nonce": r.get("nonce")}
 
 
-def _changes(r: dict, checks: list[Check], last: dict, summary: Summary) -> list[Event]:
+def _changes(r: dict, checks: list[Check], last: dict, summary: Summary, grace: float) -> list[Event]:
     rid, now, out = r["receipt_id"], time.time(), []
     for c in checks:
         if last.get((rid, c.name)) != (c.result, c.reason):
             out.append(Event("check", rid, {"check": c.name, "result": c.result, "reason": c.reason,
                                             "detail": c.detail, "block": c.block}, ts=now))
-    status, resolution, reason = verdict(checks, r, now)
+    status, resolution, reason = verdict(checks, r, now, grace)
     summary.statuses[status] = summary.statuses.get(status, 0) + 1
     if (r.get("last_status"), r.get("last_resolution"), r.get("last_reason")) != (status, resolution, reason):
         summary.changed += 1

@@ -3,6 +3,7 @@ settles on anvil; then `receipts verify` against the chain."""
 import json
 import os
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -27,8 +28,8 @@ def config(tmp_path_factory, stack):
     path = tmp_path_factory.mktemp("cfg") / "receipts.yaml"
     path.write_text(json.dumps({  # YAML is a superset of JSON
         "assets": [{"network": stack.network, "address": stack.token, "symbol": "tUSDC", "decimals": 6}],
-        "networks": {stack.network: {"rpc": stack.rpc_url, "confirmations": CONFIRMATIONS,
-                                     "facilitators": [FACILITATOR.address]}}}))
+        "networks": {stack.network: {"rpc": stack.rpc_url, "confirmations": CONFIRMATIONS, "rpc_timeout": 1,
+                                     "deadline_grace": 1, "facilitators": [FACILITATOR.address]}}}))
     return str(path)
 
 
@@ -197,13 +198,13 @@ def lying_server():
     server.shutdown()
 
 
-def claimed_settlement(proxy, lying_server, tx, request_id):
+def claimed_settlement(proxy, lying_server, tx, request_id, valid_before=2**31):
     from eth_account import Account
 
     from support import upstream as U
 
     key = Account.create()
-    payment = W.signed_eip3009(key.key, key.address, token=U.ASSET, pay_to=U.PAY_TO)
+    payment = W.signed_eip3009(key.key, key.address, token=U.ASSET, pay_to=U.PAY_TO, valid_before=valid_before)
     with httpx.Client(proxy=proxy.url, timeout=30) as c:
         resp = c.post(f"{lying_server}/v1/chat/completions", json={"model": "m"},
                       headers={"PAYMENT-SIGNATURE": W.b64json(payment), "X-Test-Tx": tx, "X-Request-Id": request_id})
@@ -234,3 +235,80 @@ def test_a_settlement_whose_logs_do_not_match_fails(stack, proxy, config, lying_
     assert (doc["receipt"]["proof_status"], doc["receipt"]["reason"]) == ("failed", "logs_mismatch")
     problems = [json.loads(c["detail"]) for c in doc["checks"] if c["check"] == "settlement_tx"][-1]["problems"]
     assert problems and "no Transfer of token" in problems[0]
+
+
+def test_a_payment_unsettled_past_its_deadline_is_risky(stack, proxy, config, lying_server):
+    claimed_settlement(proxy, lying_server, W.random_tx_hash(), "late-1", valid_before=int(time.time()) - 5)
+    verify(proxy, config)
+    r = receipt(proxy, "late-1")["receipt"]
+    assert (r["proof_status"], r["resolution"], r["reason"]) == ("pending", "risky", "pending_past_deadline")
+
+
+def test_two_settlements_of_one_logical_call_are_risky(stack, proxy, config):
+    body = {"model": "m", "messages": [{"role": "user", "content": "charged twice"}]}
+    first = stack.pay(body=body, proxy=proxy.url, headers={"X-Testbed-Fail": "after-settle"})
+    second = stack.pay(body=body, proxy=proxy.url)
+    assert first.tx_hash and second.tx_hash and first.tx_hash != second.tx_hash
+    recorded(proxy, second.tx_hash)
+    stack.anvil.mine(CONFIRMATIONS)
+    verify(proxy, config)
+    r = receipt(proxy, first.tx_hash)["receipt"]
+    assert r["receipt_id"] == receipt(proxy, second.tx_hash)["receipt"]["receipt_id"], "one logical call"
+    assert (r["proof_status"], r["resolution"], r["reason"]) == ("passed", "risky", "double_settlement")
+
+
+class FaultyNode:
+    """A real forwarding proxy in front of anvil that can answer 429 or stall (faults on demand)."""
+
+    def __init__(self, upstream):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.mode, self.upstream = "pass", upstream
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["content-length"]))
+                if outer.mode == "429":
+                    self.send_response(429)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                if outer.mode == "stall":
+                    time.sleep(1.5)
+                answer = httpx.post(outer.upstream, content=body, headers={"content-type": "application/json"}).content
+                try:
+                    self.send_response(200)
+                    self.send_header("content-length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                except OSError:
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def test_rate_limits_and_timeouts_never_give_passed(stack, proxy, config):
+    call = stack.pay(proxy=proxy.url)
+    recorded(proxy, call.tx_hash)
+    stack.anvil.mine(CONFIRMATIONS)
+    node = FaultyNode(stack.rpc_url)
+    env = {"RECEIPTS_RPC_EIP155_8453": node.url}
+    try:
+        for mode, kind in (("429", "rate_limited"), ("stall", "timeout")):
+            node.mode = mode
+            out = verify(proxy, config, env=env)
+            assert out.returncode == 1 and kind in out.stdout, out.stdout
+            assert receipt(proxy, call.tx_hash)["receipt"]["proof_status"] == "pending"
+        node.mode = "pass"
+        assert verify(proxy, config, env=env).returncode == 0
+        assert receipt(proxy, call.tx_hash)["receipt"]["proof_status"] == "passed"
+    finally:
+        node.server.shutdown()

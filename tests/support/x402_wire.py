@@ -289,13 +289,14 @@ def random_signature() -> str:
     return "0x" + secrets.token_hex(65)
 
 
-def signed_eip3009(key, payer, token, chain=8453, value=10000, extra=None, pay_to="0x" + "2" * 40):
+def signed_eip3009(key, payer, token, chain=8453, value=10000, extra=None, pay_to="0x" + "2" * 40,
+                   valid_before=2**31):
     """A v2 exact/EIP-3009 payment really signed with `key` (claiming to come from `payer`)."""
     from eth_account import Account
     from eth_account.messages import encode_typed_data
 
     extra = extra or {"name": "USD Coin", "version": "2"}
-    auth = {"from": payer, "to": pay_to, "value": value, "validAfter": 0, "validBefore": 2**31,
+    auth = {"from": payer, "to": pay_to, "value": value, "validAfter": 0, "validBefore": valid_before,
             "nonce": "0x" + "ab" * 32}
     typed = {"types": {"EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
                                         {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}],
@@ -309,4 +310,4 @@ def signed_eip3009(key, payer, token, chain=8453, value=10000, extra=None, pay_t
                 "payTo": auth["to"], "extra": extra}
     return {"x402Version": 2, "accepted": accepted,
             "payload": {"signature": "0x" + sig.removeprefix("0x"),
-                        "authorization": {**auth, "value": str(value), "validAfter": "0", "validBefore": str(2**31)}}}
+                        "authorization": {**auth, "value": str(value), "validAfter": "0", "validBefore": str(valid_before)}}}
