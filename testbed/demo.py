@@ -1,0 +1,94 @@
+"""`scripts/demo`: the whole story on this machine, then everything it started is stopped.
+
+anvil (chain 8453) with a test USDC, the real x402 facilitator and resource server, the recorder
+(`receipts proxy`) in front of them, a few paid calls through it — a normal one, one the server
+fails after being paid, one that fails and is retried — then `receipts verify` after the
+confirmations, and the receipts printed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .chain import FACILITATOR
+from .stack import paid_stack
+
+BIN = Path(sys.executable).parent
+CONFIRMATIONS = 2
+
+
+def receipts(*args: str) -> str:
+    out = subprocess.run([str(BIN / "receipts"), *args], capture_output=True, text=True, timeout=120)
+    return out.stdout + out.stderr
+
+
+def start_proxy(data: Path, config: Path) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([str(BIN / "receipts"), "proxy", "--data", str(data), "--config", str(config),
+                             "--listen-port", "0", "--seal-interval", "0.1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    for line in proc.stdout:
+        if m := re.search(r"proxy listening at [\d.]+:(\d+)", line):
+            return proc, f"http://127.0.0.1:{m.group(1)}"
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise SystemExit("demo: the recorder did not start")
+
+
+def calls(stack, proxy: str) -> dict[str, str]:
+    """A handful of paid calls through the recorder; returns label → an id that finds the receipt."""
+    chat = lambda text: {"model": "demo-model", "messages": [{"role": "user", "content": text}]}  # noqa: E731
+    found = {}
+    ok = stack.pay(body=chat("What is a receipt?"), proxy=proxy)
+    found["paid call"] = ok.tx_hash
+    broken = stack.pay(body=chat("Fail after payment"), proxy=proxy, headers={"X-Testbed-Fail": "after-settle"})
+    found["paid, then the server failed"] = broken.tx_hash
+    stack.pay(body=chat("Try twice"), proxy=proxy, headers={"X-Testbed-Fail": "handler"})
+    retried = stack.pay(body=chat("Try twice"), proxy=proxy)
+    found["failed once, retried"] = retried.tx_hash
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="scripts/demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--data", help="keep the recorded data here (default: a temporary directory)")
+    args = ap.parse_args(argv)
+    data = Path(args.data or tempfile.mkdtemp(prefix="receipts-demo-"))
+    print("demo: starting anvil, the token, the x402 facilitator and server…", flush=True)
+    with paid_stack(chain_id=8453) as stack:
+        config = data.parent / f"{data.name}-demo.yaml"
+        config.write_text(json.dumps({
+            "assets": [{"network": stack.network, "address": stack.token, "symbol": "tUSDC", "decimals": 6}],
+            "networks": {stack.network: {"rpc": stack.rpc_url, "confirmations": CONFIRMATIONS,
+                                         "facilitators": [FACILITATOR.address]}}}))
+        proxy, url = start_proxy(data, config)
+        try:
+            print(f"demo: recorder on {url}, data in {data}; making paid calls through it…", flush=True)
+            found = calls(stack, url)
+            time.sleep(0.5)
+            print("demo: verifying before the settlements are final…", flush=True)
+            print(receipts("verify", "--once", "--config", str(config), "--data", str(data)), end="")
+            stack.anvil.mine(CONFIRMATIONS)
+            print(f"demo: {CONFIRMATIONS} blocks mined; verifying again…", flush=True)
+            print(receipts("verify", "--once", "--config", str(config), "--data", str(data)), end="")
+        finally:
+            proxy.send_signal(signal.SIGINT)
+            proxy.wait(30)
+        print("\n" + receipts("list", "--data", str(data)))
+        for label, ident in found.items():
+            print(f"\n=== {label} ===\n" + receipts("show", ident, "--data", str(data)))
+    config.unlink(missing_ok=True)
+    print("demo: done; everything it started is stopped.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
