@@ -198,15 +198,18 @@ def lying_server():
     server.shutdown()
 
 
-def claimed_settlement(proxy, lying_server, tx, request_id, valid_before=2**31):
+def claimed_settlement(proxy, lying_server, tx, request_id, valid_before=2**31, value=10000, pay_to=None):
     from eth_account import Account
 
     from support import upstream as U
 
     key = Account.create()
-    payment = W.signed_eip3009(key.key, key.address, token=U.ASSET, pay_to=U.PAY_TO, valid_before=valid_before)
+    payment = W.signed_eip3009(key.key, key.address, token=U.ASSET, pay_to=pay_to or U.PAY_TO,
+                               valid_before=valid_before, value=value)
+    body = {"model": "m", "messages": [{"role": "user", "content": request_id}]}
     with httpx.Client(proxy=proxy.url, timeout=30) as c:
-        resp = c.post(f"{lying_server}/v1/chat/completions", json={"model": "m"},
+        assert c.post(f"{lying_server}/v1/chat/completions", json=body).status_code == 402  # the terms
+        resp = c.post(f"{lying_server}/v1/chat/completions", json=body,
                       headers={"PAYMENT-SIGNATURE": W.b64json(payment), "X-Test-Tx": tx, "X-Request-Id": request_id})
     assert resp.status_code == 200
     wait_for(lambda: receipts(proxy, "show", request_id).returncode == 0)
@@ -312,3 +315,12 @@ def test_rate_limits_and_timeouts_never_give_passed(stack, proxy, config):
         assert receipt(proxy, call.tx_hash)["receipt"]["proof_status"] == "passed"
     finally:
         node.server.shutdown()
+
+
+@pytest.mark.parametrize("value, pay_to, reason", [(20000, None, "overcharged"),
+                                                    (10000, "0x" + "7" * 40, "unexpected_pay_to")])
+def test_charged_more_than_asked_or_paid_elsewhere_is_risky(stack, proxy, config, lying_server, value, pay_to, reason):
+    claimed_settlement(proxy, lying_server, W.random_tx_hash(), f"{reason}-1", value=value, pay_to=pay_to)
+    verify(proxy, config)
+    r = receipt(proxy, f"{reason}-1")["receipt"]
+    assert (r["proof_status"], r["resolution"], r["reason"]) == ("failed", "risky", reason)
