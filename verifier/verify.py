@@ -37,8 +37,9 @@ LEFT JOIN (SELECT receipt_id, arg_max({'proof_status': proof_status, 'resolution
 WHERE r.payer IS NOT NULL AND coalesce(v.last.proof_status, 'pending') IN ('pending', 'passed')
 """
 LAST_CHECKS = """
-SELECT receipt_id, "check", l.result, l.reason FROM (
-    SELECT receipt_id, "check", arg_max({'result': result, 'reason': reason}, observed_at) AS l
+SELECT receipt_id, "check", l.result, l.reason, ever_passed FROM (
+    SELECT receipt_id, "check", arg_max({'result': result, 'reason': reason}, observed_at) AS l,
+           bool_or(result = 'pass') AS ever_passed
     FROM checks GROUP BY ALL)
 """
 
@@ -89,6 +90,8 @@ def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> t
     risks += [c.reason for c in failed if c.reason in ("unexpected_pay_to", "overcharged")]
     unsettled = any(c.name == "settlement_tx" and c.reason in ("tx_not_found", "no_tx_hash") for c in pending)
     if unsettled and r.get("valid_before") and now > r["valid_before"] + grace:
+        if r.get("settlement_ever_passed"):  # it was on chain, a reorg took it, it never came back
+            return "failed", None, "settlement_disappeared"
         risks.append("pending_past_deadline")
     if risks or failed:
         if any(c.name == "refund" and c.result == "pass" for c in checks):
@@ -105,7 +108,13 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, now: float 
     with db.connect(data_dir) as con:
         rows = [dict(zip([d[0] for d in cur.description], row)) for cur in [con.execute(TO_VERIFY)]
                 for row in cur.fetchall()]
-        last = {(rid, name): (result, reason) for rid, name, result, reason in con.execute(LAST_CHECKS).fetchall()}
+        last, ever = {}, set()
+        for rid, name, result, reason, passed in con.execute(LAST_CHECKS).fetchall():
+            last[(rid, name)] = (result, reason)
+            if passed and name == "settlement_tx":
+                ever.add(rid)
+    for r in rows:
+        r["settlement_ever_passed"] = r["receipt_id"] in ever
     by_network: dict[str, list[dict]] = {}
     for r in rows:
         by_network.setdefault(r.get("network") or "unknown", []).append(r)
@@ -121,6 +130,7 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, now: float 
 class ChainView:
     """What one pass learned from a node: head, receipts by tx hash, and the tokens' recent logs."""
     head: int
+    head_time: float | None = None                        # the head block's timestamp: deadlines are chain time
     receipts: dict = field(default_factory=dict)
     transfers: list = field(default_factory=list)        # decoded Transfer logs, with block and tx
     authorizations: dict = field(default_factory=dict)   # (token, authorizer, nonce) -> tx hash
@@ -150,7 +160,8 @@ def _verify_network(network: str, rows: list[dict], settings: Settings, last: di
             checks.append(Check("settlement_tx", "pending", reason, {"network": network}))
         else:
             checks += _settlement_checks(r, chain, net)
-        events += _changes(r, checks, last, summary, net.deadline_grace if net else 600.0)
+        now = chain.head_time if chain and chain.head_time else time.time()
+        events += _changes(r, checks, last, summary, net.deadline_grace if net else 600.0, now)
     return events
 
 
@@ -174,7 +185,8 @@ def _chain_view(net, rows: list[dict], summary: Summary) -> ChainView | None:
     """One pass's facts from the node, in few batched calls; None on a fault (nothing is decided)."""
     rpc = Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(net.caip2.split(":")[1]))
     try:
-        view = ChainView(head=int(rpc.call("eth_blockNumber", []), 16))
+        block = rpc.call("eth_getBlockByNumber", ["latest", False])
+        view = ChainView(head=int(block["number"], 16), head_time=float(int(block["timestamp"], 16)))
         _scan_logs(rpc, view, {(r.get("asset") or "").lower() for r in rows if r.get("asset")}, net.scan_blocks)
         hashes = sorted({h for r in rows if (h := view.settlement_tx(r)[0])})
         for start in range(0, len(hashes), 500):
@@ -210,13 +222,13 @@ def _payment(r: dict) -> dict:
             "scheme": r.get("scheme"), "kind": r.get("kind"), "nonce": r.get("nonce")}
 
 
-def _changes(r: dict, checks: list[Check], last: dict, summary: Summary, grace: float) -> list[Event]:
+def _changes(r: dict, checks: list[Check], last: dict, summary: Summary, grace: float, chain_now: float) -> list[Event]:
     rid, now, out = r["receipt_id"], time.time(), []
     for c in checks:
         if last.get((rid, c.name)) != (c.result, c.reason):
             out.append(Event("check", rid, {"check": c.name, "result": c.result, "reason": c.reason,
                                             "detail": c.detail, "block": c.block}, ts=now))
-    status, resolution, reason = verdict(checks, r, now, grace)
+    status, resolution, reason = verdict(checks, r, chain_now, grace)
     summary.statuses[status] = summary.statuses.get(status, 0) + 1
     if (r.get("last_status"), r.get("last_resolution"), r.get("last_reason")) != (status, resolution, reason):
         summary.changed += 1

@@ -241,7 +241,9 @@ def test_a_settlement_whose_logs_do_not_match_fails(stack, proxy, config, lying_
 
 
 def test_a_payment_unsettled_past_its_deadline_is_risky(stack, proxy, config, lying_server):
-    claimed_settlement(proxy, lying_server, W.random_tx_hash(), "late-1", valid_before=int(time.time()) - 5)
+    stack.anvil.mine(1)  # deadlines are judged in chain time: the head block's timestamp
+    chain_now = int(stack.anvil.rpc("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
+    claimed_settlement(proxy, lying_server, W.random_tx_hash(), "late-1", valid_before=chain_now - 5)
     verify(proxy, config)
     r = receipt(proxy, "late-1")["receipt"]
     assert (r["proof_status"], r["resolution"], r["reason"]) == ("pending", "risky", "pending_past_deadline")
@@ -324,3 +326,21 @@ def test_charged_more_than_asked_or_paid_elsewhere_is_risky(stack, proxy, config
     verify(proxy, config)
     r = receipt(proxy, f"{reason}-1")["receipt"]
     assert (r["proof_status"], r["resolution"], r["reason"]) == ("failed", "risky", reason)
+
+
+def test_zz_a_settlement_lost_in_a_reorg_that_never_reappears_fails(stack, proxy, config):
+    # last in the module: it moves the chain's clock past every authorization's deadline
+    snapshot = stack.anvil.snapshot()
+    call = stack.pay(proxy=proxy.url)
+    recorded(proxy, call.tx_hash)
+    stack.anvil.mine(CONFIRMATIONS)
+    verify(proxy, config)
+    stack.anvil.revert(snapshot)
+    verify(proxy, config)
+    assert receipt(proxy, call.tx_hash)["receipt"]["proof_status"] == "pending"
+    stack.anvil.increase_time(400)  # past validBefore (now + 300 s) and the grace
+    stack.anvil.mine(1)
+    verify(proxy, config)
+    doc = receipt(proxy, call.tx_hash)
+    assert [v[0] for v in verdicts(doc)][-3:] == ["passed", "pending", "failed"]
+    assert (doc["receipt"]["proof_status"], doc["receipt"]["reason"]) == ("failed", "settlement_disappeared")

@@ -36,3 +36,10 @@ def test_signature_and_terms_checks():
     assert terms_check({**base, "pay_to": PAYER}).reason == "unexpected_pay_to"
     assert verdict([Check("signature", "pass"), terms_check({**base, "pay_to": PAYER}), Check("settlement_tx", "pass")],
                    {"status": 200}, 0) == ("failed", "risky", "unexpected_pay_to")
+
+
+def test_a_settlement_that_vanished_and_never_came_back_fails():
+    gone = OK[:2] + [Check("settlement_tx", "pending", "tx_not_found")]
+    r = {"status": 200, "valid_before": 1000, "settlement_ever_passed": True}
+    assert verdict(gone, r, 1000 + GRACE - 1) == ("pending", None, "tx_not_found")
+    assert verdict(gone, r, 1000 + GRACE + 1) == ("failed", None, "settlement_disappeared")
