@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timezone
 from dataclasses import dataclass, field
 
 from storage import db
@@ -69,6 +70,12 @@ def terms_check(r: dict) -> Check:
     signed = r.get("signed_amount") if r.get("signed_amount") is not None else r.get("amount_cap")
     if r.get("max_amount_required") is not None and signed is not None and signed > r["max_amount_required"]:
         problems.append(("overcharged", f"signed {signed}, the challenge asked {r['max_amount_required']}"))
+    if r.get("challenge_network") and r.get("network") and r["challenge_network"] != r["network"]:
+        problems.append(("unexpected_network", f"paid on {r['network']}, the challenge said {r['challenge_network']}"))
+    paid_at = r["paid_at"].replace(tzinfo=timezone.utc).timestamp() if r.get("paid_at") else None
+    if paid_at and ((r.get("valid_after") or 0) > paid_at + 60 or (r.get("valid_before") or paid_at) < paid_at - 60):
+        problems.append(("outside_time_window", f"sent at {int(paid_at)}, valid from {r.get('valid_after')} "
+                                                f"to {r.get('valid_before')}"))
     if not problems:
         return Check("terms", "pass", None, {"challenge_checked": r.get("max_amount_required") is not None})
     return Check("terms", "fail", problems[0][0], {"problems": [p for _, p in problems]})

@@ -43,3 +43,14 @@ def test_a_settlement_that_vanished_and_never_came_back_fails():
     r = {"status": 200, "valid_before": 1000, "settlement_ever_passed": True}
     assert verdict(gone, r, 1000 + GRACE - 1) == ("pending", None, "tx_not_found")
     assert verdict(gone, r, 1000 + GRACE + 1) == ("failed", None, "settlement_disappeared")
+
+
+def test_terms_check_the_network_and_the_time_window():
+    from datetime import datetime
+
+    at = datetime(2026, 1, 1)  # naive UTC, as the views give it
+    base = {"network": "eip155:8453", "challenge_network": "eip155:8453", "paid_at": at,
+            "valid_after": 0, "valid_before": int(at.timestamp()) + 10**6}
+    assert terms_check(base).result == "pass"
+    assert terms_check({**base, "challenge_network": "eip155:1"}).reason == "unexpected_network"
+    assert terms_check({**base, "valid_before": 1000}).reason == "outside_time_window"
