@@ -3,7 +3,7 @@
 The raw signature is a secret (it authorizes a transfer until its deadline), so it is never stored;
 instead the recorder stores the address it recovers to, and the verifier checks that it is the payer.
 
-EIP-3009 (`exact` on USDC-style tokens), PROTOCOL.md §1:
+EIP-3009 (`exact` on USDC-style tokens), PROTOCOL.md §1 (Permit2: see permit2_digest):
     domain  {name: extra.name, version: extra.version, chainId, verifyingContract: asset}
     TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,
                               uint256 validBefore,bytes32 nonce)
@@ -13,6 +13,13 @@ from __future__ import annotations
 from eth_hash.auto import keccak
 
 DOMAIN_TYPE = b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+PERMIT2_DOMAIN_TYPE = b"EIP712Domain(string name,uint256 chainId,address verifyingContract)"
+PERMIT2 = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
+TOKEN_PERMISSIONS = b"TokenPermissions(address token,uint256 amount)"
+WITNESS_UPTO = b"Witness(address to,address facilitator,uint256 validAfter)"
+WITNESS_EXACT = b"Witness(address to,uint256 validAfter)"
+PERMIT_WITNESS = (b"PermitWitnessTransferFrom(TokenPermissions permitted,address spender,uint256 nonce,"
+                  b"uint256 deadline,Witness witness)")
 TRANSFER_WITH_AUTHORIZATION = (b"TransferWithAuthorization(address from,address to,uint256 value,"
                                b"uint256 validAfter,uint256 validBefore,bytes32 nonce)")
 
@@ -47,6 +54,25 @@ def eip3009_digest(domain: bytes, auth: dict) -> bytes:
     return keccak(b"\x19\x01" + domain + struct)
 
 
+def permit2_digest(chain: int, permit: dict) -> bytes:
+    """Permit2 `PermitWitnessTransferFrom` (x402 exact and upto schemes; upto's witness names the
+    facilitator). Domain {name: "Permit2", chainId, verifyingContract: the canonical Permit2}."""
+    witness = permit["witness"]
+    if "facilitator" in witness:
+        witness_type = WITNESS_UPTO
+        witness_hash = keccak(keccak(WITNESS_UPTO) + _address(witness["to"]) + _address(witness["facilitator"])
+                              + _uint(witness.get("validAfter", 0)))
+    else:
+        witness_type = WITNESS_EXACT
+        witness_hash = keccak(keccak(WITNESS_EXACT) + _address(witness["to"]) + _uint(witness.get("validAfter", 0)))
+    permitted = keccak(keccak(TOKEN_PERMISSIONS) + _address(permit["permitted"]["token"])
+                       + _uint(permit["permitted"]["amount"]))
+    struct = keccak(keccak(PERMIT_WITNESS + TOKEN_PERMISSIONS + witness_type) + permitted
+                    + _address(permit["spender"]) + _uint(permit["nonce"]) + _uint(permit["deadline"]) + witness_hash)
+    domain = keccak(keccak(PERMIT2_DOMAIN_TYPE) + keccak(b"Permit2") + _uint(chain) + _address(PERMIT2))
+    return keccak(b"\x19\x01" + domain + struct)
+
+
 def recover(digest: bytes, signature: str) -> str:
     """The address whose key made this 65-byte signature over `digest` (0x-prefixed, lowercase)."""
     from coincurve import PublicKey
@@ -68,12 +94,15 @@ def chain_id(network: str | None) -> int | None:
 
 
 def signer(obj: object, network: str | None, asset: str | None, extra: dict | None) -> tuple[str | None, str | None]:
-    """(recovered signer, None) or (None, why not) for an EIP-3009 payment payload; never raises."""
+    """(recovered signer, None) or (None, why not) for an EIP-3009 or Permit2 payload; never raises."""
     try:
         payload = obj.get("payload") if isinstance(obj, dict) else None
-        auth = payload.get("authorization") if isinstance(payload, dict) else None
+        payload = payload if isinstance(payload, dict) else {}
+        auth, permit = payload.get("authorization"), payload.get("permit2Authorization")
+        if isinstance(permit, dict) and chain_id(network) is not None:
+            return recover(permit2_digest(chain_id(network), permit), str(payload.get("signature", ""))), None
         if not isinstance(auth, dict):
-            return None, "not an EIP-3009 payment"
+            return None, "neither an EIP-3009 nor a Permit2 payment"
         chain = chain_id(network)
         if chain is None or not asset or not isinstance(extra, dict) or "name" not in extra or "version" not in extra:
             return None, "the EIP-712 domain is unknown (network, asset, or extra name/version missing)"

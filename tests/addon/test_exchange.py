@@ -89,3 +89,39 @@ def test_the_payment_signer_is_recovered_at_capture_and_the_signature_not_kept()
     assert X.request_data(req([("PAYMENT-SIGNATURE", W.b64json({**honest, "accepted": {**honest["accepted"], "extra": {}}}))]),
                           SETTINGS, logical_id="l", match="x402", source="t")["payment"]["signer_error"].startswith(
         "the EIP-712 domain is unknown")
+
+
+def test_permit2_signers_are_recovered_for_exact_and_upto():
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+
+    key = Account.create()
+    for witness_fields, witness in (
+            ([("to", "address"), ("facilitator", "address"), ("validAfter", "uint256")],
+             {"to": "0x" + "2" * 40, "facilitator": "0x" + "3" * 40, "validAfter": 0}),
+            ([("to", "address"), ("validAfter", "uint256")], {"to": "0x" + "2" * 40, "validAfter": 5})):
+        permit = {"permitted": {"token": USDC, "amount": 10**17}, "spender": "0x4020A4f3b7b90ccA423B9fabCc0CE57C6C240002",
+                  "nonce": 123456789, "deadline": 2**40, "witness": witness}
+        typed = {"types": {
+            "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "chainId", "type": "uint256"},
+                             {"name": "verifyingContract", "type": "address"}],
+            "PermitWitnessTransferFrom": [{"name": "permitted", "type": "TokenPermissions"},
+                                          {"name": "spender", "type": "address"}, {"name": "nonce", "type": "uint256"},
+                                          {"name": "deadline", "type": "uint256"}, {"name": "witness", "type": "Witness"}],
+            "TokenPermissions": [{"name": "token", "type": "address"}, {"name": "amount", "type": "uint256"}],
+            "Witness": [{"name": n, "type": t} for n, t in witness_fields]},
+            "primaryType": "PermitWitnessTransferFrom",
+            "domain": {"name": "Permit2", "chainId": 8453, "verifyingContract": "0x000000000022D473030F116dDEE9F6B43aC78BA3"},
+            "message": permit}
+        sig = "0x" + Account.sign_message(encode_typed_data(full_message=typed), key.key).signature.hex().removeprefix("0x")
+        wire = {"x402Version": 2, "accepted": {"scheme": "upto" if "facilitator" in witness else "exact",
+                                               "network": "eip155:8453", "asset": USDC, "amount": str(10**17),
+                                               "payTo": witness["to"]},
+                "payload": {"signature": sig, "permit2Authorization": {
+                    **permit, "from": key.address, "nonce": str(permit["nonce"]), "deadline": str(permit["deadline"]),
+                    "permitted": {"token": USDC, "amount": str(10**17)},
+                    "witness": {k: str(v) if k == "validAfter" else v for k, v in witness.items()}}}}
+        q = X.request_data(req([("PAYMENT-SIGNATURE", W.b64json(wire))]), SETTINGS, logical_id="l", match="x402",
+                           source="test")
+        assert q["payment"]["kind"] == "permit2" and q["payment"]["payer"] == key.address
+        assert q["payment"]["signer"] == key.address.lower(), q["payment"]["signer_error"]
