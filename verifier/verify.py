@@ -37,11 +37,11 @@ LEFT JOIN (SELECT receipt_id, arg_max({'proof_status': proof_status, 'resolution
            FROM checks WHERE "check" = 'verdict' GROUP BY receipt_id) v USING (receipt_id)
 WHERE r.payer IS NOT NULL AND coalesce(v.last.proof_status, 'pending') IN ('pending', 'passed')
 """
-LAST_CHECKS = """
+LAST_CHECKS_OF = """
 SELECT receipt_id, "check", l.result, l.reason, ever_passed FROM (
     SELECT receipt_id, "check", arg_max({'result': result, 'reason': reason}, observed_at) AS l,
            bool_or(result = 'pass') AS ever_passed
-    FROM checks GROUP BY ALL)
+    FROM checks WHERE receipt_id IN (SELECT unnest($ids)) GROUP BY ALL)
 """
 
 
@@ -110,27 +110,37 @@ def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> t
     return status, None, reason
 
 
-def verify_once(data_dir: str, settings: Settings, journal: Journal, now: float | None = None) -> Summary:
+CHUNK = 2000  # receipts per round: memory stays flat however many there are
+
+
+def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int = CHUNK) -> Summary:
+    """One pass over every receipt that is not final yet, `chunk` receipts at a time."""
     summary = Summary()
     with db.connect(data_dir) as con:
-        rows = [dict(zip([d[0] for d in cur.description], row)) for cur in [con.execute(TO_VERIFY)]
-                for row in cur.fetchall()]
-        last, ever = {}, set()
-        for rid, name, result, reason, passed in con.execute(LAST_CHECKS).fetchall():
-            last[(rid, name)] = (result, reason)
-            if passed and name == "settlement_tx":
-                ever.add(rid)
-    for r in rows:
-        r["settlement_ever_passed"] = r["receipt_id"] in ever
-    by_network: dict[str, list[dict]] = {}
-    for r in rows:
-        by_network.setdefault(r.get("network") or "unknown", []).append(r)
-    events: list[Event] = []
-    for network, group in by_network.items():
-        events += _verify_network(network, group, settings, last, summary)
-    if events:
-        journal.write(events)
+        cur = con.execute(TO_VERIFY + " ORDER BY network, receipt_id")
+        cols = [d[0] for d in cur.description]
+        history = con.cursor()  # a second cursor: the first one is still streaming
+        while batch := cur.fetchmany(chunk):
+            rows = [dict(zip(cols, row)) for row in batch]
+            last = _history(history, rows)
+            events: list[Event] = []
+            for network in sorted({r.get("network") or "unknown" for r in rows}):
+                group = [r for r in rows if (r.get("network") or "unknown") == network]
+                events += _verify_network(network, group, settings, last, summary)
+            if events:
+                journal.write(events)
     return summary
+
+
+def _history(con, rows: list[dict]) -> dict:
+    """The latest result of each check of these receipts; marks those whose settlement once passed."""
+    last, by_id = {}, {r["receipt_id"]: r for r in rows}
+    found = con.execute(LAST_CHECKS_OF, {"ids": list(by_id)}).fetchall()
+    for rid, name, result, reason, passed in found:
+        last[(rid, name)] = (result, reason)
+        if passed and name == "settlement_tx":
+            by_id[rid]["settlement_ever_passed"] = True
+    return last
 
 
 @dataclass
@@ -189,16 +199,16 @@ def _settlement_checks(r: dict, chain: ChainView, net) -> list[Check]:
 
 
 def _chain_view(net, rows: list[dict], summary: Summary) -> ChainView | None:
-    """One pass's facts from the node, in few batched calls; None on a fault (nothing is decided)."""
+    """One round's facts from the node, in few batched calls; None on a fault (nothing is decided)."""
     rpc = Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(net.caip2.split(":")[1]))
     try:
         block = rpc.call("eth_getBlockByNumber", ["latest", False])
         view = ChainView(head=int(block["number"], 16), head_time=float(int(block["timestamp"], 16)))
-        _scan_logs(rpc, view, {(r.get("asset") or "").lower() for r in rows if r.get("asset")}, net.scan_blocks)
+        _scan_logs(rpc, view, rows, net.scan_blocks)
         hashes = sorted({h for r in rows if (h := view.settlement_tx(r)[0])})
         for start in range(0, len(hashes), 500):
-            chunk = hashes[start:start + 500]
-            view.receipts.update(zip(chunk, rpc.batch([("eth_getTransactionReceipt", [h]) for h in chunk])))
+            part = hashes[start:start + 500]
+            view.receipts.update(zip(part, rpc.batch([("eth_getTransactionReceipt", [h]) for h in part])))
     except RpcError as exc:
         summary.faults.append(f"{net.caip2}: {exc}")
         log.error("receipts verify: %s: %s — nothing about this network is decided until it answers", net.caip2, exc)
@@ -206,12 +216,29 @@ def _chain_view(net, rows: list[dict], summary: Summary) -> ChainView | None:
     return view
 
 
-def _scan_logs(rpc: Rpc, view: ChainView, tokens: set[str], blocks: int, step: int = 2000) -> None:
-    """The tokens' Transfer and AuthorizationUsed logs of the last `blocks` blocks, in one batch."""
+def _needs_refund_scan(r: dict) -> bool:
+    """Refunds matter where money moved and the outcome is bad or unclear."""
+    return (r.get("status") or 0) >= 500 or r.get("status") is None or (r.get("settlement_count") or 0) > 1 \
+        or (r.get("last_status") or "pending") != "passed" and r.get("last_status") is not None
+
+
+def _scan_logs(rpc: Rpc, view: ChainView, rows: list[dict], blocks: int, step: int = 2000) -> None:
+    """Targeted log scans of the last `blocks` blocks, in one batch: AuthorizationUsed of payers whose
+    settlement hash is unknown, and Transfers back from payee to payer where a refund may matter."""
+    topic = lambda a: "0x" + a.lower().removeprefix("0x").rjust(64, "0")  # noqa: E731
+    filters = []
+    for token in sorted({(r.get("asset") or "").lower() for r in rows if r.get("asset")}):
+        mine = [r for r in rows if (r.get("asset") or "").lower() == token and r.get("payer")]
+        lost = sorted({topic(r["payer"]) for r in mine if not r.get("payment_hash")})
+        if lost:
+            filters.append({"address": token, "topics": [AUTHORIZATION_USED, lost]})
+        back = [r for r in mine if r.get("pay_to") and _needs_refund_scan(r)]
+        if back:
+            filters.append({"address": token, "topics": [TRANSFER, sorted({topic(r["pay_to"]) for r in back}),
+                                                         sorted({topic(r["payer"]) for r in back})]})
     first = max(0, view.head - blocks)
-    calls = [("eth_getLogs", [{"address": token, "fromBlock": hex(lo), "toBlock": hex(min(lo + step - 1, view.head)),
-                               "topics": [[TRANSFER, AUTHORIZATION_USED]]}])
-             for token in sorted(tokens) for lo in range(first, view.head + 1, step)]
+    calls = [("eth_getLogs", [{**f, "fromBlock": hex(lo), "toBlock": hex(min(lo + step - 1, view.head))}])
+             for f in filters for lo in range(first, view.head + 1, step)]
     for logs in rpc.batch(calls):
         for lg in logs or []:
             topics = [t.lower() for t in lg.get("topics") or []]
