@@ -35,11 +35,18 @@ def _prepare(data_dir: str | os.PathLike) -> None:
     ensure_anchors(journal_dir(data_dir))
 
 
-def connect(data_dir: str | os.PathLike) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the views over `data_dir`'s journal."""
+def connect(data_dir: str | os.PathLike, snapshot: bool = True) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the views over `data_dir`'s journal.
+
+    With `snapshot` (the default), the journal is read once into a temporary `events` table that the
+    views then use: every query of the connection sees the same consistent moment, and the files are
+    read and parsed once instead of once per view that a query touches.
+    """
     _prepare(data_dir)
     con = duckdb.connect(":memory:")
     con.execute(views_sql(data_dir))
+    if snapshot:
+        con.execute("CREATE TEMP TABLE events AS SELECT * FROM main.events")
     return con
 
 
