@@ -14,6 +14,7 @@ The verdict (check `verdict`) is `failed` if a check failed, `pending` while one
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import timezone
@@ -51,6 +52,7 @@ class Summary:
     changed: int = 0
     statuses: dict = field(default_factory=dict)
     faults: list = field(default_factory=list)
+    logs: dict = field(default_factory=dict)  # eth_getLogs answers of this pass, by filter (chunks repeat them)
 
 
 def signature_check(r: dict) -> Check:
@@ -206,14 +208,52 @@ def _chain_view(net, rows: list[dict], summary: Summary) -> ChainView | None:
         view = ChainView(head=int(block["number"], 16), head_time=float(int(block["timestamp"], 16)))
         _scan_logs(rpc, view, rows, net.scan_blocks)
         hashes = sorted({h for r in rows if (h := view.settlement_tx(r)[0])})
-        for start in range(0, len(hashes), 500):
-            part = hashes[start:start + 500]
+        if len(hashes) > BULK:
+            view.receipts.update(_receipts_from_logs(rpc, view.head, rows, set(hashes), net, summary.logs))
+        rest = [h for h in hashes if h not in view.receipts]
+        for start in range(0, len(rest), 500):
+            part = rest[start:start + 500]
             view.receipts.update(zip(part, rpc.batch([("eth_getTransactionReceipt", [h]) for h in part])))
     except RpcError as exc:
         summary.faults.append(f"{net.caip2}: {exc}")
         log.error("receipts verify: %s: %s — nothing about this network is decided until it answers", net.caip2, exc)
         return None
     return view
+
+
+BULK = 50  # above this many settlements in a round, read them from the token's logs, not one by one
+
+
+def _receipts_from_logs(rpc: Rpc, head: int, rows: list[dict], wanted: set[str], net, cache: dict,
+                        step: int = 2000) -> dict:
+    """Receipts of many settlements at once, from the tokens' Transfer and AuthorizationUsed logs whose
+    first topic is one of the payers (a log exists only if its transaction succeeded, and carries the
+    block). Transactions not found this way are looked up one by one by the caller."""
+    topic = lambda a: "0x" + a.lower().removeprefix("0x").rjust(64, "0")  # noqa: E731
+    calls = []
+    for token in sorted({(r.get("asset") or "").lower() for r in rows if r.get("asset")}):
+        payers = sorted({topic(r["payer"]) for r in rows if (r.get("asset") or "").lower() == token and r.get("payer")})
+        for i in range(0, len(payers), 100):
+            for lo in range(max(0, head - net.scan_blocks), head + 1, step):
+                calls.append(("eth_getLogs", [{"address": token, "fromBlock": hex(lo), "toBlock": hex(min(lo + step - 1, head)),
+                                               "topics": [[TRANSFER, AUTHORIZATION_USED], payers[i:i + 100]]}]))
+    keys = [json.dumps(c[1], sort_keys=True) for c in calls]
+    missing = [(k, c) for k, c in zip(keys, calls) if k not in cache]
+    cache.update(zip([k for k, _ in missing], rpc.batch([c for _, c in missing])))
+    found: dict[str, dict] = {}
+    for logs in (cache[k] for k in keys):
+        for lg in logs or []:
+            tx = lg["transactionHash"].lower()
+            if tx in wanted:
+                found.setdefault(tx, {"status": "0x1", "blockNumber": lg["blockNumber"], "from": None, "logs": []})
+                found[tx]["logs"].append(lg)
+    if net.facilitators and found:  # the sender check needs each transaction's `from`: one call per block
+        blocks = sorted({r["blockNumber"] for r in found.values()})
+        for block in rpc.batch([("eth_getBlockByNumber", [b, True]) for b in blocks]):
+            for tx in (block or {}).get("transactions") or []:
+                if tx["hash"].lower() in found:
+                    found[tx["hash"].lower()]["from"] = tx["from"]
+    return found
 
 
 def _needs_refund_scan(r: dict) -> bool:

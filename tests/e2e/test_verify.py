@@ -344,3 +344,17 @@ def test_zz_a_settlement_lost_in_a_reorg_that_never_reappears_fails(stack, proxy
     doc = receipt(proxy, call.tx_hash)
     assert [v[0] for v in verdicts(doc)][-3:] == ["passed", "pending", "failed"]
     assert (doc["receipt"]["proof_status"], doc["receipt"]["reason"]) == ("failed", "settlement_disappeared")
+
+
+def test_zzz_reading_settlements_from_logs_decides_exactly_as_one_receipt_each(stack, proxy, config, monkeypatch):
+    # many receipts at once are read from the token's logs (verify.BULK); force that path for all of
+    # them: every verdict already decided one receipt at a time must stay as it is
+    from storage import config as cfg
+    from storage.journal import Journal
+    from verifier import verify as V
+
+    monkeypatch.setattr(V, "BULK", 0)
+    with Journal(proxy.data, "verifier-bulk") as journal:
+        summary = V.verify_once(str(proxy.data), cfg.load(config), journal)
+    assert summary.seen >= 5 and summary.statuses.get("passed", 0) >= 4, summary.statuses
+    assert summary.faults == [] and summary.changed == 0, "the log path agrees with every earlier verdict"
