@@ -31,19 +31,56 @@ from .rpc import Rpc, RpcError
 log = logging.getLogger("receipts.verify")
 
 TO_VERIFY = """
-SELECT r.*, v.last.proof_status AS last_status, v.last.resolution AS last_resolution, v.last.reason AS last_reason
-FROM receipts r
-LEFT JOIN (SELECT receipt_id, arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason},
-                                      observed_at) AS last
-           FROM checks WHERE "check" = 'verdict' GROUP BY receipt_id) v USING (receipt_id)
-WHERE r.payer IS NOT NULL AND coalesce(v.last.proof_status, 'pending') IN ('pending', 'passed')
+WITH pay AS (
+    SELECT logical_id, count(*) AS payment_count,
+           arg_max({'payer': payer, 'pay_to': pay_to, 'asset': asset, 'amount': amount, 'scheme': scheme,
+                    'kind': kind, 'nonce': nonce, 'network': network, 'valid_after': valid_after,
+                    'valid_before': valid_before, 'signer': signer, 'signer_error': signer_error,
+                    'paid_at': sent_at}, sent_at) AS p
+    FROM payments GROUP BY logical_id
+), settle AS (
+    SELECT logical_id, arg_max(tx_hash, seen_at) FILTER (WHERE tx_hash IS NOT NULL) AS payment_hash,
+           arg_max(job_id, seen_at) FILTER (WHERE job_id IS NOT NULL) AS settlement_job_id,
+           count(DISTINCT tx_hash) AS settlement_count
+    FROM settlements GROUP BY logical_id
+), chal AS (
+    SELECT logical_id, arg_max({'amount': amount, 'pay_to': pay_to, 'asset': asset, 'network': network},
+                               seen_at) AS c
+    FROM challenges GROUP BY logical_id
+), answer AS (  -- the HTTP status of each logical call's last attempt (NULL: no answer)
+    SELECT r.logical_id, arg_max({'status': TRY_CAST(json_extract_string(e.data, '$.status') AS INTEGER)},
+                                 r.ts).status AS status
+    FROM requests r LEFT JOIN events e ON e.receipt_id = r.receipt_id AND e.type = 'response'
+    WHERE r.logical_id IN (SELECT logical_id FROM pay)
+    GROUP BY r.logical_id
+), verdict AS (
+    SELECT receipt_id AS logical_id,
+           arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason}, observed_at) AS v
+    FROM checks WHERE "check" = 'verdict' GROUP BY receipt_id
+)
+SELECT pay.logical_id AS receipt_id, p.payer, p.pay_to, p.asset, p.scheme, p.kind, p.nonce,
+       coalesce(p.network, c.network) AS network, p.valid_after, p.valid_before, p.paid_at, p.signer, p.signer_error,
+       CASE WHEN p.scheme = 'exact' THEN p.amount END AS signed_amount,
+       CASE WHEN p.scheme = 'upto' THEN p.amount END AS amount_cap,
+       c.amount AS max_amount_required, c.pay_to AS challenge_pay_to, c.asset AS challenge_asset,
+       c.network AS challenge_network, settle.payment_hash, settle.settlement_job_id,
+       coalesce(settle.settlement_count, 0) AS settlement_count, payment_count, answer.status,
+       v.proof_status AS last_status, v.resolution AS last_resolution, v.reason AS last_reason
+FROM pay
+LEFT JOIN settle USING (logical_id)
+LEFT JOIN chal USING (logical_id)
+LEFT JOIN answer USING (logical_id)
+LEFT JOIN verdict USING (logical_id)
+WHERE p.payer IS NOT NULL AND coalesce(v.proof_status, 'pending') IN ('pending', 'passed')
 """
-LAST_CHECKS_OF = """
+LAST_CHECKS = """
+CREATE TABLE last_checks AS  -- not TEMP: the history cursor must see it
 SELECT receipt_id, "check", l.result, l.reason, ever_passed FROM (
     SELECT receipt_id, "check", arg_max({'result': result, 'reason': reason}, observed_at) AS l,
            bool_or(result = 'pass') AS ever_passed
-    FROM checks WHERE receipt_id IN (SELECT unnest($ids)) GROUP BY ALL)
+    FROM checks GROUP BY ALL)
 """
+LAST_CHECKS_OF = "SELECT * FROM last_checks WHERE receipt_id IN (SELECT unnest($ids))"
 
 
 @dataclass
@@ -119,7 +156,8 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int 
     """One pass over every receipt that is not final yet, `chunk` receipts at a time."""
     summary = Summary()
     with db.connect(data_dir) as con:
-        cur = con.execute(TO_VERIFY + " ORDER BY network, receipt_id")
+        con.execute(LAST_CHECKS)  # once per pass; each chunk then looks up its own receipts
+        cur = con.execute(TO_VERIFY + " ORDER BY network, receipt_id")  # a narrow query: not the receipts view
         cols = [d[0] for d in cur.description]
         history = con.cursor()  # a second cursor: the first one is still streaming
         while batch := cur.fetchmany(chunk):
