@@ -7,11 +7,12 @@ node that is behind all raise `RpcError` (after retries with backoff), never ret
 """
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+
+import orjson
 
 
 class RpcError(Exception):
@@ -67,8 +68,8 @@ class Rpc:
     def _send(self, calls: list[tuple[str, list]]) -> list[object]:
         first = self._next_id
         self._next_id += len(calls)
-        body = json.dumps([{"jsonrpc": "2.0", "id": first + i, "method": m, "params": p}
-                           for i, (m, p) in enumerate(calls)]).encode()
+        body = orjson.dumps([{"jsonrpc": "2.0", "id": first + i, "method": m, "params": p}
+                             for i, (m, p) in enumerate(calls)])
         req = urllib.request.Request(self.url, body, {"content-type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
@@ -87,8 +88,8 @@ class Rpc:
 
 def _results(raw: bytes, first: int, n: int) -> list[object]:
     try:
-        items = json.loads(raw)
-    except ValueError:
+        items = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         raise RpcError("bad_response", "the node's answer is not JSON") from None
     if isinstance(items, dict):  # some nodes answer a whole failed batch with one error object
         raise RpcError("bad_response", str(items.get("error") or items)[:200])
