@@ -9,7 +9,8 @@ compacted Parquet files. The envelope is fixed; the payload (`data`) depends on 
 | `response`   | addon      | before the response (or a stream's headers) reaches the client        |
 | `stream_end` | addon      | after the last chunk of a streamed response passed through            |
 | `error`      | addon      | the exchange failed: client gone, upstream refused or timed out, TLS  |
-| `check`      | verifier   | one observation about a receipt's proof (issue 3)                     |
+| `check`      | verifier   | what one verification pass found that changed: `{"checks": [...]}`,   |
+|              |            | each `{check, result, reason, detail, block}`, the verdict included   |
 
 Envelope fields (see storage/views.sql for how each is read):
 - `id`: unique event id (UUIDv7 text for live capture, UUIDv5 for ingested files so that ingesting the

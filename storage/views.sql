@@ -175,10 +175,11 @@ CREATE OR REPLACE VIEW checks AS
 SELECT
     receipt_id, x[1] AS "check", x[2] AS result, x[3] AS proof_status, x[4] AS resolution, x[5] AS reason,
     x[6]::JSON AS detail, TRY_CAST(x[7] AS BIGINT) AS block, utc(ts) AS observed_at
-FROM (
-    SELECT receipt_id, ts, json_extract_string(data, ['$.check', '$.result', '$.status', '$.resolution',
-                                                      '$.reason', '$.detail', '$.block']) AS x
-    FROM events WHERE type = 'check');
+FROM (  -- a check event holds a list: the checks that changed in one pass, and the verdict if it did
+    SELECT receipt_id, ts, json_extract_string(c, ['$.check', '$.result', '$.status', '$.resolution',
+                                                   '$.reason', '$.detail', '$.block']) AS x
+    FROM (SELECT receipt_id, ts, unnest(TRY_CAST(json_extract(data, '$.checks') AS JSON[])) AS c
+          FROM events WHERE type = 'check'));
 
 -- One row per logical call: the 402 challenge, the paid attempt and any retries together.
 CREATE OR REPLACE VIEW receipts AS

@@ -277,14 +277,15 @@ def _receipts_from_logs(rpc: Rpc, head: int, rows: list[dict], wanted: set[str],
                                                "topics": [[TRANSFER, AUTHORIZATION_USED], payers[i:i + 100]]}]))
     keys = [json.dumps(c[1], sort_keys=True) for c in calls]
     missing = [(k, c) for k, c in zip(keys, calls) if k not in cache]
-    cache.update(zip([k for k, _ in missing], rpc.batch([c for _, c in missing])))
+    for key, logs in zip([k for k, _ in missing], rpc.batch([c for _, c in missing])):
+        cache[key] = [(lg["transactionHash"].lower(), lg["blockNumber"], lg["address"], tuple(lg["topics"]),
+                       lg.get("data"), lg.get("logIndex")) for lg in logs or []]  # compact: kept for the pass
     found: dict[str, dict] = {}
     for logs in (cache[k] for k in keys):
-        for lg in logs or []:
-            tx = lg["transactionHash"].lower()
+        for tx, block, address, topics, data, index in logs:
             if tx in wanted:
-                found.setdefault(tx, {"status": "0x1", "blockNumber": lg["blockNumber"], "from": None, "logs": []})
-                found[tx]["logs"].append(lg)
+                found.setdefault(tx, {"status": "0x1", "blockNumber": block, "from": None, "logs": []})
+                found[tx]["logs"].append({"address": address, "topics": list(topics), "data": data, "logIndex": index})
     if net.facilitators and found:  # the sender check needs each transaction's `from`: one call per block
         blocks = sorted({r["blockNumber"] for r in found.values()})
         for block in rpc.batch([("eth_getBlockByNumber", [b, True]) for b in blocks]):
@@ -335,16 +336,14 @@ def _payment(r: dict) -> dict:
 
 
 def _changes(r: dict, checks: list[Check], last: dict, summary: Summary, grace: float, chain_now: float) -> list[Event]:
-    rid, now, out = r["receipt_id"], time.time(), []
-    for c in checks:
-        if last.get((rid, c.name)) != (c.result, c.reason):
-            out.append(Event("check", rid, {"check": c.name, "result": c.result, "reason": c.reason,
-                                            "detail": c.detail, "block": c.block}, ts=now))
+    """One `check` event holding the checks whose result changed, and the verdict if it changed."""
+    rid = r["receipt_id"]
+    changed = [{"check": c.name, "result": c.result, "reason": c.reason, "detail": c.detail, "block": c.block}
+               for c in checks if last.get((rid, c.name)) != (c.result, c.reason)]
     status, resolution, reason = verdict(checks, r, chain_now, grace)
     summary.statuses[status] = summary.statuses.get(status, 0) + 1
     if (r.get("last_status"), r.get("last_resolution"), r.get("last_reason")) != (status, resolution, reason):
         summary.changed += 1
-        out.append(Event("check", rid, {"check": "verdict", "result": status, "status": status,
-                                        "resolution": resolution, "reason": reason,
-                                        "detail": {c.name: c.result for c in checks}}, ts=now))
-    return out
+        changed.append({"check": "verdict", "result": status, "status": status, "resolution": resolution,
+                        "reason": reason, "detail": {c.name: c.result for c in checks}})
+    return [Event("check", rid, {"checks": changed})] if changed else []
