@@ -184,11 +184,12 @@ def _full_body(body: bytes, limit: int, content_type: str | None) -> dict:
 
 
 # ---- classification --------------------------------------------------------------------------
-def request_match(req: Req, h: Headers, settings: Settings) -> str | None:
-    """Why the request is recorded before it is forwarded: x402 / path / rule, or None."""
-    if settings.capture_x402 and (h.first_of(PAYMENT_HEADERS)[0] or SESSION_HEADER in h.items):
+def request_match(header_names: set[str], host: str, path: str, settings: Settings) -> str | None:
+    """Why a request is recorded before it is forwarded: x402 / path / rule, or None.
+    `header_names` are lowercased; most traffic stops here, so callers pass what is cheap to get."""
+    if settings.capture_x402 and not header_names.isdisjoint(PAID_HEADERS):
         return "x402"
-    return settings.is_ai_call(req.host, req.path)
+    return settings.is_ai_call(host, path)
 
 
 def response_is_x402(resp: Resp, h: Headers) -> bool:
@@ -239,12 +240,13 @@ def _challenge_entry(pay: dict, challenge: dict | None) -> dict | None:
 
 
 def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, source: str,
-                 challenge: dict | None = None) -> dict:
+                 challenge: dict | None = None, decoded: tuple | None = None) -> dict:
+    """The request payload; `decoded` is `payment(req.h)` when the caller already has it."""
     h = req.h
     path, query = safe_query(req.path)
     doc = parse_json(req.body)
     doc = doc if isinstance(doc, dict) else {}
-    pay, errors = payment(h)
+    pay, errors = decoded if decoded is not None else payment(h)
     if pay:
         pay = completed_payment(pay, settings, challenge)
     errors = errors + _oversized(h)

@@ -66,18 +66,12 @@ def _not_yet_recorded(events: list[Event], data_dir: str) -> list[Event]:
 def exchange_events(req: X.Req, resp: X.Resp | None, settings: Settings, linker: Linker, *,
                     seed: str, source: str) -> list[Event]:
     """The events live capture would have written for this exchange ([] if it is not an AI call)."""
-    h = req.h
-    match = X.request_match(req, h, settings)
+    match = X.request_match(set(req.h.items), req.host, req.path, settings)
     if match is None and not (resp and settings.capture_x402 and X.response_is_x402(resp, resp.h)):
         return []
     receipt_id = uuid7(req.ts, seed=seed.encode())
-    pay, _ = X.payment(h)
-    keys = Linker.keys(req.client, req.method, f"{req.scheme}://{req.host}:{req.port}{req.path}",
-                       X.sha256_hex(req.body) if req.body is not None else None, h.get("idempotency-key"),
-                       pay.get("payment_identifier") if pay else None)
-    logical = linker.link(keys, receipt_id, req.ts)
-    data = X.request_data(req, settings, logical_id=logical, match=match or "x402-response", source=source,
-                          challenge=linker.challenge_for(logical))
+    logical, keys, data = linker.open(req, settings, receipt_id=receipt_id, match=match or "x402-response",
+                                      source=source)
     events = [Event("request", receipt_id, data, ts=req.ts, id=stable_id(seed, "request"))]
     if resp is None:
         linker.outcome(keys, False)

@@ -14,6 +14,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from storage.config import Settings
+
+from . import exchange as X
+
 
 @dataclass
 class _Entry:
@@ -38,6 +42,19 @@ class Linker:
             keys.append(("idem", client, idempotency_key))
         keys.append(("body", client, method, url, body_sha256))
         return keys
+
+    def open(self, req: X.Req, settings: Settings, *, receipt_id: str, match: str,
+             source: str) -> tuple[str, list[tuple], dict]:
+        """A new attempt: (its logical id, its link keys, its request payload), decoding its payment once."""
+        decoded = X.payment(req.h)
+        pay = decoded[0] or {}
+        keys = self.keys(req.client, req.method, f"{req.scheme}://{req.host}:{req.port}{req.path}",
+                         X.sha256_hex(req.body) if req.body is not None else None, req.h.get("idempotency-key"),
+                         pay.get("payment_identifier"))
+        logical = self.link(keys, receipt_id, req.ts)
+        data = X.request_data(req, settings, logical_id=logical, match=match, source=source,
+                              challenge=self.challenge_for(logical), decoded=decoded)
+        return logical, keys, data
 
     def link(self, keys: list[tuple], receipt_id: str, ts: float) -> str:
         """The logical id for a new attempt (its own receipt id when it starts a new call)."""

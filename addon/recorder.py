@@ -69,9 +69,6 @@ def to_resp(flow: http.HTTPFlow, streamed: bool = False) -> X.Resp:
                   ts_end=r.timestamp_end, reason=r.reason, http_version=r.http_version)
 
 
-PAID_HEADER_BYTES = tuple(name.encode() for name in X.PAID_HEADERS)
-
-
 def _fields(headers: http.Headers) -> list[tuple[str, str]]:
     return [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for k, v in headers.fields]
 
@@ -210,22 +207,13 @@ class Recorder:
 
     # ---- helpers -----------------------------------------------------------------------------
     def _match(self, flow: http.HTTPFlow) -> str | None:
-        """X.request_match, read straight from the flow: most traffic stops here, so keep it cheap."""
-        if self.settings.capture_x402:
-            names = {k.lower() for k, _ in flow.request.headers.fields}
-            if any(name in names for name in PAID_HEADER_BYTES):
-                return "x402"
-        return self.settings.is_ai_call(flow.request.pretty_host, flow.request.path)
+        names = {k.decode("latin-1").lower() for k, _ in flow.request.headers.fields}
+        return X.request_match(names, flow.request.pretty_host, flow.request.path, self.settings)
 
     def _start(self, flow: http.HTTPFlow, req: X.Req, match: str) -> tuple[FlowState, Event]:
-        receipt_id, h = uuid7(req.ts), req.h
-        keys = Linker.keys(req.client, req.method, f"{req.scheme}://{req.host}:{req.port}{req.path}",
-                           X.sha256_hex(req.body) if req.body is not None else None, h.get("idempotency-key"),
-                           _payment_identifier(h))
-        logical = self.linker.link(keys, receipt_id, req.ts)
-        data = X.request_data(req, self.settings, logical_id=logical, match=match, source="proxy",
-                              challenge=self.linker.challenge_for(logical))
-        st = FlowState(receipt_id, logical, keys, paid=X.is_paid(h))
+        receipt_id = uuid7(req.ts)
+        logical, keys, data = self.linker.open(req, self.settings, receipt_id=receipt_id, match=match, source="proxy")
+        st = FlowState(receipt_id, logical, keys, paid=X.is_paid(req.h))
         self._flows[flow.id] = st
         flow.metadata["receipt_id"] = receipt_id  # shown in mitmweb, saved with flow files
         return st, Event("request", receipt_id, data, ts=req.ts, id=uuid7())
@@ -271,7 +259,3 @@ class Recorder:
 def _journal_settings(s: cfg.Settings) -> tuple:
     return s.data_dir, s.durability, s.seal_interval, s.compact_after, s.compact_grace
 
-
-def _payment_identifier(h: X.Headers) -> str | None:
-    pay, _ = X.payment(h) if X.is_paid(h) else (None, None)
-    return pay.get("payment_identifier") if pay else None

@@ -32,10 +32,6 @@ from dataclasses import dataclass, field
 
 EVENT_TYPES = ("request", "response", "stream_end", "error", "check")
 
-# Statuses users see (DESIGN.md "Status, precisely").
-PROOF_STATUSES = ("unpaid", "pending", "passed", "failed")
-RESOLUTIONS = ("retried", "refunded", "risky")
-
 
 _counter = itertools.count(int.from_bytes(os.urandom(9), "big"))
 

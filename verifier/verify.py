@@ -89,7 +89,6 @@ class Summary:
     changed: int = 0
     statuses: dict = field(default_factory=dict)
     faults: list = field(default_factory=list)
-    logs: dict = field(default_factory=dict)  # eth_getLogs answers of this pass, by filter (chunks repeat them)
 
 
 def signature_check(r: dict) -> Check:
@@ -154,7 +153,7 @@ CHUNK = 2000  # receipts per round: memory stays flat however many there are
 
 def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int = CHUNK) -> Summary:
     """One pass over every receipt that is not final yet, `chunk` receipts at a time."""
-    summary = Summary()
+    summary, logs = Summary(), {}  # logs: this pass's eth_getLogs answers by filter (chunks repeat them)
     with db.connect(data_dir) as con:
         con.execute(LAST_CHECKS)  # once per pass; each chunk then looks up its own receipts
         cur = con.execute(TO_VERIFY + " ORDER BY network, receipt_id")  # a narrow query: not the receipts view
@@ -166,7 +165,7 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int 
             events: list[Event] = []
             for network in sorted({r.get("network") or "unknown" for r in rows}):
                 group = [r for r in rows if (r.get("network") or "unknown") == network]
-                events += _verify_network(network, group, settings, last, summary)
+                events += _verify_network(network, group, settings, last, summary, logs)
             if events:
                 journal.write(events)
     return summary
@@ -205,9 +204,10 @@ class ChainView:
                 and t["block"] >= since_block]
 
 
-def _verify_network(network: str, rows: list[dict], settings: Settings, last: dict, summary: Summary) -> list[Event]:
+def _verify_network(network: str, rows: list[dict], settings: Settings, last: dict, summary: Summary,
+                    logs: dict) -> list[Event]:
     net = settings.network(network)
-    chain = _chain_view(net, rows, summary) if net and net.rpc else None
+    chain = _chain_view(net, rows, summary, logs) if net and net.rpc else None
     events = []
     for r in rows:
         summary.seen += 1
@@ -238,7 +238,7 @@ def _settlement_checks(r: dict, chain: ChainView, net) -> list[Check]:
     return out
 
 
-def _chain_view(net, rows: list[dict], summary: Summary) -> ChainView | None:
+def _chain_view(net, rows: list[dict], summary: Summary, logs: dict) -> ChainView | None:
     """One round's facts from the node, in few batched calls; None on a fault (nothing is decided)."""
     rpc = Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(net.caip2.split(":")[1]))
     try:
@@ -247,7 +247,7 @@ def _chain_view(net, rows: list[dict], summary: Summary) -> ChainView | None:
         _scan_logs(rpc, view, rows, net.scan_blocks)
         hashes = sorted({h for r in rows if (h := view.settlement_tx(r)[0])})
         if len(hashes) > BULK:
-            view.receipts.update(_receipts_from_logs(rpc, view.head, rows, set(hashes), net, summary.logs))
+            view.receipts.update(_receipts_from_logs(rpc, view.head, rows, set(hashes), net, logs))
         rest = [h for h in hashes if h not in view.receipts]
         for start in range(0, len(rest), 500):
             part = rest[start:start + 500]

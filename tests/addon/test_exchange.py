@@ -32,7 +32,8 @@ def test_opengradient_headers_and_tee_fields():
     q = X.request_data(req([("X-Upto-Session", "sess-1"), ("X-SETTLEMENT-TYPE", "individual")]), SETTINGS,
                        logical_id="l", match="x402", source="test")
     assert (q["upto_session"], q["settlement_type"]) == ("sess-1", "individual")
-    assert X.request_match(req([("x-upto-session", "s")], path="/anything"), req([("x-upto-session", "s")]).h, SETTINGS) == "x402"
+    assert X.request_match({"x-upto-session"}, "api.example", "/anything", SETTINGS) == "x402"
+    assert X.request_match(set(), "api.example", "/anything", SETTINGS) is None
 
 
 def test_tee_headers_when_the_body_has_none():
