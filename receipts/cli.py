@@ -38,10 +38,11 @@ def cmd_proxy(args) -> int:
         "ca_dir": args.ca_dir, "bodies": args.bodies, "durability": args.durability,
         "stamp_receipt_id": args.stamp, "capture_x402": args.x402, "upstream_ca": args.upstream_ca,
         "seal_interval": args.seal_interval, "body_max_bytes": args.body_max_bytes,
-        "compact_after": args.compact_after, "compact_grace": args.compact_grace,
+        "compact_after": args.compact_after, "compact_grace": args.compact_grace, "og_pin": args.pin,
     }
     settings = cfg.with_extras(cfg.load(args.config, overrides), args.rule, args.ai_path)
-    return proxy.run(settings, args.config or (str(cfg.DEFAULT_CONFIG) if cfg.DEFAULT_CONFIG.exists() else None))
+    config = args.config or (str(cfg.DEFAULT_CONFIG) if cfg.DEFAULT_CONFIG.exists() else None)
+    return proxy.run(settings, config, reverse=proxy.reverse_upstream(args.reverse, settings) if args.reverse else None)
 
 
 def cmd_sql(args) -> int:
@@ -188,6 +189,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ai-path", action="append", help="another AI path suffix to record (repeatable)")
     p.add_argument("--rule", action="append", help="also record HOSTGLOB/PATHGLOB (repeatable)")
     p.add_argument("--upstream-ca", help="extra CA bundle to trust for upstream servers")
+    p.add_argument("--reverse", metavar="URL", help="reverse-proxy mode: clients call the proxy as if it were URL "
+                                                    "(for clients that ignore HTTPS_PROXY or pin certificates)")
+    p.add_argument("--pin", help="with --reverse: enforce | record | off, the TEE registry's certificate pin")
     p.add_argument("--seal-interval", help="seconds before events are visible to queries")
     p.add_argument("--body-max-bytes", help="largest body kept with --bodies full")
     p.add_argument("--compact-after", help="sealed segments that trigger compaction into Parquet")

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from storage.config import Settings
+from storage.config import ConfigError, Settings
 
 SCRIPT = Path(__file__).resolve().parent.parent / "addon" / "script.py"
 
@@ -23,6 +24,7 @@ def mitmdump_args(settings: Settings, config_path: str | None, mode: str = "regu
         "receipts_body_max_bytes": str(settings.body_max_bytes),
         "receipts_compact_after": str(settings.compact_after),
         "receipts_compact_grace": str(settings.compact_grace),
+        "receipts_pin": settings.og_pin,
         "flow_detail": "0",
     }
     if config_path:
@@ -40,13 +42,32 @@ def mitmdump_args(settings: Settings, config_path: str | None, mode: str = "regu
     return args
 
 
-def run(settings: Settings, config_path: str | None) -> int:
-    """Run the proxy in this process until interrupted."""
+def reverse_upstream(url: str, settings: Settings) -> str:
+    """The upstream of reverse-proxy mode, checked: an http(s) URL with a host, and a registry to pin
+    against unless the pin is off."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ConfigError(f"--reverse needs an upstream like https://host:port, not {url!r}.")
+    if settings.og_pin != "off" and not settings.og_registry:
+        raise ConfigError("--reverse checks the upstream certificate against the OpenGradient TEE registry "
+                          "(pin: enforce); set opengradient.registry in the config, or pass --pin off "
+                          "for an upstream that is not a registered TEE.")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def run(settings: Settings, config_path: str | None, reverse: str | None = None) -> int:
+    """Run the proxy in this process until interrupted (reverse: the upstream of reverse-proxy mode)."""
     from mitmproxy.tools.main import mitmdump
 
     Path(settings.ca_path).mkdir(parents=True, exist_ok=True)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     ca_file = Path(settings.ca_path).resolve() / "mitmproxy-ca-cert.pem"
+    if reverse:
+        print(f"receipts: recording into {Path(settings.data_dir).resolve()}\n"
+              f"receipts: reverse proxy for {reverse} (certificate pin: {settings.og_pin}); point the client at\n"
+              f"  https://{settings.listen_host}:{settings.listen_port} (or http://)", file=sys.stderr, flush=True)
+        mitmdump(mitmdump_args(settings, config_path, mode=f"reverse:{reverse}"))
+        return 0
     print(f"receipts: recording into {Path(settings.data_dir).resolve()}\n"
           f"receipts: point apps at it with\n"
           f"  export HTTPS_PROXY=http://{settings.listen_host}:{settings.listen_port} "

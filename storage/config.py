@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 BODY_MODES = ("none", "hash", "full")
+PIN_MODES = ("enforce", "record", "off")
 DURABILITY = ("full", "strict", "relaxed")
 DEFAULT_AI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages",
                     "/v1/embeddings", "/chat/completions")
@@ -78,6 +79,13 @@ class Settings:
     compact_grace: float = 60.0
     assets: tuple[Asset, ...] = ()
     networks: tuple[Network, ...] = ()
+    # OpenGradient: the TEE registry (and the settlement relay) on the OpenGradient chain, the blob
+    # store holding batch trees, and what reverse-proxy mode does with the registry's TLS pin.
+    og_network: str = "eip155:10740"
+    og_registry: str | None = None
+    og_relay: str | None = None
+    og_blob_url: str | None = None
+    og_pin: str = "enforce"
 
     def network(self, caip2: str | None, env: dict | None = None) -> Network | None:
         """The configured network (RPC URL overridden from the environment), if any."""
@@ -214,9 +222,33 @@ def _networks(value) -> tuple[Network, ...]:
     return tuple(out)
 
 
+def _caip2(name: str, value) -> str:
+    text = str(value)
+    if not text.startswith("eip155:") or not text[7:].isdigit():
+        raise ConfigError(f"{name} must be a CAIP-2 id such as eip155:10740, not {value!r}.")
+    return text
+
+
+def _address_or_none(name: str, value) -> str | None:
+    if value in (None, ""):
+        return None
+    text = str(value)
+    if len(text) != 42 or not text.startswith("0x") or any(c not in "0123456789abcdefABCDEF" for c in text[2:]):
+        raise ConfigError(f"{name} must be a 0x-prefixed 20-byte address, not {value!r}.")
+    return text
+
+
 def _flatten(raw: dict) -> dict:
     """The YAML file nests capture settings; flags and `--set` use flat names."""
-    flat = {k: v for k, v in raw.items() if k != "capture"}
+    flat = {k: v for k, v in raw.items() if k not in ("capture", "opengradient")}
+    og = raw.get("opengradient") or {}
+    if not isinstance(og, dict):
+        raise ConfigError("opengradient must be a mapping with network, registry, relay, blob_url and pin.")
+    unknown = set(og) - {"network", "registry", "relay", "blob_url", "pin"}
+    if unknown:
+        raise ConfigError(f"unknown opengradient setting {sorted(unknown)[0]!r} "
+                          "(known: network, registry, relay, blob_url, pin).")
+    flat.update({f"og_{k}": v for k, v in og.items()})
     capture = raw.get("capture") or {}
     if not isinstance(capture, dict):
         raise ConfigError("capture must be a mapping with x402, ai_paths and rules.")
@@ -248,6 +280,11 @@ def _validated(values: dict) -> dict:
         "compact_grace": lambda v: _positive("compact_grace", v),
         "assets": _assets,
         "networks": _networks,
+        "og_network": lambda v: _caip2("opengradient.network", v),
+        "og_registry": lambda v: _address_or_none("opengradient.registry", v),
+        "og_relay": lambda v: _address_or_none("opengradient.relay", v),
+        "og_blob_url": lambda v: None if v in (None, "") else str(v).rstrip("/"),
+        "og_pin": lambda v: _choice("opengradient.pin", "off" if v is False else v, PIN_MODES),  # YAML: off is False
     }
     return {k: conv[k](v) for k, v in values.items()}
 

@@ -174,12 +174,37 @@ JOIN requests r USING (receipt_id);
 CREATE OR REPLACE VIEW checks AS
 SELECT
     receipt_id, x[1] AS "check", x[2] AS result, x[3] AS proof_status, x[4] AS resolution, x[5] AS reason,
-    x[6]::JSON AS detail, TRY_CAST(x[7] AS BIGINT) AS block, utc(ts) AS observed_at
+    x[6]::JSON AS detail, TRY_CAST(x[7] AS BIGINT) AS block, x[8] AS tx, utc(ts) AS observed_at
 FROM (  -- a check event holds a list: the checks that changed in one pass, and the verdict if it did
     SELECT receipt_id, ts, json_extract_string(c, ['$.check', '$.result', '$.status', '$.resolution',
-                                                   '$.reason', '$.detail', '$.block']) AS x
+                                                   '$.reason', '$.detail', '$.block', '$.tx']) AS x
     FROM (SELECT receipt_id, ts, unnest(TRY_CAST(json_extract(data, '$.checks') AS JSON[])) AS c
           FROM events WHERE type = 'check'));
+
+-- OpenGradient upto sessions: the payment that opened each one (its request paid, its answer named the
+-- session in X-Upto-Session) and the calls made under it, until a 402 ended it.
+CREATE OR REPLACE VIEW sessions AS
+WITH member AS (
+    SELECT receipt_id, logical_id, upto_session AS session_id, started_at, status, paid, payment_identifier
+    FROM calls WHERE upto_session IS NOT NULL
+), opener AS (
+    SELECT m.session_id, arg_min({'logical_id': p.logical_id, 'payer': p.payer, 'pay_to': p.pay_to,
+                                  'asset': p.asset, 'network': p.network, 'scheme': p.scheme, 'amount': p.amount,
+                                  'nonce': p.nonce, 'deadline': coalesce(p.deadline, p.valid_before),
+                                  'valid_after': p.valid_after, 'facilitator': p.facilitator,
+                                  'spender': p.spender, 'decimals': p.decimals, 'symbol': p.symbol,
+                                  'signer': p.signer, 'sent_at': p.sent_at}, p.sent_at) AS o
+    FROM member m JOIN payments p USING (receipt_id) GROUP BY m.session_id
+), span AS (
+    SELECT session_id, count(*) FILTER (WHERE status < 400) AS calls, min(started_at) AS first_call_at,
+           max(started_at) FILTER (WHERE status < 400) AS last_call_at,
+           min(started_at) FILTER (WHERE status = 402 AND NOT paid) AS ended_at
+    FROM member GROUP BY session_id
+)
+SELECT span.session_id, o.logical_id AS opened_by, o.sent_at AS opened_at, o.payer, o.pay_to, o.asset, o.network,
+       o.scheme, o.amount AS amount_cap, o.decimals, o.symbol, o.nonce, o.deadline, o.valid_after, o.facilitator,
+       o.spender, o.signer, span.calls, span.first_call_at, span.last_call_at, span.ended_at
+FROM span LEFT JOIN opener USING (session_id);
 
 -- One row per logical call: the 402 challenge, the paid attempt and any retries together.
 CREATE OR REPLACE VIEW receipts AS
@@ -201,7 +226,12 @@ grp AS (
             FILTER (WHERE coalesce(client_request_id, idempotency_key, payment_identifier) IS NOT NULL) AS client_id,
         arg_max(coalesce(provider_request_id, response_id), started_at)
             FILTER (WHERE coalesce(provider_request_id, response_id) IS NOT NULL) AS provider_id,
-        arg_max(upto_session, started_at) FILTER (WHERE upto_session IS NOT NULL) AS session_id
+        arg_max(upto_session, started_at) FILTER (WHERE upto_session IS NOT NULL) AS session_id,
+        arg_max(settlement_type, started_at) FILTER (WHERE settlement_type IS NOT NULL) AS settlement_type,
+        arg_max(tee_id, started_at) FILTER (WHERE tee_id IS NOT NULL) AS tee_id,
+        arg_max(tee_timestamp, started_at) FILTER (WHERE tee_id IS NOT NULL) AS tee_timestamp,
+        arg_max(og_settlement_tx_hash, started_at) FILTER (WHERE og_settlement_tx_hash IS NOT NULL) AS anchor_tx,
+        arg_max(og_walrus_blob_id, started_at) FILTER (WHERE og_walrus_blob_id IS NOT NULL) AS anchor_blob_id
     FROM c GROUP BY logical_id
 ), idlist AS (  -- every id that finds the logical call, from every attempt and every settlement
     SELECT logical_id, list(DISTINCT lower(x)) FILTER (WHERE x IS NOT NULL) AS _ids
@@ -232,25 +262,26 @@ grp AS (
            count(DISTINCT tx_hash)                                      AS settlements
     FROM settlements GROUP BY logical_id
 ), last_check AS (  -- the latest verdict, as a whole (arg_max skips NULLs, so pack the fields)
-    SELECT logical_id, v.proof_status, v.resolution, v.reason FROM (
+    SELECT logical_id, v.proof_status, v.resolution, v.reason, v.tx FROM (
         SELECT receipt_id AS logical_id,
-               arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason}, observed_at) AS v
+               arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason, 'tx': tx},
+                       observed_at) AS v
         FROM checks WHERE "check" = 'verdict' GROUP BY receipt_id)
-)
+), sess AS (SELECT * FROM sessions)
 SELECT
     grp.logical_id                                                  AS receipt_id,
     coalesce(grp.client_id, grp.provider_id)                        AS request_id,
-    settle.tx_hash                                                  AS payment_hash,
-    coalesce(pay.payer, settle.payer)                               AS payer,
-    pay.pay_to,
-    pay.asset,
+    coalesce(settle.tx_hash, last_check.tx)                         AS payment_hash,
+    coalesce(pay.payer, settle.payer, sess.payer)                   AS payer,
+    coalesce(pay.pay_to, sess.pay_to)                               AS pay_to,
+    coalesce(pay.asset, sess.asset)                                 AS asset,
     coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END) AS amount,
-    CASE WHEN pay.scheme = 'upto' THEN pay.amount END               AS amount_cap,
+    CASE WHEN coalesce(pay.scheme, sess.scheme) = 'upto' THEN coalesce(pay.amount, sess.amount_cap) END AS amount_cap,
     chal.max_amount_required,
-    pay.decimals,
-    pay.symbol,
-    coalesce(pay.network, settle.network, chal.challenge_network)  AS network,
-    pay.scheme,
+    coalesce(pay.decimals, sess.decimals)                           AS decimals,
+    coalesce(pay.symbol, sess.symbol)                               AS symbol,
+    coalesce(pay.network, settle.network, chal.challenge_network, sess.network) AS network,
+    coalesce(pay.scheme, sess.scheme)                               AS scheme,
     pay.kind,
     pay.nonce,
     pay.valid_after,
@@ -265,6 +296,14 @@ SELECT
     coalesce(pay.payments, 0)                                       AS payment_count,
     coalesce(settle.settlements, 0)                                 AS settlement_count,
     grp.session_id,
+    sess.opened_by                                                  AS session_opened_by,
+    sess.calls                                                      AS session_calls,
+    sess.deadline                                                   AS session_deadline,
+    grp.settlement_type,
+    grp.tee_id,
+    grp.tee_timestamp,
+    grp.anchor_tx,
+    grp.anchor_blob_id,
     grp.model,
     grp.total_tokens,
     grp.status,
@@ -291,4 +330,5 @@ JOIN idlist USING (logical_id)
 LEFT JOIN pay USING (logical_id)
 LEFT JOIN chal USING (logical_id)
 LEFT JOIN settle USING (logical_id)
-LEFT JOIN last_check USING (logical_id);
+LEFT JOIN last_check USING (logical_id)
+LEFT JOIN sess ON sess.session_id = grp.session_id;
