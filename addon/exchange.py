@@ -9,11 +9,12 @@ request:    logical_id, source, client, client_port, app, method, scheme, host, 
             http_version, match (why it was recorded), headers (secrets replaced by hashes),
             body {size, sha256[, text, truncated]}, model, stream, ids {client_request_id,
             idempotency_key, traceparent}, payment (decoded x402 payment or null), upto_session,
-            settlement_type, errors
+            settlement_type, tee_request_hashes {form: keccak of that canonical form}, errors
 response:   status, reason, http_version, headers, content_type, body, stream, latency_ms,
-            provider_request_id, response_id, model, usage, challenge, settlement, tee, og, errors
+            provider_request_id, response_id, model, usage, challenge, settlement, tee, og,
+            tee_output_seen (keccak of the answer as a TEE hashes it), upstream (reverse-mode pin), errors
 stream_end: latency_ms, bytes, events, done, id, model, usage, tee, og, output_text_sha256,
-            output_chars, errors
+            output_text_keccak, output_chars, errors
 error:      kind, message, phase
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ from storage.config import Settings
 
 from . import eip712
 from . import fields as F
+from . import og
 from . import x402
 
 PAYMENT_HEADERS = ("payment-signature", "x-payment")
@@ -264,8 +266,14 @@ def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, s
         "payment": pay,
         "upto_session": h.get(SESSION_HEADER),
         "settlement_type": h.get("x-settlement-type"),
+        "tee_request_hashes": og.request_hashes(doc) if _is_og(h) else None,
         "errors": errors,
     }
+
+
+def _is_og(h: Headers) -> bool:
+    """OpenGradient SDK requests name their settlement type (or run under a session)."""
+    return "x-settlement-type" in h.items or SESSION_HEADER in h.items
 
 
 def _first(h: Headers, names: tuple[str, ...]) -> str | None:
@@ -333,6 +341,7 @@ def response_data(resp: Resp, req_ts: float, settings: Settings, *, stream: bool
         "model": doc_d.get("model") if isinstance(doc_d.get("model"), str) else None,
         "usage": F.usage_from_body(doc_d) if doc_d else None,
         "challenge": ch, "settlement": st, "tee": tee, "og": og_fields(h),
+        "tee_output_seen": og.output_hash(doc_d) if tee else None,
         "errors": ch_err + st_err + _oversized(h) + _bad_json(resp, h, doc, stream),
     }
 
@@ -357,7 +366,8 @@ def stream_end_data(summary: dict, req_ts: float, end_ts: float) -> dict:
           "settlement_job_id": settle.get("settlement_job_id"),
           "settlement_error": settle.get("data_settlement_error")}
     og = {k: v for k, v in og.items() if v}
-    keys = ("bytes", "events", "done", "id", "model", "usage", "tee", "output_text_sha256", "output_chars", "errors")
+    keys = ("bytes", "events", "done", "id", "model", "usage", "tee", "output_text_sha256", "output_text_keccak",
+            "output_chars", "errors")
     return {**{k: summary.get(k) for k in keys}, "og": og or None,
             "latency_ms": round((end_ts - req_ts) * 1000, 3)}
 

@@ -65,3 +65,25 @@ def check(cert_der: bytes, host: str, port: int, records) -> PinResult:
         if rec.tls_certificate == cert_der:
             return PinResult("match" if rec.enabled else "disabled", digest, rec.tee_id, rec.endpoint)
     return PinResult("mismatch", digest, here[0].tee_id, here[0].endpoint)
+
+
+class RegistryCache:
+    """The registry's records, read through `load` (I/O, injected) at most every `ttl` seconds; a
+    failed read keeps the last good records and says so."""
+
+    def __init__(self, load, ttl: float = 30.0, clock=None):
+        import time
+
+        self._load, self.ttl, self._clock = load, ttl, clock or time.monotonic
+        self._records: list | None = None
+        self._at = float("-inf")
+        self.error: str | None = None
+
+    def records(self) -> list | None:
+        if self._clock() - self._at >= self.ttl:
+            try:
+                self._records, self.error = list(self._load()), None
+            except Exception as exc:  # an RPC fault: the pin cannot be checked this time
+                self.error = str(exc)
+            self._at = self._clock()
+        return self._records

@@ -28,6 +28,7 @@ from storage.journal import Journal
 from storage.records import Event, uuid7
 
 from . import exchange as X
+from . import pin
 from .linker import Linker
 from .sse import SSEParser
 
@@ -42,6 +43,7 @@ OPTIONS = {  # option name -> (settings field, help)
     "receipts_body_max_bytes": ("body_max_bytes", "Largest body kept in full mode."),
     "receipts_compact_after": ("compact_after", "Sealed segments that trigger compaction into Parquet."),
     "receipts_compact_grace": ("compact_grace", "Seconds compacted segments stay readable."),
+    "receipts_pin": ("og_pin", "Reverse mode: enforce | record | off, the TEE registry's certificate pin."),
 }
 
 
@@ -90,6 +92,8 @@ class Recorder:
         self.journal: Journal | None = None
         self.linker = Linker()
         self._flows: dict[str, FlowState] = {}  # live flows by flow id (metadata must stay serializable)
+        self._registry: pin.RegistryCache | None = None  # reverse mode with a pin: the TEE registry
+        self._pins: dict[str, pin.PinResult | str] = {}  # pin result by server connection id
 
     # ---- options and lifecycle ---------------------------------------------------------------
     def load(self, loader) -> None:
@@ -110,6 +114,7 @@ class Recorder:
         self.settings = settings
         if self.journal is None:
             self.journal = self._open_journal(settings)
+        self._registry = _registry_cache(settings) if _reverse(ctx.options) and settings.og_pin != "off" else None
 
     def _settings(self) -> cfg.Settings:
         opts = ctx.options
@@ -158,6 +163,8 @@ class Recorder:
         flow.response.stream = self._tap(st.parser)
         self._stamp(flow, st)
         data = X.response_data(to_resp(flow, streamed=True), flow.request.timestamp_start, self.settings, stream=True)
+        if upstream := self._upstream(flow):
+            data["upstream"] = upstream
         await self._write([Event("response", st.receipt_id, data, ts=time.time())], st)
 
     async def response(self, flow: http.HTTPFlow) -> None:
@@ -170,6 +177,7 @@ class Recorder:
             st, first = self._start(flow, to_req(flow), "x402-response")
             events.append(first)
         now = time.time()
+        upstream = self._upstream(flow)
         if st.parser is not None:
             st.parser.close()
             data = X.stream_end_data(st.parser.summary(), flow.request.timestamp_start, now)
@@ -178,6 +186,8 @@ class Recorder:
         else:
             self._stamp(flow, st)
             data = X.response_data(to_resp(flow), flow.request.timestamp_start, self.settings)
+            if upstream:
+                data["upstream"] = upstream
             self.linker.remember_challenge(st.logical_id, data.get("challenge"))
             events.append(Event("response", st.receipt_id, data, ts=now))
             ok = flow.response.status_code < 400
@@ -192,6 +202,12 @@ class Recorder:
         msg = flow.error.msg
         phase = "response" if flow.response else "request"
         data = X.error_data(X.classify_error(msg), msg, phase)
+        upstream = self._upstream(flow)
+        if upstream and upstream["result"] != "match":
+            found = self._pins[flow.server_conn.id]
+            why = found if isinstance(found, str) else found.explain()
+            data = {**X.error_data(f"tee_pin_{upstream['result']}", why, "tls"), "upstream": upstream}
+            log.warning("receipts: refused upstream %s: %s", flow.request.pretty_host, why)
         await self._write([Event("error", st.receipt_id, data, ts=time.time())], st)
 
     def tls_failed_client(self, data) -> None:
@@ -205,7 +221,40 @@ class Recorder:
                     "use reverse-proxy mode; otherwise make it trust %s", peer[0], sni, msg,
                     self.settings.ca_path / "mitmproxy-ca-cert.pem")
 
+    async def tls_start_server(self, data) -> None:
+        """Reverse mode: the upstream must present the certificate the TEE registry lists for it."""
+        if self._registry is None or data.ssl_conn is None or not data.conn.address:
+            return
+        records = await asyncio.to_thread(self._registry.records)
+        host, port = data.conn.address[0], data.conn.address[1]
+        conn_id, enforce = data.conn.id, self.settings.og_pin == "enforce"
+
+        def verify(_conn, cert, _errno, depth, _ok) -> bool:
+            if depth:  # the chain above the leaf: the pin is on the leaf itself
+                return True
+            if records is None:
+                self._pins[conn_id] = f"the TEE registry could not be read ({self._registry.error})"
+                return not enforce
+            result = pin.check(_der(cert), host, port, records)
+            self._pins[conn_id] = result
+            return result.ok or not enforce
+
+        from OpenSSL import SSL
+
+        data.ssl_conn.set_verify(SSL.VERIFY_PEER, verify)
+        while len(self._pins) > 10_000:
+            self._pins.pop(next(iter(self._pins)))
+
     # ---- helpers -----------------------------------------------------------------------------
+    def _upstream(self, flow: http.HTTPFlow) -> dict | None:
+        """What the pin said about the upstream of this flow (reverse mode only)."""
+        found = self._pins.get(flow.server_conn.id) if flow.server_conn else None
+        if found is None:
+            return None
+        if isinstance(found, str):
+            return {"result": "unchecked", "why": found, "mode": self.settings.og_pin}
+        return {**found.as_dict(), "mode": self.settings.og_pin}
+
     def _match(self, flow: http.HTTPFlow) -> str | None:
         names = {k.decode("latin-1").lower() for k, _ in flow.request.headers.fields}
         return X.request_match(names, flow.request.pretty_host, flow.request.path, self.settings)
@@ -254,6 +303,28 @@ class Recorder:
                 parser.feed(chunk)
             return chunk
         return tap
+
+
+def _reverse(options) -> bool:
+    return any(str(m).startswith("reverse:") for m in getattr(options, "mode", []) or [])
+
+
+def _registry_cache(settings: cfg.Settings) -> pin.RegistryCache | None:
+    """The registry the pin is checked against (None: no registry configured, nothing matches)."""
+    from verifier.registry import Registry
+    from verifier.rpc import Rpc
+
+    net = settings.network(settings.og_network)
+    if not settings.og_registry or not net or not net.rpc:
+        return pin.RegistryCache(lambda: [])
+    rpc = Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(settings.og_network.split(":")[1]), retries=1)
+    return pin.RegistryCache(Registry(rpc, settings.og_registry).records)
+
+
+def _der(cert) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return cert.to_cryptography().public_bytes(Encoding.DER)
 
 
 def _journal_settings(s: cfg.Settings) -> tuple:

@@ -33,6 +33,7 @@ import re
 from typing import Any
 
 import orjson
+from Crypto.Hash import keccak
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 MAX_ERRORS = 20
@@ -122,6 +123,7 @@ class SSEParser:
         self._tee: dict[str, Any] | None = None
         self._settlement: dict[str, Any] | None = None
         self._text_hash = hashlib.sha256()
+        self._text_keccak = keccak.new(digest_bits=256, update_after_digest=True)  # what an OpenGradient TEE signs as the output
         self._text_seen = False
         self._output_chars = 0
         self._errors: list[str] = []
@@ -324,7 +326,9 @@ class SSEParser:
             return
         self._text_seen = True
         self._output_chars += len(text)
-        self._text_hash.update(text.encode("utf-8", "surrogatepass"))
+        raw = text.encode("utf-8", "surrogatepass")
+        self._text_hash.update(raw)
+        self._text_keccak.update(raw)
 
     # ---------------------------------------------------------------- output
 
@@ -345,6 +349,7 @@ class SSEParser:
             "tee": dict(self._tee) if self._tee is not None else None,
             "settlement": dict(self._settlement) if self._settlement is not None else None,
             "output_text_sha256": self._text_hash.hexdigest() if self._text_seen else None,
+            "output_text_keccak": "0x" + self._text_keccak.hexdigest() if self._text_seen or self._tee else None,
             "output_chars": self._output_chars,
             "errors": list(self._errors),
             "error_count": self._error_count,

@@ -29,7 +29,7 @@ SELECT receipt_id, ts, j[1] AS logical_id, j FROM (
         '$.logical_id', '$.client', '$.app', '$.method', '$.scheme', '$.host', '$.port', '$.path', '$.model',  -- 1-9
         '$.body.sha256', '$.body.size', '$.ids.client_request_id', '$.ids.idempotency_key',                 -- 10-13
         '$.payment.payment_identifier', '$.upto_session', '$.settlement_type', '$.source', '$.payment',       -- 14-18
-        '$.errors']) AS j                                                                                      -- 19
+        '$.errors', '$.tee_request_hashes']) AS j                                                            -- 19-20
     FROM events WHERE type = 'request');
 
 -- One row per HTTP exchange the recorder saw.
@@ -40,14 +40,15 @@ WITH resp AS (
         '$.usage.total_tokens', '$.stream', '$.body.sha256', '$.body.size', '$.provider_request_id',            -- 6-10
         '$.response_id', '$.og.upto_session', '$.tee.tee_id', '$.tee.tee_timestamp', '$.tee.tee_request_hash',   -- 11-15
         '$.tee.tee_output_hash', '$.tee.tee_signature', '$.og.settlement_tx_hash', '$.og.walrus_blob_id',        -- 16-19
-        '$.og.processing_hash', '$.usage', '$.errors']), ts) AS p                                               -- 20-22
+        '$.og.processing_hash', '$.usage', '$.errors', '$.upstream.result', '$.upstream.tee_id',                -- 20-24
+        '$.tee_output_seen']), ts) AS p                                                                          -- 25
     FROM events WHERE type = 'response' GROUP BY receipt_id
 ), fin AS (
     SELECT receipt_id, max(ts) AS ts, arg_max(json_extract_string(data, [
         '$.latency_ms', '$.model', '$.usage.prompt_tokens', '$.usage.completion_tokens', '$.usage.total_tokens', -- 1-5
         '$.bytes', '$.id', '$.tee.tee_id', '$.tee.tee_timestamp', '$.tee.tee_request_hash',                      -- 6-10
         '$.tee.tee_output_hash', '$.tee.tee_signature', '$.og.settlement_tx_hash', '$.og.walrus_blob_id',        -- 11-14
-        '$.output_text_sha256', '$.done', '$.usage', '$.errors']), ts) AS f                                     -- 15-18
+        '$.output_text_sha256', '$.done', '$.usage', '$.errors', '$.output_text_keccak']), ts) AS f            -- 15-19
     FROM events WHERE type = 'stream_end' GROUP BY receipt_id
 ), err AS (
     SELECT receipt_id, max(ts) AS ts, arg_max(json_extract_string(data, ['$.kind', '$.message']), ts) AS e
@@ -101,6 +102,10 @@ SELECT
     coalesce(fin.f[14], resp.p[19])                                  AS og_walrus_blob_id,
     resp.p[20]                                                       AS processing_hash,
     fin.f[15]                                                        AS output_text_sha256,
+    r.j[20]::JSON                                                    AS tee_request_hashes,
+    coalesce(fin.f[19], resp.p[25])                                  AS tee_output_seen,
+    resp.p[23]                                                       AS upstream_pin,
+    resp.p[24]                                                       AS upstream_tee_id,
     list_concat(
         coalesce(TRY_CAST(r.j[19] AS VARCHAR[]), []),
         coalesce(TRY_CAST(resp.p[22] AS VARCHAR[]), []),
