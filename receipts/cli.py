@@ -140,6 +140,7 @@ def cmd_ingest(args) -> int:
 
 def cmd_verify(args) -> int:
     from storage.journal import Journal
+    from verifier import og
     from verifier.verify import verify_once
 
     data = _data_dir(args)
@@ -149,7 +150,7 @@ def cmd_verify(args) -> int:
     deadline = time.monotonic() + args.seconds if args.seconds else None
     with Journal(data, "verifier", durability=settings.durability, seal_interval=0.2) as journal:
         while True:
-            s = verify_once(data, settings, journal)
+            s = og.verify_once(data, settings, journal, verify_once(data, settings, journal))
             counts = ", ".join(f"{n} {k}" for k, n in sorted(s.statuses.items())) or "nothing to verify"
             print(f"receipts verify: {s.seen} receipts checked ({counts}); {s.changed} changed"
                   + "".join(f"\n  fault: {render.safe(f)}" for f in s.faults), flush=True)

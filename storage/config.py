@@ -86,6 +86,7 @@ class Settings:
     og_relay: str | None = None
     og_blob_url: str | None = None
     og_pin: str = "enforce"
+    og_anchor_deadline: float = 1200.0  # seconds after tee_timestamp by which a proof must be anchored
 
     def network(self, caip2: str | None, env: dict | None = None) -> Network | None:
         """The configured network (RPC URL overridden from the environment), if any."""
@@ -244,10 +245,10 @@ def _flatten(raw: dict) -> dict:
     og = raw.get("opengradient") or {}
     if not isinstance(og, dict):
         raise ConfigError("opengradient must be a mapping with network, registry, relay, blob_url and pin.")
-    unknown = set(og) - {"network", "registry", "relay", "blob_url", "pin"}
+    unknown = set(og) - {"network", "registry", "relay", "blob_url", "pin", "anchor_deadline"}
     if unknown:
         raise ConfigError(f"unknown opengradient setting {sorted(unknown)[0]!r} "
-                          "(known: network, registry, relay, blob_url, pin).")
+                          "(known: network, registry, relay, blob_url, pin, anchor_deadline).")
     flat.update({f"og_{k}": v for k, v in og.items()})
     capture = raw.get("capture") or {}
     if not isinstance(capture, dict):
@@ -284,6 +285,7 @@ def _validated(values: dict) -> dict:
         "og_registry": lambda v: _address_or_none("opengradient.registry", v),
         "og_relay": lambda v: _address_or_none("opengradient.relay", v),
         "og_blob_url": lambda v: None if v in (None, "") else str(v).rstrip("/"),
+        "og_anchor_deadline": lambda v: _positive("opengradient.anchor_deadline", v),
         "og_pin": lambda v: _choice("opengradient.pin", "off" if v is False else v, PIN_MODES),  # YAML: off is False
     }
     return {k: conv[k](v) for k, v in values.items()}

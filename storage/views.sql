@@ -179,10 +179,12 @@ JOIN requests r USING (receipt_id);
 CREATE OR REPLACE VIEW checks AS
 SELECT
     receipt_id, x[1] AS "check", x[2] AS result, x[3] AS proof_status, x[4] AS resolution, x[5] AS reason,
-    x[6]::JSON AS detail, TRY_CAST(x[7] AS BIGINT) AS block, x[8] AS tx, utc(ts) AS observed_at
+    x[6]::JSON AS detail, TRY_CAST(x[7] AS BIGINT) AS block, x[8] AS tx,
+    TRY_CAST(x[9] AS HUGEINT) AS session_amount, utc(ts) AS observed_at
 FROM (  -- a check event holds a list: the checks that changed in one pass, and the verdict if it did
     SELECT receipt_id, ts, json_extract_string(c, ['$.check', '$.result', '$.status', '$.resolution',
-                                                   '$.reason', '$.detail', '$.block', '$.tx']) AS x
+                                                   '$.reason', '$.detail', '$.block', '$.tx',
+                                                   '$.session_amount']) AS x
     FROM (SELECT receipt_id, ts, unnest(TRY_CAST(json_extract(data, '$.checks') AS JSON[])) AS c
           FROM events WHERE type = 'check'));
 
@@ -267,9 +269,10 @@ grp AS (
            count(DISTINCT tx_hash)                                      AS settlements
     FROM settlements GROUP BY logical_id
 ), last_check AS (  -- the latest verdict, as a whole (arg_max skips NULLs, so pack the fields)
-    SELECT logical_id, v.proof_status, v.resolution, v.reason, v.tx FROM (
+    SELECT logical_id, v.proof_status, v.resolution, v.reason, v.tx, v.session_amount FROM (
         SELECT receipt_id AS logical_id,
-               arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason, 'tx': tx},
+               arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason, 'tx': tx,
+                        'session_amount': session_amount},
                        observed_at) AS v
         FROM checks WHERE "check" = 'verdict' GROUP BY receipt_id)
 ), sess AS (SELECT * FROM sessions)
@@ -304,6 +307,7 @@ SELECT
     sess.opened_by                                                  AS session_opened_by,
     sess.calls                                                      AS session_calls,
     sess.deadline                                                   AS session_deadline,
+    last_check.session_amount,
     grp.settlement_type,
     grp.tee_id,
     grp.tee_timestamp,

@@ -99,15 +99,16 @@ def proof_from_tree(tree: list[bytes], index: int) -> list[bytes]:
     return proof
 
 
-def find_leaf(dump: dict, leaf: bytes) -> tuple[int, list[bytes]] | None:
-    """(tree index, proof) of `leaf` in a StandardMerkleTree dump, or None if it is not a leaf of it.
-    The proof comes from the dump; only hashing it up to the on-chain root makes it evidence."""
+def find_leaf(dump: dict, leaf: bytes) -> list[bytes] | None:
+    """The proof of `leaf` in a StandardMerkleTree dump, or None if it is not a leaf of it. The proof
+    comes from the dump; only hashing it up to the on-chain root makes it evidence."""
+    return tree_index(dump).get(leaf)
+
+
+def tree_index(dump: dict) -> dict[bytes, list[bytes]]:
+    """Every leaf of a StandardMerkleTree dump with its proof (empty for a malformed dump)."""
     try:
         tree = [bytes.fromhex(str(node).removeprefix("0x")) for node in dump["tree"]]
     except (KeyError, TypeError, ValueError):
-        return None
-    first_leaf = len(tree) // 2
-    for index in range(first_leaf, len(tree)):
-        if tree[index] == leaf:
-            return index, proof_from_tree(tree, index)
-    return None
+        return {}
+    return {tree[i]: proof_from_tree(tree, i) for i in range(len(tree) // 2, len(tree))}

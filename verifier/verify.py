@@ -72,6 +72,8 @@ LEFT JOIN chal USING (logical_id)
 LEFT JOIN answer USING (logical_id)
 LEFT JOIN verdict USING (logical_id)
 WHERE p.payer IS NOT NULL AND coalesce(v.proof_status, 'pending') IN ('pending', 'passed')
+  AND pay.logical_id NOT IN (  -- OpenGradient sessions and TEE proofs: verifier/og.py
+      SELECT logical_id FROM calls WHERE upto_session IS NOT NULL OR tee_id IS NOT NULL)
 """
 LAST_CHECKS = """
 CREATE TABLE last_checks AS  -- not TEMP: the history cursor must see it

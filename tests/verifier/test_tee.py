@@ -53,7 +53,7 @@ def test_merkle_proof_of_each_leaf_reaches_the_root():
     tree = _standard_tree(leaves)
     dump = {"format": "standard-v1", "tree": ["0x" + t.hex() for t in tree]}
     for leaf in leaves:
-        index, proof = tee.find_leaf(dump, leaf)
+        proof = tee.find_leaf(dump, leaf)
         assert tee.root_from_proof(leaf, proof) == tree[0]
     assert tee.find_leaf(dump, os.urandom(32)) is None
     assert tee.find_leaf({"tree": "junk"}, leaves[0]) is None

@@ -1,0 +1,482 @@
+"""OpenGradient receipts: session payments on Base, TEE proofs, and their anchors on the OpenGradient chain.
+
+Every logical call that ran under an upto session or carries a TEE proof is verified here (the x402
+pass in verify.py leaves them alone), one `check` event per receipt and pass, only on change:
+- `signature` / `terms`: the session's Permit2 payment (as in verify.py);
+- `session_settlement`: the one Base settlement of the session, found by log scan (the token's
+  Transfer payer → payee in a transaction of the upto proxy that emitted `Settled()`, whose calldata
+  carries the session permit's nonce; the Permit2 nonce bit is set; amount ≤ cap). The session total
+  is exact; a call's share of it is unknown. Not settled by the permit deadline: `risky`;
+- `tee_request_hash` / `tee_output_hash`: the hashes the TEE signed equal those of what the recorder
+  saw (each known canonical request form is tried; the one that matched is recorded);
+- `tee_signature`: RSA-PSS with the registry's key for `tee_id` (keccak of the key = tee_id), TEE enabled;
+- `anchor`: `individual` — the relay's IndividualSettlement in the given tx carries the same fields;
+  `batch` — the call's leaf proves up to a BatchSettlement root (tree fetched from the blob store);
+  `private` — nothing is anchored, no check.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+import orjson
+from eth_abi import decode
+from eth_hash.auto import keccak
+
+from storage import db
+from storage.config import Settings
+from storage.journal import Journal
+from storage.records import Event
+
+from . import tee
+from .evidence import TRANSFER, Check
+from .registry import Registry
+from .rpc import Rpc, RpcError
+from .verify import Summary, signature_check, terms_check
+
+log = logging.getLogger("receipts.verify")
+
+UPTO_PROXY = "0x4020a4f3b7b90cca423b9fabcc0ce57c6c240002"
+PERMIT2 = "0x000000000022d473030f116ddee9f6b43ac78ba3"
+SETTLED = "0x" + keccak(b"Settled()").hex()
+SETTLE_ARGS = ["((address,uint256),uint256,uint256)", "uint256", "address", "(address,address,uint256)", "bytes"]
+SETTLE_SELECTORS = {"0x" + keccak(s.encode()).hex()[:8] for s in (
+    "settle(((address,uint256),uint256,uint256),uint256,address,(address,address,uint256),bytes)",)}
+NONCE_BITMAP = keccak(b"nonceBitmap(address,uint256)")[:4]
+INDIVIDUAL = "0x" + keccak(b"IndividualSettlement(bytes32,address,bytes32,bytes32,uint256,bytes,bytes)").hex()
+BATCH = "0x" + keccak(b"BatchSettlement(bytes32,uint256,bytes)").hex()
+
+TO_VERIFY = """
+WITH og AS (
+    SELECT logical_id, arg_max({'session_id': upto_session, 'settlement_type': settlement_type, 'tee_id': tee_id,
+                                'tee_timestamp': tee_timestamp, 'tee_request_hash': tee_request_hash,
+                                'tee_output_hash': tee_output_hash, 'tee_signature': tee_signature,
+                                'request_hashes': tee_request_hashes, 'output_seen': tee_output_seen,
+                                'anchor_tx': og_settlement_tx_hash, 'blob_id': og_walrus_blob_id,
+                                'status': status, 'started_at': started_at}, started_at) AS x,
+           max(upto_session) AS any_session
+    FROM calls WHERE upto_session IS NOT NULL OR tee_id IS NOT NULL
+    GROUP BY logical_id
+), verdict AS (
+    SELECT receipt_id AS logical_id,
+           arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason}, observed_at) AS v
+    FROM checks WHERE "check" = 'verdict' GROUP BY receipt_id
+), chal AS (
+    SELECT logical_id, arg_max({'amount': amount, 'pay_to': pay_to, 'asset': asset, 'network': network},
+                               seen_at) AS c
+    FROM challenges GROUP BY logical_id
+)
+SELECT og.logical_id AS receipt_id, x.*, coalesce(x.session_id, any_session) AS session,
+       s.payer, s.pay_to, s.asset, s.network, s.scheme, s.amount_cap, s.nonce, s.deadline, s.valid_after,
+       s.facilitator, s.signer, s.opened_at AS paid_at, s.opened_by, s.ended_at,
+       CASE WHEN s.opened_by = og.logical_id THEN c.amount END AS max_amount_required,
+       CASE WHEN s.opened_by = og.logical_id THEN c.pay_to END AS challenge_pay_to,
+       CASE WHEN s.opened_by = og.logical_id THEN c.asset END AS challenge_asset,
+       CASE WHEN s.opened_by = og.logical_id THEN c.network END AS challenge_network,
+       v.proof_status AS last_status, v.resolution AS last_resolution, v.reason AS last_reason
+FROM og
+LEFT JOIN sessions s ON s.session_id = coalesce(x.session_id, og.any_session)
+LEFT JOIN chal ON chal.logical_id = og.logical_id
+LEFT JOIN verdict ON verdict.logical_id = og.logical_id
+WHERE coalesce(v.proof_status, 'pending') IN ('pending', 'passed')
+ORDER BY og.logical_id
+"""
+LAST_CHECKS = """
+SELECT receipt_id, "check", arg_max({'result': result, 'reason': reason}, observed_at) AS l
+FROM checks WHERE receipt_id IN (SELECT unnest($ids)) GROUP BY ALL
+"""
+
+
+@dataclass
+class Facts:
+    """What one pass learned from the chains and the blob store (shared by all receipts of the pass)."""
+    tee_keys: dict = field(default_factory=dict)         # tee_id -> TeeKey | None
+    registry_error: str | None = None
+    sessions: dict = field(default_factory=dict)         # (payer, nonce) -> settlement evidence
+    session_error: dict = field(default_factory=dict)    # network -> fault
+    base_head: dict = field(default_factory=dict)        # network -> (block, timestamp)
+    anchors: dict = field(default_factory=dict)          # individual tx -> receipt or None
+    leaves: dict = field(default_factory=dict)           # leaf hash -> batch evidence
+    og_head: tuple | None = None                         # (block, timestamp) of the OpenGradient chain
+    og_error: str | None = None
+
+
+def verify_once(data_dir: str, settings: Settings, journal: Journal, summary: Summary | None = None) -> Summary:
+    summary = summary or Summary()
+    with db.connect(data_dir) as con:
+        cur = con.execute(TO_VERIFY)
+        cols = [d[0] for d in cur.description]
+        rows = [_row(dict(zip(cols, r))) for r in cur.fetchall()]
+        if not rows:
+            return summary
+        last = {(rid, name): (l["result"], l["reason"]) for rid, name, l in
+                con.execute(LAST_CHECKS, {"ids": [r["receipt_id"] for r in rows]}).fetchall()}
+    facts = gather(rows, settings)
+    summary.faults += [f"{k}: {v}" for k, v in facts.session_error.items()]
+    summary.faults += [e for e in (facts.registry_error, facts.og_error) if e]
+    events = []
+    for r in rows:
+        summary.seen += 1
+        checks = receipt_checks(r, facts, settings)
+        events += _changes(r, checks, last, summary, facts)
+    if events:
+        journal.write(events)
+    return summary
+
+
+def _row(r: dict) -> dict:
+    r["request_hashes"] = json.loads(r["request_hashes"]) if isinstance(r.get("request_hashes"), str) else (
+        r.get("request_hashes") or {})
+    return r
+
+
+# ---- gathering: few batched reads for the whole pass ---------------------------------------------
+def gather(rows: list[dict], settings: Settings) -> Facts:
+    facts = Facts()
+    _registry_keys(rows, settings, facts)
+    _session_settlements(rows, settings, facts)
+    _anchors(rows, settings, facts)
+    return facts
+
+
+def _rpc(settings: Settings, caip2: str | None) -> Rpc | None:
+    net = settings.network(caip2)
+    if not net or not net.rpc:
+        return None
+    return Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(caip2.split(":")[1]))
+
+
+def _registry_keys(rows: list[dict], settings: Settings, facts: Facts) -> None:
+    ids = sorted({r["tee_id"].lower() for r in rows if r.get("tee_id")})
+    if not ids:
+        return
+    rpc = _rpc(settings, settings.og_network)
+    if not settings.og_registry or rpc is None:
+        facts.registry_error = "no TEE registry configured (opengradient.registry and its network's rpc)"
+        return
+    try:
+        facts.tee_keys = Registry(rpc, settings.og_registry).keys(ids)
+    except RpcError as exc:
+        facts.registry_error = f"{settings.og_network} registry: {exc}"
+
+
+def _session_settlements(rows: list[dict], settings: Settings, facts: Facts) -> None:
+    """The settlement of each session: candidate transfers payer → payee, then their transactions."""
+    wanted = {}
+    for r in rows:
+        if r.get("session") and r.get("payer") and r.get("nonce") is not None:
+            wanted.setdefault(r.get("network"), {})[(r["payer"].lower(), str(r["nonce"]))] = r
+    for network, sessions in wanted.items():
+        rpc, net = _rpc(settings, network), settings.network(network)
+        if rpc is None:
+            facts.session_error[network] = f"{network}: no RPC configured, session settlements cannot be checked"
+            continue
+        try:
+            _scan_sessions(rpc, net, sessions, facts)
+        except RpcError as exc:
+            facts.session_error[network] = f"{network}: {exc}"
+            log.error("receipts verify: %s: %s — sessions on it stay undecided", network, exc)
+
+
+def _topic(address: str) -> str:
+    return "0x" + address.lower().removeprefix("0x").rjust(64, "0")
+
+
+def _scan_sessions(rpc: Rpc, net, sessions: dict, facts: Facts, step: int = 2000) -> None:
+    block = rpc.call("eth_getBlockByNumber", ["latest", False])
+    head = int(block["number"], 16)
+    facts.base_head[net.caip2] = (head, int(block["timestamp"], 16))
+    by_token: dict = {}
+    for (payer, _), r in sessions.items():
+        by_token.setdefault((r.get("asset") or "").lower(), set()).add((payer, (r.get("pay_to") or "").lower()))
+    calls = []
+    for token, pairs in by_token.items():
+        payers, payees = sorted({_topic(p) for p, _ in pairs}), sorted({_topic(q) for _, q in pairs if q})
+        for lo in range(max(0, head - net.scan_blocks), head + 1, step):
+            calls.append(("eth_getLogs", [{"address": token, "fromBlock": hex(lo), "toBlock": hex(min(lo + step - 1, head)),
+                                           "topics": [TRANSFER, payers, payees]}]))
+    txs = sorted({lg["transactionHash"].lower() for logs in rpc.batch(calls) for lg in logs or []})
+    if not txs:
+        return
+    answers = rpc.batch([(m, [h]) for h in txs for m in ("eth_getTransactionByHash", "eth_getTransactionReceipt")])
+    for i, tx_hash in enumerate(txs):
+        tx, receipt = answers[2 * i], answers[2 * i + 1]
+        found = _session_evidence(tx_hash, tx, receipt, head)
+        if found and (found["payer"], found["nonce"]) in sessions:
+            facts.sessions[(found["payer"], found["nonce"])] = found
+    bits = [(key, int(key[1])) for key in facts.sessions]
+    answers = rpc.batch([("eth_call", [{"to": PERMIT2, "data": "0x" + (NONCE_BITMAP + bytes.fromhex(
+        _topic(payer)[2:]) + (nonce >> 8).to_bytes(32, "big")).hex()}, "latest"]) for (payer, _), nonce in bits])
+    for (key, nonce), word in zip(bits, answers):
+        facts.sessions[key]["nonce_bit_set"] = bool(int(word or "0x0", 16) >> (nonce & 0xFF) & 1)
+
+
+def _session_evidence(tx_hash: str, tx: dict | None, receipt: dict | None, head: int) -> dict | None:
+    """A settlement through the upto proxy: who, to whom, how much, which permit nonce."""
+    if not tx or not receipt or (tx.get("to") or "").lower() != UPTO_PROXY:
+        return None
+    data = tx.get("input") or "0x"
+    if data[:10].lower() not in SETTLE_SELECTORS:
+        return None
+    try:
+        ((token, cap), nonce, deadline), amount, owner, (to, facilitator, valid_after), _sig = decode(
+            SETTLE_ARGS, bytes.fromhex(data[10:]))
+    except Exception:  # not the calldata we know: not evidence
+        return None
+    logs = receipt.get("logs") or []
+    moved = [lg for lg in logs if (lg.get("topics") or [""])[0].lower() == TRANSFER
+             and lg["address"].lower() == token.lower() and len(lg["topics"]) == 3
+             and lg["topics"][1].lower() == _topic(owner) and lg["topics"][2].lower() == _topic(to)]
+    block = int(receipt["blockNumber"], 16) if receipt.get("blockNumber") else None
+    return {"tx": tx_hash, "payer": owner.lower(), "nonce": str(nonce), "token": token.lower(), "cap": cap,
+            "amount": amount, "pay_to": to.lower(), "facilitator": facilitator.lower(),
+            "sender": (tx.get("from") or "").lower(), "deadline": deadline, "valid_after": valid_after,
+            "status": int(receipt.get("status") or "0x0", 16), "block": block,
+            "confirmations": head - block + 1 if block is not None else 0,
+            "settled_event": any((lg.get("topics") or [""])[0].lower() == SETTLED
+                                 and lg["address"].lower() == UPTO_PROXY for lg in logs),
+            "transferred": sum(int(lg.get("data") or "0x0", 16) for lg in moved)}
+
+
+def _anchors(rows: list[dict], settings: Settings, facts: Facts) -> None:
+    individual = sorted({r["anchor_tx"].lower() for r in rows if r.get("settlement_type") == "individual"
+                         and r.get("anchor_tx")})
+    batch = [r for r in rows if r.get("settlement_type") == "batch" and r.get("tee_id")]
+    if not individual and not batch:
+        return
+    rpc = _rpc(settings, settings.og_network)
+    if rpc is None:
+        facts.og_error = f"{settings.og_network}: no RPC configured, proof anchors cannot be checked"
+        return
+    try:
+        block = rpc.call("eth_getBlockByNumber", ["latest", False])
+        facts.og_head = (int(block["number"], 16), int(block["timestamp"], 16))
+        if individual:
+            facts.anchors = dict(zip(individual, rpc.batch([("eth_getTransactionReceipt", [h]) for h in individual])))
+        if batch and settings.og_relay:
+            _batch_leaves(rpc, settings, facts)
+    except RpcError as exc:
+        facts.og_error = f"{settings.og_network}: {exc}"
+
+
+def _batch_leaves(rpc: Rpc, settings: Settings, facts: Facts, step: int = 5000) -> None:
+    """Every leaf of every batch the relay anchored recently, indexed by leaf hash: one blob fetch per
+    batch per pass, then each receipt is a dictionary lookup and a proof of a few hashes."""
+    net = settings.network(settings.og_network)
+    head = facts.og_head[0]
+    calls = [("eth_getLogs", [{"address": settings.og_relay, "topics": [BATCH], "fromBlock": hex(lo),
+                               "toBlock": hex(min(lo + step - 1, head))}])
+             for lo in range(max(0, head - net.scan_blocks), head + 1, step)]
+    for logs in rpc.batch(calls):
+        for lg in logs or []:
+            root = bytes.fromhex(lg["topics"][1][2:])
+            _size, blob_id = decode(["uint256", "bytes"], bytes.fromhex(lg["data"][2:]))
+            blob_id = blob_id.decode("utf-8", "replace")
+            dump = _blob(settings.og_blob_url, blob_id)
+            tree = tee.tree_index(dump) if dump else {}
+            for leaf, proof in tree.items():
+                facts.leaves[leaf] = {"root": "0x" + root.hex(), "tx": lg["transactionHash"].lower(),
+                                      "block": int(lg["blockNumber"], 16), "blob_id": blob_id, "proof": proof}
+
+
+def _blob(base: str | None, blob_id: str) -> dict | None:
+    if not base:
+        return None
+    try:
+        with urllib.request.urlopen(f"{base}/v1/blobs/{blob_id}", timeout=10) as resp:
+            return orjson.loads(resp.read(16 << 20))
+    except (OSError, ValueError) as exc:
+        log.warning("receipts verify: blob %s: %s", blob_id, exc)
+        return None
+
+
+# ---- per receipt -----------------------------------------------------------------------------
+def receipt_checks(r: dict, facts: Facts, settings: Settings) -> list[Check]:
+    checks = []
+    if r.get("payer"):
+        checks.append(signature_check(r))
+        if r.get("opened_by") == r["receipt_id"]:
+            checks.append(terms_check({**r, "amount_cap": r.get("amount_cap")}))
+        checks.append(session_check(r, facts, settings))
+    if r.get("tee_id"):
+        checks += tee_checks(r, facts)
+        anchor = anchor_check(r, facts, settings)
+        if anchor:
+            checks.append(anchor)
+    return checks
+
+
+def session_check(r: dict, facts: Facts, settings: Settings) -> Check:
+    network = r.get("network")
+    if network in facts.session_error:
+        return Check("session_settlement", "pending", "rpc_unavailable", {"why": facts.session_error[network]})
+    found = facts.sessions.get(((r.get("payer") or "").lower(), str(r.get("nonce"))))
+    head = facts.base_head.get(network, (None, time.time()))
+    if found is None:
+        detail = {"session": r.get("session"), "deadline": r.get("deadline"), "chain_time": head[1]}
+        return Check("session_settlement", "pending", "session_not_settled", detail)
+    net = settings.network(network)
+    problems = []
+    if found["status"] != 1:
+        problems.append("settlement_reverted")
+    if not found["settled_event"]:
+        problems.append("no_settled_event")
+    if found["pay_to"] != (r.get("pay_to") or "").lower() or found["transferred"] != found["amount"]:
+        problems.append("logs_mismatch")
+    if found["token"] != (r.get("asset") or "").lower():
+        problems.append("wrong_asset")
+    if r.get("amount_cap") is not None and found["amount"] > int(r["amount_cap"]):
+        problems.append("overcharged")
+    if not found.get("nonce_bit_set"):
+        problems.append("nonce_not_used")
+    if found["sender"] != found["facilitator"] or (net and net.facilitators and found["sender"] not in net.facilitators):
+        problems.append("unexpected_sender")
+    detail = {k: found[k] for k in ("tx", "amount", "cap", "pay_to", "facilitator", "sender", "block",
+                                    "confirmations", "nonce_bit_set")}
+    detail.update(amount=str(found["amount"]), cap=str(found["cap"]), share="unknown: only the session total is on chain")
+    if problems:
+        return Check("session_settlement", "fail", problems[0], {**detail, "problems": problems}, found["block"])
+    if found["confirmations"] < (net.confirmations if net else 1):
+        return Check("session_settlement", "pending", "awaiting_confirmations", detail, found["block"])
+    return Check("session_settlement", "pass", None, detail, found["block"])
+
+
+def tee_checks(r: dict, facts: Facts) -> list[Check]:
+    out = []
+    reported_req = (r.get("tee_request_hash") or "").lower()
+    forms = {name: h for name, h in (r.get("request_hashes") or {}).items()}
+    match = next((name for name, h in forms.items() if _same(h, reported_req)), None)
+    if not forms:
+        out.append(Check("tee_request_hash", "pending", "request_not_captured",
+                         {"why": "the recorder kept no canonical hashes of this request"}))
+    elif match:
+        out.append(Check("tee_request_hash", "pass", None, {"form": match, "hash": reported_req}))
+    else:
+        out.append(Check("tee_request_hash", "fail", "request_hash_mismatch",
+                         {"signed": reported_req, "seen": forms}))
+    seen = r.get("output_seen")
+    if not seen:
+        out.append(Check("tee_output_hash", "pending", "output_not_captured", {}))
+    elif _same(seen, r.get("tee_output_hash")):
+        out.append(Check("tee_output_hash", "pass", None, {"hash": seen}))
+    else:
+        out.append(Check("tee_output_hash", "fail", "output_hash_mismatch",
+                         {"signed": r.get("tee_output_hash"), "seen": seen}))
+    out.append(signature_of(r, facts))
+    return out
+
+
+def signature_of(r: dict, facts: Facts) -> Check:
+    tee_id = (r.get("tee_id") or "").lower()
+    if facts.registry_error:
+        return Check("tee_signature", "pending", "registry_unavailable", {"why": facts.registry_error})
+    key = facts.tee_keys.get(tee_id)
+    if key is None:
+        return Check("tee_signature", "fail", "tee_not_registered", {"tee_id": tee_id})
+    detail = {"tee_id": tee_id, "key_sha256": hashlib.sha256(key.public_key).hexdigest()}
+    if tee.tee_id_of(key.public_key) != tee_id:
+        return Check("tee_signature", "fail", "tee_id_not_key_hash", detail)
+    if not key.enabled:
+        return Check("tee_signature", "fail", "tee_disabled", detail)
+    req, out, sig = tee.hex32(r.get("tee_request_hash")), tee.hex32(r.get("tee_output_hash")), tee.b64(r.get("tee_signature"))
+    if req is None or out is None or sig is None or r.get("tee_timestamp") is None:
+        return Check("tee_signature", "fail", "proof_fields_malformed", detail)
+    if not tee.signature_valid(key.public_key, sig, tee.signed_message(req, out, int(r["tee_timestamp"]))):
+        return Check("tee_signature", "fail", "bad_signature", detail)
+    return Check("tee_signature", "pass", None, detail)
+
+
+def anchor_check(r: dict, facts: Facts, settings: Settings) -> Check | None:
+    kind = r.get("settlement_type")
+    if kind not in ("individual", "batch"):
+        return None  # private (or unknown): nothing is anchored on chain
+    if facts.og_error:
+        return Check("anchor", "pending", "rpc_unavailable", {"why": facts.og_error})
+    now = facts.og_head[1] if facts.og_head else time.time()
+    deadline = int(r.get("tee_timestamp") or 0) + settings.og_anchor_deadline
+    if kind == "individual":
+        return _individual(r, facts, settings.og_relay, now, deadline)
+    leaf = _leaf(r)
+    found = facts.leaves.get(leaf) if leaf else None
+    if found:
+        ok = tee.root_from_proof(leaf, found["proof"]).hex() == found["root"][2:]
+        detail = {**{k: found[k] for k in ("root", "tx", "blob_id")}, "proof_length": len(found["proof"])}
+        return Check("anchor", "pass" if ok else "fail", None if ok else "proof_does_not_reach_root", detail, found["block"])
+    detail = {"settlement_type": "batch", "deadline": deadline, "chain_time": now}
+    if not settings.og_relay:
+        return Check("anchor", "pending", "no_relay_configured", detail)
+    if now > deadline:
+        return Check("anchor", "fail", "leaf_not_in_any_batch", detail)
+    return Check("anchor", "pending", "batch_pending", detail)
+
+
+def _individual(r: dict, facts: Facts, relay: str | None, now: float, deadline: int) -> Check:
+    tx = (r.get("anchor_tx") or "").lower()
+    receipt = facts.anchors.get(tx) if tx else None
+    detail = {"settlement_type": "individual", "tx": tx or None, "deadline": deadline, "chain_time": now}
+    if receipt is None:
+        reason = "anchor_never_landed" if now > deadline else "anchor_pending"
+        return Check("anchor", "fail" if now > deadline else "pending", reason, detail)
+    block = int(receipt["blockNumber"], 16)
+    if int(receipt.get("status") or "0x0", 16) != 1:
+        return Check("anchor", "fail", "anchor_reverted", detail, block)
+    for lg in receipt.get("logs") or []:
+        topics = [t.lower() for t in lg.get("topics") or []]
+        if topics[:1] != [INDIVIDUAL] or len(topics) < 2 or (relay and lg["address"].lower() != relay.lower()):
+            continue
+        input_hash, output_hash, timestamp, _blob_id, _sig = decode(["bytes32", "bytes32", "uint256", "bytes", "bytes"],
+                                                                     bytes.fromhex(lg["data"][2:]))
+        same = (topics[1] == "0x" + (tee.hex32(r["tee_id"]) or b"").hex() and _same("0x" + input_hash.hex(), r.get("tee_request_hash"))
+                and _same("0x" + output_hash.hex(), r.get("tee_output_hash")) and timestamp == int(r.get("tee_timestamp") or -1))
+        return Check("anchor", "pass" if same else "fail", None if same else "anchor_mismatch",
+                     {**detail, "relay": lg["address"].lower()}, block)
+    return Check("anchor", "fail", "no_individual_settlement_event", detail, block)
+
+
+def _leaf(r: dict) -> bytes | None:
+    tee_id, req, out, sig = (tee.hex32(r.get("tee_id")), tee.hex32(r.get("tee_request_hash")),
+                             tee.hex32(r.get("tee_output_hash")), tee.b64(r.get("tee_signature")))
+    if None in (tee_id, req, out, sig) or r.get("tee_timestamp") is None:
+        return None
+    return tee.leaf_hash(tee_id, req, out, sig, int(r["tee_timestamp"]))
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return bool(a and b) and a.lower().removeprefix("0x") == b.lower().removeprefix("0x")
+
+
+# ---- verdict and events ----------------------------------------------------------------------
+def verdict(r: dict, checks: list[Check], facts: Facts) -> tuple[str, str | None, str | None]:
+    failed = [c for c in checks if c.result == "fail"]
+    pending = [c for c in checks if c.result == "pending"]
+    status = "failed" if failed else "pending" if pending else "passed"
+    reason = (failed or pending or [None])[0]
+    reason = reason.reason if reason else None
+    session = next((c for c in checks if c.name == "session_settlement"), None)
+    if session and session.reason == "session_not_settled":
+        now, deadline = session.detail.get("chain_time"), r.get("deadline")
+        if deadline and now and now > deadline:
+            return status, "risky", "session_unsettled_past_deadline"
+    if session and session.reason == "overcharged":
+        return status, "risky", "overcharged"
+    return status, None, reason
+
+
+def _changes(r: dict, checks: list[Check], last: dict, summary: Summary, facts: Facts) -> list[Event]:
+    rid = r["receipt_id"]
+    changed = [{"check": c.name, "result": c.result, "reason": c.reason, "detail": c.detail, "block": c.block}
+               for c in checks if last.get((rid, c.name)) != (c.result, c.reason)]
+    status, resolution, reason = verdict(r, checks, facts)
+    summary.statuses[status] = summary.statuses.get(status, 0) + 1
+    if (r.get("last_status"), r.get("last_resolution"), r.get("last_reason")) != (status, resolution, reason):
+        summary.changed += 1
+        session = next((c for c in checks if c.name == "session_settlement" and c.result == "pass"), None)
+        changed.append({"check": "verdict", "result": status, "status": status, "resolution": resolution,
+                        "reason": reason, "detail": {c.name: c.result for c in checks},
+                        "tx": session.detail["tx"] if session else None,
+                        "session_amount": session.detail["amount"] if session else None})
+    return [Event("check", rid, {"checks": changed})] if changed else []
