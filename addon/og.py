@@ -64,8 +64,8 @@ def _message(msg: dict) -> dict | None:
 
 
 def gateway_form(doc: dict) -> dict | None:
-    """The canonical request of the current gateway (SDK 1.1.x): a fixed subset of fields, messages
-    reshaped, temperature always present as a float."""
+    """The canonical request of the current gateway (since March 2026; SDK 1.1.x): a fixed subset of
+    fields, messages reshaped, temperature always present as a float."""
     messages = doc.get("messages")
     if not isinstance(doc.get("model"), str) or not isinstance(messages, list) or not messages:
         return None
@@ -88,15 +88,34 @@ def gateway_form(doc: dict) -> dict | None:
     return out
 
 
-def subset_form(doc: dict) -> dict | None:
-    """An earlier gateway's canonical request: the fields as sent, without reshaping."""
-    if not isinstance(doc.get("model"), str) or not isinstance(doc.get("messages"), list):
+def pydantic_form(doc: dict) -> dict | None:
+    """The February 2026 gateway's canonical request (its request model dumped whole: every field
+    present, nulls included, tool_choice defaulting to "auto")."""
+    messages = doc.get("messages")
+    if not isinstance(doc.get("model"), str) or not isinstance(messages, list) or not messages:
         return None
-    return {k: doc[k] for k in ("model", "messages", "temperature", "max_tokens", "stop", "tools")
-            if doc.get(k) is not None}
+    if not all(isinstance(m, dict) for m in messages):
+        return None
+    tools = doc.get("tools")
+    if tools and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
+        return None
+    try:
+        temperature = float(doc["temperature"]) if doc.get("temperature") is not None else 0.0
+        max_tokens = int(doc["max_tokens"]) if doc.get("max_tokens") is not None else None
+    except (TypeError, ValueError):
+        return None
+    return {
+        "model": doc["model"],
+        "messages": [{"role": m.get("role"), "content": m.get("content"), "tool_calls": m.get("tool_calls"),
+                      "tool_call_id": m.get("tool_call_id"), "name": m.get("name")} for m in messages],
+        "temperature": temperature, "max_tokens": max_tokens, "stop": doc.get("stop"),
+        "tools": [{"type": t.get("type", "function"), "function": t.get("function")} for t in tools] if tools else None,
+        "tool_choice": doc.get("tool_choice", "auto"),
+    }
 
 
-FORMS = {"gateway": gateway_form, "subset": subset_form, "body": lambda doc: doc}
+# Known forms, newest first: (name, builder). The verifier records which one matched.
+FORMS = {"gateway-2026-03": gateway_form, "gateway-2026-02": pydantic_form}
 
 
 def request_hashes(doc: object) -> dict[str, str] | None:

@@ -223,8 +223,10 @@ class Recorder:
 
     async def tls_start_server(self, data) -> None:
         """Reverse mode: the upstream must present the certificate the TEE registry lists for it."""
-        if self._registry is None or data.ssl_conn is None or not data.conn.address:
+        if self._registry is None or not data.conn.address:
             return
+        if data.ssl_conn is None:  # script addons run before mitmproxy's TLS setup: let it build the
+            ctx.master.addons.get("tlsconfig").tls_start_server(data)  # connection, then replace the check
         records = await asyncio.to_thread(self._registry.records)
         host, port = data.conn.address[0], data.conn.address[1]
         conn_id, enforce = data.conn.id, self.settings.og_pin == "enforce"

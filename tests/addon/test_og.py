@@ -16,17 +16,20 @@ def test_request_hashes_of_each_canonical_form():
     hashes = og.request_hashes(doc)
     gateway = {"model": "m", "messages": [{"role": "system", "content": "be brief"},
                                           {"role": "user", "content": "hi"}], "temperature": 0.0}
-    assert hashes["gateway"] == k(json.dumps(gateway, sort_keys=True))
-    assert hashes["subset"] == k(json.dumps({"model": "m", "messages": doc["messages"]}, sort_keys=True))
-    assert hashes["body"] == k(json.dumps(doc, sort_keys=True))
-    assert len(set(hashes.values())) == 3
+    assert hashes["gateway-2026-03"] == k(json.dumps(gateway, sort_keys=True))
+    full = {"model": "m", "messages": [{"role": m["role"], "content": m["content"], "tool_calls": None,
+                                        "tool_call_id": None, "name": None} for m in doc["messages"]],
+            "temperature": 0.0, "max_tokens": None, "stop": None, "tools": None, "tool_choice": "auto"}
+    assert hashes["gateway-2026-02"] == k(json.dumps(full, sort_keys=True))
+    assert len(set(hashes.values())) == 2
 
 
 def test_request_hashes_tolerate_odd_input():
     assert og.request_hashes(None) is None
-    assert og.request_hashes({"messages": "x"}) == {"body": k(json.dumps({"messages": "x"}, sort_keys=True))}
-    odd = og.request_hashes({"model": "m", "messages": [{"role": "alien"}], "temperature": "hot"})
-    assert "gateway" not in odd and "subset" in odd
+    assert og.request_hashes({"messages": "x"}) is None
+    odd = og.request_hashes({"model": "m", "messages": [{"role": "alien"}]})
+    assert list(odd) == ["gateway-2026-02"]  # the older form takes any role; the current one does not
+    assert og.request_hashes({"model": "m", "messages": [{"role": "user"}], "temperature": "hot"}) is None
 
 
 def test_output_hash_text_and_tool_calls():

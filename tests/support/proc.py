@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-LISTENING = re.compile(r"proxy listening at (?:\*|[\d.]+):(\d+)")
+LISTENING = re.compile(r"listening at (?:\*|[\d.]+):(\d+)")
 
 
 class ProxyProcess:
