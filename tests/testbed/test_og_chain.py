@@ -3,7 +3,9 @@
 import base64
 import hashlib
 import json
+import os
 import secrets
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -14,6 +16,7 @@ from eth_abi import encode as abi_encode
 from eth_hash.auto import keccak
 
 from addon.eip712 import PERMIT2_DOMAIN_TYPE, permit2_digest, recover
+from testbed import ROOT
 from testbed import og_chain as oc
 from testbed.blobstore import blob_id_of, start_blobstore
 from testbed.contracts.og.build import CONTRACTS, compile_all, load_artifact, source_sha256
@@ -262,6 +265,36 @@ def test_upto_settlement_guards(chains, case, reason):
     assert not oc.nonce_used(url, PAYER, auth["nonce"])
 
 
+def test_the_real_x402_upto_client_and_facilitator_settle_here(chains):
+    """x402 2.25.0's own upto client signs, its facilitator verifies (simulating settle) and settles."""
+    pytest.importorskip("x402.mechanisms.evm.upto.facilitator")
+    pytest.importorskip("jsonschema", reason="the x402 upto facilitator's verify imports x402[extensions] (jsonschema)")
+    from eth_account import Account
+    from x402.mechanisms.evm.upto.client import UptoEvmScheme as UptoClient
+    from x402.mechanisms.evm.upto.facilitator import UptoEvmScheme as UptoFacilitator
+    from x402.schemas import PaymentPayload, PaymentRequirements
+
+    from testbed.facilitator import make_signer
+
+    url = chains.base.url
+    facilitator = UptoFacilitator(make_signer(url, FACILITATOR.private_key))
+    terms = PaymentRequirements(scheme="upto", network="eip155:8453", asset=OPG, amount=str(CAP),
+                                pay_to=PAYEE.address, max_timeout_seconds=300,
+                                extra={"name": "OpenGradient", "version": "1", **facilitator.get_extra("eip155:8453")})
+    inner = UptoClient(Account.from_key(PAYER.private_key)).create_payment_payload(terms)
+    payment = PaymentPayload(x402_version=2, payload=inner, accepted=terms)
+    payee_before = oc.opg_balance(url, PAYEE)
+
+    assert facilitator.verify(payment, terms).is_valid
+    result = facilitator.settle(payment, terms.model_copy(update={"amount": str(CAP // 5)}))
+
+    assert result.success, result
+    rec = oc.receipt(url, result.transaction)
+    assert len(_logs(rec, UPTO_PROXY, DOC_SETTLED_TOPIC)) == 1
+    assert oc.opg_balance(url, PAYEE) == payee_before + CAP // 5
+    assert oc.nonce_used(url, PAYER, inner["permit2Authorization"]["nonce"])
+
+
 def test_settle_with_an_eip2612_permit_for_a_fresh_wallet(chains):
     url = chains.base.url
     key = secrets.token_bytes(32)
@@ -315,6 +348,29 @@ def test_registry_round_trip(chains, tee):
     with pytest.raises(TxReverted) as again:
         oc.register_tee(url, registry, tee["spki"], tee["cert"], "https://elsewhere", PAYEE)
     assert again.value.reason == "TEEAlreadyExists()"
+
+
+def test_the_opengradient_sdk_reads_the_registry_at_its_default_address(chains, tee):
+    """The real SDK (opengradient 1.1.4, in .venv-og: it cannot share .venv with x402) finds the TEE."""
+    sdk_python = ROOT / ".venv-og" / "bin" / "python"
+    if not sdk_python.exists():
+        pytest.skip("no .venv-og with the opengradient SDK (scripts/bootstrap makes it)")
+    code = (
+        "import json, sys\n"
+        "from opengradient.client.tee_registry import TEERegistry\n"
+        "from opengradient.client.llm import DEFAULT_TEE_REGISTRY_ADDRESS as default\n"
+        "tees = TEERegistry(rpc_url=sys.argv[1], registry_address=default).get_active_tees_by_type(0)\n"
+        "print(json.dumps([{'id': t.tee_id, 'endpoint': t.endpoint, 'pay': t.payment_address,\n"
+        "                   'cert': t.tls_cert_der.hex(), 'key': t.signing_public_key_der.hex()} for t in tees]))\n"
+    )
+    done = subprocess.run([str(sdk_python), "-c", code, chains.og.url], capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NO_PROXY": "*"})
+    assert done.returncode == 0, done.stderr
+    found = {t["id"].removeprefix("0x"): t for t in json.loads(done.stdout)}
+    mine = found[tee["id"][2:]]
+    assert mine["endpoint"] == "https://127.0.0.1:8443"
+    assert mine["pay"] == PAYEE.address
+    assert bytes.fromhex(mine["cert"]) == tee["cert"] and bytes.fromhex(mine["key"]) == tee["spki"]
 
 
 def test_enable_disable_and_ownership(chains):
