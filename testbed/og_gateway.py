@@ -42,6 +42,8 @@ How it mirrors the real thing (OpenGradient ``tee-gateway`` + ``inference-facili
 Test controls, never used by the SDK (not payment-gated):
 
 - ``POST /_testbed/faults`` with a JSON object of faults for the next calls (see :class:`Faults`)
+- ``POST /_testbed/config`` changes ``cost_per_request``, ``session_idle``, ``batch_size``,
+  ``batch_idle``, ``batch_max_age``, ``request_hash_form`` or ``stream_delay`` from now on
 - ``POST /_testbed/flush`` ``{"sessions": true, "batches": true}``: settle open sessions and flush
   the batch now; answers what was settled
 - ``GET /_testbed/state``: sessions (open and settled), individual and batch settlements, calls
@@ -949,6 +951,24 @@ def build_app(gw: Gateway, data: DataSettlement, facilitator: LocalFacilitator):
             return {"error": str(e)}, 400
         return gw.faults.describe()
 
+    @app.post("/_testbed/config")
+    def configure():
+        spec = request.get_json(force=True) or {}
+        unknown = set(spec) - {"cost_per_request", "session_idle", "batch_idle", "batch_max_age", "batch_size",
+                               "request_hash_form", "stream_delay"}
+        if unknown or spec.get("request_hash_form", "canonical") not in REQUEST_HASH_FORMS:
+            return {"error": f"cannot change {sorted(unknown) or spec.get('request_hash_form')}"}, 400
+        cfg.update(spec)
+        mw = app.config["x402_middleware"]
+        if "session_idle" in spec:
+            mw._session_idle_timeout = float(spec["session_idle"])
+        for name in ("batch_idle", "batch_max_age"):
+            if name in spec:
+                setattr(data, name, float(spec[name]))
+        if "batch_size" in spec:
+            data.batch_size = int(spec["batch_size"])
+        return {k: v for k, v in cfg.items() if not k.endswith("_key")}
+
     @app.post("/_testbed/flush")
     def flush():
         spec = request.get_json(silent=True) or {}
@@ -1005,13 +1025,15 @@ def install_payment_middleware(app, gw: Gateway, facilitator: LocalFacilitator):
     routes = {f"POST {CHAT_PATH}": RouteConfig(
         accepts=[option], extensions={**declare_erc20_approval_gas_sponsoring_extension()},
         mime_type="application/json", description="Chat completion")}
-    cost = int(cfg.get("cost_per_request", COST_PER_REQUEST))
+    def cost(_ctx: dict) -> int:  # read at each call: /_testbed/config may change it
+        return int(cfg.get("cost_per_request", COST_PER_REQUEST))
+
     mw_class = make_middleware_class()
     mw_class.reaper_interval = float(cfg.get("reaper_interval", 0.25))
     mw_class.faults = gw.faults
     mw = mw_class(app, routes, server, session_store=make_session_store(gw.faults),
-                  cost_per_request=cost, session_idle_timeout=float(cfg.get("session_idle", 100)),
-                  session_cost_calculator=lambda ctx: cost)
+                  cost_per_request=cost({}), session_idle_timeout=float(cfg.get("session_idle", 100)),
+                  session_cost_calculator=cost)
     app.config["x402_middleware"] = mw
     return mw
 

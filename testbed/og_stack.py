@@ -168,6 +168,11 @@ class OgStack:
         see :class:`testbed.og_gateway.Faults`. ``faults(clear=True)`` removes all. Returns what is pending."""
         return self._request("POST", "/_testbed/faults", spec)
 
+    def configure(self, **settings: Any) -> dict:
+        """Change gateway settings from now on: ``cost_per_request``, ``session_idle``, ``batch_size``,
+        ``batch_idle``, ``batch_max_age``, ``request_hash_form``, ``stream_delay``."""
+        return self._request("POST", "/_testbed/config", settings)
+
     def flush(self, *, sessions: bool = True, batches: bool = True) -> dict:
         """Settle every open session that has a cost, flush the pending batch, and wait for pending
         individual settlements; returns ``{"sessions": [...], "batch": {...} | None}``."""

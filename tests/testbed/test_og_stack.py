@@ -270,3 +270,35 @@ def test_faults_altered_answer_unregistered_key_and_reverted_settlement(og):
     assert not signature_ok(public_key, second["tee_signature"], request_hash(second["request"]),
                             keccak(second["answer"].encode()), second["tee_timestamp"])
     assert og.state()["faults"]["counts"] == {}
+
+
+def test_exhausted_session_ends_and_the_sdk_pays_again(og):
+    og.configure(cost_per_request=SESSION_CAP // 2)
+    og.faults(never_settle_session="next", drop_individual=1)
+    try:
+        lines = og.run_client(plan=[{"settlement": "individual"}, {"settlement": "private"},
+                                    {"settlement": "individual"}])
+    finally:
+        og.configure(cost_per_request=COST_PER_REQUEST)
+        og.faults(clear=True)
+    assert [line["ok"] for line in lines] == [True, True, True], lines
+    first, second, third = (response_headers(line)["x-upto-session"] for line in lines)
+    # two calls use up the cap; the third gets "Session expired or exhausted" inside the SDK's
+    # transport, which asks for a new challenge and pays again: a new session
+    assert first == second != third
+    status, _, body = raw_post(og, lines[0]["request"], {"X-Upto-Session": first})
+    assert status == 402 and json.loads(body) == {"error": "Session expired or exhausted"}
+
+    og.flush()
+    state = og.state()
+    (exhausted,) = [s for s in state["sessions"] if s["session_id"] == first]  # never settled (fault)
+    assert int(exhausted["accumulated"]) == SESSION_CAP and not exhausted["settled"]
+    (settled,) = [s for s in state["settled_sessions"] if s["session_id"] == third]
+    assert int(settled["accumulated"]) == SESSION_CAP // 2
+
+    # the first individual settlement was announced but never broadcast; the next one took its nonce
+    dropped, landed = lines[0]["data_settlement_transaction_hash"], lines[2]["data_settlement_transaction_hash"]
+    assert int(og_chain.receipt(og.og_url, landed)["status"], 16) == 1
+    assert rpc_call(og.og_url, "eth_getTransactionByHash", [dropped]) is None
+    (entry,) = [e for e in state["individual"] if e["tx_hash"] == dropped]
+    assert entry["status"] == "dropped"
