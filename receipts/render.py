@@ -88,6 +88,7 @@ def receipt_text(r: dict, details: dict) -> str:
         f"Nonce         {safe(r.get('nonce'))}",
         f"Request id    {safe(r.get('request_id'))}",
         f"Session       {safe(r.get('session_id'))}",
+        *_og_lines(r, details),
         f"Model         {safe(r.get('model'))}   tokens {safe(r.get('total_tokens'))}",
         f"Endpoint      {safe(r.get('host'))}{safe(r.get('path'))}   last status {safe(r.get('status'))}",
         f"App           {safe(r.get('app'))}   client {safe(r.get('client'))}",
@@ -106,10 +107,10 @@ def receipt_text(r: dict, details: dict) -> str:
         lines.append(f"Settlement    success={safe(s.get('success'))} tx={safe(s.get('tx_hash'))} "
                      f"job={safe(s.get('job_id'))} {safe(s.get('error_reason') or '')}".rstrip())
     checks = details.get("checks", [])
-    tx = _latest_detail(checks, "settlement_tx")
+    tx = _latest_detail(checks, "settlement_tx") or _latest_detail(checks, "session_settlement")
     if tx.get("block") is not None:
         lines.append(f"Block         {safe(tx['block'])}   confirmations {safe(tx.get('confirmations'))} of "
-                     f"{safe(tx.get('required'))}   sent by {safe(tx.get('sender'))}")
+                     f"{safe(tx.get('required', 'the network'))}   sent by {safe(tx.get('sender'))}")
     path = [c for c in checks if c["check"] == "verdict"]
     if path:
         lines.append("Status path")
@@ -123,6 +124,38 @@ def receipt_text(r: dict, details: dict) -> str:
             lines.append(f"  {safe(c['observed_at'])}  {safe(c['check'])} = {safe(c['result'])}"
                          + (f" ({safe(c['reason'])})" if c.get("reason") else "") + f"  {safe(c.get('detail'), 300)}")
     return "\n".join(lines)
+
+
+def _og_lines(r: dict, details: dict) -> list[str]:
+    """OpenGradient: the session's payment, the TEE proof, and where the proof is anchored."""
+    checks, lines = details.get("checks", []), []
+    if r.get("session_id"):
+        total = human_amount(r.get("session_amount"), r.get("decimals"))
+        shown = f"{total} {r.get('symbol') or ''} (atomic {r['session_amount']})" if total else safe(r.get("session_amount"))
+        lines.append(f"  session total {safe(shown)} for {safe(r.get('session_calls'))} calls; this call's share: "
+                     f"unknown (only the total is on chain)   permit deadline {safe(r.get('session_deadline'))}   "
+                     f"opened by {safe(r.get('session_opened_by'))}")
+    if not r.get("tee_id"):
+        return lines
+    result = {c["check"]: c for c in checks}
+    def res(name: str) -> str:
+        c = result.get(name)
+        return "—" if c is None else safe(c["result"]) + (f" ({safe(c['reason'])})" if c.get("reason") else "")
+    form = _latest_detail(checks, "tee_request_hash").get("form")
+    lines.append(f"TEE           {safe(r['tee_id'])}   signed at {safe(r.get('tee_timestamp'))}")
+    lines.append(f"  proof       request hash {res('tee_request_hash')}" + (f" [form {safe(form)}]" if form else "")
+                 + f", output hash {res('tee_output_hash')}, signature {res('tee_signature')}")
+    anchor = _latest_detail(checks, "anchor")
+    kind = r.get("settlement_type") or "unknown"
+    where = {"individual": f"tx {safe(anchor.get('tx') or r.get('anchor_tx'))}",
+             "batch": f"root {safe(anchor.get('root'))} in tx {safe(anchor.get('tx'))}, blob {safe(anchor.get('blob_id'))}",
+             }.get(kind, "nothing is anchored on chain")
+    deadline = f"   deadline {safe(anchor['deadline'])}" if anchor.get("deadline") and res("anchor").startswith("pending") else ""
+    lines.append(f"Anchor        {safe(kind)}: {where}   {res('anchor') if kind in ('individual', 'batch') else ''}{deadline}".rstrip())
+    pins = {(c.get("upstream_pin"), c.get("upstream_tee_id")) for c in details.get("calls", []) if c.get("upstream_pin")}
+    for pin, tee in sorted(pins, key=str):
+        lines.append(f"Upstream pin  {safe(pin)} (TEE {safe(tee)})")
+    return lines
 
 
 def _latest_detail(checks: list[dict], name: str) -> dict:

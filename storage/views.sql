@@ -291,7 +291,7 @@ SELECT
     coalesce(pay.network, settle.network, chal.challenge_network, sess.network) AS network,
     coalesce(pay.scheme, sess.scheme)                               AS scheme,
     pay.kind,
-    pay.nonce,
+    coalesce(pay.nonce, sess.nonce)                                 AS nonce,
     pay.valid_after,
     pay.valid_before,
     pay.sent_at                                                     AS paid_at,
