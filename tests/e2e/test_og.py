@@ -202,6 +202,28 @@ def test_streamed_and_whole_answers_give_the_same_proof_results(og, tmp_path):
     assert [r["proof_status"] for r in rows] == ["passed", "passed"]
 
 
+def test_an_exhausted_session_ends_and_the_next_call_opens_another(og, tmp_path):
+    og.configure(cost_per_request=int(og.config["cap"]) // 2)
+    try:
+        with recorder(og, tmp_path) as rec:
+            rec.client(calls=3, settlement="private")
+            rows = rec.receipts(3)
+            og.flush()
+            rec.verify()
+            rows = rec.receipts(3)
+            sessions = rec.sql("SELECT * FROM sessions ORDER BY opened_at")
+    finally:
+        og.configure(cost_per_request=COST_PER_REQUEST)
+    first, second = sessions
+    assert first["calls"] == 2 and first["ended_at"] is not None  # the 402 "Session expired or exhausted"
+    assert second["ended_at"] is None and second["opened_by"] == rows[2]["receipt_id"]
+    assert [r["session_id"] for r in rows] == [first["session_id"]] * 2 + [second["session_id"]]
+    assert rows[2]["attempts"] == 3  # under the old session (402), then the 402 challenge, then paid again
+    assert [r["proof_status"] for r in rows] == ["passed"] * 3
+    cap = int(og.config["cap"])  # amounts beyond 2**53 come back as exact strings
+    assert [int(r["session_amount"]) for r in rows] == [cap] * 2 + [cap // 2]
+
+
 def test_a_session_never_settled_is_pending_then_risky_after_the_permit_deadline(og, tmp_path):
     og.faults(never_settle_session="next")
     with recorder(og, tmp_path) as rec:
