@@ -106,7 +106,7 @@ def test_selectors_and_topics_match_the_documented_values():
 
 
 def test_the_upto_proxy_abi_is_the_one_the_x402_facilitator_calls():
-    constants = pytest.importorskip("x402.mechanisms.evm.constants")
+    from x402.mechanisms.evm import constants
 
     def shape(abi, name):
         (fn,) = [e for e in abi if e.get("type") == "function" and e["name"] == name]
@@ -267,8 +267,6 @@ def test_upto_settlement_guards(chains, case, reason):
 
 def test_the_real_x402_upto_client_and_facilitator_settle_here(chains):
     """x402 2.25.0's own upto client signs, its facilitator verifies (simulating settle) and settles."""
-    pytest.importorskip("x402.mechanisms.evm.upto.facilitator")
-    pytest.importorskip("jsonschema", reason="the x402 upto facilitator's verify imports x402[extensions] (jsonschema)")
     from eth_account import Account
     from x402.mechanisms.evm.upto.client import UptoEvmScheme as UptoClient
     from x402.mechanisms.evm.upto.facilitator import UptoEvmScheme as UptoFacilitator
@@ -353,8 +351,7 @@ def test_registry_round_trip(chains, tee):
 def test_the_opengradient_sdk_reads_the_registry_at_its_default_address(chains, tee):
     """The real SDK (opengradient 1.1.4, in .venv-og: it cannot share .venv with x402) finds the TEE."""
     sdk_python = ROOT / ".venv-og" / "bin" / "python"
-    if not sdk_python.exists():
-        pytest.skip("no .venv-og with the opengradient SDK (scripts/bootstrap makes it)")
+    assert sdk_python.exists(), "no .venv-og with the opengradient SDK: scripts/bootstrap makes it"
     code = (
         "import json, sys\n"
         "from opengradient.client.tee_registry import TEERegistry\n"
