@@ -10,7 +10,7 @@ import urllib.parse
 
 import pytest
 
-pytest.importorskip("x402", reason="the x402 package (x402[evm,httpx,fastapi]==2.25.0) is not installed")
+import x402  # noqa: E402,F401  (installed by scripts/bootstrap: a missing package must fail, not skip)
 
 from eth_abi import encode as abi_encode  # noqa: E402
 from eth_account import Account  # noqa: E402
