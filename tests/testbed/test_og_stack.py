@@ -226,8 +226,9 @@ def test_individual_settlement_anchors_each_response_on_the_og_chain(og):
 
 def test_batch_settlement_root_proves_each_leaf(og):
     og.flush()  # start from an empty batch
-    lines = og.run_client(calls=2, settlement="batch")
-    assert [line["ok"] for line in lines] == [True, True], lines
+    og.faults(omit_leaf=1)  # the first call's leaf is accepted but left out of the tree
+    lines = og.run_client(calls=3, settlement="batch")
+    assert [line["ok"] for line in lines] == [True, True, True], lines
     batch = og.flush(sessions=False)["batch"]
     assert batch["status"] == 1 and batch["size"] == 2
     rec = og_chain.receipt(og.og_url, batch["tx_hash"])
@@ -239,10 +240,14 @@ def test_batch_settlement_root_proves_each_leaf(og):
     assert dump["format"] == "standard-v1"
     assert dump["leafEncoding"] == ["bytes32", "bytes32", "bytes32", "bytes", "uint256"]
     assert bytes.fromhex(dump["tree"][0][2:]) == root
-    for line in lines:
+    for n, line in enumerate(lines):
         values = [og.tee_id, "0x" + request_hash(line["request"]).hex(), "0x" + keccak(line["answer"].encode()).hex(),
                   "0x" + base64.b64decode(line["tee_signature"]).hex(), str(line["tee_timestamp"])]
-        (entry,) = [v for v in dump["values"] if v["value"] == values]
+        entries = [v for v in dump["values"] if v["value"] == values]
+        if n == 0:
+            assert entries == []
+            continue
+        (entry,) = entries
         assert root_from(leaf(values), proof_from_dump(dump, entry["treeIndex"])) == root
     assert logs(og.og_url, og.relay, [BATCH_TOPIC, event["topics"][1]])[0]["transactionHash"] == batch["tx_hash"]
 
@@ -273,14 +278,22 @@ def test_faults_altered_answer_unregistered_key_and_reverted_settlement(og):
 
 
 def test_exhausted_session_ends_and_the_sdk_pays_again(og):
-    og.configure(cost_per_request=SESSION_CAP // 2)
+    # (and the gateway hashes the February 2026 form of the request meanwhile)
+    og.configure(cost_per_request=SESSION_CAP // 2, request_hash_form="pydantic-2026-02")
     og.faults(never_settle_session="next", drop_individual=1)
     try:
         lines = og.run_client(plan=[{"settlement": "individual"}, {"settlement": "private"},
                                     {"settlement": "individual"}])
     finally:
-        og.configure(cost_per_request=COST_PER_REQUEST)
+        og.configure(cost_per_request=COST_PER_REQUEST, request_hash_form="canonical")
     assert [line["ok"] for line in lines] == [True, True, True], lines
+    body = lines[1]["request"]
+    february = {"model": body["model"], "temperature": body["temperature"], "max_tokens": body["max_tokens"],
+                "messages": [{"role": m["role"], "content": m["content"], "tool_calls": None, "tool_call_id": None,
+                              "name": None} for m in body["messages"]],
+                "stop": None, "tools": None, "tool_choice": "auto"}
+    assert lines[1]["wire"][-1]["body_tee"]["tee_request_hash"] == \
+        keccak(json.dumps(february, sort_keys=True).encode()).hex() != request_hash(body).hex()
     first, second, third = (response_headers(line)["x-upto-session"] for line in lines)
     # two calls use up the cap; the third gets "Session expired or exhausted" inside the SDK's
     # transport, which asks for a new challenge and pays again: a new session
