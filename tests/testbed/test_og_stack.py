@@ -22,9 +22,7 @@ from eth_hash.auto import keccak
 from testbed import og_chain
 from testbed.chain import TRANSFER_TOPIC, topic_address
 from testbed.node import rpc_call
-from testbed.og_stack import COST_PER_REQUEST, OG_PYTHON, SESSION_CAP, pinned_context, start_og_stack
-
-pytestmark = pytest.mark.skipif(not OG_PYTHON.exists(), reason=".venv-og is missing: run scripts/bootstrap")
+from testbed.og_stack import COST_PER_REQUEST, SESSION_CAP, pinned_context, start_og_stack
 
 SETTLED_TOPIC = "0x" + keccak(b"Settled()").hex()
 INDIVIDUAL_TOPIC = "0x74e71a1981c03bd0c36f3b1227f3ee2a34dca5d6fef25c4b2787e033ab60b782"
@@ -33,6 +31,7 @@ BATCH_TOPIC = "0xc2aff8d8a10a4543baabf39bd9ff45e7fc3881d19098df350a3b7f339e91112
 
 @pytest.fixture(scope="module")
 def og():
+    # without .venv-og (scripts/bootstrap makes it) this fails loudly: OgStackError names the fix
     with start_og_stack(session_idle=1.0, reaper_interval=0.1, batch_idle=60.0) as stack:
         yield stack
 
