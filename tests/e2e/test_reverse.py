@@ -73,9 +73,11 @@ def test_enforce_refuses_an_upstream_whose_certificate_is_not_the_registry_s(tmp
         assert resp.status_code == 502
         rows = wait_for(lambda: [r for r in calls(proxy.data) if r["error"]])
         output = proxy.output()
+        doctor = receipts_cli("doctor", "--config", world["config"], data=proxy.data)
     assert not any(marker.encode() in body for *_, body in bad.seen_list())
     assert rows[0]["error"].startswith("tee_pin_mismatch: upstream certificate")
     assert "does not match the registry's tlsCertificate" in output
+    assert "the recorder refused an upstream 1 times (tee_pin_mismatch): upstream certificate" in doctor.stdout
 
 
 def test_record_mode_talks_but_notes_the_mismatch(tmp_path, world):

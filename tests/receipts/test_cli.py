@@ -61,6 +61,7 @@ def test_doctor_explains_an_untrusted_ca_and_then_passes(tmp_path, tls, upstream
         assert "SSL_CERT_FILE is not set to the proxy's CA" in bad.stdout
         assert "HTTPS_PROXY is not set" in bad.stdout
         assert "refused the proxy's certificate for localhost" in bad.stdout
+        assert "receipts proxy --reverse https://localhost" in bad.stdout  # what to do about a pinning client
         assert f"ok    a proxy is listening on 127.0.0.1:{proxy.port}" in bad.stdout
         good = subprocess.run([str(proxy.cmd[0]), *doctor, "--data", str(proxy.data)], capture_output=True,
                               text=True, env={**env, **proxy.client_env()}, timeout=60)
