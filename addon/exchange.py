@@ -9,7 +9,10 @@ request:    logical_id, source, client, client_port, app, method, scheme, host, 
             http_version, match (why it was recorded), headers (secrets replaced by hashes),
             body {size, sha256[, text, truncated]}, model, stream, ids {client_request_id,
             idempotency_key, traceparent}, payment (decoded x402 payment or null), upto_session,
-            settlement_type, tee_request_hashes {form: keccak of that canonical form}, errors
+            settlement_type, tee_request_hashes {form: keccak of that canonical form},
+            secrets_in_clear (names of secret headers/parameters sent over plain HTTP),
+            process {pid, exe, cmdline} (the local process owning the client socket, added by the
+            recorder), errors
 response:   status, reason, http_version, headers, content_type, body, stream, latency_ms,
             provider_request_id, response_id, model, usage, challenge, settlement, tee, og,
             tee_output_seen (keccak of the answer as a TEE hashes it), upstream (reverse-mode pin), errors
@@ -267,9 +270,18 @@ def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, s
         "upto_session": h.get(SESSION_HEADER),
         "settlement_type": h.get("x-settlement-type"),
         "tee_request_hashes": og.request_hashes(doc) if _is_og(h) else None,
+        "secrets_in_clear": secrets_in_clear(req) if req.scheme == "http" else None,
         "errors": errors,
     }
 
+
+def secrets_in_clear(req: Req) -> list[str] | None:
+    """Names (never values) of the secret headers and query parameters a plain-HTTP request carried."""
+    names = sorted({n for n in req.h.items if is_secret_header(n)})
+    query = req.path.partition("?")[2]
+    names += sorted({f"?{item.partition('=')[0]}" for item in query.split("&") if "=" in item
+                     and any(w in item.partition("=")[0].lower() for w in SECRET_QUERY)})
+    return names or None
 
 def _is_og(h: Headers) -> bool:
     """OpenGradient SDK requests name their settlement type (or run under a session)."""

@@ -28,7 +28,7 @@ from storage.journal import Journal
 from storage.records import Event, uuid7
 
 from . import exchange as X
-from . import pin
+from . import pin, process
 from .linker import Linker
 from .sse import SSEParser
 
@@ -94,6 +94,7 @@ class Recorder:
         self._flows: dict[str, FlowState] = {}  # live flows by flow id (metadata must stay serializable)
         self._registry: pin.RegistryCache | None = None  # reverse mode with a pin: the TEE registry
         self._pins: dict[str, pin.PinResult | str] = {}  # pin result by server connection id
+        self._owners: dict[str, asyncio.Future] = {}  # client connection id -> its process (lookup)
 
     # ---- options and lifecycle ---------------------------------------------------------------
     def load(self, loader) -> None:
@@ -151,6 +152,9 @@ class Recorder:
             return
         req = to_req(flow)
         st, event = self._start(flow, req, match)
+        owner = await self._owner(flow)
+        event.data["process"] = owner
+        event.data["app_name"] = process.app_name(owner, req.h.get("user-agent"), req.client)
         if not await self._write([event], st) and st.paid:
             flow.response = self._refusal()
 
@@ -210,6 +214,9 @@ class Recorder:
             log.warning("receipts: refused upstream %s: %s", flow.request.pretty_host, why)
         await self._write([Event("error", st.receipt_id, data, ts=time.time())], st)
 
+    def client_disconnected(self, client) -> None:
+        self._owners.pop(client.id, None)
+
     def tls_failed_client(self, data) -> None:
         """A client refused our certificate (often: it pins its server's): keep a trace of it."""
         peer = data.context.client.peername or (None, None)
@@ -248,6 +255,20 @@ class Recorder:
             self._pins.pop(next(iter(self._pins)))
 
     # ---- helpers -----------------------------------------------------------------------------
+    async def _owner(self, flow: http.HTTPFlow) -> dict | None:
+        """The local process behind this client connection (looked up once per connection, in a thread;
+        a lookup slower than 250 ms is not waited for)."""
+        conn = flow.client_conn
+        if not conn.peername or not conn.sockname:
+            return None
+        if conn.id not in self._owners:
+            self._owners[conn.id] = asyncio.ensure_future(
+                asyncio.to_thread(process.owner_of, conn.peername[:2], conn.sockname[1]))
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._owners[conn.id]), 0.25)
+        except Exception:  # timed out, or /proc could not be read: the call keeps address and user agent
+            return None
+
     def _upstream(self, flow: http.HTTPFlow) -> dict | None:
         """What the pin said about the upstream of this flow (reverse mode only)."""
         found = self._pins.get(flow.server_conn.id) if flow.server_conn else None

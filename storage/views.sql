@@ -18,6 +18,24 @@ SELECT id, type, ts, receipt_id, writer, seq, data
 FROM read_json('{journal}/*.jsonl', format = 'newline_delimited', columns = {columns})
 WHERE id NOT IN (SELECT id FROM parquet);
 
+-- The same events, for programs that read a few fields of every event (the verifier): the fields at
+-- `paths` (JSON paths into `data`, as a list `f`), each document parsed once. JSON segments are read
+-- line by line through a buffer of `max_line` bytes (the largest event accepted; a bigger one fails
+-- the query): DuckDB's JSON reader holds a whole segment (up to 32 MB) at a time and its memory grows
+-- with the segment, this read's does not.
+CREATE OR REPLACE MACRO event_fields(paths, max_line) AS TABLE
+WITH parquet AS MATERIALIZED (
+    SELECT id, type, ts, receipt_id, data FROM read_parquet('{journal}/parquet/*/*.parquet')
+)
+SELECT id, type, ts, receipt_id, json_extract_string(data, paths) AS f FROM parquet
+UNION ALL
+SELECT e[1] AS id, e[2] AS type, TRY_CAST(e[3] AS DOUBLE) AS ts, e[4] AS receipt_id, e[5:] AS f FROM (
+    SELECT json_extract_string(line, ['$.id', '$.type', '$.ts', '$.receipt_id']
+                                     || list_transform(paths, lambda p: '$.data' || p[2:])) AS e
+    FROM read_csv('{journal}/*.jsonl', columns = {'line': 'VARCHAR'}, header = false, delim = chr(1),
+                  quote = '', escape = '', auto_detect = false, buffer_size = max_line, max_line_size = max_line))
+WHERE e[1] NOT IN (SELECT id FROM parquet);
+
 -- Performance note: every `data->>'$.x'` parses the whole JSON document again and DuckDB keeps the
 -- parses of a whole vector of rows, so each view extracts all its fields in ONE json_extract_string
 -- call (a list, indexed below) per event: several times faster and a fraction of the memory.
@@ -29,7 +47,8 @@ SELECT receipt_id, ts, j[1] AS logical_id, j FROM (
         '$.logical_id', '$.client', '$.app', '$.method', '$.scheme', '$.host', '$.port', '$.path', '$.model',  -- 1-9
         '$.body.sha256', '$.body.size', '$.ids.client_request_id', '$.ids.idempotency_key',                 -- 10-13
         '$.payment.payment_identifier', '$.upto_session', '$.settlement_type', '$.source', '$.payment',       -- 14-18
-        '$.errors', '$.tee_request_hashes']) AS j                                                            -- 19-20
+        '$.errors', '$.tee_request_hashes', '$.secrets_in_clear', '$.process.pid', '$.process.exe',          -- 19-23
+        '$.process.cmdline', '$.app_name']) AS j                                                               -- 24-25
     FROM events WHERE type = 'request');
 
 -- One row per HTTP exchange the recorder saw.
@@ -61,6 +80,11 @@ SELECT
     utc(greatest(resp.ts, fin.ts, err.ts))                           AS ended_at,
     r.j[2]                                                           AS client,
     r.j[3]                                                           AS app,
+    coalesce(r.j[25], r.j[3], r.j[2])                                AS app_name,
+    TRY_CAST(r.j[22] AS INTEGER)                                     AS client_pid,
+    r.j[23]                                                          AS client_exe,
+    r.j[24]                                                          AS client_cmdline,
+    TRY_CAST(r.j[21] AS VARCHAR[])                                   AS secrets_in_clear,
     r.j[4]                                                           AS method,
     r.j[5]                                                           AS scheme,
     r.j[6]                                                           AS host,
@@ -228,6 +252,8 @@ grp AS (
         arg_max(host, started_at)                                  AS host,
         arg_max(path, started_at)                                  AS path,
         arg_max(app, started_at)                                   AS app,
+        arg_max(app_name, started_at)                              AS app_name,
+        arg_max(client_pid, started_at)                            AS client_pid,
         arg_max(client, started_at)                                AS client,
         first(coalesce(client_request_id, idempotency_key, payment_identifier) ORDER BY started_at)
             FILTER (WHERE coalesce(client_request_id, idempotency_key, payment_identifier) IS NOT NULL) AS client_id,
@@ -331,6 +357,8 @@ SELECT
     grp.host,
     grp.path,
     grp.app,
+    grp.app_name,
+    grp.client_pid,
     grp.client,
     list_distinct(list_concat(idlist._ids, [lower(grp.logical_id)],
         list_filter([lower(settle.tx_hash), lower(settle.job_id), lower(pay.payer), lower(pay.nonce)], lambda x: x IS NOT NULL))) AS ids

@@ -217,3 +217,20 @@ def test_upstream_tls_failure_is_an_error_event(tmp_path, upstream):
         assert status == 502
         (c,) = wait_for(lambda: sql(p, "SELECT * FROM calls WHERE error IS NOT NULL"))
     assert c["error"].startswith("tls_failed: Certificate verify failed") and c["path"] == "/v1/chat/completions"
+
+
+def test_app_attribution_and_secrets_sent_in_clear(proxy):
+    """curl through the proxy: the call names its process; a key sent over plain HTTP is flagged by name."""
+    plain, port = U.start_upstream(0)  # no TLS
+    try:
+        marker = f"attr {uuid.uuid4()}"
+        status, _, _ = curl(proxy, "-X", "POST", f"http://127.0.0.1:{port}/v1/free/chat/completions?api_key=k1",
+                            "-H", "Authorization: Bearer sk-clear-text", "-H", "content-type: application/json",
+                            "-d", json.dumps(chat(marker)))
+        assert status == 200
+        (c,) = wait_for(lambda: sql(proxy, f"SELECT * FROM calls WHERE port = {port}"))
+    finally:
+        plain.shutdown()
+    assert c["client_exe"].endswith("/curl") and c["app_name"] == "curl" and c["client_pid"] > 0
+    assert c["client_cmdline"].startswith("curl -sS")
+    assert c["secrets_in_clear"] == ["authorization", "?api_key"]

@@ -1,0 +1,36 @@
+"""Which local process owns a client connection, read from the real /proc of this machine."""
+import os
+import socket
+
+from addon import process
+
+
+def test_owner_of_a_real_local_connection_is_this_process():
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    try:
+        found = process.owner_of(client.getsockname(), server.getsockname()[1])
+        assert found["pid"] == os.getpid()
+        assert found["exe"] == os.readlink("/proc/self/exe")
+        assert "pytest" in found["cmdline"]
+        assert process.owner_of(client.getsockname(), server.getsockname()[1] + 1) is None  # another peer
+        assert process.owner_of(("10.1.2.3", 5555), 80) is None  # not local: not looked up
+    finally:
+        client.close()
+        server.close()
+
+
+def test_kernel_endpoint_format():
+    table = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+             "   0: 0100007F:D431 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 4242 1\n")
+    assert process.socket_inode(table, ("127.0.0.1", 0xD431), 8080) == 4242
+    assert process.socket_inode(table, ("127.0.0.1", 0xD431), 8081) is None
+
+
+def test_app_names():
+    assert process.app_name({"exe": "/usr/bin/python3.12", "cmdline": "python3 -u /srv/agent.py --x"}, "ua", "c") \
+        == "python3.12 agent.py"
+    assert process.app_name({"exe": "/usr/bin/curl", "cmdline": "curl -s http://x"}, "curl/8", "c") == "curl"
+    assert process.app_name(None, "python-httpx/0.28", "127.0.0.1") == "python-httpx/0.28"
+    assert process.app_name(None, None, "127.0.0.1") == "127.0.0.1"
+    assert process.app_name(None, None, None) is None
