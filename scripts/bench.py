@@ -222,7 +222,7 @@ class WrkLoad:
 
     def _script(self, t: Target, body: bytes) -> Path:
         self._n += 1
-        lua = [f'wrk.method = "POST"', f"wrk.path = {_lua_str(t.path)}", f"wrk.body = {_lua_str(body.decode())}",
+        lua = ['wrk.method = "POST"', f"wrk.path = {_lua_str(t.path)}", f"wrk.body = {_lua_str(body.decode())}",
                f'wrk.headers["Host"] = {_lua_str(t.host_header)}',
                'wrk.headers["Content-Type"] = "application/json"']
         lua += [f"wrk.headers[ {_lua_str(k)} ] = {_lua_str(v)}" for k, v in t.headers.items()]

@@ -33,7 +33,6 @@ from testbed.blobstore import start_blobstore  # noqa: E402
 from testbed.og_chain import batch_settle, deploy_og_contracts, register_tee  # noqa: E402
 from testbed.node import start_anvil  # noqa: E402
 from verifier import og, tee  # noqa: E402
-from verifier.rpc import Rpc  # noqa: E402
 
 PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 REGISTRY_ABI = [{"type": "function", "name": "getTEE", "stateMutability": "view",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import yaml

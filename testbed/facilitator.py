@@ -72,7 +72,7 @@ def make_signer(rpc_url: str, private_key: str, *, confirmation_timeout: float =
 
 def create_app(rpc_url: str, networks: list[str], private_key: str = FACILITATOR.private_key):
     """The facilitator as a FastAPI app (sync handlers: the x402 EVM scheme blocks on web3 calls)."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.responses import JSONResponse
     from x402 import x402FacilitatorSync
     from x402.mechanisms.evm.exact import register_exact_evm_facilitator

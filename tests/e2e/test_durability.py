@@ -1,13 +1,10 @@
 """Nothing lost, nothing leaked: kill -9 under load, readers while capturing, a full disk, secrets."""
 import ssl
-import json
-import os
 import random
 import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import duckdb
 import httpx

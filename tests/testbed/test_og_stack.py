@@ -7,7 +7,6 @@ chains, with ``cryptography`` and ``eth_abi`` (not with the test bed's own helpe
 import base64
 import json
 import ssl
-import time
 import urllib.error
 import urllib.request
 
