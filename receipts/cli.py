@@ -140,7 +140,6 @@ def cmd_ingest(args) -> int:
 
 def cmd_verify(args) -> int:
     from storage.journal import Journal
-    from verifier import og
     from verifier.verify import verify_once
 
     data = _data_dir(args)
@@ -150,7 +149,10 @@ def cmd_verify(args) -> int:
     deadline = time.monotonic() + args.seconds if args.seconds else None
     with Journal(data, "verifier", durability=settings.durability, seal_interval=0.2) as journal:
         while True:
-            s = og.verify_once(data, settings, journal, verify_once(data, settings, journal))
+            s = verify_once(data, settings, journal)
+            if s.og_events:  # the OpenGradient pass (and its heavier imports) only where it has work
+                from verifier import og
+                s = og.verify_once(data, settings, journal, s)
             counts = ", ".join(f"{n} {k}" for k, n in sorted(s.statuses.items())) or "nothing to verify"
             print(f"receipts verify: {s.seen} receipts checked ({counts}); {s.changed} changed"
                   + "".join(f"\n  fault: {render.safe(f)}" for f in s.faults), flush=True)

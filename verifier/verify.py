@@ -14,11 +14,14 @@ The verdict (check `verdict`) is `failed` if a check failed, `pending` while one
 """
 from __future__ import annotations
 
-import json
 import logging
+import re
 import time
 from datetime import timezone
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+import duckdb
 
 from storage import db
 from storage.config import Settings
@@ -30,33 +33,80 @@ from .rpc import Rpc, RpcError
 
 log = logging.getLogger("receipts.verify")
 
+# One pass reads the journal once, narrowly: a single scan (storage's `event_fields`) keeps only the fields
+# the checks below use, each JSON document parsed once and no event held whole, so a pass's memory does
+# not grow with the journal. Each field means exactly what the views in storage/views.sql say (payments,
+# settlements, challenges, checks, calls.status); tests/e2e/test_verify.py runs the same query over those
+# views and asserts that both give the same rows.
+FIELDS = [
+    '$.logical_id', '$.upto_session', '$.payment.scheme', '$.payment.kind', '$.payment.network',   # request 1-5
+    '$.payment.payer', '$.payment.pay_to', '$.payment.asset', '$.payment.amount', '$.payment.nonce',  # 6-10
+    '$.payment.valid_after', '$.payment.valid_before', '$.payment.signer', '$.payment.signer_error',  # 11-14
+    '$.payment',                                                                                  # 15
+    '$.status', '$.settlement.header', '$.settlement.tx_hash', '$.settlement.job_id',             # response 16-19
+    '$.challenge.accepts', '$.og.upto_session', '$.tee.tee_id',                                   # 20-22
+    '$.checks',                                                                                   # check 23
+]
+LINE_BYTES = 1 << 20   # the read buffer: events up to this size (else the pass reads again with BIG_LINE_BYTES)
+BIG_LINE_BYTES = 1 << 28
+FACTS = """
+CREATE TEMP TABLE facts AS
+SELECT type, receipt_id, ts,
+       CASE type WHEN 'request' THEN f[1:14] WHEN 'response' THEN f[16:20] END AS x,
+       type = 'request' AND f[15] IS NOT NULL AS paid,            -- requests.j[18]: the call carried a payment
+       CASE type WHEN 'request' THEN f[2] WHEN 'response' THEN coalesce(f[21], f[22])
+                 ELSE f[22] END IS NOT NULL AS og,                -- calls.upto_session or calls.tee_id
+       CASE WHEN type = 'check' THEN list_transform(TRY_CAST(f[23] AS JSON[]), lambda c: json_extract_string(c,
+           ['$.check', '$.result', '$.status', '$.resolution', '$.reason'])) END AS chk
+FROM event_fields({fields}, {max_line})
+WHERE type IN ('request', 'response', 'check') OR type = 'stream_end' AND f[22] IS NOT NULL
+"""
+CHECK_ROWS = """
+CREATE TEMP TABLE check_rows AS  -- the checks view, narrowed
+SELECT receipt_id, c[1] AS "check", c[2] AS result, c[3] AS proof_status, c[4] AS resolution, c[5] AS reason,
+       utc(ts) AS observed_at
+FROM (SELECT receipt_id, ts, unnest(chk) AS c FROM facts WHERE type = 'check')
+"""
+OTHER_PASSES = """
+CREATE TEMP TABLE og_calls AS  -- OpenGradient sessions and TEE proofs: verifier/og.py verifies them
+SELECT logical_id FROM calls WHERE upto_session IS NOT NULL OR tee_id IS NOT NULL
+"""
+NO_OTHER_PASSES = "CREATE TEMP TABLE og_calls AS SELECT NULL::VARCHAR AS logical_id WHERE false"
 TO_VERIFY = """
-WITH pay AS (
+WITH req AS (
+    SELECT receipt_id, ts, x[1] AS logical_id, x, paid FROM facts WHERE type = 'request'
+), resp AS (
+    SELECT receipt_id, ts, x FROM facts WHERE type = 'response'
+), pay AS (
     SELECT logical_id, count(*) AS payment_count,
-           arg_max({'payer': payer, 'pay_to': pay_to, 'asset': asset, 'amount': amount, 'scheme': scheme,
-                    'kind': kind, 'nonce': nonce, 'network': network, 'valid_after': valid_after,
-                    'valid_before': valid_before, 'signer': signer, 'signer_error': signer_error,
-                    'paid_at': sent_at}, sent_at) AS p
-    FROM payments GROUP BY logical_id
+           arg_max({'payer': x[6], 'pay_to': x[7], 'asset': x[8], 'amount': TRY_CAST(x[9] AS HUGEINT),
+                    'scheme': x[3], 'kind': x[4], 'nonce': x[10], 'network': x[5],
+                    'valid_after': TRY_CAST(x[11] AS BIGINT), 'valid_before': TRY_CAST(x[12] AS BIGINT),
+                    'signer': x[13], 'signer_error': x[14], 'paid_at': utc(ts)}, utc(ts)) AS p
+    FROM req WHERE paid GROUP BY logical_id
 ), settle AS (
-    SELECT logical_id, arg_max(tx_hash, seen_at) FILTER (WHERE tx_hash IS NOT NULL) AS payment_hash,
-           arg_max(job_id, seen_at) FILTER (WHERE job_id IS NOT NULL) AS settlement_job_id,
-           count(DISTINCT tx_hash) AS settlement_count
-    FROM settlements GROUP BY logical_id
+    SELECT r.logical_id, arg_max(s.x[3], utc(s.ts)) FILTER (WHERE s.x[3] IS NOT NULL) AS payment_hash,
+           arg_max(s.x[4], utc(s.ts)) FILTER (WHERE s.x[4] IS NOT NULL) AS settlement_job_id,
+           count(DISTINCT s.x[3]) AS settlement_count
+    FROM resp s JOIN req r USING (receipt_id) WHERE s.x[2] IS NOT NULL GROUP BY r.logical_id
 ), chal AS (
-    SELECT logical_id, arg_max({'amount': amount, 'pay_to': pay_to, 'asset': asset, 'network': network},
-                               seen_at) AS c
-    FROM challenges GROUP BY logical_id
+    SELECT r.logical_id, arg_max({'amount': TRY_CAST(a[4] AS HUGEINT), 'pay_to': a[5], 'asset': a[3],
+                                  'network': a[2]}, utc(ch.ts)) AS c
+    FROM resp ch
+    JOIN req r USING (receipt_id)
+    CROSS JOIN LATERAL (
+        SELECT json_extract_string(value, ['$.scheme', '$.network', '$.asset', '$.amount', '$.pay_to']) AS a
+        FROM (SELECT unnest(TRY_CAST(ch.x[5] AS JSON[])) AS value))
+    WHERE ch.x[5] IS NOT NULL GROUP BY r.logical_id
 ), answer AS (  -- the HTTP status of each logical call's last attempt (NULL: no answer)
-    SELECT r.logical_id, arg_max({'status': TRY_CAST(json_extract_string(e.data, '$.status') AS INTEGER)},
-                                 r.ts).status AS status
-    FROM requests r LEFT JOIN events e ON e.receipt_id = r.receipt_id AND e.type = 'response'
+    SELECT r.logical_id, arg_max({'status': TRY_CAST(e.x[1] AS INTEGER)}, r.ts).status AS status
+    FROM req r LEFT JOIN resp e ON e.receipt_id = r.receipt_id
     WHERE r.logical_id IN (SELECT logical_id FROM pay)
     GROUP BY r.logical_id
 ), verdict AS (
     SELECT receipt_id AS logical_id,
            arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason}, observed_at) AS v
-    FROM checks WHERE "check" = 'verdict' GROUP BY receipt_id
+    FROM check_rows WHERE "check" = 'verdict' GROUP BY receipt_id
 )
 SELECT pay.logical_id AS receipt_id, p.payer, p.pay_to, p.asset, p.scheme, p.kind, p.nonce,
        coalesce(p.network, c.network) AS network, p.valid_after, p.valid_before, p.paid_at, p.signer, p.signer_error,
@@ -72,15 +122,14 @@ LEFT JOIN chal USING (logical_id)
 LEFT JOIN answer USING (logical_id)
 LEFT JOIN verdict USING (logical_id)
 WHERE p.payer IS NOT NULL AND coalesce(v.proof_status, 'pending') IN ('pending', 'passed')
-  AND pay.logical_id NOT IN (  -- OpenGradient sessions and TEE proofs: verifier/og.py
-      SELECT logical_id FROM calls WHERE upto_session IS NOT NULL OR tee_id IS NOT NULL)
+  AND pay.logical_id NOT IN (SELECT logical_id FROM og_calls)
 """
 LAST_CHECKS = """
 CREATE TABLE last_checks AS  -- not TEMP: the history cursor must see it
 SELECT receipt_id, "check", l.result, l.reason, ever_passed FROM (
     SELECT receipt_id, "check", arg_max({'result': result, 'reason': reason}, observed_at) AS l,
            bool_or(result = 'pass') AS ever_passed
-    FROM checks GROUP BY ALL)
+    FROM check_rows GROUP BY ALL)
 """
 LAST_CHECKS_OF = "SELECT * FROM last_checks WHERE receipt_id IN (SELECT unnest($ids))"
 
@@ -91,6 +140,7 @@ class Summary:
     changed: int = 0
     statuses: dict = field(default_factory=dict)
     faults: list = field(default_factory=list)
+    og_events: int = 0  # events of calls with an upto session or a TEE proof: verifier/og.py's pass
 
 
 def signature_check(r: dict) -> Check:
@@ -155,22 +205,72 @@ CHUNK = 2000  # receipts per round: memory stays flat however many there are
 
 def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int = CHUNK) -> Summary:
     """One pass over every receipt that is not final yet, `chunk` receipts at a time."""
-    summary, logs = Summary(), {}  # logs: this pass's eth_getLogs answers by filter (chunks repeat them)
-    with db.connect(data_dir) as con:
+    summary = Summary()
+    with db.connect(data_dir, snapshot=False) as con:  # FACTS reads the journal once, narrowly
+        _read_facts(con)
+        con.execute(CHECK_ROWS)
+        summary.og_events = con.execute("SELECT count(*) FROM facts WHERE og").fetchone()[0]
+        con.execute(OTHER_PASSES if summary.og_events else NO_OTHER_PASSES)
         con.execute(LAST_CHECKS)  # once per pass; each chunk then looks up its own receipts
         cur = con.execute(TO_VERIFY + " ORDER BY network, receipt_id")  # a narrow query: not the receipts view
         cols = [d[0] for d in cur.description]
         history = con.cursor()  # a second cursor: the first one is still streaming
-        while batch := cur.fetchmany(chunk):
-            rows = [dict(zip(cols, row)) for row in batch]
-            last = _history(history, rows)
-            events: list[Event] = []
-            for network in sorted({r.get("network") or "unknown" for r in rows}):
-                group = [r for r in rows if (r.get("network") or "unknown") == network]
-                events += _verify_network(network, group, settings, last, summary, logs)
-            if events:
-                journal.write(events)
+        rpcs: dict[str, Rpc] = {}
+        written = []
+        with ThreadPoolExecutor(1, thread_name_prefix="verify-chain") as chain_reader:
+            ahead = None  # the next round: its receipts, and their chain views being read meanwhile
+            while True:
+                batch = cur.fetchmany(chunk)
+                upcoming = _read_chain(batch, cols, settings, rpcs, chain_reader) if batch else None
+                if ahead:
+                    events = _decide(*ahead, history, settings, summary)
+                    if events:
+                        written.append(journal.append(events))
+                if upcoming is None:
+                    break
+                ahead = upcoming
+        for done in written:  # every check event is durable before the pass returns
+            done.result(30.0)
     return summary
+
+
+def _read_chain(batch: list[tuple], cols: list[str], settings: Settings, rpcs: dict, pool) -> tuple:
+    """A round's receipts by network, and (in the background) what the nodes say about them."""
+    groups: dict[str, list[dict]] = {}
+    for row in batch:
+        r = dict(zip(cols, row))
+        groups.setdefault(r.get("network") or "unknown", []).append(r)
+    return groups, pool.submit(_chain_views, groups, settings, rpcs)
+
+
+def _chain_views(groups: dict, settings: Settings, rpcs: dict) -> tuple[dict, list[str]]:
+    views, faults = {}, []
+    for network, rows in groups.items():
+        net = settings.network(network)
+        if net and net.rpc:
+            if network not in rpcs:
+                rpcs[network] = Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(net.caip2.split(":")[1]))
+            views[network] = _chain_view(net, rows, faults, rpcs[network])
+    return views, faults
+
+
+def _decide(groups: dict, chain: Future, history, settings: Settings, summary: Summary) -> list[Event]:
+    rows = [r for group in groups.values() for r in group]
+    last = _history(history, rows)
+    views, faults = chain.result()
+    summary.faults += faults
+    events: list[Event] = []
+    for network in sorted(groups):
+        events += _verify_network(network, groups[network], settings, last, summary, views.get(network))
+    return events
+
+
+def _read_facts(con) -> None:
+    fields = "[" + ", ".join(f"'{p}'" for p in FIELDS) + "]"
+    try:
+        con.execute(FACTS.format(fields=fields, max_line=LINE_BYTES))
+    except duckdb.Error:  # an event bigger than the buffer (full bodies): once more with room for any event
+        con.execute(FACTS.format(fields=fields, max_line=BIG_LINE_BYTES))
 
 
 def _history(con, rows: list[dict]) -> dict:
@@ -207,9 +307,8 @@ class ChainView:
 
 
 def _verify_network(network: str, rows: list[dict], settings: Settings, last: dict, summary: Summary,
-                    logs: dict) -> list[Event]:
+                    chain: "ChainView | None") -> list[Event]:
     net = settings.network(network)
-    chain = _chain_view(net, rows, summary, logs) if net and net.rpc else None
     events = []
     for r in rows:
         summary.seen += 1
@@ -240,22 +339,21 @@ def _settlement_checks(r: dict, chain: ChainView, net) -> list[Check]:
     return out
 
 
-def _chain_view(net, rows: list[dict], summary: Summary, logs: dict) -> ChainView | None:
+def _chain_view(net, rows: list[dict], faults: list[str], rpc: Rpc) -> ChainView | None:
     """One round's facts from the node, in few batched calls; None on a fault (nothing is decided)."""
-    rpc = Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(net.caip2.split(":")[1]))
     try:
         block = rpc.call("eth_getBlockByNumber", ["latest", False])
         view = ChainView(head=int(block["number"], 16), head_time=float(int(block["timestamp"], 16)))
         _scan_logs(rpc, view, rows, net.scan_blocks)
         hashes = sorted({h for r in rows if (h := view.settlement_tx(r)[0])})
         if len(hashes) > BULK:
-            view.receipts.update(_receipts_from_logs(rpc, view.head, rows, set(hashes), net, logs))
+            view.receipts.update(_receipts_from_logs(rpc, view.head, rows, set(hashes), net))
         rest = [h for h in hashes if h not in view.receipts]
         for start in range(0, len(rest), 500):
             part = rest[start:start + 500]
             view.receipts.update(zip(part, rpc.batch([("eth_getTransactionReceipt", [h]) for h in part])))
     except RpcError as exc:
-        summary.faults.append(f"{net.caip2}: {exc}")
+        faults.append(f"{net.caip2}: {exc}")
         log.error("receipts verify: %s: %s — nothing about this network is decided until it answers", net.caip2, exc)
         return None
     return view
@@ -264,37 +362,72 @@ def _chain_view(net, rows: list[dict], summary: Summary, logs: dict) -> ChainVie
 BULK = 50  # above this many settlements in a round, read them from the token's logs, not one by one
 
 
-def _receipts_from_logs(rpc: Rpc, head: int, rows: list[dict], wanted: set[str], net, cache: dict,
-                        step: int = 2000) -> dict:
+def _topic(value: str) -> str:
+    return "0x" + value.lower().removeprefix("0x").rjust(64, "0")
+
+
+_WORD = re.compile(r"0[xX][0-9a-fA-F]{64}")  # a 32-byte topic (nodes reject malformed ones)
+
+
+def _receipts_from_logs(rpc: Rpc, head: int, rows: list[dict], wanted: set[str], net, step: int = 2000) -> dict:
     """Receipts of many settlements at once, from the tokens' Transfer and AuthorizationUsed logs whose
     first topic is one of the payers (a log exists only if its transaction succeeded, and carries the
-    block). Transactions not found this way are looked up one by one by the caller."""
-    topic = lambda a: "0x" + a.lower().removeprefix("0x").rjust(64, "0")  # noqa: E731
+    block). Only the blocks holding this round's settlements are read: first the AuthorizationUsed logs
+    of its payers' nonces say which blocks those are, then the payers' logs of just those blocks.
+    Transactions not found this way are looked up one by one by the caller."""
+    first = max(0, head - net.scan_blocks)
+    windows = [(lo, min(lo + step - 1, head)) for lo in range(first, head + 1, step)]
+    tokens: dict[str, tuple[set, set]] = {}
+    for r in rows:
+        token, payer = (r.get("asset") or "").lower(), r.get("payer")
+        if token and payer:
+            payers, nonces = tokens.setdefault(token, (set(), set()))
+            payers.add(_topic(payer))
+            if r.get("kind") == "eip3009" and _WORD.fullmatch(r.get("nonce") or ""):
+                nonces.add(r["nonce"].lower())
+    where = []   # (token, payer topics) of each filter, then the blocks of the settlements they found
     calls = []
-    for token in sorted({(r.get("asset") or "").lower() for r in rows if r.get("asset")}):
-        payers = sorted({topic(r["payer"]) for r in rows if (r.get("asset") or "").lower() == token and r.get("payer")})
+    for token, (payers, nonces) in sorted(tokens.items()):
+        payers, nonces = sorted(payers), sorted(nonces)
         for i in range(0, len(payers), 100):
-            for lo in range(max(0, head - net.scan_blocks), head + 1, step):
-                calls.append(("eth_getLogs", [{"address": token, "fromBlock": hex(lo), "toBlock": hex(min(lo + step - 1, head)),
-                                               "topics": [[TRANSFER, AUTHORIZATION_USED], payers[i:i + 100]]}]))
-    keys = [json.dumps(c[1], sort_keys=True) for c in calls]
-    missing = [(k, c) for k, c in zip(keys, calls) if k not in cache]
-    for key, logs in zip([k for k, _ in missing], rpc.batch([c for _, c in missing])):
-        cache[key] = [(lg["transactionHash"].lower(), lg["blockNumber"], lg["address"], tuple(lg["topics"]),
-                       lg.get("data"), lg.get("logIndex")) for lg in logs or []]  # compact: kept for the pass
+            where.append((token, payers[i:i + 100]))
+            for j in range(0, len(nonces), 500):  # nodes cap the alternatives per topic (geth: 1000)
+                calls += [("eth_getLogs", [{"address": token, "fromBlock": hex(lo), "toBlock": hex(hi), "topics": [
+                    AUTHORIZATION_USED, payers[i:i + 100], nonces[j:j + 500]]}]) for lo, hi in windows]
+    blocks: dict[str, set[int]] = {}
+    for call, logs in zip(calls, rpc.batch(calls)):
+        for lg in logs or []:
+            if lg["transactionHash"].lower() in wanted:
+                blocks.setdefault(call[1][0]["address"], set()).add(int(lg["blockNumber"], 16))
+    calls = [("eth_getLogs", [{"address": token, "fromBlock": hex(lo), "toBlock": hex(hi),
+                               "topics": [[TRANSFER, AUTHORIZATION_USED], payers]}])
+             for token, payers in where for lo, hi in _runs(blocks.get(token, ()), step)]
     found: dict[str, dict] = {}
-    for logs in (cache[k] for k in keys):
-        for tx, block, address, topics, data, index in logs:
+    for logs in rpc.batch(calls):
+        for lg in logs or []:
+            tx = lg["transactionHash"].lower()
             if tx in wanted:
-                found.setdefault(tx, {"status": "0x1", "blockNumber": block, "from": None, "logs": []})
-                found[tx]["logs"].append({"address": address, "topics": list(topics), "data": data, "logIndex": index})
+                found.setdefault(tx, {"status": "0x1", "blockNumber": lg["blockNumber"], "from": None, "logs": []})
+                found[tx]["logs"].append({"address": lg["address"], "topics": lg["topics"], "data": lg.get("data"),
+                                          "logIndex": lg.get("logIndex")})
     if net.facilitators and found:  # the sender check needs each transaction's `from`: one call per block
-        blocks = sorted({r["blockNumber"] for r in found.values()})
-        for block in rpc.batch([("eth_getBlockByNumber", [b, True]) for b in blocks]):
+        blocks_hex = sorted({r["blockNumber"] for r in found.values()})
+        for block in rpc.batch([("eth_getBlockByNumber", [b, True]) for b in blocks_hex]):
             for tx in (block or {}).get("transactions") or []:
                 if tx["hash"].lower() in found:
                     found[tx["hash"].lower()]["from"] = tx["from"]
     return found
+
+
+def _runs(blocks, step: int, gap: int = 100) -> list[tuple[int, int]]:
+    """Block ranges covering `blocks` (runs closer than `gap` merged), each at most `step` long."""
+    out: list[list[int]] = []
+    for b in sorted(blocks):
+        if out and b - out[-1][1] <= gap and b - out[-1][0] < step:
+            out[-1][1] = b
+        else:
+            out.append([b, b])
+    return [(lo, hi) for lo, hi in out]
 
 
 def _needs_refund_scan(r: dict) -> bool:
