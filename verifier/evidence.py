@@ -32,10 +32,10 @@ def _word(hexstr: str) -> int:
 
 def transfers(logs: list[dict], token: str) -> list[dict]:
     """The token's Transfer logs, decoded: {from, to, value, log_index}."""
-    out = []
+    out, token = [], token.lower()
     for log in logs:
         topics = log.get("topics") or []
-        if log.get("address", "").lower() != token.lower() or len(topics) != 3 or topics[0] != TRANSFER:
+        if log.get("address", "").lower() != token or len(topics) != 3 or topics[0] != TRANSFER:
             continue
         out.append({"from": "0x" + topics[1][-40:], "to": "0x" + topics[2][-40:], "value": _word(log.get("data")),
                     "log_index": _word(log.get("logIndex", "0x0"))})
@@ -43,9 +43,12 @@ def transfers(logs: list[dict], token: str) -> list[dict]:
 
 
 def authorization_used(logs: list[dict], token: str, authorizer: str, nonce: str) -> bool:
-    want = [AUTHORIZATION_USED, _addr_topic(authorizer), nonce.lower()]
-    return any(log.get("address", "").lower() == token.lower() and [t.lower() for t in log.get("topics") or []] == want
-               for log in logs)
+    want, token = [AUTHORIZATION_USED, _addr_topic(authorizer), nonce.lower()], token.lower()
+    for log in logs:
+        topics = log.get("topics") or []
+        if log.get("address", "").lower() == token and len(topics) == 3 and [t.lower() for t in topics] == want:
+            return True
+    return False
 
 
 def settlement(payment: dict, tx_hash: str, receipt: dict | None, head: int, required: int,

@@ -47,7 +47,7 @@ FIELDS = [
     '$.challenge.accepts', '$.og.upto_session', '$.tee.tee_id',                                   # 20-22
     '$.checks',                                                                                   # check 23
 ]
-LINE_BYTES = 1 << 20   # the read buffer: events up to this size (else the pass reads again with BIG_LINE_BYTES)
+LINE_BYTES = 1 << 19   # the read buffer: events up to this size (else the pass reads again with BIG_LINE_BYTES)
 BIG_LINE_BYTES = 1 << 28
 FACTS = """
 CREATE TEMP TABLE facts AS
@@ -73,10 +73,12 @@ SELECT logical_id FROM calls WHERE upto_session IS NOT NULL OR tee_id IS NOT NUL
 """
 NO_OTHER_PASSES = "CREATE TEMP TABLE og_calls AS SELECT NULL::VARCHAR AS logical_id WHERE false"
 TO_VERIFY = """
-WITH req AS (
-    SELECT receipt_id, ts, x[1] AS logical_id, x, paid FROM facts WHERE type = 'request'
-), resp AS (
-    SELECT receipt_id, ts, x FROM facts WHERE type = 'response'
+WITH req AS NOT MATERIALIZED (  -- filters of one table: not worth a copy each; the receipts of one part
+    SELECT receipt_id, ts, x[1] AS logical_id, x, paid FROM facts
+    WHERE type = 'request' AND (x[1] IS NULL AND $lo IS NULL
+                                OR ($lo IS NULL OR x[1] >= $lo) AND ($hi IS NULL OR x[1] < $hi))
+), resp AS NOT MATERIALIZED (  -- the answers to those requests
+    SELECT receipt_id, ts, x FROM facts WHERE type = 'response' AND receipt_id IN (SELECT receipt_id FROM req)
 ), pay AS (
     SELECT logical_id, count(*) AS payment_count,
            arg_max({'payer': x[6], 'pay_to': x[7], 'asset': x[8], 'amount': TRY_CAST(x[9] AS HUGEINT),
@@ -101,12 +103,16 @@ WITH req AS (
 ), answer AS (  -- the HTTP status of each logical call's last attempt (NULL: no answer)
     SELECT r.logical_id, arg_max({'status': TRY_CAST(e.x[1] AS INTEGER)}, r.ts).status AS status
     FROM req r LEFT JOIN resp e ON e.receipt_id = r.receipt_id
-    WHERE r.logical_id IN (SELECT logical_id FROM pay)
+    WHERE r.logical_id IN (SELECT logical_id FROM req WHERE paid)  -- those of `pay`
     GROUP BY r.logical_id
 ), verdict AS (
     SELECT receipt_id AS logical_id,
            arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason}, observed_at) AS v
     FROM check_rows WHERE "check" = 'verdict' GROUP BY receipt_id
+), history AS (  -- the latest result of each check of the receipt (last_checks)
+    SELECT receipt_id AS logical_id, list({'check': "check", 'result': result, 'reason': reason,
+                                           'ever_passed': ever_passed}) AS history
+    FROM last_checks GROUP BY receipt_id
 )
 SELECT pay.logical_id AS receipt_id, p.payer, p.pay_to, p.asset, p.scheme, p.kind, p.nonce,
        coalesce(p.network, c.network) AS network, p.valid_after, p.valid_before, p.paid_at, p.signer, p.signer_error,
@@ -115,23 +121,23 @@ SELECT pay.logical_id AS receipt_id, p.payer, p.pay_to, p.asset, p.scheme, p.kin
        c.amount AS max_amount_required, c.pay_to AS challenge_pay_to, c.asset AS challenge_asset,
        c.network AS challenge_network, settle.payment_hash, settle.settlement_job_id,
        coalesce(settle.settlement_count, 0) AS settlement_count, payment_count, answer.status,
-       v.proof_status AS last_status, v.resolution AS last_resolution, v.reason AS last_reason
+       v.proof_status AS last_status, v.resolution AS last_resolution, v.reason AS last_reason, history.history
 FROM pay
 LEFT JOIN settle USING (logical_id)
 LEFT JOIN chal USING (logical_id)
 LEFT JOIN answer USING (logical_id)
 LEFT JOIN verdict USING (logical_id)
+LEFT JOIN history USING (logical_id)
 WHERE p.payer IS NOT NULL AND coalesce(v.proof_status, 'pending') IN ('pending', 'passed')
   AND pay.logical_id NOT IN (SELECT logical_id FROM og_calls)
 """
 LAST_CHECKS = """
-CREATE TABLE last_checks AS  -- not TEMP: the history cursor must see it
+CREATE TEMP TABLE last_checks AS
 SELECT receipt_id, "check", l.result, l.reason, ever_passed FROM (
     SELECT receipt_id, "check", arg_max({'result': result, 'reason': reason}, observed_at) AS l,
            bool_or(result = 'pass') AS ever_passed
     FROM check_rows GROUP BY ALL)
 """
-LAST_CHECKS_OF = "SELECT * FROM last_checks WHERE receipt_id IN (SELECT unnest($ids))"
 
 
 @dataclass
@@ -200,30 +206,31 @@ def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> t
     return status, None, reason
 
 
-CHUNK = 2000  # receipts per round: memory stays flat however many there are
+CHUNK = 500  # receipts per round: memory stays flat however many there are
 
 
 def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int = CHUNK) -> Summary:
     """One pass over every receipt that is not final yet, `chunk` receipts at a time."""
     summary = Summary()
-    with db.connect(data_dir, snapshot=False) as con:  # FACTS reads the journal once, narrowly
+    with db.connect(data_dir, snapshot=False, views=False) as con:  # FACTS reads the journal once, narrowly
         _read_facts(con)
         con.execute(CHECK_ROWS)
         summary.og_events = con.execute("SELECT count(*) FROM facts WHERE og").fetchone()[0]
+        if summary.og_events:
+            db.add_views(con, data_dir)
         con.execute(OTHER_PASSES if summary.og_events else NO_OTHER_PASSES)
-        con.execute(LAST_CHECKS)  # once per pass; each chunk then looks up its own receipts
-        cur = con.execute(TO_VERIFY + " ORDER BY network, receipt_id")  # a narrow query: not the receipts view
-        cols = [d[0] for d in cur.description]
-        history = con.cursor()  # a second cursor: the first one is still streaming
+        con.execute("SET threads = 1")  # the per-receipt part: a second thread's hash tables cost more than it gains
+        con.execute(LAST_CHECKS)
         rpcs: dict[str, Rpc] = {}
         written = []
         with ThreadPoolExecutor(1, thread_name_prefix="verify-chain") as chain_reader:
             ahead = None  # the next round: its receipts, and their chain views being read meanwhile
+            rounds = _rounds(con, chunk)
             while True:
-                batch = cur.fetchmany(chunk)
+                batch, cols = next(rounds, (None, None))
                 upcoming = _read_chain(batch, cols, settings, rpcs, chain_reader) if batch else None
                 if ahead:
-                    events = _decide(*ahead, history, settings, summary)
+                    events = _decide(*ahead, settings, summary)
                     if events:
                         written.append(journal.append(events))
                 if upcoming is None:
@@ -232,6 +239,23 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int 
         for done in written:  # every check event is durable before the pass returns
             done.result(30.0)
     return summary
+
+
+PART = 2500  # receipts per query: DuckDB's working memory follows the receipts it aggregates at once
+PARTS = """
+SELECT id FROM (SELECT DISTINCT x[1] AS id FROM facts WHERE type = 'request' AND paid AND x[1] IS NOT NULL)
+QUALIFY (row_number() OVER (ORDER BY id) - 1) % $part = 0 ORDER BY id
+"""
+
+
+def _rounds(con, chunk: int):
+    """The receipts to verify, `chunk` at a time (and their column names), queried a part at a time."""
+    starts = [None] + [lo for lo, in con.execute(PARTS, {"part": PART}).fetchall()[1:]]
+    for lo, hi in zip(starts, starts[1:] + [None]):
+        cur = con.execute(TO_VERIFY + " ORDER BY network, receipt_id", {"lo": lo, "hi": hi})
+        cols = [d[0] for d in cur.description]
+        while batch := cur.fetchmany(chunk):
+            yield batch, cols
 
 
 def _read_chain(batch: list[tuple], cols: list[str], settings: Settings, rpcs: dict, pool) -> tuple:
@@ -254,9 +278,8 @@ def _chain_views(groups: dict, settings: Settings, rpcs: dict) -> tuple[dict, li
     return views, faults
 
 
-def _decide(groups: dict, chain: Future, history, settings: Settings, summary: Summary) -> list[Event]:
-    rows = [r for group in groups.values() for r in group]
-    last = _history(history, rows)
+def _decide(groups: dict, chain: Future, settings: Settings, summary: Summary) -> list[Event]:
+    last = _history(r for group in groups.values() for r in group)
     views, faults = chain.result()
     summary.faults += faults
     events: list[Event] = []
@@ -273,14 +296,14 @@ def _read_facts(con) -> None:
         con.execute(FACTS.format(fields=fields, max_line=BIG_LINE_BYTES))
 
 
-def _history(con, rows: list[dict]) -> dict:
+def _history(rows) -> dict:
     """The latest result of each check of these receipts; marks those whose settlement once passed."""
-    last, by_id = {}, {r["receipt_id"]: r for r in rows}
-    found = con.execute(LAST_CHECKS_OF, {"ids": list(by_id)}).fetchall()
-    for rid, name, result, reason, passed in found:
-        last[(rid, name)] = (result, reason)
-        if passed and name == "settlement_tx":
-            by_id[rid]["settlement_ever_passed"] = True
+    last = {}
+    for r in rows:
+        for h in r.pop("history") or ():
+            last[(r["receipt_id"], h["check"])] = (h["result"], h["reason"])
+            if h["ever_passed"] and h["check"] == "settlement_tx":
+                r["settlement_ever_passed"] = True
     return last
 
 
@@ -301,6 +324,8 @@ class ChainView:
         return self.authorizations.get(key), "log_scan"
 
     def refunds(self, r: dict, since_block: int) -> list[dict]:
+        if not self.transfers:  # no refund scan this round
+            return []
         token, payer, pay_to = ((r.get(k) or "").lower() for k in ("asset", "payer", "pay_to"))
         return [t for t in self.transfers if t["token"] == token and t["from"] == pay_to and t["to"] == payer
                 and t["block"] >= since_block]
