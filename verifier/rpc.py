@@ -86,6 +86,13 @@ class Rpc:
         return _results(raw, first, len(calls))
 
 
+def warm_up() -> None:
+    """Build urllib's default opener now (its HTTPS context loads the CA store: ~20 ms), as the first
+    `urlopen` would, so that a caller can do it in the background before its first call."""
+    if urllib.request._opener is None:
+        urllib.request.install_opener(urllib.request.build_opener())
+
+
 def _results(raw: bytes, first: int, n: int) -> list[object]:
     try:
         items = orjson.loads(raw)

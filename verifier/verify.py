@@ -29,7 +29,7 @@ from storage.journal import Journal
 from storage.records import Event
 
 from .evidence import AUTHORIZATION_USED, TRANSFER, Check, settlement
-from .rpc import Rpc, RpcError
+from .rpc import Rpc, RpcError, warm_up
 
 log = logging.getLogger("receipts.verify")
 
@@ -73,11 +73,11 @@ SELECT logical_id FROM calls WHERE upto_session IS NOT NULL OR tee_id IS NOT NUL
 """
 NO_OTHER_PASSES = "CREATE TEMP TABLE og_calls AS SELECT NULL::VARCHAR AS logical_id WHERE false"
 TO_VERIFY = """
-WITH req AS NOT MATERIALIZED (  -- filters of one table: not worth a copy each; the receipts of one part
+WITH req AS MATERIALIZED (  -- the receipts of one part (materialized: a few thousand rows, read many times)
     SELECT receipt_id, ts, x[1] AS logical_id, x, paid FROM facts
     WHERE type = 'request' AND (x[1] IS NULL AND $lo IS NULL
                                 OR ($lo IS NULL OR x[1] >= $lo) AND ($hi IS NULL OR x[1] < $hi))
-), resp AS NOT MATERIALIZED (  -- the answers to those requests
+), resp AS MATERIALIZED (  -- the answers to those requests
     SELECT receipt_id, ts, x FROM facts WHERE type = 'response' AND receipt_id IN (SELECT receipt_id FROM req)
 ), pay AS (
     SELECT logical_id, count(*) AS payment_count,
@@ -211,33 +211,33 @@ CHUNK = 500  # receipts per round: memory stays flat however many there are
 
 def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int = CHUNK) -> Summary:
     """One pass over every receipt that is not final yet, `chunk` receipts at a time."""
-    summary = Summary()
-    with db.connect(data_dir, snapshot=False, views=False) as con:  # FACTS reads the journal once, narrowly
-        _read_facts(con)
-        con.execute(CHECK_ROWS)
-        summary.og_events = con.execute("SELECT count(*) FROM facts WHERE og").fetchone()[0]
-        if summary.og_events:
-            db.add_views(con, data_dir)
-        con.execute(OTHER_PASSES if summary.og_events else NO_OTHER_PASSES)
-        con.execute("SET threads = 1")  # the per-receipt part: a second thread's hash tables cost more than it gains
-        con.execute(LAST_CHECKS)
-        rpcs: dict[str, Rpc] = {}
-        written = []
-        with ThreadPoolExecutor(1, thread_name_prefix="verify-chain") as chain_reader:
+    summary, readers, written = Summary(), {}, []
+    with ThreadPoolExecutor(1, thread_name_prefix="verify-chain") as chain_reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="verify-write") as writer:  # appends wait on the journal's lock
+        chain_reader.submit(warm_up)  # while the journal is read
+        with db.connect(data_dir, snapshot=False, views=False) as con:  # FACTS reads the journal once, narrowly
+            _read_facts(con)
+            con.execute(CHECK_ROWS)
+            summary.og_events = con.execute("SELECT count(*) FROM facts WHERE og").fetchone()[0]
+            if summary.og_events:
+                db.add_views(con, data_dir)
+            con.execute(OTHER_PASSES if summary.og_events else NO_OTHER_PASSES)
+            con.execute("SET threads = 1")  # the per-receipt part: a second thread's hash tables cost more than it gains
+            con.execute(LAST_CHECKS)
             ahead = None  # the next round: its receipts, and their chain views being read meanwhile
             rounds = _rounds(con, chunk)
             while True:
                 batch, cols = next(rounds, (None, None))
-                upcoming = _read_chain(batch, cols, settings, rpcs, chain_reader) if batch else None
+                upcoming = _read_chain(batch, cols, settings, readers, chain_reader) if batch else None
                 if ahead:
                     events = _decide(*ahead, settings, summary)
                     if events:
-                        written.append(journal.append(events))
+                        written.append(writer.submit(journal.append, events))
                 if upcoming is None:
                     break
                 ahead = upcoming
-        for done in written:  # every check event is durable before the pass returns
-            done.result(30.0)
+    for done in written:  # every check event is durable before the pass returns
+        done.result().result(30.0)
     return summary
 
 
@@ -258,23 +258,33 @@ def _rounds(con, chunk: int):
             yield batch, cols
 
 
-def _read_chain(batch: list[tuple], cols: list[str], settings: Settings, rpcs: dict, pool) -> tuple:
+def _read_chain(batch: list[tuple], cols: list[str], settings: Settings, readers: dict, pool) -> tuple:
     """A round's receipts by network, and (in the background) what the nodes say about them."""
     groups: dict[str, list[dict]] = {}
     for row in batch:
         r = dict(zip(cols, row))
         groups.setdefault(r.get("network") or "unknown", []).append(r)
-    return groups, pool.submit(_chain_views, groups, settings, rpcs)
+    return groups, pool.submit(_chain_views, groups, settings, readers)
 
 
-def _chain_views(groups: dict, settings: Settings, rpcs: dict) -> tuple[dict, list[str]]:
+@dataclass
+class _Reader:
+    """One network's node during a pass, and where the last round's settlements were."""
+    rpc: Rpc
+    near: tuple[int, int] | None = None   # first and last block of the last round's settlements
+    carry: dict = field(default_factory=dict)  # receipts the last round read but did not want, of
+    carry_for: dict | None = None               # these payers (by token),
+    read_to: int = -1                           # and the last block it read
+
+
+def _chain_views(groups: dict, settings: Settings, readers: dict) -> tuple[dict, list[str]]:
     views, faults = {}, []
     for network, rows in groups.items():
         net = settings.network(network)
         if net and net.rpc:
-            if network not in rpcs:
-                rpcs[network] = Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(net.caip2.split(":")[1]))
-            views[network] = _chain_view(net, rows, faults, rpcs[network])
+            if network not in readers:
+                readers[network] = _Reader(Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(net.caip2.split(":")[1])))
+            views[network] = _chain_view(net, rows, faults, readers[network])
     return views, faults
 
 
@@ -364,15 +374,16 @@ def _settlement_checks(r: dict, chain: ChainView, net) -> list[Check]:
     return out
 
 
-def _chain_view(net, rows: list[dict], faults: list[str], rpc: Rpc) -> ChainView | None:
+def _chain_view(net, rows: list[dict], faults: list[str], reader: _Reader) -> ChainView | None:
     """One round's facts from the node, in few batched calls; None on a fault (nothing is decided)."""
+    rpc = reader.rpc
     try:
         block = rpc.call("eth_getBlockByNumber", ["latest", False])
         view = ChainView(head=int(block["number"], 16), head_time=float(int(block["timestamp"], 16)))
         _scan_logs(rpc, view, rows, net.scan_blocks)
         hashes = sorted({h for r in rows if (h := view.settlement_tx(r)[0])})
         if len(hashes) > BULK:
-            view.receipts.update(_receipts_from_logs(rpc, view.head, rows, set(hashes), net))
+            view.receipts.update(_receipts_from_logs(reader, view.head, rows, set(hashes), net))
         rest = [h for h in hashes if h not in view.receipts]
         for start in range(0, len(rest), 500):
             part = rest[start:start + 500]
@@ -394,54 +405,89 @@ def _topic(value: str) -> str:
 _WORD = re.compile(r"0[xX][0-9a-fA-F]{64}")  # a 32-byte topic (nodes reject malformed ones)
 
 
-def _receipts_from_logs(rpc: Rpc, head: int, rows: list[dict], wanted: set[str], net, step: int = 2000) -> dict:
+def _receipts_from_logs(reader: "_Reader", head: int, rows: list[dict], wanted: set[str], net,
+                        step: int = 2000) -> dict:
     """Receipts of many settlements at once, from the tokens' Transfer and AuthorizationUsed logs whose
     first topic is one of the payers (a log exists only if its transaction succeeded, and carries the
-    block). Only the blocks holding this round's settlements are read: first the AuthorizationUsed logs
-    of its payers' nonces say which blocks those are, then the payers' logs of just those blocks.
+    block), read a whole block at a time for just the blocks that hold this round's settlements.
+    Rounds follow the receipts' time, so those usually come right after the blocks the last round
+    read (whose other receipts it kept): the next blocks are read first, as many as the last round's
+    settlements spanned. The AuthorizationUsed logs of the payers' nonces locate the rest.
     Transactions not found this way are looked up one by one by the caller."""
-    first = max(0, head - net.scan_blocks)
-    windows = [(lo, min(lo + step - 1, head)) for lo in range(first, head + 1, step)]
-    tokens: dict[str, tuple[set, set]] = {}
+    tokens: dict[str, list[str]] = {}
     for r in rows:
         token, payer = (r.get("asset") or "").lower(), r.get("payer")
         if token and payer:
-            payers, nonces = tokens.setdefault(token, (set(), set()))
-            payers.add(_topic(payer))
-            if r.get("kind") == "eip3009" and _WORD.fullmatch(r.get("nonce") or ""):
-                nonces.add(r["nonce"].lower())
-    where = []   # (token, payer topics) of each filter, then the blocks of the settlements they found
-    calls = []
-    for token, (payers, nonces) in sorted(tokens.items()):
-        payers, nonces = sorted(payers), sorted(nonces)
-        for i in range(0, len(payers), 100):
-            where.append((token, payers[i:i + 100]))
-            for j in range(0, len(nonces), 500):  # nodes cap the alternatives per topic (geth: 1000)
-                calls += [("eth_getLogs", [{"address": token, "fromBlock": hex(lo), "toBlock": hex(hi), "topics": [
-                    AUTHORIZATION_USED, payers[i:i + 100], nonces[j:j + 500]]}]) for lo, hi in windows]
-    blocks: dict[str, set[int]] = {}
-    for call, logs in zip(calls, rpc.batch(calls)):
-        for lg in logs or []:
-            if lg["transactionHash"].lower() in wanted:
-                blocks.setdefault(call[1][0]["address"], set()).add(int(lg["blockNumber"], 16))
-    calls = [("eth_getLogs", [{"address": token, "fromBlock": hex(lo), "toBlock": hex(hi),
-                               "topics": [[TRANSFER, AUTHORIZATION_USED], payers]}])
-             for token, payers in where for lo, hi in _runs(blocks.get(token, ()), step)]
+            tokens.setdefault(token, set()).add(_topic(payer))
+    tokens = {token: sorted(payers) for token, payers in sorted(tokens.items())}
     found: dict[str, dict] = {}
-    for logs in rpc.batch(calls):
-        for lg in logs or []:
-            tx = lg["transactionHash"].lower()
-            if tx in wanted:
-                found.setdefault(tx, {"status": "0x1", "blockNumber": lg["blockNumber"], "from": None, "logs": []})
-                found[tx]["logs"].append({"address": lg["address"], "topics": lg["topics"], "data": lg.get("data"),
-                                          "logIndex": lg.get("logIndex")})
+    kept, reader.carry = (reader.carry if reader.carry_for == tokens else {}), {}
+    for tx in wanted & kept.keys():
+        found[tx] = kept.pop(tx)
+    unclaimed: dict[str, dict] = kept  # still not wanted: kept for the rounds after
+    read_to = reader.read_to if reader.carry_for == tokens else None
+    if reader.near:  # the next blocks, as many as the last round's settlements spanned
+        first, last = reader.near
+        start = read_to + 1 if read_to is not None else last
+        for _ in range(2):
+            if not wanted - found.keys() or start > head:
+                break
+            end = min(head, start + min(max(1, last - first), step) - 1)
+            unclaimed.update(_payer_logs(reader.rpc, tokens, [(start, end)], wanted, found))
+            read_to, start = end, end + 1
+    missing = wanted - found.keys()
+    if missing:
+        nonces: dict[str, set] = {}
+        for r in rows:
+            if r.get("kind") == "eip3009" and _WORD.fullmatch(r.get("nonce") or "") and r.get("asset") and (
+                    r.get("payment_hash") or "").lower() in missing:
+                nonces.setdefault(r["asset"].lower(), set()).add(r["nonce"].lower())
+        first = max(0, head - net.scan_blocks)
+        windows = [(lo, min(lo + step - 1, head)) for lo in range(first, head + 1, step)]
+        calls = []
+        for token, payers in tokens.items():
+            some = sorted(nonces.get(token, ()))
+            for i in range(0, len(payers), 100):
+                for j in range(0, len(some), 500):  # nodes cap the alternatives per topic (geth: 1000)
+                    calls += [("eth_getLogs", [{"address": token, "fromBlock": hex(lo), "toBlock": hex(hi), "topics": [
+                        AUTHORIZATION_USED, payers[i:i + 100], some[j:j + 500]]}]) for lo, hi in windows]
+        blocks = {int(lg["blockNumber"], 16) for logs in reader.rpc.batch(calls) for lg in logs or []
+                  if lg["transactionHash"].lower() in missing}
+        runs = _runs(blocks, step)
+        unclaimed.update(_payer_logs(reader.rpc, tokens, runs, wanted, found))
+        read_to = max([read_to or -1] + [hi for _, hi in runs])
+    if found:
+        at = [int(r["blockNumber"], 16) for r in found.values()]
+        reader.near = (min(at), max(at))
+    if read_to is not None and len(unclaimed) <= 4 * len(wanted):  # for the next round
+        reader.carry, reader.carry_for, reader.read_to = unclaimed, tokens, read_to
+    else:
+        reader.carry_for = None
     if net.facilitators and found:  # the sender check needs each transaction's `from`: one call per block
         blocks_hex = sorted({r["blockNumber"] for r in found.values()})
-        for block in rpc.batch([("eth_getBlockByNumber", [b, True]) for b in blocks_hex]):
+        for block in reader.rpc.batch([("eth_getBlockByNumber", [b, True]) for b in blocks_hex]):
             for tx in (block or {}).get("transactions") or []:
                 if tx["hash"].lower() in found:
                     found[tx["hash"].lower()]["from"] = tx["from"]
     return found
+
+
+def _payer_logs(rpc: Rpc, tokens: dict, ranges: list[tuple[int, int]], wanted: set[str], found: dict) -> dict:
+    """The payers' Transfer and AuthorizationUsed logs in `ranges`, gathered into receipts: of `wanted`
+    transactions into `found`; the others' are returned."""
+    calls = [("eth_getLogs", [{"address": token, "fromBlock": hex(lo), "toBlock": hex(hi),
+                               "topics": [[TRANSFER, AUTHORIZATION_USED], payers[i:i + 100]]}])
+             for token, payers in tokens.items() for i in range(0, len(payers), 100) for lo, hi in ranges]
+    others: dict[str, dict] = {}
+    for logs in rpc.batch(calls):
+        for lg in logs or []:
+            tx = lg["transactionHash"].lower()
+            into = found if tx in wanted else others
+            if tx not in into:
+                into[tx] = {"status": "0x1", "blockNumber": lg["blockNumber"], "from": None, "logs": []}
+            into[tx]["logs"].append({"address": lg["address"], "topics": lg["topics"], "data": lg.get("data"),
+                                     "logIndex": lg.get("logIndex")})
+    return others
 
 
 def _runs(blocks, step: int, gap: int = 100) -> list[tuple[int, int]]:
