@@ -222,7 +222,7 @@ def generate(data_dir: str | os.PathLike, calls: int, seed: int = 0, *, days: fl
                CASE WHEN plain THEN '{PLAIN[2]}' ELSE path0 END AS path,
                CASE WHEN plain THEN '{PLAIN[3]}' ELSE model0 END AS model,
                CASE WHEN kind = 'og' THEN 'upto' ELSE 'exact' END AS x_scheme,
-               CASE WHEN kind = 'x402' AND outcome = 'pay_to' THEN addr(li, 'elsewhere') ELSE seller_pay_to END AS pay_to,
+               CASE WHEN kind = 'x402' AND outcome = 'pay_to' THEN addr(h, 'elsewhere') ELSE seller_pay_to END AS pay_to,
                CASE WHEN kind = 'x402' AND outcome = 'overcharged' THEN price * 2 ELSE price END AS signed,
                floor(ts) + 300 AS valid_before,
                '0x' || hx(g, 'nonce') AS nonce,
@@ -369,7 +369,7 @@ def generate(data_dir: str | os.PathLike, calls: int, seed: int = 0, *, days: fl
             FROM ex WHERE kind <> 'unpaid' GROUP BY li) e USING (li)
     ), k AS (
         SELECT c.*, s.price AS p, CASE WHEN outcome = 'overcharged' THEN s.price * 2 ELSE s.price END AS signed_amt,
-               s.pay_to AS seller, CASE WHEN outcome = 'pay_to' THEN addr(li, 'elsewhere') ELSE s.pay_to END AS paid_to,
+               s.pay_to AS seller, CASE WHEN outcome = 'pay_to' THEN addr(c.h, 'elsewhere') ELSE s.pay_to END AS paid_to,
                CASE WHEN outcome = 'forged' THEN addr(li, 'forger') ELSE payer END AS sgn
         FROM c JOIN sellers s ON s.h = c.h
     ), parts AS (
