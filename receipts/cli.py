@@ -168,6 +168,50 @@ def cmd_doctor(args) -> int:
     return 1 if problems else 0
 
 
+def cmd_audit(args) -> int:
+    from storage import queries
+
+    from . import audit
+
+    data = _data_dir(args)
+    if not os.path.isdir(data):
+        raise UserError(f"no data directory at {data}: start `receipts proxy` first, or pass --data DIR")
+    try:
+        since = queries.parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    text, rep = audit.run(data, args.format, since, args.app, args.limit, args.since)
+    if args.app and not rep["summary"]["calls"] and args.app not in rep["known_apps"]:
+        known = ", ".join(render.safe(a, 80) for a in rep["known_apps"][:20]) or "none recorded"
+        raise UserError(f"no calls from app {render.safe(args.app)!r}; apps: {known}")
+    if args.out and args.out != "-":
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text)
+        found = sum(audit.problem_counts(rep).values())
+        print(f"receipts audit: {rep['summary']['receipts']} receipts, {found} problem rows; wrote {render.safe(args.out)}",
+              file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from storage import export, queries
+
+    data = _data_dir(args)
+    if not os.path.isdir(data):
+        raise UserError(f"no data directory at {data}: start `receipts proxy` first, or pass --data DIR")
+    try:
+        since = queries.parse_since(args.since) if args.since else None
+        done = export.export(data, args.format, args.out, since, args.view)
+    except (ValueError, OSError) as exc:
+        raise UserError(str(exc).splitlines()[0]) from None
+    if args.out and args.out != "-":
+        print(f"receipts export: {done['rows']} {done['view']} rows as {done['format']} to {render.safe(args.out)}",
+              file=sys.stderr)
+    return 0
+
+
 # ---- argument parsing ----------------------------------------------------------------------------
 def _bool_flag(p, name: str, dest: str, help_: str) -> None:
     p.add_argument(f"--{name}", dest=dest, action="store_const", const=True, default=None, help=help_)
@@ -243,6 +287,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config")
     p.add_argument("--proxy", help="proxy address to check (default: from the config)")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("audit", parents=[common], help="a report of what apps paid for and what looks wrong")
+    p.add_argument("--app", help="only this app (an app name as the report lists them)")
+    p.add_argument("--since", help="30m, 2h, 7d, or an ISO date/time (UTC)")
+    p.add_argument("--format", choices=("md", "html", "json"), default="md")
+    p.add_argument("--out", help="write the report to this file (default: standard output)")
+    p.add_argument("--limit", type=int, default=1000, help="rows shown per problem section (0: all; counts are always complete)")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("export", parents=[common], help="export receipts (or another view) as Parquet, CSV, JSON lines or HAR")
+    p.add_argument("--format", choices=("parquet", "csv", "jsonl", "har"), required=True)
+    p.add_argument("--since", help="30m, 2h, 7d, or an ISO date/time (UTC)")
+    p.add_argument("--out", help="file to write (default: standard output; Parquet needs a file)")
+    p.add_argument("--view", default="receipts", help="receipts (default), calls, payments, settlements, challenges, "
+                                                      "checks or sessions (HAR is always built from the calls)")
+    p.set_defaults(func=cmd_export)
     return top
 
 

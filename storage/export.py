@@ -1,0 +1,192 @@
+"""`receipts export`: the recorded data in files other tools read — Parquet, CSV, JSON lines, HAR.
+
+Everything exported is read back from the journal, which holds only what the recorder kept: secrets
+were replaced by `[redacted sha256:…]` (or dropped) before they were ever written, so the same
+redaction holds in every export. HAR entries are rebuilt from the stored request and response
+records (headers as stored, redacted; bodies only where `bodies: full` kept their redacted text);
+`receipts ingest` reads them back.
+
+- parquet: the view as it is (HUGEINT amounts, lists, timestamps), read back by DuckDB unchanged;
+- csv: lists and structs as JSON text, amounts as integers, times as `YYYY-MM-DD HH:MM:SS.ffffff` (UTC);
+- jsonl: one JSON object per line; amounts (HUGEINT) as strings, so that no reader turns them into floats.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+
+from . import db
+
+VIEWS = ("receipts", "calls", "payments", "settlements", "challenges", "checks", "sessions")
+TIME_COLUMN = {"receipts": "first_seen", "calls": "started_at", "payments": "sent_at", "settlements": "seen_at",
+               "challenges": "seen_at", "checks": "observed_at", "sessions": "first_call_at"}
+FORMATS = ("parquet", "csv", "jsonl", "har")
+
+
+class ExportError(ValueError):
+    """A wrong combination of options; one sentence for the user."""
+
+
+def _quote(path: str) -> str:
+    return "'" + path.replace("'", "''") + "'"
+
+
+def _select(con, view: str, fmt: str, since: datetime | None) -> tuple[str, dict]:
+    """The SELECT of the export: the view's own columns, cast where the format needs it."""
+    types = con.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()
+    cols = []
+    for name, typ, *_ in types:
+        q = '"' + name.replace('"', '""') + '"'
+        if fmt == "csv" and ("[]" in typ or typ.startswith(("STRUCT", "MAP")) or typ == "JSON"):
+            cols.append(f"to_json({q})::VARCHAR AS {q}")
+        elif fmt == "jsonl" and typ in ("HUGEINT", "UHUGEINT"):
+            cols.append(f"{q}::VARCHAR AS {q}")
+        else:
+            cols.append(q)
+    where = f"WHERE {TIME_COLUMN[view]} >= $since" if since else ""
+    return f"SELECT {', '.join(cols)} FROM {view} {where} ORDER BY ALL", ({"since": since} if since else {})
+
+
+def export(data_dir: str | os.PathLike, fmt: str, out: str | None, since: datetime | None = None,
+           view: str = "receipts") -> dict:
+    """Write the export to `out` (a file; `-` or None: standard output, except for Parquet)."""
+    if fmt not in FORMATS:
+        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if view not in VIEWS:
+        raise ExportError(f"--view must be one of {', '.join(VIEWS)}, not {view!r}")
+    to_stdout = out in (None, "-")
+    if fmt == "parquet" and to_stdout:
+        raise ExportError("a Parquet export needs a file: --out FILE.parquet")
+    target = None if to_stdout else Path(out)
+    if target is not None and target.is_dir():
+        raise ExportError(f"--out {out} is a directory; give a file name")
+    fd, tmp = tempfile.mkstemp(prefix=".receipts-export-", suffix=f".{fmt}",
+                               dir=str(target.parent) if target is not None else None)
+    os.close(fd)
+    try:
+        with db.connect(data_dir) as con:
+            rows = _har(con, tmp, since) if fmt == "har" else _copy(con, tmp, fmt, since, view)
+        if to_stdout:
+            with open(tmp, "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; an export is an ordinary file
+            os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return {"rows": rows, "format": fmt, "view": "calls" if fmt == "har" else view, "out": out or "-"}
+
+
+def _copy(con, path: str, fmt: str, since: datetime | None, view: str) -> int:
+    sql, params = _select(con, view, fmt, since)
+    options = {"parquet": "FORMAT parquet, COMPRESSION zstd", "csv": "FORMAT csv, HEADER true",
+               "jsonl": "FORMAT json"}[fmt]
+    con.execute(f"COPY ({sql}) TO {_quote(path)} ({options})", params)
+    return con.execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0]
+
+
+# ---- HAR ------------------------------------------------------------------------------------------
+HAR_QUERY = """
+WITH req AS (SELECT receipt_id, ts, data FROM events WHERE type = 'request' {where}),
+last AS (
+    SELECT receipt_id, type, arg_max(data, ts) AS data, max(ts) AS ts FROM events
+    WHERE type IN ('response', 'stream_end', 'error') AND receipt_id IN (SELECT receipt_id FROM req)
+    GROUP BY receipt_id, type
+)
+SELECT r.receipt_id, r.ts, r.data::VARCHAR, resp.data::VARCHAR, fin.data::VARCHAR, err.data::VARCHAR
+FROM req r
+LEFT JOIN last resp ON resp.receipt_id = r.receipt_id AND resp.type = 'response'
+LEFT JOIN last fin ON fin.receipt_id = r.receipt_id AND fin.type = 'stream_end'
+LEFT JOIN last err ON err.receipt_id = r.receipt_id AND err.type = 'error'
+ORDER BY r.ts, r.receipt_id
+"""
+
+
+def _headers(stored) -> list[dict]:
+    """Stored headers (name → value, or a list for repeated headers) as HAR's name/value pairs."""
+    out = []
+    for name, value in (stored or {}).items():
+        for v in value if isinstance(value, list) else [value]:
+            out.append({"name": name, "value": "" if v is None else str(v)})
+    return out
+
+
+def _content(body: dict | None, mime: str | None, size) -> dict:
+    body = body or {}
+    content = {"size": size if size is not None else (body.get("size") or 0), "mimeType": mime or ""}
+    if body.get("text") is not None:
+        content["text"] = body["text"]
+    elif body.get("base64") is not None:
+        content["text"], content["encoding"] = body["base64"], "base64"
+    if body.get("sha256"):
+        content["comment"] = f"sha256 {body['sha256']}" + (" (body not kept: bodies: hash)" if "text" not in content else "")
+    return content
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def har_entry(receipt_id: str, ts: float, req: dict, resp: dict | None, fin: dict | None, err: dict | None) -> dict:
+    """One HAR entry rebuilt from the stored (redacted) records of one exchange."""
+    default_port = {"https": 443, "http": 80}.get(req.get("scheme"))
+    port = req.get("port")
+    host = req.get("host") or ""
+    authority = host if port in (None, default_port) else f"{host}:{port}"
+    query = req.get("query")
+    url = f"{req.get('scheme') or 'http'}://{authority}{req.get('path') or '/'}" + (f"?{query}" if query else "")
+    req_headers = _headers(req.get("headers"))
+    mime = next((h["value"] for h in req_headers if h["name"].lower() == "content-type"), "")
+    body = req.get("body") or {}
+    request = {"method": req.get("method") or "GET", "url": url, "httpVersion": req.get("http_version") or "HTTP/1.1",
+               "cookies": [], "headers": req_headers,
+               "queryString": [{"name": n, "value": v} for n, _, v in (p.partition("=") for p in (query or "").split("&") if p)],
+               "headersSize": -1, "bodySize": body.get("size") if body.get("size") is not None else -1}
+    if body.get("size"):
+        post = _content(body, mime, body.get("size"))
+        request["postData"] = {"mimeType": mime, "text": post.get("text", ""), **({"comment": post["comment"]} if "comment" in post else {})}
+        if post.get("encoding"):
+            request["postData"]["encoding"] = post["encoding"]  # a HAR extension that `receipts ingest` reads
+    if resp:
+        size = (fin or {}).get("bytes") if resp.get("stream") else None
+        response = {"status": resp.get("status") or 0, "statusText": resp.get("reason") or "",
+                    "httpVersion": resp.get("http_version") or "HTTP/1.1", "cookies": [],
+                    "headers": _headers(resp.get("headers")), "redirectURL": "",
+                    "content": _content(resp.get("body"), resp.get("content_type"), size),
+                    "headersSize": -1, "bodySize": -1}
+    else:  # no answer came: HAR's convention for a failed request
+        response = {"status": 0, "statusText": "", "httpVersion": "", "cookies": [], "headers": [], "redirectURL": "",
+                    "content": {"size": 0, "mimeType": ""}, "headersSize": -1, "bodySize": -1,
+                    "_error": f"{(err or {}).get('kind')}: {(err or {}).get('message')}" if err else None}
+    latency = (fin or {}).get("latency_ms") or (resp or {}).get("latency_ms") or 0
+    entry = {"startedDateTime": _iso(ts), "time": float(latency), "request": request, "response": response,
+             "cache": {}, "timings": {"send": 0, "wait": float(latency), "receive": 0},
+             "_receiptId": receipt_id, "_logicalId": req.get("logical_id")}
+    if req.get("client"):
+        entry["_clientAddress"] = req["client"]
+    return entry
+
+
+def _har(con, path: str, since: datetime | None) -> int:
+    where = "AND ts >= epoch(CAST($since AS TIMESTAMP))" if since else ""
+    cur = con.execute(HAR_QUERY.format(where=where), {"since": since} if since else {})
+    n = 0
+    with open(path, "wb") as f:
+        f.write(b'{"log": {"version": "1.2", "creator": {"name": "receipts", "version": "0.1.0"}, "entries": [\n')
+        while rows := cur.fetchmany(2000):
+            for rid, ts, req, resp, fin, err in rows:
+                entry = har_entry(rid, ts, *(orjson.loads(x) if x else None for x in (req, resp, fin, err)))
+                f.write((b",\n" if n else b"") + orjson.dumps(entry))
+                n += 1
+        f.write(b"\n]}}\n")
+    return n
