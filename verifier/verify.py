@@ -56,8 +56,8 @@ SELECT type, receipt_id, ts,
        type = 'request' AND f[15] IS NOT NULL AS paid,            -- requests.j[18]: the call carried a payment
        CASE type WHEN 'request' THEN f[2] WHEN 'response' THEN coalesce(f[21], f[22])
                  ELSE f[22] END IS NOT NULL AS og,                -- calls.upto_session or calls.tee_id
-       CASE WHEN type = 'check' THEN list_transform(TRY_CAST(f[23] AS JSON[]), lambda c: json_extract_string(c,
-           ['$.check', '$.result', '$.status', '$.resolution', '$.reason'])) END AS chk
+       list_transform(TRY_CAST(f[23] AS JSON[]), lambda c: json_extract_string(c,  -- NULL but for checks
+           ['$.check', '$.result', '$.status', '$.resolution', '$.reason'])) AS chk
 FROM event_fields({fields}, {max_line})
 WHERE type IN ('request', 'response', 'check') OR type = 'stream_end' AND f[22] IS NOT NULL
 """
@@ -86,11 +86,15 @@ WITH req AS MATERIALIZED (  -- the receipts of one part (materialized: a few tho
                     'valid_after': TRY_CAST(x[11] AS BIGINT), 'valid_before': TRY_CAST(x[12] AS BIGINT),
                     'signer': x[13], 'signer_error': x[14], 'paid_at': utc(ts)}, utc(ts)) AS p
     FROM req WHERE paid GROUP BY logical_id
-), settle AS (
-    SELECT r.logical_id, arg_max(s.x[3], utc(s.ts)) FILTER (WHERE s.x[3] IS NOT NULL) AS payment_hash,
-           arg_max(s.x[4], utc(s.ts)) FILTER (WHERE s.x[4] IS NOT NULL) AS settlement_job_id,
-           count(DISTINCT s.x[3]) AS settlement_count
-    FROM resp s JOIN req r USING (receipt_id) WHERE s.x[2] IS NOT NULL GROUP BY r.logical_id
+), settle AS (  -- per logical call: its settlements (answers with a settlement header), its last status
+    SELECT r.logical_id,
+           arg_max(s.x[3], utc(s.ts)) FILTER (WHERE s.x[2] IS NOT NULL AND s.x[3] IS NOT NULL) AS payment_hash,
+           arg_max(s.x[4], utc(s.ts)) FILTER (WHERE s.x[2] IS NOT NULL AND s.x[4] IS NOT NULL) AS settlement_job_id,
+           count(DISTINCT s.x[3]) FILTER (WHERE s.x[2] IS NOT NULL) AS settlement_count,
+           -- the HTTP status of the call's last attempt (NULL: no answer)
+           arg_max({'status': TRY_CAST(s.x[1] AS INTEGER)}, r.ts).status AS status
+    FROM req r LEFT JOIN resp s ON s.receipt_id = r.receipt_id
+    GROUP BY r.logical_id
 ), chal AS (
     SELECT r.logical_id, arg_max({'amount': TRY_CAST(a[4] AS HUGEINT), 'pay_to': a[5], 'asset': a[3],
                                   'network': a[2]}, utc(ch.ts)) AS c
@@ -100,11 +104,6 @@ WITH req AS MATERIALIZED (  -- the receipts of one part (materialized: a few tho
         SELECT json_extract_string(value, ['$.scheme', '$.network', '$.asset', '$.amount', '$.pay_to']) AS a
         FROM (SELECT unnest(TRY_CAST(ch.x[5] AS JSON[])) AS value))
     WHERE ch.x[5] IS NOT NULL GROUP BY r.logical_id
-), answer AS (  -- the HTTP status of each logical call's last attempt (NULL: no answer)
-    SELECT r.logical_id, arg_max({'status': TRY_CAST(e.x[1] AS INTEGER)}, r.ts).status AS status
-    FROM req r LEFT JOIN resp e ON e.receipt_id = r.receipt_id
-    WHERE r.logical_id IN (SELECT logical_id FROM req WHERE paid)  -- those of `pay`
-    GROUP BY r.logical_id
 ), verdict AS (
     SELECT receipt_id AS logical_id,
            arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason}, observed_at) AS v
@@ -120,12 +119,11 @@ SELECT pay.logical_id AS receipt_id, p.payer, p.pay_to, p.asset, p.scheme, p.kin
        CASE WHEN p.scheme = 'upto' THEN p.amount END AS amount_cap,
        c.amount AS max_amount_required, c.pay_to AS challenge_pay_to, c.asset AS challenge_asset,
        c.network AS challenge_network, settle.payment_hash, settle.settlement_job_id,
-       coalesce(settle.settlement_count, 0) AS settlement_count, payment_count, answer.status,
+       coalesce(settle.settlement_count, 0) AS settlement_count, payment_count, settle.status,
        v.proof_status AS last_status, v.resolution AS last_resolution, v.reason AS last_reason, history.history
 FROM pay
 LEFT JOIN settle USING (logical_id)
 LEFT JOIN chal USING (logical_id)
-LEFT JOIN answer USING (logical_id)
 LEFT JOIN verdict USING (logical_id)
 LEFT JOIN history USING (logical_id)
 WHERE p.payer IS NOT NULL AND coalesce(v.proof_status, 'pending') IN ('pending', 'passed')
@@ -344,7 +342,8 @@ class ChainView:
 def _verify_network(network: str, rows: list[dict], settings: Settings, last: dict, summary: Summary,
                     chain: "ChainView | None") -> list[Event]:
     net = settings.network(network)
-    events = []
+    events, grace = [], net.deadline_grace if net else 600.0
+    chain_now = chain.head_time if chain and chain.head_time else None
     for r in rows:
         summary.seen += 1
         checks = [signature_check(r), terms_check(r)]
@@ -353,8 +352,7 @@ def _verify_network(network: str, rows: list[dict], settings: Settings, last: di
             checks.append(Check("settlement_tx", "pending", reason, {"network": network}))
         else:
             checks += _settlement_checks(r, chain, net)
-        now = chain.head_time if chain and chain.head_time else time.time()
-        events += _changes(r, checks, last, summary, net.deadline_grace if net else 600.0, now)
+        events += _changes(r, checks, last, summary, grace, chain_now or time.time())
     return events
 
 
@@ -365,7 +363,7 @@ def _settlement_checks(r: dict, chain: ChainView, net) -> list[Check]:
                       {"job_id": r.get("settlement_job_id"), "scanned_from_block": max(0, chain.head - net.scan_blocks)})]
     check = settlement(_payment(r), tx, chain.receipts.get(tx), chain.head, net.confirmations,
                        net.facilitators[0] if len(net.facilitators) == 1 else None)
-    check = Check(check.name, check.result, check.reason, {**check.detail, "found_by": found_by}, check.block)
+    check.detail["found_by"] = found_by  # the detail is a new dict of this check's
     out = [check]
     if check.block is not None:
         back = chain.refunds(r, check.block)
