@@ -155,8 +155,17 @@ WITH g AS (
         max(settled_amount)                                            AS settled_amount,
         arg_max(challenge, started_at) FILTER (WHERE challenge IS NOT NULL) AS challenge
     FROM audit_calls GROUP BY logical_id
+), sp AS (  -- the payment that opened an upto session pays for its calls
+    SELECT session_id, arg_min({'scheme': pay_scheme, 'network': network, 'payer': payer, 'pay_to': pay_to,
+                                'asset': asset, 'decimals': decimals, 'symbol': symbol, 'deadline': deadline},
+                               started_at) AS s
+    FROM audit_calls WHERE paid AND session_id IS NOT NULL GROUP BY session_id
 )
-SELECT g.* EXCLUDE (p), p.*,
+SELECT g.* EXCLUDE (p),
+    coalesce(p.scheme, sp.s.scheme) AS scheme, coalesce(p.network, sp.s.network) AS network,
+    coalesce(p.payer, sp.s.payer) AS payer, coalesce(p.pay_to, sp.s.pay_to) AS pay_to,
+    coalesce(p.asset, sp.s.asset) AS asset, p.amount, coalesce(p.decimals, sp.s.decimals) AS decimals,
+    coalesce(p.symbol, sp.s.symbol) AS symbol, coalesce(p.deadline, sp.s.deadline) AS deadline,
     coalesce(v.v.status, CASE WHEN payments > 0 OR settlements > 0 OR session_id IS NOT NULL THEN 'pending'
                           ELSE 'unpaid' END)                           AS proof_status,
     v.v.resolution,
@@ -166,7 +175,7 @@ SELECT g.* EXCLUDE (p), p.*,
     v.v.tx                                                             AS verdict_tx,
     TRY_CAST(v.v.session_amount AS HUGEINT)                            AS session_amount,
     v.v.settlement                                                     AS settlement_result
-FROM g LEFT JOIN audit_verdicts v USING (logical_id);
+FROM g LEFT JOIN audit_verdicts v USING (logical_id) LEFT JOIN sp USING (session_id);
 
 -- name: sessions
 -- OpenGradient upto sessions: the opener's payment (payer, payee, asset, cap, deadline), the calls, and

@@ -415,29 +415,29 @@ def generate(data_dir: str | os.PathLike, calls: int, seed: int = 0, *, days: fl
              ELSE c_settled END,
         CASE WHEN kind = 'og' THEN c_treq END, CASE WHEN kind = 'og' THEN c_tout END, CASE WHEN kind = 'og' THEN c_tsig END,
         CASE WHEN kind = 'og' THEN
-                CASE WHEN outcome = 'tee_fail' THEN vrd_tx('failed', NULL, 'output_hash_mismatch', {{'tee_output_hash': 'fail'}}, stx, samount)
-                     WHEN outcome = 'unsettled' THEN vrd('pending', NULL, 'session_not_settled', {{'session_settlement': 'pending'}})
-                     WHEN outcome = 'risky' THEN vrd('pending', 'risky', 'session_unsettled_past_deadline', {{'session_settlement': 'pending'}})
-                     ELSE vrd_tx('passed', NULL, NULL, {{'session_settlement': 'pass', 'tee_signature': 'pass'}}, stx, samount) END
-             WHEN kind = 'double' THEN vrd('passed', 'risky', 'double_settlement', {{'settlement_tx': 'pass'}})
-             WHEN kind = 'retried' THEN vrd('passed', 'retried', NULL, {{'settlement_tx': 'pass'}})
+                CASE WHEN outcome = 'tee_fail' THEN vrd_tx('failed', NULL, 'output_hash_mismatch', {{'signature': CASE WHEN pos = 0 THEN 'pass' END, 'terms': CASE WHEN pos = 0 THEN 'pass' END, 'session_settlement': 'pass', 'tee_request_hash': 'pass', 'tee_output_hash': 'fail', 'tee_signature': 'pass'}}, stx, samount)
+                     WHEN outcome = 'unsettled' THEN vrd('pending', NULL, 'session_not_settled', {{'signature': CASE WHEN pos = 0 THEN 'pass' END, 'terms': CASE WHEN pos = 0 THEN 'pass' END, 'session_settlement': 'pending', 'tee_request_hash': 'pass', 'tee_output_hash': 'pass', 'tee_signature': 'pass'}})
+                     WHEN outcome = 'risky' THEN vrd('pending', 'risky', 'session_unsettled_past_deadline', {{'signature': CASE WHEN pos = 0 THEN 'pass' END, 'terms': CASE WHEN pos = 0 THEN 'pass' END, 'session_settlement': 'pending', 'tee_request_hash': 'pass', 'tee_output_hash': 'pass', 'tee_signature': 'pass'}})
+                     ELSE vrd_tx('passed', NULL, NULL, {{'signature': CASE WHEN pos = 0 THEN 'pass' END, 'terms': CASE WHEN pos = 0 THEN 'pass' END, 'session_settlement': 'pass', 'tee_request_hash': 'pass', 'tee_output_hash': 'pass', 'tee_signature': 'pass'}}, stx, samount) END
+             WHEN kind = 'double' THEN vrd('passed', 'risky', 'double_settlement', {{'signature': 'pass', 'terms': 'pass', 'settlement_tx': 'pass'}})
+             WHEN kind = 'retried' THEN vrd('passed', 'retried', NULL, {{'signature': 'pass', 'terms': 'pass', 'settlement_tx': 'pass'}})
              ELSE CASE outcome
-                WHEN 'passed' THEN vrd('pending', NULL, 'awaiting_confirmations', {{'settlement_tx': 'pending'}})
-                WHEN 'awaiting' THEN vrd('pending', NULL, 'awaiting_confirmations', {{'settlement_tx': 'pending'}})
-                WHEN 'server_error' THEN vrd('passed', 'risky', 'paid_but_server_error', {{'settlement_tx': 'pass'}})
-                WHEN 'refunded' THEN vrd('passed', 'risky', 'paid_but_server_error', {{'settlement_tx': 'pass'}})
-                WHEN 'overcharged' THEN vrd('failed', 'risky', 'overcharged', {{'terms': 'fail'}})
-                WHEN 'pay_to' THEN vrd('failed', 'risky', 'unexpected_pay_to', {{'terms': 'fail'}})
-                WHEN 'forged' THEN vrd('failed', NULL, 'signature_mismatch', {{'signature': 'fail'}})
-                WHEN 'reverted' THEN vrd('failed', NULL, 'tx_reverted', {{'settlement_tx': 'fail'}})
-                WHEN 'never_settled' THEN vrd('pending', NULL, 'no_tx_hash', {{'settlement_tx': 'pending'}})
-                WHEN 'past_deadline' THEN vrd('pending', 'risky', 'pending_past_deadline', {{'settlement_tx': 'pending'}})
+                WHEN 'passed' THEN vrd('pending', NULL, 'awaiting_confirmations', {{'signature': 'pass', 'terms': 'pass', 'settlement_tx': 'pending'}})
+                WHEN 'awaiting' THEN vrd('pending', NULL, 'awaiting_confirmations', {{'signature': 'pass', 'terms': 'pass', 'settlement_tx': 'pending'}})
+                WHEN 'server_error' THEN vrd('passed', 'risky', 'paid_but_server_error', {{'signature': 'pass', 'terms': 'pass', 'settlement_tx': 'pass'}})
+                WHEN 'refunded' THEN vrd('passed', 'risky', 'paid_but_server_error', {{'signature': 'pass', 'terms': 'pass', 'settlement_tx': 'pass'}})
+                WHEN 'overcharged' THEN vrd('failed', 'risky', 'overcharged', {{'signature': 'pass', 'terms': 'fail', 'settlement_tx': 'pass'}})
+                WHEN 'pay_to' THEN vrd('failed', 'risky', 'unexpected_pay_to', {{'signature': 'pass', 'terms': 'fail', 'settlement_tx': 'pass'}})
+                WHEN 'forged' THEN vrd('failed', NULL, 'signature_mismatch', {{'signature': 'fail', 'terms': 'pass', 'settlement_tx': 'pass'}})
+                WHEN 'reverted' THEN vrd('failed', NULL, 'tx_reverted', {{'signature': 'pass', 'terms': 'pass', 'settlement_tx': 'fail'}})
+                WHEN 'never_settled' THEN vrd('pending', NULL, 'no_tx_hash', {{'signature': 'pass', 'terms': 'pass', 'settlement_tx': 'pending'}})
+                WHEN 'past_deadline' THEN vrd('pending', 'risky', 'pending_past_deadline', {{'signature': 'pass', 'terms': 'pass', 'settlement_tx': 'pending'}})
              END END) || ']}}' AS checks
     FROM parts WHERE outcome <> 'unverified'
     UNION ALL
     SELECT li, lid, ts_last + 90, 2, '{{"checks": [' || CASE outcome
-        WHEN 'passed' THEN c_settled || ', ' || vrd('passed', NULL, NULL, {{'settlement_tx': 'pass'}})
-        WHEN 'refunded' THEN c_refund || ', ' || vrd('passed', 'refunded', 'paid_but_server_error', {{'refund': 'pass'}}) END || ']}}'
+        WHEN 'passed' THEN c_settled || ', ' || vrd('passed', NULL, NULL, {{'signature': 'pass', 'terms': 'pass', 'settlement_tx': 'pass'}})
+        WHEN 'refunded' THEN c_refund || ', ' || vrd('passed', 'refunded', 'paid_but_server_error', {{'signature': 'pass', 'terms': 'pass', 'settlement_tx': 'pass', 'refund': 'pass'}}) END || ']}}'
     FROM parts WHERE kind = 'x402' AND outcome IN ('passed', 'refunded')
     """.replace("MEMBERS_K", str(MEMBERS))
     base = 1 << 40  # check and refusal ids live far above every exchange's
