@@ -214,13 +214,13 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int 
             ThreadPoolExecutor(1, thread_name_prefix="verify-write") as writer:  # appends wait on the journal's lock
         chain_reader.submit(warm_up)  # while the journal is read
         with db.connect(data_dir, snapshot=False, views=False) as con:  # FACTS reads the journal once, narrowly
+            con.execute("SET threads = 1")  # a second thread buys little here and costs CPU and memory
             _read_facts(con)
             con.execute(CHECK_ROWS)
             summary.og_events = con.execute("SELECT count(*) FROM facts WHERE og").fetchone()[0]
             if summary.og_events:
                 db.add_views(con, data_dir)
             con.execute(OTHER_PASSES if summary.og_events else NO_OTHER_PASSES)
-            con.execute("SET threads = 1")  # the per-receipt part: a second thread's hash tables cost more than it gains
             con.execute(LAST_CHECKS)
             ahead = None  # the next round: its receipts, and their chain views being read meanwhile
             rounds = _rounds(con, chunk)
