@@ -14,6 +14,7 @@ The verdict (check `verdict`) is `failed` if a check failed, `pending` while one
 """
 from __future__ import annotations
 
+import collections
 import logging
 import re
 import time
@@ -222,18 +223,13 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int 
                 db.add_views(con, data_dir)
             con.execute(OTHER_PASSES if summary.og_events else NO_OTHER_PASSES)
             con.execute(LAST_CHECKS)
-            ahead = None  # the next round: its receipts, and their chain views being read meanwhile
-            rounds = _rounds(con, chunk)
-            while True:
-                batch, cols = next(rounds, (None, None))
-                upcoming = _read_chain(batch, cols, settings, readers, chain_reader) if batch else None
-                if ahead:
-                    events = _decide(*ahead, settings, summary)
-                    if events:
-                        written.append(writer.submit(journal.append, events))
-                if upcoming is None:
-                    break
-                ahead = upcoming
+            ahead = collections.deque()  # the next rounds: their receipts, and their chain views being read
+            for batch, cols in _rounds(con, chunk):
+                ahead.append(_read_chain(batch, cols, settings, readers, chain_reader))
+                if len(ahead) > DEPTH:
+                    _decide_round(ahead.popleft(), settings, summary, journal, writer, written)
+            while ahead:
+                _decide_round(ahead.popleft(), settings, summary, journal, writer, written)
     for done in written:  # every check event is durable before the pass returns
         done.result().result(30.0)
     return summary
@@ -254,6 +250,15 @@ def _rounds(con, chunk: int):
         cols = [d[0] for d in cur.description]
         while batch := cur.fetchmany(chunk):
             yield batch, cols
+
+
+DEPTH = 1  # rounds whose chain views are read while one is decided
+
+
+def _decide_round(round_: tuple, settings: Settings, summary: Summary, journal: Journal, writer, written: list) -> None:
+    events = _decide(*round_, settings, summary)
+    if events:
+        written.append(writer.submit(journal.append, events))
 
 
 def _read_chain(batch: list[tuple], cols: list[str], settings: Settings, readers: dict, pool) -> tuple:
@@ -416,8 +421,8 @@ def _receipts_from_logs(reader: "_Reader", head: int, rows: list[dict], wanted: 
     for r in rows:
         token, payer = (r.get("asset") or "").lower(), r.get("payer")
         if token and payer:
-            tokens.setdefault(token, set()).add(_topic(payer))
-    tokens = {token: sorted(payers) for token, payers in sorted(tokens.items())}
+            tokens.setdefault(token, set()).add(payer)
+    tokens = {token: sorted({_topic(p) for p in payers}) for token, payers in sorted(tokens.items())}
     found: dict[str, dict] = {}
     kept, reader.carry = (reader.carry if reader.carry_for == tokens else {}), {}
     for tx in wanted & kept.keys():
@@ -508,17 +513,24 @@ def _needs_refund_scan(r: dict) -> bool:
 def _scan_logs(rpc: Rpc, view: ChainView, rows: list[dict], blocks: int, step: int = 2000) -> None:
     """Targeted log scans of the last `blocks` blocks, in one batch: AuthorizationUsed of payers whose
     settlement hash is unknown, and Transfers back from payee to payer where a refund may matter."""
-    topic = lambda a: "0x" + a.lower().removeprefix("0x").rjust(64, "0")  # noqa: E731
+    lost: dict[str, set] = {}
+    back: dict[str, tuple[set, set]] = {}
+    for r in rows:
+        token, payer = (r.get("asset") or "").lower(), r.get("payer")
+        if not token or not payer:
+            continue
+        if not r.get("payment_hash"):
+            lost.setdefault(token, set()).add(_topic(payer))
+        if r.get("pay_to") and _needs_refund_scan(r):
+            to, by = back.setdefault(token, (set(), set()))
+            to.add(_topic(r["pay_to"]))
+            by.add(_topic(payer))
     filters = []
-    for token in sorted({(r.get("asset") or "").lower() for r in rows if r.get("asset")}):
-        mine = [r for r in rows if (r.get("asset") or "").lower() == token and r.get("payer")]
-        lost = sorted({topic(r["payer"]) for r in mine if not r.get("payment_hash")})
-        if lost:
-            filters.append({"address": token, "topics": [AUTHORIZATION_USED, lost]})
-        back = [r for r in mine if r.get("pay_to") and _needs_refund_scan(r)]
-        if back:
-            filters.append({"address": token, "topics": [TRANSFER, sorted({topic(r["pay_to"]) for r in back}),
-                                                         sorted({topic(r["payer"]) for r in back})]})
+    for token in sorted(lost.keys() | back.keys()):
+        if token in lost:
+            filters.append({"address": token, "topics": [AUTHORIZATION_USED, sorted(lost[token])]})
+        if token in back:
+            filters.append({"address": token, "topics": [TRANSFER, sorted(back[token][0]), sorted(back[token][1])]})
     first = max(0, view.head - blocks)
     calls = [("eth_getLogs", [{**f, "fromBlock": hex(lo), "toBlock": hex(min(lo + step - 1, view.head))}])
              for f in filters for lo in range(first, view.head + 1, step)]
