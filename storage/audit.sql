@@ -5,50 +5,56 @@
 --
 -- Why not the views: at a million calls the `receipts` view takes ~30 s (it extracts every field of every
 -- event and folds them several times). The audit reads the journal ONCE, narrowly: each event is parsed
--- once and only the fields below are kept (one json_extract_string with a list of paths, the same trick
--- as the views), and the verifier's check events contribute only their last element (the verdict, when
--- the pass changed it). Check lists are parsed in full only for the receipts the report lists as
--- risky or failed (their evidence). The rules mirror storage/views.sql (calls, receipts, sessions);
--- tests/e2e/test_audit.py compares both.
+-- once (one json_extract_string with a constant list of paths per event type: building long lists of
+-- mostly NULL strings costs more than the parse), and the verifier's check events contribute their last
+-- element (the verdict, when the pass changed it) and their list of checks as text, which is parsed
+-- again only for the receipts the report lists (their evidence). The rules mirror storage/views.sql
+-- (calls, receipts, sessions); tests/storage/test_audit.py checks that they fold the same rows.
 
 -- name: paths
--- The fields kept from each event: `audit_paths()` are read with one json_extract_string per event
--- (one parse), and `audit_row(f)` names them (a path that does not apply to the event's type is NULL).
-CREATE OR REPLACE TEMP MACRO audit_paths() AS [
-    '$.logical_id', '$.app_name', '$.app', '$.client', '$.scheme', '$.host', '$.path', '$.port',   -- 1-8   request (4, 6: error too)
-    '$.secrets_in_clear', '$.process.exe', '$.upto_session',                                      -- 9-11
-    '$.payment.header', '$.payment.scheme', '$.payment.network', '$.payment.payer',              -- 12-15
-    '$.payment.pay_to', '$.payment.asset', '$.payment.amount', '$.payment.decimals',             -- 16-19
-    '$.payment.symbol', '$.payment.valid_before', '$.payment.deadline',                          -- 20-22
-    '$.status', '$.usage.prompt_tokens', '$.usage.completion_tokens', '$.usage.total_tokens',     -- 23-26 response, stream_end
-    '$.model', '$.settlement.tx_hash', '$.settlement.amount', '$.og.upto_session',               -- 27-30
-    '$.challenge.accepts[0].amount', '$.challenge.accepts[0].asset',                              -- 31-32 a 402's first two offers
-    '$.challenge.accepts[0].network', '$.challenge.accepts[0].pay_to',                            -- 33-34
-    '$.challenge.accepts[1].amount', '$.challenge.accepts[1].asset',                              -- 35-36
-    '$.challenge.accepts[1].network', '$.challenge.accepts[1].pay_to',                            -- 37-38
-    '$.done', '$.kind', '$.message',                                                              -- 39-41 stream_end, error
-    '$.checks[#-1].check', '$.checks[#-1].status', '$.checks[#-1].resolution',                    -- 42-44 check: its last element
-    '$.checks[#-1].reason', '$.checks[#-1].tx', '$.checks[#-1].session_amount',                   -- 45-47 (the verdict, when the
-    '$.checks[#-1].detail.settlement_tx', '$.checks[#-1].detail.session_settlement',              -- 48-49  pass changed it)
-    '$.checks'                                                                                    -- 50    the whole list (evidence)
-];
-CREATE OR REPLACE TEMP MACRO audit_row(f) AS {
+-- The fields kept of each event type (`f` of audit_ev holds them in this order), and their names.
+CREATE OR REPLACE TEMP MACRO audit_request_paths() AS [
+    '$.logical_id', '$.app_name', '$.app', '$.client', '$.scheme', '$.host', '$.path', '$.port',
+    '$.secrets_in_clear', '$.process.exe', '$.upto_session', '$.model', '$.payment.header', '$.payment.scheme',
+    '$.payment.network', '$.payment.payer', '$.payment.pay_to', '$.payment.asset', '$.payment.amount',
+    '$.payment.decimals', '$.payment.symbol', '$.payment.valid_before', '$.payment.deadline'];
+CREATE OR REPLACE TEMP MACRO audit_request(f) AS {
     'logical_id': f[1], 'app_name': f[2], 'app': f[3], 'client': f[4], 'scheme': f[5], 'host': f[6], 'path': f[7],
-    'port': f[8], 'secrets': f[9], 'exe': f[10], 'upto_session': f[11], 'pay_header': f[12], 'pay_scheme': f[13],
-    'pay_network': f[14], 'payer': f[15], 'pay_to': f[16], 'pay_asset': f[17], 'pay_amount': f[18],
-    'pay_decimals': f[19], 'pay_symbol': f[20], 'pay_valid_before': f[21], 'pay_deadline': f[22],
-    'status': f[23], 'prompt_tokens': f[24], 'completion_tokens': f[25], 'total_tokens': f[26], 'model': f[27],
-    'tx_hash': f[28], 'settled_amount': f[29], 'og_session': f[30],
-    'c0_amount': f[31], 'c0_asset': f[32], 'c0_network': f[33], 'c0_pay_to': f[34],
-    'c1_amount': f[35], 'c1_asset': f[36], 'c1_network': f[37], 'c1_pay_to': f[38],
-    'done': f[39], 'kind': f[40], 'message': f[41],
-    'v_check': f[42], 'v_status': f[43], 'v_resolution': f[44], 'v_reason': f[45], 'v_tx': f[46],
-    'v_session_amount': f[47], 'v_settlement': f[48], 'v_session_settlement': f[49], 'checks': f[50]};
+    'port': f[8], 'secrets': f[9], 'exe': f[10], 'upto_session': f[11], 'model': f[12], 'pay_header': f[13],
+    'pay_scheme': f[14], 'pay_network': f[15], 'payer': f[16], 'pay_to': f[17], 'pay_asset': f[18],
+    'pay_amount': f[19], 'pay_decimals': f[20], 'pay_symbol': f[21], 'pay_valid_before': f[22], 'pay_deadline': f[23]};
+CREATE OR REPLACE TEMP MACRO audit_response_paths() AS [  -- a 402's first two offers (the one paid is matched)
+    '$.status', '$.usage.prompt_tokens', '$.usage.completion_tokens', '$.usage.total_tokens', '$.model',
+    '$.settlement.tx_hash', '$.settlement.amount', '$.og.upto_session',
+    '$.challenge.accepts[0].amount', '$.challenge.accepts[0].asset', '$.challenge.accepts[0].network',
+    '$.challenge.accepts[0].pay_to', '$.challenge.accepts[1].amount', '$.challenge.accepts[1].asset',
+    '$.challenge.accepts[1].network', '$.challenge.accepts[1].pay_to'];
+CREATE OR REPLACE TEMP MACRO audit_response(f) AS {
+    'status': f[1], 'usage': coalesce(f[2], f[3], f[4]), 'model': f[5], 'tx_hash': f[6], 'settled_amount': f[7],
+    'og_session': f[8], 'c0_amount': f[9], 'c0_asset': f[10], 'c0_network': f[11], 'c0_pay_to': f[12],
+    'c1_amount': f[13], 'c1_asset': f[14], 'c1_network': f[15], 'c1_pay_to': f[16]};
+CREATE OR REPLACE TEMP MACRO audit_stream_end_paths() AS [
+    '$.usage.prompt_tokens', '$.usage.completion_tokens', '$.usage.total_tokens', '$.model', '$.done'];
+CREATE OR REPLACE TEMP MACRO audit_stream_end(f) AS {'usage': coalesce(f[1], f[2], f[3]), 'model': f[4], 'done': f[5]};
+CREATE OR REPLACE TEMP MACRO audit_error_paths() AS ['$.kind', '$.message', '$.client', '$.host'];
+CREATE OR REPLACE TEMP MACRO audit_error(f) AS {'kind': f[1], 'message': f[2], 'client': f[3], 'host': f[4]};
+CREATE OR REPLACE TEMP MACRO audit_check_paths() AS [  -- the list's last element: the verdict, if it changed
+    '$.checks[#-1].check', '$.checks[#-1].status', '$.checks[#-1].resolution', '$.checks[#-1].reason',
+    '$.checks[#-1].tx', '$.checks[#-1].session_amount', '$.checks[#-1].detail.settlement_tx',
+    '$.checks[#-1].detail.session_settlement', '$.checks'];
+CREATE OR REPLACE TEMP MACRO audit_check(f) AS {
+    'last': f[1], 'status': f[2], 'resolution': f[3], 'reason': f[4], 'tx': f[5], 'session_amount': f[6],
+    'settlement': coalesce(f[7], f[8])};  -- f[9]: the whole list, for the evidence
 
 -- name: read
 -- Compacted Parquet: one scan, one parse per event.
 CREATE OR REPLACE TEMP TABLE audit_ev AS
-SELECT id, type, ts, receipt_id, unnest(audit_row(json_extract_string(data, audit_paths())))
+SELECT id, type, ts, receipt_id, CASE type
+    WHEN 'request' THEN json_extract_string(data, audit_request_paths())
+    WHEN 'response' THEN json_extract_string(data, audit_response_paths())
+    WHEN 'stream_end' THEN json_extract_string(data, audit_stream_end_paths())
+    WHEN 'error' THEN json_extract_string(data, audit_error_paths())
+    WHEN 'check' THEN json_extract_string(data, audit_check_paths()) END AS f
 FROM read_parquet('{journal}/parquet/*/*.parquet');
 
 -- name: read_segments
@@ -56,13 +62,20 @@ FROM read_parquet('{journal}/parquet/*/*.parquet');
 -- compacted into Parquet (inside its grace period) is kept once. A copy has the same `ts`, so only
 -- Parquet events at least as recent as the oldest segment line need comparing.
 INSERT INTO audit_ev
-WITH seg AS (
-    SELECT e[1] AS id, e[2] AS type, TRY_CAST(e[3] AS DOUBLE) AS ts, e[4] AS receipt_id, unnest(audit_row(e[5:])) FROM (
-        SELECT json_extract_string(line, ['$.id', '$.type', '$.ts', '$.receipt_id']
-                                         || list_transform(audit_paths(), lambda p: '$.data' || p[2:])) AS e
-        FROM read_csv('{journal}/*.jsonl', columns = {'line': 'VARCHAR'}, header = false, delim = chr(1),
-                      quote = '', escape = '', auto_detect = false, buffer_size = {max_line},
-                      max_line_size = {max_line}))
+WITH lines AS (
+    SELECT json_extract_string(line, ['$.id', '$.type', '$.ts', '$.receipt_id']) AS e, line
+    FROM read_csv('{journal}/*.jsonl', columns = {'line': 'VARCHAR'}, header = false, delim = chr(1),
+                  quote = '', escape = '', auto_detect = false, buffer_size = {max_line},
+                  max_line_size = {max_line})
+), seg AS (
+    SELECT e[1] AS id, e[2] AS type, TRY_CAST(e[3] AS DOUBLE) AS ts, e[4] AS receipt_id, CASE e[2]
+        WHEN 'request' THEN json_extract_string(line, list_transform(audit_request_paths(), lambda p: '$.data' || p[2:]))
+        WHEN 'response' THEN json_extract_string(line, list_transform(audit_response_paths(), lambda p: '$.data' || p[2:]))
+        WHEN 'stream_end' THEN json_extract_string(line, list_transform(audit_stream_end_paths(), lambda p: '$.data' || p[2:]))
+        WHEN 'error' THEN json_extract_string(line, list_transform(audit_error_paths(), lambda p: '$.data' || p[2:]))
+        WHEN 'check' THEN json_extract_string(line, list_transform(audit_check_paths(), lambda p: '$.data' || p[2:]))
+        END AS f
+    FROM lines
 )
 SELECT * FROM seg
 WHERE id NOT IN (SELECT id FROM audit_ev WHERE ts >= (SELECT min(ts) FROM seg));
@@ -70,20 +83,14 @@ WHERE id NOT IN (SELECT id FROM audit_ev WHERE ts >= (SELECT min(ts) FROM seg));
 -- name: calls
 -- One row per HTTP exchange, as the `calls` view folds it (latest response, stream end and error).
 CREATE OR REPLACE TEMP TABLE audit_calls AS
-WITH resp AS (
-    SELECT receipt_id, arg_max({'status': status, 'usage': coalesce(prompt_tokens, completion_tokens, total_tokens),
-                                'model': model, 'tx_hash': tx_hash, 'settled_amount': settled_amount,
-                                'og_session': og_session, 'c0_amount': c0_amount, 'c0_asset': c0_asset,
-                                'c0_network': c0_network, 'c0_pay_to': c0_pay_to, 'c1_amount': c1_amount,
-                                'c1_asset': c1_asset, 'c1_network': c1_network, 'c1_pay_to': c1_pay_to}, ts) AS x
-    FROM audit_ev WHERE type = 'response' GROUP BY receipt_id
+WITH req AS (
+    SELECT receipt_id, ts, unnest(audit_request(f)) FROM audit_ev WHERE type = 'request'
+), resp AS (
+    SELECT receipt_id, arg_max(audit_response(f), ts) AS x FROM audit_ev WHERE type = 'response' GROUP BY receipt_id
 ), fin AS (
-    SELECT receipt_id, arg_max({'usage': coalesce(prompt_tokens, completion_tokens, total_tokens), 'model': model,
-                                'done': done}, ts) AS x
-    FROM audit_ev WHERE type = 'stream_end' GROUP BY receipt_id
+    SELECT receipt_id, arg_max(audit_stream_end(f), ts) AS x FROM audit_ev WHERE type = 'stream_end' GROUP BY receipt_id
 ), err AS (
-    SELECT receipt_id, arg_max({'kind': kind, 'message': message}, ts) AS x
-    FROM audit_ev WHERE type = 'error' GROUP BY receipt_id
+    SELECT receipt_id, arg_max(audit_error(f), ts) AS x FROM audit_ev WHERE type = 'error' GROUP BY receipt_id
 )
 SELECT
     r.receipt_id,
@@ -117,19 +124,16 @@ SELECT
     coalesce(err.x.kind || ': ' || err.x.message,
              CASE WHEN fin.receipt_id IS NOT NULL AND NOT coalesce(TRY_CAST(fin.x.done AS BOOLEAN), false)
                   THEN 'stream_incomplete' END)                        AS error
-FROM audit_ev r
+FROM req r
 LEFT JOIN resp USING (receipt_id)
 LEFT JOIN fin USING (receipt_id)
-LEFT JOIN err USING (receipt_id)
-WHERE r.type = 'request';
+LEFT JOIN err USING (receipt_id);
 
 -- name: verdicts
 -- The latest verdict of each logical call (a check event whose list ends with one).
 CREATE OR REPLACE TEMP TABLE audit_verdicts AS
-SELECT receipt_id AS logical_id, utc(max(ts)) AS verdict_at,
-       arg_max({'status': v_status, 'resolution': v_resolution, 'reason': v_reason, 'tx': v_tx,
-                'session_amount': v_session_amount, 'settlement': coalesce(v_settlement, v_session_settlement)}, ts) AS v
-FROM audit_ev WHERE type = 'check' AND v_check = 'verdict' GROUP BY receipt_id;
+SELECT receipt_id AS logical_id, utc(max(ts)) AS verdict_at, arg_max(audit_check(f), ts) AS v
+FROM audit_ev WHERE type = 'check' AND f[1] = 'verdict' GROUP BY receipt_id;
 
 -- name: receipts
 -- One row per logical call, as the `receipts` view folds it (proof_status, resolution, reason, amounts).
@@ -146,22 +150,27 @@ WITH g AS (
         arg_max(model, started_at) FILTER (WHERE model IS NOT NULL)    AS model,
         arg_max(session_id, started_at) FILTER (WHERE session_id IS NOT NULL) AS session_id,
         bool_or(session_member)                                        AS session_member,
-        count(*) FILTER (WHERE paid)                                   AS payments,
-        arg_max({'scheme': pay_scheme, 'network': network, 'payer': payer, 'pay_to': pay_to, 'asset': asset,
-                 'amount': signed_amount, 'decimals': decimals, 'symbol': symbol, 'deadline': deadline},
-                started_at) FILTER (WHERE paid)                        AS p,
-        count(DISTINCT tx_hash)                                        AS settlements,
-        list(DISTINCT tx_hash ORDER BY tx_hash) FILTER (WHERE tx_hash IS NOT NULL) AS txs,
-        max(settled_amount)                                            AS settled_amount,
-        arg_max(challenge, started_at) FILTER (WHERE challenge IS NOT NULL) AS challenge
+        count(*) FILTER (WHERE paid)                                   AS payments
     FROM audit_calls GROUP BY logical_id
+), pay AS (  -- the last payment (the few paid attempts only: cheaper than a FILTER over every call)
+    SELECT logical_id, arg_max({'scheme': pay_scheme, 'network': network, 'payer': payer, 'pay_to': pay_to,
+                                'asset': asset, 'amount': signed_amount, 'decimals': decimals, 'symbol': symbol,
+                                'deadline': deadline}, started_at) AS p
+    FROM audit_calls WHERE paid GROUP BY logical_id
+), settle AS (
+    SELECT logical_id, count(DISTINCT tx_hash) AS settlements, list(DISTINCT tx_hash ORDER BY tx_hash) AS txs,
+           max(settled_amount) AS settled_amount
+    FROM audit_calls WHERE tx_hash IS NOT NULL GROUP BY logical_id
+), chal AS (
+    SELECT logical_id, arg_max(challenge, started_at) AS challenge
+    FROM audit_calls WHERE challenge IS NOT NULL GROUP BY logical_id
 ), sp AS (  -- the payment that opened an upto session pays for its calls
     SELECT session_id, arg_min({'scheme': pay_scheme, 'network': network, 'payer': payer, 'pay_to': pay_to,
                                 'asset': asset, 'decimals': decimals, 'symbol': symbol, 'deadline': deadline},
                                started_at) AS s
     FROM audit_calls WHERE paid AND session_id IS NOT NULL GROUP BY session_id
 )
-SELECT g.* EXCLUDE (p),
+SELECT g.*, coalesce(settle.settlements, 0) AS settlements, settle.txs, settle.settled_amount, chal.challenge,
     coalesce(p.scheme, sp.s.scheme) AS scheme, coalesce(p.network, sp.s.network) AS network,
     coalesce(p.payer, sp.s.payer) AS payer, coalesce(p.pay_to, sp.s.pay_to) AS pay_to,
     coalesce(p.asset, sp.s.asset) AS asset, p.amount, coalesce(p.decimals, sp.s.decimals) AS decimals,
@@ -175,7 +184,12 @@ SELECT g.* EXCLUDE (p),
     v.v.tx                                                             AS verdict_tx,
     TRY_CAST(v.v.session_amount AS HUGEINT)                            AS session_amount,
     v.v.settlement                                                     AS settlement_result
-FROM g LEFT JOIN audit_verdicts v USING (logical_id) LEFT JOIN sp USING (session_id);
+FROM g
+LEFT JOIN pay USING (logical_id)
+LEFT JOIN settle USING (logical_id)
+LEFT JOIN chal USING (logical_id)
+LEFT JOIN audit_verdicts v USING (logical_id)
+LEFT JOIN sp USING (session_id);
 
 -- name: sessions
 -- OpenGradient upto sessions: the opener's payment (payer, payee, asset, cap, deadline), the calls, and
@@ -239,11 +253,23 @@ SELECT
 FROM audit_receipts WHERE ($since IS NULL OR first_seen >= $since) AND ($app IS NULL OR app_name = $app);
 
 -- name: section_apps
-SELECT c.app_name, any_value(c.exe) FILTER (WHERE c.exe IS NOT NULL) AS exe, count(*) AS calls,
-       count(DISTINCT c.logical_id) AS receipts, count(DISTINCT c.logical_id) FILTER (WHERE c.paid OR c.session_id IS NOT NULL) AS paid_receipts,
-       list(DISTINCT c.host ORDER BY c.host) AS hosts, min(c.started_at) AS first_seen, max(c.started_at) AS last_seen
-FROM audit_calls c
-WHERE ($since IS NULL OR c.started_at >= $since) AND ($app IS NULL OR c.app_name = $app)
+-- Calls per app (and their hosts); receipts (logical calls) per app, by the app of their last attempt.
+WITH c AS (
+    SELECT app_name, host, any_value(exe) FILTER (WHERE exe IS NOT NULL) AS exe, count(*) AS calls,
+           min(started_at) AS first_seen, max(started_at) AS last_seen
+    FROM audit_calls
+    WHERE ($since IS NULL OR started_at >= $since) AND ($app IS NULL OR app_name = $app)
+    GROUP BY app_name, host
+), r AS (
+    SELECT app_name, count(*) AS receipts, count(*) FILTER (WHERE proof_status <> 'unpaid') AS paid_receipts
+    FROM audit_receipts
+    WHERE ($since IS NULL OR first_seen >= $since) AND ($app IS NULL OR app_name = $app)
+    GROUP BY app_name
+)
+SELECT c.app_name, any_value(c.exe) AS exe, sum(c.calls)::BIGINT AS calls, coalesce(any_value(r.receipts), 0) AS receipts,
+       coalesce(any_value(r.paid_receipts), 0) AS paid_receipts, list(c.host ORDER BY c.host) AS hosts,
+       min(c.first_seen) AS first_seen, max(c.last_seen) AS last_seen
+FROM c LEFT JOIN r USING (app_name)
 GROUP BY c.app_name ORDER BY calls DESC, c.app_name;
 
 -- name: section_totals
@@ -346,11 +372,11 @@ GROUP BY ALL ORDER BY app_name, calls DESC, host;
 -- Clients that refused the proxy's certificate (they pin their server's, or do not trust the CA).
 -- The handshake failed before any request, so only the client address and server name are known:
 -- these rows are not filtered by --app.
-SELECT client, host, count(*) AS refusals, utc(min(ts)) AS first_seen, utc(max(ts)) AS last_seen,
-       arg_max(message, ts) AS message
-FROM audit_ev
-WHERE type = 'error' AND kind = 'client_tls_refused' AND ($since IS NULL OR utc(ts) >= $since)
-GROUP BY ALL ORDER BY refusals DESC, client, host;
+SELECT e.client, e.host, count(*) AS refusals, utc(min(ts)) AS first_seen, utc(max(ts)) AS last_seen,
+       arg_max(e.message, ts) AS message
+FROM (SELECT ts, audit_error(f) AS e FROM audit_ev WHERE type = 'error')
+WHERE e.kind = 'client_tls_refused' AND ($since IS NULL OR utc(ts) >= $since)
+GROUP BY ALL ORDER BY refusals DESC, e.client, e.host;
 
 -- name: section_no_usage
 -- Answered calls (2xx) whose response reported no token usage.
@@ -366,7 +392,7 @@ GROUP BY ALL ORDER BY app_name, calls DESC, host, model;
 -- observation of each check, with its detail. Only these receipts' check lists are parsed.
 WITH obs AS (
     SELECT receipt_id, ts, json_extract_string(c, ['$.check', '$.result', '$.reason']) AS x, json_extract(c, '$.detail') AS detail
-    FROM (SELECT receipt_id, ts, unnest(TRY_CAST(checks AS JSON[])) AS c
+    FROM (SELECT receipt_id, ts, unnest(TRY_CAST(f[9] AS JSON[])) AS c
           FROM audit_ev WHERE type = 'check' AND receipt_id IN (SELECT id FROM audit_ids))
 )
 SELECT receipt_id, "check", l.result, l.reason, l.detail::VARCHAR AS detail, observed_at FROM (
