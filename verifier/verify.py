@@ -11,6 +11,11 @@ Checks per paid receipt (each recorded with its result, reason and evidence):
 - `settlement_tx`: the settlement transaction exists, succeeded, is final, and its logs match.
 The verdict (check `verdict`) is `failed` if a check failed, `pending` while one is pending, else
 `passed`; `resolution` adds `risky` (money moved, outcome bad) where it applies.
+
+How a pass runs (its memory does not grow with the journal; scripts/bench_verify.py measures it):
+the journal is read once into narrow `facts` (FACTS); the receipts to verify are queried from them a
+part (PART) at a time and decided a round (CHUNK) at a time; while one round is decided, a thread
+reads the next round's chain evidence (ChainView), and another appends the check events.
 """
 from __future__ import annotations
 
