@@ -24,7 +24,8 @@ because a paid call is a 402 and its paid retry. The mix (shares of exchanges, r
   whose TEE output hash fails);
 - and one `client_tls_refused` error (a pinning client) per 1,000 calls (not a call: no request).
 
-Calls are spread uniformly over `days` days ending at `end` (default: now), one Parquet file per day.
+Calls are spread uniformly over `days` days ending at `end` (default: now), one Parquet file per writer
+(`proxy`, `verifier`) and day.
 The same `seed` gives the same events (ids, hashes, amounts, choices); only the times move with `end`.
 """
 from __future__ import annotations
@@ -442,10 +443,8 @@ def generate(data_dir: str | os.PathLike, calls: int, seed: int = 0, *, days: fl
     """.replace("MEMBERS_K", str(MEMBERS))
     base = 1 << 40  # check and refusal ids live far above every exchange's
     refusals = max(0, int(calls) // 1000)
-    all_sql = f"""
+    proxy_sql = f"""
     SELECT * FROM ({events_sql})
-    UNION ALL
-    SELECT u7(ts, {base} + li * 4 + n), 'check', ts, lid, 'verifier', li * 4 + n, checks::JSON FROM ({checks_sql})
     UNION ALL
     SELECT u7(t, {base * 2} + i), 'error', t, u7(t, {base * 3} + i), 'proxy', {base} + i,
         to_json({{'kind': 'client_tls_refused', 'message': 'client refused the proxy''s certificate (alert 48: unknown ca)',
@@ -453,13 +452,20 @@ def generate(data_dir: str | os.PathLike, calls: int, seed: int = 0, *, days: fl
                   'client': '127.0.0.1'}})
     FROM (SELECT i, {start} + u(i, 'refusal') * {span} AS t FROM range({refusals}) r(i))
     """
-    con.execute(f"""
-    COPY (SELECT id, type, ts, receipt_id, writer, seq, data,
-                 strftime(make_timestamp(CAST(ts * 1000000 AS BIGINT)), '%Y-%m-%d') AS date
-          FROM ({all_sql}))
-    TO '{str(out).replace("'", "''")}'
-    (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date), APPEND, FILENAME_PATTERN 'synthetic-{S}-{{uuid}}')
-    """)
+    verifier_sql = f"""
+    SELECT u7(ts, {base} + li * 4 + n) AS id, 'check' AS type, ts, lid AS receipt_id, 'verifier' AS writer,
+           li * 4 + n AS seq, checks::JSON AS data FROM ({checks_sql})
+    """
+    # As compaction writes them: each writer's events in its own files (here one per writer and day).
+    for writer, sql in (("proxy", proxy_sql), ("verifier", verifier_sql)):
+        con.execute(f"""
+        COPY (SELECT id, type, ts, receipt_id, writer, seq, data,
+                     strftime(make_timestamp(CAST(ts * 1000000 AS BIGINT)), '%Y-%m-%d') AS date
+              FROM ({sql}))
+        TO '{str(out).replace("'", "''")}'
+        (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date), APPEND,
+         FILENAME_PATTERN 'synthetic-{S}-{writer}-{{uuid}}')
+        """)
     con.close()
     files = len([p for p in out.glob(f"*/synthetic-{S}-*.parquet")])
     with __import__("duckdb").connect() as c:

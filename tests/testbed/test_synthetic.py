@@ -13,7 +13,7 @@ def test_n_calls_every_kind_and_the_same_events_for_the_same_seed(tmp_path):
     made = generate(one, 5000, seed=11, days=3, end=END)
     generate(two, 5000, seed=11, days=3, end=END)
     generate(other, 5000, seed=12, days=3, end=END)
-    assert made["calls"] == 5000 and made["files"] == 4  # three days (and the edge of a fourth)
+    assert made["calls"] == 5000 and made["files"] == 8  # two writers, three days (and the edge of a fourth)
     read = "SELECT id, type, ts, receipt_id, data::VARCHAR FROM read_parquet('{}/journal/parquet/*/synthetic-*.parquet') ORDER BY id"
     with duckdb.connect() as con:
         assert con.execute(read.format(one)).fetchall() == con.execute(read.format(two)).fetchall()
