@@ -79,8 +79,7 @@ def cmd_show(args) -> int:
         details = queries.receipt_details(con, r["receipt_id"])
         out.append((r, details))
     if args.json:
-        items = [{"receipt": render.jsonable(r), **{k: [render.jsonable(x) for x in v] for k, v in d.items()}}
-                 for r, d in out]
+        items = [render.receipt_document(r, d) for r, d in out]
         print(render.to_json(items[0] if len(items) == 1 else items))
     else:
         print("\n\n".join(render.receipt_text(r, d) for r, d in out))
@@ -212,6 +211,28 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import ipaddress
+
+    from .web import server
+
+    data = _data_dir(args)
+    if not os.path.isdir(data):
+        raise UserError(f"no data directory at {data}: start `receipts proxy` first, or pass --data DIR")
+    try:
+        if args.host != "localhost":
+            ipaddress.ip_address(args.host)
+    except ValueError:
+        raise UserError(f"--host must be an IP address such as 127.0.0.1, not {render.safe(args.host)!r}") from None
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be a number from 0 to 65535, not {args.port}")
+    settings = cfg.load(args.config, {"data_dir": data})
+    try:
+        return server.run(data, args.host, args.port, args.cache, settings, args.refresh)
+    except (OSError, RuntimeError) as exc:
+        raise UserError(str(exc).splitlines()[0]) from None
+
+
 # ---- argument parsing ----------------------------------------------------------------------------
 def _bool_flag(p, name: str, dest: str, help_: str) -> None:
     p.add_argument(f"--{name}", dest=dest, action="store_const", const=True, default=None, help=help_)
@@ -303,6 +324,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--view", default="receipts", help="receipts (default), calls, payments, settlements, challenges, "
                                                       "checks or sessions (HAR is always built from the calls)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", parents=[common], help="a local web page over the receipts (read-only)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--config", help="settings file (explorer links per network; default: mitm_config.yaml)")
+    p.add_argument("--cache", help="the read cache's file (default: ~/.cache/receipts/serve-<journal hash>.duckdb)")
+    p.add_argument("--refresh", type=float, default=1.0, help="seconds between reads of what the journal gained")
+    p.set_defaults(func=cmd_serve)
     return top
 
 

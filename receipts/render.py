@@ -51,6 +51,11 @@ def jsonable(row: dict) -> dict:
     return {k: (str(v) if isinstance(v, int) and abs(v) > 2**53 else v) for k, v in row.items()}
 
 
+def receipt_document(r: dict, details: dict) -> dict:
+    """One receipt as `receipts show --json` prints it (and `receipts serve` copies it)."""
+    return {"receipt": jsonable(r), **{k: [jsonable(x) for x in v] for k, v in details.items()}}
+
+
 def table(columns: list[str], rows: list[tuple], width: int = 48) -> str:
     cells = [[safe(c, width) for c in columns]] + [[safe(v, width) for v in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]

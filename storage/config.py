@@ -53,6 +53,7 @@ class Network:
     scan_blocks: int = 10_000   # how far back log scans look (settlements without a tx hash, refunds)
     deadline_grace: float = 600.0  # seconds past validBefore before an unsettled payment is risky
     rpc_timeout: float = 10.0      # seconds to wait for one JSON-RPC answer (then retried with backoff)
+    explorer: str | None = None    # block explorer URL of a transaction, `{tx}` standing for its hash (receipts serve)
 
     @property
     def env_name(self) -> str:
@@ -213,14 +214,25 @@ def _networks(value) -> tuple[Network, ...]:
         item = item or {}
         if not str(caip2).startswith("eip155:") or not isinstance(item, dict):
             raise ConfigError(f"network {caip2!r} must be an eip155:<chain id> key with a mapping of settings.")
+        explorer = _explorer(caip2, item.get("explorer"))
         try:
             out.append(Network(str(caip2), item.get("rpc"), int(item.get("confirmations", 1)),
                                tuple(str(f).lower() for f in item.get("facilitators") or ()),
                                int(item.get("scan_blocks", 10_000)), float(item.get("deadline_grace", 600)),
-                               float(item.get("rpc_timeout", 10))))
+                               float(item.get("rpc_timeout", 10)), explorer))
         except (TypeError, ValueError):
             raise ConfigError(f"network {caip2!r}: confirmations and scan_blocks must be whole numbers, deadline_grace a number.") from None
     return tuple(out)
+
+
+def _explorer(caip2, value) -> str | None:
+    if value in (None, ""):
+        return None
+    text = str(value)
+    if not text.startswith(("https://", "http://")) or "{tx}" not in text:
+        raise ConfigError(f"network {caip2!r}: explorer must be an http(s) URL with {{tx}} where the transaction "
+                          f"hash goes, such as https://basescan.org/tx/{{tx}}, not {value!r}.")
+    return text
 
 
 def _caip2(name: str, value) -> str:

@@ -70,3 +70,96 @@ def parse_since(text: str) -> datetime:
     except ValueError:
         raise ValueError(f"--since takes a duration such as 30m, 2h, 7d or a date such as 2026-11-24, not {text!r}") from None
     return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+# ---- receipts serve: over the read cache (storage/cache.py), whose tables carry the views' names plus
+# `ids` (h = hash(id), id, receipt_id: every id that finds a receipt, as in `receipts.ids`) ----------
+SERVE_COLUMNS = ("receipt_id, first_seen, last_seen, app_name, host, path, model, total_tokens, status, "
+                 "proof_status, resolution, reason, amount, amount_cap, decimals, symbol, asset, network, payer, "
+                 "pay_to, payment_hash, session_id, session_amount, session_opened_by, attempts")
+# what a call cost, counted once: a settled/signed amount, or a session's total at the call that opened it
+SPEND = ("coalesce(amount, 0) + CASE WHEN receipt_id = session_opened_by THEN coalesce(session_amount, 0) "
+         "ELSE 0 END")
+
+
+def serve_where(f: dict) -> tuple[str, dict]:
+    """SQL condition and parameters for the page's filters: app (app_name), host, model, status (a proof
+    status or a resolution), since/until (datetimes), q (any id, as `receipts show` finds it)."""
+    where, params = [], {}
+    for key, column in (("app", "app_name"), ("host", "host"), ("model", "model")):
+        if f.get(key):
+            where.append(f"{column} = ${key}")
+            params[key] = f[key]
+    if f.get("status"):
+        where.append("(proof_status = $status OR resolution = $status)")
+        params["status"] = f["status"]
+    if f.get("since"):
+        where.append("first_seen >= $since")
+        params["since"] = f["since"]
+    if f.get("until"):
+        where.append("first_seen < $until")
+        params["until"] = f["until"]
+    if f.get("q"):
+        where.append("receipt_id IN (SELECT receipt_id FROM ids WHERE h = hash(lower(trim($q))) AND id = lower(trim($q)))")
+        params["q"] = f["q"]
+    return (" AND ".join(where) or "true"), params
+
+
+def serve_list(con, f: dict, limit: int = 50, before: tuple | None = None) -> list[dict]:
+    """Receipts matching the filters, newest first; `before` = (first_seen, receipt_id) of the last row
+    of the previous page."""
+    where, params = serve_where(f)
+    if before:
+        where += " AND (first_seen < $bt OR (first_seen = $bt AND receipt_id < $bid))"
+        params.update(bt=before[0], bid=before[1])
+    return dicts(con, f"SELECT {SERVE_COLUMNS} FROM receipts WHERE {where} "
+                      "ORDER BY first_seen DESC, receipt_id DESC LIMIT $limit", {**params, "limit": limit})
+
+
+def serve_count(con, f: dict) -> int:
+    where, params = serve_where(f)
+    return con.execute(f"SELECT count(*) FROM receipts WHERE {where}", params).fetchone()[0]
+
+
+def serve_facets(con) -> dict[str, list[tuple]]:
+    """The values each filter offers, most frequent first, with their counts."""
+    out = {}
+    for key, column in (("app", "app_name"), ("host", "host"), ("model", "model")):
+        out[key] = rows(con, f"SELECT {column}, count(*) FROM receipts WHERE {column} IS NOT NULL "
+                             "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 200")[1]
+    out["status"] = rows(con, "SELECT s, count(*) FROM (SELECT proof_status AS s FROM receipts UNION ALL "
+                              "SELECT resolution FROM receipts WHERE resolution IS NOT NULL) GROUP BY 1 ORDER BY 2 DESC")[1]
+    return out
+
+
+def serve_span(con, f: dict) -> tuple:
+    where, params = serve_where(f)
+    return con.execute(f"SELECT min(first_seen), max(first_seen) FROM receipts WHERE {where}", params).fetchone()
+
+
+def spend_over_time(con, f: dict, bucket: str, by: str = "app_name") -> list[dict]:
+    """Spend per time bucket ('hour', 'day', 'week') and `by` (app_name or pay_to), per asset."""
+    assert by in ("app_name", "pay_to") and bucket in ("hour", "day", "week")
+    where, params = serve_where(f)
+    return dicts(con, f"""SELECT date_trunc('{bucket}', first_seen) AS t, coalesce({by}, '—') AS key,
+                                 asset, network, any_value(symbol) AS symbol, any_value(decimals) AS decimals,
+                                 sum({SPEND}) AS spend, count(*) AS calls
+                          FROM receipts WHERE {where} AND asset IS NOT NULL
+                          GROUP BY ALL HAVING sum({SPEND}) > 0 ORDER BY t""", params)
+
+
+def spend_by(con, f: dict, by: str = "pay_to", limit: int = 12) -> list[dict]:
+    """Total spend per payee (or app) and asset, largest first."""
+    assert by in ("app_name", "pay_to")
+    where, params = serve_where(f)
+    return dicts(con, f"""SELECT coalesce({by}, '—') AS key, asset, network, any_value(symbol) AS symbol,
+                                 any_value(decimals) AS decimals, sum({SPEND}) AS spend, count(*) AS calls
+                          FROM receipts WHERE {where} AND asset IS NOT NULL
+                          GROUP BY ALL HAVING sum({SPEND}) > 0 ORDER BY spend DESC LIMIT {int(limit)}""", params)
+
+
+def status_counts(con, f: dict) -> list[dict]:
+    """Receipts per proof status and resolution."""
+    where, params = serve_where(f)
+    return dicts(con, f"SELECT proof_status, resolution, count(*) AS n FROM receipts WHERE {where} "
+                      "GROUP BY ALL ORDER BY n DESC", params)
