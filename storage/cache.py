@@ -51,6 +51,7 @@ log = logging.getLogger("receipts.cache")
 FORMAT = "1"  # bump when the tables below change
 TABLES = ("receipts", "calls", "challenges", "payments", "settlements", "checks")
 MATERIALIZED = ("requests", "calls", "challenges", "payments", "settlements", "checks", "sessions")
+GROUP_BYTES = 96 << 20       # Parquet bytes folded at once in the first build
 BUCKET_ATTEMPTS = 60_000     # attempts recomputed per bucket in large recomputations (bounded memory)
 # point lookups of the pages (an ART index each; maintained by every refresh)
 INDEXES = (("receipts", "receipt_id"), ("ids", "h"), ("calls", "logical_id"), ("challenges", "logical_id"),
@@ -298,14 +299,18 @@ class ReadCache:
     def _build_all(self, cur) -> tuple[int, int]:
         """The first build: each Parquet file's events are folded alone, the slots' events together; then
         the calls whose events (or whose session's) lie in more than one of those groups are recomputed whole."""
-        groups = cur.execute("SELECT file_no, path FROM newfiles ORDER BY file_no").fetchall()
-        sources = [(no, f"SELECT {ENVELOPE} FROM read_parquet({_lit([path])})") for no, path in groups]
-        sources.append((-1, f"SELECT {COLS} FROM fresh"))
+        sources = []
+        for no, files in enumerate(self._groups(cur.execute("SELECT file_no, path FROM newfiles").fetchall())):
+            sources.append((no, [p for _, p in files], f"SELECT {ENVELOPE} FROM read_parquet({_lit([p for _, p in files])})"))
+        sources.append((-1, [], f"SELECT {COLS} FROM fresh"))
         cur.execute("CREATE OR REPLACE TEMP TABLE grp (receipt_id VARCHAR, g INTEGER)")
         events = 0
-        for no, source in sources:
+        for no, paths, source in sources:
+            if paths:  # where each receipt's events are (two narrow columns)
+                cur.execute(f"INSERT INTO state.loc SELECT DISTINCT p.receipt_id, f.file_no FROM read_parquet("
+                            f"{_lit(paths)}, filename=true) p JOIN newfiles f ON f.path = p.filename")
             cur.execute("DROP TABLE IF EXISTS temp.events")
-            cur.execute(f"CREATE TEMP TABLE events AS {source}")  # (no event is twice in one file)
+            cur.execute(f"CREATE TEMP TABLE events AS {source}")  # (no event is twice in Parquet, nor in slots)
             cur.execute("INSERT INTO grp SELECT DISTINCT receipt_id, $g FROM events", {"g": no})
             events += cur.execute("SELECT count(*) FROM events").fetchone()[0]
             self._fold(cur)
@@ -315,7 +320,6 @@ class ReadCache:
                     SELECT receipt_id, json_extract_string(data, '$.og.upto_session') AS s FROM events
                     WHERE type = 'response' AND receipt_id NOT IN (SELECT receipt_id FROM temp.requests))
                 WHERE s IS NOT NULL""")
-        cur.execute("INSERT INTO state.loc SELECT receipt_id, g FROM grp WHERE g >= 0")
         cur.execute("""CREATE OR REPLACE TEMP TABLE new AS
             WITH k AS (SELECT receipt_id, logical_id FROM state.links WHERE logical_id IS NOT NULL
                        UNION SELECT logical_id, logical_id FROM state.links WHERE logical_id IS NOT NULL),
@@ -326,9 +330,35 @@ class ReadCache:
             SELECT receipt_id FROM grp GROUP BY receipt_id HAVING count(*) > 1
             UNION SELECT logical_id FROM lg GROUP BY logical_id HAVING count(DISTINCT g) > 1
             UNION SELECT logical_id FROM ls WHERE session IN (SELECT session FROM span)""")
-        if cur.execute("SELECT count(*) FROM new").fetchone()[0]:
+        spanning = cur.execute("SELECT count(*) FROM new").fetchone()[0]
+        log.info("first build: %d events folded in %d groups; %d ids span groups", events, len(sources), spanning)
+        if spanning:
             self._recompute(cur, self._closure(cur))
         return events, cur.execute("SELECT count(*) FROM cache.receipts").fetchone()[0]
+
+    @staticmethod
+    def _groups(files: list[tuple[int, str]]) -> list[list[tuple[int, str]]]:
+        """Parquet files folded together in the first build: those of one date directory (compaction's
+        day: a writer's calls and the verifier's checks of them mostly land on the same day), in groups
+        of at most GROUP_BYTES."""
+        by_dir: dict[str, list[tuple[int, str]]] = {}
+        for no, path in sorted(files, key=lambda f: f[1]):
+            by_dir.setdefault(os.path.dirname(path), []).append((no, path))
+        groups = []
+        for members in by_dir.values():
+            group, size = [], 0
+            for no, path in members:
+                try:
+                    n = os.path.getsize(path)
+                except OSError:
+                    n = 0
+                if group and size + n > GROUP_BYTES:
+                    groups.append(group)
+                    group, size = [], 0
+                group.append((no, path))
+                size += n
+            groups.append(group)
+        return groups
 
     def _closure(self, cur) -> int:
         """TEMP todo(receipt_id): every attempt of every logical call a new event touches, and of every
@@ -368,26 +398,31 @@ class ReadCache:
         files = [r[0] for r in cur.execute(
             "SELECT DISTINCT f.path FROM state.loc l JOIN state.files f USING (file_no) "
             "WHERE l.receipt_id IN (SELECT receipt_id FROM todo) ORDER BY 1").fetchall()]
+        # Parquet holds no event twice, nor do the slots; an event in both (compacted, in its grace
+        # period) is taken from Parquet
         parquet = (f"SELECT {ENVELOPE} FROM read_parquet({_lit(files)}) WHERE receipt_id IN (SELECT receipt_id FROM todo_b)"
-                   if files else None)
+                   if files else f"SELECT {COLS} FROM state.json_events LIMIT 0")
         slots = f"SELECT {COLS} FROM state.json_events WHERE receipt_id IN (SELECT receipt_id FROM todo_b)"
-        source = f"{parquet} UNION ALL {slots}" if parquet else slots
         if buckets == 1:
             cur.execute("CREATE OR REPLACE TEMP TABLE todo_b AS SELECT receipt_id FROM todo")
             cur.execute("DROP TABLE IF EXISTS temp.events")
-            cur.execute(f"CREATE TEMP TABLE events AS SELECT DISTINCT ON (id) * FROM ({source})")
+            cur.execute(f"CREATE TEMP TABLE events AS {parquet}")
+            cur.execute(f"INSERT INTO events SELECT * FROM ({slots}) WHERE id NOT IN (SELECT id FROM events)")
             self._fold(cur)
         else:
             self._buckets(cur, buckets)
             stage = self._tmp / f"stage-{time.monotonic_ns()}"
             cur.execute("CREATE OR REPLACE TEMP TABLE todo_b AS SELECT receipt_id FROM todo_bucket")
-            cur.execute(f"COPY (SELECT e.*, t.bucket FROM ({source}) e JOIN todo_bucket t USING (receipt_id)) "
-                        f"TO '{stage}' (FORMAT parquet, PARTITION_BY (bucket), COMPRESSION lz4_raw)")
+            cur.execute(f"""COPY (WITH p AS MATERIALIZED ({parquet}), j AS ({slots})
+                            SELECT p.*, t.bucket FROM p JOIN todo_bucket t USING (receipt_id)
+                            UNION ALL
+                            SELECT j.*, t.bucket FROM j JOIN todo_bucket t USING (receipt_id)
+                            WHERE j.id NOT IN (SELECT id FROM p))
+                        TO '{_q(stage)}' (FORMAT parquet, PARTITION_BY (bucket), COMPRESSION lz4_raw)""")
             try:
                 for d in sorted(stage.iterdir()):
                     cur.execute("DROP TABLE IF EXISTS temp.events")
-                    cur.execute(f"CREATE TEMP TABLE events AS SELECT DISTINCT ON (id) {COLS} "
-                                f"FROM read_parquet('{d}/*.parquet')")
+                    cur.execute(f"CREATE TEMP TABLE events AS SELECT {COLS} FROM read_parquet('{_q(d)}/*.parquet')")
                     self._fold(cur)
             finally:
                 shutil.rmtree(stage, ignore_errors=True)

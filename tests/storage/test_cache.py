@@ -58,11 +58,15 @@ def test_the_first_build_equals_the_views_in_small_buckets(tmp_path, monkeypatch
     from testbed.synthetic import generate
 
     generate(tmp_path / "data", 3000, seed=3, days=3.0)  # one Parquet file a day: calls span files
-    monkeypatch.setattr(C, "BUCKET_ATTEMPTS", 300)      # recomputations in many buckets
+    monkeypatch.setattr(C, "BUCKET_ATTEMPTS", 20)       # the calls spanning files recomputed in many buckets
+    monkeypatch.setattr(C, "GROUP_BYTES", 1)            # and one Parquet file folded at a time
+    staged = []
+    monkeypatch.setattr(C.ReadCache, "_buckets", lambda self, cur, n, f=C.ReadCache._buckets: (staged.append(n), f(self, cur, n)))
     cache = C.ReadCache(tmp_path / "data", tmp_path / "cache.duckdb").open()
     try:
         cache.build()
         assert cache.state == "ready" and cache.version == 1
+        assert staged and staged[0] > 10, "the calls spanning files went through the staged buckets"
         assert_equal_to_views(cache, tmp_path / "data")
     finally:
         cache.close()
