@@ -283,6 +283,16 @@ class _Reader:
     carry: dict = field(default_factory=dict)  # receipts the last round read but did not want, of
     carry_for: dict | None = None               # these payers (by token),
     read_to: int = -1                           # and the last block it read
+    head: int | None = None                     # the last head seen
+
+    def next_blocks(self, tokens: dict, head: int, step: int) -> tuple[int, int] | None:
+        """The blocks after those last read for these payers, as many as the last round's settlements
+        spanned (up to `head`); None before the first round."""
+        if not self.near:
+            return None
+        first, last = self.near
+        start = self.read_to + 1 if self.carry_for == tokens else last
+        return (start, min(head, start + min(max(1, last - first), step) - 1)) if start <= head else None
 
 
 def _chain_views(groups: dict, settings: Settings, readers: dict) -> tuple[dict, list[str]]:
@@ -386,12 +396,19 @@ def _chain_view(net, rows: list[dict], faults: list[str], reader: _Reader) -> Ch
     """One round's facts from the node, in few batched calls; None on a fault (nothing is decided)."""
     rpc = reader.rpc
     try:
-        block = rpc.call("eth_getBlockByNumber", ["latest", False])
+        ahead = None  # the next blocks' logs, asked for with the head (blocks up to the last head seen exist)
+        if len(rows) > BULK and reader.head is not None:
+            tokens = _payer_topics(rows)
+            blocks = reader.next_blocks(tokens, reader.head, LOG_STEP)
+            ahead = (tokens, blocks, _payer_log_calls(tokens, [blocks])) if blocks else None
+        block, *logs = rpc.batch([("eth_getBlockByNumber", ["latest", False])] + (ahead[2] if ahead else []))
         view = ChainView(head=int(block["number"], 16), head_time=float(int(block["timestamp"], 16)))
+        reader.head = view.head
         _scan_logs(rpc, view, rows, net.scan_blocks)
         hashes = sorted({h for r in rows if (h := view.settlement_tx(r)[0])})
         if len(hashes) > BULK:
-            view.receipts.update(_receipts_from_logs(reader, view.head, rows, set(hashes), net))
+            view.receipts.update(_receipts_from_logs(reader, view.head, rows, set(hashes), net,
+                                                     (ahead[0], ahead[1], logs) if ahead else None))
         rest = [h for h in hashes if h not in view.receipts]
         for start in range(0, len(rest), 500):
             part = rest[start:start + 500]
@@ -413,36 +430,35 @@ def _topic(value: str) -> str:
 _WORD = re.compile(r"0[xX][0-9a-fA-F]{64}")  # a 32-byte topic (nodes reject malformed ones)
 
 
+LOG_STEP = 2000  # blocks per eth_getLogs call
+
+
 def _receipts_from_logs(reader: "_Reader", head: int, rows: list[dict], wanted: set[str], net,
-                        step: int = 2000) -> dict:
+                        ahead: tuple | None = None, step: int = LOG_STEP) -> dict:
     """Receipts of many settlements at once, from the tokens' Transfer and AuthorizationUsed logs whose
     first topic is one of the payers (a log exists only if its transaction succeeded, and carries the
     block), read a whole block at a time for just the blocks that hold this round's settlements.
     Rounds follow the receipts' time, so those usually come right after the blocks the last round
     read (whose other receipts it kept): the next blocks are read first, as many as the last round's
-    settlements spanned. The AuthorizationUsed logs of the payers' nonces locate the rest.
-    Transactions not found this way are looked up one by one by the caller."""
-    tokens: dict[str, list[str]] = {}
-    for r in rows:
-        token, payer = (r.get("asset") or "").lower(), r.get("payer")
-        if token and payer:
-            tokens.setdefault(token, set()).add(payer)
-    tokens = {token: sorted({_topic(p) for p in payers}) for token, payers in sorted(tokens.items())}
+    settlements spanned (`ahead`: the first such read, already asked for with the head). The
+    AuthorizationUsed logs of the payers' nonces locate the rest. Transactions not found this way are
+    looked up one by one by the caller."""
+    tokens = _payer_topics(rows)
     found: dict[str, dict] = {}
-    kept, reader.carry = (reader.carry if reader.carry_for == tokens else {}), {}
-    for tx in wanted & kept.keys():
-        found[tx] = kept.pop(tx)
-    unclaimed: dict[str, dict] = kept  # still not wanted: kept for the rounds after
-    read_to = reader.read_to if reader.carry_for == tokens else None
-    if reader.near:  # the next blocks, as many as the last round's settlements spanned
-        first, last = reader.near
-        start = read_to + 1 if read_to is not None else last
-        for _ in range(2):
-            if not wanted - found.keys() or start > head:
-                break
-            end = min(head, start + min(max(1, last - first), step) - 1)
-            unclaimed.update(_payer_logs(reader.rpc, tokens, [(start, end)], wanted, found))
-            read_to, start = end, end + 1
+    carried = reader.carry_for == tokens
+    unclaimed: dict[str, dict] = reader.carry if carried else {}  # read, not wanted yet: kept for later rounds
+    for tx in wanted & unclaimed.keys():
+        found[tx] = unclaimed.pop(tx)
+    reader.carry, reader.carry_for = {}, (tokens if carried else None)
+    read_to = reader.read_to if carried else None
+    for n in range(2):
+        blocks = reader.next_blocks(tokens, head, step)
+        if not blocks or not wanted - found.keys():
+            break
+        answers = ahead[2] if n == 0 and ahead and ahead[:2] == (tokens, blocks) else \
+            reader.rpc.batch(_payer_log_calls(tokens, [blocks]))
+        unclaimed.update(_gather(answers, wanted, found))
+        read_to, reader.read_to, reader.carry_for = blocks[1], blocks[1], tokens  # the next read goes on from here
     missing = wanted - found.keys()
     if missing:
         nonces: dict[str, set] = {}
@@ -462,8 +478,8 @@ def _receipts_from_logs(reader: "_Reader", head: int, rows: list[dict], wanted: 
         blocks = {int(lg["blockNumber"], 16) for logs in reader.rpc.batch(calls) for lg in logs or []
                   if lg["transactionHash"].lower() in missing}
         runs = _runs(blocks, step)
-        unclaimed.update(_payer_logs(reader.rpc, tokens, runs, wanted, found))
-        read_to = max([read_to or -1] + [hi for _, hi in runs])
+        unclaimed.update(_gather(reader.rpc.batch(_payer_log_calls(tokens, runs)), wanted, found))
+        read_to = max([read_to if read_to is not None else -1] + [hi for _, hi in runs])
     if found:
         at = [int(r["blockNumber"], 16) for r in found.values()]
         reader.near = (min(at), max(at))
@@ -480,14 +496,27 @@ def _receipts_from_logs(reader: "_Reader", head: int, rows: list[dict], wanted: 
     return found
 
 
-def _payer_logs(rpc: Rpc, tokens: dict, ranges: list[tuple[int, int]], wanted: set[str], found: dict) -> dict:
-    """The payers' Transfer and AuthorizationUsed logs in `ranges`, gathered into receipts: of `wanted`
-    transactions into `found`; the others' are returned."""
-    calls = [("eth_getLogs", [{"address": token, "fromBlock": hex(lo), "toBlock": hex(hi),
-                               "topics": [[TRANSFER, AUTHORIZATION_USED], payers[i:i + 100]]}])
-             for token, payers in tokens.items() for i in range(0, len(payers), 100) for lo, hi in ranges]
+def _payer_topics(rows: list[dict]) -> dict[str, list[str]]:
+    """The payers (as log topics) of each token of these receipts."""
+    tokens: dict[str, set] = {}
+    for r in rows:
+        token, payer = (r.get("asset") or "").lower(), r.get("payer")
+        if token and payer:
+            tokens.setdefault(token, set()).add(payer)
+    return {token: sorted({_topic(p) for p in payers}) for token, payers in sorted(tokens.items())}
+
+
+def _payer_log_calls(tokens: dict, ranges: list[tuple[int, int]]) -> list[tuple[str, list]]:
+    """eth_getLogs calls for the payers' Transfer and AuthorizationUsed logs in `ranges`."""
+    return [("eth_getLogs", [{"address": token, "fromBlock": hex(lo), "toBlock": hex(hi),
+                              "topics": [[TRANSFER, AUTHORIZATION_USED], payers[i:i + 100]]}])
+            for token, payers in tokens.items() for i in range(0, len(payers), 100) for lo, hi in ranges]
+
+
+def _gather(answers: list, wanted: set[str], found: dict) -> dict:
+    """Logs gathered into receipts: of `wanted` transactions into `found`; the others' are returned."""
     others: dict[str, dict] = {}
-    for logs in rpc.batch(calls):
+    for logs in answers:
         for lg in logs or []:
             tx = lg["transactionHash"].lower()
             into = found if tx in wanted else others
