@@ -46,8 +46,6 @@ def run_audit(data: Path) -> tuple[float, float, int]:
 
 def breakdown(data: Path) -> list[tuple[str, float]]:
     """Seconds per step of one audit, in this process."""
-    import duckdb
-
     from storage import audit, db
 
     steps, sql = [], audit.statements(data)
@@ -76,7 +74,6 @@ def breakdown(data: Path) -> list[tuple[str, float]]:
     con.execute(sql["evidence"]).fetchall()
     steps.append((f"evidence of the {len(listed):,} risky or failed receipts", time.perf_counter() - t))
     con.close()
-    del duckdb
     return steps
 
 

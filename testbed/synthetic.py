@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 # Apps: (executable, command line, user agent, client address, wallet seed). `process.app_name` turns the
 # first three into the app name the recorder would have stored.
