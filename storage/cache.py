@@ -374,6 +374,8 @@ class ReadCache:
             cur.execute("""CREATE OR REPLACE TEMP TABLE todo_s AS
                 SELECT DISTINCT session FROM state.links WHERE session IS NOT NULL AND receipt_id IN (
                     SELECT receipt_id FROM state.links WHERE logical_id IN (SELECT logical_id FROM todo_l))""")
+            if not cur.execute("SELECT count(*) FROM todo_s").fetchone()[0]:
+                break
             cur.execute("""INSERT INTO todo_l SELECT DISTINCT logical_id FROM state.links
                 WHERE logical_id IS NOT NULL AND logical_id NOT IN (SELECT logical_id FROM todo_l)
                   AND receipt_id IN (SELECT receipt_id FROM state.links WHERE session IN (SELECT session FROM todo_s))""")

@@ -100,9 +100,22 @@ def serve_where(f: dict) -> tuple[str, dict]:
         where.append("first_seen < $until")
         params["until"] = f["until"]
     if f.get("q"):
-        where.append("receipt_id IN (SELECT receipt_id FROM ids WHERE h = hash(lower(trim($q))) AND id = lower(trim($q)))")
-        params["q"] = f["q"]
+        if "q_ids" in f:  # resolved by serve_search: a point lookup, not a scan
+            where.append("receipt_id = ANY($q_ids)")
+            params["q_ids"] = f["q_ids"]
+        else:
+            where.append("receipt_id IN (SELECT receipt_id FROM ids WHERE id = lower(trim($q)))")
+            params["q"] = f["q"]
     return (" AND ".join(where) or "true"), params
+
+
+def serve_search(con, q: str) -> list[str]:
+    """The receipts an id finds (as FIND does), through the index on the ids' hashes."""
+    key = q.strip().lower()
+    h = con.execute("SELECT hash($k)", {"k": key}).fetchone()[0]
+    # (only `h = $h` alone is an index lookup; the id is compared here, hashes can collide)
+    return sorted({rid for i, rid in con.execute("SELECT id, receipt_id FROM ids WHERE h = $h", {"h": h}).fetchall()
+                   if i == key})
 
 
 def serve_list(con, f: dict, limit: int = 50, before: tuple | None = None) -> list[dict]:

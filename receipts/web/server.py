@@ -13,6 +13,7 @@ import hashlib
 import ipaddress
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
@@ -194,20 +195,25 @@ class App:
             after = {"before": rows[-1]["first_seen"].isoformat(), "before_id": rows[-1]["receipt_id"]}
         return rows, total, after
 
-    def list_page(self, query) -> Response:
+    def _filters(self, query) -> dict:
         f = parse_filters(query)
-        if f.get("q") and not any(f.get(k) for k in ("app", "host", "model", "status", "since", "until", "before")):
+        if f.get("q"):
             with self.cache.reading() as con:
-                found = queries.serve_list(con, {"q": f["q"]}, 2)
-            if len(found) == 1:  # an id that names one receipt: go there
-                return Response(302, b"", headers={"Location": pages.receipt_href(found[0]["receipt_id"])})
+                f["q_ids"] = queries.serve_search(con, f["q"])
+        return f
+
+    def list_page(self, query) -> Response:
+        f = self._filters(query)
+        if f.get("q") and not any(f.get(k) for k in ("app", "host", "model", "status", "since", "until", "before")):
+            if len(f["q_ids"]) == 1:  # an id that names one receipt: go there
+                return Response(302, b"", headers={"Location": pages.receipt_href(f["q_ids"][0])})
         rows, total, after = self._rows(f)
         facets = self._memoized(("facets",), queries.serve_facets)
         html = pages.list_page(rows, total, f, facets, self.status(), after, self.cache.version, f["limit"])
         return Response(200, html.encode())
 
     def list_api(self, query) -> Response:
-        f = parse_filters(query)
+        f = self._filters(query)
         seen = (query.get("v") or [""])[0]
         if seen == str(self.cache.version):
             return self._json({"version": self.cache.version, "changed": False})
@@ -222,7 +228,7 @@ class App:
         with self.cache.reading() as con:
             rows = queries.dicts(con, "SELECT * FROM receipts WHERE receipt_id = $id", {"id": ident})
             if not rows:  # another id of it (as `receipts show` finds it)
-                return None, queries.serve_list(con, {"q": ident}, 50)
+                return None, [{"receipt_id": r} for r in queries.serve_search(con, ident)]
             return (rows[0], queries.receipt_details(con, ident)), None
 
     def receipt_page(self, ident: str) -> Response:
@@ -251,7 +257,7 @@ class App:
 
     # ---- charts ------------------------------------------------------------------------------------
     def chart(self, name: str, query) -> Response:
-        f = parse_filters(query)
+        f = self._filters(query)
         f.pop("before", None)
         f.pop("limit", None)
 
@@ -277,6 +283,11 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "receipts-serve"
     sys_version = ""
 
+    def setup(self):
+        super().setup()
+        # answers go out at once (without it, a keep-alive client waits ~40 ms for each: Nagle + delayed ACK)
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def do_GET(self):
         self._serve("GET")
 
@@ -299,9 +310,11 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in {**HEADERS, "Content-Type": resp.type, **resp.headers}.items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(resp.body)))
-        self.end_headers()
-        if method != "HEAD":
-            self.wfile.write(resp.body)
+        if method != "HEAD":  # one write: headers and body
+            self._headers_buffer.append(b"\r\n" + resp.body)
+            self.flush_headers()
+        else:
+            self.end_headers()
 
     def log_message(self, format, *args):  # noqa: A002 — quiet unless asked
         log.debug("%s %s", self.address_string(), format % args)
