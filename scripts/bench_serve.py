@@ -13,8 +13,7 @@ Prints a markdown table with a verdict per goal (list page and receipt page < 10
 from __future__ import annotations
 
 import argparse
-import json
-import random
+import os
 import re
 import shutil
 import signal
@@ -72,6 +71,15 @@ class Serve:
             if time.monotonic() - started > timeout:
                 raise SystemExit("receipts serve not ready in time:\n" + "".join(self.lines))
             time.sleep(0.05)
+
+    def peak_rss_mib(self) -> float | None:
+        try:
+            for line in open(f"/proc/{self.proc.pid}/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -160,6 +168,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
 
+    load_start = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     data = Path(args.data) if args.data else tmp / "data"
     total_started = time.monotonic()
@@ -175,8 +184,10 @@ def main(argv=None) -> int:
         say("starting receipts serve (first start: the read cache is built)")
         first = serve.start()
         status = httpx.get(serve.url + "/api/status").json()
-        say(f"ready in {first:.1f} s: {status['receipts']:,} receipts")
+        build_rss = serve.peak_rss_mib()
+        say(f"ready in {first:.1f} s: {status['receipts']:,} receipts (peak RSS {build_rss or 0:.0f} MiB)")
         serve.stop()
+        cache_mib = cache.stat().st_size / 2**20
         restart_serve = Serve(data, cache)
         restart = restart_serve.start()
         serve = restart_serve
@@ -225,6 +236,7 @@ def main(argv=None) -> int:
             writer.join()
             rows.append(("list and receipt pages while ~60 calls/s arrive", during, True))
             refreshes = http.get("/api/status").json()["last_refresh"]
+        serve_rss = serve.peak_rss_mib()
         serve.stop()
         status_after = status
     finally:
@@ -245,6 +257,9 @@ def main(argv=None) -> int:
     print(f"| 200 new calls ({appended} events) appended → shown by the page | {shown:.2f} |")
     print(f"| one refresh taking them in | {refresh['seconds']:.3f} |")
     print(f"| last refresh while ~60 calls/s arrive ({refreshes['new_events']} new events) | {refreshes['seconds']:.3f} |")
+    print(f"\n- the cache file: {cache_mib:,.0f} MiB; peak RSS of the server: {build_rss or 0:,.0f} MiB while building, "
+          f"{serve_rss or 0:,.0f} MiB when serving after a restart")
+    print(f"- load average (1 min) at start {load_start:.2f}, at the end {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
     met = all(m["p95"] < GOAL_MS for _, m, goal in rows if goal)
     print(f"\n- goal (list page and receipt page < {GOAL_MS:.0f} ms at p95 with {args.calls:,} calls): "
           f"{'met' if met else 'missed'}; one keep-alive client, sequential requests, {args.requests} per row; "

@@ -102,7 +102,7 @@ def spend_over_time(rows: list[dict], bucket: str, by_label: str = "app", max_as
             amount = sum(totals[x] for x in other) if k == "other" else totals[k]
             body.append(f'<rect x="{left + plot_w + 14}" y="{ly}" width="10" height="10" fill="{color[k]}"/>')
             body.append(f'<text x="{left + plot_w + 28}" y="{ly + 9}" {FONT} font-size="11" fill="#0f172a">'
-                        f'{h(_cut(k, 18))} {h(human(amount, decimals))}</text>')
+                        f'{h(_cut(short(k) if by_label == "payee" else k, 18))} {h(human(amount, decimals))}</text>')
     return _svg(top + len(panels) * panel_h, body, title)
 
 

@@ -182,6 +182,7 @@ def list_page(rows: list[dict], total: int, filters: dict, facets: dict, status:
     chart_q = qs({**raw, "v": version})
     charts = f"""<section class="charts" id="charts">
 <figure><img id="chart-spend-app" alt="Spend over time per app" src="/chart/spend-app.svg?{h(chart_q, 4000)}"></figure>
+<figure><img id="chart-spend-payee-time" alt="Spend over time per payee" src="/chart/spend-payee-time.svg?{h(chart_q, 4000)}"></figure>
 <figure><img id="chart-spend-payee" alt="Spend per payee" src="/chart/spend-payee.svg?{h(chart_q, 4000)}"></figure>
 <figure><img id="chart-status" alt="Receipts by status" src="/chart/status.svg?{h(chart_q, 4000)}"></figure>
 </section>"""

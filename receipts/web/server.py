@@ -266,11 +266,12 @@ class App:
                 return charts.status_counts(queries.status_counts(con, f))
             if name == "spend-payee":
                 return charts.spend_by(queries.spend_by(con, f, "pay_to"), "payee")
-            if name == "spend-app":
+            if name in ("spend-app", "spend-payee-time"):
                 first, last = queries.serve_span(con, f)
                 span = (last - first).total_seconds() if first and last else 0
                 bucket = "hour" if span <= 3 * 86400 else "day" if span <= 120 * 86400 else "week"
-                return charts.spend_over_time(queries.spend_over_time(con, f, bucket, "app_name"), bucket, "app")
+                by, label = ("app_name", "app") if name == "spend-app" else ("pay_to", "payee")
+                return charts.spend_over_time(queries.spend_over_time(con, f, bucket, by), bucket, label)
             return ""
         svg = self._memoized(("chart", name, _key(f)), draw)
         if not svg:

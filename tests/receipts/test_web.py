@@ -123,7 +123,7 @@ def test_the_list_api_pages_and_charts(served):
     want = json.loads(receipts_cli("sql", "--json", "SELECT count(*) AS n FROM receipts WHERE resolution = 'risky' "
                                    "OR proof_status = 'risky'", data=data).stdout)[0]["n"]
     assert risky["total"] == want > 0 and all("risky" in r["cells"][5]["t"] for r in risky["rows"])
-    for name in ("spend-app", "spend-payee", "status"):
+    for name in ("spend-app", "spend-payee-time", "spend-payee", "status"):
         r = serve.get(f"/chart/{name}.svg")
         assert r.status_code == 200 and r.headers["content-type"] == "image/svg+xml" and r.text.startswith("<svg")
         assert "script-src" not in r.headers["content-security-policy"] and "<rect" in r.text
