@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -42,6 +42,14 @@ def short(value, keep: int = 6) -> str:
 
 def when(value) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else render.safe(value)
+
+
+def epoch(value) -> str:
+    """Seconds since the epoch as UTC text, with the number itself."""
+    try:
+        return f"{datetime.fromtimestamp(int(value), timezone.utc):%Y-%m-%d %H:%M:%S} UTC ({int(value)})"
+    except (TypeError, ValueError, OverflowError, OSError):
+        return render.safe(value)
 
 
 def qs(params: dict) -> str:
@@ -262,7 +270,8 @@ def timeline(r: dict, details: dict) -> list[dict]:
         steps.append({"at": p.get("sent_at"), "kind": "payment",
                       "title": f"payment signed ({p.get('scheme')}, {p.get('kind') or '—'}): {p.get('amount')} atomic units",
                       "evidence": [("payer", p.get("payer")), ("pay to", p.get("pay_to")), ("nonce", p.get("nonce")),
-                                   ("signer recovered", p.get("signer")), ("valid before", p.get("valid_before"))]})
+                                   ("signer recovered", p.get("signer")),
+                                   ("valid before", epoch(p["valid_before"]) if p.get("valid_before") is not None else None)]})
     for s in details.get("settlements", []):
         steps.append({"at": s.get("seen_at"), "kind": "settlement",
                       "title": "server reported settlement " + ("success" if s.get("success") else "failure"),
@@ -388,7 +397,7 @@ def receipt_page(r: dict, details: dict, doc_json: str, status: dict, explorer: 
             ("Session total", (f"{h(human(r['session_amount'], decimals))} {h(sym)} ({h(r['session_amount'])} atomic)"
                                if r.get("session_amount") is not None else "not settled yet")
              + '<div class="sub">this call\'s share is unknown: only the session total is on chain</div>'),
-            ("Permit deadline", h(r.get("session_deadline"))),
+            ("Permit deadline", h(epoch(r.get("session_deadline")))),
         ]) + "</section>")
     if r.get("tee_id"):
         sections.append('<section class="card" id="tee"><h2>TEE proof</h2>' + _tee(r, details) + "</section>")
@@ -420,7 +429,7 @@ def _tee(r: dict, details: dict) -> str:
                       f'blob <span class="mono">{h(anchor.get("blob_id") or r.get("anchor_blob_id"))}</span>'}.get(kind, "nothing is anchored on chain")
     return _kv([
         ("TEE id", _addr(r.get("tee_id"))),
-        ("Signed at", h(r.get("tee_timestamp"))),
+        ("Signed at", h(epoch(r.get("tee_timestamp")))),
         ("Request hash", f'<span class="mono">{h(last.get("tee_request_hash"))}</span> {res("tee_request_hash")}'
          + (f' <span class="sub">form {h(form)}</span>' if form else "")),
         ("Output hash", f'<span class="mono">{h(last.get("tee_output_hash"))}</span> {res("tee_output_hash")}'),
