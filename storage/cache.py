@@ -44,7 +44,7 @@ from pathlib import Path
 import duckdb
 
 from .journal import journal_dir
-from .layout import EVENT_COLUMNS, ensure_anchors, parquet_dir
+from .layout import ANCHOR_JSON, EVENT_COLUMNS, ensure_anchors, parquet_dir
 
 log = logging.getLogger("receipts.cache")
 
@@ -149,7 +149,12 @@ class ReadCache:
 
     def _meta(self, complete: bool) -> dict:
         views = resources.files("storage").joinpath("views.sql").read_text()
-        meta = {"format": FORMAT, "journal": str(self.journal),
+        try:  # the journal's anchor file is made once and never removed: another inode, another journal
+            st = (self.journal / ANCHOR_JSON).stat()
+            anchor = f"{st.st_ino}:{st.st_mtime_ns}"
+        except OSError:
+            anchor = ""
+        meta = {"format": FORMAT, "journal": str(self.journal), "anchor": anchor,
                 "views": hashlib.sha256(views.encode()).hexdigest()}
         if complete:
             meta["complete"] = "1"
@@ -202,26 +207,31 @@ class ReadCache:
 
     # ---- build and refresh -------------------------------------------------------------------------
     def build(self) -> float:
-        """Read everything (only if the cache is new or stale); return the seconds it took."""
+        """Read everything (only if the cache is new or stale: else what changed); return the seconds it took."""
         started = time.monotonic()
-        if self.state != "ready":
-            self.state = "building"
-            self.refresh()
-            for table, column in INDEXES:
-                self._con.execute(f"CREATE INDEX IF NOT EXISTS {table}_{column} ON cache.{table} ({column})")
-            self._con.execute("INSERT INTO state.meta VALUES ('complete', '1')")
-            self._con.execute("CHECKPOINT")
-            self.state = "ready"
-        else:
-            self.refresh()
+        self.refresh()
         self.built_seconds = time.monotonic() - started
         return self.built_seconds
+
+    def _finish(self) -> None:
+        """After the first build: the indexes of the pages' lookups, and the cache marked complete."""
+        for table, column in INDEXES:
+            self._con.execute(f"CREATE INDEX IF NOT EXISTS {table}_{column} ON cache.{table} ({column})")
+        self._con.execute("DELETE FROM state.meta")
+        self._con.executemany("INSERT INTO state.meta VALUES (?, ?)", list(self._meta(complete=True).items()))
+        self._con.execute("CHECKPOINT")
+        self.state = "ready"
 
     def refresh(self) -> Refresh:
         """Take in what changed in the journal since the last refresh."""
         with self._write:
             started = time.monotonic()
-            files = [p for p in self._parquet_files() if p not in self._files]
+            present = self._parquet_files()
+            if self._files and not set(self._files) <= set(present):
+                # Parquet files are never removed: this is another journal at the same path
+                log.warning("Parquet files of the journal disappeared: rebuilding the read cache")
+                self._reset()
+            files = [p for p in present if p not in self._files]
             stats = self._slot_stats()
             changed = sorted(p for p in set(stats) | set(self._slots) if stats.get(p) != self._slots.get(p))
             out = Refresh(new_files=len(files), changed_slots=len(changed))
@@ -241,6 +251,8 @@ class ReadCache:
                 self._slots = {p: s for p, s in stats.items()}
                 if out.recomputed:
                     self.version += 1
+            if self.state == "building":
+                self._finish()
             out.seconds = time.monotonic() - started
             self.last, self.refreshed_at = out, time.time()
             return out

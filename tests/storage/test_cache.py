@@ -141,3 +141,30 @@ def test_a_cache_of_another_journal_or_views_version_is_rebuilt(tmp_path, synthe
         assert_equal_to_views(other, tmp_path / "b")
     finally:
         other.close()
+
+
+def test_a_journal_replaced_at_the_same_path_rebuilds_the_cache(tmp_path):
+    from testbed.synthetic import generate
+
+    data = tmp_path / "data"
+    generate(data, 300, seed=1, days=1.0)
+    cache = C.ReadCache(data, tmp_path / "cache.duckdb").open()
+    try:
+        cache.build()
+        import shutil
+        shutil.rmtree(data / "journal")
+        generate(data, 200, seed=2, days=1.0)  # another journal where the first was
+        cache.refresh()
+        assert cache.state == "ready"
+        assert_equal_to_views(cache, data)
+    finally:
+        cache.close()
+    shutil.rmtree(data / "journal")
+    generate(data, 100, seed=3, days=1.0)
+    again = C.ReadCache(data, tmp_path / "cache.duckdb").open()
+    try:
+        assert again.state == "building", "another journal (its anchor is another file): built again"
+        again.build()
+        assert_equal_to_views(again, data)
+    finally:
+        again.close()
