@@ -87,7 +87,7 @@ class Refresh:
 
 
 class ReadCache:
-    """Owns the cache database; `reader()` gives a thread's connection whose unqualified view names
+    """Owns the cache database; `reading()` lends a connection whose unqualified view names
     (`receipts`, `calls`, …) are the cached tables, so storage/queries.py runs on it unchanged."""
 
     def __init__(self, data_dir: str | os.PathLike, path: str | os.PathLike | None = None,
@@ -246,7 +246,7 @@ class ReadCache:
                     raise
                 finally:
                     cur.close()
-                for i, p in enumerate(files):
+                for p in files:
                     self._files[p] = len(self._files)
                 self._slots = {p: s for p, s in stats.items()}
                 if out.recomputed:
