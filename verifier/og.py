@@ -44,8 +44,7 @@ UPTO_PROXY = "0x4020a4f3b7b90cca423b9fabcc0ce57c6c240002"
 PERMIT2 = "0x000000000022d473030f116ddee9f6b43ac78ba3"
 SETTLED = "0x" + keccak(b"Settled()").hex()
 SETTLE_ARGS = ["((address,uint256),uint256,uint256)", "uint256", "address", "(address,address,uint256)", "bytes"]
-SETTLE_SELECTORS = {"0x" + keccak(s.encode()).hex()[:8] for s in (
-    "settle(((address,uint256),uint256,uint256),uint256,address,(address,address,uint256),bytes)",)}
+SETTLE = "0x" + keccak(b"settle(((address,uint256),uint256,uint256),uint256,address,(address,address,uint256),bytes)").hex()[:8]
 NONCE_BITMAP = keccak(b"nonceBitmap(address,uint256)")[:4]
 INDIVIDUAL = "0x" + keccak(b"IndividualSettlement(bytes32,address,bytes32,bytes32,uint256,bytes,bytes)").hex()
 BATCH = "0x" + keccak(b"BatchSettlement(bytes32,uint256,bytes)").hex()
@@ -220,7 +219,7 @@ def _session_evidence(tx_hash: str, tx: dict | None, receipt: dict | None, head:
     if not tx or not receipt or (tx.get("to") or "").lower() != UPTO_PROXY:
         return None
     data = tx.get("input") or "0x"
-    if data[:10].lower() not in SETTLE_SELECTORS:
+    if data[:10].lower() != SETTLE:
         return None
     try:
         ((token, cap), nonce, deadline), amount, owner, (to, facilitator, valid_after), _sig = decode(
@@ -300,7 +299,7 @@ def receipt_checks(r: dict, facts: Facts, settings: Settings) -> list[Check]:
     if r.get("payer"):
         checks.append(signature_check(r))
         if r.get("opened_by") == r["receipt_id"]:
-            checks.append(terms_check({**r, "amount_cap": r.get("amount_cap")}))
+            checks.append(terms_check(r))
         checks.append(session_check(r, facts, settings))
     if r.get("tee_id"):
         checks += tee_checks(r, facts)
