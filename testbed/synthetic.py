@@ -181,7 +181,7 @@ def generate(data_dir: str | os.PathLike, calls: int, seed: int = 0, *, days: fl
     FROM base
     """)
     # One row per HTTP exchange.
-    con.execute(f"""
+    con.execute("""
     CREATE TABLE ex AS
     SELECT lc.*, a AS attempt, lc.li * 4 + a AS g, lc.ts0 + a * 0.35 + u(lc.li, 'j') * 0.05 AS ts,
            u7(lc.ts0, lc.li * 4) AS lid, u7(lc.ts0 + a * 0.35 + u(lc.li, 'j') * 0.05, lc.li * 4 + a) AS rid,

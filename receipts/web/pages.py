@@ -163,7 +163,7 @@ def cells_html(cells: list[dict], row_id=None) -> str:
 
 
 def _select(name: str, label: str, options: list[tuple], chosen) -> str:
-    opts = [f'<option value="">all</option>']
+    opts = ['<option value="">all</option>']
     seen = False
     for value, n in options:
         sel = " selected" if value == chosen else ""
