@@ -69,26 +69,32 @@ def write_artifact(artifact: dict) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def check_or_write(argv: list[str] | None, description: str, fresh, load, write, module: str) -> int:
+    """The command line of a contracts build: write the fresh artifacts (name → artifact), or with
+    --check compare them with the committed ones and write nothing."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--check", action="store_true", help="compare with the committed artifacts, write nothing")
     args = ap.parse_args(argv)
     stale = []
-    for name in CONTRACTS:
-        fresh = compile_contract(name)
+    for name, artifact in fresh():
         if args.check:
             try:
-                committed = load_artifact(name)
+                committed = load(name)
             except (OSError, ValueError):
                 committed = {}
-            if committed != fresh:
+            if committed != artifact:
                 stale.append(name)
         else:
-            print(f"wrote {write_artifact(fresh)}")
+            print(f"wrote {write(artifact)}")
     if stale:
-        print(f"stale artifacts: {', '.join(stale)} (run python -m testbed.contracts.build)", file=sys.stderr)
+        print(f"stale artifacts: {', '.join(stale)} (run python -m {module})", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return check_or_write(argv, __doc__.splitlines()[0], lambda: ((n, compile_contract(n)) for n in CONTRACTS),
+                          load_artifact, write_artifact, "testbed.contracts.build")
 
 
 if __name__ == "__main__":

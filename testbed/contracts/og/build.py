@@ -14,7 +14,6 @@ that a rebuild gives the same bytes.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import subprocess
@@ -101,24 +100,10 @@ def write_artifact(artifact: dict) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="compare with the committed artifacts, write nothing")
-    args = ap.parse_args(argv)
-    stale = []
-    for name, fresh in compile_all().items():
-        if args.check:
-            try:
-                committed = load_artifact(name)
-            except (OSError, ValueError):
-                committed = {}
-            if committed != fresh:
-                stale.append(name)
-        else:
-            print(f"wrote {write_artifact(fresh)}")
-    if stale:
-        print(f"stale artifacts: {', '.join(stale)} (run python -m testbed.contracts.og.build)", file=sys.stderr)
-        return 1
-    return 0
+    from testbed.contracts.build import check_or_write
+
+    return check_or_write(argv, __doc__.splitlines()[0], lambda: compile_all().items(), load_artifact,
+                          write_artifact, "testbed.contracts.og.build")
 
 
 if __name__ == "__main__":
