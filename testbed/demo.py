@@ -22,7 +22,6 @@ import threading
 import time
 from pathlib import Path
 
-from .chain import FACILITATOR
 from .stack import paid_stack
 
 BIN = Path(sys.executable).parent
@@ -115,10 +114,7 @@ def x402_demo(data: Path) -> None:
     print("demo: starting anvil, the token, the x402 facilitator and server…", flush=True)
     with paid_stack(chain_id=8453) as stack:
         config = data.parent / f"{data.name}-demo.yaml"
-        config.write_text(json.dumps({
-            "assets": [{"network": stack.network, "address": stack.token, "symbol": "tUSDC", "decimals": 6}],
-            "networks": {stack.network: {"rpc": stack.rpc_url, "confirmations": CONFIRMATIONS,
-                                         "facilitators": [FACILITATOR.address]}}}))
+        config.write_text(json.dumps(stack.receipts_config(CONFIRMATIONS)))
         proxy, url = start_proxy(data, config)
         try:
             print(f"demo: recorder on {url}, data in {data}; making paid calls through it…", flush=True)

@@ -83,6 +83,13 @@ class PaidStack:
         with _NO_PROXY_OPENER.open(self.facilitator_url + "/settlements", timeout=10) as r:
             return json.loads(r.read())
 
+    def receipts_config(self, confirmations: int, **network: Any) -> dict:
+        """Settings for `receipts` reading this chain (its token's decimals, the RPC, the facilitator);
+        `network` adds per-network settings such as rpc_timeout or deadline_grace."""
+        return {"assets": [{"network": self.network, "address": self.token, "symbol": "tUSDC", "decimals": 6}],
+                "networks": {self.network: {"rpc": self.rpc_url, "confirmations": confirmations,
+                                            "facilitators": [self.facilitator.address], **network}}}
+
     def describe(self) -> dict:
         return {
             "chain_id": self.chain_id, "network": self.network, "rpc_url": self.rpc_url, "token": self.token,

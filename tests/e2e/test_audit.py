@@ -19,7 +19,6 @@ import pytest
 from support import upstream as U
 from support import x402_wire as W
 from support.proc import BIN, ROOT, ProxyProcess, receipts_cli, wait_for
-from testbed.chain import FACILITATOR
 from testbed.stack import paid_stack
 
 CONFIRMATIONS = 2
@@ -38,10 +37,7 @@ def stack(tls):
 @pytest.fixture(scope="module")
 def config(tmp_path_factory, stack):
     path = tmp_path_factory.mktemp("cfg") / "receipts.yaml"
-    path.write_text(json.dumps({  # YAML is a superset of JSON
-        "assets": [{"network": stack.network, "address": stack.token, "symbol": "tUSDC", "decimals": 6}],
-        "networks": {stack.network: {"rpc": stack.rpc_url, "confirmations": CONFIRMATIONS, "rpc_timeout": 2,
-                                     "deadline_grace": 1, "facilitators": [FACILITATOR.address]}}}))
+    path.write_text(json.dumps(stack.receipts_config(CONFIRMATIONS, rpc_timeout=2, deadline_grace=1)))  # YAML ⊇ JSON
     return str(path)
 
 

@@ -26,10 +26,7 @@ def stack():
 @pytest.fixture(scope="module")
 def config(tmp_path_factory, stack):
     path = tmp_path_factory.mktemp("cfg") / "receipts.yaml"
-    path.write_text(json.dumps({  # YAML is a superset of JSON
-        "assets": [{"network": stack.network, "address": stack.token, "symbol": "tUSDC", "decimals": 6}],
-        "networks": {stack.network: {"rpc": stack.rpc_url, "confirmations": CONFIRMATIONS, "rpc_timeout": 1,
-                                     "deadline_grace": 1, "facilitators": [FACILITATOR.address]}}}))
+    path.write_text(json.dumps(stack.receipts_config(CONFIRMATIONS, rpc_timeout=1, deadline_grace=1)))  # YAML ⊇ JSON
     return str(path)
 
 
