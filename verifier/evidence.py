@@ -13,7 +13,7 @@ TRANSFER = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 AUTHORIZATION_USED = "0x98de503528ee59b575ef0c0a2576a82497bfc029a5685b209e9ec333479b10a5"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Check:
     name: str
     result: str                     # pass | fail | pending
@@ -30,25 +30,21 @@ def _word(hexstr: str) -> int:
     return int(hexstr, 16) if hexstr not in (None, "0x") else 0
 
 
-def transfers(logs: list[dict], token: str) -> list[dict]:
-    """The token's Transfer logs, decoded: {from, to, value, log_index}."""
-    out, token = [], token.lower()
+def token_logs(logs: list[dict], token: str) -> tuple[list[dict], set[tuple[str, str]]]:
+    """The token's logs in one pass: its Transfers decoded ({from, to, value}), and the
+    (authorizer, nonce) topic pairs of its AuthorizationUsed logs."""
+    moved, used, token = [], set(), token.lower()
     for log in logs:
-        topics = log.get("topics") or []
-        if log.get("address", "").lower() != token or len(topics) != 3 or topics[0] != TRANSFER:
+        topics = log.get("topics") or ()
+        if len(topics) != 3 or (log.get("address") or "").lower() != token:
             continue
-        out.append({"from": "0x" + topics[1][-40:], "to": "0x" + topics[2][-40:], "value": _word(log.get("data")),
-                    "log_index": _word(log.get("logIndex", "0x0"))})
-    return out
-
-
-def authorization_used(logs: list[dict], token: str, authorizer: str, nonce: str) -> bool:
-    want, token = [AUTHORIZATION_USED, _addr_topic(authorizer), nonce.lower()], token.lower()
-    for log in logs:
-        topics = log.get("topics") or []
-        if log.get("address", "").lower() == token and len(topics) == 3 and [t.lower() for t in topics] == want:
-            return True
-    return False
+        kind = topics[0].lower()
+        if kind == TRANSFER:
+            moved.append({"from": "0x" + topics[1][-40:].lower(), "to": "0x" + topics[2][-40:].lower(),
+                          "value": _word(log.get("data"))})
+        elif kind == AUTHORIZATION_USED:
+            used.add((topics[1].lower(), topics[2].lower()))
+    return moved, used
 
 
 def settlement(payment: dict, tx_hash: str, receipt: dict | None, head: int, required: int,
@@ -76,20 +72,20 @@ def settlement(payment: dict, tx_hash: str, receipt: dict | None, head: int, req
 def mismatches(payment: dict, logs: list[dict]) -> list[str]:
     """What in the logs does not match the signed payment (empty: they match)."""
     token, payer, pay_to = payment.get("asset") or "", payment.get("payer") or "", payment.get("pay_to") or ""
-    amount = int(payment.get("amount") or 0)
-    moved = transfers(logs, token)
+    moved, used = token_logs(logs, token)
     if not moved:
         return [f"no Transfer of token {token} in the transaction"]
-    ours = [t for t in moved if t["from"] == payer.lower() and t["to"] == pay_to.lower()]
+    payer_l, pay_to_l = payer.lower(), pay_to.lower()
+    ours = [t for t in moved if t["from"] == payer_l and t["to"] == pay_to_l]
     if not ours:
         return [f"no Transfer from {payer} to {pay_to}; saw " + ", ".join(f"{t['from']}→{t['to']}" for t in moved)]
-    value = sum(t["value"] for t in ours)
+    value, amount = sum(t["value"] for t in ours), int(payment.get("amount") or 0)
     problems = []
     if payment.get("scheme") == "upto":
         if value > amount:
             problems.append(f"transferred {value}, more than the signed cap {amount}")
     elif value != amount:
         problems.append(f"transferred {value}, signed {amount}")
-    if payment.get("kind") == "eip3009" and not authorization_used(logs, token, payer, payment.get("nonce") or ""):
+    if payment.get("kind") == "eip3009" and (_addr_topic(payer), (payment.get("nonce") or "").lower()) not in used:
         problems.append("no AuthorizationUsed log for the payer and nonce")
     return problems

@@ -71,7 +71,7 @@ WITH og AS (
 )
 SELECT og.logical_id AS receipt_id, x.*, coalesce(x.session_id, any_session) AS session,
        s.payer, s.pay_to, s.asset, s.network, s.scheme, s.amount_cap, s.nonce, s.deadline, s.valid_after,
-       s.facilitator, s.signer, s.opened_at AS paid_at, s.opened_by, s.ended_at,
+       s.facilitator, s.signer, epoch(s.opened_at) AS paid_at, s.opened_by, s.ended_at,
        CASE WHEN s.opened_by = og.logical_id THEN c.amount END AS max_amount_required,
        CASE WHEN s.opened_by = og.logical_id THEN c.pay_to END AS challenge_pay_to,
        CASE WHEN s.opened_by = og.logical_id THEN c.asset END AS challenge_asset,

@@ -366,7 +366,7 @@ WITH pay AS (
            arg_max({'payer': payer, 'pay_to': pay_to, 'asset': asset, 'amount': amount, 'scheme': scheme,
                     'kind': kind, 'nonce': nonce, 'network': network, 'valid_after': valid_after,
                     'valid_before': valid_before, 'signer': signer, 'signer_error': signer_error,
-                    'paid_at': sent_at}, sent_at) AS p
+                    'paid_at': epoch(sent_at)}, sent_at) AS p
     FROM payments GROUP BY logical_id
 ), settle AS (
     SELECT logical_id, arg_max(tx_hash, seen_at) FILTER (WHERE tx_hash IS NOT NULL) AS payment_hash,

@@ -46,11 +46,9 @@ def test_a_settlement_that_vanished_and_never_came_back_fails():
 
 
 def test_terms_check_the_network_and_the_time_window():
-    from datetime import datetime
-
-    at = datetime(2026, 1, 1)  # naive UTC, as the views give it
+    at = 1767225600.0  # 2026-01-01 UTC, in seconds since the epoch as the verifier's queries give it
     base = {"network": "eip155:8453", "challenge_network": "eip155:8453", "paid_at": at,
-            "valid_after": 0, "valid_before": int(at.timestamp()) + 10**6}
+            "valid_after": 0, "valid_before": int(at) + 10**6}
     assert terms_check(base).result == "pass"
     assert terms_check({**base, "challenge_network": "eip155:1"}).reason == "unexpected_network"
     assert terms_check({**base, "valid_before": 1000}).reason == "outside_time_window"
