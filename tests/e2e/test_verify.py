@@ -422,11 +422,8 @@ def test_zzzz_the_verifiers_narrow_read_gives_what_the_views_give(proxy):
 
     with db.connect(proxy.data) as con:
         want, history = con.execute(VIEWS_TO_VERIFY).fetchall(), con.execute(VIEWS_LAST_CHECKS).fetchall()
-    with db.connect(proxy.data, snapshot=False) as con:
-        V._read_facts(con)
-        con.execute(V.CHECK_ROWS)
-        con.execute(V.OTHER_PASSES)
-        con.execute(V.LAST_CHECKS)
+    with db.connect(proxy.data, snapshot=False, views=False) as con:
+        V._prepare(con, proxy.data)
         got = [row[:-1] for row in con.execute(V.TO_VERIFY + " ORDER BY receipt_id", {"lo": None, "hi": None})
                .fetchall()]  # all parts at once, less the `history` column
         got_history = con.execute("SELECT * FROM last_checks ORDER BY ALL").fetchall()

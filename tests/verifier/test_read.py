@@ -13,9 +13,8 @@ def test_an_event_bigger_than_the_read_buffer_is_read_with_a_bigger_one(tmp_path
                  Event("response", rid, {"status": 200, "settlement": {"header": "payment-response", "tx_hash": "0x1"}}),
                  Event("check", rid, {"checks": [{"check": "verdict", "result": "pending", "status": "pending"}]})])
     monkeypatch.setattr(V, "LINE_BYTES", 4096)
-    with db.connect(tmp_path, snapshot=False) as con:
-        V._read_facts(con)
-        con.execute(V.CHECK_ROWS)
+    with db.connect(tmp_path, snapshot=False, views=False) as con:
+        assert V._prepare(con, tmp_path) == 0  # no OpenGradient events
         assert con.execute("SELECT type, paid, og FROM facts ORDER BY type").fetchall() == [
             ("check", False, False), ("request", True, False), ("response", False, False)]
         assert con.execute("SELECT x[6], x[3] FROM facts WHERE type = 'request'").fetchone() == ("0xabc", "exact")
