@@ -60,10 +60,15 @@ FIELDS = [
 LINE_BYTES = 1 << 19   # the read buffer: events up to this size (else the pass reads again with BIG_LINE_BYTES)
 BIG_LINE_BYTES = 1 << 28
 FACTS = """
-CREATE TABLE facts AS
+CREATE TABLE facts AS  -- one row per event, a column per field (NULL where the event type has none)
 SELECT type, receipt_id, ts,
-       CASE type WHEN 'request' THEN f[1:14] WHEN 'response' THEN f[16:20] END AS x,
+       CASE type WHEN 'request' THEN f[1] END AS logical_id,
+       f[3] AS scheme, f[4] AS kind, f[5] AS network, f[6] AS payer, f[7] AS pay_to, f[8] AS asset,
+       f[9] AS amount, f[10] AS nonce, f[11] AS valid_after, f[12] AS valid_before, f[13] AS signer,
+       f[14] AS signer_error,
        type = 'request' AND f[15] IS NOT NULL AS paid,            -- requests.j[18]: the call carried a payment
+       CASE type WHEN 'response' THEN f[16] END AS status, f[17] AS settlement_header, f[18] AS tx_hash,
+       f[19] AS job_id, f[20] AS accepts,
        CASE type WHEN 'request' THEN f[2] WHEN 'response' THEN coalesce(f[21], f[22])
                  WHEN 'stream_end' THEN f[22] END IS NOT NULL AS og,  -- calls.upto_session or calls.tee_id
        CASE type WHEN 'check' THEN list_transform(TRY_CAST(f[23] AS JSON[]), lambda c: json_extract_string(c,
@@ -85,25 +90,30 @@ SELECT logical_id FROM calls WHERE upto_session IS NOT NULL OR tee_id IS NOT NUL
 NO_OTHER_PASSES = "CREATE TABLE og_calls AS SELECT NULL::VARCHAR AS logical_id WHERE false"
 TO_VERIFY = """
 WITH req AS MATERIALIZED (  -- the receipts of one part (materialized: a few thousand rows, read many times)
-    SELECT receipt_id, ts, x[1] AS logical_id, x, paid FROM facts
-    WHERE type = 'request' AND (x[1] IS NULL AND $lo IS NULL
-                                OR ($lo IS NULL OR x[1] >= $lo) AND ($hi IS NULL OR x[1] < $hi))
+    SELECT receipt_id, ts, logical_id, paid, scheme, kind, network, payer, pay_to, asset, amount, nonce,
+           valid_after, valid_before, signer, signer_error
+    FROM facts
+    WHERE type = 'request' AND (logical_id IS NULL AND $lo IS NULL
+                                OR ($lo IS NULL OR logical_id >= $lo) AND ($hi IS NULL OR logical_id < $hi))
 ), resp AS MATERIALIZED (  -- the answers to those requests
-    SELECT receipt_id, ts, x FROM facts WHERE type = 'response' AND receipt_id IN (SELECT receipt_id FROM req)
+    SELECT receipt_id, ts, status, settlement_header, tx_hash, job_id, accepts
+    FROM facts WHERE type = 'response' AND receipt_id IN (SELECT receipt_id FROM req)
 ), pay AS (
     SELECT logical_id, count(*) AS payment_count,
-           arg_max({'payer': x[6], 'pay_to': x[7], 'asset': x[8], 'amount': TRY_CAST(x[9] AS HUGEINT),
-                    'scheme': x[3], 'kind': x[4], 'nonce': x[10], 'network': x[5],
-                    'valid_after': TRY_CAST(x[11] AS BIGINT), 'valid_before': TRY_CAST(x[12] AS BIGINT),
-                    'signer': x[13], 'signer_error': x[14], 'paid_at': epoch(utc(ts))}, utc(ts)) AS p
+           arg_max({'payer': payer, 'pay_to': pay_to, 'asset': asset, 'amount': TRY_CAST(amount AS HUGEINT),
+                    'scheme': scheme, 'kind': kind, 'nonce': nonce, 'network': network,
+                    'valid_after': TRY_CAST(valid_after AS BIGINT), 'valid_before': TRY_CAST(valid_before AS BIGINT),
+                    'signer': signer, 'signer_error': signer_error, 'paid_at': epoch(utc(ts))}, utc(ts)) AS p
     FROM req WHERE paid GROUP BY logical_id
 ), settle AS (  -- per logical call: its settlements (answers with a settlement header), its last status
     SELECT r.logical_id,
-           arg_max(s.x[3], utc(s.ts)) FILTER (WHERE s.x[2] IS NOT NULL AND s.x[3] IS NOT NULL) AS payment_hash,
-           arg_max(s.x[4], utc(s.ts)) FILTER (WHERE s.x[2] IS NOT NULL AND s.x[4] IS NOT NULL) AS settlement_job_id,
-           count(DISTINCT s.x[3]) FILTER (WHERE s.x[2] IS NOT NULL) AS settlement_count,
+           arg_max(s.tx_hash, utc(s.ts)) FILTER (WHERE s.settlement_header IS NOT NULL AND s.tx_hash IS NOT NULL)
+               AS payment_hash,
+           arg_max(s.job_id, utc(s.ts)) FILTER (WHERE s.settlement_header IS NOT NULL AND s.job_id IS NOT NULL)
+               AS settlement_job_id,
+           count(DISTINCT s.tx_hash) FILTER (WHERE s.settlement_header IS NOT NULL) AS settlement_count,
            -- the HTTP status of the call's last attempt (NULL: no answer)
-           arg_max({'status': TRY_CAST(s.x[1] AS INTEGER)}, r.ts).status AS status
+           arg_max({'status': TRY_CAST(s.status AS INTEGER)}, r.ts).status AS status
     FROM req r LEFT JOIN resp s ON s.receipt_id = r.receipt_id
     GROUP BY r.logical_id
 ), chal AS (
@@ -113,8 +123,8 @@ WITH req AS MATERIALIZED (  -- the receipts of one part (materialized: a few tho
     JOIN req r USING (receipt_id)
     CROSS JOIN LATERAL (
         SELECT json_extract_string(value, ['$.scheme', '$.network', '$.asset', '$.amount', '$.pay_to']) AS a
-        FROM (SELECT unnest(TRY_CAST(ch.x[5] AS JSON[])) AS value))
-    WHERE ch.x[5] IS NOT NULL GROUP BY r.logical_id
+        FROM (SELECT unnest(TRY_CAST(ch.accepts AS JSON[])) AS value))
+    WHERE ch.accepts IS NOT NULL GROUP BY r.logical_id
 ), verdict AS (
     SELECT receipt_id AS logical_id,
            arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason}, observed_at) AS v
@@ -273,7 +283,7 @@ def _prepare(con, data_dir: str) -> int:
 
 PART = 2500  # receipts per query: DuckDB's working memory follows the receipts it aggregates at once
 PARTS = """
-SELECT id FROM (SELECT DISTINCT x[1] AS id FROM facts WHERE type = 'request' AND paid AND x[1] IS NOT NULL)
+SELECT id FROM (SELECT DISTINCT logical_id AS id FROM facts WHERE type = 'request' AND paid AND logical_id IS NOT NULL)
 QUALIFY (row_number() OVER (ORDER BY id) - 1) % $part = 0 ORDER BY id
 """
 

@@ -17,5 +17,5 @@ def test_an_event_bigger_than_the_read_buffer_is_read_with_a_bigger_one(tmp_path
         assert V._prepare(con, tmp_path) == 0  # no OpenGradient events
         assert con.execute("SELECT type, paid, og FROM facts ORDER BY type").fetchall() == [
             ("check", False, False), ("request", True, False), ("response", False, False)]
-        assert con.execute("SELECT x[6], x[3] FROM facts WHERE type = 'request'").fetchone() == ("0xabc", "exact")
+        assert con.execute("SELECT payer, scheme FROM facts WHERE type = 'request'").fetchone() == ("0xabc", "exact")
         assert con.execute('SELECT "check", result FROM check_rows').fetchall() == [("verdict", "pending")]
