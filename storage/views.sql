@@ -19,15 +19,15 @@ FROM read_json('{journal}/*.jsonl', format = 'newline_delimited', columns = {col
 WHERE id NOT IN (SELECT id FROM parquet);
 
 -- The same events, for programs that read a few fields of every event (the verifier): the fields at
--- `paths` (JSON paths into `data`, as a list `f`), each document parsed once. JSON segments are read
--- line by line through a buffer of `max_line` bytes (the largest event accepted; a bigger one fails
--- the query): DuckDB's JSON reader holds a whole segment (up to 32 MB) at a time and its memory grows
--- with the segment, this read's does not.
+-- `paths` (JSON paths into `data`, as a list `f`), each document parsed once. Nothing of an event is
+-- held whole: Parquet is streamed (its ids, read apart, are all that is kept), and JSON segments are
+-- read line by line through a buffer of `max_line` bytes (the largest event accepted; a bigger one
+-- fails the query): DuckDB's JSON reader holds a whole segment (up to 32 MB) at a time and its memory
+-- grows with the segment, this read's does not.
 CREATE OR REPLACE MACRO event_fields(paths, max_line) AS TABLE
-WITH parquet AS MATERIALIZED (
-    SELECT id, type, ts, receipt_id, data FROM read_parquet('{journal}/parquet/*/*.parquet')
-)
-SELECT id, type, ts, receipt_id, json_extract_string(data, paths) AS f FROM parquet
+WITH parquet AS MATERIALIZED (SELECT id FROM read_parquet('{journal}/parquet/*/*.parquet'))
+SELECT id, type, ts, receipt_id, json_extract_string(data, paths) AS f
+FROM read_parquet('{journal}/parquet/*/*.parquet')
 UNION ALL
 SELECT e[1] AS id, e[2] AS type, TRY_CAST(e[3] AS DOUBLE) AS ts, e[4] AS receipt_id, e[5:] AS f FROM (
     SELECT json_extract_string(line, ['$.id', '$.type', '$.ts', '$.receipt_id']

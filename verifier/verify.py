@@ -83,11 +83,13 @@ SELECT receipt_id, c[1] AS "check", c[2] AS result, c[3] AS proof_status, c[4] A
        utc(ts) AS observed_at
 FROM (SELECT receipt_id, ts, unnest(chk) AS c FROM facts WHERE type = 'check')
 """
-OTHER_PASSES = """
-CREATE TABLE og_calls AS  -- OpenGradient sessions and TEE proofs: verifier/og.py verifies them
-SELECT logical_id FROM calls WHERE upto_session IS NOT NULL OR tee_id IS NOT NULL
+OG_CALLS = """
+CREATE TABLE og_calls AS  -- calls with an upto session or a TEE proof: verifier/og.py verifies them
+SELECT DISTINCT logical_id FROM facts  -- calls.upto_session or calls.tee_id: the request's marker, or
+WHERE type = 'request' AND (og OR receipt_id IN (  -- that of the exchange's latest answer or stream end
+    SELECT receipt_id FROM facts WHERE type IN ('response', 'stream_end') GROUP BY receipt_id, type
+    HAVING arg_max(og, ts)))
 """
-NO_OTHER_PASSES = "CREATE TABLE og_calls AS SELECT NULL::VARCHAR AS logical_id WHERE false"
 TO_VERIFY = """
 WITH req AS MATERIALIZED (  -- the receipts of one part (materialized: a few thousand rows, read many times)
     SELECT receipt_id, ts, logical_id, paid, scheme, kind, network, payer, pay_to, asset, amount, nonce,
@@ -255,7 +257,7 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int 
         # memory of the journal read for the queries (queried from another thread, the peak is ~20 MB more).
         with db.connect(data_dir, snapshot=False, views=False) as con, \
                 ThreadPoolExecutor(1, thread_name_prefix="verify-query") as querier:  # done before `con` closes
-            summary.og_events = querier.submit(_prepare, con, data_dir).result()
+            summary.og_events = querier.submit(_prepare, con).result()
             ahead = collections.deque()  # the next rounds: their receipts, and their chain views being read
             for batch, cols in _rounds(con, chunk, querier):
                 ahead.append(_read_chain(batch, cols, settings, readers, chain_reader))
@@ -268,17 +270,14 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int 
     return summary
 
 
-def _prepare(con, data_dir: str) -> int:
+def _prepare(con) -> int:
     """The pass's tables, the journal read once, narrowly (FACTS); returns the count of OpenGradient events."""
     con.execute("SET threads = 1")  # a second thread buys little here and costs CPU and memory
     _read_facts(con)
     con.execute(CHECK_ROWS)
-    og_events = con.execute("SELECT count(*) FROM facts WHERE og").fetchone()[0]
-    if og_events:
-        db.add_views(con, data_dir)
-    con.execute(OTHER_PASSES if og_events else NO_OTHER_PASSES)
+    con.execute(OG_CALLS)
     con.execute(LAST_CHECKS)
-    return og_events
+    return con.execute("SELECT count(*) FROM facts WHERE og").fetchone()[0]
 
 
 PART = 2500  # receipts per query: DuckDB's working memory follows the receipts it aggregates at once

@@ -14,8 +14,25 @@ def test_an_event_bigger_than_the_read_buffer_is_read_with_a_bigger_one(tmp_path
                  Event("check", rid, {"checks": [{"check": "verdict", "result": "pending", "status": "pending"}]})])
     monkeypatch.setattr(V, "LINE_BYTES", 4096)
     with db.connect(tmp_path, snapshot=False, views=False) as con:
-        assert V._prepare(con, tmp_path) == 0  # no OpenGradient events
+        assert V._prepare(con) == 0  # no OpenGradient events
         assert con.execute("SELECT type, paid, og FROM facts ORDER BY type").fetchall() == [
             ("check", False, False), ("request", True, False), ("response", False, False)]
         assert con.execute("SELECT payer, scheme FROM facts WHERE type = 'request'").fetchone() == ("0xabc", "exact")
         assert con.execute('SELECT "check", result FROM check_rows').fetchall() == [("verdict", "pending")]
+
+
+def test_the_narrow_read_gives_what_the_views_give_on_every_kind_of_call(tmp_path):
+    # synthetic calls of every kind the recorder and the verifier write: unpaid, x402 with 402s, retries,
+    # double settlements and a check history, and OpenGradient sessions and TEE proofs (which the x402
+    # pass must leave to verifier/og.py exactly as the calls view marks them)
+    from support.verifier_views import narrow_read_and_views
+    from testbed.synthetic import generate
+
+    generate(tmp_path, 3000, seed=7)
+    got, want, got_history, history = narrow_read_and_views(tmp_path)
+    with db.connect(tmp_path) as con:
+        og = con.execute("SELECT count(DISTINCT logical_id) FROM calls WHERE upto_session IS NOT NULL "
+                         "OR tee_id IS NOT NULL").fetchone()[0]
+    assert og >= 20 and len(want) >= 200 and len(history) >= 500, (og, len(want), len(history))
+    assert got == want
+    assert got_history == history
