@@ -298,7 +298,8 @@ def _rounds(con, chunk: int, pool: ThreadPoolExecutor):
     `pool`: the next part's query runs while this part's rounds are decided (DuckDB works without
     holding the GIL), on a cursor of its own (a DuckDB connection holds one result at a time). A part
     is fetched whole before the next query starts: DuckDB keeps a query's working memory until then."""
-    starts = [None] + [lo for lo, in pool.submit(lambda: con.execute(PARTS, {"part": PART}).fetchall()).result()[1:]]
+    firsts = pool.submit(lambda: con.execute(PARTS, {"part": PART}).fetchall()).result()
+    starts = [None] + [lo for lo, in firsts[1:]]
     parts = list(zip(starts, starts[1:] + [None]))
 
     def query(lo, hi):
