@@ -37,14 +37,16 @@ def _prepare(data_dir: str | os.PathLike) -> None:
     ensure_anchors(journal_dir(data_dir))
 
 
-def connect(data_dir: str | os.PathLike, snapshot: bool = True, views: bool = True) -> duckdb.DuckDBPyConnection:
+def connect(data_dir: str | os.PathLike, snapshot: bool = True, views: bool = True,
+            receipts: list[str] | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the views over `data_dir`'s journal.
 
     With `snapshot` (the default), the journal is read once into a temporary `events` table that the
     views then use: every query of the connection sees the same consistent moment, and the files are
-    read and parsed once instead of once per view that a query touches. Without `views`, only the
-    macros (`utc`, `event_fields`) are defined: binding every view costs ~50 ms that a program reading
-    through `event_fields` alone need not pay (`add_views` defines them later).
+    read and parsed once instead of once per view that a query touches. With `receipts`, the snapshot
+    holds only the events of those receipt ids (for a program that needs the views of a few calls).
+    Without `views`, only the macros (`utc`, `event_fields`) are defined: binding every view costs
+    ~50 ms that a program reading through `event_fields` alone need not pay.
     """
     _prepare(data_dir)
     con = duckdb.connect(":memory:")
@@ -52,14 +54,12 @@ def connect(data_dir: str | os.PathLike, snapshot: bool = True, views: bool = Tr
         con.execute("\n".join(MACRO.findall(views_sql(data_dir))))
         return con
     con.execute(views_sql(data_dir))
-    if snapshot:
+    if snapshot and receipts is None:
         con.execute("CREATE TEMP TABLE events AS SELECT * FROM main.events")
+    elif snapshot:
+        con.execute("CREATE TEMP TABLE events AS SELECT * FROM main.events "
+                    "WHERE receipt_id IN (SELECT unnest($receipts))", {"receipts": receipts})
     return con
-
-
-def add_views(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike) -> None:
-    """The views, on a connection made without them (they read the files: no snapshot)."""
-    con.execute(views_sql(data_dir))
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:

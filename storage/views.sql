@@ -5,14 +5,11 @@
 -- Event times are seconds since the epoch; users see naive UTC timestamps.
 CREATE OR REPLACE MACRO utc(t) AS make_timestamp(CAST(t * 1000000 AS BIGINT));
 
--- All events, each exactly once. Parquet is read once (materialized) and a JSON event whose id is
--- already in Parquet (compacted, still inside its grace period) is dropped.
+-- All events, each exactly once: a JSON event whose id is already in Parquet (compacted, still inside
+-- its grace period) is dropped. Parquet is streamed; only its ids are held, for that check.
 CREATE OR REPLACE VIEW events AS
-WITH parquet AS MATERIALIZED (
-    SELECT id, type, ts, receipt_id, writer, seq, data
-    FROM read_parquet('{journal}/parquet/*/*.parquet')
-)
-SELECT * FROM parquet
+WITH parquet AS MATERIALIZED (SELECT id FROM read_parquet('{journal}/parquet/*/*.parquet'))
+SELECT id, type, ts, receipt_id, writer, seq, data FROM read_parquet('{journal}/parquet/*/*.parquet')
 UNION ALL
 SELECT id, type, ts, receipt_id, writer, seq, data
 FROM read_json('{journal}/*.jsonl', format = 'newline_delimited', columns = {columns})

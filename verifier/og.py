@@ -105,8 +105,10 @@ class Facts:
 
 
 def verify_once(data_dir: str, settings: Settings, journal: Journal, summary: Summary | None = None) -> Summary:
+    """One pass over the OpenGradient receipts; after the x402 pass (`summary`), over a snapshot of just
+    the calls it found with an upto session or a TEE proof."""
     summary = summary or Summary()
-    with db.connect(data_dir) as con:
+    with db.connect(data_dir, receipts=summary.og_receipts or None) as con:
         cur = con.execute(TO_VERIFY)
         cols = [d[0] for d in cur.description]
         rows = [_row(dict(zip(cols, r))) for r in cur.fetchall()]

@@ -90,6 +90,11 @@ WHERE type = 'request' AND (og OR receipt_id IN (  -- that of the exchange's lat
     SELECT receipt_id FROM facts WHERE type IN ('response', 'stream_end') GROUP BY receipt_id, type
     HAVING arg_max(og, ts)))
 """
+OG_RECEIPTS = """
+SELECT receipt_id FROM facts  -- every exchange of those calls (their 402s too), and the calls' own ids
+WHERE type = 'request' AND (og OR logical_id IN (SELECT logical_id FROM og_calls))
+UNION SELECT logical_id FROM og_calls WHERE logical_id IS NOT NULL
+"""
 TO_VERIFY = """
 WITH req AS MATERIALIZED (  -- the receipts of one part (materialized: a few thousand rows, read many times)
     SELECT receipt_id, ts, logical_id, paid, scheme, kind, network, payer, pay_to, asset, amount, nonce,
@@ -173,7 +178,8 @@ class Summary:
     changed: int = 0
     statuses: dict = field(default_factory=dict)
     faults: list = field(default_factory=list)
-    og_events: int = 0  # events of calls with an upto session or a TEE proof: verifier/og.py's pass
+    og_receipts: list = field(default_factory=list)  # of calls with an upto session or a TEE proof, and their
+                                                     # logical calls: verifier/og.py's pass
 
 
 def signature_check(r: dict) -> Check:
@@ -263,7 +269,7 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int 
         # memory of the journal read for the queries (queried from another thread, the peak is ~20 MB more).
         with db.connect(data_dir, snapshot=False, views=False) as con, \
                 ThreadPoolExecutor(1, thread_name_prefix="verify-query") as querier:  # done before `con` closes
-            summary.og_events = querier.submit(_prepare, con).result()
+            summary.og_receipts = querier.submit(_prepare, con).result()
             ahead = collections.deque()  # the next rounds: their receipts, and their chain views being read
             for batch, cols in _rounds(con, chunk, querier):
                 ahead.append(_read_chain(batch, cols, settings, readers, chain_reader))
@@ -276,14 +282,14 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int 
     return summary
 
 
-def _prepare(con) -> int:
-    """The pass's tables, from the journal read once, narrowly (FACTS); returns the count of OpenGradient
-    events."""
+def _prepare(con) -> list[str]:
+    """The pass's tables, from the journal read once, narrowly (FACTS); returns the receipt ids of the
+    OpenGradient calls (OG_RECEIPTS)."""
     con.execute("SET threads = 1")  # a second thread buys little here and costs CPU and memory
     _read_facts(con)
     for sql in (CHECK_ROWS, OG_CALLS, LAST_CHECKS, VERDICTS, HISTORIES):
         con.execute(sql)
-    return con.execute("SELECT count(*) FROM facts WHERE og").fetchone()[0]
+    return [rid for rid, in con.execute(OG_RECEIPTS).fetchall()]
 
 
 PART = 2500  # receipts per query: DuckDB's working memory follows the receipts it aggregates at once

@@ -37,3 +37,25 @@ def test_the_narrow_read_gives_what_the_views_give_on_every_kind_of_call(tmp_pat
     assert og >= 20 and len(want) >= 200 and len(history) >= 500, (og, len(want), len(history))
     assert got == want
     assert got_history == history
+
+
+def test_the_opengradient_pass_sees_the_same_receipts_in_its_narrow_snapshot(tmp_path):
+    # the OpenGradient pass reads the views over a snapshot of just the receipts the x402 pass marked as
+    # its own: on synthetic sessions and TEE proofs, its query gives what it gives over every event
+    from testbed.synthetic import generate
+    from verifier import og
+
+    generate(tmp_path, 3000, seed=7)
+    with db.connect(tmp_path, snapshot=False, views=False) as con:
+        receipts = V._prepare(con)
+    results = []
+    for only in (None, receipts):
+        with db.connect(tmp_path, receipts=only) as con:
+            rows = con.execute(og.TO_VERIFY).fetchall()
+            checks = con.execute(og.LAST_CHECKS + " ORDER BY ALL", {"ids": [r[0] for r in rows]}).fetchall()
+            events = con.execute("SELECT count(*) FROM events").fetchone()[0]
+        results.append((rows, checks, events))
+    (everything, every_check, all_events), (narrow, narrow_checks, some_events) = results
+    assert len(everything) >= 100 and len(every_check) >= 100, (len(everything), len(every_check))
+    assert narrow == everything and narrow_checks == every_check
+    assert some_events < all_events / 3, (some_events, all_events)  # it is a small part of the journal
