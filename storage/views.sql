@@ -5,33 +5,40 @@
 -- Event times are seconds since the epoch; users see naive UTC timestamps.
 CREATE OR REPLACE MACRO utc(t) AS make_timestamp(CAST(t * 1000000 AS BIGINT));
 
--- All events, each exactly once: a JSON event whose id is already in Parquet (compacted, still inside
--- its grace period) is dropped. Parquet is streamed; only its ids are held, for that check.
+-- All events, each exactly once. An event compacted into Parquet stays in its JSON segment for a grace
+-- period: the JSON segments are read first, into memory (they are the recent, uncompacted events: their
+-- size is bounded by compaction), and a Parquet event whose id they hold is dropped. Parquet is streamed.
+-- Each file is read once, so every event of a compaction under way is seen exactly once.
 CREATE OR REPLACE VIEW events AS
-WITH parquet AS MATERIALIZED (SELECT id FROM read_parquet('{journal}/parquet/*/*.parquet'))
-SELECT id, type, ts, receipt_id, writer, seq, data FROM read_parquet('{journal}/parquet/*/*.parquet')
+WITH json AS MATERIALIZED (
+    SELECT id, type, ts, receipt_id, writer, seq, data
+    FROM read_json('{journal}/*.jsonl', format = 'newline_delimited', columns = {columns})
+)
+SELECT * FROM json
 UNION ALL
-SELECT id, type, ts, receipt_id, writer, seq, data
-FROM read_json('{journal}/*.jsonl', format = 'newline_delimited', columns = {columns})
-WHERE id NOT IN (SELECT id FROM parquet);
+SELECT id, type, ts, receipt_id, writer, seq, data FROM read_parquet('{journal}/parquet/*/*.parquet')
+WHERE id NOT IN (SELECT id FROM json);
 
 -- The same events, for programs that read a few fields of every event (the verifier): the fields at
--- `paths` (JSON paths into `data`, as a list `f`), each document parsed once. Nothing of an event is
--- held whole: Parquet is streamed (its ids, read apart, are all that is kept), and JSON segments are
--- read line by line through a buffer of `max_line` bytes (the largest event accepted; a bigger one
--- fails the query): DuckDB's JSON reader holds a whole segment (up to 32 MB) at a time and its memory
--- grows with the segment, this read's does not.
-CREATE OR REPLACE MACRO event_fields(paths, max_line) AS TABLE
-WITH parquet AS MATERIALIZED (SELECT id FROM read_parquet('{journal}/parquet/*/*.parquet'))
-SELECT id, type, ts, receipt_id, json_extract_string(data, paths) AS f
-FROM read_parquet('{journal}/parquet/*/*.parquet')
-UNION ALL
+-- `paths` (JSON paths into `data`, as a list `f`), each document parsed once; nothing of an event is
+-- held whole. `json_fields` reads the JSON segments line by line through a buffer of `max_line` bytes
+-- (the largest event accepted; a bigger one fails the query): DuckDB's JSON reader holds a whole segment
+-- (up to 32 MB) at a time and its memory grows with the segment, this read's does not. `parquet_fields`
+-- streams the compacted events; a program that keeps what `json_fields` gave can drop from it the events
+-- it already has (as `event_fields` does, in one query that holds the JSON segments' fields).
+CREATE OR REPLACE MACRO json_fields(paths, max_line) AS TABLE
 SELECT e[1] AS id, e[2] AS type, TRY_CAST(e[3] AS DOUBLE) AS ts, e[4] AS receipt_id, e[5:] AS f FROM (
     SELECT json_extract_string(line, ['$.id', '$.type', '$.ts', '$.receipt_id']
                                      || list_transform(paths, lambda p: '$.data' || p[2:])) AS e
     FROM read_csv('{journal}/*.jsonl', columns = {'line': 'VARCHAR'}, header = false, delim = chr(1),
-                  quote = '', escape = '', auto_detect = false, buffer_size = max_line, max_line_size = max_line))
-WHERE e[1] NOT IN (SELECT id FROM parquet);
+                  quote = '', escape = '', auto_detect = false, buffer_size = max_line, max_line_size = max_line));
+
+CREATE OR REPLACE MACRO parquet_fields(paths) AS TABLE
+SELECT id, type, ts, receipt_id, json_extract_string(data, paths) AS f FROM read_parquet('{journal}/parquet/*/*.parquet');
+
+CREATE OR REPLACE MACRO event_fields(paths, max_line) AS TABLE
+WITH json AS MATERIALIZED (SELECT * FROM json_fields(paths, max_line))
+SELECT * FROM json UNION ALL SELECT * FROM parquet_fields(paths) WHERE id NOT IN (SELECT id FROM json);
 
 -- Performance note: every `data->>'$.x'` parses the whole JSON document again and DuckDB keeps the
 -- parses of a whole vector of rows, so each view extracts all its fields in ONE json_extract_string

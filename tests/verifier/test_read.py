@@ -59,3 +59,28 @@ def test_the_opengradient_pass_sees_the_same_receipts_in_its_narrow_snapshot(tmp
     assert len(everything) >= 100 and len(every_check) >= 100, (len(everything), len(every_check))
     assert narrow == everything and narrow_checks == every_check
     assert some_events < all_events / 3, (some_events, all_events)  # it is a small part of the journal
+
+
+def test_events_being_compacted_are_read_once(tmp_path):
+    # compacted into Parquet but still in their JSON segments (the grace period): each event once
+    from storage.compact import write_parquet
+
+    with Journal(tmp_path, seal_interval=3600) as j:
+        rid = uuid7()
+        j.write([Event("request", rid, {"logical_id": rid, "payment": {"payer": "0xabc", "scheme": "exact"}}),
+                 Event("response", rid, {"status": 200})])
+    slots = sorted((tmp_path / "journal").glob("proxy-*.jsonl"))
+    with db.connect(tmp_path, snapshot=False, views=False) as con:
+        V._read_facts(con)
+        before = con.execute("SELECT id, type, payer, status FROM facts ORDER BY id").fetchall()
+    write_parquet(slots, tmp_path / "journal" / "parquet" / "date=2026-01-01" / "x.parquet")
+    with db.connect(tmp_path, snapshot=False, views=False) as con:
+        V._read_facts(con)
+        during = con.execute("SELECT id, type, payer, status FROM facts ORDER BY id").fetchall()
+    for slot in slots:  # retired: the events are in Parquet only
+        slot.write_text("")
+    with db.connect(tmp_path, snapshot=False, views=False) as con:
+        V._read_facts(con)
+        after = con.execute("SELECT id, type, payer, status FROM facts ORDER BY id").fetchall()
+    assert len(before) == 2 and before[0][2] == "0xabc" and before[1][3] == "200"
+    assert during == before and after == before
