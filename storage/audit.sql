@@ -58,7 +58,7 @@ SELECT id, type, ts, receipt_id, CASE type
 FROM read_parquet('{journal}/parquet/*/*.parquet');
 
 -- name: read_segments
--- Sealed JSON segments, line by line (as storage's `event_fields` reads them); an event already
+-- Sealed JSON segments, line by line (as storage's `json_fields` reads them); an event already
 -- compacted into Parquet (inside its grace period) is kept once. A copy has the same `ts`, so only
 -- Parquet events at least as recent as the oldest segment line need comparing.
 INSERT INTO audit_ev

@@ -45,8 +45,8 @@ def connect(data_dir: str | os.PathLike, snapshot: bool = True, views: bool = Tr
     views then use: every query of the connection sees the same consistent moment, and the files are
     read and parsed once instead of once per view that a query touches. With `receipts`, the snapshot
     holds only the events of those receipt ids (for a program that needs the views of a few calls).
-    Without `views`, only the macros (`utc`, `event_fields`) are defined: binding every view costs
-    ~50 ms that a program reading through `event_fields` alone need not pay.
+    Without `views`, only the macros (`utc`, `json_fields`, `parquet_fields`, `event_fields`) are
+    defined: binding every view costs ~50 ms that a program reading through them alone need not pay.
     """
     _prepare(data_dir)
     con = duckdb.connect(":memory:")

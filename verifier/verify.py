@@ -44,8 +44,8 @@ log = logging.getLogger("receipts.verify")
 # One pass reads the journal once, narrowly: a single scan of each file (storage's `json_fields` and
 # `parquet_fields`) keeps only the fields the checks below use, each JSON document parsed once and no
 # event held whole. Each field means exactly what the views in storage/views.sql say (payments,
-# settlements, challenges, checks, calls.status); tests/e2e/test_verify.py runs the same query over those
-# views and asserts that both give the same rows.
+# settlements, challenges, checks, calls.status); tests/support/verifier_views.py holds the same query over
+# those views, and tests/e2e/test_verify.py and tests/verifier/test_read.py assert that both give the same rows.
 FIELDS = [
     '$.logical_id', '$.upto_session', '$.payment.scheme', '$.payment.kind', '$.payment.network',   # request 1-5
     '$.payment.payer', '$.payment.pay_to', '$.payment.asset', '$.payment.amount', '$.payment.nonce',  # 6-10
@@ -75,7 +75,7 @@ SELECT id, type, receipt_id, ts,
            ['$.check', '$.result', '$.status', '$.resolution', '$.reason'])) END AS chk
 FROM {source}
 -- Every event is kept (those of other types with NULLs): a WHERE on `type` here would be pushed down
--- into event_fields and parse each line's JSON once more per alternative (measured: 0.15 s vs 0.09 s).
+-- into json_fields and parse each line's JSON once more per alternative (measured: 0.15 s vs 0.09 s).
 """
 CHECK_ROWS = """
 CREATE TABLE check_rows AS  -- the checks view, narrowed
