@@ -122,6 +122,7 @@ class Journal:
         self.durability = durability
         self.seal_interval, self.seal_bytes = seal_interval, seal_bytes
         self.compact_after, self.compact_grace = compact_after, compact_grace
+        self.name = writer  # the writer name asked for; start() takes it, or the first free `<name>N`
         self.writer = ""
         self._cv = threading.Condition()
         self._waiting: list[Future] = []   # appends waiting for the next fsync
@@ -137,7 +138,7 @@ class Journal:
         self.open_dir.mkdir(parents=True, exist_ok=True)
         from .layout import ensure_anchors  # the files every view needs to exist
         ensure_anchors(self.root)
-        self._lock_fd, self.writer = self._claim(writer or "proxy")
+        self._lock_fd, self.writer = self._claim(writer or self.name)
         self._slots = _Slots(self.root, self.writer)
         self._seq = self._recover(self.writer, self._slots)
         self._recover_orphans()

@@ -43,6 +43,13 @@ def test_a_second_live_writer_gets_its_own_name(tmp_path):
         assert (a.writer, b.writer) == ("proxy", "proxy2")
 
 
+def test_events_carry_the_writer_name_asked_for(tmp_path):
+    with Journal(tmp_path, "proxy"), Journal(tmp_path, "verifier", seal_interval=0.01) as v:
+        assert v.writer == "verifier"
+        v.write(events(2, "check"))
+    assert count(tmp_path, "SELECT list(DISTINCT writer) FROM events") == (["verifier"],)
+
+
 def test_compaction_folds_segments_into_parquet_and_frees_slots(tmp_path):
     with Journal(tmp_path, seal_interval=0.01, compact_after=3, compact_grace=0.2) as j:
         for _ in range(12):
