@@ -7,18 +7,27 @@ Payloads (the `data` of each event; storage/views.sql reads them):
 
 request:    logical_id, source, client, client_port, app, method, scheme, host, port, path, query,
             http_version, match (why it was recorded), headers (secrets replaced by hashes),
-            body {size, sha256[, text, truncated]}, model, stream, ids {client_request_id,
+            raw_b64 (see below), body {size, sha256[, text, truncated][, streamed][, wire]}, model,
+            stream, ids {client_request_id,
             idempotency_key, traceparent}, payment (decoded x402 payment or null), upto_session,
             settlement_type, tee_request_hashes {form: keccak of that canonical form},
             secrets_in_clear (names of secret headers/parameters sent over plain HTTP),
             process {pid, exe, cmdline} (the local process owning the client socket, added by the
             recorder), errors
-response:   status, reason, http_version, headers, content_type, body, stream, latency_ms,
+response:   status, reason, http_version, headers, raw_b64, content_type, body, stream, latency_ms,
             provider_request_id, response_id, model, usage, challenge, settlement, tee, og,
-            tee_output_seen (keccak of the answer as a TEE hashes it), upstream (reverse-mode pin), errors
-stream_end: latency_ms, bytes, events, done, id, model, usage, tee, og, output_text_sha256,
-            output_text_keccak, output_chars, errors
-error:      kind, message, phase
+            tee_output_seen (keccak of the answer as a TEE hashes it), upstream (reverse-mode pin),
+            request_body (a streamed request's body record, once it ended), errors
+stream_end: latency_ms, bytes, sha256, events, done, id, model, usage, tee, og, output_text_sha256,
+            output_text_keccak, output_chars, request_body, errors
+error:      kind, message, phase, request_body
+
+Bytes that are not UTF-8 (in header names or values, or the request path) are stored as text with
+U+FFFD in place of each bad byte, and exactly in `raw_b64`: {header name: [base64 of each value as
+sent], ":path": [base64]}; secret headers are never in `raw_b64` (their hash covers the bytes sent).
+A body is described by `size` and `sha256` of what the app sees (Content-Encoding undone); `wire`
+marks a body described as sent instead (an encoding that expands past the decode limit, or cannot be
+undone), `streamed` one hashed as it passed through (addon/bodies.py).
 """
 from __future__ import annotations
 
@@ -31,6 +40,7 @@ import orjson
 
 from storage.config import Settings
 
+from . import bodies
 from . import eip712
 from . import fields as F
 from . import og
@@ -67,6 +77,8 @@ class Req:
     http_version: str = "HTTP/1.1"
     client: str | None = None
     client_port: int | None = None
+    raw_b64: dict[str, list[str]] | None = None  # values that were not UTF-8, exactly (see above)
+    body_error: str | None = None                 # why `body` is the wire form (addon/bodies.py)
 
     @cached_property
     def h(self) -> "Headers":
@@ -82,6 +94,8 @@ class Resp:
     ts_end: float | None = None
     reason: str = ""
     http_version: str = "HTTP/1.1"
+    raw_b64: dict[str, list[str]] | None = None
+    body_error: str | None = None
 
     @cached_property
     def h(self) -> "Headers":
@@ -113,7 +127,54 @@ class Headers:
 
 # ---- small helpers ---------------------------------------------------------------------------
 def sha256_hex(data: bytes | str) -> str:
-    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+    """SHA-256 of bytes, or of text as sent (text decoded with surrogateescape hashes its bytes)."""
+    return hashlib.sha256(bytes_of(data) if isinstance(data, str) else data).hexdigest()
+
+
+def bytes_of(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+        return text.encode("utf-8", "surrogatepass")
+
+
+def clean(text: str) -> str:
+    """Text fit to store: bytes that were not UTF-8 (escaped as surrogates) become U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
+
+
+def decode_text(raw: bytes) -> tuple[str, str | None]:
+    """Bytes as text (U+FFFD for bytes that are not UTF-8) and, if any were not, the base64 of all."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace"), base64.b64encode(raw).decode()
+
+
+def decode_fields(fields) -> tuple[list[tuple[str, str]], dict[str, list[str]] | None]:
+    """Header (name, value) byte pairs as text pairs, and `raw_b64` of those that were not UTF-8."""
+    pairs, raw = [], {}
+    for name_b, value_b in fields:
+        name, name_raw = decode_text(name_b)
+        value, value_raw = decode_text(value_b)
+        if name_raw or value_raw:
+            raw.setdefault(name.lower(), []).append(base64.b64encode(value_b).decode())
+        pairs.append((name, value))
+    return pairs, raw or None
+
+
+def public_raw(raw: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+    """`raw_b64` without secret headers (their values are never stored, only hashed)."""
+    kept = {n: v for n, v in (raw or {}).items() if n.startswith(":") or not is_secret_header(n)}
+    return kept or None
 
 
 def redacted(value: str) -> str:
@@ -165,15 +226,24 @@ def parse_json(body: bytes | None) -> object | None:
         return None
 
 
-def body_record(body: bytes | None, settings: Settings, content_type: str | None) -> dict:
+def body_record(body: bytes | None, settings: Settings, content_type: str | None, wire: bool = False) -> dict:
+    """Size and hash of a body (and in `full` mode the body, redacted); `wire`: as sent, encoded."""
     if body is None:
         return {"size": None, "sha256": None}
     rec: dict = {"size": len(body)}
     if settings.bodies != "none":
         rec["sha256"] = sha256_hex(body)
-    if settings.bodies == "full":
+    if wire:
+        rec["wire"] = True
+    elif settings.bodies == "full":
         rec.update(_full_body(body, settings.body_max_bytes, content_type))
     return rec
+
+
+def _body_errors(error: str | None) -> list[str]:
+    if error == "body_too_large":
+        return ["body_too_large: its Content-Encoding expands past the decode limit; described as sent"]
+    return [f"body {error}; described as sent"] if error else []
 
 
 def _full_body(body: bytes, limit: int, content_type: str | None) -> dict:
@@ -249,19 +319,19 @@ def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, s
     """The request payload; `decoded` is `payment(req.h)` when the caller already has it."""
     h = req.h
     path, query = safe_query(req.path)
-    doc = parse_json(req.body)
+    doc = parse_json(req.body) if req.body_error is None else None
     doc = doc if isinstance(doc, dict) else {}
     pay, errors = decoded if decoded is not None else payment(h)
     if pay:
         pay = completed_payment(pay, settings, challenge)
-    errors = errors + _oversized(h)
+    errors = errors + _oversized(h) + _body_errors(req.body_error)
     return {
         "logical_id": logical_id, "source": source, "match": match,
         "client": req.client, "client_port": req.client_port, "app": h.get("user-agent"),
         "method": req.method, "scheme": req.scheme, "host": req.host, "port": req.port,
         "path": path, "query": query, "http_version": req.http_version,
-        "headers": safe_headers(h),
-        "body": body_record(req.body, settings, h.get("content-type")),
+        "headers": safe_headers(h), "raw_b64": public_raw(req.raw_b64),
+        "body": body_record(req.body, settings, h.get("content-type"), wire=req.body_error is not None),
         "model": doc.get("model") if isinstance(doc.get("model"), str) else None,
         "stream": doc.get("stream") is True,
         "ids": {"client_request_id": _first(h, CLIENT_ID_HEADERS), "idempotency_key": h.get("idempotency-key"),
@@ -336,26 +406,34 @@ def og_fields(h: Headers) -> dict | None:
 def response_data(resp: Resp, req_ts: float, settings: Settings, *, stream: bool = False) -> dict:
     """The response payload; for a stream, only what the headers say (the body follows later)."""
     h = resp.h
-    doc = None if stream else parse_json(resp.body)
-    doc_d = doc if isinstance(doc, dict) else {}
+    doc = None if stream or resp.body_error else parse_json(resp.body)
     ch, ch_err = challenge(resp, h)
     st, st_err = settlement(h)
     end = resp.ts_start if stream else (resp.ts_end or resp.ts_start)
-    tee = (F.tee_from_body(doc_d) if doc_d else None) or _tee_headers(h)
+    found = answer_fields(doc, h)
+    body = {"size": None, "sha256": None} if stream else \
+        body_record(resp.body, settings, h.get("content-type"), wire=resp.body_error is not None)
     return {
         "status": resp.status, "reason": resp.reason, "http_version": resp.http_version,
-        "headers": safe_headers(h), "content_type": h.get("content-type"),
-        "body": {"size": None, "sha256": None} if stream else body_record(resp.body, settings, h.get("content-type")),
-        "stream": stream,
+        "headers": safe_headers(h), "raw_b64": public_raw(resp.raw_b64), "content_type": h.get("content-type"),
+        "body": body, "stream": stream,
         "latency_ms": round((end - req_ts) * 1000, 3) if end and req_ts else None,
         "provider_request_id": h.get("x-request-id") or h.get("request-id"),
-        "response_id": doc_d.get("id") if isinstance(doc_d.get("id"), str) else None,
-        "model": doc_d.get("model") if isinstance(doc_d.get("model"), str) else None,
-        "usage": F.usage_from_body(doc_d) if doc_d else None,
-        "challenge": ch, "settlement": st, "tee": tee, "og": og_fields(h),
-        "tee_output_seen": og.output_hash(doc_d) if tee else None,
-        "errors": ch_err + st_err + _oversized(h) + _bad_json(resp, h, doc, stream),
+        "response_id": found["id"], "model": found["model"], "usage": found["usage"],
+        "challenge": ch, "settlement": st, "tee": found["tee"], "og": og_fields(h),
+        "tee_output_seen": found["tee_output_seen"],
+        "errors": ch_err + st_err + _oversized(h) + _bad_json(resp, h, doc, stream) + _body_errors(resp.body_error),
     }
+
+
+def answer_fields(doc: object, h: Headers) -> dict:
+    """What a (non-event-stream) answer's JSON body says: id, model, usage and TEE proof fields."""
+    doc = doc if isinstance(doc, dict) else {}
+    tee = (F.tee_from_body(doc) if doc else None) or _tee_headers(h)
+    return {"id": doc.get("id") if isinstance(doc.get("id"), str) else None,
+            "model": doc.get("model") if isinstance(doc.get("model"), str) else None,
+            "usage": F.usage_from_body(doc) if doc else None, "tee": tee,
+            "tee_output_seen": og.output_hash(doc) if tee else None}
 
 
 def _tee_headers(h: Headers) -> dict | None:
@@ -365,21 +443,37 @@ def _tee_headers(h: Headers) -> dict | None:
 
 
 def _bad_json(resp: Resp, h: Headers, doc, stream: bool) -> list[str]:
-    if stream or not resp.body or doc is not None or "json" not in (h.get("content-type") or ""):
+    if stream or resp.body_error or not resp.body or doc is not None or "json" not in (h.get("content-type") or ""):
         return []
     return ["response body is not valid JSON"]
 
 
+def streamed_summary(tap, h: Headers) -> dict:
+    """What a streamed answer revealed: an event stream's parser summary (addon/sse.py), or the
+    fields of a JSON body parsed from the bytes the tap kept (if they are the whole body)."""
+    if tap.parser is not None:
+        tap.parser.close()
+        return {**tap.parser.summary(), "sha256": tap.hash.hexdigest()}
+    out = {"bytes": tap.size, "sha256": tap.hash.hexdigest(), "events": None, "done": True, "errors": []}
+    if not tap.complete:
+        out["errors"] = [f"body of {tap.size} bytes streamed through; fields are read from bodies up to {tap.keep}"]
+        return out
+    body, error = bodies.decode(bytes(tap.head), h.get("content-encoding"))
+    found = answer_fields(None if error else parse_json(body), h)
+    return {**out, "id": found["id"], "model": found["model"], "usage": found["usage"], "tee": found["tee"],
+            "output_text_keccak": found["tee_output_seen"], "errors": _body_errors(error)}
+
+
 def stream_end_data(summary: dict, req_ts: float, end_ts: float) -> dict:
-    """What the SSE parser saw while the stream passed through (addon/sse.py)."""
+    """What a streamed answer revealed as it passed through (streamed_summary)."""
     settle = summary.get("settlement") or {}
     og = {"settlement_tx_hash": settle.get("data_settlement_transaction_hash"),
           "walrus_blob_id": settle.get("data_settlement_blob_id"),
           "settlement_job_id": settle.get("settlement_job_id"),
           "settlement_error": settle.get("data_settlement_error")}
     og = {k: v for k, v in og.items() if v}
-    keys = ("bytes", "events", "done", "id", "model", "usage", "tee", "output_text_sha256", "output_text_keccak",
-            "output_chars", "errors")
+    keys = ("bytes", "sha256", "events", "done", "id", "model", "usage", "tee", "output_text_sha256",
+            "output_text_keccak", "output_chars", "errors")
     return {**{k: summary.get(k) for k in keys}, "og": og or None,
             "latency_ms": round((end_ts - req_ts) * 1000, 3)}
 

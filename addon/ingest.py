@@ -22,7 +22,7 @@ from storage.records import Event, stable_id, uuid7
 
 from . import exchange as X
 from .linker import Linker
-from .sse import SSEParser
+from .bodies import Tap
 
 
 class IngestError(Exception):
@@ -90,11 +90,10 @@ def exchange_events(req: X.Req, resp: X.Resp | None, settings: Settings, linker:
 
 def _stream_events(req: X.Req, resp: X.Resp, settings: Settings, receipt_id: str, seed: str) -> list[Event]:
     head = X.response_data(resp, req.ts, settings, stream=True)
-    parser = SSEParser()
-    parser.feed(resp.body or b"")
-    parser.close()
+    tap = Tap(sse=True)
+    tap(resp.body or b"")
     end = resp.ts_end or resp.ts_start
-    tail = X.stream_end_data(parser.summary(), req.ts, end)
+    tail = X.stream_end_data(X.streamed_summary(tap, resp.h), req.ts, end)
     return [Event("response", receipt_id, head, ts=resp.ts_start, id=stable_id(seed, "response")),
             Event("stream_end", receipt_id, tail, ts=end, id=stable_id(seed, "stream_end"))]
 
@@ -146,14 +145,14 @@ def _har_entry(entry: dict) -> tuple[X.Req, X.Resp | None]:
 
 
 def _har_headers(msg: dict) -> list[tuple[str, str]]:
-    return [(h["name"], h["value"]) for h in msg.get("headers") or [] if not h["name"].startswith(":")]
+    return [(X.clean(h["name"]), X.clean(h["value"])) for h in msg.get("headers") or [] if not h["name"].startswith(":")]
 
 
 def _har_body(content: dict) -> bytes:
     text = content.get("text") or ""
     if content.get("encoding") == "base64":
         return base64.b64decode(text)
-    return text.encode("utf-8", "surrogateescape")
+    return X.bytes_of(text)
 
 
 def _flows(path: str) -> Iterator[tuple[X.Req, X.Resp | None]]:

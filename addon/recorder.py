@@ -1,36 +1,46 @@
 """The mitmproxy addon: turns AI-call flows into journal events, durably, without touching traffic.
 
 Hooks stay short; the translation lives in addon/exchange.py (pure) and the disk in storage/.
-- `request`: recorded and fsync'd *before* mitmproxy forwards it (the hook is awaited).
-- `responseheaders`: a server-sent-event stream is tapped chunk by chunk (never buffered).
-- `response`: recorded before the client gets it; for a stream, a `stream_end` event.
+- `requestheaders`: a recorded request whose body is large or of unknown length is recorded here,
+  before mitmproxy forwards its headers, and its body streams through a hashing tap (addon/bodies.py);
+- `request`: any other recorded request, before mitmproxy forwards it (the hook is awaited);
+- `responseheaders`: an answer that streams (server-sent events, large or open-ended bodies) is
+  recorded here, before the client gets a byte, and tapped chunk by chunk (never buffered);
+- `response`: a buffered answer, before the client gets it; for a streamed one, a `stream_end` event;
 - `error`: client gone, upstream refused or timed out, TLS failure.
 Every event is written before the traffic moves on (it survives the proxy being killed); events of
-paid calls are also fsync'd first (they survive a power cut) — in `full` mode every event is. If the
-journal cannot be written, a paid request is answered with a 503 instead of being forwarded
-unrecorded; unpaid traffic keeps flowing. Both are logged as errors.
+paid calls are also fsync'd first (they survive a power cut) — in `full` mode every event is.
+
+Fail closed: a paid exchange is never passed on unless its events are written. If the journal cannot
+be written, or anything unexpected goes wrong while recording a paid exchange, the client gets a 503
+with `X-Receipts-Error` instead (the request is not forwarded; an upstream answer is not passed on).
+Unpaid traffic keeps flowing, unrecorded, with the failure logged once per flow. A response is
+stamped with `X-Receipt-Id` only once its request and answer are both in the journal.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Optional
 
 import orjson
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.net.http.http1.read import expected_http_body_size
 
 from storage import config as cfg
 from storage.db import ensure_database_file
-from storage.journal import Journal
+from storage.journal import Journal, Throttle
 from storage.records import Event, uuid7
 
+from . import bodies
 from . import exchange as X
 from . import pin, process
+from .limits import ConnectionLimits
 from .linker import Linker
-from .sse import SSEParser
 
 log = logging.getLogger("receipts")
 OPTIONS = {  # option name -> (settings field, help)
@@ -44,7 +54,12 @@ OPTIONS = {  # option name -> (settings field, help)
     "receipts_compact_after": ("compact_after", "Sealed segments that trigger compaction into Parquet."),
     "receipts_compact_grace": ("compact_grace", "Seconds compacted segments stay readable."),
     "receipts_pin": ("og_pin", "Reverse mode: enforce | record | off, the TEE registry's certificate pin."),
+    "receipts_stream_above": ("stream_bodies_above", "Recorded bodies larger than this many bytes stream through."),
+    "receipts_max_client_connections": ("max_client_connections", "Open connections allowed per client address."),
+    "receipts_header_timeout": ("header_timeout", "Seconds a new connection has to send request headers."),
+    "receipts_idle_timeout": ("idle_timeout", "Seconds a kept-alive connection may wait for its next request."),
 }
+REFUSABLE = ("requestheaders", "request", "responseheaders", "response")  # hooks before bytes reach the other side
 
 
 @dataclass
@@ -53,37 +68,60 @@ class FlowState:
     logical_id: str
     keys: list
     paid: bool
-    parser: SSEParser | None = None
+    recorded: bool = False             # its request event is in the journal
+    refused: str | None = None         # the hook in which the recorder answered it with a 503
+    pending: list | None = None        # events to write with the next ones (a request discovered late)
+    upload: bodies.Tap | None = None   # a request body streaming through
+    tap: bodies.Tap | None = None      # an answer streaming through (its response event is written)
+    request_body: dict | None = None   # the streamed request body's record, once it ended
+
+    def take_pending(self) -> list:
+        pending, self.pending = self.pending or [], None
+        if pending:
+            self.recorded = True  # written with the events that follow
+        return pending
 
 
 def to_req(flow: http.HTTPFlow) -> X.Req:
     r = flow.request
     peer = flow.client_conn.peername or (None, None)
-    return X.Req(method=r.method, scheme=r.scheme, host=r.pretty_host, port=r.port, path=r.path,
-                 headers=_fields(r.headers), body=_content(r), ts=r.timestamp_start,
-                 http_version=r.http_version, client=peer[0], client_port=peer[1])
+    headers, raw = X.decode_fields(r.headers.fields)
+    path, path_raw = X.decode_text(r.data.path)
+    if path_raw:
+        raw = {**(raw or {}), ":path": [path_raw]}
+    body, error = _content(r)
+    return X.Req(method=X.clean(r.method), scheme=X.clean(r.scheme), host=X.clean(r.pretty_host), port=r.port,
+                 path=path, headers=headers, body=body, ts=r.timestamp_start, http_version=X.clean(r.http_version),
+                 client=peer[0], client_port=peer[1], raw_b64=raw, body_error=error)
 
 
 def to_resp(flow: http.HTTPFlow, streamed: bool = False) -> X.Resp:
     r = flow.response
-    return X.Resp(status=r.status_code, headers=_fields(r.headers),
-                  body=None if streamed else _content(r), ts_start=r.timestamp_start,
-                  ts_end=r.timestamp_end, reason=r.reason, http_version=r.http_version)
+    headers, raw = X.decode_fields(r.headers.fields)
+    body, error = (None, None) if streamed else _content(r)
+    return X.Resp(status=r.status_code, headers=headers, body=body, ts_start=r.timestamp_start,
+                  ts_end=r.timestamp_end, reason=X.clean(r.reason), http_version=X.clean(r.http_version),
+                  raw_b64=raw, body_error=error)
 
 
-def _fields(headers: http.Headers) -> list[tuple[str, str]]:
-    return [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for k, v in headers.fields]
+def _content(message: http.Message) -> tuple[bytes | None, str | None]:
+    """The body as the app sees it, decoded with a cap (None: it streamed through)."""
+    if message.raw_content is None or message.stream:
+        return None, None
+    encoding = message.headers.get("content-encoding")
+    return (message.raw_content, None) if not encoding else bodies.decode(message.raw_content, encoding)
 
 
-def _content(message: http.Message) -> bytes | None:
-    if message.raw_content is None:
-        return None
-    if not any(k.lower() == b"content-encoding" for k, _ in message.headers.fields):
-        return message.raw_content
-    try:
-        return message.get_content(strict=False)
-    except Exception:  # an undecodable Content-Encoding: keep the bytes as they came
-        return message.raw_content
+def _guarded(hook):
+    """Any exception in a hook is caught: a paid exchange is refused (503), anything else passes;
+    the failure is logged once, with the flow's id."""
+    @functools.wraps(hook)
+    async def run(self: "Recorder", flow: http.HTTPFlow) -> None:
+        try:
+            await hook(self, flow)
+        except Exception as exc:  # noqa: BLE001 — the catch-all that keeps the paid path closed
+            self._hook_failed(hook.__name__, flow, exc)
+    return run
 
 
 class Recorder:
@@ -91,10 +129,13 @@ class Recorder:
         self.settings: cfg.Settings | None = None
         self.journal: Journal | None = None
         self.linker = Linker()
+        self.limits: ConnectionLimits | None = None
         self._flows: dict[str, FlowState] = {}  # live flows by flow id (metadata must stay serializable)
         self._registry: pin.RegistryCache | None = None  # reverse mode with a pin: the TEE registry
         self._pins: dict[str, pin.PinResult | str] = {}  # pin result by server connection id
         self._owners: dict[str, asyncio.Future] = {}  # client connection id -> its process (lookup)
+        self._alarm = Throttle(10.0, log)  # journal write failures
+        self._over_limit = Throttle(10.0, log)  # connections closed by the limits
 
     # ---- options and lifecycle ---------------------------------------------------------------
     def load(self, loader) -> None:
@@ -115,6 +156,8 @@ class Recorder:
         self.settings = settings
         if self.journal is None:
             self.journal = self._open_journal(settings)
+        self.limits = ConnectionLimits(settings.max_client_connections, settings.header_timeout,
+                                       settings.idle_timeout, _close_connection)
         self._registry = _registry_cache(settings) if _reverse(ctx.options) and settings.og_pin != "off" else None
 
     def _settings(self) -> cfg.Settings:
@@ -145,61 +188,130 @@ class Recorder:
             self.journal.close()
             self.journal = None
 
-    # ---- hooks -------------------------------------------------------------------------------
-    async def request(self, flow: http.HTTPFlow) -> None:
-        match = self._match(flow)
-        if match is None:
+    # ---- hooks: connections ------------------------------------------------------------------
+    def client_connected(self, client) -> None:
+        try:
+            why = self.limits.connected(client.id, (client.peername or ("?",))[0])
+        except Exception as exc:  # noqa: BLE001 — never let bookkeeping break a connection
+            log.error("receipts: internal error in client_connected (%s: %s)", type(exc).__name__, exc)
             return
-        req = to_req(flow)
-        st, event = self._start(flow, req, match)
-        owner = await self._owner(flow)
-        event.data["process"] = owner
-        event.data["app_name"] = process.app_name(owner, req.h.get("user-agent"), req.client)
-        if not await self._write([event], st) and st.paid:
-            flow.response = self._refusal()
+        if why:
+            client.error = why
+            self._over_limit.error("receipts: closed a connection: %s", why)
 
+    def client_disconnected(self, client) -> None:
+        self._owners.pop(client.id, None)
+        if self.limits:
+            self.limits.disconnected(client.id)
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        if self.limits:  # a CONNECT's headers are complete; the tunnel's requests come next
+            self.limits.started(flow.client_conn.id)
+            self.limits.ended(flow.client_conn.id)
+
+    def tcp_start(self, flow) -> None:
+        if self.limits:
+            self.limits.tunnelled(flow.client_conn.id)
+
+    def websocket_start(self, flow) -> None:
+        if self.limits:
+            self.limits.tunnelled(flow.client_conn.id)
+
+    # ---- hooks: exchanges ----------------------------------------------------------------------
+    @_guarded
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self.limits.started(flow.client_conn.id)
+        match = self._match(flow)
+        if match is None or not self._streams(flow.request, None):
+            return  # recorded (or not) in `request`, its body read whole
+        st = await self._record_request(flow, to_req(flow), match)
+        if not st.refused:
+            st.upload = flow.request.stream = bodies.Tap()
+        else:
+            flow.request.stream = False
+
+    @_guarded
+    async def request(self, flow: http.HTTPFlow) -> None:
+        st = self._flows.get(flow.id)
+        if st is not None:  # recorded at its headers: its body has streamed through by now
+            st.request_body = st.upload.record() if st.upload else None
+            return
+        match = self._match(flow)
+        if match is not None:
+            await self._record_request(flow, to_req(flow), match)
+
+    @_guarded
     async def responseheaders(self, flow: http.HTTPFlow) -> None:
         st = self._flows.get(flow.id)
-        ctype = flow.response.headers.get("content-type", "")
-        if st is None or not ctype.lower().startswith("text/event-stream"):
-            return
-        st.parser = SSEParser()
-        flow.response.stream = self._tap(st.parser)
-        self._stamp(flow, st)
+        sse = flow.response.headers.get("content-type", "").lower().startswith("text/event-stream")
+        if st is None or st.refused or not (sse or self._streams(flow.request, flow.response)):
+            return  # recorded in `response`, its body read whole
         data = X.response_data(to_resp(flow, streamed=True), flow.request.timestamp_start, self.settings, stream=True)
-        if upstream := self._upstream(flow):
-            data["upstream"] = upstream
-        await self._write([Event("response", st.receipt_id, data, ts=time.time())], st)
+        self._annotate(flow, st, data)
+        if await self._write([Event("response", st.receipt_id, data, ts=time.time())], st):
+            st.tap = flow.response.stream = bodies.Tap(sse=sse)
+            self._stamp(flow, st)
+        elif st.paid:
+            self._refuse(flow, st, "responseheaders")
+        else:
+            flow.response.stream = True  # unrecorded: it passes through without being held
 
+    @_guarded
     async def response(self, flow: http.HTTPFlow) -> None:
         st = self._flows.pop(flow.id, None)
-        events = []
+        self.limits.ended(flow.client_conn.id)
         if st is None:
-            resp = to_resp(flow)
-            if not (self.settings.capture_x402 and X.response_is_x402(resp, resp.h)):
+            st = self._discovered(flow)  # not an AI call by its request, but x402 by its answer
+            if st is None:
                 return
-            st, first = self._start(flow, to_req(flow), "x402-response")
-            events.append(first)
-        now = time.time()
-        upstream = self._upstream(flow)
-        if st.parser is not None:
-            st.parser.close()
-            data = X.stream_end_data(st.parser.summary(), flow.request.timestamp_start, now)
-            events.append(Event("stream_end", st.receipt_id, data, ts=now))
-            ok = flow.response.status_code < 400 and bool(data.get("done"))
+        if st.refused == "responseheaders":  # the refusal replaced a streaming answer
+            if not flow.response.raw_content:  # the upstream's body was empty: mitmproxy emptied ours
+                flow.response.content = _refusal(answer=True).content
+            return
+        if st.tap is not None:
+            events, ok = self._stream_end(flow, st), None
+        elif flow.response.stream:  # streamed by mitmproxy itself, not by this recorder: nothing to read
+            return
         else:
-            self._stamp(flow, st)
-            data = X.response_data(to_resp(flow), flow.request.timestamp_start, self.settings)
-            if upstream:
-                data["upstream"] = upstream
-            self.linker.remember_challenge(st.logical_id, data.get("challenge"))
-            events.append(Event("response", st.receipt_id, data, ts=now))
-            ok = flow.response.status_code < 400
-        self.linker.outcome(st.keys, ok)
-        await self._write(events, st)
+            events, ok = self._answer(flow, st), flow.response.status_code < 400
+        if ok is not None:
+            self.linker.outcome(st.keys, ok)
+        written = await self._write(events, st)
+        if st.tap is None and not st.refused:
+            if written:
+                self._stamp(flow, st)
+            elif st.paid:
+                self._refuse(flow, st, "response")
 
+    def _discovered(self, flow: http.HTTPFlow) -> FlowState | None:
+        if flow.response.stream or not self.settings.capture_x402:
+            return None
+        resp = to_resp(flow)
+        if not X.response_is_x402(resp, resp.h):
+            return None
+        st, first = self._start(flow, to_req(flow), "x402-response")
+        st.pending = [first]  # written with the answer
+        return st
+
+    def _answer(self, flow: http.HTTPFlow, st: FlowState) -> list[Event]:
+        """The events of a buffered answer (and of its request, if discovered only now)."""
+        data = X.response_data(to_resp(flow), flow.request.timestamp_start, self.settings)
+        self._annotate(flow, st, data)
+        self.linker.remember_challenge(st.logical_id, data.get("challenge"))
+        return st.take_pending() + [Event("response", st.receipt_id, data, ts=time.time())]
+
+    def _stream_end(self, flow: http.HTTPFlow, st: FlowState) -> list[Event]:
+        now = time.time()
+        summary = X.streamed_summary(st.tap, _headers(flow.response))
+        data = X.stream_end_data(summary, flow.request.timestamp_start, now)
+        self._annotate(flow, st, data, headers=False)
+        self.linker.outcome(st.keys, flow.response.status_code < 400 and bool(data.get("done")))
+        return [Event("stream_end", st.receipt_id, data, ts=now)]
+
+    @_guarded
     async def error(self, flow: http.HTTPFlow) -> None:
         st = self._flows.pop(flow.id, None)
+        self.limits.ended(flow.client_conn.id)
         if st is None or flow.error is None:
             return
         self.linker.outcome(st.keys, False)
@@ -211,19 +323,21 @@ class Recorder:
             found = self._pins[flow.server_conn.id]
             why = found if isinstance(found, str) else found.explain()
             data = {**X.error_data(f"tee_pin_{upstream['result']}", why, "tls"), "upstream": upstream}
-            log.warning("receipts: refused upstream %s: %s", flow.request.pretty_host, why)
+            log.warning("receipts: refused upstream %s: %s", X.clean(flow.request.pretty_host), why)
+        self._annotate(flow, st, data, headers=False)
         await self._write([Event("error", st.receipt_id, data, ts=time.time())], st)
-
-    def client_disconnected(self, client) -> None:
-        self._owners.pop(client.id, None)
 
     def tls_failed_client(self, data) -> None:
         """A client refused our certificate (often: it pins its server's): keep a trace of it."""
-        peer = data.context.client.peername or (None, None)
-        sni = data.context.client.sni
-        msg = str(data.conn.error or "client refused the proxy's certificate")
-        payload = {**X.error_data("client_tls_refused", msg, "tls"), "host": sni, "client": peer[0]}
-        self.journal.append([Event("error", uuid7(), payload)])
+        try:
+            peer = data.context.client.peername or (None, None)
+            sni = X.clean(data.context.client.sni or "") or None
+            msg = X.clean(str(data.conn.error or "client refused the proxy's certificate"))
+            payload = {**X.error_data("client_tls_refused", msg, "tls"), "host": sni, "client": peer[0]}
+            self.journal.append([Event("error", uuid7(), payload)])
+        except Exception as exc:  # noqa: BLE001 — a trace we could not keep; nothing to refuse
+            log.error("receipts: could not record a refused certificate (%s: %s)", type(exc).__name__, exc)
+            return
         log.warning("receipts: client %s refused the proxy certificate for %s (%s): if it pins certificates, "
                     "use reverse-proxy mode; otherwise make it trust %s", peer[0], sni, msg,
                     self.settings.ca_path / "mitmproxy-ca-cert.pem")
@@ -255,6 +369,61 @@ class Recorder:
             self._pins.pop(next(iter(self._pins)))
 
     # ---- helpers -----------------------------------------------------------------------------
+    async def _record_request(self, flow: http.HTTPFlow, req: X.Req, match: str) -> FlowState:
+        """Write the request event before the request goes on; refuse a paid one that cannot be written."""
+        st, event = self._start(flow, req, match)
+        owner = await self._owner(flow)
+        event.data["process"] = owner
+        event.data["app_name"] = process.app_name(owner, req.h.get("user-agent"), req.client)
+        st.recorded = await self._write([event], st)
+        if not st.recorded and st.paid:
+            self._refuse(flow, st, "request")
+        return st
+
+    def _streams(self, request: http.Request, response: http.Response | None) -> bool:
+        """Whether a recorded body streams through instead of being read whole (addon/bodies.py)."""
+        message = response if response is not None else request
+        if message.stream:
+            return True
+        if response is None and (request.is_http2 or request.is_http3) and "content-length" not in request.headers:
+            return request.method not in ("GET", "HEAD")  # an HTTP/2 upload of unknown length
+        try:
+            size = expected_http_body_size(request, response)
+        except ValueError:  # a malformed content-length: read whole, as mitmproxy does
+            return False
+        return bodies.must_stream(size, self.settings.stream_bodies_above)
+
+    def _annotate(self, flow: http.HTTPFlow, st: FlowState, data: dict, headers: bool = True) -> None:
+        """What the recorder adds to an answer's payload: the reverse-mode pin, a streamed request's body."""
+        if headers and (upstream := self._upstream(flow)):
+            data["upstream"] = upstream
+        if st.request_body is not None:
+            data["request_body"] = st.request_body
+
+    def _hook_failed(self, hook: str, flow: http.HTTPFlow, exc: Exception) -> None:
+        st = self._flows.get(flow.id)
+        paid = st.paid if st is not None else _carries_payment(flow.request)
+        refuse = paid and hook in REFUSABLE
+        log.error("receipts: internal error in the %s hook of flow %s (%s: %s); %s", hook, flow.id,
+                  type(exc).__name__, exc, "the paid exchange was refused (503)" if refuse else
+                  "the exchange passes unrecorded" if not paid else "the exchange was already under way")
+        log.debug("receipts: traceback of that error", exc_info=exc)
+        if refuse:
+            self._refuse(flow, st, hook, "internal-error")
+        elif st is not None:
+            st.recorded = False  # never stamp what may not be recorded
+
+    def _refuse(self, flow: http.HTTPFlow, st: FlowState | None, hook: str, kind: str = "journal-unavailable") -> None:
+        """Answer the client with a 503 instead of passing the paid exchange on."""
+        reason = self.journal.last_error if self.journal and kind == "journal-unavailable" else None
+        if st is not None:
+            st.refused, st.recorded = hook, False
+        if hook in ("requestheaders", "request"):
+            flow.request.stream = False
+            flow.response = _refusal(kind, reason)
+        elif flow.response is not None and not (hook == "response" and callable(flow.response.stream)):
+            flow.response = _refusal(kind, reason, streamed=hook == "responseheaders", answer=True)
+
     async def _owner(self, flow: http.HTTPFlow) -> dict | None:
         """The local process behind this client connection (looked up once per connection, in a thread;
         a lookup slower than 250 ms is not waited for)."""
@@ -280,7 +449,7 @@ class Recorder:
 
     def _match(self, flow: http.HTTPFlow) -> str | None:
         names = {k.decode("latin-1").lower() for k, _ in flow.request.headers.fields}
-        return X.request_match(names, flow.request.pretty_host, flow.request.path, self.settings)
+        return X.request_match(names, X.clean(flow.request.pretty_host), X.clean(flow.request.path), self.settings)
 
     def _start(self, flow: http.HTTPFlow, req: X.Req, match: str) -> tuple[FlowState, Event]:
         receipt_id = uuid7(req.ts)
@@ -292,40 +461,64 @@ class Recorder:
 
     async def _write(self, events: list[Event], st: FlowState) -> bool:
         """Write before the traffic moves on; for paid calls (or `full`), also wait for the fsync."""
-        fut = self.journal.append(events, fsync=st.paid)
         try:
-            if fut.done():
-                fut.result()
-            else:
+            fut = self.journal.append(events, fsync=st.paid)
+            if not fut.done():
                 await asyncio.wrap_future(fut)
+            fut.result()
             return True
-        except Exception as exc:
-            self._alarm(exc, st)
+        except Exception as exc:  # noqa: BLE001 — any failure to write means: not recorded
+            self._alarm.error("receipts: JOURNAL WRITE FAILED, refusing paid requests (503), unpaid traffic "
+                            "passes unrecorded: %s", exc)
             return False
 
-    def _alarm(self, exc: BaseException, st: FlowState) -> None:
-        log.error("receipts: JOURNAL WRITE FAILED, refusing paid requests (503), unpaid traffic passes "
-                  "unrecorded: %s", exc)
-
-    def _refusal(self) -> http.Response:
-        reason = self.journal.last_error or "the journal cannot be written"
-        body = {"error": {"type": "receipts_journal_unavailable",
-                          "message": f"The receipts recorder did not forward this paid request because it "
-                                     f"cannot record it ({reason}). Fix the data directory, then retry."}}
-        return http.Response.make(503, orjson.dumps(body), {"content-type": "application/json",
-                                                             "x-receipts-error": "journal-unavailable"})
-
     def _stamp(self, flow: http.HTTPFlow, st: FlowState) -> None:
-        if self.settings.stamp_receipt_id and flow.response is not None:
+        """Stamp the receipt id, only on an exchange whose request and answer are both recorded."""
+        if self.settings.stamp_receipt_id and st.recorded and not st.refused and flow.response is not None:
             flow.response.headers["X-Receipt-Id"] = st.receipt_id
 
-    @staticmethod
-    def _tap(parser: SSEParser):
-        def tap(chunk: bytes) -> bytes:
-            if chunk:
-                parser.feed(chunk)
-            return chunk
-        return tap
+
+def _refusal(kind: str = "journal-unavailable", reason: str | None = None, streamed: bool = False,
+             answer: bool = False) -> http.Response:
+    why = reason or ("the journal cannot be written" if kind == "journal-unavailable" else
+                     "an internal error occurred while recording it")
+    what = "did not pass on the answer to this paid request" if answer else "did not forward this paid request"
+    body = orjson.dumps({"error": {"type": f"receipts_{kind.replace('-', '_')}",
+                                   "message": f"The receipts recorder {what} because it could not record it "
+                                              f"({why}). Fix the cause, then retry."}})
+    resp = http.Response.make(503, body, {"content-type": "application/json", "x-receipts-error": kind})
+    if streamed:  # replaces an answer whose body is on its way: that body is dropped, this one is sent
+        resp.stream = _once(body)
+    return resp
+
+
+def _once(body: bytes):
+    sent = []
+
+    def emit(_chunk: bytes) -> bytes:
+        if sent:
+            return b""
+        sent.append(True)
+        return body
+    return emit
+
+
+def _carries_payment(request: http.Request) -> bool:
+    names = {k.decode("latin-1").lower() for k, _ in request.headers.fields}
+    return not names.isdisjoint(X.PAID_HEADERS)
+
+
+def _headers(message: http.Message) -> X.Headers:
+    return X.Headers.of(X.decode_fields(message.headers.fields)[0])
+
+
+def _close_connection(conn_id: str, why: str) -> None:
+    """Close a client connection (mitmproxy's proxy server holds the connection handlers)."""
+    handler = ctx.master.addons.get("proxyserver").connections.get(conn_id)
+    task = handler.transports.get(handler.client) if handler else None
+    if task and task.handler:
+        task.handler.cancel(why)
+        log.info("receipts: closed client connection %s (%s)", conn_id, why)
 
 
 def _reverse(options) -> bool:

@@ -39,6 +39,8 @@ def cmd_proxy(args) -> int:
         "stamp_receipt_id": args.stamp, "capture_x402": args.x402, "upstream_ca": args.upstream_ca,
         "seal_interval": args.seal_interval, "body_max_bytes": args.body_max_bytes,
         "compact_after": args.compact_after, "compact_grace": args.compact_grace, "og_pin": args.pin,
+        "stream_bodies_above": args.stream_above, "max_client_connections": args.max_client_connections,
+        "header_timeout": args.header_timeout, "idle_timeout": args.idle_timeout,
     }
     settings = cfg.with_extras(cfg.load(args.config, overrides), args.rule, args.ai_path)
     config = args.config or (str(cfg.DEFAULT_CONFIG) if cfg.DEFAULT_CONFIG.exists() else None)
@@ -251,7 +253,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--listen-port")
     p.add_argument("--ca-dir", help="where the proxy's CA lives (default: DATA/ca)")
     p.add_argument("--bodies", help="none | hash | full")
-    p.add_argument("--durability", help="strict | relaxed")
+    p.add_argument("--durability", help="full | strict | relaxed")
     _bool_flag(p, "stamp", "stamp", "add X-Receipt-Id to responses (--no-stamp: invisible audit)")
     _bool_flag(p, "x402", "x402", "record anything carrying x402 headers (--no-x402 to turn off)")
     p.add_argument("--ai-path", action="append", help="another AI path suffix to record (repeatable)")
@@ -264,6 +266,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--body-max-bytes", help="largest body kept with --bodies full")
     p.add_argument("--compact-after", help="sealed segments that trigger compaction into Parquet")
     p.add_argument("--compact-grace", help="seconds compacted segments stay readable")
+    p.add_argument("--stream-above", help="recorded bodies larger than this many bytes stream through")
+    p.add_argument("--max-client-connections", help="open connections allowed per client address")
+    p.add_argument("--header-timeout", help="seconds a new connection has to send request headers")
+    p.add_argument("--idle-timeout", help="seconds a kept-alive connection may wait for its next request")
     p.set_defaults(func=cmd_proxy)
 
     p = sub.add_parser("sql", parents=[common], help="run read-only SQL over the views")

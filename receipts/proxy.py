@@ -25,6 +25,11 @@ def mitmdump_args(settings: Settings, config_path: str | None, mode: str = "regu
         "receipts_compact_after": str(settings.compact_after),
         "receipts_compact_grace": str(settings.compact_grace),
         "receipts_pin": settings.og_pin,
+        "receipts_stream_above": str(settings.stream_bodies_above),
+        "receipts_max_client_connections": str(settings.max_client_connections),
+        "receipts_header_timeout": str(settings.header_timeout),
+        "receipts_idle_timeout": str(settings.idle_timeout),
+        "stream_large_bodies": str(settings.stream_bodies_above),  # unrecorded traffic is never held whole either
         "flow_detail": "0",
     }
     if config_path:

@@ -64,7 +64,13 @@ class Compactor:
         self._thread = threading.Thread(target=self._run, name=f"compact-{writer}", daemon=True)
 
     def resume(self) -> None:
-        """Pick up interrupted retirements and slots that were full when the last writer died."""
+        """Pick up interrupted retirements and slots that were full when the last writer died, and
+        remove this writer's temporary files that a crash left behind."""
+        uuid = "????????-????-????-????-????????????"
+        for orphan in [*parquet_dir(self.journal).glob(f"*/.{self.writer}-{uuid}.parquet.tmp"),
+                       *self.journal.glob(f".{self.writer}-{'[0-9]' * 6}.jsonl.empty")]:
+            orphan.unlink(missing_ok=True)
+            log.info("removed %s, left by an interrupted compaction", orphan.name)
         retired: set[str] = set()
         for sidecar in parquet_dir(self.journal).glob(f"*/{self.writer}-*.parquet.slots"):
             try:

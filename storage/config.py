@@ -78,6 +78,10 @@ class Settings:
     seal_interval: float = 1.0
     compact_after: int = 64
     compact_grace: float = 60.0
+    stream_bodies_above: int = 4 << 20  # bodies of recorded calls larger (or of unknown length) stream through
+    max_client_connections: int = 256   # open connections per client address; more are closed at once
+    header_timeout: float = 20.0        # seconds from connect to a request's complete headers
+    idle_timeout: float = 120.0         # seconds a kept-alive connection may wait for its next request
     assets: tuple[Asset, ...] = ()
     networks: tuple[Network, ...] = ()
     # OpenGradient: the TEE registry (and the settlement relay) on the OpenGradient chain, the blob
@@ -291,6 +295,10 @@ def _validated(values: dict) -> dict:
         "seal_interval": lambda v: _positive("seal_interval", v),
         "compact_after": lambda v: _positive("compact_after", v, int),
         "compact_grace": lambda v: _positive("compact_grace", v),
+        "stream_bodies_above": lambda v: _positive("stream_bodies_above", v, int),
+        "max_client_connections": lambda v: _positive("max_client_connections", v, int),
+        "header_timeout": lambda v: _positive("header_timeout", v),
+        "idle_timeout": lambda v: _positive("idle_timeout", v),
         "assets": _assets,
         "networks": _networks,
         "og_network": lambda v: _caip2("opengradient.network", v),

@@ -23,6 +23,7 @@ commit). In `relaxed` mode it resolves at once; fsync happens at sealing.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -41,6 +42,7 @@ DURABILITY = ("full", "strict", "relaxed")
 _DONE: Future = Future()  # shared by every append that waits for nothing
 _DONE.set_result(None)
 SYNC_DELAY = 0.05  # seconds an unawaited write may wait for its fsync (strict and full modes)
+RETRY = 1.0       # seconds between attempts to rebuild a broken journal (and between repeated errors)
 
 
 def _failed(exc: BaseException) -> Future:
@@ -110,7 +112,17 @@ def _valid_prefix(raw: bytes) -> tuple[bytes, int]:
 class Journal:
     """One writer's journal. `append` writes in the caller's thread (a short `write()` to the page
     cache, under a lock); a flusher thread group-commits the fsyncs, seals segments and hands full
-    ones to the compactor."""
+    ones to the compactor.
+
+    Faults. Every append first checks that the open segment is still the file at its path (one
+    `stat`): a data directory removed, replaced or unmounted under the proxy is noticed at once. Such a
+    loss, or a failed fsync, makes the journal *broken*: every append fails (the recorder refuses paid
+    calls) until the flusher has rebuilt a sound open segment. As PostgreSQL does after a failed fsync,
+    a descriptor whose fsync failed is never trusted again: the bytes fsync'd before it (read back) and
+    those written since (kept in memory until an fsync covers them) go into a fresh file, fsync'd, that
+    replaces the open segment. The flusher tries this every RETRY seconds, once the data directory
+    exists again; errors are logged at most once per RETRY seconds.
+    """
 
     def __init__(self, data_dir: str | os.PathLike, writer: str = "proxy", *,
                  durability: str = "strict", seal_interval: float = 1.0,
@@ -130,6 +142,9 @@ class Journal:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._compactor = None
+        self._broken: str | None = None    # why nothing can be written now (see the class docstring)
+        self._retry_at = 0.0
+        self._logged = Throttle(10 * RETRY)
         self.last_error: str | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -142,11 +157,8 @@ class Journal:
         self._slots = _Slots(self.root, self.writer)
         self._seq = self._recover(self.writer, self._slots)
         self._recover_orphans()
-        self._fd = os.open(self._open_path(self.writer), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._size = self._opened_at = 0
-        from .compact import Compactor
-        self._compactor = Compactor(self.root, self.writer, self._slots, self.compact_grace)
-        self._compactor.resume()
+        self._open_segment()
+        self._start_compactor()
         self._stopping = False
         self._thread = threading.Thread(target=self._flusher, name=f"journal-{self.writer}", daemon=True)
         self._thread.start()
@@ -172,19 +184,26 @@ class Journal:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def broken(self) -> str | None:
+        """Why the journal cannot be written now (None: it can)."""
+        return self._broken
+
     # ---- the public operation -------------------------------------------------------------
     def append(self, events: list[Event], fsync: bool = True) -> Future:
         """Write events now (they survive a crash of this process from here on).
 
         The future resolves once they are also fsync'd when `fsync` is asked for (always in `full`
         mode, never in `relaxed` mode), else at once; such writes are fsync'd by a group commit at
-        most SYNC_DELAY later (`relaxed`: at sealing). A failed write (disk full, read-only
-        directory) fails the future, and nothing of it stays in the journal.
+        most SYNC_DELAY later (`relaxed`: at sealing). A failed write (disk full, read-only or removed
+        directory, a broken journal, an event that cannot be serialized) fails the future, and nothing
+        of it stays in the journal.
         """
         with self._cv:
             if self._thread is None:
                 return _failed(RuntimeError("the journal is not running"))
             try:
+                self._check_place()
                 self._write(events)
             except OSError as exc:
                 return _failed(exc)
@@ -203,7 +222,10 @@ class Journal:
 
     def _write(self, events: list[Event]) -> None:
         seq = self._seq
-        blob = b"".join(orjson.dumps(e.envelope(self.writer, seq + i)) + b"\n" for i, e in enumerate(events))
+        try:
+            blob = b"".join(orjson.dumps(e.envelope(self.writer, seq + i)) + b"\n" for i, e in enumerate(events))
+        except (TypeError, ValueError) as exc:  # orjson: text that is not UTF-8, a value it cannot encode
+            raise OSError(errno.EINVAL, f"an event could not be serialized ({exc}); nothing was written") from None
         try:
             written = os.write(self._fd, blob)  # O_APPEND
             if written != len(blob):
@@ -211,16 +233,53 @@ class Journal:
         except OSError as exc:
             self._undo_partial_write()
             self.last_error = f"cannot write the journal in {self.open_dir}: {exc.strerror or exc}"
-            log.error("%s", self.last_error)
+            self._logged.error("%s", self.last_error)
             raise OSError(exc.errno, self.last_error) from None
         if self._size == 0:
             self._opened_at = time.monotonic()
         self._size += len(blob)
+        self._tail.append(blob)
         self._seq, self.last_error = seq + len(events), None
+
+    def _check_place(self) -> None:
+        """Fail unless the journal is sound and the open segment is still the file at its path."""
+        if self._broken is None and self._segment_in_place():
+            return
+        if self._broken is None:
+            self._break(f"the journal's open segment disappeared from {self.open_dir}: the data directory "
+                        "was removed, replaced or unmounted")
+        raise OSError(errno.EIO, self._broken)
+
+    def _segment_in_place(self) -> bool:
+        try:
+            st = os.stat(self._open_path(self.writer))
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self._ident
+
+    def _break(self, why: str) -> None:
+        """Called with the lock held: nothing is written until the flusher rebuilds the open segment."""
+        self._broken = self.last_error = why
+        self._retry_at = 0.0
+        self._logged.error("journal broken, refusing writes until it recovers: %s", why)
+        self._cv.notify()
 
     # ---- writer name and recovery ---------------------------------------------------------
     def _open_path(self, writer: str) -> Path:
         return self.open_dir / f"{writer}.jsonl"
+
+    def _open_segment(self) -> None:
+        self._fd = os.open(self._open_path(self.writer), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        st = os.fstat(self._fd)
+        self._ident = (st.st_dev, st.st_ino)
+        self._size = self._synced = os.lseek(self._fd, 0, os.SEEK_END)
+        self._opened_at = time.monotonic()
+        self._tail: list[bytes] = []  # blobs written after the last fsync (`_synced` bytes)
+
+    def _start_compactor(self) -> None:
+        from .compact import Compactor
+        self._compactor = Compactor(self.root, self.writer, self._slots, self.compact_grace)
+        self._compactor.resume()
 
     def _try_lock(self, writer: str) -> int | None:
         fd = os.open(self.open_dir / f"{writer}.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -246,6 +305,8 @@ class Journal:
             seq = int(orjson.loads(state.read_bytes())["next_seq"])
         except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
             seq = 1
+        for leftover in (".recovered", ".state-tmp", ".salvage"):  # temp files of an interrupted step
+            self.open_dir.joinpath(writer + leftover).unlink(missing_ok=True)
         path = self._open_path(writer)
         if path.exists():
             good, top = _valid_prefix(path.read_bytes())
@@ -292,37 +353,53 @@ class Journal:
                 dirty = self._sync_due()
                 if waiting or dirty:
                     self._dirty_since = None
-                stopping = self._stopping
-                fd = self._fd
-            if waiting or dirty:
-                self._sync(fd, waiting)
+                stopping, broken = self._stopping, self._broken
+                fd, covered = self._fd, (self._size, len(self._tail))
+            if broken:
+                _fail(waiting, broken)
+                self._rebuild()
+            elif waiting or dirty:
+                self._sync(fd, covered, waiting)
             with self._cv:
                 self._seal_if_due(force=stopping)
             if stopping:
                 return
 
-    def _sync(self, fd: int, waiting: list[Future]) -> None:
-        """One fsync for every append that arrived since the last one (group commit)."""
+    def _sync(self, fd: int, covered: tuple[int, int], waiting: list[Future]) -> None:
+        """One fsync for every append that arrived since the last one (group commit). It counts only
+        if the segment is still in place afterwards (an fsync of a removed file proves nothing)."""
         try:
             os.fsync(fd)
         except OSError as exc:
-            self.last_error = f"cannot fsync the journal in {self.open_dir}: {exc.strerror or exc}"
-            log.error("%s", self.last_error)
-            for fut in waiting:
-                fut.set_exception(OSError(exc.errno, self.last_error))
+            with self._cv:
+                self._break(f"cannot fsync the journal in {self.open_dir}: {exc.strerror or exc}")
+            _fail(waiting, self._broken)
             return
-        for fut in waiting:
-            fut.set_result(None)
+        with self._cv:
+            if not self._segment_in_place():
+                self._break(f"the journal's open segment disappeared from {self.open_dir}: the data "
+                            "directory was removed, replaced or unmounted")
+            elif fd == self._fd:
+                self._synced = max(self._synced, covered[0])
+                del self._tail[:covered[1]]
+            broken = self._broken
+        if broken:
+            _fail(waiting, broken)
+        else:
+            for fut in waiting:
+                fut.set_result(None)
 
     def _sync_due(self) -> bool:
         """Writes nobody waits for are fsync'd SYNC_DELAY after the first of them (not in relaxed
         mode), so that under load one fsync covers many, and fsync rarely competes with writes."""
-        return (self.durability != "relaxed" and self._dirty_since is not None
+        return (self.durability != "relaxed" and self._dirty_since is not None and self._broken is None
                 and time.monotonic() - self._dirty_since >= SYNC_DELAY)
 
     def _wait_time(self) -> float:
         now = time.monotonic()
-        deadlines = [self._opened_at + self.seal_interval] if self._size else [now + 1.0]
+        if self._broken:
+            return max(0.0, self._retry_at - now)
+        deadlines = [max(self._opened_at + self.seal_interval, self._retry_at)] if self._size else [now + 1.0]
         if self.durability != "relaxed":
             deadlines.append(now + SYNC_DELAY if self._dirty_since is None else self._dirty_since + SYNC_DELAY)
         return max(0.0, min(deadlines) - now)
@@ -335,25 +412,114 @@ class Journal:
 
     def _seal_if_due(self, force: bool = False) -> None:
         """Called with the lock held, so no append lands in a segment while it is being sealed."""
-        if self._size == 0:
+        if self._size == 0 or self._broken or time.monotonic() < self._retry_at:
             return
         due = time.monotonic() - self._opened_at >= self.seal_interval or self._size >= self.seal_bytes
         if not (due or force):
             return
         try:
-            self._seal()
+            os.fsync(self._fd)
         except OSError as exc:
+            self._break(f"cannot fsync the journal in {self.open_dir}: {exc.strerror or exc}")
+            return
+        try:
+            self._seal()
+        except OSError as exc:  # tried again RETRY seconds later, not in a busy loop
             self.last_error = f"cannot seal a journal segment: {exc.strerror or exc}"
-            log.error("%s", self.last_error)
+            self._retry_at = time.monotonic() + RETRY
+            self._logged.error("%s", self.last_error)
 
     def _seal(self) -> None:
-        os.fsync(self._fd)
         self._dirty_since = None
+        self._synced, self._tail = self._size, []
         self._write_state(self.writer, self._seq)
         slot = self._slots.take()
         os.replace(self._open_path(self.writer), slot)
         _fsync_dir(self.root)
         os.close(self._fd)
-        self._fd = os.open(self._open_path(self.writer), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._size = 0
+        self._open_segment()
         self._compactor.sealed(slot, self.compact_after)
+
+    # ---- rebuilding a broken journal ------------------------------------------------------
+    def _rebuild(self) -> None:
+        """Called by the flusher while broken: put every event written so far into a fresh, fsync'd
+        open segment at the journal's path, once the data directory exists again."""
+        if time.monotonic() < self._retry_at:
+            return
+        self._retry_at = time.monotonic() + RETRY
+        if not self.root.parent.is_dir():
+            return  # the data directory is not back
+        try:
+            salvage = (os.pread(self._fd, self._synced, 0) if self._synced else b"") + b"".join(self._tail)
+            fresh = self._rebuild_dirs()
+            fd = self._fresh_segment(salvage)
+        except OSError as exc:
+            self._logged.error("journal still broken (%s); trying again every %.0f s", exc.strerror or exc, RETRY)
+            return
+        with self._cv:
+            os.close(self._fd)
+            self._fd = fd
+            st = os.fstat(fd)
+            self._ident, self._size, self._synced, self._tail = (st.st_dev, st.st_ino), len(salvage), len(salvage), []
+            self._opened_at, self._broken, self.last_error = time.monotonic(), None, None
+        if fresh:
+            self._compactor.stop()
+            self._slots = _Slots(self.root, self.writer)
+            self._start_compactor()
+        log.warning("journal writable again in %s (%d bytes of unsealed events kept)", self.root, len(salvage))
+
+    def _rebuild_dirs(self) -> bool:
+        """The journal's directories again, and this writer's lock in them; True if they were recreated."""
+        lock = self.open_dir / f"{self.writer}.lock"
+        if lock.exists() and os.stat(lock).st_ino == os.fstat(self._lock_fd).st_ino:
+            return False
+        self.open_dir.mkdir(parents=True, exist_ok=True)
+        from .layout import ensure_anchors
+        ensure_anchors(self.root)
+        fd = self._try_lock(self.writer)
+        if fd is None:
+            raise OSError(errno.EBUSY, f"another live writer took the name {self.writer!r} in {self.open_dir}")
+        os.close(self._lock_fd)
+        self._lock_fd = fd
+        return True
+
+    def _fresh_segment(self, content: bytes) -> int:
+        """A new open segment holding `content`, fsync'd, atomically in place of the old one."""
+        path = self._open_path(self.writer)
+        tmp = path.with_suffix(".salvage")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        try:
+            if content and os.write(fd, content) != len(content):
+                raise OSError(errno.ENOSPC, "short write (No space left on device?)")
+            os.fsync(fd)
+            os.replace(tmp, path)
+            _fsync_dir(self.open_dir)
+        except OSError:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        return fd
+
+
+def _fail(waiting: list[Future], why: str | None) -> None:
+    for fut in waiting:
+        fut.set_exception(OSError(errno.EIO, why or "the journal is broken"))
+
+
+class Throttle:
+    """Logs an error at most once per `every` seconds, saying how many were left out in between."""
+
+    def __init__(self, every: float, logger: logging.Logger = log):
+        self.every, self.next_at, self.skipped, self.log = every, 0.0, 0, logger
+        self._lock = threading.Lock()
+
+    def error(self, msg: str, *args) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now < self.next_at:
+                self.skipped += 1
+                return
+            skipped, self.skipped, self.next_at = self.skipped, 0, now + self.every
+        if skipped:
+            msg += f" (and {skipped} more like it in the last {self.every:.0f} s)"
+        self.log.error(msg, *args)

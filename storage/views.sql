@@ -64,14 +64,15 @@ WITH resp AS (
         '$.response_id', '$.og.upto_session', '$.tee.tee_id', '$.tee.tee_timestamp', '$.tee.tee_request_hash',   -- 11-15
         '$.tee.tee_output_hash', '$.tee.tee_signature', '$.og.settlement_tx_hash', '$.og.walrus_blob_id',        -- 16-19
         '$.og.processing_hash', '$.usage', '$.errors', '$.upstream.result', '$.upstream.tee_id',                -- 20-24
-        '$.tee_output_seen']), ts) AS p                                                                          -- 25
+        '$.tee_output_seen', '$.request_body.sha256', '$.request_body.size']), ts) AS p                          -- 25-27
     FROM events WHERE type = 'response' GROUP BY receipt_id
 ), fin AS (
     SELECT receipt_id, max(ts) AS ts, arg_max(json_extract_string(data, [
         '$.latency_ms', '$.model', '$.usage.prompt_tokens', '$.usage.completion_tokens', '$.usage.total_tokens', -- 1-5
         '$.bytes', '$.id', '$.tee.tee_id', '$.tee.tee_timestamp', '$.tee.tee_request_hash',                      -- 6-10
         '$.tee.tee_output_hash', '$.tee.tee_signature', '$.og.settlement_tx_hash', '$.og.walrus_blob_id',        -- 11-14
-        '$.output_text_sha256', '$.done', '$.usage', '$.errors', '$.output_text_keccak']), ts) AS f            -- 15-19
+        '$.output_text_sha256', '$.done', '$.usage', '$.errors', '$.output_text_keccak',                       -- 15-19
+        '$.sha256', '$.request_body.sha256', '$.request_body.size']), ts) AS f                                   -- 20-22
     FROM events WHERE type = 'stream_end' GROUP BY receipt_id
 ), err AS (
     SELECT receipt_id, max(ts) AS ts, arg_max(json_extract_string(data, ['$.kind', '$.message']), ts) AS e
@@ -109,9 +110,9 @@ SELECT
     coalesce(err.e[1] || ': ' || err.e[2],
              CASE WHEN fin.receipt_id IS NOT NULL AND NOT coalesce(TRY_CAST(fin.f[16] AS BOOLEAN), false)
                   THEN 'stream_incomplete' END)                      AS error,
-    r.j[10]                                                          AS request_sha256,
-    TRY_CAST(r.j[11] AS BIGINT)                                      AS request_bytes,
-    resp.p[8]                                                        AS response_sha256,
+    coalesce(r.j[10], resp.p[26], fin.f[21])                         AS request_sha256,  -- streamed uploads:
+    TRY_CAST(coalesce(r.j[11], resp.p[27], fin.f[22]) AS BIGINT)     AS request_bytes,   -- told with the answer
+    coalesce(resp.p[8], fin.f[20])                                   AS response_sha256,
     TRY_CAST(coalesce(fin.f[6], resp.p[9]) AS BIGINT)                AS response_bytes,
     r.j[12]                                                          AS client_request_id,
     r.j[13]                                                          AS idempotency_key,

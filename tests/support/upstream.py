@@ -25,7 +25,9 @@ Routes (JSON bodies):
 Request knobs: body ``"stream": true`` (SSE, chunked), ``"n_chunks"`` (default 5),
 ``"chunk_delay"`` seconds (default 0), ``"stream_key"``; header ``X-Test-Status: NNN``
 (injected status after payment handling; no settlement header unless ``X-Test-Settle: 1``);
-header ``X-Test-Tx: 0x…`` makes the settlement claim that transaction hash.
+header ``X-Test-Tx: 0x…`` makes the settlement claim that transaction hash; ``X-Test-Raw-Headers:
+<base64>`` adds those header lines to the answer byte for byte; ``X-Test-Body: gzip-bomb:N | big:N |
+chunked:N`` answers 200 with a gzip bomb of N zero bytes, or N bytes with a length, or chunked.
 """
 
 from __future__ import annotations
@@ -70,6 +72,20 @@ CHAT_ROUTES = {
 
 # --------------------------------------------------------------------------
 # helpers
+
+
+_BOMBS: dict[int, bytes] = {}
+
+
+def _gzip_zeros(n: int) -> bytes:
+    """gzip of n zero bytes, made a MiB at a time (1 GiB of zeros is about 1 MB of gzip)."""
+    if n not in _BOMBS:
+        import zlib
+        z, zeros, parts = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS), bytes(1 << 20), []
+        for start in range(0, n, len(zeros)):
+            parts.append(z.compress(zeros[:min(len(zeros), n - start)]))
+        _BOMBS[n] = b"".join(parts) + z.flush()
+    return _BOMBS[n]
 
 
 def _sha256_hex(data: bytes) -> str:
@@ -182,15 +198,58 @@ class _Handler(BaseHTTPRequestHandler):
             raw = b"" if obj is None else json.dumps(obj, separators=(",", ":")).encode()
         if status in (204, 304) or 100 <= status < 200:
             raw = b""
+        special = self.headers.get("X-Test-Body") if status == 200 else None
+        if special:
+            return self._send_special(special, headers)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(raw)))
         self.send_header("x-request-id", self._request_id)
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        self._raw_headers()
         self.end_headers()
         if raw and self.command != "HEAD":
             self.wfile.write(raw)
+
+    def _raw_headers(self) -> None:
+        """`X-Test-Raw-Headers: <base64 of header lines>`: added to the answer byte for byte (any bytes)."""
+        value = self.headers.get("X-Test-Raw-Headers")
+        if value:
+            try:
+                self._headers_buffer.append(base64.b64decode(value))
+            except ValueError:
+                pass
+
+    def _send_special(self, spec: str, headers: dict | None) -> None:
+        """`X-Test-Body`: `gzip-bomb:N` (gzip of N zero bytes), `big:N` (N bytes, content-length),
+        `chunked:N` (N bytes, chunked)."""
+        kind, _, size = spec.partition(":")
+        n = int(size or 0)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("x-request-id", self._request_id)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self._raw_headers()
+        if kind == "gzip-bomb":
+            body = _gzip_zeros(n)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if kind == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(n))
+        self.end_headers()
+        block = b"x" * (1 << 20)
+        for start in range(0, n, len(block)):
+            part = block[:min(len(block), n - start)]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part) if kind == "chunked" else part)
+        if kind == "chunked":
+            self.wfile.write(b"0\r\n\r\n")
 
     # ---- dispatch
 
