@@ -84,7 +84,7 @@ def _brotli(data: bytes, limit: int) -> bytes:
 def _zstd(data: bytes, limit: int) -> bytes:
     d = zstd.ZstdDecompressor()
     out = d.decompress(data, max_length=limit + 1)
-    if len(out) > limit or not d.needs_input:
+    if len(out) > limit or not (d.eof or d.needs_input):  # output is still pending: past the limit
         raise TooLarge
     return out
 

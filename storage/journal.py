@@ -412,7 +412,7 @@ class Journal:
 
     def _seal_if_due(self, force: bool = False) -> None:
         """Called with the lock held, so no append lands in a segment while it is being sealed."""
-        if self._size == 0 or self._broken or time.monotonic() < self._retry_at:
+        if self._size == 0 or self._broken or (time.monotonic() < self._retry_at and not force):
             return
         due = time.monotonic() - self._opened_at >= self.seal_interval or self._size >= self.seal_bytes
         if not (due or force):
@@ -461,7 +461,7 @@ class Journal:
             self._fd = fd
             st = os.fstat(fd)
             self._ident, self._size, self._synced, self._tail = (st.st_dev, st.st_ino), len(salvage), len(salvage), []
-            self._opened_at, self._broken, self.last_error = time.monotonic(), None, None
+            self._opened_at, self._broken, self.last_error, self._retry_at = time.monotonic(), None, None, 0.0
         if fresh:
             self._compactor.stop()
             self._slots = _Slots(self.root, self.writer)

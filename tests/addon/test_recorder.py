@@ -56,3 +56,49 @@ def test_unmatched_traffic_is_left_alone(tmp_path):
         asyncio.run(rec.response(f))
         assert "X-Receipt-Id" not in f.response.headers and "receipt_id" not in f.metadata
     rec.done()
+
+
+def free_flow():
+    f = paid_flow()
+    del f.request.headers["authorization"]
+    return f
+
+
+def with_payment(f):
+    f.request.headers["payment-signature"] = "eyJ4NDAyVmVyc2lvbiI6Mn0="
+    return f
+
+
+@pytest.mark.parametrize("paid", [True, False])
+def test_an_internal_error_refuses_a_paid_exchange_and_lets_an_unpaid_one_pass(tmp_path, monkeypatch, caplog, paid):
+    """The bug is INJECTED (an exception from the payload builder): no real input is known to raise any more."""
+    from addon import exchange
+
+    def broken(*a, **k):
+        raise RuntimeError("injected")
+
+    rec = Recorder()
+    with taddons.context(rec) as tctx:
+        tctx.configure(rec, receipts_data=str(tmp_path), receipts_seal_interval="0.01")
+        monkeypatch.setattr(exchange, "response_data", broken)
+        f = with_payment(free_flow()) if paid else free_flow()
+        upstream_answer = f.response
+        asyncio.run(rec.request(f))
+        assert f.response is upstream_answer, "the request itself was recorded and goes on"
+        asyncio.run(rec.response(f))
+        assert "X-Receipt-Id" not in f.response.headers, "no receipt id for an answer that was not recorded"
+        if paid:
+            assert f.response.status_code == 503 and f.response.headers["x-receipts-error"] == "internal-error"
+        else:
+            assert f.response is upstream_answer
+        monkeypatch.setattr(exchange, "request_data", broken)
+        g = with_payment(free_flow()) if paid else free_flow()
+        answer = g.response
+        g.response = None
+        asyncio.run(rec.request(g))
+        assert (g.response is not None and g.response.status_code == 503) == paid, "a paid request is never forwarded"
+        g.response = g.response or answer
+    rec.done()
+    failures = [r for r in caplog.records if "internal error in the" in r.getMessage()]
+    assert len(failures) == 2
+    assert f.id in failures[0].getMessage() and g.id in failures[1].getMessage(), "logged once, with the flow's id"
