@@ -1,3 +1,5 @@
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,3 +26,16 @@ def upstream(tls):
     server, port = start_upstream(0, tls["cert"], tls["key"])
     yield f"https://localhost:{port}"
     server.shutdown()
+
+
+@pytest.fixture
+def fault_report(request):
+    """Figures a fault test measured, for scripts/faults' table: appended as one JSON line to the file
+    RECEIPTS_FAULTS_REPORT names (nothing is written without it)."""
+    path = os.environ.get("RECEIPTS_FAULTS_REPORT")
+
+    def report(fault: str, **figures) -> None:
+        if path:
+            with open(path, "a") as f:
+                f.write(json.dumps({"fault": fault, "test": request.node.nodeid, "figures": figures}) + "\n")
+    return report

@@ -59,7 +59,7 @@ def gzip_zeros(n: int) -> bytes:
     return b"".join(parts) + z.flush()
 
 
-def test_bombs_and_huge_bodies_stay_within_the_memory_bound(proxy, plain):
+def test_bombs_and_huge_bodies_stay_within_the_memory_bound(proxy, plain, fault_report):
     server, base = plain
     url = f"{base}/v1/chat/completions"
     bomb = gzip_zeros(GIB)
@@ -97,8 +97,10 @@ def test_bombs_and_huge_bodies_stay_within_the_memory_bound(proxy, plain):
     assert row["request_bytes"] == len(upload) and row["request_sha256"] == hashlib.sha256(upload).hexdigest()
 
     peak = peak_rss_mb(proxy.proc.pid)
-    print(f"peak RSS {peak:.0f} MB")
     assert peak < RSS_BOUND_MB, f"peak RSS {peak:.0f} MB"
+    fault_report("compression bombs and huge bodies", peak_rss_mb=round(peak), bound_mb=RSS_BOUND_MB,
+                 request_bomb="1 GiB in %d KB of gzip" % (len(bomb) // 1024), response_bomb="1 GiB",
+                 plain_answers="100 MB (length, chunked)", upload="50 MB", forwarded_byte_for_byte="all")
     assert "Traceback" not in proxy.output()
 
 
@@ -112,7 +114,7 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
         return True
 
 
-def test_slow_clients_are_cut_off_and_the_proxy_keeps_serving(tmp_path, plain):
+def test_slow_clients_are_cut_off_and_the_proxy_keeps_serving(tmp_path, plain, fault_report):
     server, base = plain
     with ProxyProcess(tmp_path / "data", "--max-client-connections", "20", "--header-timeout", "1",
                       "--idle-timeout", "2") as proxy:
@@ -125,7 +127,8 @@ def test_slow_clients_are_cut_off_and_the_proxy_keeps_serving(tmp_path, plain):
         assert refused == 10, "connections past the per-client limit are closed at once"
         t0 = time.monotonic()
         cut = sum(_closed_within(s, 6) for s in slow[:20])
-        assert cut == 20 and time.monotonic() - t0 < 6, "half-open connections are closed at the header timeout"
+        cut_after = time.monotonic() - t0
+        assert cut == 20 and cut_after < 6, "half-open connections are closed at the header timeout"
 
         keep = socket.create_connection(("127.0.0.1", proxy.port))
         keep.sendall(f"GET {base}/health HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -138,3 +141,5 @@ def test_slow_clients_are_cut_off_and_the_proxy_keeps_serving(tmp_path, plain):
         assert answer.status == 200 and "x-receipt-id" in answer.headers, "the proxy keeps serving"
         for s in slow + [keep]:
             s.close()
+    fault_report("slowloris", half_open=30, refused_over_limit=refused, cut_at_header_timeout=cut,
+                 cut_within_s=round(cut_after + 0.5, 1), limits="20 connections, 1 s headers, 2 s idle (test settings)")

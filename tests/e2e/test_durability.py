@@ -43,12 +43,15 @@ def run_load(proxy, url, seconds, ca, threads=4, paid_every=0):
     return stop, received, workers
 
 
-def test_kill_9_at_random_moments_loses_nothing(tmp_path, tls, upstream):
+@pytest.mark.parametrize("moment, extra, kills", [
+    ("under load", (), 20),
+    ("during compaction", ("--seal-interval", "0.05", "--compact-after", "2", "--compact-grace", "0.3"), 12)])
+def test_kill_9_at_random_moments_loses_nothing(tmp_path, tls, upstream, fault_report, moment, extra, kills):
     data = tmp_path / "data"
-    proxy = ProxyProcess(data, "--seal-interval", "0.2", upstream_ca=tls["ca"])
+    proxy = ProxyProcess(data, "--seal-interval", "0.2", *extra, upstream_ca=tls["ca"])
     rng = random.Random(20261124)
     reached, received = set(), set()
-    for _ in range(20):
+    for _ in range(kills):
         httpx.delete(f"{upstream}/_seen", verify=ssl.create_default_context(cafile=tls["ca"]))
         proxy.start()
         stop, got, workers = run_load(proxy, f"{upstream}/v1/chat/completions", 0, proxy.ca, paid_every=3)
@@ -73,11 +76,19 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path, tls, upstream):
     per_writer = con.execute("SELECT count(*), count(DISTINCT seq) FROM events WHERE writer = 'proxy'").fetchone()
     partial = con.execute("SELECT count(*) FROM events WHERE type = 'request' AND "
                           "(data->>'$.method' IS NULL OR data->>'$.logical_id' IS NULL)").fetchone()[0]
+    parquet = [p for p in (data / "journal" / "parquet").rglob("*.parquet") if p.name != "_anchor.parquet"]
+    orphans = list((data / "journal").rglob("*.tmp"))
     assert len(reached) > 100 and len(received) > 100
     assert reached - requests == set(), "a request reached the upstream but is not in the journal"
     assert received - answered == set(), "a response reached the client but is not in the journal"
     assert total == distinct and per_writer[0] == per_writer[1], "duplicated records"
     assert partial == 0
+    assert orphans == [], "temporary files of interrupted compactions are gone after a restart"
+    if moment == "during compaction":
+        assert len(parquet) >= kills // 2, "compaction ran between the kills"
+    fault_report(f"kill -9 {moment}", kills=kills, requests_upstream=len(reached), answers_client=len(received),
+                 lost=len(reached - requests) + len(received - answered), duplicated=total - distinct,
+                 parquet_files=len(parquet))
 
 
 def test_queries_never_fail_and_counts_never_go_back_while_capturing(tmp_path, tls, upstream):
@@ -123,7 +134,7 @@ SECRETS = {
 
 
 @pytest.mark.parametrize("bodies", ["hash", "full"])
-def test_no_secret_reaches_the_data_directory(tmp_path, tls, upstream, bodies):
+def test_no_secret_reaches_the_data_directory(tmp_path, tls, upstream, bodies, fault_report):
     data = tmp_path / "data"
     signature = W.random_signature()
     approval_tx = "0x02f8" + "ab" * 100
@@ -152,6 +163,7 @@ def test_no_secret_reaches_the_data_directory(tmp_path, tls, upstream, bodies):
         blob = path.read_bytes()
         for needle in needles:
             assert needle not in blob, f"{needle[:20]!r} found in {path}"
+    fault_report(f"secrets scan (bodies: {bodies})", secrets_sent=len(needles), files_scanned=len(files), found=0)
 
 
 @pytest.fixture
@@ -166,7 +178,7 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_full_disk_refuses_paid_requests_and_lets_unpaid_through(tiny_disk, tls, upstream):
+def test_full_disk_refuses_paid_requests_and_lets_unpaid_through(tiny_disk, tls, upstream, fault_report):
     data = tiny_disk / "data"
     with ProxyProcess(data, "--seal-interval", "0.1", upstream_ca=tls["ca"]) as proxy:
         filler = tiny_disk / "filler"
@@ -190,6 +202,13 @@ def test_full_disk_refuses_paid_requests_and_lets_unpaid_through(tiny_disk, tls,
         assert paid.status_code == 503 and paid.headers["x-receipts-error"] == "journal-unavailable"
         assert "did not forward this paid request" in paid.json()["error"]["message"]
         assert free.status_code == 200, "unpaid traffic keeps flowing"
+        assert "x-receipt-id" not in free.headers, "no receipt id for a call that could not be recorded"
         assert [s["path"] for s in seen] == ["/v1/free/chat/completions"], "the paid request never left"
         assert "JOURNAL WRITE FAILED" in wait_for(lambda: "JOURNAL WRITE FAILED" in proxy.output() and proxy.output())
         filler.unlink()
+        with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=proxy.ca), timeout=10) as c:
+            again = wait_for(lambda: (r := c.post(f"{upstream}/v1/chat/completions", json={"model": "m"},
+                                                  headers={"PAYMENT-SIGNATURE": W.b64json(pay)})).status_code == 200 and r)
+        assert "x-receipt-id" in again.headers, "recording resumes once there is room again"
+    fault_report("disk full", paid_refused=int(paid.status_code == 503), paid_reached_upstream=len(seen) - 1,
+                 unpaid_passed=int(free.status_code == 200), stamped_unrecorded=int("x-receipt-id" in free.headers))

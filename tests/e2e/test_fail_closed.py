@@ -105,7 +105,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_a_removed_data_directory_refuses_paid_calls_until_it_is_back(proxy, plain):
+def test_a_removed_data_directory_refuses_paid_calls_until_it_is_back(proxy, plain, fault_report):
     server, base = plain
     url = f"{base}/v1/chat/completions"
     before = rawhttp.request(proxy.port, url, [(b"PAYMENT-SIGNATURE", payment())], chat())
@@ -127,10 +127,13 @@ def test_a_removed_data_directory_refuses_paid_calls_until_it_is_back(proxy, pla
     assert len(errors) <= 8, f"errors are rate-limited, not one per attempt: {len(errors)} lines"
 
     proxy.data.mkdir()
+    t_back = time.monotonic()
     back = wait_for(lambda: (a := rawhttp.request(proxy.port, url, [(b"PAYMENT-SIGNATURE", payment())], chat()))
                     and a.status == 200 and a, timeout=15)
     rid = back.headers["x-receipt-id"]
     assert call_row(proxy, rid)["paid"], "recording resumed by itself in the recreated directory"
+    fault_report("data directory removed", paid_refused=sum(a.status == 503 for a in refused), paid_reached_upstream=0,
+                 cpu_while_gone=f"{cpu:.0%}", error_lines=len(errors), recovered_after_s=round(time.monotonic() - t_back, 1))
 
 
 def test_a_compaction_temp_file_left_by_a_crash_is_removed_at_start(tmp_path):

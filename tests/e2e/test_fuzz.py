@@ -123,7 +123,7 @@ def plain():
     server.shutdown()
 
 
-def test_fuzzed_exchanges_never_crash_the_recorder_nor_pass_a_paid_one_unrecorded(tmp_path, plain):
+def test_fuzzed_exchanges_never_crash_the_recorder_nor_pass_a_paid_one_unrecorded(tmp_path, plain, fault_report):
     server, base = plain
     server.clear()
     fuzz, sent = Fuzzer(SEED), []
@@ -147,6 +147,8 @@ def test_fuzzed_exchanges_never_crash_the_recorder_nor_pass_a_paid_one_unrecorde
     upstream_saw = {s["headers"].get("x-request-id") for s in server.seen_list()}
     paid_ids = {f"fuzz-{i}" for i, paid, _ in sent if paid}
     assert (upstream_saw & paid_ids) - by_request == set(), "no paid request reached the upstream unrecorded"
+    fault_report("fuzzed exchanges", requests=N, seed=SEED, paid=len(paid_ids), stamped=len(stamped),
+                 refused_503=sum(1 for _, _, a in sent if a and a.status == 503), tracebacks=0, unrecorded_paid=0)
 
 
 def _calls_when_settled(proxy, sent) -> list[dict]:
