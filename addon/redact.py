@@ -26,7 +26,8 @@ removed ("compact": `X-Api-Key` → `xapikey`). It is secret when
 - multipart form bodies: the content of a part with a secret name (`redact_multipart`);
 - JSON: the value of a secret key, at any depth, and inside string values that are themselves JSON
   documents (parsed, redacted, stored back as a string; bounded in size and nesting) (`redact_json`);
-  JSON that does not parse is redacted by a scan for `"key": value` pairs (`redact_json_text`);
+  JSON that does not parse, and JSON quoted inside text (`echo: {"token": …}`), is redacted by a scan
+  for `"key": value` pairs (`redact_json_text`);
 - command lines (`redact_argv`): all of the above per argument, plus header flags (`-H`, `--header`),
   credential flags (`-u user:pass`, `--user`, `--proxy-user`, curl's `-b name=value`), any flag whose
   name is secret (`--api-key x`, `--token=x`), credentials in URLs (`https://user:pass@host`), and values
@@ -156,17 +157,16 @@ def dumps(doc: object) -> str:
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
 
-def _embedded(text: str, depth: int, level: int) -> str:
-    """A string value that is itself a JSON object or array, redacted and written back as a string
-    (unchanged when it holds no secret; scanned as text when it does not parse)."""
+def _in_string(text: str, depth: int, level: int) -> str:
+    """A string value: one that is itself a JSON object or array is parsed, redacted and written back as a
+    string (unchanged when it holds no secret); other text is scanned for quoted `"key": value` pairs."""
     s = text.strip()
-    if level >= MAX_EMBEDDED_LEVELS or not 2 <= len(s) <= MAX_EMBEDDED or s[0] + s[-1] not in ("{}", "[]"):
-        return text
-    doc = loads(s)
-    if not isinstance(doc, (dict, list)):
-        return redact_json_text(text)
-    out = _redact(doc, depth + 1, level + 1)
-    return text if out == doc else dumps(out)
+    if level < MAX_EMBEDDED_LEVELS and 2 <= len(s) <= MAX_EMBEDDED and s[0] + s[-1] in ("{}", "[]"):
+        doc = loads(s)
+        if isinstance(doc, (dict, list)):
+            out = _redact(doc, depth + 1, level + 1)
+            return text if out == doc else dumps(out)
+    return redact_json_text(text) if '":' in text or '" :' in text else text
 
 
 def _redact(value: object, depth: int, level: int = 0) -> object:
@@ -177,8 +177,8 @@ def _redact(value: object, depth: int, level: int = 0) -> object:
                 for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_redact(item, depth + 1, level) for item in value]
-    if isinstance(value, str) and value[:1] in ("{", "[", " ", "\n", "\t", "\r"):
-        return _embedded(value, depth, level)
+    if isinstance(value, str):
+        return _in_string(value, depth, level)
     return value
 
 
@@ -231,7 +231,7 @@ def redact_text(text: str) -> str:
     values in a known key format (KEY_FORMATS)."""
     s = text.strip()
     if s[:1] in ("{", "[") and s[-1:] in ("}", "]"):
-        text = _embedded(text, 0, 0)
+        text = _in_string(text, 0, 0)
     elif _PAIRS.match(text):
         text = redact_pairs(text)
     text = _URL_USER.sub(lambda m: m.group(1) + redacted(m.group(2)) + "@", text)

@@ -129,10 +129,12 @@ def test_json_held_in_strings_is_redacted_and_stays_a_string():
     doc = {"messages": [{"role": "user", "content": inner}],
            "tool": {"arguments": json.dumps([{"password": "pw-in-list"}, 1])},
            "twice": json.dumps({"wrapped": json.dumps({"api_key": "deep-key"})}),
-           "prose": "{not json, token: loose}", "plain": '{"model": "m", "n": 1}'}
+           "prose": "{not json, token: loose}", "plain": '{"model": "m", "n": 1}',
+           "answer": 'echo: {"token": "quoted-in-text", "note": "kept"} and more'}
     out = redact_json(doc)
     text = orjson.dumps(out).decode()
-    for secret in ("abc-inner", "pw-in-list", "deep-key"):
+    assert out["answer"] == f'echo: {{"token": "{redacted(chr(34) + "quoted-in-text" + chr(34))}", "note": "kept"}} and more'
+    for secret in ("abc-inner", "pw-in-list", "deep-key", "quoted-in-text"):
         assert secret not in text, secret
     content = json.loads(out["messages"][0]["content"])  # still a string holding JSON
     assert content == {"token": tag("abc-inner"), "text": "kept"}
