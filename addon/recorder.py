@@ -25,6 +25,7 @@ from mitmproxy import ctx, exceptions, http
 from storage import config as cfg
 from storage.db import ensure_database_file
 from storage.journal import Journal
+from storage.private import private_umask, secure_data_dir
 from storage.records import Event, uuid7
 
 from . import exchange as X
@@ -98,6 +99,7 @@ class Recorder:
 
     # ---- options and lifecycle ---------------------------------------------------------------
     def load(self, loader) -> None:
+        private_umask()  # what the recorder (and mitmproxy, DuckDB) writes is the user's only: storage/private.py
         loader.add_option("receipts_config", Optional[str], None,
                           "Path of mitm_config.yaml (default: the one beside the addon).")
         for name, (_, help_) in OPTIONS.items():
@@ -131,6 +133,7 @@ class Recorder:
                           seal_interval=settings.seal_interval, compact_after=settings.compact_after,
                           compact_grace=settings.compact_grace)
         try:
+            secure_data_dir(settings.data_dir, settings.ca_path)  # 0700; tightened if an older version left it open
             journal.start()
             ensure_database_file(settings.data_dir)
         except OSError as exc:

@@ -3,7 +3,9 @@
     mitmdump -s addon/script.py --set receipts_data=./data
     mitmweb  -s addon/script.py --set receipts_stamp=false
 
-It makes the repository importable, then loads the recorder addon (addon/recorder.py).
+It makes the repository importable, then loads the recorder addon (addon/recorder.py). The addon's
+`load()` sets this mitmdump's umask to 077: everything written afterwards (the journal, and mitmproxy's
+own files, such as a new CA in its confdir) is private to you (storage/private.py).
 """
 import sys
 from pathlib import Path

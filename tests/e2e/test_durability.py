@@ -3,6 +3,7 @@ import json
 import os
 import random
 import ssl
+import stat
 import subprocess
 import sys
 import threading
@@ -191,6 +192,61 @@ def test_no_secret_reaches_the_data_directory(tmp_path, tls, upstream, bodies):
                        ("receipts sql", outputs[0]), ("receipts audit", outputs[1])]:
         for needle in needles:
             assert needle not in blob, f"{needle[:20]!r} found in {path}"
+
+
+def _open_to_others(*roots) -> list[str]:
+    """Every path under `roots` (and the roots) that its group or other users can read, write or enter."""
+    paths = [p for r in roots for p in (r, *r.rglob("*"))]
+    return sorted(f"{oct(stat.S_IMODE(p.lstat().st_mode))} {p}" for p in paths
+                  if not p.is_symlink() and p.lstat().st_mode & 0o077)
+
+
+def test_everything_written_is_private_secrets_included(tmp_path, tls, upstream):
+    """A proxy run with traffic and compaction, a verify pass, exports, an audit report and the serve cache:
+    no file is readable, no directory enterable, by anyone but the user."""
+    from support.serve import ServeProcess
+
+    data, out, cache = tmp_path / "data", tmp_path / "out", tmp_path / "cache" / "serve.duckdb"
+    with ProxyProcess(data, "--seal-interval", "0.1", "--compact-after", "2", "--compact-grace", "0.3",
+                      upstream_ca=tls["ca"]) as proxy:
+        with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=proxy.ca), timeout=10) as c:
+            for i in range(10):
+                assert c.post(f"{upstream}/v1/free/chat/completions", json={"model": "m", "messages": []}).status_code == 200
+                time.sleep(0.15)  # one sealed segment each
+        journal = data / "journal"
+        wait_for(lambda: [p for p in (journal / "parquet").rglob("*.parquet") if p.name != "_anchor.parquet"]
+                 and [p for p in journal.glob("proxy-*.jsonl") if p.stat().st_size == 0], timeout=20)  # emptied slots
+    assert receipts_cli("verify", "--once", data=data).returncode in (0, 1)
+    out.mkdir()
+    for fmt in ("parquet", "csv", "har"):
+        assert receipts_cli("export", "--format", fmt, "--out", str(out / f"receipts.{fmt}"), data=data).returncode == 0
+    assert receipts_cli("audit", "--format", "html", "--out", str(out / "audit.html"), data=data).returncode == 0
+    serve = ServeProcess(data, cache).start()
+    serve.stop()
+    names = {p.name for p in data.rglob("*")}
+    assert {"receipts.duckdb", "proxy.state", "verifier.lock", "mitmproxy-ca.pem", "mitmproxy-ca-cert.pem"} <= names
+    assert cache.exists() and len(list(out.iterdir())) == 4
+    assert _open_to_others(data, cache.parent, *out.iterdir()) == []
+
+
+def test_an_old_world_readable_data_directory_keeps_its_secrets_private_at_start(tmp_path, tls, upstream):
+    """A data directory an older version left 0755/0644 is made private when the recorder starts, here
+    under the user's own `mitmdump -s addon/script.py` (the addon sets the umask itself)."""
+    data = tmp_path / "data"
+    with ProxyProcess(data, "--seal-interval", "0.1", upstream_ca=tls["ca"]) as proxy:
+        with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=proxy.ca), timeout=10) as c:
+            c.post(f"{upstream}/v1/free/chat/completions", json={"model": "m", "messages": []})
+    notes = data / "notes.txt"  # the user's own file beside the data: not the project's to change
+    notes.write_text("mine")
+    for p in (data, *data.rglob("*")):
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    assert len(_open_to_others(data)) > 10
+    with ProxyProcess(data, upstream_ca=tls["ca"], mitmdump=True) as proxy:
+        with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=proxy.ca), timeout=10) as c:
+            assert c.post(f"{upstream}/v1/free/chat/completions", json={"model": "m", "messages": []}).status_code == 200
+        wait_for(lambda: receipts_cli("sql", "--csv", "SELECT count(*) FROM calls", data=data).stdout.split()[1] == "2")
+    assert _open_to_others(data) == [f"0o644 {notes}"]
+    assert proxy.output().count("was readable by other users; made") == 1, proxy.output()
 
 
 @pytest.fixture
