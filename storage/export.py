@@ -77,7 +77,8 @@ def export(data_dir: str | os.PathLike, fmt: str, out: str | None, since: dateti
                 shutil.copyfileobj(f, sys.stdout.buffer)
             sys.stdout.buffer.flush()
         else:
-            os.replace(tmp, target)  # private (0600, as mkstemp made it), as everything the project writes
+            os.chmod(tmp, 0o600)  # private, as everything the project writes (DuckDB recreated the file)
+            os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
