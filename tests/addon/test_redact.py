@@ -26,7 +26,8 @@ def tag(value: object) -> str:
 # ---------------------------------------------------------------- names
 
 SECRET = ["authorization", "Proxy-Authorization", "cookie", "set-cookie", "x-api-key", "api-key", "X-Goog-Api-Key",
-          "openai-api-key", "anthropic-api-key", "payment-signature", "x-payment", "X-Session-Tok", "x-session-token", "x-tok", "X-Api-Tok",
+          "openai-api-key", "anthropic-api-key", "payment-signature", "x-payment", "X-Session-Tok", "x-session-token",
+          "x-tok", "X-Api-Tok",
           "x-auth", "x-auth-token", "x-csrf-token", "x-amz-security-token", "x-client-secret", "x-password",
           "x-credentials", "x-signature", "sec-websocket-key", "x-session-id",
           "api_key", "apiKey", "APIKEY", "token", "access_token", "refreshToken", "id_token", "client_secret",
