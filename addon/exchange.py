@@ -7,13 +7,13 @@ Payloads (the `data` of each event; storage/views.sql reads them):
 
 request:    logical_id, source, client, client_port, app, method, scheme, host, port, path, query,
             http_version, match (why it was recorded), headers (secrets replaced by hashes),
-            raw_b64 (see below), body {size, sha256[, text, truncated][, streamed][, wire]}, model,
-            stream, ids {client_request_id,
+            raw_b64 (see below), body {size, sha256[, text | base64, truncated][, streamed][, wire]} (text
+            and base64 only with `bodies: full`, redacted: addon/redact.py), model, stream, ids {client_request_id,
             idempotency_key, traceparent}, payment (decoded x402 payment or null), upto_session,
             settlement_type, tee_request_hashes {form: keccak of that canonical form},
             secrets_in_clear (names of secret headers/parameters sent over plain HTTP),
-            process {pid, exe, cmdline} (the local process owning the client socket, added by the
-            recorder), errors
+            process {pid, exe, cmdline} (the local process owning the client socket, its command line
+            redacted; added by the recorder), errors
 response:   status, reason, http_version, headers, raw_b64, content_type, body, stream, latency_ms,
             provider_request_id, response_id, model, usage, challenge, settlement, tee, og,
             tee_output_seen (keccak of the answer as a TEE hashes it), upstream (reverse-mode pin),
@@ -32,9 +32,8 @@ undone), `streamed` one hashed as it passed through (addon/bodies.py).
 from __future__ import annotations
 
 import base64
-import hashlib
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 
 import orjson
 
@@ -44,7 +43,9 @@ from . import bodies
 from . import eip712
 from . import fields as F
 from . import og
+from . import redact as R
 from . import x402
+from .redact import sha256_hex
 
 PAYMENT_HEADERS = ("payment-signature", "x-payment")
 SETTLEMENT_HEADERS = ("payment-response", "x-payment-response")
@@ -53,13 +54,7 @@ SESSION_HEADER = "x-upto-session"
 PAID_HEADERS = PAYMENT_HEADERS + (SESSION_HEADER,)
 MAX_HEADER_VALUE = 16 * 1024
 SHOWN_HEADER_VALUE = 2048
-SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key",
-                  "x-goog-api-key", "openai-api-key", "anthropic-api-key", "payment-signature", "x-payment"}
-SECRET_WORDS = ("token", "secret", "password", "passwd", "auth", "cookie", "apikey", "api-key", "api_key",
-                "signature", "private")
-PUBLIC_HEADERS = {"idempotency-key", "x-tee-signature", "payment-response", "x-payment-response",
-                  "payment-required", "x-upto-session"}
-SECRET_QUERY = ("key", "token", "secret", "password", "auth", "sig", "signature", "code")
+FORM_TYPE = "application/x-www-form-urlencoded"
 CLIENT_ID_HEADERS = ("x-request-id", "x-client-request-id")
 
 
@@ -126,18 +121,6 @@ class Headers:
 
 
 # ---- small helpers ---------------------------------------------------------------------------
-def sha256_hex(data: bytes | str) -> str:
-    """SHA-256 of bytes, or of text as sent (text decoded with surrogateescape hashes its bytes)."""
-    return hashlib.sha256(bytes_of(data) if isinstance(data, str) else data).hexdigest()
-
-
-def bytes_of(text: str) -> bytes:
-    try:
-        return text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
-        return text.encode("utf-8", "surrogatepass")
-
-
 def clean(text: str) -> str:
     """Text fit to store: bytes that were not UTF-8 (escaped as surrogates) become U+FFFD."""
     try:
@@ -173,26 +156,15 @@ def decode_fields(fields) -> tuple[list[tuple[str, str]], dict[str, list[str]] |
 
 def public_raw(raw: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
     """`raw_b64` without secret headers (their values are never stored, only hashed)."""
-    kept = {n: v for n, v in (raw or {}).items() if n.startswith(":") or not is_secret_header(n)}
+    kept = {n: v for n, v in (raw or {}).items() if n.startswith(":") or not R.is_secret_name(n)}
     return kept or None
-
-
-def redacted(value: str) -> str:
-    return f"[redacted sha256:{sha256_hex(value)[:16]}]"
-
-
-@lru_cache(maxsize=4096)
-def is_secret_header(name: str) -> bool:
-    if name in PUBLIC_HEADERS:
-        return False
-    return name in SECRET_HEADERS or any(w in name for w in SECRET_WORDS) or name.endswith("-key")
 
 
 def safe_headers(h: Headers) -> dict[str, str | list[str]]:
     """Headers fit to store: secrets become hashes, huge values are cut, duplicates become lists."""
     out: dict[str, str | list[str]] = {}
     for name, values in h.items.items():
-        shown = [redacted(v) if is_secret_header(name) else _cut(v) for v in values]
+        shown = [R.redacted(v) if R.is_secret_name(name) else _cut(v) for v in values]
         out[name] = shown[0] if len(shown) == 1 else shown
     return out
 
@@ -208,13 +180,7 @@ def safe_query(path: str) -> tuple[str, str | None]:
     bare, sep, query = path.partition("?")
     if not sep:
         return bare, None
-    parts = []
-    for item in query.split("&"):
-        name, eq, value = item.partition("=")
-        if eq and any(w in name.lower() for w in SECRET_QUERY):
-            value = redacted(value)
-        parts.append(f"{name}{eq}{value}")
-    return bare, "&".join(parts)
+    return bare, R.redact_pairs(query)
 
 
 def parse_json(body: bytes | None) -> object | None:
@@ -247,9 +213,19 @@ def _body_errors(error: str | None) -> list[str]:
 
 
 def _full_body(body: bytes, limit: int, content_type: str | None) -> dict:
-    doc = parse_json(body) if "json" in (content_type or "") or body[:1] in (b"{", b"[") else None
+    """The body as kept with `bodies: full`, redacted by its kind (addon/redact.py): JSON (also JSON that
+    does not parse), a form (`name=value&…`), a multipart form; other text and binary bodies as they are."""
+    ctype = (content_type or "").lower()
+    if "multipart/form-data" in ctype:
+        body = R.redact_multipart(body, content_type)
+    form = FORM_TYPE in ctype
+    looks_json = not form and ("json" in ctype or body[:64].lstrip()[:1] in (b"{", b"["))
+    doc = R.loads(body) if looks_json and len(body) <= 32 << 20 else None
     if doc is not None:
-        text = orjson.dumps(F.redact_json(doc)).decode()
+        text = R.dumps(R.redact_json(doc))
+    elif form or looks_json:  # kept as text even when not UTF-8, so that it can be redacted
+        text = body.decode("utf-8", "replace")
+        text = R.redact_pairs(text) if form else R.redact_json_text(text)
     else:
         try:
             text = body.decode("utf-8")
@@ -347,10 +323,8 @@ def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, s
 
 def secrets_in_clear(req: Req) -> list[str] | None:
     """Names (never values) of the secret headers and query parameters a plain-HTTP request carried."""
-    names = sorted({n for n in req.h.items if is_secret_header(n)})
-    query = req.path.partition("?")[2]
-    names += sorted({f"?{item.partition('=')[0]}" for item in query.split("&") if "=" in item
-                     and any(w in item.partition("=")[0].lower() for w in SECRET_QUERY)})
+    names = sorted({n for n in req.h.items if R.is_secret_name(n)})
+    names += [f"?{name}" for name in R.secret_pair_names(req.path.partition("?")[2])]
     return names or None
 
 def _is_og(h: Headers) -> bool:

@@ -1,4 +1,4 @@
-"""Pure extraction of usage, TEE proof fields and redacted copies from decoded JSON.
+"""Pure extraction of usage and TEE proof fields from decoded JSON.
 
 Wire facts (see /work/shared/PROTOCOL.md, sections 3 and 4):
 
@@ -9,24 +9,19 @@ Wire facts (see /work/shared/PROTOCOL.md, sections 3 and 4):
   ``tee_request_hash``, ``tee_output_hash`` (hex), ``tee_timestamp`` (int
   seconds), ``tee_id`` (hex); the same may arrive as headers ``X-TEE-Signature``,
   ``X-TEE-ID``, ``X-TEE-Timestamp``, ``X-TEE-Request-Hash``, ``X-TEE-Output-Hash``.
-* Secrets (API keys, Authorization, cookies, signatures, private keys...) must
-  not be stored in clear: ``redact_json`` replaces them by a short SHA-256 tag
-  so equal secrets can still be correlated.
+
+Redacted copies of JSON (secrets replaced by a short SHA-256 tag) are made by
+addon/redact.py, which holds the project's one definition of a secret name.
 
 No function here raises.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 _MAX_INT64 = 2**63 - 1
-MAX_DEPTH = 64
 
 TEE_KEYS = ("tee_signature", "tee_request_hash", "tee_output_hash", "tee_timestamp", "tee_id")
 TEE_HEADERS = {
@@ -36,15 +31,6 @@ TEE_HEADERS = {
     "x-tee-request-hash": "tee_request_hash",
     "x-tee-output-hash": "tee_output_hash",
 }
-
-# Matched against the key lowercased with "_", "-", "." and spaces removed.
-_SECRET_PARTS = ("apikey", "secret", "password", "passwd", "passphrase", "authorization",
-                 "privatekey", "signature", "cookie", "mnemonic", "seedphrase")
-# "token" is secret (access_token, id_token, x-session-token) but token counts and
-# related non-secret names (max_tokens, prompt_tokens, tokenizer, token_type) are not.
-_TOKEN_RE = re.compile(r"token(?!s|izer|count|usage|limit|type)")
-_KEY_SEPARATORS = re.compile(r"[-_. ]")
-
 
 # --------------------------------------------------------------------------
 # usage
@@ -129,48 +115,3 @@ def tee_from_headers(headers: Mapping[str, str]) -> dict[str, Any] | None:
         return found or None
     except Exception:
         return None
-
-
-# --------------------------------------------------------------------------
-# redaction
-
-
-def is_secret_key(key: object) -> bool:
-    """True when a JSON key / header name looks like it holds a secret."""
-    compact = _KEY_SEPARATORS.sub("", str(key).lower())
-    return any(part in compact for part in _SECRET_PARTS) or bool(_TOKEN_RE.search(compact))
-
-
-def _fingerprint(value: object) -> str:
-    try:
-        encoded = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-    except Exception:
-        try:
-            encoded = repr(value).encode("utf-8", "surrogatepass")
-        except Exception:
-            encoded = type(value).__name__.encode()
-    return hashlib.sha256(encoded).hexdigest()[:16]
-
-
-def redaction_tag(value: object) -> str:
-    """``[redacted sha256:<16 hex>]`` of the value serialized as JSON."""
-    return f"[redacted sha256:{_fingerprint(value)}]"
-
-
-def _redact(value: object, depth: int) -> object:
-    if depth > MAX_DEPTH:
-        return "[too deep]"
-    if isinstance(value, dict):
-        return {key: (redaction_tag(item) if is_secret_key(key) else _redact(item, depth + 1))
-                for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redact(item, depth + 1) for item in value]
-    return value
-
-
-def redact_json(obj: Any) -> Any:
-    """Deep copy of a JSON value with secret-looking keys' values replaced by a tag."""
-    try:
-        return _redact(obj, 0)
-    except Exception:  # pragma: no cover - defensive
-        return "[unredactable]"

@@ -21,6 +21,7 @@ from storage.journal import Journal
 from storage.records import Event, stable_id, uuid7
 
 from . import exchange as X
+from . import redact as R
 from .linker import Linker
 from .bodies import Tap
 
@@ -152,7 +153,7 @@ def _har_body(content: dict) -> bytes:
     text = content.get("text") or ""
     if content.get("encoding") == "base64":
         return base64.b64decode(text)
-    return X.bytes_of(text)
+    return R.bytes_of(text)
 
 
 def _flows(path: str) -> Iterator[tuple[X.Req, X.Resp | None]]:

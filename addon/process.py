@@ -6,12 +6,17 @@ a `/proc/<pid>/fd/*` link to `socket:[inode]`. Reading every process's fds costs
 recorder does it in a thread, once per client connection, and only for connections that carry a
 recorded call. Processes of other users cannot be read without privileges: then the answer is None
 and the call keeps its client address and user agent.
+
+A command line often carries credentials (`curl -H "Authorization: Bearer …"`, `--api-key`,
+`OPENAI_API_KEY=…`): it is stored only after addon/redact.py has replaced every secret by its tag.
 """
 from __future__ import annotations
 
 import ipaddress
 import os
 from pathlib import Path
+
+from .redact import redact_argv
 
 PROC = Path("/proc")
 
@@ -57,7 +62,9 @@ def _owner(inode: int, proc: Path = PROC) -> int | None:
 
 
 def describe(pid: int, proc: Path = PROC) -> dict:
-    """pid, executable path and command line (arguments joined by spaces, cut at 512 characters)."""
+    """pid, executable path and command line: redacted argument by argument (`curl -H "Authorization:
+    Bearer sk-…"` keeps `curl -H Authorization: [redacted sha256:…]`; addon/redact.py), then joined by
+    spaces and cut at 512 characters."""
     out: dict = {"pid": pid, "exe": None, "cmdline": None}
     try:
         out["exe"] = os.readlink(proc / str(pid) / "exe")
@@ -65,10 +72,15 @@ def describe(pid: int, proc: Path = PROC) -> dict:
         pass
     try:
         args = (proc / str(pid) / "cmdline").read_bytes().split(b"\0")
-        out["cmdline"] = " ".join(a.decode("utf-8", "replace") for a in args if a)[:512] or None
+        out["cmdline"] = cmdline([a.decode("utf-8", "replace") for a in args if a])
     except OSError:
         pass
     return out
+
+
+def cmdline(argv: list[str]) -> str | None:
+    """The command line as stored: secrets redacted first (so a cut never leaves part of one), then cut."""
+    return " ".join(redact_argv(argv))[:512] or None
 
 
 def owner_of(client: tuple[str, int], proxy_port: int, proc: Path = PROC) -> dict | None:

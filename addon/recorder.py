@@ -34,6 +34,7 @@ from mitmproxy.net.http.http1.read import expected_http_body_size
 from storage import config as cfg
 from storage.db import ensure_database_file
 from storage.journal import Journal, Throttle
+from storage.private import private_umask, secure_data_dir
 from storage.records import Event, uuid7
 
 from . import bodies
@@ -139,6 +140,7 @@ class Recorder:
 
     # ---- options and lifecycle ---------------------------------------------------------------
     def load(self, loader) -> None:
+        private_umask()  # what the recorder (and mitmproxy, DuckDB) writes is the user's only: storage/private.py
         loader.add_option("receipts_config", Optional[str], None,
                           "Path of mitm_config.yaml (default: the one beside the addon).")
         for name, (_, help_) in OPTIONS.items():
@@ -174,6 +176,7 @@ class Recorder:
                           seal_interval=settings.seal_interval, compact_after=settings.compact_after,
                           compact_grace=settings.compact_grace)
         try:
+            secure_data_dir(settings.data_dir, settings.ca_path)  # 0700; tightened if an older version left it open
             journal.start()
             ensure_database_file(settings.data_dir)
         except OSError as exc:

@@ -3,7 +3,11 @@
     mitmdump -s addon/script.py --set receipts_data=./data
     mitmweb  -s addon/script.py --set receipts_stamp=false
 
-It makes the repository importable, then loads the recorder addon (addon/recorder.py).
+It makes the repository importable, then loads the recorder addon (addon/recorder.py). The addon's
+`load()` sets this mitmdump's umask to 077, so everything written afterwards (the journal, its Parquet
+files, receipts.duckdb) is private to you, and it makes the data directory (and `<data>/ca`) private when
+it starts (storage/private.py). mitmproxy creates its confdir's CA before scripts load: that directory is
+mitmproxy's (its CA key is private already; `receipts proxy` keeps its CA in `<data>/ca`).
 """
 import sys
 from pathlib import Path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 import time
 
@@ -127,9 +128,11 @@ def cmd_tail(args) -> int:
 
 def cmd_ingest(args) -> int:
     from addon import ingest
+    from storage.private import secure_data_dir
 
     settings = cfg.load(args.config, {"data_dir": args.data})
     try:
+        secure_data_dir(settings.data_dir)
         summary = ingest.ingest_file(args.file, settings)
     except ingest.IngestError as exc:
         raise UserError(str(exc)) from None
@@ -141,12 +144,14 @@ def cmd_ingest(args) -> int:
 
 def cmd_verify(args) -> int:
     from storage.journal import Journal
+    from storage.private import secure_data_dir
     from verifier.verify import verify_once
 
     data = _data_dir(args)
     if not os.path.isdir(data):
         raise UserError(f"no data directory at {data}: nothing has been recorded yet")
     settings = cfg.load(args.config, {"data_dir": data})
+    secure_data_dir(data)
     deadline = time.monotonic() + args.seconds if args.seconds else None
     with Journal(data, "verifier", durability=settings.durability, seal_interval=0.2) as journal:
         while True:
@@ -186,8 +191,7 @@ def cmd_audit(args) -> int:
         known = ", ".join(render.safe(a, 80) for a in rep["known_apps"][:20]) or "none recorded"
         raise UserError(f"no calls from app {render.safe(args.app)!r}; apps: {known}")
     if args.out and args.out != "-":
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text)
+        write_private(args.out, text)
         found = sum(audit.problem_counts(rep).values())
         print(f"receipts audit: {rep['summary']['receipts']} receipts, {found} problem rows; wrote {render.safe(args.out)}",
               file=sys.stderr)
@@ -233,6 +237,15 @@ def cmd_serve(args) -> int:
         return server.run(data, args.host, args.port, args.cache, settings, args.refresh)
     except (OSError, RuntimeError) as exc:
         raise UserError(str(exc).splitlines()[0]) from None
+
+
+def write_private(path: str, text: str) -> None:
+    """Write a report the user only can read (0600), also over a file an older version left readable."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", encoding="utf-8") as f:
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # not /dev/stdout or a pipe
+            os.fchmod(fd, 0o600)
+        f.write(text)
 
 
 # ---- argument parsing ----------------------------------------------------------------------------
@@ -342,6 +355,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from storage.private import private_umask
+
+    private_umask()  # every file this command writes is the user's only (0600 files, 0700 directories)
     args = parser().parse_args(argv)
     try:
         return args.func(args)

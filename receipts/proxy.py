@@ -6,6 +6,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from storage.config import ConfigError, Settings
+from storage.private import make_private_dir
 
 SCRIPT = Path(__file__).resolve().parent.parent / "addon" / "script.py"
 
@@ -64,8 +65,8 @@ def run(settings: Settings, config_path: str | None, reverse: str | None = None)
     """Run the proxy in this process until interrupted (reverse: the upstream of reverse-proxy mode)."""
     from mitmproxy.tools.main import mitmdump
 
-    Path(settings.ca_path).mkdir(parents=True, exist_ok=True)
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.ca_path)
+    make_private_dir(settings.data_dir)
     ca_file = Path(settings.ca_path).resolve() / "mitmproxy-ca-cert.pem"
     if reverse:
         print(f"receipts: recording into {Path(settings.data_dir).resolve()}\n"

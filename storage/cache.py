@@ -45,6 +45,7 @@ import duckdb
 
 from .journal import journal_dir
 from .layout import ANCHOR_JSON, EVENT_COLUMNS, ensure_anchors, parquet_dir
+from .private import make_private_dir, tighten
 
 log = logging.getLogger("receipts.cache")
 
@@ -113,7 +114,8 @@ class ReadCache:
 
     # ---- opening ---------------------------------------------------------------------------------
     def open(self) -> "ReadCache":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.path.parent)
+        tighten(p for p in (self.path, self.path.with_name(self.path.name + ".wal")) if p.exists())  # older versions
         try:
             self._con = duckdb.connect(":memory:")
             self._con.execute(f"ATTACH '{_q(self.path)}' AS serve")  # (a catalog name of ours, whatever the file's)

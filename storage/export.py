@@ -77,9 +77,7 @@ def export(data_dir: str | os.PathLike, fmt: str, out: str | None, since: dateti
                 shutil.copyfileobj(f, sys.stdout.buffer)
             sys.stdout.buffer.flush()
         else:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; an export is an ordinary file
+            os.chmod(tmp, 0o600)  # private, as everything the project writes (DuckDB recreated the file)
             os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -1,4 +1,6 @@
 """Pure translation of exchanges into event payloads, and the linking of attempts."""
+import base64
+
 import orjson
 
 from addon import exchange as X
@@ -59,6 +61,49 @@ def test_secrets_in_headers_and_query_become_hashes():
     assert "sk-1" not in text and "g-2" not in text and "AIza-4" not in text
     assert q["headers"]["idempotency-key"] == "idem-3" and q["query"].endswith("&model=x")
     assert q["ids"]["idempotency_key"] == "idem-3"
+
+
+FULL = cfg.load(overrides={"bodies": "full"})
+
+
+def test_full_bodies_keep_no_secret_in_any_form():
+    """Forms, JSON held in JSON strings, multipart parts, JSON that does not parse, X-Session-Tok: with
+    `bodies: full` each secret becomes a tag, and what is not secret is kept."""
+    cases = [
+        ("application/x-www-form-urlencoded", b"model=m&api_key=form-key-1&prompt=kept", [b"form-key-1"]),
+        ("application/json", orjson.dumps({"model": "m", "messages": [
+            {"role": "user", "content": '{"token": "in-string-2", "note": "kept"}'}]}), [b"in-string-2"]),
+        ("application/json", b'{"model": "m", "api_key": "cut-3", "note": "kept", "messages": [{"content": "hi',
+         [b"cut-3"]),
+        ("multipart/form-data; boundary=b0", b'--b0\r\nContent-Disposition: form-data; name="token"\r\n\r\n'
+         b'mp-4\r\n--b0\r\nContent-Disposition: form-data; name="file"\r\n\r\n\xffkept\r\n--b0--\r\n', [b"mp-4"]),
+    ]
+    for ctype, body, secrets in cases:
+        q = X.request_data(req([("Content-Type", ctype), ("X-Session-Tok", "hdr-tok-5")], body=body), FULL,
+                           logical_id="l", match="path", source="test")
+        stored = orjson.dumps(q)
+        for secret in secrets + [b"hdr-tok-5"]:
+            assert secret not in stored, (ctype, secret)
+        kept = q["body"].get("text") or base64.b64decode(q["body"]["base64"]).decode("latin-1")
+        assert "kept" in kept and "[redacted sha256:" in kept, (ctype, q["body"])
+        assert q["headers"]["x-session-tok"].startswith("[redacted sha256:")
+
+
+def test_public_headers_stay_readable():
+    public = [("Idempotency-Key", "idem-1"), ("X-Request-Id", "rid-2"), ("Payment-Response", "pr-3"),
+              ("Payment-Required", "preq-4"), ("X-Upto-Session", "sess-5"), ("X-TEE-Signature", "teesig-6"),
+              ("X-TEE-ID", "tee-7"), ("Content-Type", "application/json"), ("Keep-Alive", "timeout=5"),
+              ("X-RateLimit-Remaining-Tokens", "99"), ("User-Agent", "agent/1")]
+    q = X.request_data(req(public), SETTINGS, logical_id="l", match="path", source="test")
+    assert q["headers"] == {name.lower(): value for name, value in public}
+    r = X.response_data(resp(headers=public), 1000.0, SETTINGS)
+    assert r["headers"] == {name.lower(): value for name, value in public}
+
+
+def test_secrets_in_clear_names_the_widened_secrets():
+    plain = X.Req("GET", "http", "h", 80, "/v1/x?model=m&sig=s1&x_session_tok=s2", [("X-Session-Tok", "t"),
+                  ("X-Request-Id", "r")], None, 1.0)
+    assert X.secrets_in_clear(plain) == ["x-session-tok", "?sig", "?x_session_tok"]
 
 
 def test_linker_joins_retries_but_not_repeats():

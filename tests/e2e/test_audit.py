@@ -240,6 +240,32 @@ def test_filters_by_app_and_time(planted):
     assert unknown.returncode == 1 and "no calls from app 'no-such-app'" in unknown.stderr and curl_app in unknown.stderr
 
 
+def test_the_secret_on_curls_command_line_is_nowhere(planted, tmp_path):
+    """curl ran with `-H "Authorization: Bearer <SECRET>"` on its command line: the call still names curl
+    (its executable, its app name), and the secret is in no file of the data directory, no export, no
+    report and no query output; its command line is kept with the secret's tag in its place."""
+    data, _ = planted
+    (c,) = json.loads(cli(data, "sql", "--json", "SELECT * FROM calls WHERE client_exe LIKE '%/curl' "
+                                                 "AND secrets_in_clear IS NOT NULL").stdout)
+    assert c["app_name"] == "curl" and c["client_pid"] > 0
+    assert c["client_cmdline"].startswith("curl -sS") and f"http://127.0.0.1:{c['port']}/v1" in c["client_cmdline"]
+    assert "-H Authorization: [redacted sha256:" in c["client_cmdline"]
+    outputs = {"sql": cli(data, "sql", "--json", "SELECT * FROM calls").stdout,
+               "sql csv": cli(data, "sql", "--csv", "SELECT * FROM calls").stdout}
+    for fmt in ("md", "html", "json"):
+        report = tmp_path / f"audit.{fmt}"
+        cli(data, "audit", "--format", fmt, "--limit", "0", "--out", str(report))
+        outputs[f"audit {fmt}"] = report.read_text()
+    for fmt in ("jsonl", "csv", "har"):
+        export = tmp_path / f"calls.{fmt}"
+        cli(data, "export", "--format", fmt, "--view", "calls", "--out", str(export))
+        outputs[f"export {fmt}"] = export.read_text()
+    assert "curl" in outputs["audit json"] and "[redacted sha256:" in outputs["export jsonl"]
+    leaks = [name for name, text in outputs.items() if SECRET in text]
+    leaks += [str(p) for p in data.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert leaks == []
+
+
 def test_exports_round_trip_and_keep_secrets_out(planted, tmp_path):
     data, _ = planted
     from storage import db

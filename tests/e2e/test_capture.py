@@ -232,5 +232,7 @@ def test_app_attribution_and_secrets_sent_in_clear(proxy):
     finally:
         plain.shutdown()
     assert c["client_exe"].endswith("/curl") and c["app_name"] == "curl" and c["client_pid"] > 0
-    assert c["client_cmdline"].startswith("curl -sS")
+    assert c["client_cmdline"].startswith("curl -sS")  # its command line, with the secrets it carries redacted
+    assert "sk-clear-text" not in c["client_cmdline"] and "-H Authorization: [redacted sha256:" in c["client_cmdline"]
+    assert "/chat/completions?api_key=[redacted sha256:" in c["client_cmdline"] and marker in c["client_cmdline"]
     assert c["secrets_in_clear"] == ["authorization", "?api_key"]

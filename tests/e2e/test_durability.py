@@ -1,7 +1,11 @@
 """Nothing lost, nothing leaked: kill -9 under load, readers while capturing, a full disk, secrets."""
-import ssl
+import json
+import os
 import random
+import ssl
+import stat
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -130,7 +134,14 @@ SECRETS = {
     "x-api-key": "sk-ant-SECRETKEY-0192837465",
     "cookie": "session=COOKIESECRET-77aa99bb",
     "api-key": "AZURE-KEY-SECRET-5566",
+    "x-session-tok": "SESSIONTOK-SECRET-3141",
 }
+# an app of its own, with secrets on its command line as flags and as NAME=value (python -c: argv[1:4] are its inputs)
+CLIENT = """import sys, httpx
+proxy, ca, url = sys.argv[1:4]
+with httpx.Client(proxy=proxy, verify=ca, timeout=10) as c:
+    c.post(url, json={"model": "m", "messages": []})
+"""
 
 
 @pytest.mark.parametrize("bodies", ["hash", "full"])
@@ -138,6 +149,9 @@ def test_no_secret_reaches_the_data_directory(tmp_path, tls, upstream, bodies, f
     data = tmp_path / "data"
     signature = W.random_signature()
     approval_tx = "0x02f8" + "ab" * 100
+    on_command_lines = ["sk-cmdline-" + uuid.uuid4().hex, "CMDFLAG-SECRET-" + uuid.uuid4().hex,
+                        "CMDENV-SECRET-" + uuid.uuid4().hex]
+    free = f"{upstream}/v1/free/chat/completions"
     with ProxyProcess(data, "--seal-interval", "0.1", "--bodies", bodies, upstream_ca=tls["ca"]) as proxy:
         with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=proxy.ca), timeout=10) as c:
             accepted = W.unb64json(c.post(f"{upstream}/v1/chat/completions", json={"model": "m"})
@@ -145,25 +159,106 @@ def test_no_secret_reaches_the_data_directory(tmp_path, tls, upstream, bodies, f
             pay = W.payment_v2_eip3009(accepted, W.random_address(), U.AMOUNT, W.random_nonce_hex(), 0, 2**31, signature)
             pay["extensions"] = {"erc20ApprovalGasSponsoring": {"info": {"signedTransaction": approval_tx}}}
             header = W.b64json(pay)
-            r = c.post(f"{upstream}/v1/chat/completions?api_key=QUERYSECRET-1234",
-                       json={"model": "m", "api_key": "BODYSECRET-9988", "messages": [{"role": "user", "content": "kept"}]},
+            in_string = json.dumps({"token": "JSONSTRING-SECRET-1618", "note": "kept"})
+            r = c.post(f"{upstream}/v1/chat/completions?api_key=QUERYSECRET-1234&x_session_tok=QUERYTOK-2718",
+                       json={"model": "m", "api_key": "BODYSECRET-9988", "messages": [
+                           {"role": "user", "content": "kept"}, {"role": "user", "content": in_string}]},
                        headers={**SECRETS, "PAYMENT-SIGNATURE": header})
             assert r.status_code == 200
             c.post(f"{upstream}/v1/legacy/chat/completions", json={"model": "m"},
                    headers={**SECRETS, "X-PAYMENT": header, "Proxy-Authorization": "Basic UFJPWFlTRUNSRVQ="})
-        wait_for(lambda: receipts_cli("sql", "--csv", "SELECT count(*) FROM payments", data=data).stdout.split()[1] == "2")
-    needles = [v.encode() for v in SECRETS.values()] + [
-        b"TOPSECRET", b"QUERYSECRET-1234", b"BODYSECRET-9988", b"UFJPWFlTRUNSRVQ=", signature.encode(), signature[2:].encode(),
+            c.post(free, content=b"model=m&api_key=FORMSECRET-5772&prompt=kept",
+                   headers={"content-type": "application/x-www-form-urlencoded"})
+        sent = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-H", f"Authorization: Bearer {on_command_lines[0]}",
+                               "-H", "content-type: application/json", "-d", '{"model": "m", "messages": []}', free],
+                              env=proxy.client_env(), capture_output=True, text=True, timeout=30)
+        assert sent.returncode == 0, sent.stderr
+        sent = subprocess.run([sys.executable, "-c", CLIENT, proxy.url, proxy.ca, free, "--api-key", on_command_lines[1],
+                               f"OPENAI_API_KEY={on_command_lines[2]}"], capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0, sent.stderr
+        wait_for(lambda: receipts_cli("sql", "--csv", "SELECT count(*) FROM payments", data=data).stdout.split()[1] == "2"
+                 and receipts_cli("sql", "--csv", "SELECT count(*) FROM calls", data=data).stdout.split()[1] == "6")
+    apps = {r["app_name"]: r for r in json.loads(receipts_cli(
+        "sql", "--json", "SELECT app_name, client_exe, client_cmdline FROM calls", data=data).stdout)}
+    assert apps["curl"]["client_exe"].endswith("/curl") and "Authorization: [redacted sha256:" in apps["curl"]["client_cmdline"]
+    script = next(r for name, r in apps.items() if name.startswith("python") and "--api-key" in r["client_cmdline"])
+    assert "--api-key [redacted sha256:" in script["client_cmdline"] and "OPENAI_API_KEY=[redacted" in script["client_cmdline"]
+    needles = [v.encode() for v in SECRETS.values()] + [s.encode() for s in on_command_lines] + [
+        b"TOPSECRET", b"QUERYSECRET-1234", b"QUERYTOK-2718", b"BODYSECRET-9988", b"JSONSTRING-SECRET-1618",
+        b"FORMSECRET-5772", b"SESSIONTOK-SECRET", b"UFJPWFlTRUNSRVQ=", signature.encode(), signature[2:].encode(),
         approval_tx.encode(), header.encode(), header[:60].encode()]
     files = [p for p in data.rglob("*") if p.is_file()]
     assert any(p.suffix == ".jsonl" and p.stat().st_size for p in files)
     kept = b"".join(p.read_bytes() for p in files if p.suffix == ".jsonl")
     assert (b"kept" in kept) == (bodies == "full"), "full mode keeps the (redacted) bodies, hash mode does not"
-    for path in files:
-        blob = path.read_bytes()
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    for fmt, view in (("jsonl", "calls"), ("csv", "calls"), ("har", "calls"), ("jsonl", "payments"), ("jsonl", "receipts")):
+        done = receipts_cli("export", "--format", fmt, "--view", view, "--out", str(exports / f"{view}.{fmt}"), data=data)
+        assert done.returncode == 0, done.stderr
+    outputs = [receipts_cli("sql", "--json", "SELECT * FROM calls", data=data).stdout.encode(),
+               receipts_cli("audit", "--format", "json", data=data).stdout.encode()]
+    assert b"[redacted sha256:" in outputs[0]
+    for path, blob in [*((p, p.read_bytes()) for p in files + sorted(exports.iterdir())),
+                       ("receipts sql", outputs[0]), ("receipts audit", outputs[1])]:
         for needle in needles:
             assert needle not in blob, f"{needle[:20]!r} found in {path}"
     fault_report(f"secrets scan (bodies: {bodies})", secrets_sent=len(needles), files_scanned=len(files), found=0)
+
+
+def _open_to_others(*roots) -> list[str]:
+    """Every path under `roots` (and the roots) that its group or other users can read, write or enter."""
+    paths = [p for r in roots for p in (r, *r.rglob("*"))]
+    return sorted(f"{oct(stat.S_IMODE(p.lstat().st_mode))} {p}" for p in paths
+                  if not p.is_symlink() and p.lstat().st_mode & 0o077)
+
+
+def test_everything_written_is_private_secrets_included(tmp_path, tls, upstream):
+    """A proxy run with traffic and compaction, a verify pass, exports, an audit report and the serve cache:
+    no file is readable, no directory enterable, by anyone but the user."""
+    from support.serve import ServeProcess
+
+    data, out, cache = tmp_path / "data", tmp_path / "out", tmp_path / "cache" / "serve.duckdb"
+    with ProxyProcess(data, "--seal-interval", "0.1", "--compact-after", "2", "--compact-grace", "0.3",
+                      upstream_ca=tls["ca"]) as proxy:
+        with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=proxy.ca), timeout=10) as c:
+            for i in range(10):
+                assert c.post(f"{upstream}/v1/free/chat/completions", json={"model": "m", "messages": []}).status_code == 200
+                time.sleep(0.15)  # one sealed segment each
+        journal = data / "journal"
+        wait_for(lambda: [p for p in (journal / "parquet").rglob("*.parquet") if p.name != "_anchor.parquet"]
+                 and [p for p in journal.glob("proxy-*.jsonl") if p.stat().st_size == 0], timeout=20)  # emptied slots
+    assert receipts_cli("verify", "--once", data=data).returncode in (0, 1)
+    out.mkdir()
+    for fmt in ("parquet", "csv", "har"):
+        assert receipts_cli("export", "--format", fmt, "--out", str(out / f"receipts.{fmt}"), data=data).returncode == 0
+    assert receipts_cli("audit", "--format", "html", "--out", str(out / "audit.html"), data=data).returncode == 0
+    serve = ServeProcess(data, cache).start()
+    serve.stop()
+    names = {p.name for p in data.rglob("*")}
+    assert {"receipts.duckdb", "proxy.state", "verifier.lock", "mitmproxy-ca.pem", "mitmproxy-ca-cert.pem"} <= names
+    assert cache.exists() and len(list(out.iterdir())) == 4
+    assert _open_to_others(data, cache.parent, *out.iterdir()) == []
+
+
+def test_an_old_world_readable_data_directory_keeps_its_secrets_private_at_start(tmp_path, tls, upstream):
+    """A data directory an older version left 0755/0644 is made private when the recorder starts, here
+    under the user's own `mitmdump -s addon/script.py` (the addon sets the umask itself)."""
+    data = tmp_path / "data"
+    with ProxyProcess(data, "--seal-interval", "0.1", upstream_ca=tls["ca"]) as proxy:
+        with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=proxy.ca), timeout=10) as c:
+            c.post(f"{upstream}/v1/free/chat/completions", json={"model": "m", "messages": []})
+    notes = data / "notes.txt"  # the user's own file beside the data: not the project's to change
+    notes.write_text("mine")
+    for p in (data, *data.rglob("*")):
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    assert len(_open_to_others(data)) > 10
+    with ProxyProcess(data, upstream_ca=tls["ca"], mitmdump=True) as proxy:
+        with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=proxy.ca), timeout=10) as c:
+            assert c.post(f"{upstream}/v1/free/chat/completions", json={"model": "m", "messages": []}).status_code == 200
+        wait_for(lambda: receipts_cli("sql", "--csv", "SELECT count(*) FROM calls", data=data).stdout.split()[1] == "2")
+    assert _open_to_others(data) == [f"0o644 {notes}"]
+    assert proxy.output().count("was readable by other users; made") == 1, proxy.output()
 
 
 @pytest.fixture
