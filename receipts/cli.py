@@ -26,7 +26,7 @@ def _connect(args):
     data = _data_dir(args)
     if not os.path.isdir(data):
         raise UserError(f"no data directory at {data}: start `receipts proxy` first, or pass --data DIR")
-    return db.connect(data)
+    return db.connect(data, journal=False)  # the views read a snapshot: no file can be opened afterwards
 
 
 # ---- subcommands ---------------------------------------------------------------------------------
@@ -52,8 +52,8 @@ def cmd_sql(args) -> int:
 
     con = _connect(args)
     try:
-        db.check_read_only(con, args.query)
-        cols, rows = queries.rows(con, args.query)
+        statement = db.check_read_only(con, args.query)
+        cols, rows = queries.rows(con, statement)
     except db.QueryRejected as exc:
         raise UserError(str(exc)) from None
     except duckdb.Error as exc:

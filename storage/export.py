@@ -9,6 +9,9 @@ records (headers as stored, redacted; bodies only where `bodies: full` kept thei
 - parquet: the view as it is (HUGEINT amounts, lists, timestamps), read back by DuckDB unchanged;
 - csv: lists and structs as JSON text, amounts as integers, times as `YYYY-MM-DD HH:MM:SS.ffffff` (UTC);
 - jsonl: one JSON object per line; amounts (HUGEINT) as strings, so that no reader turns them into floats.
+
+The connection that writes an export is sandboxed like every reader (storage/db.py): it reads a
+snapshot of the journal, and the one file it can open is the export's temporary file.
 """
 from __future__ import annotations
 
@@ -70,7 +73,7 @@ def export(data_dir: str | os.PathLike, fmt: str, out: str | None, since: dateti
                                dir=str(target.parent) if target is not None else None)
     os.close(fd)
     try:
-        with db.connect(data_dir) as con:
+        with db.connect(data_dir, journal=False, write=[tmp]) as con:
             rows = _har(con, tmp, since) if fmt == "har" else _copy(con, tmp, fmt, since, view)
         if to_stdout:
             with open(tmp, "rb") as f:
@@ -90,7 +93,7 @@ def export(data_dir: str | os.PathLike, fmt: str, out: str | None, since: dateti
 def _copy(con, path: str, fmt: str, since: datetime | None, view: str) -> int:
     sql, params = _select(con, view, fmt, since)
     options = {"parquet": "FORMAT parquet, COMPRESSION zstd", "csv": "FORMAT csv, HEADER true",
-               "jsonl": "FORMAT json"}[fmt]
+               "jsonl": "FORMAT json"}[fmt] + ", USE_TMP_FILE false"  # (a file of its own beside it: not allowed)
     con.execute(f"COPY ({sql}) TO {_quote(path)} ({options})", params)
     return con.execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0]
 
