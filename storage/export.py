@@ -8,6 +8,9 @@ records (headers as stored, redacted; bodies only where `bodies: full` kept thei
 
 - parquet: the view as it is (HUGEINT amounts, lists, timestamps), read back by DuckDB unchanged;
 - csv: lists and structs as JSON text, amounts as integers, times as `YYYY-MM-DD HH:MM:SS.ffffff` (UTC);
+  a text cell that a spreadsheet would take for a formula (it begins with `=`, `+`, `-`, `@`, a tab or a
+  carriage return, as a captured User-Agent `=HYPERLINK(…)` does) is written with a `'` before it
+  (OWASP's advice on CSV injection); numbers stay numbers;
 - jsonl: one JSON object per line; amounts (HUGEINT) as strings, so that no reader turns them into floats.
 
 The connection that writes an export is sandboxed like every reader (storage/db.py): it reads a
@@ -40,6 +43,13 @@ def _quote(path: str) -> str:
     return "'" + path.replace("'", "''") + "'"
 
 
+def inert(expr: str) -> str:
+    """SQL of the text `expr` made inert for a spreadsheet: a `'` before a formula's first character
+    (`=`, `+`, `-`, `@`, tab, carriage return; OWASP, "CSV Injection")."""
+    return (f"CASE WHEN left({expr}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) "
+            f"THEN concat(chr(39), {expr}) ELSE {expr} END")
+
+
 def _select(con, view: str, fmt: str, since: datetime | None) -> tuple[str, dict]:
     """The SELECT of the export: the view's own columns, cast where the format needs it."""
     types = con.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()
@@ -47,7 +57,9 @@ def _select(con, view: str, fmt: str, since: datetime | None) -> tuple[str, dict
     for name, typ, *_ in types:
         q = '"' + name.replace('"', '""') + '"'
         if fmt == "csv" and ("[]" in typ or typ.startswith(("STRUCT", "MAP")) or typ == "JSON"):
-            cols.append(f"to_json({q})::VARCHAR AS {q}")
+            cols.append(f"{inert(f'to_json({q})::VARCHAR')} AS {q}")
+        elif fmt == "csv" and typ == "VARCHAR":
+            cols.append(f"{inert(q)} AS {q}")
         elif fmt == "jsonl" and typ in ("HUGEINT", "UHUGEINT"):
             cols.append(f"{q}::VARCHAR AS {q}")
         else:
