@@ -83,14 +83,6 @@ def sandbox(con: duckdb.DuckDBPyConnection, directories=(), paths=()) -> duckdb.
     return con
 
 
-def _literal(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (int, float)):
-        return str(value)
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def connect(data_dir: str | os.PathLike, snapshot: bool = True, views: bool = True,
             receipts: list[str] | None = None, *, journal: bool = True, write=(),
             settings: dict | None = None) -> duckdb.DuckDBPyConnection:
@@ -114,9 +106,9 @@ def connect(data_dir: str | os.PathLike, snapshot: bool = True, views: bool = Tr
     _prepare(data_dir)
     con = duckdb.connect(":memory:")
     try:
-        con.execute(f"SET temp_directory = {_literal(_spill_dir())}")
+        con.execute("SET temp_directory = $v", {"v": _spill_dir()})
         for name, value in (settings or {}).items():
-            con.execute(f"SET {name} = {_literal(value)}")
+            con.execute(f"SET {name} = $v", {"v": value})  # (names are ours, never a user's)
         if not views:
             con.execute("\n".join(MACRO.findall(views_sql(data_dir))))
         else:
@@ -239,7 +231,7 @@ def _open_file(path: Path, read_only: bool, directories=()) -> duckdb.DuckDBPyCo
     """The database file, sandboxed like every connection here (the file itself stays open to it)."""
     con = duckdb.connect(str(path), read_only=read_only)
     try:
-        con.execute(f"SET temp_directory = {_literal(_spill_dir())}")
+        con.execute("SET temp_directory = $v", {"v": _spill_dir()})
         return sandbox(con, directories)
     except BaseException:
         con.close()
