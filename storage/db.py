@@ -7,9 +7,10 @@ Every connection opened here is confined by DuckDB's own sandbox (`sandbox()`): 
 files only under the directories and at the paths it is given (the journal; an export's output file),
 no extension loaded or installed, and the configuration locked so that no statement can undo it.
 `receipts sql` adds a check of the statement itself (`check_read_only()`): one statement, and only a
-query (SELECT, a PRAGMA from READ_PRAGMAS, EXPLAIN of a SELECT). Either alone would stop the known
-attacks; both are kept because each has failed before (a PRAGMA imported a database; DuckDB's sandbox
-does not tell reading from writing, so a COPY into the journal would pass it).
+query (SELECT, a PRAGMA from READ_PRAGMAS, EXPLAIN of a SELECT). Each covers what the other cannot:
+a plain SELECT can call `read_text('/etc/shadow')`, which only the sandbox stops; the sandbox does not
+tell reading from writing, so a COPY into a place it allows (the journal) is stopped by the check alone.
+(A statement-type check by itself let `PRAGMA import_database` and `EXPLAIN ANALYZE COPY … TO` through.)
 """
 from __future__ import annotations
 
