@@ -27,7 +27,7 @@ def _connect(args):
     data = _data_dir(args)
     if not os.path.isdir(data):
         raise UserError(f"no data directory at {data}: start `receipts proxy` first, or pass --data DIR")
-    return db.connect(data)
+    return db.connect(data, journal=False)  # the views read a snapshot: no file can be opened afterwards
 
 
 # ---- subcommands ---------------------------------------------------------------------------------
@@ -55,8 +55,8 @@ def cmd_sql(args) -> int:
 
     con = _connect(args)
     try:
-        db.check_read_only(con, args.query)
-        cols, rows = queries.rows(con, args.query)
+        statement = db.check_read_only(con, args.query)
+        cols, rows = queries.rows(con, statement)
     except db.QueryRejected as exc:
         raise UserError(str(exc)) from None
     except duckdb.Error as exc:
@@ -232,9 +232,16 @@ def cmd_serve(args) -> int:
         raise UserError(f"--host must be an IP address such as 127.0.0.1, not {render.safe(args.host)!r}") from None
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be a number from 0 to 65535, not {args.port}")
+    for name in args.allow_host or ():
+        if not server.ALLOW_HOST.match(name.lower()):
+            raise UserError(f"--allow-host takes a host name or an address, with :PORT or not, not {render.safe(name)!r}")
+    token = args.token or os.environ.get("RECEIPTS_SERVE_TOKEN") or None
+    if token is not None and not server.TOKEN.match(token):
+        raise UserError("the token must be 16 to 200 letters, digits or -._~ (python -c 'import secrets; "
+                        "print(secrets.token_urlsafe(32))' makes one)")
     settings = cfg.load(args.config, {"data_dir": data})
     try:
-        return server.run(data, args.host, args.port, args.cache, settings, args.refresh)
+        return server.run(data, args.host, args.port, args.cache, settings, args.refresh, args.allow_host or (), token)
     except (OSError, RuntimeError) as exc:
         raise UserError(str(exc).splitlines()[0]) from None
 
@@ -350,6 +357,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="settings file (explorer links per network; default: mitm_config.yaml)")
     p.add_argument("--cache", help="the read cache's file (default: ~/.cache/receipts/serve-<journal hash>.duckdb)")
     p.add_argument("--refresh", type=float, default=1.0, help="seconds between reads of what the journal gained")
+    p.add_argument("--allow-host", action="append", metavar="NAME[:PORT]",
+                   help="another name the page may be opened at (a Host header to answer; repeatable)")
+    p.add_argument("--token", help="the token other machines must give (default: $RECEIPTS_SERVE_TOKEN, else one is "
+                                   "made and printed when --host is not a loopback address; the variable keeps it "
+                                   "out of the process list)")
     p.set_defaults(func=cmd_serve)
     return top
 

@@ -64,11 +64,22 @@ def table(columns: list[str], rows: list[tuple], width: int = 48) -> str:
     return "\n".join(lines)
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert_cell(value):
+    """A CSV cell no spreadsheet takes for a formula: text beginning with `=`, `+`, `-`, `@`, a tab or a
+    carriage return gets a `'` before it (OWASP, "CSV Injection"); numbers and other values stay as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def to_csv(columns: list[str], rows: list[tuple]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    w.writerows([["" if v is None else v for v in r] for r in rows])
+    w.writerow([inert_cell(c) for c in columns])
+    w.writerows([["" if v is None else inert_cell(v) for v in r] for r in rows])
     return buf.getvalue()
 
 

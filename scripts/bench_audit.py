@@ -50,8 +50,7 @@ def breakdown(data: Path) -> list[tuple[str, float]]:
 
     steps, sql = [], audit.statements(data)
     t0 = time.perf_counter()
-    con = db.connect(data, snapshot=False)
-    con.execute("SET preserve_insertion_order = false")  # as storage/audit.py does
+    con = db.connect(data, snapshot=False, settings={"preserve_insertion_order": False})  # as storage/audit.py does
     steps.append(("connect (views and macros)", time.perf_counter() - t0))
     groups = [("read the journal (one parse per event)", ("paths", "read", "read_segments")),
               ("fold calls", ("calls",)), ("fold verdicts, receipts, sessions, charges",

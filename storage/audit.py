@@ -57,8 +57,8 @@ def _read(con: duckdb.DuckDBPyConnection, data_dir) -> dict[str, str]:
 def report(data_dir: str | os.PathLike, since: datetime | None = None, app: str | None = None) -> dict:
     """Every section of the audit, filtered to calls since `since` (UTC) and from app `app`."""
     params = {"since": since, "app": app}
-    with db.connect(data_dir, snapshot=False) as con:
-        con.execute("SET preserve_insertion_order = false")  # tables are built in parallel; rows are ordered by SQL
+    # (tables are built in parallel; rows are ordered by SQL)
+    with db.connect(data_dir, snapshot=False, settings={"preserve_insertion_order": False}) as con:
         sql = _read(con, data_dir)
         out: dict = {}
         for name in SECTIONS:

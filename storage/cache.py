@@ -43,6 +43,7 @@ from pathlib import Path
 
 import duckdb
 
+from . import db
 from .journal import journal_dir
 from .layout import ANCHOR_JSON, EVENT_COLUMNS, ensure_anchors, parquet_dir
 from .private import make_private_dir, tighten
@@ -127,6 +128,9 @@ class ReadCache:
         con.execute(f"SET temp_directory = '{_q(self._tmp / 'spill')}'")
         con.execute("SET preserve_insertion_order = false")
         con.execute(f"SET memory_limit = '{self.memory_limit}'")
+        # DuckDB's sandbox, as for every reader (storage/db.py): the journal and our private directory
+        # (anchors, spill, staging) are the only places it opens files in; the cache file is open already
+        db.sandbox(con, [self.journal, self._tmp])
         con.execute(self._views_sql())
         con.execute("CREATE SCHEMA IF NOT EXISTS state")
         con.execute("CREATE SCHEMA IF NOT EXISTS cache")

@@ -1,13 +1,26 @@
-"""Read-only DuckDB access to the journal: every reader goes through here.
+"""Read-only, sandboxed DuckDB access to the journal: every reader goes through here.
 
 No process ever holds the journal open for writing through DuckDB, so any number of readers (the
 CLI, the verifier, the duckdb CLI, notebooks) work while the proxy captures.
+
+Every connection opened here is confined by DuckDB's own sandbox (`sandbox()`): external access off,
+files only under the directories and at the paths it is given (the journal; an export's output file),
+no extension loaded or installed, and the configuration locked so that no statement can undo it.
+`receipts sql` adds a check of the statement itself (`check_read_only()`): one statement, and only a
+query (SELECT, a PRAGMA from READ_PRAGMAS, EXPLAIN of a SELECT). Each covers what the other cannot:
+a plain SELECT can call `read_text('/etc/shadow')`, which only the sandbox stops; the sandbox does not
+tell reading from writing, so a COPY into a place it allows (the journal) is stopped by the check alone.
+(A statement-type check by itself let `PRAGMA import_database` and `EXPLAIN ANALYZE COPY … TO` through.)
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
+import secrets
+import shutil
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -19,7 +32,11 @@ from .layout import columns_sql, ensure_anchors
 log = logging.getLogger("receipts.db")
 DB_FILE = "receipts.duckdb"
 VIEWS = ("events", "calls", "challenges", "payments", "settlements", "checks", "receipts")
-READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA"}
+# PRAGMAs that only read: the version and platform, the catalog (tables, columns, functions, collations)
+# and the database's size. Every other PRAGMA is refused by `receipts sql`: some change settings, and
+# `import_database` runs the SQL files of a directory.
+READ_PRAGMAS = frozenset({"version", "platform", "user_agent", "table_info", "show_tables", "show_tables_expanded",
+                          "show_databases", "database_list", "database_size", "functions", "collations"})
 MACRO = re.compile(r"^CREATE OR REPLACE MACRO\b.*?;[ \t]*$", re.S | re.M)  # each ends at the first line ending in ;
 
 
@@ -37,9 +54,40 @@ def _prepare(data_dir: str | os.PathLike) -> None:
     ensure_anchors(journal_dir(data_dir))
 
 
+_spill_root: str | None = None
+
+
+def _spill_dir() -> str:
+    """A directory for one connection's spill files that DuckDB creates when it needs it and removes on
+    close, inside a private (0700) directory of this process. Set explicitly because DuckDB's default,
+    `.tmp` under the current directory, is added to the directories the sandbox allows."""
+    global _spill_root
+    if _spill_root is None:
+        _spill_root = tempfile.mkdtemp(prefix="receipts-duckdb-")
+        atexit.register(shutil.rmtree, _spill_root, True)
+    return os.path.join(_spill_root, secrets.token_hex(8))
+
+
+def sandbox(con: duckdb.DuckDBPyConnection, directories=(), paths=()) -> duckdb.DuckDBPyConnection:
+    """Confine `con` for good: from now on DuckDB opens files only under `directories` and at `paths`
+    (globs included: a glob under an allowed directory lists only there), loads and installs no
+    extension, reaches no URL, and refuses every change of a setting (`lock_configuration`). DuckDB does
+    not tell reading from writing: an allowed place can be written by a COPY, which is why `receipts sql`
+    also checks its statement. Its spill directory (`temp_directory`) is allowed too, so set it first.
+
+    The order matters: the allowed places can only be set while external access is on, and nothing can
+    be set once the configuration is locked."""
+    con.execute("SET allowed_directories = $d", {"d": [str(Path(d).resolve()) for d in directories]})
+    con.execute("SET allowed_paths = $p", {"p": [os.path.abspath(p) for p in paths]})  # (as the COPY names it)
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
 def connect(data_dir: str | os.PathLike, snapshot: bool = True, views: bool = True,
-            receipts: list[str] | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the views over `data_dir`'s journal.
+            receipts: list[str] | None = None, *, journal: bool = True, write=(),
+            settings: dict | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the views over `data_dir`'s journal, sandboxed (`sandbox()`).
 
     With `snapshot` (the default), the journal is read once into a temporary `events` table that the
     views then use: every query of the connection sees the same consistent moment, and the files are
@@ -47,33 +95,111 @@ def connect(data_dir: str | os.PathLike, snapshot: bool = True, views: bool = Tr
     holds only the events of those receipt ids (for a program that needs the views of a few calls).
     Without `views`, only the macros (`utc`, `json_fields`, `parquet_fields`, `event_fields`) are
     defined: binding every view costs ~50 ms that a program reading through them alone need not pay.
+
+    The connection can open files under the journal only; with `journal=False` (which needs
+    `snapshot`) not even there once the snapshot is taken: every view reads the snapshot, and no file
+    at all can be read or written (`receipts sql`). `write` names the files it may also write (an
+    export's output). `settings` are DuckDB settings applied before the configuration is locked
+    (e.g. `{"threads": 1}`): a `SET` on the connection fails afterwards.
     """
+    if not journal and not snapshot:
+        raise ValueError("a connection without access to the journal needs its snapshot")
     _prepare(data_dir)
     con = duckdb.connect(":memory:")
-    if not views:
-        con.execute("\n".join(MACRO.findall(views_sql(data_dir))))
-        return con
-    con.execute(views_sql(data_dir))
-    if snapshot and receipts is None:
-        con.execute("CREATE TEMP TABLE events AS SELECT * FROM main.events")
-    elif snapshot:
-        con.execute("CREATE TEMP TABLE events AS SELECT * FROM main.events "
-                    "WHERE receipt_id IN (SELECT unnest($receipts))", {"receipts": receipts})
-    return con
-
-
-def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Reject anything but queries: `receipts sql` must never change or write files."""
     try:
-        statements = con.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise QueryRejected(str(exc).splitlines()[0]) from None
+        con.execute("SET temp_directory = $v", {"v": _spill_dir()})
+        for name, value in (settings or {}).items():
+            con.execute(f"SET {name} = $v", {"v": value})  # (names are ours, never a user's)
+        if not views:
+            con.execute("\n".join(MACRO.findall(views_sql(data_dir))))
+        else:
+            con.execute(views_sql(data_dir))
+        if views and snapshot and receipts is None:
+            con.execute("CREATE TEMP TABLE events AS SELECT * FROM main.events")
+        elif views and snapshot:
+            con.execute("CREATE TEMP TABLE events AS SELECT * FROM main.events "
+                        "WHERE receipt_id IN (SELECT unnest($receipts))", {"receipts": receipts})
+        return sandbox(con, [journal_dir(data_dir)] if journal else [], write)
+    except BaseException:
+        con.close()
+        raise
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statement:
+    """The one statement of `sql`, parsed, if it only reads; else QueryRejected. Run the statement
+    returned (not `sql` again), so that what runs is what was checked.
+
+    Allowed: a SELECT (with FROM-first, VALUES, DESCRIBE, SHOW, SUMMARIZE), a PRAGMA of READ_PRAGMAS
+    without `=`, and EXPLAIN [ANALYZE] of a SELECT (EXPLAIN ANALYZE runs its statement)."""
+    statements = _parse(con, sql)
     if not statements:
         raise QueryRejected("no SQL statement given")
-    for st in statements:
-        kind = str(st.type).rsplit(".", 1)[-1]
-        if kind not in READ_ONLY_STATEMENTS:
-            raise QueryRejected(f"only queries are allowed here, not {kind} statements")
+    if len(statements) > 1:
+        raise QueryRejected(f"one statement at a time, not {len(statements)}")
+    st = statements[0]
+    try:
+        kind = st.type.name
+    except ValueError:  # a statement type the Python client has no name for (e.g. UPDATE EXTENSIONS)
+        raise QueryRejected("only queries are allowed here") from None
+    if kind == "SELECT":
+        return st
+    words = _words(st.query)
+    if kind == "PRAGMA" and _read_pragma(words):
+        return st
+    if kind == "PRAGMA" and words and words[0][1].upper() == "PRAGMA":
+        raise QueryRejected(f"PRAGMA {words[1][1] if len(words) > 1 else ''} is not allowed here; "
+                            f"only PRAGMAs that read: {', '.join(sorted(READ_PRAGMAS))}")
+    if kind == "EXPLAIN" and _explains_a_query(con, st.query, words):
+        return st
+    if kind == "EXPLAIN":
+        raise QueryRejected("EXPLAIN is allowed here only of a SELECT")
+    first = words[0][1].upper() if words and words[0][1].isalpha() else kind  # (CHECKPOINT is a CALL to DuckDB)
+    raise QueryRejected(f"only queries are allowed here, not {first} statements")
+
+
+def _parse(con: duckdb.DuckDBPyConnection, sql: str) -> list:
+    try:
+        return con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryRejected(str(exc).splitlines()[0]) from None
+
+
+def _words(sql: str) -> list[tuple[int, str]]:
+    """DuckDB's tokens of `sql` as (offset in its UTF-8 bytes, text), comments left out."""
+    raw = sql.encode()
+    tokens = duckdb.tokenize(sql)
+    ends = [offset for offset, _ in tokens[1:]] + [len(raw)]
+    return [(offset, raw[offset:end].decode(errors="replace").strip()) for (offset, kind), end in zip(tokens, ends)
+            if kind != duckdb.token_type.comment]
+
+
+def _read_pragma(words: list[tuple[int, str]]) -> bool:
+    return (len(words) > 1 and words[0][1].upper() == "PRAGMA" and words[1][1].lower() in READ_PRAGMAS
+            and not any(text == "=" for _, text in words))
+
+
+def _explains_a_query(con: duckdb.DuckDBPyConnection, sql: str, words: list[tuple[int, str]]) -> bool:
+    """Whether an EXPLAIN statement explains one SELECT: what follows `EXPLAIN [ANALYZE]`, or its
+    options in parentheses (`EXPLAIN (ANALYZE, FORMAT json) SELECT …`), must parse as one."""
+    i = 1 + (len(words) > 1 and words[1][1].upper() in ("ANALYZE", "ANALYSE"))
+    starts = [i]
+    if i < len(words) and words[i][1] == "(":
+        depth = 0
+        for j in range(i, len(words)):
+            depth += {"(": 1, ")": -1}.get(words[j][1], 0)
+            if depth == 0:
+                starts.append(j + 1)
+                break
+    for start in starts:
+        if start >= len(words):
+            continue
+        try:
+            inner = con.extract_statements(sql.encode()[words[start][0]:].decode())
+            if len(inner) == 1 and inner[0].type.name == "SELECT":
+                return True
+        except (duckdb.Error, ValueError):
+            continue
+    return False
 
 
 def ensure_database_file(data_dir: str | os.PathLike) -> Path | None:
@@ -87,16 +213,27 @@ def ensure_database_file(data_dir: str | os.PathLike) -> Path | None:
     sql = views_sql(data_dir)
     try:
         if path.exists():
-            with duckdb.connect(str(path), read_only=True) as con:
+            with _open_file(path, read_only=True) as con:
                 if con.execute("SELECT max(sql) FROM receipts_meta").fetchone()[0] == sql:
                     return path
     except duckdb.Error:
         pass
     try:
-        with duckdb.connect(str(path)) as con:
+        with _open_file(path, read_only=False, directories=[journal_dir(data_dir)]) as con:
             con.execute(sql)
             con.execute("CREATE OR REPLACE TABLE receipts_meta AS SELECT $sql AS sql", {"sql": sql})
     except duckdb.Error as exc:
         log.warning("could not update %s (is a reader holding it open?): %s", path, str(exc).splitlines()[0])
         return None
     return path
+
+
+def _open_file(path: Path, read_only: bool, directories=()) -> duckdb.DuckDBPyConnection:
+    """The database file, sandboxed like every connection here (the file itself stays open to it)."""
+    con = duckdb.connect(str(path), read_only=read_only)
+    try:
+        con.execute("SET temp_directory = $v", {"v": _spill_dir()})
+        return sandbox(con, directories)
+    except BaseException:
+        con.close()
+        raise

@@ -8,7 +8,13 @@ records (headers as stored, redacted; bodies only where `bodies: full` kept thei
 
 - parquet: the view as it is (HUGEINT amounts, lists, timestamps), read back by DuckDB unchanged;
 - csv: lists and structs as JSON text, amounts as integers, times as `YYYY-MM-DD HH:MM:SS.ffffff` (UTC);
+  a text cell that a spreadsheet would take for a formula (it begins with `=`, `+`, `-`, `@`, a tab or a
+  carriage return, as a captured User-Agent `=HYPERLINK(…)` does) is written with a `'` before it
+  (OWASP's advice on CSV injection); numbers stay numbers;
 - jsonl: one JSON object per line; amounts (HUGEINT) as strings, so that no reader turns them into floats.
+
+The connection that writes an export is sandboxed like every reader (storage/db.py): it reads a
+snapshot of the journal, and the one file it can open is the export's temporary file.
 """
 from __future__ import annotations
 
@@ -37,6 +43,13 @@ def _quote(path: str) -> str:
     return "'" + path.replace("'", "''") + "'"
 
 
+def inert(expr: str) -> str:
+    """SQL of the text `expr` made inert for a spreadsheet: a `'` before a formula's first character
+    (`=`, `+`, `-`, `@`, tab, carriage return; OWASP, "CSV Injection")."""
+    return (f"CASE WHEN left({expr}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) "
+            f"THEN concat(chr(39), {expr}) ELSE {expr} END")
+
+
 def _select(con, view: str, fmt: str, since: datetime | None) -> tuple[str, dict]:
     """The SELECT of the export: the view's own columns, cast where the format needs it."""
     types = con.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()
@@ -44,7 +57,9 @@ def _select(con, view: str, fmt: str, since: datetime | None) -> tuple[str, dict
     for name, typ, *_ in types:
         q = '"' + name.replace('"', '""') + '"'
         if fmt == "csv" and ("[]" in typ or typ.startswith(("STRUCT", "MAP")) or typ == "JSON"):
-            cols.append(f"to_json({q})::VARCHAR AS {q}")
+            cols.append(f"{inert(f'to_json({q})::VARCHAR')} AS {q}")
+        elif fmt == "csv" and typ == "VARCHAR":
+            cols.append(f"{inert(q)} AS {q}")
         elif fmt == "jsonl" and typ in ("HUGEINT", "UHUGEINT"):
             cols.append(f"{q}::VARCHAR AS {q}")
         else:
@@ -70,7 +85,7 @@ def export(data_dir: str | os.PathLike, fmt: str, out: str | None, since: dateti
                                dir=str(target.parent) if target is not None else None)
     os.close(fd)
     try:
-        with db.connect(data_dir) as con:
+        with db.connect(data_dir, journal=False, write=[tmp]) as con:
             rows = _har(con, tmp, since) if fmt == "har" else _copy(con, tmp, fmt, since, view)
         if to_stdout:
             with open(tmp, "rb") as f:
@@ -88,7 +103,7 @@ def export(data_dir: str | os.PathLike, fmt: str, out: str | None, since: dateti
 def _copy(con, path: str, fmt: str, since: datetime | None, view: str) -> int:
     sql, params = _select(con, view, fmt, since)
     options = {"parquet": "FORMAT parquet, COMPRESSION zstd", "csv": "FORMAT csv, HEADER true",
-               "jsonl": "FORMAT json"}[fmt]
+               "jsonl": "FORMAT json"}[fmt] + ", USE_TMP_FILE false"  # (a file of its own beside it: not allowed)
     con.execute(f"COPY ({sql}) TO {_quote(path)} ({options})", params)
     return con.execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0]
 

@@ -8,7 +8,7 @@ import duckdb
 FIND = "SELECT * FROM receipts WHERE list_contains(ids, lower(trim($id)))"
 
 
-def rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> tuple[list[str], list[tuple]]:
+def rows(con: duckdb.DuckDBPyConnection, sql: str | duckdb.Statement, params: dict | None = None) -> tuple[list[str], list[tuple]]:
     cur = con.execute(sql, params or {})
     return [d[0] for d in cur.description], cur.fetchall()
 

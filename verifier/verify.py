@@ -267,7 +267,8 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int 
         chain_reader.submit(warm_up)  # while the journal is read
         # Every DuckDB call of the pass runs on `querier`, one thread: DuckDB's allocator then reuses the
         # memory of the journal read for the queries (queried from another thread, the peak is ~20 MB more).
-        with db.connect(data_dir, snapshot=False, views=False) as con, \
+        # (a second thread buys little here and costs CPU and memory)
+        with db.connect(data_dir, snapshot=False, views=False, settings={"threads": 1}) as con, \
                 ThreadPoolExecutor(1, thread_name_prefix="verify-query") as querier:  # done before `con` closes
             summary.og_receipts = querier.submit(_prepare, con).result()
             ahead = collections.deque()  # the next rounds: their receipts, and their chain views being read
@@ -285,7 +286,6 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int 
 def _prepare(con) -> list[str]:
     """The pass's tables, from the journal read once, narrowly (FACTS); returns the receipt ids of the
     OpenGradient calls (OG_RECEIPTS)."""
-    con.execute("SET threads = 1")  # a second thread buys little here and costs CPU and memory
     _read_facts(con)
     for sql in (CHECK_ROWS, OG_CALLS, LAST_CHECKS, VERDICTS, HISTORIES):
         con.execute(sql)

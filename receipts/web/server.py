@@ -3,15 +3,27 @@
 
 `App.handle()` maps a request to a response (status, type, body, headers); `Handler` is the thin HTTP
 side. Pages are rendered by receipts/web/pages.py and charts.py (pure functions); the SQL is in
-storage/queries.py. Every response carries a strict Content-Security-Policy (scripts and styles only
-from this server's /static/, no inline script, no inline style, nothing from elsewhere), and requests
-naming another host are refused, so a web page elsewhere cannot read receipts through DNS rebinding.
+storage/queries.py. Every response — whatever the method, and the standard library's own errors too —
+carries a strict Content-Security-Policy (scripts and styles only from this server's /static/, no inline
+script, no inline style, nothing from elsewhere) and the other HEADERS.
+
+Who is answered (`App.handle()`, before anything else):
+- the Host header must be one the server expects (`allowed_hosts()`), so a web page elsewhere cannot read
+  receipts through DNS rebinding: on a loopback address its loopback names; on any other address that
+  address, this machine's name (on 0.0.0.0/::, also the loopback names and the machine's addresses) and
+  the names given with --allow-host; else 403;
+- on an address other machines can reach (or when a token was given), every request must carry the
+  token: `?token=…` (the answer then sets an HttpOnly, SameSite=Strict cookie, sent by the page's later
+  requests), that cookie, or `Authorization: Bearer …`; compared in constant time; else 401.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import logging
+import re
+import secrets
 import signal
 import socket
 import sys
@@ -90,13 +102,32 @@ def _key(f: dict) -> tuple:
     return tuple(sorted((k, str(v)) for k, v in f.items() if not k.endswith("_text")))
 
 
+def _bearer(value: str | None) -> str | None:
+    scheme, _, credentials = (value or "").strip().partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+
+
+def _cookies(value: str | None, name: str) -> list[str]:
+    """The values of every cookie called `name` in a Cookie header (read by hand: http.cookies drops the
+    whole header at the first cookie it cannot parse)."""
+    found = []
+    for part in (value or "").split(";"):
+        key, sep, val = part.strip().partition("=")
+        if sep and key == name:
+            found.append(val.strip().strip('"'))
+    return found
+
+
 class App:
     """The routes. Holds the cache, the settings (explorer links) and a small memo of what only changes
-    when the cache does (filter values, counts, charts)."""
+    when the cache does (filter values, counts, charts). `allowed_hosts` (None: any) and `token` (None: no
+    token needed) say who is answered; `run()` sets them."""
 
     def __init__(self, cache: ReadCache, settings=None, data_dir: str = ""):
         self.cache, self.settings, self.data_dir = cache, settings, str(data_dir)
         self.allowed_hosts: set[str] | None = None
+        self.token: str | None = None
+        self.cookie = "receipts_token"  # (run() adds the port: cookies are shared by every port of a host)
         self._memo: OrderedDict = OrderedDict()
         self._memo_lock = threading.Lock()
         folder = resources.files("receipts.web").joinpath("static")
@@ -131,12 +162,38 @@ class App:
                 self._memo.popitem(last=False)
         return value
 
-    def handle(self, method: str, target: str, host: str | None) -> Response:
+    def handle(self, method: str, target: str, headers=None) -> Response:
+        """The answer to one request; `headers` maps header names (any case) to values."""
+        headers = headers if headers is not None else {}
+        host = headers.get("Host")
         if self.allowed_hosts is not None and (host or "").lower() not in self.allowed_hosts:
-            return Response(403, b"unexpected Host header: open the page at the address receipts serve printed\n",
-                            "text/plain; charset=utf-8")
+            return Response(403, b"unexpected Host header: open the page at the address receipts serve printed "
+                                 b"(another name needs --allow-host)\n", "text/plain; charset=utf-8")
+        via = self._authenticated(urlsplit(target).query, headers)
+        if via is None:
+            return Response(401, b"this page needs its token: open the address receipts serve printed "
+                                 b"(/?token=...), or send Authorization: Bearer <token>\n",
+                            "text/plain; charset=utf-8", {"WWW-Authenticate": 'Bearer realm="receipts serve"'})
         if method not in ("GET", "HEAD"):
             return Response(405, b"read-only\n", "text/plain; charset=utf-8", {"Allow": "GET, HEAD"})
+        resp = self._route(target)
+        if via == "query":  # the page's next requests (its script, style, charts, links) carry the cookie
+            resp.headers["Set-Cookie"] = f"{self.cookie}={self.token}; Path=/; HttpOnly; SameSite=Strict"
+        return resp
+
+    def _authenticated(self, query: str, headers) -> str | None:
+        """How the request showed the token ("query", "header", "cookie"; "open" when none is needed), or None."""
+        if self.token is None:
+            return "open"
+        given = [("query", t) for t in parse_qs(query).get("token", [])] + [("header", _bearer(headers.get("Authorization")))]
+        given += [("cookie", t) for t in _cookies(headers.get("Cookie"), self.cookie)]
+        want = self.token.encode()
+        for via, token in given:
+            if token is not None and hmac.compare_digest(token.encode(), want):
+                return via
+        return None
+
+    def _route(self, target: str) -> Response:
         url = urlsplit(target)
         path, query = url.path, parse_qs(url.query, keep_blank_values=False)
         try:
@@ -288,66 +345,149 @@ class Handler(BaseHTTPRequestHandler):
         # answers go out at once (without it, a keep-alive client waits ~40 ms for each: Nagle + delayed ACK)
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def do_GET(self):
-        self._serve("GET")
-
-    def do_HEAD(self):
-        self._serve("HEAD")
-
-    def do_POST(self):
-        self._serve("POST")
-
-    do_PUT = do_DELETE = do_PATCH = do_POST
+    def __getattr__(self, name: str):
+        # Every method goes through _serve(), OPTIONS, TRACE and unknown ones too (a 405 with HEADERS):
+        # the standard library answers a method without a do_<METHOD> with its own bare 501.
+        if name.startswith("do_"):
+            return lambda: self._serve(name[3:])
+        raise AttributeError(name)
 
     def _serve(self, method: str) -> None:
         app: App = self.server.app
         try:
-            resp = app.handle(method, self.path, self.headers.get("Host"))
+            resp = app.handle(method, self.path, self.headers)
         except Exception:  # a bug must not take the server down; say so on the page and in the log
             log.exception("error serving %s", render.safe(self.path, 200))
             resp = Response(500, b"internal error (see the server's log)\n", "text/plain; charset=utf-8")
+        self._send(resp, with_body=method != "HEAD")
+
+    def _send(self, resp: Response, with_body: bool) -> None:
+        if self.request_version == "HTTP/0.9":  # (also the version of a request line too broken to read):
+            self.request_version = "HTTP/1.0"   # the standard library would answer without status line or headers
         self.send_response(resp.status)
         for k, v in {**HEADERS, "Content-Type": resp.type, **resp.headers}.items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(resp.body)))
-        if method != "HEAD":  # one write: headers and body
+        if with_body:  # one write: headers and body
             self._headers_buffer.append(b"\r\n" + resp.body)
             self.flush_headers()
         else:
             self.end_headers()
 
+    def send_error(self, code, message=None, explain=None):
+        """The standard library's own refusals (a malformed request line, a URI or header too long), with
+        the same headers as every other answer (and none of the request's text echoed)."""
+        self.close_connection = True
+        phrase = self.responses.get(code, ("Error",))[0]
+        self._send(Response(code, f"{code} {phrase}\n".encode(), "text/plain; charset=utf-8", {"Connection": "close"}),
+                   with_body=self.command != "HEAD" and code >= 200 and code not in (204, 304))
+
     def log_message(self, format, *args):  # noqa: A002 — quiet unless asked
-        log.debug("%s %s", self.address_string(), format % args)
+        text = format % args
+        token = self.server.app.token
+        log.debug("%s %s", self.address_string(), text.replace(token, "[token]") if token else text)
 
 
-def allowed_hosts(host: str, port: int) -> set[str] | None:
-    """The Host headers a loopback server answers (None: any, when it listens on a wider address)."""
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+# --allow-host: a name, an IPv4 address, an IPv6 address (bare or in brackets), then :PORT or not
+ALLOW_HOST = re.compile(r"^(\[[0-9a-f:.]+\]|[0-9a-f.]*:[0-9a-f.]*:[0-9a-f:.]*|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)(:\d{1,5})?$")
+TOKEN = re.compile(r"^[A-Za-z0-9._~-]{16,200}$")
+
+
+def is_loopback(host: str) -> bool:
     try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
-        loopback = False
-    if not loopback:
-        return None
-    names = {"127.0.0.1", "localhost", "[::1]", host if ":" not in host else f"[{host}]"}
-    return {f"{n}:{port}" for n in names} | ({n for n in names} if port == 80 else set())
+        return False
+
+
+def is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _host_header(name: str, port: int | None) -> set[str]:
+    """How a Host header names `name` (an IPv6 address in brackets): with the port, and bare where
+    the port is HTTP's default or not known (a name given without one, e.g. behind a reverse proxy)."""
+    name = name.lower()
+    if ":" in name and not name.startswith("["):
+        name = f"[{name}]"
+    return {name} if port is None else {f"{name}:{port}"} | ({name} if port == 80 else set())
+
+
+def _machine_addresses() -> set[str]:
+    """This machine's name and the addresses it is reached at: those its name resolves to, and the one
+    it sends from by default (a UDP socket's connect() picks the route; nothing is sent)."""
+    found = {socket.gethostname()}
+    try:
+        found |= {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:
+        pass
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: never reached
+            found.add(s.getsockname()[0])
+    except OSError:
+        pass
+    return found
+
+
+def allowed_hosts(host: str, port: int, extra=()) -> set[str]:
+    """The Host headers the server answers. On a loopback address: its loopback names. On another: that
+    address and this machine's name; on 0.0.0.0 or :: also the loopback names and the machine's addresses.
+    `extra` (--allow-host) adds NAME (with this port, and bare) or NAME:PORT (exactly)."""
+    if is_loopback(host):
+        names = {*LOOPBACK_NAMES, host}
+    elif is_wildcard(host):
+        names = {*LOOPBACK_NAMES, *_machine_addresses()}
+    else:
+        names = {host, socket.gethostname()}
+    out = set().union(*(_host_header(n, port) for n in names))
+    for name in extra:
+        name = name.lower()
+        m = ALLOW_HOST.match(name)
+        if m and m.group(3):
+            out.add(name)
+        else:
+            out |= _host_header(name, port) | _host_header(name, None)
+    return out
 
 
 def _interrupt(*_):
     raise KeyboardInterrupt
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class Server6(Server):
+    address_family = socket.AF_INET6
+
+
 def run(data_dir: str, host: str = "127.0.0.1", port: int = 8000, cache_path: str | None = None,
-        settings=None, refresh: float = 1.0) -> int:
-    """Serve until interrupted: listen at once, build (or resume) the cache, then refresh it."""
+        settings=None, refresh: float = 1.0, allow_hosts=(), token: str | None = None) -> int:
+    """Serve until interrupted: listen at once, build (or resume) the cache, then refresh it.
+
+    On a loopback address no token is needed unless `token` is given; on any other address one is
+    always needed: `token`, or one made here and printed once."""
     cache = ReadCache(data_dir, cache_path).open()
     app = App(cache, settings, data_dir)
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = (Server6 if ":" in host else Server)((host, port), Handler)
     server.app = app
     port = server.server_address[1]
-    app.allowed_hosts = allowed_hosts(host, port)
+    app.allowed_hosts = allowed_hosts(host, port, allow_hosts)
+    made = token is None and not is_loopback(host)
+    app.token = secrets.token_urlsafe(32) if made else token
+    app.cookie = f"receipts_token_{port}"
     shown = f"[{host}]" if ":" in host else host
     print(f"receipts serve: http://{shown}:{port}/ (data {data_dir}, cache {cache.path})", flush=True)
+    if app.token:
+        where = socket.gethostname() if is_wildcard(host) else shown
+        print(f"receipts serve: every request needs the token; open http://{where}:{port}/?token="
+              f"{app.token if made else '<the token you gave>'} (or send Authorization: Bearer <token>)", flush=True)
 
     def prepare():
         try:

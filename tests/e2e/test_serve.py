@@ -290,3 +290,39 @@ def test_the_server_answers_only_reads_from_its_own_host(world):
     assert httpx.post(world.serve.url + "/", timeout=10).status_code == 405
     assert world.serve.get("/", headers={"Host": "attacker.example"}).status_code == 403
     assert not [p for p in world.data.rglob("*") if "serve" in p.name], "the cache lives outside the data directory"
+
+
+def test_a_page_other_machines_can_reach_needs_its_token(browser, world, tmp_path):
+    """`receipts serve --host 0.0.0.0`: without the token, 401; the printed link's token sets an HttpOnly,
+    SameSite=Strict cookie that the page's own requests carry (script, style, charts, live updates, links),
+    and the token leaves the address bar."""
+    with ServeProcess(world.data, tmp_path / "cache.duckdb", "--host", "0.0.0.0", "--config", str(world.config)) as serve:
+        context = browser.new_context()
+        pg = context.new_page()
+        try:
+            assert pg.goto(serve.url + "/").status == 401 and "needs its token" in pg.text_content("body")
+            assert pg.goto(serve.url + "/?token=" + "x" * len(serve.token)).status == 401
+            assert pg.goto(f"{serve.url}/?token={serve.token}").status == 200
+            # (polled from here: a predicate polled inside the page is eval'd, which its CSP forbids)
+            wait_for(lambda: "token" not in pg.evaluate("window.location.search"), timeout=10)
+            assert serve.token not in pg.evaluate("window.location.href")
+            assert len(rows_of(pg)) >= 6
+            wait_for(lambda: pg.evaluate("document.getElementById('chart-spend-app').complete && "
+                                         "document.getElementById('chart-spend-app').naturalWidth > 0"), timeout=10)
+            assert pg.evaluate("document.styleSheets[0].cssRules.length") > 0, "the stylesheet came with the cookie"
+            with pg.expect_response(lambda r: "/api/receipts" in r.url, timeout=10_000) as live:
+                pass
+            assert live.value.status == 200, "the live updates carry the cookie"
+            [cookie] = [c for c in context.cookies() if c["name"] == f"receipts_token_{serve.port}"]
+            assert cookie["value"] == serve.token and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+            assert pg.evaluate("document.cookie") == "", "no script can read it"
+            with pg.expect_navigation():
+                pg.click("#rows tr[data-id] a")
+            assert pg.text_content("#receipt-id")
+        finally:
+            context.close()
+        stranger = browser.new_context()
+        try:
+            assert stranger.new_page().goto(serve.url + "/receipt/" + world.show(world.plain_tx)["receipt"]["receipt_id"]).status == 401
+        finally:
+            stranger.close()

@@ -155,3 +155,111 @@ def test_serving_writes_nothing_into_the_data_directory(served):
 def test_a_bad_host_or_port_is_one_line():
     out = receipts_cli("serve", "--host", "example.com", "--port", "0", "--data", ".")
     assert out.returncode == 1 and out.stderr.strip().startswith("Error: --host must be an IP address")
+
+
+# ---- who is answered --------------------------------------------------------------------------------
+SECURITY_HEADERS = ("content-security-policy", "x-content-type-options", "referrer-policy", "x-frame-options",
+                    "cross-origin-resource-policy", "cross-origin-opener-policy", "cache-control")
+
+
+def _secured(r) -> bool:
+    from receipts.web.server import HEADERS
+
+    return all(r.headers.get(k) == v for k, v in HEADERS.items())
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    from testbed.synthetic import generate
+
+    root = tmp_path_factory.mktemp("small")
+    generate(root / "data", 40, seed=5, days=0.5)
+    return root
+
+
+def test_every_other_method_gets_405_with_the_security_headers(served):
+    serve, _, _ = served
+    for method in ("OPTIONS", "TRACE", "PUT", "DELETE", "PATCH", "POST", "PROPFIND", "BREW"):
+        r = httpx.request(method, serve.url + "/", timeout=10)
+        assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD", method
+        assert _secured(r), (method, dict(r.headers))
+    assert set(SECURITY_HEADERS) <= {k.lower() for k in serve.get("/").headers}
+
+
+def test_the_servers_own_refusals_carry_the_security_headers_too(served):
+    import socket
+
+    serve, _, _ = served
+    for raw in (b"GET / HTTP/9.9\r\n\r\n", b"GET / HTTX/1.1\r\n\r\n", b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n",
+                b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n", b"NONSENSE\r\n\r\n",
+                b"GET /\r\n\r\n"):  # (the last: HTTP/0.9, answered as HTTP/1.0 to carry the headers)
+        with socket.create_connection(("127.0.0.1", serve.port), timeout=10) as s:
+            s.sendall(raw)
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+        assert lines[0].split()[1] in ("400", "403", "414", "431", "505"), lines[0]
+        assert headers.get("content-security-policy", "").startswith("default-src 'none'"), lines
+        assert headers.get("x-frame-options") == "DENY" and b"aaaa" not in body
+
+
+def test_a_server_other_machines_can_reach_needs_its_token(small, tmp_path):
+    with ServeProcess(small / "data", tmp_path / "cache.duckdb", "--host", "0.0.0.0",
+                      "--allow-host", "receipts.example", "--allow-host", "box.example:8443") as serve:
+        token, url, port = serve.token, serve.url, serve.port
+        assert token and len(token) >= 40 and serve.output().count(token) == 1, "made, and printed once"
+        assert f"open http://{__import__('socket').gethostname()}:{port}/?token={token}" in serve.output()
+        for path in ("/", "/api/status", "/static/app.js", "/favicon.ico", "/api/receipts"):
+            r = serve.get(path, token=False)
+            assert r.status_code == 401 and _secured(r) and r.headers["www-authenticate"].startswith("Bearer"), path
+        wrong = "x" * len(token)
+        for kw in ({"params": {"token": wrong}}, {"headers": {"Authorization": f"Bearer {wrong}"}},
+                   {"headers": {"Cookie": f"receipts_token_{port}={wrong}"}},
+                   {"headers": {"Cookie": f"receipts_token={token}"}},  # another port's cookie name
+                   {"headers": {"Authorization": f"Basic {token}"}}):
+            assert serve.get("/", token=False, **kw).status_code == 401, kw
+        with httpx.Client(base_url=url, timeout=30) as browser:
+            first = browser.get("/", params={"token": token})
+            assert first.status_code == 200 and "<tr data-id=" in first.text
+            cookie = first.headers["set-cookie"]
+            assert cookie.startswith(f"receipts_token_{port}={token};")
+            assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= {p.strip() for p in cookie.split(";")}
+            again = browser.get("/api/receipts")  # no token in it: the cookie
+            assert again.status_code == 200 and again.json()["total"] > 0 and "set-cookie" not in again.headers
+            assert browser.get("/static/app.js").status_code == 200
+            assert browser.get("/", headers={"Host": "attacker.example"}).status_code == 403, "a known token, a foreign Host"
+            assert browser.request("OPTIONS", "/").status_code == 405
+        assert serve.get("/api/status").status_code == 200  # Authorization: Bearer
+        for host, code in ((f"receipts.example:{port}", 200), ("receipts.example", 200), ("box.example:8443", 200),
+                           (f"box.example:{port}", 403), (f"attacker.example:{port}", 403), ("", 403),
+                           (f"localhost:{port}", 200), (f"127.0.0.1:{port + 1}", 403)):
+            assert serve.get("/api/status", headers={"Host": host}).status_code == code, host
+        assert serve.get("/", token=False, headers={"Host": "attacker.example"}).status_code == 403
+
+
+def test_a_token_can_be_given_and_then_loopback_needs_it_too(small, tmp_path):
+    given = "given-token-" + "a1" * 10
+    serve = ServeProcess(small / "data", tmp_path / "cache.duckdb", env={"RECEIPTS_SERVE_TOKEN": given})
+    serve.token = given  # (what get() sends)
+    with serve:
+        assert given not in serve.output(), "a token given is not printed"
+        assert serve.get("/", token=False).status_code == 401
+        assert serve.get("/").status_code == 200
+    with ServeProcess(small / "data", tmp_path / "cache.duckdb") as open_:
+        assert open_.token is None and open_.get("/").status_code == 200, "loopback without a token, as before"
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--token", "short"], "the token must be 16 to 200 letters"),
+    (["--token", "has spaces in it, which no cookie takes"], "the token must be"),
+    (["--allow-host", "evil.example/path"], "--allow-host takes a host name or an address"),
+    (["--allow-host", "a b"], "--allow-host takes a host name or an address"),
+])
+def test_bad_tokens_and_host_names_are_one_line(tmp_path, flags, words):
+    (tmp_path / "journal").mkdir()
+    out = receipts_cli("serve", "--port", "0", *flags, data=tmp_path)
+    assert out.returncode == 1 and out.stderr.startswith("Error: ") and words in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

@@ -15,6 +15,7 @@ import httpx
 from .proc import BIN, ROOT
 
 LISTENING = re.compile(r"receipts serve: http://([\d.]+):(\d+)/")
+TOKEN = re.compile(r"\?token=([A-Za-z0-9._~-]+)")
 
 
 def chromium() -> str:
@@ -27,10 +28,15 @@ def chromium() -> str:
 
 
 class ServeProcess:
-    def __init__(self, data: Path, cache: Path, *extra: str):
+    """`receipts serve` on a free port. On an address other machines reach, it prints a token: `token`
+    holds it, and `get()` sends it (as `Authorization: Bearer`) unless told otherwise."""
+
+    def __init__(self, data: Path, cache: Path, *extra: str, env: dict | None = None):
         self.cmd = [str(BIN / "receipts"), "serve", "--data", str(data), "--port", "0", "--cache", str(cache), *extra]
+        self.env = {**os.environ, **(env or {})}
         self.lines: list[str] = []
         self.port: int | None = None
+        self.token: str | None = None
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -39,7 +45,7 @@ class ServeProcess:
 
     def start(self, timeout: float = 120.0) -> "ServeProcess":
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     cwd=ROOT, start_new_session=True)
+                                     cwd=ROOT, start_new_session=True, env=self.env)
         threading.Thread(target=self._pump, daemon=True).start()
         deadline = time.monotonic() + timeout
         while True:
@@ -58,17 +64,22 @@ class ServeProcess:
             m = LISTENING.search(line)
             if m:
                 self.port = int(m.group(2))
+            t = TOKEN.search(line)
+            if t:
+                self.token = t.group(1)
 
     def output(self) -> str:
         return "".join(self.lines)
 
-    def get(self, path: str, **kw) -> httpx.Response:
+    def get(self, path: str, token: bool = True, **kw) -> httpx.Response:
+        if token and self.token:
+            kw["headers"] = {"Authorization": f"Bearer {self.token}", **kw.get("headers", {})}
         return httpx.get(self.url + path, timeout=30, **kw)
 
     def status(self) -> dict:
         try:
             return self.get("/api/status").json()
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError):  # (not listening yet, or its token not read yet)
             return {}
 
     def stop(self) -> int:

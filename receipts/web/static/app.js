@@ -2,6 +2,14 @@
 // Data is only ever put into the page with textContent / element properties, never as HTML.
 'use strict';
 (function () {
+  // Opened with the link `receipts serve` printed (?token=…): the answer set the cookie that the next
+  // requests carry, so the token leaves the address bar and the history.
+  const here = new URL(window.location.href);
+  if (here.searchParams.has('token')) {
+    here.searchParams.delete('token');
+    window.history.replaceState(null, '', here.pathname + here.search + here.hash);
+  }
+
   const main = document.getElementById('main');
   if (!main) return;
 

@@ -1,0 +1,263 @@
+"""`receipts sql` and every DuckDB connection the project opens are read-only and confined, tried as an
+attacker would: each form below (reading files outside the journal, writing files, importing a
+database, loading extensions, reaching URLs, changing or unlocking the settings, several statements at
+once) is refused — through the real `receipts sql` process (a one-line `Error: …`, exit 1) and through
+the Python connections (a DuckDB error) — and the file system shows it: no sentinel's content is ever
+printed, no file appears or changes anywhere under the test's directory or in $HOME."""
+import hashlib
+import os
+import subprocess
+import uuid
+
+import duckdb
+import pytest
+
+from storage import db
+from storage.cache import ReadCache
+from storage.journal import Journal
+from storage.records import Event, uuid7
+from support.proc import BIN
+
+SENTINEL = "sentinel-" + uuid.uuid4().hex  # the content of every file that must stay unread
+
+# Each form is refused by `receipts sql`. {…} are filled in per test: `journal` is the data's journal,
+# `outside` a directory beside the data, `ca` the proxy CA's private key, `evil` a directory holding
+# schema.sql/load.sql that would create a table and write a file if it were imported.
+FORMS = [
+    # reading files outside the journal
+    "SELECT * FROM read_text('{outside}/secret.txt')",
+    "SELECT * FROM read_blob('{ca}')",
+    "SELECT * FROM read_text('/etc/shadow')",
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM read_csv('{outside}/secret.txt', header = false)",
+    "SELECT * FROM read_json('{outside}/*.json')",
+    "SELECT * FROM read_parquet('{outside}/*.parquet')",
+    "SELECT * FROM parquet_metadata('{outside}/x.parquet')",
+    "SELECT * FROM sniff_csv('{outside}/secret.txt')",
+    "SELECT * FROM glob('/root/*')",
+    "SELECT * FROM glob('{outside}/*')",
+    "SELECT * FROM glob('~/*')",
+    "SELECT * FROM read_text('{journal}/../ca/mitmproxy-ca.pem')",
+    "SELECT * FROM read_text('.tmp/secret.txt')",       # DuckDB's default spill directory is allowed
+    "SELECT content FROM read_text('{journal}/*.jsonl')",  # the snapshot is all `receipts sql` reads
+    "SELECT getenv('RECEIPTS_TEST_SENTINEL')",
+    "SELECT * FROM read_csv('https://example.com/x.csv')",
+    "SELECT * FROM read_parquet('s3://bucket/x.parquet')",
+    "SELECT * FROM read_json('http://127.0.0.1:9/x.json')",
+    "SELECT * FROM duckdb_secrets()",
+    "SELECT * FROM query('ATTACH ''{outside}/q.duckdb''')",
+    # importing a database: runs the SQL files of a directory
+    "PRAGMA import_database('{evil}')",
+    "IMPORT DATABASE '{evil}'",
+    # writing files
+    "COPY (SELECT 1) TO '{outside}/copy.csv'",
+    "COPY (SELECT 'forged') TO '{journal}/proxy-999999.jsonl'",
+    "COPY receipts TO '{outside}/receipts.parquet' (FORMAT parquet)",
+    "EXPORT DATABASE '{outside}/exported'",
+    "EXPLAIN ANALYZE COPY (SELECT 1) TO '{journal}/explained.jsonl'",
+    "EXPLAIN (ANALYZE, FORMAT json) COPY (SELECT 1) TO '{outside}/explained.csv'",
+    "PRAGMA profiling_output = '{outside}/profile.json'",
+    "PRAGMA enable_profiling",
+    "SET enable_profiling = 'json'",
+    # several statements, and a second one hidden after a comment
+    "SELECT 1; COPY (SELECT 1) TO '{outside}/second.csv'",
+    "SELECT 1 /* ; */ ; ATTACH '{outside}/hidden.duckdb'",
+    "SELECT 1 -- x\n; SELECT * FROM read_text('{outside}/secret.txt')",
+    # other databases
+    "ATTACH '{outside}/attached.duckdb' AS a",
+    "ATTACH ':memory:' AS m",
+    "DETACH memory",
+    "USE memory",
+    # extensions
+    "INSTALL httpfs",
+    "FORCE INSTALL httpfs",
+    "LOAD httpfs",
+    "LOAD '{outside}/evil.duckdb_extension'",
+    "UPDATE EXTENSIONS",
+    "CALL install_extension('httpfs')",
+    # settings: the sandbox's own, and any other
+    "SET enable_external_access = true",
+    "SET GLOBAL enable_external_access = true",
+    "RESET enable_external_access",
+    "SET lock_configuration = false",
+    "RESET lock_configuration",
+    "SET allowed_directories = ['/']",
+    "SET allowed_paths = ['/etc/shadow']",
+    "SET temp_directory = '{outside}'",
+    "SET threads = 1",
+    "PRAGMA threads = 1",
+    "SET VARIABLE x = 1",
+    "CALL enable_logging()",
+    "CALL pragma_version()",
+    # changing the catalog
+    "CREATE TABLE t AS SELECT 1",
+    "CREATE VIEW v AS SELECT * FROM read_text('{outside}/secret.txt')",
+    "CREATE OR REPLACE VIEW receipts AS SELECT 1 AS receipt_id",
+    "CREATE OR REPLACE MACRO m() AS TABLE SELECT * FROM read_text('{outside}/secret.txt')",
+    "CREATE SECRET s (TYPE s3, KEY_ID 'k', SECRET 'v')",
+    "DROP VIEW calls",
+    "INSERT INTO events SELECT * FROM events",
+    "PREPARE p AS SELECT 1",
+    "BEGIN",
+    "CHECKPOINT",
+    "VACUUM",
+]
+
+# What the sandbox alone must stop, on a Python connection that runs anything it is given (no statement
+# check): every form that opens a file, reaches a URL, loads an extension or changes a setting.
+SANDBOX_FORMS = [
+    "SELECT * FROM read_text('{outside}/secret.txt')",
+    "SELECT * FROM read_blob('{ca}')",
+    "SELECT * FROM read_text('/etc/shadow')",
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM glob('/root/*')",
+    "SELECT * FROM glob('{outside}/*')",
+    "SELECT * FROM read_text('{journal}/../ca/mitmproxy-ca.pem')",
+    "SELECT * FROM read_text('.tmp/secret.txt')",
+    "SELECT * FROM read_csv('https://example.com/x.csv')",
+    "PRAGMA import_database('{evil}')",
+    "IMPORT DATABASE '{evil}'",
+    "COPY (SELECT 1) TO '{outside}/copy.csv'",
+    "EXPORT DATABASE '{outside}/exported'",
+    "EXPLAIN ANALYZE COPY (SELECT 1) TO '{outside}/explained.csv'",
+    "ATTACH '{outside}/attached.duckdb' AS a",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "SET enable_external_access = true",
+    "SET lock_configuration = false",
+    "RESET lock_configuration",
+    "SET allowed_directories = ['/']",
+    "SET temp_directory = '{outside}'",
+    "PRAGMA profiling_output = '{outside}/profile.json'",
+    "CALL enable_logging()",
+    "CREATE VIEW v AS SELECT * FROM read_text('{outside}/secret.txt')",
+]
+# ... and on a connection without the journal (`receipts sql`'s, an export's), writing into it too
+JOURNAL_WRITES = [
+    "COPY (SELECT 'forged') TO '{journal}/proxy-999999.jsonl'",
+    "SELECT * FROM read_text('{journal}/*.jsonl')",
+]
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    """A data directory with a few calls, sentinels all around it, and a home and working directory of
+    its own (where INSTALL would write, and DuckDB's default spill directory)."""
+    data, outside, evil, home, cwd = (tmp_path / n for n in ("data", "outside", "evil", "home", "cwd"))
+    for d in (outside, evil, home, cwd / ".tmp", data / "ca"):
+        d.mkdir(parents=True)
+    for f in (outside / "secret.txt", data / "ca" / "mitmproxy-ca.pem", home / "secret.txt", cwd / ".tmp" / "secret.txt"):
+        f.write_text(SENTINEL + "\n")
+    (outside / "secret.json").write_text(f'{{"s": "{SENTINEL}"}}\n')
+    with duckdb.connect() as con:
+        con.execute(f"COPY (SELECT '{SENTINEL}' AS s) TO '{outside / 'x.parquet'}' (FORMAT parquet)")
+    (evil / "schema.sql").write_text("CREATE TABLE pwned (x VARCHAR);\n")
+    (evil / "load.sql").write_text(f"COPY (SELECT 'pwned') TO '{outside / 'pwned.csv'}';\n")
+    with Journal(data, seal_interval=3600) as j:
+        for i in range(3):
+            rid = uuid7()
+            j.write([Event("request", rid, {"logical_id": rid, "method": "POST", "host": "api.example", "path": "/v1/x",
+                                            "app": f"app-{i}", "model": "m"}),
+                     Event("response", rid, {"status": 200, "model": "m", "usage": {"total_tokens": 7}})])
+    values = {"journal": data / "journal", "outside": outside, "ca": data / "ca" / "mitmproxy-ca.pem", "evil": evil}
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("RECEIPTS_TEST_SENTINEL", SENTINEL)
+    return {"root": tmp_path, "data": data, "cwd": cwd, "home": home, "fill": lambda form: form.format(**values)}
+
+
+def fingerprint(root) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
+def sql(world, query, *flags):
+    return subprocess.run([str(BIN / "receipts"), "sql", *flags, "--data", str(world["data"]), query],
+                          capture_output=True, text=True, timeout=60, cwd=world["cwd"], env=os.environ.copy())
+
+
+def test_receipts_sql_refuses_every_form_in_one_line_and_nothing_is_read_or_written(world):
+    assert len(FORMS) >= 23
+    before = fingerprint(world["root"])
+    for form in FORMS:
+        query = world["fill"](form)
+        out = sql(world, query)
+        assert out.returncode == 1, (query, out.stdout, out.stderr)
+        assert out.stderr.startswith("Error: ") and len(out.stderr.strip().splitlines()) == 1, (query, out.stderr)
+        assert out.stdout == "" and SENTINEL not in out.stderr, query
+        assert fingerprint(world["root"]) == before, f"{query} changed the file system"
+
+
+def test_receipts_sql_still_answers_queries_and_harmless_pragmas(world):
+    ok = {"SELECT count(*) AS n FROM receipts": "3",
+          "SELECT count(*) AS n FROM calls c JOIN receipts r ON r.receipt_id = c.logical_id WHERE c.status = 200": "3",
+          "FROM events SELECT count(*) AS n": "6",
+          "WITH x AS (SELECT app FROM calls) SELECT count(DISTINCT app) AS n FROM x": "3",
+          "SELECT current_setting('enable_external_access')::VARCHAR AS n": "false",
+          "SELECT current_setting('lock_configuration')::VARCHAR AS n": "true"}
+    for query, want in ok.items():
+        out = sql(world, query, "--csv")
+        assert out.returncode == 0 and out.stdout.split() == ["n", want], (query, out.stderr)
+    for query, word in {"PRAGMA table_info('receipts')": "receipt_id", "PRAGMA version": "v", "PRAGMA show_tables": "receipts",
+                        "DESCRIBE calls": "started_at", "SUMMARIZE SELECT 1 AS one": "one",
+                        "EXPLAIN SELECT * FROM receipts": "physical_plan",
+                        "EXPLAIN ANALYZE SELECT count(*) FROM calls": "analyzed_plan",
+                        "/* a comment */ SELECT 'x' AS y -- another": "x"}.items():
+        out = sql(world, query)
+        assert out.returncode == 0 and word in out.stdout, (query, out.stderr)
+
+
+def test_the_python_connections_are_sandboxed_too(world):
+    before = fingerprint(world["root"])
+    for journal in (True, False):
+        with db.connect(world["data"], journal=journal) as con:
+            assert con.execute("SELECT count(*) FROM receipts").fetchone() == (3,)
+            for form in SANDBOX_FORMS + ([] if journal else JOURNAL_WRITES):
+                with pytest.raises(duckdb.Error) as refused:
+                    con.execute(world["fill"](form)).fetchall()
+                assert SENTINEL not in str(refused.value)
+            assert con.execute("SELECT current_setting('enable_external_access')").fetchone() == (False,)
+    with db.connect(world["data"], snapshot=False) as con:  # the verifier's, the audit's: it reads the journal now
+        assert con.execute("SELECT count(*) FROM events").fetchone() == (6,)
+        with pytest.raises(duckdb.Error):
+            con.execute(world["fill"]("SELECT * FROM read_text('{outside}/secret.txt')")).fetchall()
+    assert fingerprint(world["root"]) == before
+
+
+def test_an_export_connection_writes_its_own_file_and_nothing_else(world):
+    out = world["root"] / "outside" / "export.csv"
+    out.touch()
+    with db.connect(world["data"], journal=False, write=[out]) as con:
+        con.execute(f"COPY (SELECT count(*) FROM receipts) TO '{out}' (FORMAT csv, USE_TMP_FILE false)")
+        for other in (out.with_name("export.csv.tmp"), out.with_name("other.csv"), world["data"] / "journal" / "x.jsonl"):
+            with pytest.raises(duckdb.PermissionException):
+                con.execute(f"COPY (SELECT 1) TO '{other}' (FORMAT csv)")
+            assert not other.exists()
+    assert out.read_text().split() == ["count_star()", "3"]
+
+
+def test_the_read_cache_of_receipts_serve_is_sandboxed(world, tmp_path):
+    cache = ReadCache(world["data"], tmp_path / "cache.duckdb").open()
+    try:
+        cache.build()
+        with cache.reading() as con:
+            assert con.execute("SELECT count(*) FROM receipts").fetchone() == (3,)
+            for form in SANDBOX_FORMS[:8] + ["SET lock_configuration = false", "INSTALL httpfs"]:
+                with pytest.raises(duckdb.Error):
+                    con.execute(world["fill"](form)).fetchall()
+    finally:
+        cache.close()
+
+
+def test_the_statement_check_names_what_it_refuses():
+    con = duckdb.connect()
+    refused = {"SELECT 1; SELECT 2": "one statement at a time, not 2",
+               "PRAGMA import_database('/x')": "PRAGMA import_database is not allowed here",
+               "EXPLAIN ANALYZE COPY (SELECT 1) TO '/x'": "EXPLAIN is allowed here only of a SELECT",
+               "COPY (SELECT 1) TO '/x'": "only queries are allowed here, not COPY statements",
+               "-- nothing": "no SQL statement given"}
+    for query, words in refused.items():
+        with pytest.raises(db.QueryRejected, match=words):
+            db.check_read_only(con, query)
+    for query in ("SELECT 1", "PRAGMA version", "EXPLAIN (FORMAT json) SELECT 'é'", "/* é */ PRAGMA table_info('x')"):
+        assert db.check_read_only(con, query).query.strip().rstrip(";").endswith(query[-5:].rstrip(";"))
