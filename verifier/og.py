@@ -339,7 +339,8 @@ def session_check(r: dict, facts: Facts, settings: Settings) -> Check:
     detail = {k: found[k] for k in ("tx", "amount", "cap", "pay_to", "facilitator", "sender", "block",
                                     "confirmations", "nonce_bit_set")}
     detail.update(amount=str(found["amount"]), cap=str(found["cap"]), required=net.confirmations if net else 1,
-                  share="unknown: only the session total is on chain")
+                  share="unknown: only the session total is on chain",
+                  trust="single-node")  # read from the network's first endpoint only (not its quorum)
     if problems:
         return Check("session_settlement", "fail", problems[0], {**detail, "problems": problems}, found["block"])
     if found["confirmations"] < (net.confirmations if net else 1):
