@@ -138,13 +138,23 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from storage.journal import Journal
-    from verifier.verify import verify_once
+    from verifier import lock
 
     data = _data_dir(args)
     if not os.path.isdir(data):
         raise UserError(f"no data directory at {data}: nothing has been recorded yet")
     settings = cfg.load(args.config, {"data_dir": data})
+    try:
+        with lock.exclusive(data):
+            return _verify_passes(args, data, settings)
+    except lock.VerifierBusy as exc:
+        raise UserError(str(exc)) from None
+
+
+def _verify_passes(args, data: str, settings) -> int:
+    from storage.journal import Journal
+    from verifier.verify import verify_once
+
     deadline = time.monotonic() + args.seconds if args.seconds else None
     with Journal(data, "verifier", durability=settings.durability, seal_interval=0.2) as journal:
         while True:
