@@ -91,7 +91,7 @@ def canonical_settlement(payment: dict, tx_hash: str, receipt: dict | None, bloc
         return Check("settlement_tx", "pending", "tx_not_found", {"tx_hash": tx_hash})
     number, claimed = _word(receipt["blockNumber"]), (receipt.get("blockHash") or "").lower()
     canonical = blocks.get(number)
-    detail = {"tx_hash": tx_hash, "block": number, "block_hash": claimed or None}
+    detail = {"tx_hash": tx_hash, "block": number, "block_hash": claimed or None, "sender": receipt.get("from")}
     if canonical is None or canonical.number != number:
         return Check("settlement_tx", "pending", "block_not_found", detail, number)
     if canonical.hash != claimed:
