@@ -506,8 +506,10 @@ def _network_views(net, rows: list[dict], faults: list[str], readers: dict) -> l
                                        max_bytes=net.rpc_max_bytes))
         try:
             views.append(_chain_view(net, rows, readers[key]))
-        except RpcError as exc:
-            errors.append(str(exc))
+        except (RpcError, TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
+            readers[key] = _Reader(readers[key].rpc)  # what it read before is not to be built on
+            errors.append(str(exc) if isinstance(exc, RpcError) else
+                          f"bad_response: {url} answered data of the wrong shape ({type(exc).__name__}: {str(exc)[:100]})")
     if len(views) >= net.quorum_size:
         for e in errors:  # the others agree without it
             log.warning("receipts verify: %s: %s — decided by the endpoints that answered", net.caip2, e)
