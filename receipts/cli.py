@@ -164,6 +164,7 @@ def _verify_passes(args, data: str, settings) -> int:
                 s = og.verify_once(data, settings, journal, s)
             counts = ", ".join(f"{n} {k}" for k, n in sorted(s.statuses.items())) or "nothing to verify"
             print(f"receipts verify: {s.seen} receipts checked ({counts}); {s.changed} changed"
+                  + (f"; {s.skipped} left as they were (node fault)" if s.skipped else "")
                   + "".join(f"\n  fault: {render.safe(f)}" for f in s.faults), flush=True)
             if not args.follow or (deadline and time.monotonic() > deadline):
                 return 1 if s.faults and not args.follow else 0

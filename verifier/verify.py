@@ -8,9 +8,12 @@ reorg gets a new `pending` verdict after its `passed` one.
 Checks per paid receipt (each recorded with its result, reason and evidence):
 - `signature`: the payment's EIP-712 signature recovers to the payer (recovered at capture time);
 - `terms`: the payment matches the challenge (asset, pay_to, amount ≤ the price, network);
-- `settlement_tx`: the settlement transaction exists, succeeded, is final, and its logs match.
+- `settlement_tx`: the settlement transaction exists, succeeded, its logs match, it is in the canonical
+  block at its height, and the block that makes it final exists (evidence.canonical_settlement), as
+  `quorum` of the network's endpoints agree (agreement.py; the check names its trust).
 The verdict (check `verdict`) is `failed` if a check failed, `pending` while one is pending, else
-`passed`; `resolution` adds `risky` (money moved, outcome bad) where it applies.
+`passed`; `resolution` adds `risky` (money moved, outcome bad) where it applies. A node fault decides
+nothing: that network's receipts get no event in that pass.
 
 How a pass runs (its memory does not grow with the journal; scripts/bench_verify.py measures it):
 the journal is read once into narrow `facts` (FACTS); the receipts to verify are queried from them a
@@ -179,6 +182,7 @@ class Summary:
     changed: int = 0
     statuses: dict = field(default_factory=dict)
     faults: list = field(default_factory=list)
+    skipped: int = 0  # receipts of networks whose nodes were at fault: left as they were
     og_receipts: list = field(default_factory=list)  # of calls with an upto session or a TEE proof, and their
                                                      # logical calls: verifier/og.py's pass
 
@@ -386,6 +390,7 @@ def _decide(groups: dict, chain: Future, settings: Settings, summary: Summary) -
     events: list[Event] = []
     for network in sorted(groups):
         if network in views and views[network] is None:  # a node fault: its receipts stay as they were
+            summary.skipped += len(groups[network])
             continue
         events += _verify_network(network, groups[network], settings, last, summary, views.get(network))
     return events

@@ -181,7 +181,7 @@ def test_a_passed_receipt_stays_passed_when_its_node_goes_down(stack, proxy, con
     events = check_events(proxy)
     liar.stop()
     out = verify(proxy, config, rpc=liar.url)
-    assert out.returncode == 1 and "unreachable" in out.stdout, out.stdout
+    assert out.returncode == 1 and "unreachable" in out.stdout and "left as they were (node fault)" in out.stdout, out.stdout
     assert check_events(proxy) == events, "a node fault appends nothing"
     doc = receipt(proxy, tx)
     assert (doc["receipt"]["proof_status"], doc["receipt"]["trust"]) == ("passed", "single-node")
