@@ -268,3 +268,24 @@ def test_two_verifiers_at_once_one_refuses_and_nothing_is_written_twice(stack, p
     for row in paths:
         steps = row["path"]
         assert all(a != b for a, b in zip(steps, steps[1:])), f"{row['receipt_id']}: a verdict written twice: {steps}"
+
+
+def test_zz_settlements_read_in_bulk_from_logs_are_held_to_their_block_hash_too(stack, proxy, config, liar, monkeypatch):
+    # last in the module: it demotes what passed. Many settlements at once are read from the token's
+    # logs (verify.BULK); force that path for all of them, through a node that forges the logs' blockHash
+    from storage import config as cfg
+    from storage.journal import Journal
+    from verifier import verify as V
+
+    pay(stack, proxy, "bulk, forged block hash")
+    stack.anvil.mine(CONFIRMATIONS)
+    monkeypatch.setattr(V, "BULK", 0)
+    monkeypatch.setenv(ENV, liar.url)
+    control(liar, mode="forge-blockhash")
+    with Journal(proxy.data, "verifier-bulk") as journal:
+        summary = V.verify_once(str(proxy.data), cfg.load(config), journal)
+    assert summary.faults == [] and summary.seen >= 5 and "passed" not in summary.statuses, summary.statuses
+    reasons = json.loads(receipts(proxy, "sql", "--json", "SELECT reason, count(*) AS n FROM receipts "
+                                  "WHERE payment_hash IS NOT NULL AND network = 'eip155:8453' GROUP BY ALL").stdout)
+    assert {r["reason"] for r in reasons} <= {"block_hash_mismatch", "tx_not_found"}, reasons
+    assert any(r["reason"] == "block_hash_mismatch" and r["n"] >= 4 for r in reasons), reasons
