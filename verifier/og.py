@@ -148,7 +148,7 @@ def _rpc(settings: Settings, caip2: str | None) -> Rpc | None:
     net = settings.network(caip2)
     if not net or not net.rpc:
         return None
-    return Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(caip2.split(":")[1]))
+    return Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(caip2.split(":")[1]), max_bytes=net.rpc_max_bytes)
 
 
 def _registry_keys(rows: list[dict], settings: Settings, facts: Facts) -> None:
