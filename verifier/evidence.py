@@ -94,7 +94,7 @@ def canonical_settlement(payment: dict, tx_hash: str, receipt: dict | None, bloc
     detail = {"tx_hash": tx_hash, "block": number, "block_hash": claimed or None, "sender": receipt.get("from")}
     if canonical is None or canonical.number != number:
         return Check("settlement_tx", "pending", "block_not_found", detail, number)
-    if canonical.hash != claimed:
+    if not claimed or canonical.hash != claimed:
         return Check("settlement_tx", "pending", "block_hash_mismatch",
                      {**detail, "canonical_hash": canonical.hash}, number)
     if tx_hash.lower() not in canonical.transactions:

@@ -76,6 +76,9 @@ def test_a_receipt_the_canonical_chain_does_not_hold_never_passes():
         "pending", "block_hash_mismatch", HASH)
     no_hash = canonical_settlement(PAYMENT, TX, receipt(), chain(100, 102), 102, 3)
     assert no_hash.reason == "block_hash_mismatch", "a receipt without a block hash proves nothing"
+    hashless = {100: Block(100, "", frozenset([TX])), 102: chain(102)[102]}
+    assert canonical_settlement(PAYMENT, TX, receipt(), hashless, 102, 3).reason == "block_hash_mismatch", \
+        "nor does a block without one"
     no_block = canonical_settlement(PAYMENT, TX, on_chain(), {102: chain(102)[102]}, 102, 3)
     assert (no_block.result, no_block.reason) == ("pending", "block_not_found")
     wrong_height = canonical_settlement(PAYMENT, TX, on_chain(), {100: Block(99, HASH, frozenset([TX])), 102: None}, 102, 3)
