@@ -32,6 +32,9 @@ def evidence_key(c: Check) -> tuple:
 
 def agree(checks: list[Check], quorum: int) -> Check:
     """One settlement check from the endpoints' own (one each, from those that answered)."""
+    if len(checks) == 1 and quorum == 1:  # one endpoint: its word (the detail is the check's own dict)
+        checks[0].detail.update(trust=trust(1), endpoints=1)
+        return checks[0]
     groups: dict[tuple, list[Check]] = {}
     for c in checks:
         groups.setdefault(evidence_key(c), []).append(c)

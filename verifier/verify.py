@@ -40,7 +40,7 @@ from storage.journal import Journal
 from storage.records import Event
 
 from .agreement import agree, agreed_transfers
-from .evidence import AUTHORIZATION_USED, TRANSFER, Block, Check, block_of, canonical_settlement
+from .evidence import AUTHORIZATION_USED, TRANSFER, Check, block_of, canonical_settlement, logs_digest
 from .rpc import Rpc, RpcError, warm_up
 
 log = logging.getLogger("receipts.verify")
@@ -491,9 +491,12 @@ def _endpoint_check(r: dict, view: ChainView, net) -> Check:
     if tx is None:
         return Check("settlement_tx", "pending", "no_tx_hash" if not r.get("payment_hash") else "tx_not_found",
                      {"job_id": r.get("settlement_job_id"), "scanned_from_block": max(0, view.head - net.scan_blocks)})
-    check = canonical_settlement(_payment(r), tx, view.receipts.get(tx), view.blocks, view.head, net.confirmations,
+    payment, receipt = _payment(r), view.receipts.get(tx)
+    check = canonical_settlement(payment, tx, receipt, view.blocks, view.head, net.confirmations,
                                  net.facilitators[0] if len(net.facilitators) == 1 else None)
     check.detail["found_by"] = found_by  # the detail is a new dict of this check's
+    if receipt and len(net.endpoints) > 1:  # what the endpoints' logs must agree on (one has no one to agree with)
+        check.detail["logs"] = logs_digest(payment, receipt.get("logs") or [])
     return check
 
 
