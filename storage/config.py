@@ -80,9 +80,10 @@ class Network:
 
 
 def endpoint_list(value) -> tuple[str, ...]:
-    """RPC URLs from a setting: one URL, a comma-separated list of them, or a list."""
+    """RPC URLs from a setting: one URL, a comma-separated list of them, or a list. A URL named twice
+    counts once (one node agreeing with itself is not a quorum)."""
     items = value if isinstance(value, (list, tuple)) else str(value or "").split(",")
-    return tuple(u for u in (str(x).strip() for x in items) if u)
+    return tuple(dict.fromkeys(u for u in (str(x).strip() for x in items) if u))
 
 
 @dataclass(frozen=True)

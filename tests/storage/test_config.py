@@ -18,6 +18,10 @@ def test_one_url_or_a_list_of_them():
     (none,) = networks(confirmations=2)
     assert (none.endpoints, none.rpc) == ((), None)
     assert cfg.Network("eip155:1", "http://x").endpoints == ("http://x",), "a URL given alone is one endpoint"
+    (twice,) = networks(rpc=["http://a", "http://a "])
+    assert (twice.endpoints, twice.quorum_size) == (("http://a",), 1), "one node agreeing with itself is no quorum"
+    with pytest.raises(cfg.ConfigError):
+        networks(rpc=["http://a", "http://a"], quorum=2)
 
 
 @pytest.mark.parametrize("item, words", [
