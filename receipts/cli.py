@@ -143,15 +143,25 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from storage.journal import Journal
     from storage.private import secure_data_dir
-    from verifier.verify import verify_once
+    from verifier import lock
 
     data = _data_dir(args)
     if not os.path.isdir(data):
         raise UserError(f"no data directory at {data}: nothing has been recorded yet")
     settings = cfg.load(args.config, {"data_dir": data})
     secure_data_dir(data)
+    try:
+        with lock.exclusive(data):
+            return _verify_passes(args, data, settings)
+    except lock.VerifierBusy as exc:
+        raise UserError(str(exc)) from None
+
+
+def _verify_passes(args, data: str, settings) -> int:
+    from storage.journal import Journal
+    from verifier.verify import verify_once
+
     deadline = time.monotonic() + args.seconds if args.seconds else None
     with Journal(data, "verifier", durability=settings.durability, seal_interval=0.2) as journal:
         while True:
@@ -161,6 +171,7 @@ def cmd_verify(args) -> int:
                 s = og.verify_once(data, settings, journal, s)
             counts = ", ".join(f"{n} {k}" for k, n in sorted(s.statuses.items())) or "nothing to verify"
             print(f"receipts verify: {s.seen} receipts checked ({counts}); {s.changed} changed"
+                  + (f"; {s.skipped} left as they were (node fault)" if s.skipped else "")
                   + "".join(f"\n  fault: {render.safe(f)}" for f in s.faults), flush=True)
             if not args.follow or (deadline and time.monotonic() > deadline):
                 return 1 if s.faults and not args.follow else 0

@@ -94,6 +94,7 @@ def receipt_text(r: dict, details: dict) -> str:
     lines = [
         f"Receipt       {safe(r['receipt_id'])}",
         f"Proof status  {safe(status)}",
+        *_trust_line(r),
         f"Amount        {safe(paid)}" + (f"   cap {safe(cap or r['amount_cap'])}" if r.get("amount_cap") is not None else ""),
         f"From (payer)  {safe(r.get('payer'))}",
         f"To (pay_to)   {safe(r.get('pay_to'))}",
@@ -140,6 +141,16 @@ def receipt_text(r: dict, details: dict) -> str:
             lines.append(f"  {safe(c['observed_at'])}  {safe(c['check'])} = {safe(c['result'])}"
                          + (f" ({safe(c['reason'])})" if c.get("reason") else "") + f"  {safe(c.get('detail'), 300)}")
     return "\n".join(lines)
+
+
+def _trust_line(r: dict) -> list[str]:
+    """What `passed` rests on (the receipts view's `trust`; none unless passed)."""
+    trust = r.get("trust")
+    if not trust:
+        return []
+    what = "one endpoint's word: a node that lies consistently is not caught" if trust == "single-node" else \
+        f"{trust.removeprefix('quorum-')} endpoints gave the same evidence"
+    return [f"Trust         {safe(trust)}   ({safe(what)})"]
 
 
 def _og_lines(r: dict, details: dict) -> list[str]:

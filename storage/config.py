@@ -45,20 +45,45 @@ class Asset:
 
 @dataclass(frozen=True)
 class Network:
-    """A chain the verifier reads: CAIP-2 id, JSON-RPC URL, confirmations, known facilitators."""
+    """A chain the verifier reads: CAIP-2 id, JSON-RPC endpoints, confirmations, known facilitators."""
     caip2: str
-    rpc: str | None = None
+    endpoints: tuple[str, ...] = ()  # JSON-RPC URLs (a single URL string is taken as one)
     confirmations: int = 1
     facilitators: tuple[str, ...] = ()
     scan_blocks: int = 10_000   # how far back log scans look (settlements without a tx hash, refunds)
     deadline_grace: float = 600.0  # seconds past validBefore before an unsettled payment is risky
     rpc_timeout: float = 10.0      # seconds to wait for one JSON-RPC answer (then retried with backoff)
     explorer: str | None = None    # block explorer URL of a transaction, `{tx}` standing for its hash (receipts serve)
+    quorum: int | None = None      # endpoints that must agree for `passed` (None: all of them)
+    rpc_max_bytes: int = 64 << 20  # the biggest JSON-RPC answer read (bigger: the node is at fault)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.endpoints, str):
+            object.__setattr__(self, "endpoints", (self.endpoints,))
+        elif self.endpoints is None:
+            object.__setattr__(self, "endpoints", ())
+
+    @property
+    def rpc(self) -> str | None:
+        """The first endpoint: what readers that trust one node use (OpenGradient, the registry pin)."""
+        return self.endpoints[0] if self.endpoints else None
+
+    @property
+    def quorum_size(self) -> int:
+        """How many endpoints must give the same evidence for `passed`."""
+        return self.quorum or len(self.endpoints)
 
     @property
     def env_name(self) -> str:
-        """RECEIPTS_RPC_EIP155_8453 overrides the RPC URL of eip155:8453."""
+        """RECEIPTS_RPC_EIP155_8453 overrides the RPC URLs of eip155:8453 (comma-separated)."""
         return "RECEIPTS_RPC_" + "".join(c if c.isalnum() else "_" for c in self.caip2).upper()
+
+
+def endpoint_list(value) -> tuple[str, ...]:
+    """RPC URLs from a setting: one URL, a comma-separated list of them, or a list. A URL named twice
+    counts once (one node agreeing with itself is not a quorum)."""
+    items = value if isinstance(value, (list, tuple)) else str(value or "").split(",")
+    return tuple(dict.fromkeys(u for u in (str(x).strip() for x in items) if u))
 
 
 @dataclass(frozen=True)
@@ -94,13 +119,13 @@ class Settings:
     og_anchor_deadline: float = 1200.0  # seconds after tee_timestamp by which a proof must be anchored
 
     def network(self, caip2: str | None, env: dict | None = None) -> Network | None:
-        """The configured network (RPC URL overridden from the environment), if any."""
+        """The configured network (RPC URLs overridden from the environment), if any."""
         env = os.environ if env is None else env
         found = next((n for n in self.networks if n.caip2 == caip2), None)
         if caip2 and found is None and env.get(Network(caip2).env_name):
             found = Network(caip2)
         if found and env.get(found.env_name):
-            found = replace(found, rpc=env[found.env_name])
+            found = replace(found, endpoints=endpoint_list(env[found.env_name]))
         return found
 
     @property
@@ -219,14 +244,29 @@ def _networks(value) -> tuple[Network, ...]:
         if not str(caip2).startswith("eip155:") or not isinstance(item, dict):
             raise ConfigError(f"network {caip2!r} must be an eip155:<chain id> key with a mapping of settings.")
         explorer = _explorer(caip2, item.get("explorer"))
+        endpoints, quorum = _endpoints(caip2, item.get("rpc"), item.get("quorum"))
+        max_bytes = _positive(f"network {caip2!r}: rpc_max_bytes", item.get("rpc_max_bytes", 64 << 20), int)
         try:
-            out.append(Network(str(caip2), item.get("rpc"), int(item.get("confirmations", 1)),
+            out.append(Network(str(caip2), endpoints, int(item.get("confirmations", 1)),
                                tuple(str(f).lower() for f in item.get("facilitators") or ()),
                                int(item.get("scan_blocks", 10_000)), float(item.get("deadline_grace", 600)),
-                               float(item.get("rpc_timeout", 10)), explorer))
+                               float(item.get("rpc_timeout", 10)), explorer, quorum, max_bytes))
         except (TypeError, ValueError):
             raise ConfigError(f"network {caip2!r}: confirmations and scan_blocks must be whole numbers, deadline_grace a number.") from None
     return tuple(out)
+
+
+def _endpoints(caip2, rpc, quorum) -> tuple[tuple[str, ...], int | None]:
+    """A network's RPC URLs (one, or a list) and its quorum (1 to their number; None: all of them)."""
+    if rpc is not None and not isinstance(rpc, (str, list)):
+        raise ConfigError(f"network {caip2!r}: rpc must be a URL or a list of URLs, not {rpc!r}.")
+    endpoints = endpoint_list(rpc)
+    if quorum is None:
+        return endpoints, None
+    if isinstance(quorum, bool) or not isinstance(quorum, int) or not 1 <= quorum <= max(1, len(endpoints)):
+        raise ConfigError(f"network {caip2!r}: quorum must be a whole number from 1 to the number of rpc URLs "
+                          f"({len(endpoints)}), not {quorum!r}.")
+    return endpoints, quorum
 
 
 def _explorer(caip2, value) -> str | None:

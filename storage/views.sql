@@ -306,6 +306,9 @@ grp AS (
                         'session_amount': session_amount},
                        observed_at) AS v
         FROM checks WHERE "check" = 'verdict' GROUP BY receipt_id)
+), trust AS (  -- what the latest passing settlement check rested on: single-node, or quorum-N endpoints
+    SELECT receipt_id AS logical_id, arg_max(detail->>'trust', observed_at) AS trust
+    FROM checks WHERE "check" IN ('settlement_tx', 'session_settlement') AND result = 'pass' GROUP BY receipt_id
 ), sess AS (SELECT * FROM sessions)
 SELECT
     grp.logical_id                                                  AS receipt_id,
@@ -355,6 +358,7 @@ SELECT
     CASE WHEN last_check.logical_id IS NOT NULL THEN last_check.reason
          WHEN pay.logical_id IS NOT NULL OR settle.logical_id IS NOT NULL
               OR grp.session_id IS NOT NULL THEN 'not_verified' END     AS reason,
+    CASE WHEN last_check.proof_status = 'passed' THEN trust.trust END AS trust,
     grp.first_seen,
     grp.last_seen,
     settle.job_id                                                   AS settlement_job_id,
@@ -373,4 +377,5 @@ LEFT JOIN pay USING (logical_id)
 LEFT JOIN chal USING (logical_id)
 LEFT JOIN settle USING (logical_id)
 LEFT JOIN last_check USING (logical_id)
+LEFT JOIN trust USING (logical_id)
 LEFT JOIN sess ON sess.session_id = grp.session_id;

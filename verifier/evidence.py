@@ -7,7 +7,10 @@ proxy's `Settled()`). Every function here takes JSON-RPC shaped dicts (hex strin
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+
+import orjson
 
 TRANSFER = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 AUTHORIZATION_USED = "0x98de503528ee59b575ef0c0a2576a82497bfc029a5685b209e9ec333479b10a5"
@@ -26,8 +29,8 @@ def _addr_topic(address: str) -> str:
     return "0x" + address.lower().removeprefix("0x").rjust(64, "0")
 
 
-def _word(hexstr: str) -> int:
-    return int(hexstr, 16) if hexstr not in (None, "0x") else 0
+def _word(hexstr: str | None) -> int:
+    return int(hexstr, 16) if hexstr not in (None, "0x", "") else 0
 
 
 def token_logs(logs: list[dict], token: str) -> tuple[list[dict], set[tuple[str, str]]]:
@@ -49,12 +52,74 @@ def token_logs(logs: list[dict], token: str) -> tuple[list[dict], set[tuple[str,
 
 def settlement(payment: dict, tx_hash: str, receipt: dict | None, head: int, required: int,
                facilitator: str | None = None) -> Check:
-    """Does this transaction settle this payment, and is it final?"""
-    name = "settlement_tx"
+    """Does this transaction settle this payment, and is it final, as far as the receipt says (its
+    confirmations counted from `head`)? The verifier asks more: `canonical_settlement`."""
     if receipt is None:
-        return Check(name, "pending", "tx_not_found", {"tx_hash": tx_hash})
+        return Check("settlement_tx", "pending", "tx_not_found", {"tx_hash": tx_hash})
     block = _word(receipt["blockNumber"])
     confirmations = max(0, head - block + 1)
+    return _judge(payment, tx_hash, receipt, confirmations, confirmations >= required, required, facilitator)
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """The canonical block at a height, as one node gave it (`eth_getBlockByNumber`)."""
+    number: int
+    hash: str                       # lower-case
+    transactions: frozenset[str]    # the hashes of its transactions, lower-case
+
+
+def block_of(answer: dict | None) -> Block | None:
+    """A `Block` from an `eth_getBlockByNumber` answer (transactions as hashes or as objects)."""
+    if not answer:
+        return None
+    txs = answer.get("transactions") or ()
+    hashes = frozenset((t["hash"] if isinstance(t, dict) else t).lower() for t in txs)
+    return Block(_word(answer["number"]), (answer.get("hash") or "").lower(), hashes)
+
+
+def canonical_settlement(payment: dict, tx_hash: str, receipt: dict | None, blocks: dict, head: int,
+                         required: int, facilitator: str | None = None) -> Check:
+    """Does this transaction settle this payment, on the canonical chain, finally?
+
+    `blocks` holds the canonical blocks one node gave, by height (None: it has no block there). The
+    receipt counts only if the block at its height has the receipt's block hash and lists the
+    transaction (else: `block_not_found`, `block_hash_mismatch`, `tx_not_in_block`, all pending: what
+    a reorg under way looks like too). It is final only if the block at height
+    `block + required - 1` exists: a head the node reports is never enough on its own."""
+    if receipt is None:
+        return Check("settlement_tx", "pending", "tx_not_found", {"tx_hash": tx_hash})
+    number, claimed = _word(receipt["blockNumber"]), (receipt.get("blockHash") or "").lower()
+    canonical = blocks.get(number)
+    detail = {"tx_hash": tx_hash, "block": number, "block_hash": claimed or None, "sender": receipt.get("from")}
+    if canonical is None or canonical.number != number:
+        return Check("settlement_tx", "pending", "block_not_found", detail, number)
+    if not claimed or canonical.hash != claimed:
+        return Check("settlement_tx", "pending", "block_hash_mismatch",
+                     {**detail, "canonical_hash": canonical.hash}, number)
+    if tx_hash.lower() not in canonical.transactions:
+        return Check("settlement_tx", "pending", "tx_not_in_block", detail, number)
+    final = blocks.get(number + max(1, required) - 1) is not None
+    seen = max(0, head - number + 1)  # what the head says, bounded by what the blocks show
+    confirmations = max(seen, required) if final else min(seen, max(0, required - 1))
+    check = _judge(payment, tx_hash, receipt, confirmations, final, required, facilitator)
+    check.detail["block_hash"] = claimed
+    return check
+
+
+def logs_digest(payment: dict, logs: list[dict]) -> str:
+    """A short digest of the payment's logs in the transaction (the token's Transfer and
+    AuthorizationUsed logs whose first argument is the payer): what endpoints must agree on."""
+    token, payer = (payment.get("asset") or "").lower(), _addr_topic(payment.get("payer") or "")
+    mine = sorted((_word(lg.get("logIndex")), [t.lower() for t in lg.get("topics") or ()], (lg.get("data") or "").lower())
+                  for lg in logs if (lg.get("address") or "").lower() == token and len(lg.get("topics") or ()) >= 2
+                  and lg["topics"][0].lower() in (TRANSFER, AUTHORIZATION_USED) and lg["topics"][1].lower() == payer)
+    return hashlib.sha256(orjson.dumps(mine)).hexdigest()[:16]
+
+
+def _judge(payment: dict, tx_hash: str, receipt: dict, confirmations: int, final: bool, required: int,
+           facilitator: str | None) -> Check:
+    name, block = "settlement_tx", _word(receipt["blockNumber"])
     detail = {"tx_hash": tx_hash, "block": block, "confirmations": confirmations, "required": required,
               "sender": receipt.get("from")}
     if _word(receipt.get("status", "0x0")) != 1:
@@ -64,7 +129,7 @@ def settlement(payment: dict, tx_hash: str, receipt: dict | None, head: int, req
         problems.append(f"sent by {receipt.get('from')}, not the known facilitator {facilitator}")
     if problems:
         return Check(name, "fail", "logs_mismatch", {**detail, "problems": problems}, block)
-    if confirmations < required:
+    if not final:
         return Check(name, "pending", "awaiting_confirmations", detail, block)
     return Check(name, "pass", None, detail, block)
 

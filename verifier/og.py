@@ -148,7 +148,7 @@ def _rpc(settings: Settings, caip2: str | None) -> Rpc | None:
     net = settings.network(caip2)
     if not net or not net.rpc:
         return None
-    return Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(caip2.split(":")[1]))
+    return Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(caip2.split(":")[1]), max_bytes=net.rpc_max_bytes)
 
 
 def _registry_keys(rows: list[dict], settings: Settings, facts: Facts) -> None:
@@ -339,7 +339,8 @@ def session_check(r: dict, facts: Facts, settings: Settings) -> Check:
     detail = {k: found[k] for k in ("tx", "amount", "cap", "pay_to", "facilitator", "sender", "block",
                                     "confirmations", "nonce_bit_set")}
     detail.update(amount=str(found["amount"]), cap=str(found["cap"]), required=net.confirmations if net else 1,
-                  share="unknown: only the session total is on chain")
+                  share="unknown: only the session total is on chain",
+                  trust="single-node")  # read from the network's first endpoint only (not its quorum)
     if problems:
         return Check("session_settlement", "fail", problems[0], {**detail, "problems": problems}, found["block"])
     if found["confirmations"] < (net.confirmations if net else 1):

@@ -4,15 +4,22 @@ One HTTP request carries many calls (a JSON array), which is what makes verifyin
 receipts fast. Faults are classified so that the verifier can say what is wrong and never treat a
 fault as evidence: a timeout, HTTP 429/5xx, a malformed answer, a node on the wrong chain, or a
 node that is behind all raise `RpcError` (after retries with backoff), never return "not found".
+Answers are bounded: one bigger than `max_bytes` raises `RpcError("too_large")` after reading at
+most that much (a node cannot make the verifier hold an answer of any size).
 """
 from __future__ import annotations
 
+import http.client
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
 import orjson
+
+
+MAX_BYTES = 64 << 20  # the default bound of one answer (a batch of 500 receipts is ~2 MB)
+CHUNK_BYTES = 1 << 20
 
 
 class RpcError(Exception):
@@ -30,6 +37,7 @@ class Rpc:
     retries: int = 3
     backoff: float = 0.25
     chain_id: int | None = None    # expected; checked once per client
+    max_bytes: int = MAX_BYTES     # the biggest answer read
 
     def __post_init__(self) -> None:
         self._checked = self.chain_id is None
@@ -73,7 +81,7 @@ class Rpc:
         req = urllib.request.Request(self.url, body, {"content-type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
+                raw = self._read(resp)
         except urllib.error.HTTPError as exc:
             kind = "rate_limited" if exc.code == 429 else "server_error" if exc.code >= 500 else "bad_response"
             raise RpcError(kind, f"HTTP {exc.code} from {self.url}") from None
@@ -83,7 +91,25 @@ class Rpc:
             if isinstance(exc.reason, TimeoutError):
                 raise RpcError("timeout", f"no answer from {self.url} within {self.timeout}s") from None
             raise RpcError("unreachable", f"{self.url}: {exc.reason}") from None
+        except (http.client.HTTPException, ConnectionError) as exc:  # the answer broke off
+            raise RpcError("unreachable", f"{self.url}: {type(exc).__name__}") from None
         return _results(raw, first, len(calls))
+
+    def _read(self, resp) -> bytes:
+        """The answer's body, or RpcError("too_large") once more than `max_bytes` have come (or been
+        announced): read a chunk at a time, so a bigger answer is never held whole."""
+        length = resp.headers.get("content-length")
+        if length is not None and length.strip().isdigit():
+            if int(length) > self.max_bytes:
+                raise RpcError("too_large", f"{self.url} announced {int(length)} bytes, more than {self.max_bytes}")
+            return resp.read()
+        chunks, size = [], 0
+        while chunk := resp.read(CHUNK_BYTES):
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise RpcError("too_large", f"{self.url} sent more than {self.max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 def warm_up() -> None:

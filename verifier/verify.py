@@ -8,9 +8,12 @@ reorg gets a new `pending` verdict after its `passed` one.
 Checks per paid receipt (each recorded with its result, reason and evidence):
 - `signature`: the payment's EIP-712 signature recovers to the payer (recovered at capture time);
 - `terms`: the payment matches the challenge (asset, pay_to, amount ≤ the price, network);
-- `settlement_tx`: the settlement transaction exists, succeeded, is final, and its logs match.
+- `settlement_tx`: the settlement transaction exists, succeeded, its logs match, it is in the canonical
+  block at its height, and the block that makes it final exists (evidence.canonical_settlement), as
+  `quorum` of the network's endpoints agree (agreement.py; the check names its trust).
 The verdict (check `verdict`) is `failed` if a check failed, `pending` while one is pending, else
-`passed`; `resolution` adds `risky` (money moved, outcome bad) where it applies.
+`passed`; `resolution` adds `risky` (money moved, outcome bad) where it applies. A node fault decides
+nothing: that network's receipts get no event in that pass.
 
 How a pass runs (its memory does not grow with the journal; scripts/bench_verify.py measures it):
 the journal is read once into narrow `facts` (FACTS); the receipts to verify are queried from them a
@@ -36,7 +39,8 @@ from storage.config import Settings
 from storage.journal import Journal
 from storage.records import Event
 
-from .evidence import AUTHORIZATION_USED, TRANSFER, Check, settlement
+from .agreement import agree, agreed_transfers
+from .evidence import AUTHORIZATION_USED, TRANSFER, Check, block_of, canonical_settlement, logs_digest
 from .rpc import Rpc, RpcError, warm_up
 
 log = logging.getLogger("receipts.verify")
@@ -178,6 +182,7 @@ class Summary:
     changed: int = 0
     statuses: dict = field(default_factory=dict)
     faults: list = field(default_factory=list)
+    skipped: int = 0  # receipts of networks whose nodes were at fault: left as they were
     og_receipts: list = field(default_factory=list)  # of calls with an upto session or a TEE proof, and their
                                                      # logical calls: verifier/og.py's pass
 
@@ -229,7 +234,7 @@ def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> t
     if (r.get("settlement_count") or 0) > 1:
         risks.append("double_settlement")
     risks += [c.reason for c in failed if c.reason in ("unexpected_pay_to", "overcharged")]
-    unsettled = any(c.name == "settlement_tx" and c.reason in ("tx_not_found", "no_tx_hash") for c in pending)
+    unsettled = any(c.name == "settlement_tx" and c.reason in UNSETTLED for c in pending)
     if unsettled and r.get("valid_before") and now > r["valid_before"] + grace:
         if r.get("settlement_ever_passed"):  # it was on chain, a reorg took it, it never came back
             return "failed", None, "settlement_disappeared"
@@ -242,6 +247,14 @@ def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> t
     if status == "passed" and (r.get("payment_count") or 0) > 1:
         return status, "retried", None
     return status, None, reason
+
+
+# A pending settlement in one of these states is not on the canonical chain (a deadline makes it risky,
+# and one that had passed, failed: it disappeared).
+UNSETTLED = ("tx_not_found", "no_tx_hash", "tx_not_in_block", "block_hash_mismatch")
+# A settlement that passed is not demoted for these: they say that a node is behind (it has not
+# served the block, or the block that confirms it), not that the settlement is gone.
+BEHIND = ("awaiting_confirmations", "block_not_found")
 
 
 CHUNK = 500  # receipts per round: memory stays flat however many there are
@@ -348,6 +361,7 @@ class _Reader:
     carry_for: dict | None = None               # these payers (by token),
     read_to: int = -1                           # and the last block it read
     head: int | None = None                     # the last head seen
+    blocks: dict = field(default_factory=dict)  # the last round's canonical blocks by height
 
     def next_blocks(self, tokens: dict, head: int, step: int) -> tuple[int, int] | None:
         """The blocks after those last read for these payers, as many as the last round's settlements
@@ -360,13 +374,12 @@ class _Reader:
 
 
 def _chain_views(groups: dict, settings: Settings, readers: dict) -> tuple[dict, list[str]]:
+    """Per network of the round: its endpoints' views (None: a fault, nothing is decided)."""
     views, faults = {}, []
     for network, rows in groups.items():
         net = settings.network(network)
-        if net and net.rpc:
-            if network not in readers:
-                readers[network] = _Reader(Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(net.caip2.split(":")[1])))
-            views[network] = _chain_view(net, rows, faults, readers[network])
+        if net and net.endpoints:
+            views[network] = _network_views(net, rows, faults, readers)
     return views, faults
 
 
@@ -376,6 +389,9 @@ def _decide(groups: dict, chain: Future, settings: Settings, summary: Summary) -
     summary.faults += faults
     events: list[Event] = []
     for network in sorted(groups):
+        if network in views and views[network] is None:  # a node fault: its receipts stay as they were
+            summary.skipped += len(groups[network])
+            continue
         events += _verify_network(network, groups[network], settings, last, summary, views.get(network))
     return events
 
@@ -412,6 +428,7 @@ class ChainView:
     receipts: dict = field(default_factory=dict)
     transfers: list = field(default_factory=list)        # decoded Transfer logs, with block and tx
     authorizations: dict = field(default_factory=dict)   # (token, authorizer, nonce) -> tx hash
+    blocks: dict = field(default_factory=dict)           # height -> its canonical Block (None: none there)
 
     def settlement_tx(self, r: dict) -> tuple[str | None, str]:
         """The tx hash the server gave, else the one a log scan found (AuthorizationUsed of the nonce)."""
@@ -429,64 +446,145 @@ class ChainView:
 
 
 def _verify_network(network: str, rows: list[dict], settings: Settings, last: dict, summary: Summary,
-                    chain: "ChainView | None") -> list[Event]:
+                    views: list | None) -> list[Event]:
+    """The checks of one network's receipts of a round, given each endpoint's view of the chain (None:
+    no endpoint is configured)."""
     net = settings.network(network)
     events, grace = [], net.deadline_grace if net else 600.0
-    chain_now = chain.head_time if chain and chain.head_time else None
+    # deadlines are judged in chain time: the earliest head any endpoint gave (a late one never hastens a verdict)
+    chain_now = min((v.head_time for v in views or () if v.head_time), default=None)
     for r in rows:
         summary.seen += 1
         checks = [signature_check(r), terms_check(r)]
-        if chain is None:
-            reason = "rpc_unavailable" if net and net.rpc else "no_rpc_configured"
-            checks.append(Check("settlement_tx", "pending", reason, {"network": network}))
+        if not views:
+            checks.append(Check("settlement_tx", "pending", "no_rpc_configured", {"network": network}))
         else:
-            checks += _settlement_checks(r, chain, net)
+            settled = _settlement_checks(r, views, net)
+            if _held(r, settled[0], last):
+                summary.statuses["passed"] = summary.statuses.get("passed", 0) + 1
+                continue
+            checks += settled
         events += _changes(r, checks, last, summary, grace, chain_now or time.time())
     return events
 
 
-def _settlement_checks(r: dict, chain: ChainView, net) -> list[Check]:
-    tx, found_by = chain.settlement_tx(r)
-    if tx is None:
-        return [Check("settlement_tx", "pending", "no_tx_hash" if not r.get("payment_hash") else "tx_not_found",
-                      {"job_id": r.get("settlement_job_id"), "scanned_from_block": max(0, chain.head - net.scan_blocks)})]
-    check = settlement(_payment(r), tx, chain.receipts.get(tx), chain.head, net.confirmations,
-                       net.facilitators[0] if len(net.facilitators) == 1 else None)
-    check.detail["found_by"] = found_by  # the detail is a new dict of this check's
+def _held(r: dict, check: Check, last: dict) -> bool:
+    """A settlement that passed stays passed while the nodes only seem behind (BEHIND)."""
+    return check.result == "pending" and check.reason in BEHIND and \
+        last.get((r["receipt_id"], "settlement_tx")) == ("pass", None) and r.get("last_status") == "passed"
+
+
+def _settlement_checks(r: dict, views: list, net) -> list[Check]:
+    """The settlement check the endpoints agree on (agreement.py), and any refund a quorum of them saw."""
+    check = agree([_endpoint_check(r, view, net) for view in views], net.quorum_size)
     out = [check]
     if check.block is not None:
-        back = chain.refunds(r, check.block)
+        back = agreed_transfers([view.refunds(r, check.block) for view in views], net.quorum_size)
         if back:
             out.append(Check("refund", "pass", None, {"transfers": back}, back[-1]["block"]))
     return out
 
 
-def _chain_view(net, rows: list[dict], faults: list[str], reader: _Reader) -> ChainView | None:
-    """One round's facts from the node, in few batched calls; None on a fault (nothing is decided)."""
-    rpc = reader.rpc
-    try:
-        ahead = None  # the next blocks' logs, asked for with the head (blocks up to the last head seen exist)
-        if len(rows) > BULK and reader.head is not None:
-            tokens = _payer_topics(rows)
-            blocks = reader.next_blocks(tokens, reader.head, LOG_STEP)
-            ahead = (tokens, blocks, _payer_log_calls(tokens, [blocks])) if blocks else None
-        block, *logs = rpc.batch([("eth_getBlockByNumber", ["latest", False])] + (ahead[2] if ahead else []))
-        view = ChainView(head=int(block["number"], 16), head_time=float(int(block["timestamp"], 16)))
-        reader.head = view.head
-        _scan_logs(rpc, view, rows, net.scan_blocks)
-        hashes = sorted({h for r in rows if (h := view.settlement_tx(r)[0])})
-        if len(hashes) > BULK:
-            view.receipts.update(_receipts_from_logs(reader, view.head, rows, set(hashes), net,
-                                                     (ahead[0], ahead[1], logs) if ahead else None))
-        rest = [h for h in hashes if h not in view.receipts]
-        for start in range(0, len(rest), 500):
-            part = rest[start:start + 500]
-            view.receipts.update(zip(part, rpc.batch([("eth_getTransactionReceipt", [h]) for h in part])))
-    except RpcError as exc:
-        faults.append(f"{net.caip2}: {exc}")
-        log.error("receipts verify: %s: %s — nothing about this network is decided until it answers", net.caip2, exc)
+def _endpoint_check(r: dict, view: ChainView, net) -> Check:
+    """The settlement check from one endpoint's evidence alone."""
+    tx, found_by = view.settlement_tx(r)
+    if tx is None:
+        return Check("settlement_tx", "pending", "no_tx_hash" if not r.get("payment_hash") else "tx_not_found",
+                     {"job_id": r.get("settlement_job_id"), "scanned_from_block": max(0, view.head - net.scan_blocks)})
+    payment, receipt = _payment(r), view.receipts.get(tx)
+    check = canonical_settlement(payment, tx, receipt, view.blocks, view.head, net.confirmations,
+                                 net.facilitators[0] if len(net.facilitators) == 1 else None)
+    check.detail["found_by"] = found_by  # the detail is a new dict of this check's
+    if receipt and len(net.endpoints) > 1:  # what the endpoints' logs must agree on (one has no one to agree with)
+        check.detail["logs"] = logs_digest(payment, receipt.get("logs") or [])
+    return check
+
+
+def _network_views(net, rows: list[dict], faults: list[str], readers: dict) -> list[ChainView] | None:
+    """Each endpoint's view of one round; None (a fault: nothing about this network is decided this
+    pass, no receipt of it changes) when fewer than `quorum` endpoints answered."""
+    views, errors = [], []
+    if net.quorum_size > len(net.endpoints):
+        faults.append(f"{net.caip2}: quorum_not_reached: quorum {net.quorum_size} but {len(net.endpoints)} rpc URL(s)")
         return None
+    for url in net.endpoints:
+        key = (net.caip2, url)
+        if key not in readers:
+            readers[key] = _Reader(Rpc(url, timeout=net.rpc_timeout, chain_id=int(net.caip2.split(":")[1]),
+                                       max_bytes=net.rpc_max_bytes))
+        try:
+            views.append(_chain_view(net, rows, readers[key]))
+        except (RpcError, TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
+            readers[key] = _Reader(readers[key].rpc)  # what it read before is not to be built on
+            errors.append(str(exc) if isinstance(exc, RpcError) else
+                          f"bad_response: {url} answered data of the wrong shape ({type(exc).__name__}: {str(exc)[:100]})")
+    if len(views) >= net.quorum_size:
+        for e in errors:  # the others agree without it
+            log.warning("receipts verify: %s: %s — decided by the endpoints that answered", net.caip2, e)
+        return views
+    fault = errors[0] if len(net.endpoints) == 1 else (
+        f"quorum_not_reached: {len(views)} of {len(net.endpoints)} endpoints answered, {net.quorum_size} must "
+        f"agree ({'; '.join(errors)})")
+    faults.append(f"{net.caip2}: {fault}")
+    log.error("receipts verify: %s: %s — nothing about this network is decided until it answers", net.caip2, fault)
+    return None
+
+
+def _chain_view(net, rows: list[dict], reader: _Reader) -> ChainView:
+    """One round's facts from one endpoint, in few batched calls; raises RpcError on a fault."""
+    rpc = reader.rpc
+    ahead = None  # the next blocks' logs, asked for with the head (blocks up to the last head seen exist)
+    if len(rows) > BULK and reader.head is not None:
+        tokens = _payer_topics(rows)
+        blocks = reader.next_blocks(tokens, reader.head, LOG_STEP)
+        ahead = (tokens, blocks, _payer_log_calls(tokens, [blocks])) if blocks else None
+    block, *logs = rpc.batch([("eth_getBlockByNumber", ["latest", False])] + (ahead[2] if ahead else []))
+    view = ChainView(head=int(block["number"], 16), head_time=float(int(block["timestamp"], 16)))
+    reader.head = view.head
+    _scan_logs(rpc, view, rows, net.scan_blocks)
+    hashes = sorted({h for r in rows if (h := view.settlement_tx(r)[0])})
+    if len(hashes) > BULK:
+        view.receipts.update(_receipts_from_logs(reader, view.head, rows, set(hashes), net,
+                                                 (ahead[0], ahead[1], logs) if ahead else None))
+    rest = [h for h in hashes if h not in view.receipts]
+    for start in range(0, len(rest), 500):
+        part = rest[start:start + 500]
+        view.receipts.update(zip(part, rpc.batch([("eth_getTransactionReceipt", [h]) for h in part])))
+    _read_blocks(reader, view, net)
     return view
+
+
+def _read_blocks(reader: "_Reader", view: ChainView, net) -> None:
+    """The canonical blocks this round's settlements need, each asked for once (a block's many
+    settlements share it, and the last round's blocks are kept): the block at each settlement's
+    height, and the block `confirmations - 1` above it, whose existence makes it final. Where a
+    receipt read from logs lacks its sender and a facilitator is configured, its block comes with
+    the transactions in full."""
+    full, heights = set(), set()
+    for rc in view.receipts.values():
+        if rc:
+            height = int(rc["blockNumber"], 16)
+            heights |= {height, height + max(1, net.confirmations) - 1}
+            if rc.get("from") is None and net.facilitators:
+                full.add(height)
+    known = {h: b for h, b in reader.blocks.items() if h in heights and h not in full}
+    light = sorted(heights - known.keys() - full)
+    for size, wanted, whole in ((500, light, False), (20, sorted(full), True)):
+        for start in range(0, len(wanted), size):
+            part = wanted[start:start + size]
+            for height, answer in zip(part, reader.rpc.batch([("eth_getBlockByNumber", [hex(h), whole]) for h in part])):
+                known[height] = block_of(answer)
+                if whole:
+                    _senders(answer, view.receipts)
+    view.blocks = reader.blocks = known
+
+
+def _senders(block: dict | None, receipts: dict) -> None:
+    """The `from` of the receipts (read from logs) whose transactions are in this full block."""
+    for tx in (block or {}).get("transactions") or []:
+        rc = receipts.get(tx["hash"].lower())
+        if rc is not None and rc.get("from") is None:
+            rc["from"] = tx["from"]
 
 
 BULK = 50  # above this many settlements in a round, read them from the token's logs, not one by one
@@ -556,13 +654,7 @@ def _receipts_from_logs(reader: "_Reader", head: int, rows: list[dict], wanted: 
         reader.carry, reader.carry_for, reader.read_to = unclaimed, tokens, read_to
     else:
         reader.carry_for = None
-    if net.facilitators and found:  # the sender check needs each transaction's `from`: one call per block
-        blocks_hex = sorted({r["blockNumber"] for r in found.values()})
-        for block in reader.rpc.batch([("eth_getBlockByNumber", [b, True]) for b in blocks_hex]):
-            for tx in (block or {}).get("transactions") or []:
-                if tx["hash"].lower() in found:
-                    found[tx["hash"].lower()]["from"] = tx["from"]
-    return found
+    return found  # their senders and blocks: _read_blocks
 
 
 def _payer_topics(rows: list[dict]) -> dict[str, list[str]]:
@@ -590,7 +682,10 @@ def _gather(answers: list, wanted: set[str], found: dict) -> dict:
             tx = lg["transactionHash"].lower()
             into = found if tx in wanted else others
             if tx not in into:
-                into[tx] = {"status": "0x1", "blockNumber": lg["blockNumber"], "from": None, "logs": []}
+                into[tx] = {"status": "0x1", "blockNumber": lg["blockNumber"], "blockHash": lg.get("blockHash"),
+                            "from": None, "logs": []}
+            elif into[tx]["blockHash"] != lg.get("blockHash"):  # one transaction, two blocks: not canonical
+                into[tx]["blockHash"] = None
             into[tx]["logs"].append({"address": lg["address"], "topics": lg["topics"], "data": lg.get("data"),
                                      "logIndex": lg.get("logIndex")})
     return others

@@ -131,7 +131,8 @@ def test_a_forged_signature_fails(stack, proxy, config):
 
 
 def test_a_node_on_the_wrong_chain_never_gives_passed(stack, proxy, config):
-    call = stack.pay(proxy=proxy.url)
+    # a body of its own: the default one would join the logical call of the failed attempt above
+    call = stack.pay(body={"model": "m", "messages": [{"role": "user", "content": "wrong chain"}]}, proxy=proxy.url)
     recorded(proxy, call.tx_hash)
     stack.anvil.mine(CONFIRMATIONS)
     with start_anvil(chain_id=1) as impostor:

@@ -38,6 +38,16 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(fault)
             self.end_headers()
             return
+        if fault in ("huge", "huge-unannounced"):  # a valid answer, padded past the client's bound
+            pad = json.dumps([{"jsonrpc": "2.0", "id": c["id"], "result": "0x" + "0" * 5000} for c in calls]).encode()
+            self.send_response(200)
+            if fault == "huge":
+                self.send_header("content-length", str(len(pad)))
+            self.send_header("connection", "close")
+            self.end_headers()
+            self.wfile.write(pad)
+            self.close_connection = True
+            return
         answers = {"eth_chainId": hex(node.chain_id), "eth_blockNumber": "0x10"}
         body = json.dumps([{"jsonrpc": "2.0", "id": c["id"], "result": answers[c["method"]]} for c in calls]).encode()
         self.send_response(200)
@@ -76,3 +86,15 @@ def test_timeouts_and_wrong_chain_never_pass_as_answers(node):
     with pytest.raises(RpcError) as err:
         Rpc(node.url, chain_id=8453).call("eth_blockNumber", [])
     assert err.value.kind == "wrong_chain" and "serves chain 1, expected 8453" in str(err.value)
+
+
+@pytest.mark.parametrize("fault", ["huge", "huge-unannounced"])
+def test_an_answer_bigger_than_the_bound_is_a_fault_not_an_answer(node, fault):
+    rpc = Rpc(node.url, max_bytes=4096, retries=0)
+    node.faults = [fault]
+    with pytest.raises(RpcError) as err:
+        rpc.call("eth_blockNumber", [])
+    assert err.value.kind == "too_large" and "4096" in str(err.value)
+    assert rpc.call("eth_blockNumber", []) == "0x10", "answers within the bound are read as before"
+    node.faults = [fault]
+    assert Rpc(node.url, max_bytes=1 << 20).call("eth_blockNumber", []).startswith("0x000"), "a bigger bound reads it"

@@ -52,3 +52,16 @@ def test_terms_check_the_network_and_the_time_window():
     assert terms_check(base).result == "pass"
     assert terms_check({**base, "challenge_network": "eip155:1"}).reason == "unexpected_network"
     assert terms_check({**base, "valid_before": 1000}).reason == "outside_time_window"
+
+
+def test_a_passed_settlement_is_held_while_a_node_only_seems_behind():
+    from verifier.verify import _held
+
+    r, last = {"receipt_id": "r", "last_status": "passed"}, {("r", "settlement_tx"): ("pass", None)}
+    for reason in ("awaiting_confirmations", "block_not_found"):  # the node lacks a block: it may be behind
+        assert _held(r, Check("settlement_tx", "pending", reason), last)
+        assert not _held({**r, "last_status": "pending"}, Check("settlement_tx", "pending", reason), last)
+        assert not _held(r, Check("settlement_tx", "pending", reason), {}), "never passed: nothing to hold"
+    for reason in ("tx_not_found", "tx_not_in_block", "block_hash_mismatch", "nodes_disagree"):  # evidence: demote
+        assert not _held(r, Check("settlement_tx", "pending", reason), last)
+    assert not _held(r, Check("settlement_tx", "fail", "tx_reverted"), last)

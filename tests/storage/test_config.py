@@ -1,0 +1,46 @@
+"""Network settings: one RPC URL or several, a quorum, and the bound on an answer."""
+import pytest
+
+from storage import config as cfg
+
+
+def networks(**item):
+    return cfg._validated({"networks": {"eip155:8453": item}})["networks"]
+
+
+def test_one_url_or_a_list_of_them():
+    (one,) = networks(rpc="http://a")
+    assert (one.endpoints, one.rpc, one.quorum_size) == (("http://a",), "http://a", 1)
+    (two,) = networks(rpc=["http://a", "http://b"])
+    assert (two.endpoints, two.rpc, two.quorum_size) == (("http://a", "http://b"), "http://a", 2), "all must agree"
+    (some,) = networks(rpc=["http://a", "http://b", "http://c"], quorum=2)
+    assert some.quorum_size == 2
+    (none,) = networks(confirmations=2)
+    assert (none.endpoints, none.rpc) == ((), None)
+    assert cfg.Network("eip155:1", "http://x").endpoints == ("http://x",), "a URL given alone is one endpoint"
+    (twice,) = networks(rpc=["http://a", "http://a "])
+    assert (twice.endpoints, twice.quorum_size) == (("http://a",), 1), "one node agreeing with itself is no quorum"
+    with pytest.raises(cfg.ConfigError):
+        networks(rpc=["http://a", "http://a"], quorum=2)
+
+
+@pytest.mark.parametrize("item, words", [
+    ({"rpc": ["http://a"], "quorum": 2}, "quorum must be a whole number from 1 to the number of rpc URLs (1)"),
+    ({"rpc": ["http://a", "http://b"], "quorum": 0}, "quorum must be"),
+    ({"rpc": ["http://a"], "quorum": "all"}, "quorum must be"),
+    ({"rpc": {"url": "http://a"}}, "rpc must be a URL or a list of URLs"),
+    ({"rpc": "http://a", "rpc_max_bytes": 0}, "rpc_max_bytes must be a positive number"),
+])
+def test_bad_values_say_what_is_wrong(item, words):
+    with pytest.raises(cfg.ConfigError) as err:
+        networks(**item)
+    assert words in str(err.value)
+
+
+def test_the_environment_gives_one_url_or_a_comma_separated_list():
+    settings = cfg.Settings(networks=networks(rpc="http://a", rpc_max_bytes=1000))
+    env = {"RECEIPTS_RPC_EIP155_8453": " http://x , http://y ,"}
+    net = settings.network("eip155:8453", env=env)
+    assert (net.endpoints, net.quorum_size, net.rpc_max_bytes) == (("http://x", "http://y"), 2, 1000)
+    assert settings.network("eip155:84532", env={"RECEIPTS_RPC_EIP155_84532": "http://z"}).endpoints == ("http://z",)
+    assert settings.network("eip155:8453", env={}).endpoints == ("http://a",)
