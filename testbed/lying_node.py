@@ -19,6 +19,7 @@ Modes (set at start with ``--mode``, or later with ``POST /control {"mode": …}
                       ``content-length`` (``--huge-mb`` sets the size)
 ===================== ===========================================================================
 
+``POST /control {"delay": seconds}`` makes every answer that late (a slow node, in any mode).
 ``GET /healthz`` answers 200; ``GET /control`` gives the mode and how many calls were answered.
 
     with start_lying_node(stack.rpc_url, "forge-blockhash") as liar:
@@ -32,6 +33,7 @@ import json
 import socket
 import sys
 import threading
+import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -47,6 +49,7 @@ class Liar:
 
     def __init__(self, upstream: str, mode: str, huge_mb: int = 300):
         self.upstream, self.mode, self.huge_mb = upstream, mode, huge_mb
+        self.delay = 0.0
         self.forged: dict[str, dict] = {}
         self.calls = self.heads = 0
         self.lock = threading.Lock()
@@ -138,6 +141,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/control":
             return self._control(body)
         calls = body if isinstance(body, list) else [body]
+        time.sleep(self.liar.delay)
         if self.liar.mode == "huge" and any(c.get("method") != "eth_chainId" for c in calls):
             return self._huge(calls)
         answers = self.liar.answer(calls)
@@ -147,6 +151,7 @@ class Handler(BaseHTTPRequestHandler):
         if body.get("mode") is not None and body["mode"] not in MODES:
             return self._json(400, {"error": f"mode must be one of {', '.join(MODES)}"})
         self.liar.mode = body.get("mode") or self.liar.mode
+        self.liar.delay = float(body.get("delay", self.liar.delay))
         self.liar.forged.update({k.lower(): v for k, v in (body.get("forge") or {}).items()})
         self._json(200, {"mode": self.liar.mode})
 

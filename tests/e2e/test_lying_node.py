@@ -121,7 +121,7 @@ def claimed(proxy, lying_server, request_id):
     return tx, {"payer": key.address, "pay_to": U.PAY_TO, "asset": U.ASSET, "amount": 10000, "nonce": auth["nonce"]}
 
 
-def test_a_fabricated_receipt_never_passes(stack, proxy, config, lying_server, liar):
+def test_a_fabricated_receipt_never_passes(stack, proxy, config, lying_server, liar, fault_report):
     tx, fields = claimed(proxy, lying_server, "fabricated-1")
     control(liar, mode="forge-receipt", forge={tx: fields})
     stack.anvil.mine(CONFIRMATIONS + 5)
@@ -135,9 +135,10 @@ def test_a_fabricated_receipt_never_passes(stack, proxy, config, lying_server, l
     assert verify(proxy, config).returncode == 0  # the honest node: it does not exist at all
     assert receipt(proxy, "fabricated-1")["receipt"]["reason"] == "tx_not_found"
     assert "passed" not in [v[0] for v in verdicts(receipt(proxy, "fabricated-1"))]
+    fault_report("lying node: a forged receipt", passed=0, reason="tx_not_in_block")
 
 
-def test_a_forged_block_hash_never_passes(stack, proxy, config, liar):
+def test_a_forged_block_hash_never_passes(stack, proxy, config, liar, fault_report):
     tx = pay(stack, proxy, "forged block hash")
     stack.anvil.mine(CONFIRMATIONS)
     control(liar, mode="forge-blockhash")
@@ -151,9 +152,10 @@ def test_a_forged_block_hash_never_passes(stack, proxy, config, liar):
     assert receipt(proxy, tx)["receipt"]["reason"] == "block_hash_mismatch"
     assert verify(proxy, config).returncode == 0
     assert receipt(proxy, tx)["receipt"]["proof_status"] == "passed"
+    fault_report("lying node: a forged block hash", passed_on_the_liar=0, reason="block_hash_mismatch")
 
 
-def test_jumping_heads_add_no_verdicts(stack, proxy, config, liar):
+def test_jumping_heads_add_no_verdicts(stack, proxy, config, liar, fault_report):
     final = pay(stack, proxy, "jumping heads, final")
     stack.anvil.mine(CONFIRMATIONS)
     fresh = pay(stack, proxy, "jumping heads, one block old")  # its confirming blocks do not exist yet
@@ -166,6 +168,7 @@ def test_jumping_heads_add_no_verdicts(stack, proxy, config, liar):
         assert out.returncode == 0 and "; 0 changed" in out.stdout, out.stdout
     assert (verdicts(receipt(proxy, final)), verdicts(receipt(proxy, fresh)), check_events(proxy)) == before
     assert liar_calls(liar) > 0, "the passes did read the lying node"
+    fault_report("lying node: jumping heads", passes=4, new_verdicts=0)
 
 
 def liar_calls(node) -> int:
@@ -197,7 +200,7 @@ def peak_rss_of(cmd: list[str], env: dict) -> tuple[subprocess.CompletedProcess,
     return done, int(lines[-1])
 
 
-def test_a_huge_answer_hits_the_bound_and_memory_stays_low(stack, proxy, config, liar):
+def test_a_huge_answer_hits_the_bound_and_memory_stays_low(stack, proxy, config, liar, fault_report):
     tx = pay(stack, proxy, "huge answer")
     stack.anvil.mine(CONFIRMATIONS)
     control(liar, mode="huge")  # ~300 MB, streamed with no length announced
@@ -209,6 +212,7 @@ def test_a_huge_answer_hits_the_bound_and_memory_stays_low(stack, proxy, config,
     assert rss_kib < 512 * 1024, f"peak RSS {rss_kib / 1024:.0f} MiB"
     assert time.monotonic() - started < 60
     assert check_events(proxy) == events and receipt(proxy, tx)["receipt"]["proof_status"] == "pending"
+    fault_report("lying node: a 300 MB answer", verifier_peak_rss_mb=rss_kib // 1024, cap_mb=64, passed=0)
 
 
 def test_an_honest_and_a_lying_endpoint_never_pass_what_the_liar_forges(stack, proxy, config, lying_server, liar,

@@ -367,3 +367,65 @@ def test_zzzz_the_verifiers_narrow_read_gives_what_the_views_give(proxy):
     assert len(want) >= 5 and len(history) >= 20, (len(want), len(history))
     assert got == want
     assert got_history == history
+
+
+def test_kill_9_during_a_verify_pass_decides_each_receipt_once(tmp_path, fault_report):
+    """kill -9 of `receipts verify` at random moments of passes over 4,000 real settlements: a rerun
+    finishes the work, every receipt ends passed with exactly one verdict, and a further pass adds nothing."""
+    import random
+    import signal
+
+    from storage import config as cfg
+    from testbed.bulk import record, settle_many
+    from testbed.lying_node import start_lying_node
+    from testbed.chain import deploy_token, fund
+
+    data, rng = tmp_path / "data", random.Random(9)
+    with start_anvil(chain_id=8453) as anvil, start_lying_node(anvil.url, "pass") as slow:
+        token = deploy_token(anvil.url)
+        fund(anvil.url, token, amount=10**12)
+        payments = settle_many(anvil, token, 4000)
+        anvil.mine(2)
+        config = tmp_path / "cfg.yaml"
+        control(slow, delay=0.15)  # an honest node, slow: a pass lasts seconds
+        config.write_text(json.dumps({"networks": {"eip155:8453": {"rpc": slow.url, "confirmations": 1}}}))
+        record(data, token, anvil.chain_id, payments, cfg.load(str(config)))
+        cmd = [str(BIN / "receipts"), "verify", "--once", "--config", str(config), "--data", str(data)]
+        killed, partial = 0, []
+        for _ in range(8):
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+            time.sleep(rng.uniform(0.8, 2.5))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                killed += 1
+            proc.wait(30)
+            partial.append(decided(data))
+            if 0 < partial[-1] < len(payments):
+                break
+        assert any(0 < n < len(payments) for n in partial), f"a kill landed while verdicts were being written: {partial}"
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert done.returncode == 0, done.stdout + done.stderr
+        again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert "; 0 changed" in again.stdout, again.stdout
+    out = subprocess.run([str(BIN / "receipts"), "sql", "--json", "--data", str(data),
+                          "SELECT r.proof_status, (SELECT count(*) FROM checks c WHERE c.receipt_id = r.receipt_id "
+                          "AND c.\"check\" = 'verdict') AS verdicts FROM receipts r"], capture_output=True, text=True, cwd=ROOT)
+    rows = json.loads(out.stdout)
+    assert len(rows) == 4000
+    assert {(r["proof_status"], r["verdicts"]) for r in rows} == {("passed", 1)}, "each receipt decided exactly once"
+    fault_report("kill -9 during verify", receipts=4000, kills=killed, decided_when_killed=partial, verdicts_per_receipt=1,
+                 duplicated=0)
+
+
+def decided(data) -> int:
+    out = subprocess.run([str(BIN / "receipts"), "sql", "--csv", "--data", str(data),
+                          "SELECT count(DISTINCT receipt_id) AS n FROM checks WHERE \"check\" = 'verdict'"],
+                         capture_output=True, text=True, cwd=ROOT)
+    return int(out.stdout.split()[1])
+
+
+def control(node, **body):
+    import urllib.request
+
+    req = urllib.request.Request(node.url + "/control", json.dumps(body).encode(), {"content-type": "application/json"})
+    urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10).read()

@@ -176,7 +176,7 @@ def sql(world, query, *flags):
                           capture_output=True, text=True, timeout=60, cwd=world["cwd"], env=os.environ.copy())
 
 
-def test_receipts_sql_refuses_every_form_in_one_line_and_nothing_is_read_or_written(world):
+def test_receipts_sql_refuses_every_form_in_one_line_and_nothing_is_read_or_written(world, fault_report):
     assert len(FORMS) >= 23
     before = fingerprint(world["root"])
     for form in FORMS:
@@ -186,6 +186,7 @@ def test_receipts_sql_refuses_every_form_in_one_line_and_nothing_is_read_or_writ
         assert out.stderr.startswith("Error: ") and len(out.stderr.strip().splitlines()) == 1, (query, out.stderr)
         assert out.stdout == "" and SENTINEL not in out.stderr, query
         assert fingerprint(world["root"]) == before, f"{query} changed the file system"
+    fault_report("the SQL sandbox (receipts sql)", forms_tried=len(FORMS), refused=len(FORMS), files_read_or_written=0)
 
 
 def test_receipts_sql_still_answers_queries_and_harmless_pragmas(world):
