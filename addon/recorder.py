@@ -114,14 +114,18 @@ def _content(message: http.Message) -> tuple[bytes | None, str | None]:
 
 
 def _guarded(hook):
-    """Any exception in a hook is caught: a paid exchange is refused (503), anything else passes;
-    the failure is logged once, with the flow's id."""
+    """Any exception in a hook is caught: a paid exchange is refused (503), anything else passes; the
+    failure is logged once, with the flow's id. Hooks are plain functions that return a coroutine only
+    when they have something to write: the unrecorded majority of traffic costs no coroutine."""
+    name = hook.__name__
+
     @functools.wraps(hook)
-    async def run(self: "Recorder", flow: http.HTTPFlow) -> None:
+    def run(self: "Recorder", flow: http.HTTPFlow):
         try:
-            await hook(self, flow)
+            work = hook(self, flow)
         except Exception as exc:  # noqa: BLE001 — the catch-all that keeps the paid path closed
-            self._hook_failed(hook.__name__, flow, exc)
+            return self._hook_failed(name, flow, exc)
+        return None if work is None else self._guard(name, flow, work)
     return run
 
 
@@ -135,6 +139,7 @@ class Recorder:
         self._registry: pin.RegistryCache | None = None  # reverse mode with a pin: the TEE registry
         self._pins: dict[str, pin.PinResult | str] = {}  # pin result by server connection id
         self._owners: dict[str, asyncio.Future] = {}  # client connection id -> its process (lookup)
+        self._matched: dict[str, str | None] = {}  # why a flow is recorded, from requestheaders to request
         self._alarm = Throttle(10.0, log)  # journal write failures
         self._over_limit = Throttle(10.0, log)  # connections closed by the limits
 
@@ -187,6 +192,8 @@ class Recorder:
         return journal
 
     def done(self) -> None:
+        if self.limits:
+            self.limits.stop()
         if self.journal:
             self.journal.close()
             self.journal = None
@@ -222,33 +229,58 @@ class Recorder:
 
     # ---- hooks: exchanges ----------------------------------------------------------------------
     @_guarded
-    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow):
         self.limits.started(flow.client_conn.id)
-        match = self._match(flow)
-        if match is None or not self._streams(flow.request, None):
-            return  # recorded (or not) in `request`, its body read whole
+        match = self._matched[flow.id] = self._match(flow)
+        if match is not None and self._streams(flow.request, None):
+            return self._record_upload(flow, match)  # else recorded (or not) in `request`, its body read whole
+
+    @_guarded
+    def request(self, flow: http.HTTPFlow):
+        match = self._matched.pop(flow.id, None) if flow.id in self._matched else self._match(flow)
+        st = self._flows.get(flow.id)
+        if st is not None:  # recorded at its headers: its body has streamed through by now
+            st.request_body = st.upload.record() if st.upload else None
+        elif match is not None:
+            return self._record_request(flow, to_req(flow), match)
+
+    @_guarded
+    def responseheaders(self, flow: http.HTTPFlow):
+        st = self._flows.get(flow.id)
+        if st is None or st.refused:
+            return
+        sse = flow.response.headers.get("content-type", "").lower().startswith("text/event-stream")
+        if sse or self._streams(flow.request, flow.response):
+            return self._record_streamed_answer(flow, st, sse)  # else recorded in `response`, read whole
+
+    @_guarded
+    def response(self, flow: http.HTTPFlow):
+        st = self._flows.pop(flow.id, None)
+        self.limits.ended(flow.client_conn.id)
+        if st is None:
+            st = self._discovered(flow)  # not an AI call by its request, but x402 by its answer
+            if st is None:
+                return None
+        if st.refused == "responseheaders":  # the refusal replaced a streaming answer
+            if not flow.response.raw_content:  # the upstream's body was empty: mitmproxy emptied ours
+                flow.response.content = _refusal(answer=True).content
+            return None
+        if st.tap is not None:
+            return self._write_answer(flow, st, self._stream_end(flow, st))
+        if not flow.response.stream:  # (streamed by mitmproxy itself, not by this recorder: nothing to read)
+            self.linker.outcome(st.keys, flow.response.status_code < 400)
+            return self._write_answer(flow, st, self._answer(flow, st))
+
+    async def _record_upload(self, flow: http.HTTPFlow, match: str) -> None:
+        """A large or open-ended upload: recorded before its headers go on, its body hashed as it passes."""
         st = await self._record_request(flow, to_req(flow), match)
         if not st.refused:
             st.upload = flow.request.stream = bodies.Tap()
         else:
             flow.request.stream = False
 
-    @_guarded
-    async def request(self, flow: http.HTTPFlow) -> None:
-        st = self._flows.get(flow.id)
-        if st is not None:  # recorded at its headers: its body has streamed through by now
-            st.request_body = st.upload.record() if st.upload else None
-            return
-        match = self._match(flow)
-        if match is not None:
-            await self._record_request(flow, to_req(flow), match)
-
-    @_guarded
-    async def responseheaders(self, flow: http.HTTPFlow) -> None:
-        st = self._flows.get(flow.id)
-        sse = flow.response.headers.get("content-type", "").lower().startswith("text/event-stream")
-        if st is None or st.refused or not (sse or self._streams(flow.request, flow.response)):
-            return  # recorded in `response`, its body read whole
+    async def _record_streamed_answer(self, flow: http.HTTPFlow, st: FlowState, sse: bool) -> None:
+        """An answer that streams: its event is written before the client gets a byte."""
         data = X.response_data(to_resp(flow, streamed=True), flow.request.timestamp_start, self.settings, stream=True)
         self._annotate(flow, st, data)
         if await self._write([Event("response", st.receipt_id, data, ts=time.time())], st):
@@ -259,26 +291,7 @@ class Recorder:
         else:
             flow.response.stream = True  # unrecorded: it passes through without being held
 
-    @_guarded
-    async def response(self, flow: http.HTTPFlow) -> None:
-        st = self._flows.pop(flow.id, None)
-        self.limits.ended(flow.client_conn.id)
-        if st is None:
-            st = self._discovered(flow)  # not an AI call by its request, but x402 by its answer
-            if st is None:
-                return
-        if st.refused == "responseheaders":  # the refusal replaced a streaming answer
-            if not flow.response.raw_content:  # the upstream's body was empty: mitmproxy emptied ours
-                flow.response.content = _refusal(answer=True).content
-            return
-        if st.tap is not None:
-            events, ok = self._stream_end(flow, st), None
-        elif flow.response.stream:  # streamed by mitmproxy itself, not by this recorder: nothing to read
-            return
-        else:
-            events, ok = self._answer(flow, st), flow.response.status_code < 400
-        if ok is not None:
-            self.linker.outcome(st.keys, ok)
+    async def _write_answer(self, flow: http.HTTPFlow, st: FlowState, events: list[Event]) -> None:
         written = await self._write(events, st)
         if st.tap is None and not st.refused:
             if written:
@@ -312,11 +325,14 @@ class Recorder:
         return [Event("stream_end", st.receipt_id, data, ts=now)]
 
     @_guarded
-    async def error(self, flow: http.HTTPFlow) -> None:
+    def error(self, flow: http.HTTPFlow):
+        self._matched.pop(flow.id, None)
         st = self._flows.pop(flow.id, None)
         self.limits.ended(flow.client_conn.id)
-        if st is None or flow.error is None:
-            return
+        if st is not None and flow.error is not None:
+            return self._record_error(flow, st)
+
+    async def _record_error(self, flow: http.HTTPFlow, st: FlowState) -> None:
         self.linker.outcome(st.keys, False)
         msg = flow.error.msg
         phase = "response" if flow.response else "request"
@@ -388,6 +404,9 @@ class Recorder:
         message = response if response is not None else request
         if message.stream:
             return True
+        length = message.headers.get("content-length")
+        if length is not None and length.isdigit() and len(length) < 12:  # the common case, without parsing
+            return int(length) > self.settings.stream_bodies_above
         if response is None and (request.is_http2 or request.is_http3) and "content-length" not in request.headers:
             return request.method not in ("GET", "HEAD")  # an HTTP/2 upload of unknown length
         try:
@@ -402,6 +421,12 @@ class Recorder:
             data["upstream"] = upstream
         if st.request_body is not None:
             data["request_body"] = st.request_body
+
+    async def _guard(self, hook: str, flow: http.HTTPFlow, work) -> None:
+        try:
+            await work
+        except Exception as exc:  # noqa: BLE001 — see _guarded
+            self._hook_failed(hook, flow, exc)
 
     def _hook_failed(self, hook: str, flow: http.HTTPFlow, exc: Exception) -> None:
         st = self._flows.get(flow.id)

@@ -114,8 +114,9 @@ class Journal:
     cache, under a lock); a flusher thread group-commits the fsyncs, seals segments and hands full
     ones to the compactor.
 
-    Faults. Every append first checks that the open segment is still the file at its path (one
-    `stat`): a data directory removed, replaced or unmounted under the proxy is noticed at once. Such a
+    Faults. Every append first checks that the open segment is still a named file, and the flusher
+    that it is the file at its path: a data directory removed, replaced or unmounted under the proxy
+    is noticed at once, and always before an fsync'd append is acknowledged. Such a
     loss, or a failed fsync, makes the journal *broken*: every append fails (the recorder refuses paid
     calls) until the flusher has rebuilt a sound open segment. As PostgreSQL does after a failed fsync,
     a descriptor whose fsync failed is never trusted again: the bytes fsync'd before it (read back) and
@@ -242,8 +243,10 @@ class Journal:
         self._seq, self.last_error = seq + len(events), None
 
     def _check_place(self) -> None:
-        """Fail unless the journal is sound and the open segment is still the file at its path."""
-        if self._broken is None and self._segment_in_place():
+        """Fail unless the journal is sound and the open segment still has a name (one fstat: a removed
+        directory unlinks it; the flusher also checks the path itself after every fsync, which catches
+        an unmounted directory within SYNC_DELAY, and always before an fsync'd append is acknowledged)."""
+        if self._broken is None and os.fstat(self._fd).st_nlink > 0:
             return
         if self._broken is None:
             self._break(f"the journal's open segment disappeared from {self.open_dir}: the data directory "
@@ -252,7 +255,7 @@ class Journal:
 
     def _segment_in_place(self) -> bool:
         try:
-            st = os.stat(self._open_path(self.writer))
+            st = os.stat(self._open_name)
         except OSError:
             return False
         return (st.st_dev, st.st_ino) == self._ident
@@ -269,7 +272,8 @@ class Journal:
         return self.open_dir / f"{writer}.jsonl"
 
     def _open_segment(self) -> None:
-        self._fd = os.open(self._open_path(self.writer), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        self._open_name = str(self._open_path(self.writer))  # a str: the hot path stats it on every append
+        self._fd = os.open(self._open_name, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         st = os.fstat(self._fd)
         self._ident = (st.st_dev, st.st_ino)
         self._size = self._synced = os.lseek(self._fd, 0, os.SEEK_END)

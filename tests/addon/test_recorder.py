@@ -10,6 +10,12 @@ from addon.recorder import Recorder
 from storage import db
 
 
+def hook(result):
+    """Run a hook as mitmproxy does: it may return a coroutine, which is then awaited."""
+    if result is not None:
+        asyncio.run(result)
+
+
 def paid_flow():
     f = tflow.tflow(resp=tutils.tresp(status_code=200, content=b'{"id":"chatcmpl-9","model":"m",'
                                       b'"usage":{"prompt_tokens":2,"completion_tokens":3,"total_tokens":5}}'))
@@ -35,8 +41,8 @@ def test_hooks_record_request_and_response_and_stamp(tmp_path):
     with taddons.context(rec) as tctx:
         tctx.configure(rec, receipts_data=str(tmp_path), receipts_seal_interval="0.01")
         f = paid_flow()
-        asyncio.run(rec.request(f))
-        asyncio.run(rec.response(f))
+        hook(rec.request(f))
+        hook(rec.response(f))
         assert f.response.headers["X-Receipt-Id"] == f.metadata["receipt_id"]
     rec.done()
     with db.connect(tmp_path) as con:
@@ -52,8 +58,8 @@ def test_unmatched_traffic_is_left_alone(tmp_path):
         tctx.configure(rec, receipts_data=str(tmp_path))
         f = tflow.tflow(resp=True)
         f.request.path = "/static/logo.png"
-        asyncio.run(rec.request(f))
-        asyncio.run(rec.response(f))
+        hook(rec.request(f))
+        hook(rec.response(f))
         assert "X-Receipt-Id" not in f.response.headers and "receipt_id" not in f.metadata
     rec.done()
 
@@ -83,9 +89,9 @@ def test_an_internal_error_refuses_a_paid_exchange_and_lets_an_unpaid_one_pass(t
         monkeypatch.setattr(exchange, "response_data", broken)
         f = with_payment(free_flow()) if paid else free_flow()
         upstream_answer = f.response
-        asyncio.run(rec.request(f))
+        hook(rec.request(f))
         assert f.response is upstream_answer, "the request itself was recorded and goes on"
-        asyncio.run(rec.response(f))
+        hook(rec.response(f))
         assert "X-Receipt-Id" not in f.response.headers, "no receipt id for an answer that was not recorded"
         if paid:
             assert f.response.status_code == 503 and f.response.headers["x-receipts-error"] == "internal-error"
@@ -95,7 +101,7 @@ def test_an_internal_error_refuses_a_paid_exchange_and_lets_an_unpaid_one_pass(t
         g = with_payment(free_flow()) if paid else free_flow()
         answer = g.response
         g.response = None
-        asyncio.run(rec.request(g))
+        hook(rec.request(g))
         assert (g.response is not None and g.response.status_code == 503) == paid, "a paid request is never forwarded"
         g.response = g.response or answer
     rec.done()
