@@ -95,13 +95,14 @@ class Facts:
     """What one pass learned from the chains and the blob store (shared by all receipts of the pass)."""
     tee_keys: dict = field(default_factory=dict)         # tee_id -> TeeKey | None
     registry_error: str | None = None
+    registry_fault: bool = False                         # registry_error is a node fault, not missing settings
     sessions: dict = field(default_factory=dict)         # (payer, nonce) -> settlement evidence
-    session_error: dict = field(default_factory=dict)    # network -> fault
+    session_error: dict = field(default_factory=dict)    # network -> (reason, why): no_rpc_configured or rpc_unavailable
     base_head: dict = field(default_factory=dict)        # network -> (block, timestamp)
     anchors: dict = field(default_factory=dict)          # individual tx -> receipt or None
     leaves: dict = field(default_factory=dict)           # leaf hash -> batch evidence
     og_head: tuple | None = None                         # (block, timestamp) of the OpenGradient chain
-    og_error: str | None = None
+    og_error: tuple[str, str] | None = None              # (reason, why): no_rpc_configured or rpc_unavailable
 
 
 def verify_once(data_dir: str, settings: Settings, journal: Journal, summary: Summary | None = None) -> Summary:
@@ -117,16 +118,22 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, summary: Su
         last = {(rid, name): (l["result"], l["reason"]) for rid, name, l in
                 con.execute(LAST_CHECKS, {"ids": [r["receipt_id"] for r in rows]}).fetchall()}
     facts = gather(rows, settings)
-    summary.faults += [f"{k}: {v}" for k, v in facts.session_error.items()]
-    summary.faults += [e for e in (facts.registry_error, facts.og_error) if e]
+    summary.faults += [why for _, why in facts.session_error.values()]
+    summary.faults += [e for e in (facts.registry_error, facts.og_error and facts.og_error[1]) if e]
     events = []
     for r in rows:
         summary.seen += 1
         checks = receipt_checks(r, facts, settings)
+        if any(c.result == "pending" and c.reason in NODE_FAULTS for c in checks):
+            summary.skipped += 1  # a node fault decides nothing: the receipt stays as it was
+            continue
         events += _changes(r, checks, last, summary, facts)
     if events:
         journal.write(events)
     return summary
+
+
+NODE_FAULTS = ("rpc_unavailable", "registry_unreadable")  # pending for a fault, not for what the chain says
 
 
 def _row(r: dict) -> dict:
@@ -162,7 +169,7 @@ def _registry_keys(rows: list[dict], settings: Settings, facts: Facts) -> None:
     try:
         facts.tee_keys = Registry(rpc, settings.og_registry).keys(ids)
     except RpcError as exc:
-        facts.registry_error = f"{settings.og_network} registry: {exc}"
+        facts.registry_error, facts.registry_fault = f"{settings.og_network} registry: {exc}", True
 
 
 def _session_settlements(rows: list[dict], settings: Settings, facts: Facts) -> None:
@@ -174,12 +181,12 @@ def _session_settlements(rows: list[dict], settings: Settings, facts: Facts) -> 
     for network, sessions in wanted.items():
         rpc, net = _rpc(settings, network), settings.network(network)
         if rpc is None:
-            facts.session_error[network] = f"{network}: no RPC configured, session settlements cannot be checked"
+            facts.session_error[network] = ("no_rpc_configured", f"{network}: no RPC configured, session settlements cannot be checked")
             continue
         try:
             _scan_sessions(rpc, net, sessions, facts)
         except RpcError as exc:
-            facts.session_error[network] = f"{network}: {exc}"
+            facts.session_error[network] = ("rpc_unavailable", f"{network}: {exc}")
             log.error("receipts verify: %s: %s — sessions on it stay undecided", network, exc)
 
 
@@ -251,7 +258,7 @@ def _anchors(rows: list[dict], settings: Settings, facts: Facts) -> None:
         return
     rpc = _rpc(settings, settings.og_network)
     if rpc is None:
-        facts.og_error = f"{settings.og_network}: no RPC configured, proof anchors cannot be checked"
+        facts.og_error = ("no_rpc_configured", f"{settings.og_network}: no RPC configured, proof anchors cannot be checked")
         return
     try:
         block = rpc.call("eth_getBlockByNumber", ["latest", False])
@@ -261,7 +268,7 @@ def _anchors(rows: list[dict], settings: Settings, facts: Facts) -> None:
         if batch and settings.og_relay:
             _batch_leaves(rpc, settings, facts)
     except RpcError as exc:
-        facts.og_error = f"{settings.og_network}: {exc}"
+        facts.og_error = ("rpc_unavailable", f"{settings.og_network}: {exc}")
 
 
 def _batch_leaves(rpc: Rpc, settings: Settings, facts: Facts, step: int = 5000) -> None:
@@ -314,7 +321,8 @@ def receipt_checks(r: dict, facts: Facts, settings: Settings) -> list[Check]:
 def session_check(r: dict, facts: Facts, settings: Settings) -> Check:
     network = r.get("network")
     if network in facts.session_error:
-        return Check("session_settlement", "pending", "rpc_unavailable", {"why": facts.session_error[network]})
+        reason, why = facts.session_error[network]
+        return Check("session_settlement", "pending", reason, {"why": why})
     found = facts.sessions.get(((r.get("payer") or "").lower(), str(r.get("nonce"))))
     head = facts.base_head.get(network, (None, time.time()))
     if found is None:
@@ -376,7 +384,8 @@ def tee_checks(r: dict, facts: Facts) -> list[Check]:
 def signature_of(r: dict, facts: Facts) -> Check:
     tee_id = (r.get("tee_id") or "").lower()
     if facts.registry_error:
-        return Check("tee_signature", "pending", "registry_unavailable", {"why": facts.registry_error})
+        reason = "registry_unreadable" if facts.registry_fault else "registry_unavailable"
+        return Check("tee_signature", "pending", reason, {"why": facts.registry_error})
     key = facts.tee_keys.get(tee_id)
     if key is None:
         return Check("tee_signature", "fail", "tee_not_registered", {"tee_id": tee_id})
@@ -398,7 +407,7 @@ def anchor_check(r: dict, facts: Facts, settings: Settings) -> Check | None:
     if kind not in ("individual", "batch"):
         return None  # private (or unknown): nothing is anchored on chain
     if facts.og_error:
-        return Check("anchor", "pending", "rpc_unavailable", {"why": facts.og_error})
+        return Check("anchor", "pending", facts.og_error[0], {"why": facts.og_error[1]})
     now = facts.og_head[1] if facts.og_head else time.time()
     deadline = int(r.get("tee_timestamp") or 0) + settings.og_anchor_deadline
     if kind == "individual":

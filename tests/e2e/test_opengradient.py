@@ -7,12 +7,14 @@ Tests share one test bed; each records into its own data directory. The last tes
 past the permit deadline, so it stays last."""
 import contextlib
 import json
+import os
+import subprocess
 import time
 import uuid
 
 import pytest
 
-from support.proc import ProxyProcess, receipts_cli, wait_for
+from support.proc import BIN, ProxyProcess, receipts_cli, wait_for
 from testbed.og_chain import TEE_OPERATOR, set_tee_enabled
 from testbed.og_stack import COST_PER_REQUEST, start_og_stack
 
@@ -40,6 +42,12 @@ class Recorder:
         out = receipts_cli("verify", "--once", "--config", str(self.config), data=self.proxy.data)
         assert out.returncode == 0, out.stdout + out.stderr
         return out.stdout
+
+    def verify_with_nodes_down(self):
+        """A pass whose Base and OpenGradient nodes are unreachable (a closed port)."""
+        env = {**os.environ, "RECEIPTS_RPC_EIP155_8453": "http://127.0.0.1:9", "RECEIPTS_RPC_EIP155_10740": "http://127.0.0.1:9"}
+        return subprocess.run([str(BIN / "receipts"), "verify", "--once", "--config", str(self.config), "--data",
+                               str(self.proxy.data)], capture_output=True, text=True, timeout=120, env=env)
 
     def sql(self, query):
         out = receipts_cli("sql", "--json", query, data=self.proxy.data)
@@ -88,6 +96,12 @@ def test_calls_of_one_session_share_one_settlement_and_all_pass(og, tmp_path):
         checks = rec.checks(rows[0]["receipt_id"])
         show = receipts_cli("show", rows[-1]["session_id"], data=rec.proxy.data)
         calls = rec.sql("SELECT upstream_pin, upstream_tee_id FROM calls WHERE status = 200")
+        events = rec.sql("SELECT count(*) AS n FROM events WHERE type = 'check'")
+        down = rec.verify_with_nodes_down()
+        after = (rec.sql("SELECT count(*) AS n FROM events WHERE type = 'check'"), rec.receipts(3))
+    assert down.returncode == 1 and "unreachable" in down.stdout, down.stdout
+    assert after[0] == events, "a node fault appends nothing: the passed receipts stay passed"
+    assert {r["proof_status"] for r in after[1]} == {"passed"}
     assert len(lines) == 3 and len(rows) == 3
     assert {r["session_id"] for r in rows} == {session["session_id"]}
     assert {r["proof_status"] for r in rows} == {"passed"}
