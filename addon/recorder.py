@@ -476,8 +476,8 @@ class Recorder:
         return {**found.as_dict(), "mode": self.settings.og_pin}
 
     def _match(self, flow: http.HTTPFlow) -> str | None:
-        names = {k.decode("latin-1").lower() for k, _ in flow.request.headers.fields}
-        return X.request_match(names, X.clean(flow.request.pretty_host), X.clean(flow.request.path), self.settings)
+        return X.request_match(_header_names(flow.request), X.clean(flow.request.pretty_host),
+                               X.clean(flow.request.path), self.settings)
 
     def _start(self, flow: http.HTTPFlow, req: X.Req, match: str) -> tuple[FlowState, Event]:
         receipt_id = uuid7(req.ts)
@@ -531,9 +531,12 @@ def _once(body: bytes):
     return emit
 
 
+def _header_names(request: http.Request) -> set[str]:
+    return {k.decode("latin-1").lower() for k, _ in request.headers.fields}
+
+
 def _carries_payment(request: http.Request) -> bool:
-    names = {k.decode("latin-1").lower() for k, _ in request.headers.fields}
-    return not names.isdisjoint(X.PAID_HEADERS)
+    return not _header_names(request).isdisjoint(X.PAID_HEADERS)
 
 
 def _headers(message: http.Message) -> X.Headers:
