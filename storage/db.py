@@ -21,33 +21,33 @@ import re
 import secrets
 import shutil
 import tempfile
+import threading
 from importlib import resources
 from pathlib import Path
 
 import duckdb
 
 from .journal import journal_dir
-from .layout import columns_sql, ensure_anchors
+from . import fold
+from .fold import tables_dir
+from .layout import ensure_anchors
 
 log = logging.getLogger("receipts.db")
 DB_FILE = "receipts.duckdb"
-VIEWS = ("events", "calls", "challenges", "payments", "settlements", "checks", "receipts")
+VIEWS = ("events", "calls", "challenges", "payments", "settlements", "checks", "sessions", "receipts")
 # PRAGMAs that only read: the version and platform, the catalog (tables, columns, functions, collations)
 # and the database's size. Every other PRAGMA is refused by `receipts sql`: some change settings, and
 # `import_database` runs the SQL files of a directory.
 READ_PRAGMAS = frozenset({"version", "platform", "user_agent", "table_info", "show_tables", "show_tables_expanded",
                           "show_databases", "database_list", "database_size", "functions", "collations"})
-MACRO = re.compile(r"^CREATE OR REPLACE MACRO\b.*?;[ \t]*$", re.S | re.M)  # each ends at the first line ending in ;
 
 
 class QueryRejected(ValueError):
     """The SQL would change something; `receipts sql` only reads."""
 
 
-def views_sql(data_dir: str | os.PathLike) -> str:
-    journal = journal_dir(data_dir).resolve()
-    text = resources.files("storage").joinpath("views.sql").read_text()
-    return text.replace("{journal}", str(journal).replace("'", "''")).replace("{columns}", columns_sql())
+def views_sql() -> str:
+    return resources.files("storage").joinpath("views.sql").read_text()
 
 
 def _prepare(data_dir: str | os.PathLike) -> None:
@@ -84,45 +84,57 @@ def sandbox(con: duckdb.DuckDBPyConnection, directories=(), paths=()) -> duckdb.
     return con
 
 
-def connect(data_dir: str | os.PathLike, snapshot: bool = True, views: bool = True,
-            receipts: list[str] | None = None, *, journal: bool = True, write=(),
+def connect(data_dir: str | os.PathLike, *, views: bool = True, journal: bool = True, write=(),
             settings: dict | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the views over `data_dir`'s journal, sandboxed (`sandbox()`).
+    """An in-memory DuckDB connection with the tables and views over `data_dir`, sandboxed (`sandbox()`).
 
-    With `snapshot` (the default), the journal is read once into a temporary `events` table that the
-    views then use: every query of the connection sees the same consistent moment, and the files are
-    read and parsed once instead of once per view that a query touches. With `receipts`, the snapshot
-    holds only the events of those receipt ids (for a program that needs the views of a few calls).
-    Without `views`, only the macros (`utc`, `json_fields`, `parquet_fields`, `event_fields`) are
-    defined: binding every view costs ~50 ms that a program reading through them alone need not pay.
+    The folded tables (schema `folded`) are bound to the Parquet files the fold's manifest names, plus the
+    tail the manifest does not hold yet, folded here once (`bind_tables`): every query of the connection
+    sees the same moment. Without `views`, only the tables (what a program that reads them alone needs).
 
-    The connection can open files under the journal only; with `journal=False` (which needs
-    `snapshot`) not even there once the snapshot is taken: every view reads the snapshot, and no file
-    at all can be read or written (`receipts sql`). `write` names the files it may also write (an
-    export's output). `settings` are DuckDB settings applied before the configuration is locked
-    (e.g. `{"threads": 1}`): a `SET` on the connection fails afterwards.
+    The connection can open files under the journal and the tables only; with `journal=False` under the
+    tables only (`receipts sql`). `write` names the files it may also write (an export's output).
+    `settings` are DuckDB settings applied before the configuration is locked (e.g. `{"threads": 1}`).
     """
-    if not journal and not snapshot:
-        raise ValueError("a connection without access to the journal needs its snapshot")
     _prepare(data_dir)
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET temp_directory = $v", {"v": _spill_dir()})
         for name, value in (settings or {}).items():
             con.execute(f"SET {name} = $v", {"v": value})  # (names are ours, never a user's)
-        if not views:
-            con.execute("\n".join(MACRO.findall(views_sql(data_dir))))
-        else:
-            con.execute(views_sql(data_dir))
-        if views and snapshot and receipts is None:
-            con.execute("CREATE TEMP TABLE events AS SELECT * FROM main.events")
-        elif views and snapshot:
-            con.execute("CREATE TEMP TABLE events AS SELECT * FROM main.events "
-                        "WHERE receipt_id IN (SELECT unnest($receipts))", {"receipts": receipts})
-        return sandbox(con, [journal_dir(data_dir)] if journal else [], write)
+        bind_tables(con, data_dir)
+        if views:
+            con.execute(views_sql())
+        places = [tables_dir(data_dir)] + ([journal_dir(data_dir)] if journal else [])
+        return sandbox(con, places, write)
     except BaseException:
         con.close()
         raise
+
+
+def bind_tables(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike, tries: int = 5) -> int:
+    """Define `folded.<table>` in `con`: the table's Parquet files, then its rows of the tail (folded here,
+    into `folded.tail_<table>`). Returns the number of tail events. The manifest is read again after the
+    tail: if a fold committed meanwhile, everything is bound again (a folded segment could be emptied)."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS folded")
+    for _ in range(tries):
+        manifest = fold.Manifest.load(data_dir)
+        tail = fold.tail(data_dir, manifest)
+        con.execute(f"CREATE OR REPLACE TABLE folded.tail AS SELECT * FROM {tail.source()}")
+        for table, sql in fold.statements().items():
+            con.execute(f"CREATE OR REPLACE TABLE folded.tail_{table} AS {sql.replace('{events}', 'folded.tail')}")
+        if fold.Manifest.load(data_dir).generation == manifest.generation:
+            break
+    for table in fold.TABLES:
+        files = manifest.paths(data_dir, table)
+        parts = [f"SELECT * FROM read_parquet([{', '.join(_lit(f) for f in files)}])"] if files else []
+        parts.append(f"SELECT * FROM folded.tail_{table}")
+        con.execute(f"CREATE OR REPLACE VIEW folded.{table} AS " + " UNION ALL ".join(parts))
+    return con.execute("SELECT count(*) FROM folded.tail").fetchone()[0]
+
+
+def _lit(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statement:
@@ -203,28 +215,29 @@ def _explains_a_query(con: duckdb.DuckDBPyConnection, sql: str, words: list[tupl
 
 
 def ensure_database_file(data_dir: str | os.PathLike) -> Path | None:
-    """Write `<data>/receipts.duckdb` holding the same views, for external tools (duckdb CLI, notebooks).
+    """Write `<data>/receipts.duckdb`: the same tables and views, for external tools (duckdb CLI, notebooks).
 
-    Rewritten only when its views differ from this version's; if a reader holds it open, it is left
-    as it is (DuckDB allows one writer or many readers) and a warning says so.
+    It is a snapshot: the views name the Parquet files of the fold's manifest, and the tail is copied in.
+    The fold writes it again after every fold, as a new file renamed over the old one, so a reader that
+    holds the old one open keeps a consistent view and never blocks the writer.
     """
     _prepare(data_dir)
     path = Path(data_dir) / DB_FILE
-    sql = views_sql(data_dir)
+    tmp = path.with_name(f".{DB_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.unlink(missing_ok=True)
     try:
-        if path.exists():
-            with _open_file(path, read_only=True) as con:
-                if con.execute("SELECT max(sql) FROM receipts_meta").fetchone()[0] == sql:
-                    return path
-    except duckdb.Error:
-        pass
-    try:
-        with _open_file(path, read_only=False, directories=[journal_dir(data_dir)]) as con:
-            con.execute(sql)
-            con.execute("CREATE OR REPLACE TABLE receipts_meta AS SELECT $sql AS sql", {"sql": sql})
-    except duckdb.Error as exc:
-        log.warning("could not update %s (is a reader holding it open?): %s", path, str(exc).splitlines()[0])
+        with duckdb.connect(str(tmp)) as con:
+            con.execute("SET temp_directory = $v", {"v": _spill_dir()})
+            bind_tables(con, data_dir)
+            con.execute(views_sql())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except (duckdb.Error, OSError) as exc:
+        log.warning("could not write %s: %s", path, str(exc).splitlines()[0])
+        tmp.unlink(missing_ok=True)
         return None
+    finally:
+        Path(f"{tmp}.wal").unlink(missing_ok=True)
     return path
 
 

@@ -77,15 +77,15 @@ class _Slots:
 
     def take(self) -> Path:
         with self.lock:
+            if not self.free:  # the fold empties folded slots (maybe in another process): look again
+                self.free = [p for p in sorted(self.root.glob(f"{self.writer}-*.jsonl"))
+                             if p.stem.rsplit("-", 1)[-1].isdigit() and p.stat().st_size == 0]
             if self.free:
                 return self.free.pop(0)
             path = self.root / f"{self.writer}-{self.next_no:06d}.jsonl"
             self.next_no += 1
             return path
 
-    def give_back(self, paths: list[Path]) -> None:
-        with self.lock:
-            self.free.extend(paths)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -142,7 +142,7 @@ class Journal:
         self._dirty_since: float | None = None  # first write not yet fsync'd
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._compactor = None
+        self._folder = None
         self._broken: str | None = None    # why nothing can be written now (see the class docstring)
         self._retry_at = 0.0
         self._logged = Throttle(10 * RETRY)
@@ -159,7 +159,7 @@ class Journal:
         self._seq = self._recover(self.writer, self._slots)
         self._recover_orphans()
         self._open_segment()
-        self._start_compactor()
+        self._start_folder()
         self._stopping = False
         self._thread = threading.Thread(target=self._flusher, name=f"journal-{self.writer}", daemon=True)
         self._thread.start()
@@ -174,8 +174,8 @@ class Journal:
             self._cv.notify()
         self._thread.join()
         self._thread = None
-        if self._compactor:
-            self._compactor.stop()
+        if self._folder:
+            self._folder.stop()
         os.close(self._fd)
         os.close(self._lock_fd)
 
@@ -280,10 +280,10 @@ class Journal:
         self._opened_at = time.monotonic()
         self._tail: list[bytes] = []  # blobs written after the last fsync (`_synced` bytes)
 
-    def _start_compactor(self) -> None:
-        from .compact import Compactor
-        self._compactor = Compactor(self.root, self.writer, self._slots, self.compact_grace)
-        self._compactor.resume()
+    def _start_folder(self) -> None:
+        from .fold import Folder
+        self._folder = Folder(self.root.parent, self.compact_grace)
+        self._folder.start()
 
     def _try_lock(self, writer: str) -> int | None:
         fd = os.open(self.open_dir / f"{writer}.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -442,7 +442,7 @@ class Journal:
         _fsync_dir(self.root)
         os.close(self._fd)
         self._open_segment()
-        self._compactor.sealed(slot, self.compact_after)
+        self._folder.sealed(self.compact_after)
 
     # ---- rebuilding a broken journal ------------------------------------------------------
     def _rebuild(self) -> None:
@@ -467,9 +467,9 @@ class Journal:
             self._ident, self._size, self._synced, self._tail = (st.st_dev, st.st_ino), len(salvage), len(salvage), []
             self._opened_at, self._broken, self.last_error, self._retry_at = time.monotonic(), None, None, 0.0
         if fresh:
-            self._compactor.stop()
+            self._folder.stop()
             self._slots = _Slots(self.root, self.writer)
-            self._start_compactor()
+            self._start_folder()
         log.warning("journal writable again in %s (%d bytes of unsealed events kept)", self.root, len(salvage))
 
     def _rebuild_dirs(self) -> bool:

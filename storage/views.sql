@@ -1,221 +1,105 @@
--- Every view users query, in one place. storage/db.py substitutes {journal} (absolute path of the
--- journal directory) and {columns} (the event envelope, storage/layout.py) and runs this file.
--- The views never write: they read sealed JSON segments and compacted Parquet files.
+-- The views users query, over the folded tables (storage/fold.sql defines every field; storage/fold.py
+-- keeps the tables; storage/db.py binds `folded.<table>` to their Parquet files plus the unfolded tail).
+-- No view reads event JSON.
 
 -- Event times are seconds since the epoch; users see naive UTC timestamps.
 CREATE OR REPLACE MACRO utc(t) AS make_timestamp(CAST(t * 1000000 AS BIGINT));
 
--- All events, each exactly once. An event compacted into Parquet stays in its JSON segment for a grace
--- period: the JSON segments are read first, into memory (they are the recent, uncompacted events: their
--- size is bounded by compaction), and a Parquet event whose id they hold is dropped. Parquet is streamed.
--- Each file is read once, so every event of a compaction under way is seen exactly once.
-CREATE OR REPLACE VIEW events AS
-WITH json AS MATERIALIZED (
-    SELECT id, type, ts, receipt_id, writer, seq, data
-    FROM read_json('{journal}/*.jsonl', format = 'newline_delimited', columns = {columns})
-)
-SELECT * FROM json
-UNION ALL
-SELECT id, type, ts, receipt_id, writer, seq, data FROM read_parquet('{journal}/parquet/*/*.parquet')
-WHERE id NOT IN (SELECT id FROM json);
+-- Every event's envelope, once.
+CREATE OR REPLACE VIEW events AS SELECT * FROM folded.events;
 
--- The same events, for programs that read a few fields of every event (the verifier): the fields at
--- `paths` (JSON paths into `data`, as a list `f`), each document parsed once; nothing of an event is
--- held whole. `json_fields` reads the JSON segments line by line through a buffer of `max_line` bytes
--- (the largest event accepted; a bigger one fails the query): DuckDB's JSON reader holds a whole segment
--- (up to 32 MB) at a time and its memory grows with the segment, this read's does not. `parquet_fields`
--- streams the compacted events; a program that keeps what `json_fields` gave can drop from it the events
--- it already has (as `event_fields` does, in one query that holds the JSON segments' fields).
-CREATE OR REPLACE MACRO json_fields(paths, max_line) AS TABLE
-SELECT e[1] AS id, e[2] AS type, TRY_CAST(e[3] AS DOUBLE) AS ts, e[4] AS receipt_id, e[5:] AS f FROM (
-    SELECT json_extract_string(line, ['$.id', '$.type', '$.ts', '$.receipt_id']
-                                     || list_transform(paths, lambda p: '$.data' || p[2:])) AS e
-    FROM read_csv('{journal}/*.jsonl', columns = {'line': 'VARCHAR'}, header = false, delim = chr(1),
-                  quote = '', escape = '', auto_detect = false, buffer_size = max_line, max_line_size = max_line));
-
-CREATE OR REPLACE MACRO parquet_fields(paths) AS TABLE
-SELECT id, type, ts, receipt_id, json_extract_string(data, paths) AS f FROM read_parquet('{journal}/parquet/*/*.parquet');
-
-CREATE OR REPLACE MACRO event_fields(paths, max_line) AS TABLE
-WITH json AS MATERIALIZED (SELECT * FROM json_fields(paths, max_line))
-SELECT * FROM json UNION ALL SELECT * FROM parquet_fields(paths) WHERE id NOT IN (SELECT id FROM json);
-
--- Performance note: every `data->>'$.x'` parses the whole JSON document again and DuckDB keeps the
--- parses of a whole vector of rows, so each view extracts all its fields in ONE json_extract_string
--- call (a list, indexed below) per event: several times faster and a fraction of the memory.
-
--- The request of each exchange, and its logical call (the 402 and its paid retries share one).
-CREATE OR REPLACE VIEW requests AS
-SELECT receipt_id, ts, j[1] AS logical_id, j FROM (
-    SELECT receipt_id, ts, json_extract_string(data, [
-        '$.logical_id', '$.client', '$.app', '$.method', '$.scheme', '$.host', '$.port', '$.path', '$.model',  -- 1-9
-        '$.body.sha256', '$.body.size', '$.ids.client_request_id', '$.ids.idempotency_key',                 -- 10-13
-        '$.payment.payment_identifier', '$.upto_session', '$.settlement_type', '$.source', '$.payment',       -- 14-18
-        '$.errors', '$.tee_request_hashes', '$.secrets_in_clear', '$.process.pid', '$.process.exe',          -- 19-23
-        '$.process.cmdline', '$.app_name']) AS j                                                               -- 24-25
-    FROM events WHERE type = 'request');
-
--- One row per HTTP exchange the recorder saw.
+-- One row per HTTP exchange the recorder saw: its request, with the latest response, stream end and error.
 CREATE OR REPLACE VIEW calls AS
 WITH resp AS (
-    SELECT receipt_id, max(ts) AS ts, arg_max(json_extract_string(data, [
-        '$.status', '$.latency_ms', '$.model', '$.usage.prompt_tokens', '$.usage.completion_tokens',             -- 1-5
-        '$.usage.total_tokens', '$.stream', '$.body.sha256', '$.body.size', '$.provider_request_id',            -- 6-10
-        '$.response_id', '$.og.upto_session', '$.tee.tee_id', '$.tee.tee_timestamp', '$.tee.tee_request_hash',   -- 11-15
-        '$.tee.tee_output_hash', '$.tee.tee_signature', '$.og.settlement_tx_hash', '$.og.walrus_blob_id',        -- 16-19
-        '$.og.processing_hash', '$.usage', '$.errors', '$.upstream.result', '$.upstream.tee_id',                -- 20-24
-        '$.tee_output_seen', '$.request_body.sha256', '$.request_body.size']), ts) AS p                          -- 25-27
-    FROM events WHERE type = 'response' GROUP BY receipt_id
+    SELECT receipt_id, max(ts) AS ts, arg_max(r, ts) AS p FROM folded.responses r GROUP BY receipt_id
 ), fin AS (
-    SELECT receipt_id, max(ts) AS ts, arg_max(json_extract_string(data, [
-        '$.latency_ms', '$.model', '$.usage.prompt_tokens', '$.usage.completion_tokens', '$.usage.total_tokens', -- 1-5
-        '$.bytes', '$.id', '$.tee.tee_id', '$.tee.tee_timestamp', '$.tee.tee_request_hash',                      -- 6-10
-        '$.tee.tee_output_hash', '$.tee.tee_signature', '$.og.settlement_tx_hash', '$.og.walrus_blob_id',        -- 11-14
-        '$.output_text_sha256', '$.done', '$.usage', '$.errors', '$.output_text_keccak',                       -- 15-19
-        '$.sha256', '$.request_body.sha256', '$.request_body.size']), ts) AS f                                   -- 20-22
-    FROM events WHERE type = 'stream_end' GROUP BY receipt_id
+    SELECT receipt_id, max(ts) AS ts, arg_max(f, ts) AS f FROM folded.stream_ends f GROUP BY receipt_id
 ), err AS (
-    SELECT receipt_id, max(ts) AS ts, arg_max(json_extract_string(data, ['$.kind', '$.message']), ts) AS e
-    FROM events WHERE type = 'error' GROUP BY receipt_id
-), joined AS (
+    SELECT receipt_id, max(ts) AS ts, arg_max({'kind': kind, 'message': message}, ts) AS e
+    FROM folded.errors GROUP BY receipt_id
+)
 SELECT
     r.receipt_id,
     r.logical_id,
-    utc(r.ts)                                                        AS started_at,
-    utc(greatest(resp.ts, fin.ts, err.ts))                           AS ended_at,
-    r.j[2]                                                           AS client,
-    r.j[3]                                                           AS app,
-    coalesce(r.j[25], r.j[3], r.j[2])                                AS app_name,
-    TRY_CAST(r.j[22] AS INTEGER)                                     AS client_pid,
-    r.j[23]                                                          AS client_exe,
-    r.j[24]                                                          AS client_cmdline,
-    TRY_CAST(r.j[21] AS VARCHAR[])                                   AS secrets_in_clear,
-    r.j[4]                                                           AS method,
-    r.j[5]                                                           AS scheme,
-    r.j[6]                                                           AS host,
-    TRY_CAST(r.j[7] AS INTEGER)                                      AS port,
-    r.j[8]                                                           AS path,
-    TRY_CAST(resp.p[1] AS INTEGER)                                   AS status,
-    TRY_CAST(coalesce(fin.f[1], resp.p[2]) AS DOUBLE)                AS latency_ms,
-    coalesce(fin.f[2], resp.p[3], r.j[9])                            AS model,
-    CASE WHEN fin.f[17] IS NOT NULL THEN [fin.f[3], fin.f[4], fin.f[5]]
-         ELSE [resp.p[4], resp.p[5], resp.p[6]] END                  AS _usage,
-    TRY_CAST(_usage[1] AS BIGINT)                                    AS prompt_tokens,
-    TRY_CAST(_usage[2] AS BIGINT)                                    AS completion_tokens,
-    TRY_CAST(_usage[3] AS BIGINT)                                    AS total_tokens,
+    r.ts                                                             AS started_at,
+    greatest(resp.ts, fin.ts, err.ts)                                AS ended_at,
+    r.client,
+    r.app,
+    coalesce(r.app_name, r.app, r.client)                            AS app_name,
+    r.client_pid,
+    r.client_exe,
+    r.client_cmdline,
+    r.secrets_in_clear,
+    r.method,
+    r.scheme,
+    r.host,
+    r.port,
+    r.path,
+    resp.p.status,
+    coalesce(fin.f.latency_ms, resp.p.latency_ms)                    AS latency_ms,
+    coalesce(fin.f.model, resp.p.model, r.model)                     AS model,
+    CASE WHEN fin.f.has_usage THEN fin.f.prompt_tokens ELSE resp.p.prompt_tokens END AS prompt_tokens,
+    CASE WHEN fin.f.has_usage THEN fin.f.completion_tokens ELSE resp.p.completion_tokens END AS completion_tokens,
+    CASE WHEN fin.f.has_usage THEN fin.f.total_tokens ELSE resp.p.total_tokens END AS total_tokens,
     CASE WHEN resp.receipt_id IS NULL THEN NULL
-         WHEN coalesce(fin.f[17], resp.p[21]) IS NULL THEN 'missing'
-         ELSE 'provider' END                                         AS usage_source,
-    coalesce(TRY_CAST(resp.p[7] AS BOOLEAN), false)                  AS stream,
-    coalesce(err.e[1] || ': ' || err.e[2],
-             CASE WHEN fin.receipt_id IS NOT NULL AND NOT coalesce(TRY_CAST(fin.f[16] AS BOOLEAN), false)
-                  THEN 'stream_incomplete' END)                      AS error,
-    coalesce(r.j[10], resp.p[26], fin.f[21])                         AS request_sha256,  -- streamed uploads:
-    TRY_CAST(coalesce(r.j[11], resp.p[27], fin.f[22]) AS BIGINT)     AS request_bytes,   -- told with the answer
-    coalesce(resp.p[8], fin.f[20])                                   AS response_sha256,
-    TRY_CAST(coalesce(fin.f[6], resp.p[9]) AS BIGINT)                AS response_bytes,
-    r.j[12]                                                          AS client_request_id,
-    r.j[13]                                                          AS idempotency_key,
-    r.j[14]                                                          AS payment_identifier,
-    resp.p[10]                                                       AS provider_request_id,
-    coalesce(fin.f[7], resp.p[11])                                   AS response_id,
-    r.j[18] IS NOT NULL                                              AS paid,
-    coalesce(r.j[15], resp.p[12])                                    AS upto_session,
-    r.j[16]                                                          AS settlement_type,
-    coalesce(fin.f[8], resp.p[13])                                   AS tee_id,
-    TRY_CAST(coalesce(fin.f[9], resp.p[14]) AS BIGINT)               AS tee_timestamp,
-    coalesce(fin.f[10], resp.p[15])                                  AS tee_request_hash,
-    coalesce(fin.f[11], resp.p[16])                                  AS tee_output_hash,
-    coalesce(fin.f[12], resp.p[17])                                  AS tee_signature,
-    coalesce(fin.f[13], resp.p[18])                                  AS og_settlement_tx_hash,
-    coalesce(fin.f[14], resp.p[19])                                  AS og_walrus_blob_id,
-    resp.p[20]                                                       AS processing_hash,
-    fin.f[15]                                                        AS output_text_sha256,
-    r.j[20]::JSON                                                    AS tee_request_hashes,
-    coalesce(fin.f[19], resp.p[25])                                  AS tee_output_seen,
-    resp.p[23]                                                       AS upstream_pin,
-    resp.p[24]                                                       AS upstream_tee_id,
-    list_concat(
-        coalesce(TRY_CAST(r.j[19] AS VARCHAR[]), []),
-        coalesce(TRY_CAST(resp.p[22] AS VARCHAR[]), []),
-        coalesce(TRY_CAST(fin.f[18] AS VARCHAR[]), []))              AS parse_errors,
-    r.j[17]                                                          AS source
-FROM requests r
+         WHEN coalesce(fin.f.has_usage, false) OR resp.p.has_usage THEN 'provider'
+         ELSE 'missing' END                                          AS usage_source,
+    coalesce(resp.p.stream, false)                                   AS stream,
+    coalesce(err.e.kind || ': ' || err.e.message,
+             CASE WHEN fin.receipt_id IS NOT NULL AND NOT fin.f.done THEN 'stream_incomplete' END) AS error,
+    coalesce(r.request_sha256, resp.p.request_sha256, fin.f.request_sha256) AS request_sha256,  -- streamed uploads:
+    coalesce(r.request_bytes, resp.p.request_bytes, fin.f.request_bytes)    AS request_bytes,   -- told with the answer
+    coalesce(resp.p.response_sha256, fin.f.response_sha256)          AS response_sha256,
+    coalesce(fin.f.bytes, resp.p.response_bytes)                     AS response_bytes,
+    r.client_request_id,
+    r.idempotency_key,
+    r.payment_identifier,
+    resp.p.provider_request_id,
+    coalesce(fin.f.response_id, resp.p.response_id)                  AS response_id,
+    r.paid,
+    coalesce(r.upto_session, resp.p.og_upto_session)                 AS upto_session,
+    r.settlement_type,
+    coalesce(fin.f.tee_id, resp.p.tee_id)                            AS tee_id,
+    coalesce(fin.f.tee_timestamp, resp.p.tee_timestamp)              AS tee_timestamp,
+    coalesce(fin.f.tee_request_hash, resp.p.tee_request_hash)        AS tee_request_hash,
+    coalesce(fin.f.tee_output_hash, resp.p.tee_output_hash)          AS tee_output_hash,
+    coalesce(fin.f.tee_signature, resp.p.tee_signature)              AS tee_signature,
+    coalesce(fin.f.og_settlement_tx_hash, resp.p.og_settlement_tx_hash) AS og_settlement_tx_hash,
+    coalesce(fin.f.og_walrus_blob_id, resp.p.og_walrus_blob_id)      AS og_walrus_blob_id,
+    resp.p.processing_hash,
+    fin.f.output_text_sha256,
+    r.tee_request_hashes,
+    coalesce(fin.f.tee_output_seen, resp.p.tee_output_seen)          AS tee_output_seen,
+    resp.p.upstream_pin,
+    resp.p.upstream_tee_id,
+    list_concat(coalesce(r.errors, []), coalesce(resp.p.errors, []), coalesce(fin.f.errors, [])) AS parse_errors,
+    r.source
+FROM folded.requests r
 LEFT JOIN resp USING (receipt_id)
 LEFT JOIN fin USING (receipt_id)
-LEFT JOIN err USING (receipt_id)
-)
-SELECT * EXCLUDE (_usage) FROM joined;
+LEFT JOIN err USING (receipt_id);
 
 -- x402 terms offered in 402 answers: one row per `accepts` entry.
 CREATE OR REPLACE VIEW challenges AS
-WITH c AS (
-    SELECT receipt_id, ts, json_extract_string(data, ['$.challenge.x402_version', '$.challenge.source',
-                                                      '$.challenge.error', '$.challenge.accepts']) AS c
-    FROM events WHERE type = 'response' AND json_extract_string(data, '$.challenge.accepts') IS NOT NULL
-)
-SELECT
-    c.receipt_id,
-    r.logical_id,
-    utc(c.ts)                                       AS seen_at,
-    TRY_CAST(c.c[1] AS INTEGER)                     AS x402_version,
-    c.c[2]                                          AS source,
-    c.c[3]                                          AS error,
-    a[1] AS scheme, a[2] AS network, a[3] AS asset, TRY_CAST(a[4] AS HUGEINT) AS amount, a[5] AS pay_to,
-    TRY_CAST(a[6] AS BIGINT) AS max_timeout_seconds, a[7] AS resource, a[8] AS asset_name, a[9] AS asset_version
-FROM c
-JOIN requests r USING (receipt_id)
-CROSS JOIN LATERAL (
-    SELECT json_extract_string(value, ['$.scheme', '$.network', '$.asset', '$.amount', '$.pay_to',
-                                       '$.max_timeout_seconds', '$.resource', '$.extra.name', '$.extra.version']) AS a
-    FROM (SELECT unnest(TRY_CAST(c.c[4] AS JSON[])) AS value));
+SELECT o.receipt_id, r.logical_id, o.seen_at, o.x402_version, o.source, o.error, o.scheme, o.network, o.asset,
+       o.amount::HUGEINT AS amount, o.pay_to, o.max_timeout_seconds, o.resource, o.asset_name, o.asset_version, o.item
+FROM folded.offers o JOIN folded.requests r USING (receipt_id);
 
 -- Signed x402 payments sent by clients (decoded, non-secret fields; the header is kept as a hash).
 CREATE OR REPLACE VIEW payments AS
-SELECT
-    receipt_id, logical_id, utc(ts) AS sent_at,
-    TRY_CAST(p[1] AS INTEGER) AS x402_version, p[2] AS header, p[3] AS scheme, p[4] AS kind, p[5] AS network,
-    p[6] AS payer, p[7] AS pay_to, p[8] AS asset, TRY_CAST(p[9] AS HUGEINT) AS amount,
-    TRY_CAST(p[10] AS INTEGER) AS decimals, p[11] AS symbol, p[12] AS nonce,
-    TRY_CAST(p[13] AS BIGINT) AS valid_after, TRY_CAST(p[14] AS BIGINT) AS valid_before,
-    TRY_CAST(p[15] AS BIGINT) AS deadline, p[16] AS spender, p[17] AS facilitator, p[18] AS payment_identifier,
-    p[19] AS header_sha256, p[20] AS signature_sha256, p[21] AS signer, p[22] AS signer_error,
-    TRY_CAST(p[23] AS VARCHAR[]) AS errors
-FROM (
-    SELECT receipt_id, logical_id, ts, json_extract_string(j[18], [
-        '$.x402_version', '$.header', '$.scheme', '$.kind', '$.network', '$.payer', '$.pay_to', '$.asset',
-        '$.amount', '$.decimals', '$.symbol', '$.nonce', '$.valid_after', '$.valid_before', '$.deadline',
-        '$.spender', '$.facilitator', '$.payment_identifier', '$.header_sha256', '$.signature_sha256',
-        '$.signer', '$.signer_error', '$.errors']) AS p
-    FROM requests WHERE j[18] IS NOT NULL);
+SELECT p.receipt_id, r.logical_id, p.* EXCLUDE (event_id, receipt_id) REPLACE (p.amount::HUGEINT AS amount)
+FROM folded.payments p JOIN folded.requests r USING (receipt_id);
 
 -- Settlement results servers returned (PAYMENT-RESPONSE / X-PAYMENT-RESPONSE).
 CREATE OR REPLACE VIEW settlements AS
-SELECT
-    s.receipt_id, r.logical_id, utc(s.ts) AS seen_at,
-    x[1] AS header, TRY_CAST(x[2] AS BOOLEAN) AS success, x[3] AS tx_hash, x[4] AS job_id, x[5] AS network,
-    x[6] AS payer, TRY_CAST(x[7] AS HUGEINT) AS amount, x[8] AS error_reason, x[9] AS error_message,
-    TRY_CAST(x[10] AS VARCHAR[]) AS errors
-FROM (
-    SELECT receipt_id, ts, json_extract_string(data, [
-        '$.settlement.header', '$.settlement.success', '$.settlement.tx_hash', '$.settlement.job_id',
-        '$.settlement.network', '$.settlement.payer', '$.settlement.amount', '$.settlement.error_reason',
-        '$.settlement.error_message', '$.settlement.errors']) AS x
-    FROM events WHERE type = 'response' AND json_extract_string(data, '$.settlement.header') IS NOT NULL) s
-JOIN requests r USING (receipt_id);
+SELECT s.receipt_id, r.logical_id, s.* EXCLUDE (event_id, receipt_id) REPLACE (s.amount::HUGEINT AS amount)
+FROM folded.settlements s JOIN folded.requests r USING (receipt_id);
 
 -- Verifier observations (written by `receipts verify`).
 CREATE OR REPLACE VIEW checks AS
-SELECT
-    receipt_id, x[1] AS "check", x[2] AS result, x[3] AS proof_status, x[4] AS resolution, x[5] AS reason,
-    x[6]::JSON AS detail, TRY_CAST(x[7] AS BIGINT) AS block, x[8] AS tx,
-    TRY_CAST(x[9] AS HUGEINT) AS session_amount, utc(ts) AS observed_at
-FROM (  -- a check event holds a list: the checks that changed in one pass, and the verdict if it did
-    SELECT receipt_id, ts, json_extract_string(c, ['$.check', '$.result', '$.status', '$.resolution',
-                                                   '$.reason', '$.detail', '$.block', '$.tx',
-                                                   '$.session_amount']) AS x
-    FROM (SELECT receipt_id, ts, unnest(TRY_CAST(json_extract(data, '$.checks') AS JSON[])) AS c
-          FROM events WHERE type = 'check'));
+SELECT receipt_id, "check", result, proof_status, resolution, reason, detail, block, tx,
+       session_amount::HUGEINT AS session_amount, observed_at
+FROM folded.checks;
 
 -- OpenGradient upto sessions: the payment that opened each one (its request paid, its answer named the
 -- session in X-Upto-Session) and the calls made under it, until a 402 ended it.

@@ -1,0 +1,430 @@
+"""The fold: sealed journal events become rows of typed tables, once, in the background.
+
+Layout under `<data>/tables/`:
+
+    manifest.json              what is folded: the files of each table, and the segments they came from
+    <table>/<gen>-<uuid>.parquet   immutable Parquet files, one per table per fold (merged as they add up)
+    .lock                      flock: one process folds at a time (any journal writer, or a reader)
+
+The manifest is the commit point. A fold reads the sealed segments it does not yet name, writes one
+Parquet file per table (temp name, fsync, rename), then replaces the manifest (temp, fsync, rename):
+before that rename nothing of the fold is visible, after it everything is. A reader reads the manifest,
+then the segments it does not name (the *tail*, seconds of events), and folds those on the fly with the
+same SQL (storage/fold.sql). So a query is complete, and never counts an event twice.
+
+Segments are slots that writers reuse (storage/journal.py), so the manifest names each folded segment with
+the id of its first event. A folded segment is emptied only `grace` seconds after the fold that named it
+(readers read the manifest and then the segments within milliseconds; a reader that finds the manifest
+changed meanwhile reads again). Files a merge replaced are deleted `RETIRE_AFTER` seconds later, so a
+query that started before the merge can finish.
+
+A journal from before the fold (events as JSON in `journal/parquet/date=…/*.parquet`) is folded by the
+first fold, file by file, with progress shown; each file is named in the manifest once folded, and
+removed after. Segments that an interrupted old compaction had already copied are skipped (its sidecar
+names them), so nothing is counted twice.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import orjson
+
+from .layout import ANCHOR_JSON, columns_sql, parquet_dir
+from .records import uuid7
+
+log = logging.getLogger("receipts.fold")
+
+TABLES_DIR = "tables"
+MANIFEST = "manifest.json"
+FOLD_EVERY = 2.0          # seconds between folds of a running writer
+BATCH_BYTES = 64 << 20    # JSON read per fold step (a long backlog is folded in steps)
+MERGE_AT = 16             # files of one table that are merged into one
+MERGE_ROWS = 4_000_000    # files bigger than this are left alone by merges
+RETIRE_AFTER = 600.0      # seconds a file replaced by a merge stays on disk
+
+
+def tables_dir(data_dir: str | os.PathLike) -> Path:
+    return Path(data_dir) / TABLES_DIR
+
+
+def journal_of(data_dir: str | os.PathLike) -> Path:
+    return Path(data_dir) / "journal"
+
+
+def statements() -> dict[str, str]:
+    """storage/fold.sql: table name -> its SELECT over `{events}`."""
+    text = resources.files("storage").joinpath("fold.sql").read_text()
+    out = {}
+    for part in text.split("-- table: ")[1:]:
+        name, _, body = part.partition("\n")
+        out[name.strip()] = body.strip().rstrip(";")
+    return out
+
+
+TABLES = tuple(statements())
+
+
+# ---- the manifest ------------------------------------------------------------------------------
+@dataclass
+class Manifest:
+    generation: int = 0
+    files: dict[str, list[str]] = field(default_factory=dict)        # table -> file names
+    folded: dict[str, list] = field(default_factory=dict)            # segment -> [first event id, folded at]
+    migrated: list[str] = field(default_factory=list)                # old event Parquet files folded
+    retired: list[list] = field(default_factory=list)                # [table/file, replaced at]
+
+    @classmethod
+    def load(cls, data_dir) -> "Manifest":
+        try:
+            raw = orjson.loads((tables_dir(data_dir) / MANIFEST).read_bytes())
+        except FileNotFoundError:
+            return cls()
+        return cls(raw["generation"], raw["files"], raw["folded"], raw.get("migrated", []), raw.get("retired", []))
+
+    def save(self, data_dir) -> None:
+        self.generation += 1
+        path = tables_dir(data_dir) / MANIFEST
+        tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
+        body = {"generation": self.generation, "files": self.files, "folded": self.folded,
+                "migrated": self.migrated, "retired": self.retired}
+        _write_synced(tmp, orjson.dumps(body))
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+
+    def paths(self, data_dir, table: str) -> list[str]:
+        root = tables_dir(data_dir).resolve() / table
+        return [str(root / name) for name in self.files.get(table, [])]
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---- what is not folded yet --------------------------------------------------------------------
+def first_id(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            line = f.readline()
+        return orjson.loads(line).get("id") if line else None
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return None
+
+
+@dataclass
+class Tail:
+    """Events the manifest does not hold: sealed segments (with their first event id) and old-format
+    Parquet files."""
+    segments: list[tuple[Path, str]]
+    legacy: list[Path]
+    journal: Path
+
+    def __bool__(self) -> bool:
+        return bool(self.segments or self.legacy)
+
+    def source(self) -> str:
+        """SQL for the events of the tail (the `{events}` of storage/fold.sql)."""
+        parts = []
+        if self.segments:
+            files = ", ".join(_lit(p) for p, _ in self.segments)
+            parts.append(f"SELECT id, type, ts, receipt_id, writer, seq, data FROM read_json([{files}], "
+                         f"format = 'newline_delimited', columns = {columns_sql()})")
+        if self.legacy:
+            files = ", ".join(_lit(p) for p in self.legacy)
+            parts.append(f"SELECT id, type, ts, receipt_id, writer, seq, data FROM read_parquet([{files}])")
+        if not parts:  # no events: the empty anchor segment gives the columns their types
+            parts.append(f"SELECT * FROM read_json({_lit(self.journal.resolve() / ANCHOR_JSON)}, "
+                         f"format = 'newline_delimited', columns = {columns_sql()})")
+        return "(" + " UNION ALL ".join(parts) + ")"
+
+
+def _lit(path: Path | str) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def tail(data_dir, manifest: Manifest) -> Tail:
+    journal = journal_of(data_dir)
+    segments = []
+    for path in sorted(journal.glob("*.jsonl")):
+        if path.name == ANCHOR_JSON:
+            continue
+        first = first_id(path)
+        if first is None:
+            continue  # empty (a free slot)
+        done = manifest.folded.get(path.name)
+        if done and done[0] == first:
+            continue
+        segments.append((path.resolve(), first))
+    migrated = set(manifest.migrated)
+    legacy = [p.resolve() for p in sorted(parquet_dir(journal).glob("date=*/*.parquet"))
+              if not p.name.startswith("_anchor") and _rel(journal, p) not in migrated]
+    return Tail(segments, legacy, journal)
+
+
+def _rel(journal: Path, path: Path) -> str:
+    return str(path.resolve().relative_to(journal.resolve()))
+
+
+# ---- folding -------------------------------------------------------------------------------------
+class FoldLock:
+    """The fold's flock, taken without waiting: another process folding means there is nothing to do."""
+
+    def __init__(self, data_dir, wait: bool = False):
+        self.wait = wait
+        root = tables_dir(data_dir)
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def __enter__(self) -> bool:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if not self.wait else 0))
+            return True
+        except BlockingIOError:
+            return False
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)  # (releases the lock)
+
+
+def fold(data_dir, *, grace: float = 60.0, progress: Callable[[str], None] | None = None,
+         wait: bool = False) -> int | None:
+    """Fold every sealed event not folded yet, retire what is due, merge small files.
+    The number of events folded, or None when another process holds the fold (nothing done here)."""
+    with FoldLock(data_dir, wait) as held:
+        if not held:
+            return None
+        return _fold_locked(data_dir, grace, progress)
+
+
+def _fold_locked(data_dir, grace: float, progress) -> int:
+    import duckdb
+
+    manifest = Manifest.load(data_dir)
+    remove_orphans(data_dir, manifest)
+    sidecars = _skip_copied_by_old_compaction(data_dir, manifest)
+    if sidecars:
+        manifest.save(data_dir)
+        for sidecar in sidecars:
+            sidecar.unlink(missing_ok=True)
+    total = 0
+    with duckdb.connect() as con:
+        con.execute("SET preserve_insertion_order = false")
+        steps = list(_steps(tail(data_dir, manifest)))
+        for n, step in enumerate(steps, 1):
+            total += _fold_step(con, data_dir, manifest, step)
+            if progress and len(steps) > 1:
+                progress(f"folded {n}/{len(steps)} parts of the journal ({total:,} events)")
+        changed = _retire(data_dir, manifest, grace)
+        changed |= _merge(con, data_dir, manifest)
+        if changed:
+            manifest.save(data_dir)
+    _drop_retired_files(data_dir, manifest)
+    if total or changed:
+        from .db import ensure_database_file  # (db reads the tables this module keeps)
+        ensure_database_file(data_dir)
+    return total
+
+
+def _steps(t: Tail):
+    """The tail in steps of about BATCH_BYTES (an old Parquet file is a step of its own)."""
+    for path in t.legacy:
+        yield Tail([], [path], t.journal)
+    batch, size = [], 0
+    for seg in t.segments:
+        batch.append(seg)
+        size += seg[0].stat().st_size
+        if size >= BATCH_BYTES:
+            yield Tail(batch, [], t.journal)
+            batch, size = [], 0
+    if batch:
+        yield Tail(batch, [], t.journal)
+
+
+def _fold_step(con, data_dir, manifest: Manifest, step: Tail) -> int:
+    con.execute(f"CREATE OR REPLACE TEMP TABLE batch AS SELECT * FROM {step.source()}")
+    count = con.execute("SELECT count(*) FROM batch").fetchone()[0]
+    written = []
+    if count:
+        for table, sql in statements().items():
+            name = f"{manifest.generation + 1:08d}-{uuid7()}.parquet"
+            target = tables_dir(data_dir) / table / name
+            if _copy(con, sql.replace("{events}", "batch"), target):
+                written.append((table, name))
+    con.execute("DROP TABLE batch")
+    now = time.time()
+    for table, name in written:
+        manifest.files.setdefault(table, []).append(name)
+    for path, first in step.segments:
+        manifest.folded[path.name] = [first, now]
+    journal = journal_of(data_dir)
+    manifest.migrated += [_rel(journal, p) for p in step.legacy]
+    manifest.save(data_dir)
+    for p in step.legacy:  # folded for good: the old file goes (the manifest keeps its name)
+        p.unlink(missing_ok=True)
+    return count
+
+
+def _copy(con, select: str, target: Path) -> bool:
+    """Write `select` to `target` atomically; False (and nothing written) when it has no rows."""
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = target.with_name(f".{target.name}.tmp")
+    rows = con.execute(f"COPY ({select}) TO {_lit(tmp)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)"
+                       ).fetchone()[0]
+    if not rows:
+        tmp.unlink(missing_ok=True)
+        return False
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    return True
+
+
+def _retire(data_dir, manifest: Manifest, grace: float) -> bool:
+    """Empty the segments folded more than `grace` seconds ago (atomic rename: the path never goes),
+    if they still hold what was folded; writers take empty slots again."""
+    now, changed = time.time(), False
+    journal = journal_of(data_dir)
+    for name, (first, at) in list(manifest.folded.items()):
+        if now - at < grace:
+            continue
+        slot = journal / name
+        if first_id(slot) == first:
+            tmp = slot.with_name(f".{name}.empty")
+            tmp.write_bytes(b"")
+            os.replace(tmp, slot)
+        del manifest.folded[name]
+        changed = True
+    return changed
+
+
+def _merge(con, data_dir, manifest: Manifest) -> bool:
+    """Merge a table's small files into one when there are MERGE_AT of them."""
+    changed = False
+    for table, names in manifest.files.items():
+        small = [n for n in names if _rows(con, tables_dir(data_dir) / table / n) < MERGE_ROWS]
+        if len(small) < MERGE_AT:
+            continue
+        name = f"{manifest.generation + 1:08d}-{uuid7()}.parquet"
+        files = ", ".join(_lit(tables_dir(data_dir) / table / n) for n in small)
+        _copy(con, f"SELECT * FROM read_parquet([{files}])", tables_dir(data_dir) / table / name)
+        manifest.files[table] = [n for n in names if n not in small] + [name]
+        manifest.retired += [[f"{table}/{n}", time.time()] for n in small]
+        changed = True
+    return changed
+
+
+_row_counts: dict[str, int] = {}
+
+
+def _rows(con, path: Path) -> int:
+    key = str(path)
+    if key not in _row_counts:
+        _row_counts[key] = con.execute(
+            "SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata($p)", {"p": key}).fetchone()[0]
+    return _row_counts[key]
+
+
+def _drop_retired_files(data_dir, manifest: Manifest) -> None:
+    now = time.time()
+    due = [r for r in manifest.retired if now - r[1] >= RETIRE_AFTER]
+    if not due:
+        return
+    for rel, _ in due:
+        (tables_dir(data_dir) / rel).unlink(missing_ok=True)
+    manifest.retired = [r for r in manifest.retired if now - r[1] < RETIRE_AFTER]
+    manifest.save(data_dir)
+
+
+def _skip_copied_by_old_compaction(data_dir, manifest: Manifest) -> list[Path]:
+    """An old compaction interrupted in its grace period left segments that its Parquet file also holds
+    (its `.slots` sidecar names them): the Parquet file is folded, the segments are not."""
+    journal = journal_of(data_dir)
+    found = []
+    for sidecar in parquet_dir(journal).glob("date=*/*.parquet.slots"):
+        found.append(sidecar)
+        if not sidecar.with_suffix("").exists():
+            continue
+        try:
+            entries = orjson.loads(sidecar.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        for name, first in entries.items():
+            if first and first_id(journal / name) == first:
+                manifest.folded[name] = [first, 0.0]
+    return found
+
+
+def remove_orphans(data_dir, manifest: Manifest) -> None:
+    """Files of a fold or merge that was killed before its manifest named them."""
+    named = {f"{t}/{n}" for t, names in manifest.files.items() for n in names} | {r[0] for r in manifest.retired}
+    root = tables_dir(data_dir)
+    for path in root.glob("*/*.parquet*"):
+        rel = f"{path.parent.name}/{path.name}"
+        if rel not in named and (path.name.startswith(".") or path.suffix == ".parquet"):
+            path.unlink(missing_ok=True)
+
+
+# ---- the background folder of a running writer ----------------------------------------------------
+class Folder:
+    """Folds in a background thread of a journal writer: every FOLD_EVERY seconds, and sooner once
+    `threshold` segments were sealed. Any writer may fold; the flock keeps it to one at a time."""
+
+    def __init__(self, data_dir, grace: float):
+        self.data_dir, self.grace = data_dir, grace
+        self._cv = threading.Condition()
+        self._sealed = 0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="fold", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def sealed(self, threshold: int) -> None:
+        with self._cv:
+            self._sealed += 1
+            if self._sealed >= threshold:
+                self._cv.notify()
+
+    def stop(self) -> None:
+        """Stop, after folding what this writer sealed (unless another process is folding)."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        self._thread.join()
+        self._fold()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                if not self._stopping:
+                    self._cv.wait(FOLD_EVERY)
+                if self._stopping:
+                    return
+                self._sealed = 0
+            self._fold()
+
+    def _fold(self) -> None:
+        try:
+            fold(self.data_dir, grace=self.grace)
+        except Exception as exc:  # the journal keeps everything: the next fold tries again
+            log.error("fold failed (it is tried again): %s", exc)
