@@ -164,6 +164,7 @@ def _lit(path: Path | str) -> str:
 
 def tail(data_dir, manifest: Manifest) -> Tail:
     journal = journal_of(data_dir)
+    copied = {name: first for _, entries in _old_sidecars(journal) for name, first in entries.items()}
     segments = []
     for path in sorted(journal.glob("*.jsonl")):
         if path.name == ANCHOR_JSON:
@@ -172,7 +173,7 @@ def tail(data_dir, manifest: Manifest) -> Tail:
         if first is None:
             continue  # empty (a free slot)
         done = manifest.folded.get(path.name)
-        if done and done[0] == first:
+        if (done and done[0] == first) or copied.get(path.name) == first:
             continue
         segments.append((path.resolve(), first))
     migrated = set(manifest.migrated)
@@ -246,18 +247,18 @@ def _fold_locked(data_dir, grace: float, progress) -> int:
 
 
 def _steps(t: Tail):
-    """The tail in steps of about BATCH_BYTES (an old Parquet file is a step of its own)."""
-    for path in t.legacy:
-        yield Tail([], [path], t.journal)
-    batch, size = [], 0
-    for seg in t.segments:
-        batch.append(seg)
-        size += seg[0].stat().st_size
-        if size >= BATCH_BYTES:
-            yield Tail(batch, [], t.journal)
-            batch, size = [], 0
-    if batch:
-        yield Tail(batch, [], t.journal)
+    """The tail in steps of about BATCH_BYTES of JSON (old Parquet files count 4× their size)."""
+    for items, weight, make in ((t.legacy, 4, lambda b: Tail([], b, t.journal)),
+                                (t.segments, 1, lambda b: Tail(b, [], t.journal))):
+        batch, size = [], 0
+        for item in items:
+            batch.append(item)
+            size += weight * Path(item if isinstance(item, Path) else item[0]).stat().st_size
+            if size >= BATCH_BYTES:
+                yield make(batch)
+                batch, size = [], 0
+        if batch:
+            yield make(batch)
 
 
 def _fold_step(con, data_dir, manifest: Manifest, step: Tail) -> int:
@@ -355,23 +356,29 @@ def _drop_retired_files(data_dir, manifest: Manifest) -> None:
     manifest.save(data_dir)
 
 
-def _skip_copied_by_old_compaction(data_dir, manifest: Manifest) -> list[Path]:
-    """An old compaction interrupted in its grace period left segments that its Parquet file also holds
-    (its `.slots` sidecar names them): the Parquet file is folded, the segments are not."""
-    journal = journal_of(data_dir)
-    found = []
+def _old_sidecars(journal: Path) -> list[tuple[Path, dict]]:
+    """The `.slots` sidecars of an old compaction interrupted in its grace period: each names the segments
+    (with their first event id) that its Parquet file also holds. Only those whose Parquet file exists."""
+    out = []
     for sidecar in parquet_dir(journal).glob("date=*/*.parquet.slots"):
-        found.append(sidecar)
-        if not sidecar.with_suffix("").exists():
-            continue
         try:
-            entries = orjson.loads(sidecar.read_bytes())
+            entries = orjson.loads(sidecar.read_bytes()) if sidecar.with_suffix("").exists() else {}
         except (OSError, orjson.JSONDecodeError):
-            continue
+            entries = {}
+        out.append((sidecar, entries))
+    return out
+
+
+def _skip_copied_by_old_compaction(data_dir, manifest: Manifest) -> list[Path]:
+    """Segments an old compaction had copied into Parquet are folded with that file, not again: the
+    manifest names them as folded. Returns the sidecars, to remove once the manifest is saved."""
+    journal = journal_of(data_dir)
+    found = _old_sidecars(journal)
+    for _, entries in found:
         for name, first in entries.items():
             if first and first_id(journal / name) == first:
                 manifest.folded[name] = [first, 0.0]
-    return found
+    return [sidecar for sidecar, _ in found]
 
 
 def remove_orphans(data_dir, manifest: Manifest) -> None:

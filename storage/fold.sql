@@ -11,8 +11,9 @@
 -- the views turn it back into HUGEINT.
 
 -- table: events
--- Every event's envelope (its payload is in the tables below).
-SELECT id, type, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS ts, receipt_id, writer, seq
+-- Every event, whole: the lossless record (headers, bodies as configured, fields no table below types).
+-- Readers use the typed tables; `data` is read only to export an exchange as it was (HAR).
+SELECT id, type, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS ts, receipt_id, writer, seq, data
 FROM {events};
 
 -- table: requests
@@ -126,8 +127,9 @@ FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
 
 -- table: errors
 -- How an exchange failed (client gone, upstream refused or timed out, TLS).
-SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS ts, e[1] AS kind, e[2] AS message
-FROM (SELECT id, receipt_id, ts, json_extract_string(data, ['$.kind', '$.message']) AS e
+SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS ts, e[1] AS kind, e[2] AS message,
+       e[3] AS phase, e[4] AS client, e[5] AS host
+FROM (SELECT id, receipt_id, ts, json_extract_string(data, ['$.kind', '$.message', '$.phase', '$.client', '$.host']) AS e
       FROM {events} WHERE type = 'error');
 
 -- table: checks

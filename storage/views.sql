@@ -5,7 +5,16 @@
 -- Event times are seconds since the epoch; users see naive UTC timestamps.
 CREATE OR REPLACE MACRO utc(t) AS make_timestamp(CAST(t * 1000000 AS BIGINT));
 
--- Every event's envelope, once.
+-- An amount of atomic units as exact decimal text in whole tokens (1500000 with 6 decimals: '1.5'), for
+-- tools that would turn a big integer into a float (pandas: 1000000000000000000001 -> 1e+21).
+CREATE OR REPLACE MACRO decimal_text(amount, decimals) AS CASE
+    WHEN amount IS NULL THEN NULL
+    WHEN coalesce(decimals, 0) <= 0 THEN amount::VARCHAR
+    ELSE (CASE WHEN amount < 0 THEN '-' ELSE '' END)
+         || left(lpad(abs(amount)::VARCHAR, greatest(length(abs(amount)::VARCHAR), decimals + 1)::INTEGER, '0'), -decimals)
+         || rtrim(rtrim('.' || right(lpad(abs(amount)::VARCHAR, greatest(length(abs(amount)::VARCHAR), decimals + 1)::INTEGER, '0'), decimals), '0'), '.') END;
+
+-- Every event, once (`data`: the event whole, for exports; the tables below hold its fields typed).
 CREATE OR REPLACE VIEW events AS SELECT * FROM folded.events;
 
 -- One row per HTTP exchange the recorder saw: its request, with the latest response, stream end and error.
@@ -202,6 +211,8 @@ SELECT
     coalesce(pay.pay_to, sess.pay_to)                               AS pay_to,
     coalesce(pay.asset, sess.asset)                                 AS asset,
     coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END) AS amount,
+    decimal_text(coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END),
+                 coalesce(pay.decimals, sess.decimals))             AS amount_decimal,
     CASE WHEN coalesce(pay.scheme, sess.scheme) = 'upto' THEN coalesce(pay.amount, sess.amount_cap) END AS amount_cap,
     chal.max_amount_required,
     coalesce(pay.decimals, sess.decimals)                           AS decimals,

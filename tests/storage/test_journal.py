@@ -1,4 +1,4 @@
-"""The journal on its own: recovery after a crash, sequence numbers, compaction without gaps."""
+"""The journal on its own: recovery after a crash, sequence numbers, folding without gaps."""
 import time
 
 import orjson
@@ -50,20 +50,21 @@ def test_events_carry_the_writer_name_asked_for(tmp_path):
     assert count(tmp_path, "SELECT list(DISTINCT writer) FROM events") == (["verifier"],)
 
 
-def test_compaction_folds_segments_into_parquet_and_frees_slots(tmp_path):
+def test_the_fold_empties_folded_segments_and_writers_reuse_them(tmp_path):
     with Journal(tmp_path, seal_interval=0.01, compact_after=3, compact_grace=0.2) as j:
         for _ in range(12):
             j.write(events(10))
-            time.sleep(0.03)
+            time.sleep(0.05)
             assert count(tmp_path) == (count(tmp_path)[0],) * 2, "no duplicate is ever visible"
-        time.sleep(1.0)
-    parquet = [p for p in (tmp_path / "journal" / "parquet").rglob("*.parquet") if p.name != "_anchor.parquet"]
+        time.sleep(2.5)  # a fold, and the grace of its segments
+        j.write(events(10))
+        time.sleep(2.5)
+    tables = list((tmp_path / "tables" / "events").glob("*.parquet"))
     slots = sorted((tmp_path / "journal").glob("proxy-*.jsonl"))
-    assert parquet, "compaction wrote Parquet"
-    assert any(p.stat().st_size == 0 for p in slots), "compacted slots were emptied"
-    assert len(slots) < 12, "emptied slots are reused"
-    assert count(tmp_path) == (120, 120)
-    assert not list((tmp_path / "journal" / "parquet").rglob("*.slots")), "retirements finished"
+    assert tables, "the fold wrote Parquet"
+    assert any(p.stat().st_size == 0 for p in slots), "folded segments were emptied"
+    assert len(slots) < 13, "emptied segments are reused"
+    assert count(tmp_path) == (130, 130)
 
 
 def test_relaxed_durability_and_bad_settings(tmp_path):

@@ -1,0 +1,214 @@
+"""The fold: events become typed rows once; readers read the tables plus a bounded tail; the views over
+the tables equal the views as they were before (the oracle); migration, kill -9 and concurrency."""
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import orjson
+import pytest
+
+from storage import db, fold
+from storage.journal import Journal
+from storage.records import Event, uuid7
+from testbed.synthetic import generate
+from tests.support.oracle import assert_same_as_before, differences
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def counts(data):
+    with db.connect(data) as con:
+        return con.execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone()
+
+
+def tail_events(data) -> int:
+    """How many events a reader reads from JSON (the tail): every other row comes from the tables."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        return db.bind_tables(con, data)
+
+
+def paid_call(rid, amount="1000000000000000000001", decimals=18):
+    return [Event("request", rid, {"logical_id": rid, "host": "h", "method": "POST", "path": "/v1",
+                                   "payment": {"scheme": "exact", "amount": amount, "decimals": decimals,
+                                               "payer": "0xa", "network": "eip155:8453"}}),
+            Event("response", rid, {"status": 200, "settlement": {"header": "PAYMENT-RESPONSE", "tx_hash": "0xt" + rid,
+                                                                  "success": True, "amount": amount}})]
+
+
+def test_views_over_the_tables_equal_the_views_before_the_fold(tmp_path):
+    generate(tmp_path, 3000, seed=3)  # every call kind, in the journal format before the fold
+    assert_same_as_before(tmp_path)   # all of it read as the tail
+    assert fold.fold(tmp_path) > 7000
+    assert tail_events(tmp_path) == 0
+    assert_same_as_before(tmp_path)   # all of it from the tables
+    with Journal(tmp_path, "proxy", seal_interval=3600) as j:  # some folded, some in the tail
+        j.write(paid_call("late-1") + paid_call("late-2"))
+        j._seal_if_due(force=True)
+        fold.fold(tmp_path)
+        j.write([Event("check", "late-1", {"checks": [{"check": "verdict", "status": "passed", "result": "pass"}]})])
+        j._seal_if_due(force=True)
+        assert tail_events(tmp_path) == 1
+        assert_same_as_before(tmp_path)
+
+
+def test_the_oracle_comparison_can_fail(tmp_path):
+    generate(tmp_path, 300, seed=4)
+    fold.fold(tmp_path)
+    # one folded row changed behind the views' back: the comparison must see it
+    with db.connect(tmp_path, views=False) as con:
+        (victim,) = con.execute("SELECT event_id FROM folded.settlements LIMIT 1").fetchall()[0]
+    (f,) = fold.Manifest.load(tmp_path).paths(tmp_path, "settlements")
+    import duckdb
+
+    with duckdb.connect() as con:
+        con.execute(f"COPY (SELECT * REPLACE (CASE WHEN event_id = $e THEN '0xforged' ELSE tx_hash END AS tx_hash) "
+                    f"FROM read_parquet('{f}')) TO '{f}.x' (FORMAT parquet)", {"e": victim})
+    os.replace(f + ".x", f)
+    assert set(differences(tmp_path)) >= {"settlements", "receipts"}
+
+
+def test_money_stays_exact_in_pandas_and_polars(tmp_path):
+    with Journal(tmp_path, seal_interval=0.01) as j:
+        j.write(paid_call("r1"))
+    import receipts
+
+    con = receipts.connect(tmp_path)
+    row = con.execute("SELECT amount, amount_decimal, decimals FROM receipts").fetchall()[0]
+    assert row == (1000000000000000000001, "1000.000000000000000001", 18)
+    df = con.sql("SELECT amount_decimal, amount::VARCHAR AS units FROM receipts").df()
+    assert df.amount_decimal[0] == "1000.000000000000000001" and df.units[0] == "1000000000000000000001"
+    pl = con.sql("SELECT amount, amount_decimal FROM receipts").pl()
+    assert pl["amount_decimal"][0] == "1000.000000000000000001" and int(pl["amount"][0]) == 1000000000000000000001
+    assert con.execute("SELECT sum(amount) FROM receipts").fetchone()[0] == 1000000000000000000001
+
+
+def test_a_journal_from_before_the_fold_is_migrated_once_with_progress(tmp_path, monkeypatch):
+    monkeypatch.setattr(fold, "BATCH_BYTES", 50_000)  # several steps, so progress is shown
+    generate(tmp_path, 2000, seed=5)
+    want = counts(tmp_path)
+    # an old compaction interrupted in its grace period: a segment also held by its Parquet file
+    legacy = sorted((tmp_path / "journal" / "parquet").glob("date=*/*.parquet"))[0]
+    import duckdb
+
+    with duckdb.connect() as con:
+        rows = con.execute(f"SELECT id, type, ts, receipt_id, writer, seq, data FROM read_parquet('{legacy}') "
+                           "LIMIT 5").fetchall()
+    seg = tmp_path / "journal" / "proxy-000001.jsonl"
+    seg.write_bytes(b"".join(orjson.dumps(dict(zip(("id", "type", "ts", "receipt_id", "writer", "seq", "data"),
+                                                   (*r[:6], orjson.loads(r[6]))))) + b"\n" for r in rows))
+    legacy.with_name(legacy.name + ".slots").write_bytes(orjson.dumps({seg.name: rows[0][0]}))
+    assert counts(tmp_path) == want, "the copy is not counted twice by readers"
+    shown = []
+    assert fold.fold(tmp_path, progress=shown.append) == want[0]
+    assert len(shown) > 2 and shown[-1].endswith(f"({want[0]:,} events)")
+    assert not list((tmp_path / "journal" / "parquet").glob("date=*/*.parquet")), "the old files are gone"
+    assert counts(tmp_path) == want and tail_events(tmp_path) == 0
+    assert fold.fold(tmp_path) == 0, "nothing is folded twice"
+    assert counts(tmp_path) == want
+
+
+FOLD_SCRIPT = "import sys; from storage import fold; fold.BATCH_BYTES = 200_000; fold.fold(sys.argv[1])"
+
+
+def test_kill_9_of_the_fold_at_any_moment_loses_and_doubles_nothing(tmp_path):
+    ref, data = tmp_path / "ref", tmp_path / "data"
+    generate(ref, 6000, seed=6)
+    shutil.copytree(ref, data)
+    fold.fold(ref)
+    with db.connect(ref) as con:
+        want = con.execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone()
+        want_receipts = con.execute("SELECT count(*), sum(amount), count(payment_hash) FROM receipts").fetchone()
+    rng = random.Random(6)
+    killed = 0
+    for _ in range(8):
+        p = subprocess.Popen([sys.executable, "-c", FOLD_SCRIPT, str(data)], cwd=ROOT)
+        time.sleep(rng.uniform(0.2, 1.5))
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            killed += 1
+        p.wait()
+        assert counts(data) == want, "readers see every event once, whatever moment the fold died at"
+    assert killed >= 3
+    fold.fold(data)
+    assert tail_events(data) == 0
+    with db.connect(data) as con:
+        assert con.execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone() == want
+        assert con.execute("SELECT count(*), sum(amount), count(payment_hash) FROM receipts").fetchone() == want_receipts
+    m = fold.Manifest.load(data)
+    named = {n for names in m.files.values() for n in names} | {r[0].split("/")[1] for r in m.retired}
+    on_disk = {p.name for p in (data / "tables").glob("*/*.parquet")}
+    assert on_disk == named, "what killed folds left behind is removed"
+
+
+def test_queries_stay_correct_while_two_writers_write_and_the_fold_merges_and_retires(tmp_path, monkeypatch):
+    monkeypatch.setattr(fold, "MERGE_AT", 3)
+    monkeypatch.setattr(fold, "FOLD_EVERY", 0.2)
+    monkeypatch.setattr(fold, "RETIRE_AFTER", 0.5)
+    stop, seen, errors = threading.Event(), [], []
+
+    def read():
+        while not stop.is_set():
+            try:
+                seen.append(counts(tmp_path))
+            except Exception as exc:  # a reader must never fail
+                errors.append(repr(exc))
+
+    def write(journal, n):
+        for i in range(n):
+            journal.write([Event("request", uuid7(), {"logical_id": f"{journal.writer}-{i}", "method": "POST"})
+                           for _ in range(20)])
+            time.sleep(0.01)
+
+    with Journal(tmp_path, "proxy", seal_interval=0.05, compact_grace=0.3) as a, \
+            Journal(tmp_path, "proxy", seal_interval=0.05, compact_grace=0.3) as b:
+        reader = threading.Thread(target=read)
+        reader.start()
+        threads = [threading.Thread(target=write, args=(j, 150)) for j in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        time.sleep(1.0)
+        stop.set()
+        reader.join()
+    assert not errors, errors[:3]
+    assert len(seen) > 10
+    assert all(n == d for n, d in seen), "no event is ever seen twice"
+    assert all(x[0] <= y[0] for x, y in zip(seen, seen[1:])), "counts never go back"
+    assert counts(tmp_path) == (6000, 6000)
+    assert tail_events(tmp_path) == 0, "closing writers fold what they sealed"
+    m = fold.Manifest.load(tmp_path)
+    assert len(m.files["requests"]) < 6, "small files were merged"
+    assert (tmp_path / "receipts.duckdb").exists()
+
+
+def test_the_tail_stays_bounded_while_a_writer_runs(tmp_path):
+    """No fold on read: with a writer running, a reader folds only the last seconds of events itself."""
+    bounds = []
+    with Journal(tmp_path, "proxy", seal_interval=0.1) as j:
+        for i in range(40):
+            j.write([Event("request", uuid7(), {"logical_id": f"x{i}", "method": "POST"}) for _ in range(50)])
+            time.sleep(0.1)
+            if i % 10 == 9:
+                bounds.append((tail_events(tmp_path), counts(tmp_path)[0]))
+    assert bounds[-1][1] > 1500
+    assert all(tail <= 50 * 10 * (fold.FOLD_EVERY + 1) for tail, _ in bounds), bounds
+    assert tail_events(tmp_path) == 0
+
+
+def test_the_database_file_opens_in_a_plain_duckdb(tmp_path):
+    import duckdb
+
+    with Journal(tmp_path, seal_interval=0.01) as j:
+        j.write(paid_call("r1") + paid_call("r2"))
+    path = db.ensure_database_file(tmp_path)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT count(*), sum(amount) FROM receipts").fetchone() == (2, 2000000000000000000002)

@@ -1,0 +1,42 @@
+"""The views as they were before the fold (tests/support/views_before_fold.sql), as an oracle: the views
+over the folded tables must give the same rows, row for row."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from storage import db
+
+ORACLE_SQL = (Path(__file__).parent / "views_before_fold.sql").read_text()
+VIEWS = ("calls", "challenges", "payments", "settlements", "checks", "sessions", "receipts")
+NEW_ONLY = {"challenges": ["item"], "receipts": ["amount_decimal"]}  # columns the fold added
+
+
+def rows(con, view: str, exclude=()) -> list[tuple]:
+    cols = [c for (c,) in con.execute(f"SELECT column_name FROM (DESCRIBE {view})").fetchall() if c not in exclude]
+    got = con.execute(f"SELECT {', '.join(repr_col(c) for c in cols)} FROM {view}").fetchall()
+    return sorted(got, key=repr)
+
+
+def repr_col(name: str) -> str:
+    if name == "ids":  # a set of ids: its order is not defined
+        return "list_sort(ids)::VARCHAR"
+    return f'"{name}"::VARCHAR'  # JSON, lists and structs compare as text, as the user sees them
+
+
+def differences(data_dir) -> dict[str, tuple[int, int, list]]:
+    """view -> (rows before, rows now, a few rows that differ), for every view that differs."""
+    out = {}
+    with db.connect(data_dir, views=False) as old:
+        old.execute(ORACLE_SQL)
+        with db.connect(data_dir) as new:
+            for view in VIEWS:
+                a = rows(old, view)
+                b = rows(new, view, NEW_ONLY.get(view, ()))
+                if a != b:
+                    out[view] = (len(a), len(b), [r for r in a if r not in b][:2] + [r for r in b if r not in a][:2])
+    return out
+
+
+def assert_same_as_before(data_dir) -> None:
+    diff = differences(data_dir)
+    assert not diff, diff
