@@ -116,7 +116,7 @@ last AS (
     WHERE type IN ('response', 'stream_end', 'error') AND receipt_id IN (SELECT receipt_id FROM req)
     GROUP BY receipt_id, type
 )
-SELECT r.receipt_id, r.ts, r.data::VARCHAR, resp.data::VARCHAR, fin.data::VARCHAR, err.data::VARCHAR
+SELECT r.receipt_id, epoch_us(r.ts) / 1e6, r.data::VARCHAR, resp.data::VARCHAR, fin.data::VARCHAR, err.data::VARCHAR
 FROM req r
 LEFT JOIN last resp ON resp.receipt_id = r.receipt_id AND resp.type = 'response'
 LEFT JOIN last fin ON fin.receipt_id = r.receipt_id AND fin.type = 'stream_end'
@@ -191,7 +191,7 @@ def har_entry(receipt_id: str, ts: float, req: dict, resp: dict | None, fin: dic
 
 
 def _har(con, path: str, since: datetime | None) -> int:
-    where = "AND ts >= epoch(CAST($since AS TIMESTAMP))" if since else ""
+    where = "AND ts >= CAST($since AS TIMESTAMP)" if since else ""
     cur = con.execute(HAR_QUERY.format(where=where), {"since": since} if since else {})
     n = 0
     with open(path, "wb") as f:
