@@ -143,6 +143,7 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statemen
 
     Allowed: a SELECT (with FROM-first, VALUES, DESCRIBE, SHOW, SUMMARIZE), a PRAGMA of READ_PRAGMAS
     without `=`, and EXPLAIN [ANALYZE] of a SELECT (EXPLAIN ANALYZE runs its statement)."""
+    _refuse_pragmas(_words(sql))  # before DuckDB parses it: see _refuse_pragmas
     statements = _parse(con, sql)
     if not statements:
         raise QueryRejected("no SQL statement given")
@@ -181,8 +182,36 @@ def _words(sql: str) -> list[tuple[int, str]]:
     raw = sql.encode()
     tokens = duckdb.tokenize(sql)
     ends = [offset for offset, _ in tokens[1:]] + [len(raw)]
-    return [(offset, raw[offset:end].decode(errors="replace").strip()) for (offset, kind), end in zip(tokens, ends)
-            if kind != duckdb.token_type.comment]
+    return [(offset, _token_text(raw[offset:end].decode(errors="replace").strip(), kind))
+            for (offset, kind), end in zip(tokens, ends) if kind != duckdb.token_type.comment]
+
+
+def _token_text(text: str, kind) -> str:
+    """A token's text without the comments that follow it: DuckDB 1.5's tokenizer leaves comments out
+    (no token of their own), so the text up to the next token holds them. Only a string constant or a
+    quoted identifier can hold a blank, `--` or `/*` of its own."""
+    if kind == duckdb.token_type.string_const or text.startswith('"'):
+        return text
+    return re.split(r"\s|--|/\*", text, maxsplit=1)[0]
+
+
+def _refuse_pragmas(words: list[tuple[int, str]]) -> None:
+    """QueryRejected if a statement of `words` is a PRAGMA outside READ_PRAGMAS (or sets one with `=`).
+    Checked on the tokens, before DuckDB parses the SQL: DuckDB 1.5's parser replaces a PRAGMA by the
+    SQL its function returns, and `PRAGMA import_database('dir')` reads the SQL files of `dir` to do
+    so; a PRAGMA that reads comes back from it as the SELECT it stands for."""
+    start = 0
+    for i, (_, text) in enumerate(words + [(-1, ";")]):
+        if text != ";":
+            continue
+        statement, start = words[start:i], i + 1
+        first = statement[0][1].upper() if statement else ""  # (EXPLAIN's statement is parsed on its own)
+        pragma = next((j for j, (_, w) in enumerate(statement) if w.upper() == "PRAGMA"
+                       and (j == 0 or first == "EXPLAIN")), None)
+        if pragma is not None and not _read_pragma(statement[pragma:]):
+            name = statement[pragma + 1][1] if pragma + 1 < len(statement) else ""
+            raise QueryRejected(f"PRAGMA {name} is not allowed here; "
+                                f"only PRAGMAs that read: {', '.join(sorted(READ_PRAGMAS))}")
 
 
 def _read_pragma(words: list[tuple[int, str]]) -> bool:

@@ -79,7 +79,7 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path, tls, upstream, fault_r
     total, distinct = con.execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone()
     per_writer = con.execute("SELECT count(*), count(DISTINCT seq) FROM events WHERE writer = 'proxy'").fetchone()
     partial = con.execute("SELECT count(*) FROM events WHERE type = 'request' AND "
-                          "(data->>'$.method' IS NULL OR data->>'$.logical_id' IS NULL)").fetchone()[0]
+                          "((data->>'$.method') IS NULL OR (data->>'$.logical_id') IS NULL)").fetchone()[0]
     parquet = [p for p in (data / "journal" / "parquet").rglob("*.parquet") if p.name != "_anchor.parquet"]
     orphans = list((data / "journal").rglob("*.tmp"))
     assert len(reached) > 100 and len(received) > 100

@@ -53,7 +53,7 @@ def test_har_and_flow_file_ingest_equal_live_capture(tmp_path, tls, upstream):
     assert len(live_rows) == 5 and sum(r["attempts"] for r in live_rows) == 8
     h2_call = duckdb.connect(str(live / "receipts.duckdb"), read_only=True).execute(
         "SELECT data->>'$.http_version', (SELECT total_tokens FROM calls WHERE model = 'claude-fake') "
-        "FROM events WHERE type = 'request' AND data->>'$.model' = 'claude-fake'").fetchone()
+        "FROM events WHERE type = 'request' AND (data->>'$.model') = 'claude-fake'").fetchone()
     assert h2_call == ("HTTP/2.0", 10)
 
     for source, name in ((har, "from_har"), (flows, "from_flows")):

@@ -31,6 +31,6 @@ def test_n_calls_every_kind_and_the_same_events_for_the_same_seed(tmp_path):
         assert q("SELECT count(DISTINCT app_name), count(DISTINCT host), count(DISTINCT pay_to) FROM calls c "
                  "LEFT JOIN payments p USING (receipt_id)")[0] >= (5, 8, 4)
         assert q("SELECT count(*) > 0 FROM calls WHERE secrets_in_clear = ['authorization'] AND scheme = 'http'") == [(True,)]
-        assert q("SELECT count(*) FROM events WHERE type = 'error' AND data->>'$.kind' = 'client_tls_refused'") == [(5,)]
+        assert q("SELECT count(*) FROM events WHERE type = 'error' AND (data->>'$.kind') = 'client_tls_refused'") == [(5,)]
         assert q("SELECT count(*) FILTER (WHERE usage_source = 'missing' AND status = 200) > 0, "
                  "count(*) FILTER (WHERE stream) > 0 FROM calls") == [(True, True)]
