@@ -42,6 +42,11 @@ READ_PRAGMAS = frozenset({"version", "platform", "user_agent", "table_info", "sh
                           "show_databases", "database_list", "database_size", "functions", "collations"})
 
 
+# Table functions that change the connection although its configuration is locked (DuckDB 1.5.5 lets
+# them run; they cannot reach a file outside the sandbox, but a query has no business calling them).
+STATE_FUNCTIONS = frozenset({"enable_logging", "disable_logging", "truncate_duckdb_logs"})
+
+
 class QueryRejected(ValueError):
     """The SQL would change something; `receipts sql` only reads."""
 
@@ -154,9 +159,12 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statemen
         kind = st.type.name
     except ValueError:  # a statement type the Python client has no name for (e.g. UPDATE EXTENSIONS)
         raise QueryRejected("only queries are allowed here") from None
+    words = _words(st.query)
+    called = {text.lower() for _, text in words} & STATE_FUNCTIONS
+    if called:
+        raise QueryRejected(f"{sorted(called)[0]} is not allowed here: it changes the connection")
     if kind == "SELECT":
         return st
-    words = _words(st.query)
     if kind == "PRAGMA" and _read_pragma(words):
         return st
     if kind == "PRAGMA" and words and words[0][1].upper() == "PRAGMA":

@@ -114,12 +114,12 @@ def test_a_journal_from_before_the_fold_is_migrated_once_with_progress(tmp_path,
     assert counts(tmp_path) == want
 
 
-FOLD_SCRIPT = "import sys; from storage import fold; fold.BATCH_BYTES = 200_000; fold.fold(sys.argv[1])"
+FOLD_SCRIPT = "import sys; from storage import fold; fold.BATCH_BYTES = 30_000; fold.fold(sys.argv[1])"
 
 
 def test_kill_9_of_the_fold_at_any_moment_loses_and_doubles_nothing(tmp_path):
     ref, data = tmp_path / "ref", tmp_path / "data"
-    generate(ref, 6000, seed=6)
+    generate(ref, 10000, seed=6)
     shutil.copytree(ref, data)
     fold.fold(ref)
     with db.connect(ref) as con:
@@ -129,7 +129,7 @@ def test_kill_9_of_the_fold_at_any_moment_loses_and_doubles_nothing(tmp_path):
     killed = 0
     for _ in range(8):
         p = subprocess.Popen([sys.executable, "-c", FOLD_SCRIPT, str(data)], cwd=ROOT)
-        time.sleep(rng.uniform(0.2, 1.5))
+        time.sleep(rng.uniform(0.1, 1.0))
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             killed += 1

@@ -87,6 +87,8 @@ FORMS = [
     "PRAGMA threads = 1",
     "SET VARIABLE x = 1",
     "CALL enable_logging()",
+    "SELECT * FROM enable_logging()",
+    "SELECT * FROM system.main.truncate_duckdb_logs()",
     "CALL pragma_version()",
     # changing the catalog
     "CREATE TABLE t AS SELECT 1",
@@ -128,7 +130,8 @@ SANDBOX_FORMS = [
     "SET allowed_directories = ['/']",
     "SET temp_directory = '{outside}'",
     "PRAGMA profiling_output = '{outside}/profile.json'",
-    "CALL enable_logging()",
+    # (not `CALL enable_logging()`: DuckDB 1.5.5 runs it despite the lock, in memory, and writes no file
+    # outside the sandbox, as the fingerprint below checks; `receipts sql` refuses it by name)
     "CREATE VIEW v AS SELECT * FROM read_text('{outside}/secret.txt')",
 ]
 # ... and on a connection without the journal (`receipts sql`'s, an export's), writing into it too
@@ -246,5 +249,8 @@ def test_the_statement_check_names_what_it_refuses():
     for query, words in refused.items():
         with pytest.raises(db.QueryRejected, match=words):
             db.check_read_only(con, query)
-    for query in ("SELECT 1", "PRAGMA version", "EXPLAIN (FORMAT json) SELECT 'é'", "/* é */ PRAGMA table_info('x')"):
-        assert db.check_read_only(con, query).query.strip().rstrip(";").endswith(query[-5:].rstrip(";"))
+    # what runs is what was checked (DuckDB 1.5.5 hands a PRAGMA back as the SELECT it rewrote it into)
+    for query, ending in {"SELECT 1": "SELECT 1", "PRAGMA version": "pragma_version()",
+                          "EXPLAIN (FORMAT json) SELECT 'é'": "SELECT 'é'",
+                          "/* é */ PRAGMA table_info('x')": "pragma_table_info('x')"}.items():
+        assert db.check_read_only(con, query).query.strip().rstrip(";").endswith(ending)
