@@ -22,12 +22,13 @@ def _data_dir(args) -> str:
 
 
 def _connect(args):
-    from storage import db
+    from storage import db, fold
 
     data = _data_dir(args)
     if not os.path.isdir(data):
         raise UserError(f"no data directory at {data}: start `receipts proxy` first, or pass --data DIR")
-    return db.connect(data, journal=False)  # the views read a snapshot: no file can be opened afterwards
+    fold.catch_up(data, lambda m: print(f"receipts: {m}", file=sys.stderr, flush=True))
+    return db.connect(data, journal=False)  # a snapshot of the tables: no journal file can be opened afterwards
 
 
 # ---- subcommands ---------------------------------------------------------------------------------

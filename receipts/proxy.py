@@ -65,8 +65,11 @@ def run(settings: Settings, config_path: str | None, reverse: str | None = None)
     """Run the proxy in this process until interrupted (reverse: the upstream of reverse-proxy mode)."""
     from mitmproxy.tools.main import mitmdump
 
+    from storage import fold
+
     make_private_dir(settings.ca_path)
     make_private_dir(settings.data_dir)
+    fold.catch_up(settings.data_dir, lambda m: print(f"receipts: {m}", file=sys.stderr, flush=True))
     ca_file = Path(settings.ca_path).resolve() / "mitmproxy-ca-cert.pem"
     if reverse:
         print(f"receipts: recording into {Path(settings.data_dir).resolve()}\n"

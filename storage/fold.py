@@ -435,3 +435,20 @@ class Folder:
             fold(self.data_dir, grace=self.grace)
         except Exception as exc:  # the journal keeps everything: the next fold tries again
             log.error("fold failed (it is tried again): %s", exc)
+
+
+def catch_up(data_dir, say: Callable[[str], None]) -> None:
+    """Fold a backlog in the foreground, with progress: a journal from before the fold (its first start
+    with this version), or more unfolded events than one fold step. A fold under way elsewhere, or a data
+    directory this user cannot write, leaves it to the readers' tail."""
+    t = tail(data_dir, Manifest.load(data_dir))
+    if not t.legacy and sum(p.stat().st_size for p, _ in t.segments) < BATCH_BYTES:
+        return
+    say("folding the journal into tables" + (" (first start since the journal format changed)" if t.legacy else ""))
+    try:
+        n = fold(data_dir, progress=say)
+    except OSError as exc:
+        say(f"could not fold now ({exc.strerror or exc}); queries read the journal instead")
+        return
+    if n is not None:
+        say(f"folded {n:,} events")

@@ -212,3 +212,18 @@ def test_the_database_file_opens_in_a_plain_duckdb(tmp_path):
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     with duckdb.connect(str(path), read_only=True) as con:
         assert con.execute("SELECT count(*), sum(amount) FROM receipts").fetchone() == (2, 2000000000000000000002)
+
+
+def test_the_first_command_on_an_old_data_directory_migrates_it_with_progress(tmp_path):
+    generate(tmp_path, 1500, seed=7)
+    want = counts(tmp_path)
+    receipts = os.path.join(os.path.dirname(sys.executable), "receipts")
+    out = subprocess.run([receipts, "sql", "--csv", "SELECT count(*) AS n, count(DISTINCT id) AS d FROM events",
+                          "--data", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["n,d", f"{want[0]},{want[1]}"]
+    assert "folding the journal into tables (first start since the journal format changed)" in out.stderr
+    assert f"folded {want[0]:,} events" in out.stderr
+    again = subprocess.run([receipts, "sql", "--csv", "SELECT count(*) AS n FROM events", "--data", str(tmp_path)],
+                           capture_output=True, text=True, timeout=120)
+    assert again.stdout.split() == ["n", str(want[0])] and "folding" not in again.stderr
