@@ -93,9 +93,9 @@ def connect(data_dir: str | os.PathLike, *, views: bool = True, journal: bool = 
             settings: dict | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the tables and views over `data_dir`, sandboxed (`sandbox()`).
 
-    The folded tables (schema `folded`) are bound to the Parquet files the fold's manifest names, plus the
-    tail the manifest does not hold yet, folded here once (`bind_tables`): every query of the connection
-    sees the same moment. Without `views`, only the tables (what a program that reads them alone needs).
+    Every query of the connection sees the same moment (`bind`): the fold's tables as its manifest names
+    them, plus the tail it does not hold yet, folded here once. Without `views`, only the tables
+    (schema `folded`; what a program that reads them alone needs).
 
     The connection can open files under the journal and the tables only; with `journal=False` under the
     tables only (`receipts sql`). `write` names the files it may also write (an export's output).
@@ -107,9 +107,7 @@ def connect(data_dir: str | os.PathLike, *, views: bool = True, journal: bool = 
         con.execute("SET temp_directory = $v", {"v": _spill_dir()})
         for name, value in (settings or {}).items():
             con.execute(f"SET {name} = $v", {"v": value})  # (names are ours, never a user's)
-        bind_tables(con, data_dir)
-        if views:
-            con.execute(views_sql())
+        bind(con, data_dir, views=views)
         places = [tables_dir(data_dir)] + ([journal_dir(data_dir)] if journal else [])
         return sandbox(con, places, write)
     except BaseException:
@@ -117,25 +115,61 @@ def connect(data_dir: str | os.PathLike, *, views: bool = True, journal: bool = 
         raise
 
 
-def bind_tables(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike, tries: int = 5) -> int:
-    """Define `folded.<table>` in `con`: the table's Parquet files, then its rows of the tail (folded here,
-    into `folded.tail_<table>`). Returns the number of tail events. The manifest is read again after the
-    tail: if a fold committed meanwhile, everything is bound again (a folded segment could be emptied)."""
+def bind(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike, *, views: bool = True,
+         manifest: "fold.Manifest | None" = None, tail: "fold.Tail | None" = None, tries: int = 5) -> int:
+    """Define in `con` the tables (`folded.<table>`: their Parquet files, then their rows of the tail,
+    folded here into `folded.tail_<table>`) and, with `views`, the views over them, `receipts` included.
+
+    The manifest is read again after the tail: if a fold committed meanwhile, everything is bound again
+    (a folded segment may be emptied). The fold binds its own step as the tail of the manifest it is about
+    to replace (`manifest`, `tail`). Returns the number of events folded here (the tail's)."""
     con.execute("CREATE SCHEMA IF NOT EXISTS folded")
     for _ in range(tries):
-        manifest = fold.Manifest.load(data_dir)
-        tail = fold.tail(data_dir, manifest)
-        con.execute(f"CREATE OR REPLACE TABLE folded.tail AS SELECT * FROM {tail.source()}")
+        m = manifest or fold.Manifest.load(data_dir)
+        t = tail if tail is not None else fold.tail(data_dir, m)
+        con.execute(f"CREATE OR REPLACE TABLE folded.tail AS SELECT * FROM {t.source()}")
         for table, sql in fold.statements().items():
             con.execute(f"CREATE OR REPLACE TABLE folded.tail_{table} AS {sql.replace('{events}', 'folded.tail')}")
-        if fold.Manifest.load(data_dir).generation == manifest.generation:
+        if manifest or fold.Manifest.load(data_dir).generation == m.generation:
             break
     for table in fold.TABLES:
-        files = manifest.paths(data_dir, table)
-        parts = [f"SELECT * FROM read_parquet([{', '.join(_lit(f) for f in files)}])"] if files else []
-        parts.append(f"SELECT * FROM folded.tail_{table}")
-        con.execute(f"CREATE OR REPLACE VIEW folded.{table} AS " + " UNION ALL ".join(parts))
-    return con.execute("SELECT count(*) FROM folded.tail").fetchone()[0]
+        con.execute(f"CREATE OR REPLACE VIEW folded.{table} AS " + " UNION ALL ".join(
+            [_read_parquet(m.paths(data_dir, table))] * bool(m.files.get(table)) + [f"FROM folded.tail_{table}"]))
+    n = con.execute("SELECT count(*) FROM folded.tail").fetchone()[0]
+    con.execute("CREATE OR REPLACE TABLE folded.scope_ids (logical_id VARCHAR)")
+    if views:
+        con.execute(views_sql())
+        _bind_receipts(con, data_dir, m, n)
+    return n
+
+
+def _bind_receipts(con, data_dir, m: "fold.Manifest", tail_events: int) -> None:
+    """`receipts`: the rows the fold keeps (the newest of each), except those of the logical calls the tail
+    touched, which are computed here (`folded.live_receipts`). Kept rows of another version of views.sql
+    are not used: everything is computed here until the fold has kept them again."""
+    if tail_events:
+        con.execute("INSERT INTO folded.scope_ids FROM touched() WHERE logical_id IS NOT NULL")
+    kept = m.paths(data_dir, fold.RECEIPTS) if m.receipts_version == fold.receipts_version() else None
+    con.execute(f"CREATE OR REPLACE TABLE folded.live_receipts AS FROM receipts_of({kept is not None})")
+    if not kept:
+        con.execute("CREATE OR REPLACE VIEW receipts AS FROM folded.live_receipts")
+        return
+    money = [c for c, t in con.execute("SELECT column_name, column_type FROM (DESCRIBE folded.live_receipts)").fetchall()
+             if t == "HUGEINT"]
+    back = f" REPLACE ({', '.join(f'{c}::HUGEINT AS {c}' for c in money)})" if money else ""
+    base, deltas = kept[0], kept[1:]
+    newest = ("(SELECT * EXCLUDE (filename) FROM read_parquet([" + ", ".join(_lit(f) for f in deltas) + "], filename = true) "
+              "QUALIFY row_number() OVER (PARTITION BY receipt_id ORDER BY filename DESC) = 1)") if deltas else None
+    parts = [f"SELECT *{back} FROM read_parquet({_lit(base)}) WHERE receipt_id NOT IN (SELECT logical_id FROM folded.scope_ids)"
+             + (f" AND receipt_id NOT IN (SELECT receipt_id FROM {newest})" if newest else "")]
+    if newest:
+        parts.append(f"SELECT *{back} FROM {newest} WHERE receipt_id NOT IN (SELECT logical_id FROM folded.scope_ids)")
+    parts.append("FROM folded.live_receipts")
+    con.execute("CREATE OR REPLACE VIEW receipts AS " + " UNION ALL ".join(parts))
+
+
+def _read_parquet(files: list[str]) -> str:
+    return f"FROM read_parquet([{', '.join(_lit(f) for f in files)}])"
 
 
 def _lit(text: str) -> str:
@@ -265,8 +299,7 @@ def ensure_database_file(data_dir: str | os.PathLike) -> Path | None:
     try:
         with duckdb.connect(str(tmp)) as con:
             con.execute("SET temp_directory = $v", {"v": _spill_dir()})
-            bind_tables(con, data_dir)
-            con.execute(views_sql())
+            bind(con, data_dir)
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except (duckdb.Error, OSError) as exc:

@@ -49,6 +49,7 @@ BATCH_BYTES = 64 << 20    # JSON read per fold step (a long backlog is folded in
 MERGE_AT = 16             # files of one table that are merged into one
 MERGE_ROWS = 4_000_000    # files bigger than this are left alone by merges
 RETIRE_AFTER = 600.0      # seconds a file replaced by a merge stays on disk
+THREADS: int | None = None  # DuckDB threads of a fold (None: DuckDB's default, one per core)
 
 
 def tables_dir(data_dir: str | os.PathLike) -> Path:
@@ -70,6 +71,15 @@ def statements() -> dict[str, str]:
 
 
 TABLES = tuple(statements())
+RECEIPTS = "receipts"  # the kept rows of the `receipts` view (one per logical call, the newest of each wins)
+
+
+def receipts_version() -> str:
+    """What the kept receipts were computed with: rows kept by another version are computed again."""
+    import hashlib
+
+    text = "".join(resources.files("storage").joinpath(f).read_text() for f in ("fold.sql", "views.sql"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # ---- the manifest ------------------------------------------------------------------------------
@@ -80,6 +90,7 @@ class Manifest:
     folded: dict[str, list] = field(default_factory=dict)            # segment -> [first event id, folded at]
     migrated: list[str] = field(default_factory=list)                # old event Parquet files folded
     retired: list[list] = field(default_factory=list)                # [table/file, replaced at]
+    receipts_version: str | None = None                                # receipts_version() of the kept receipts
 
     @classmethod
     def load(cls, data_dir) -> "Manifest":
@@ -87,14 +98,15 @@ class Manifest:
             raw = orjson.loads((tables_dir(data_dir) / MANIFEST).read_bytes())
         except FileNotFoundError:
             return cls()
-        return cls(raw["generation"], raw["files"], raw["folded"], raw.get("migrated", []), raw.get("retired", []))
+        return cls(raw["generation"], raw["files"], raw["folded"], raw.get("migrated", []), raw.get("retired", []),
+                   raw.get("receipts_version"))
 
     def save(self, data_dir) -> None:
         self.generation += 1
         path = tables_dir(data_dir) / MANIFEST
         tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
         body = {"generation": self.generation, "files": self.files, "folded": self.folded,
-                "migrated": self.migrated, "retired": self.retired}
+                "migrated": self.migrated, "retired": self.retired, "receipts_version": self.receipts_version}
         _write_synced(tmp, orjson.dumps(body))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
@@ -228,9 +240,13 @@ def _fold_locked(data_dir, grace: float, progress) -> int:
         for sidecar in sidecars:
             sidecar.unlink(missing_ok=True)
     total = 0
+    steps = list(_steps(tail(data_dir, manifest)))
+    if not steps and manifest.receipts_version != receipts_version() and manifest.files:
+        steps = [Tail([], [], journal_of(data_dir))]  # no new event, but the kept receipts are of another version
     with duckdb.connect() as con:
         con.execute("SET preserve_insertion_order = false")
-        steps = list(_steps(tail(data_dir, manifest)))
+        if THREADS:
+            con.execute(f"SET threads = {int(THREADS)}")
         for n, step in enumerate(steps, 1):
             total += _fold_step(con, data_dir, manifest, step)
             if progress and len(steps) > 1:
@@ -240,7 +256,7 @@ def _fold_locked(data_dir, grace: float, progress) -> int:
         if changed:
             manifest.save(data_dir)
     _drop_retired_files(data_dir, manifest)
-    if total or changed:
+    if steps or changed:
         from .db import ensure_database_file  # (db reads the tables this module keeps)
         ensure_database_file(data_dir)
     return total
@@ -262,16 +278,25 @@ def _steps(t: Tail):
 
 
 def _fold_step(con, data_dir, manifest: Manifest, step: Tail) -> int:
-    con.execute(f"CREATE OR REPLACE TEMP TABLE batch AS SELECT * FROM {step.source()}")
-    count = con.execute("SELECT count(*) FROM batch").fetchone()[0]
+    """Bind the step as the tail of the manifest (storage/db.py, as a reader does), write each table's rows
+    of it and the receipts it changed to new files, then commit them in the manifest."""
+    from . import db
+
+    count = db.bind(con, data_dir, manifest=manifest, tail=step)
+    gen = manifest.generation + 1
     written = []
-    if count:
-        for table, sql in statements().items():
-            name = f"{manifest.generation + 1:08d}-{uuid7()}.parquet"
-            target = tables_dir(data_dir) / table / name
-            if _copy(con, sql.replace("{events}", "batch"), target):
-                written.append((table, name))
-    con.execute("DROP TABLE batch")
+    for table in TABLES:
+        name = f"{gen:08d}-{uuid7()}.parquet"
+        if _copy(con, f"FROM folded.tail_{table}", tables_dir(data_dir) / table / name):
+            written.append((table, name))
+    fresh = manifest.receipts_version != receipts_version()
+    name = f"{gen:08d}-{uuid7()}.parquet"
+    if _copy(con, _exact("folded.live_receipts", con), tables_dir(data_dir) / RECEIPTS / name) or fresh:
+        if fresh:  # every receipt was computed again: the kept rows of the old version go
+            manifest.retired += [[f"{RECEIPTS}/{n}", time.time()] for n in manifest.files.pop(RECEIPTS, [])]
+            manifest.receipts_version = receipts_version()
+        if (tables_dir(data_dir) / RECEIPTS / name).exists():
+            written.append((RECEIPTS, name))
     now = time.time()
     for table, name in written:
         manifest.files.setdefault(table, []).append(name)
@@ -283,6 +308,14 @@ def _fold_step(con, data_dir, manifest: Manifest, step: Tail) -> int:
     for p in step.legacy:  # folded for good: the old file goes (the manifest keeps its name)
         p.unlink(missing_ok=True)
     return count
+
+
+def _exact(relation: str, con) -> str:
+    """SELECT of `relation` with its HUGEINT columns as DECIMAL(38, 0): Parquet has no 128-bit integer."""
+    money = [c for c, t in con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {relation})").fetchall()
+             if t == "HUGEINT"]
+    cast = f" REPLACE ({', '.join(f'{c}::DECIMAL(38, 0) AS {c}' for c in money)})" if money else ""
+    return f"SELECT *{cast} FROM {relation}"
 
 
 def _copy(con, select: str, target: Path) -> bool:
@@ -327,7 +360,11 @@ def _merge(con, data_dir, manifest: Manifest) -> bool:
             continue
         name = f"{manifest.generation + 1:08d}-{uuid7()}.parquet"
         files = ", ".join(_lit(tables_dir(data_dir) / table / n) for n in small)
-        _copy(con, f"SELECT * FROM read_parquet([{files}])", tables_dir(data_dir) / table / name)
+        select = f"SELECT * FROM read_parquet([{files}])"
+        if table == RECEIPTS:  # the newest row of each receipt (file names sort in commit order)
+            select = (f"SELECT * EXCLUDE (filename) FROM read_parquet([{files}], filename = true) "
+                      "QUALIFY row_number() OVER (PARTITION BY receipt_id ORDER BY filename DESC) = 1")
+        _copy(con, select, tables_dir(data_dir) / table / name)
         manifest.files[table] = [n for n in names if n not in small] + [name]
         manifest.retired += [[f"{table}/{n}", time.time()] for n in small]
         changed = True

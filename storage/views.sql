@@ -14,6 +14,9 @@ CREATE OR REPLACE MACRO decimal_text(amount, decimals) AS CASE
          || left(lpad(abs(amount)::VARCHAR, greatest(length(abs(amount)::VARCHAR), decimals + 1)::INTEGER, '0'), -decimals)
          || rtrim(rtrim('.' || right(lpad(abs(amount)::VARCHAR, greatest(length(abs(amount)::VARCHAR), decimals + 1)::INTEGER, '0'), decimals), '0'), '.') END;
 
+-- Whether a logical call is one a scoped macro computes (below): all of them, or those in folded.scope_ids.
+CREATE OR REPLACE MACRO in_scope(scoped, id) AS NOT scoped OR id IN (SELECT logical_id FROM folded.scope_ids);
+
 -- Every event, once (`data`: the event whole, for exports; the tables below hold its fields typed).
 CREATE OR REPLACE VIEW events AS SELECT * FROM folded.events;
 
@@ -112,10 +115,11 @@ FROM folded.checks;
 
 -- OpenGradient upto sessions: the payment that opened each one (its request paid, its answer named the
 -- session in X-Upto-Session) and the calls made under it, until a 402 ended it.
-CREATE OR REPLACE VIEW sessions AS
+-- (`scoped`: only the sessions of the logical calls in folded.scope_ids, as for receipts_of below)
+CREATE OR REPLACE MACRO sessions_of(scoped) AS TABLE
 WITH member AS (
     SELECT receipt_id, logical_id, upto_session AS session_id, started_at, status, paid, payment_identifier
-    FROM calls WHERE upto_session IS NOT NULL
+    FROM calls WHERE upto_session IS NOT NULL AND in_scope(scoped, logical_id)
 ), opener AS (
     SELECT m.session_id, arg_min({'logical_id': p.logical_id, 'payer': p.payer, 'pay_to': p.pay_to,
                                   'asset': p.asset, 'network': p.network, 'scheme': p.scheme, 'amount': p.amount,
@@ -135,9 +139,14 @@ SELECT span.session_id, o.logical_id AS opened_by, o.sent_at AS opened_at, o.pay
        o.spender, o.signer, span.calls, span.first_call_at, span.last_call_at, span.ended_at
 FROM span LEFT JOIN opener USING (session_id);
 
+CREATE OR REPLACE VIEW sessions AS FROM sessions_of(false);
+
 -- One row per logical call: the 402 challenge, the paid attempt and any retries together.
-CREATE OR REPLACE VIEW receipts AS
-WITH c AS (SELECT * FROM calls),
+-- Computed here for the logical calls in folded.scope_ids (`scoped`), or all: the fold keeps the rows
+-- (storage/fold.py), and a reader computes those of the calls its tail touched (storage/db.py). A session's
+-- calls are in the scope together (`touched`), so each row is whole.
+CREATE OR REPLACE MACRO receipts_of(scoped) AS TABLE
+WITH c AS (SELECT * FROM calls WHERE in_scope(scoped, logical_id)),
 grp AS (
     SELECT
         logical_id,
@@ -165,23 +174,19 @@ grp AS (
         arg_max(og_walrus_blob_id, started_at) FILTER (WHERE og_walrus_blob_id IS NOT NULL) AS anchor_blob_id
     FROM c GROUP BY logical_id
 ), idlist AS (  -- every id that finds the logical call, from every attempt and every settlement
-    SELECT logical_id, list(DISTINCT lower(x)) FILTER (WHERE x IS NOT NULL) AS _ids
-    FROM (
-        SELECT logical_id, x FROM c, LATERAL unnest([receipt_id, client_request_id, idempotency_key, payment_identifier,
-                                  provider_request_id, response_id, upto_session, og_settlement_tx_hash]) AS u(x)
-        UNION ALL
-        SELECT logical_id, x FROM settlements, LATERAL unnest([tx_hash, job_id]) AS u(x)
-        UNION ALL
-        SELECT logical_id, x FROM payments, LATERAL unnest([payer, nonce]) AS u(x)
-    )
+    SELECT logical_id, flatten(list(x)) AS _ids FROM (
+        SELECT logical_id, [receipt_id, client_request_id, idempotency_key, payment_identifier, provider_request_id,
+                            response_id, upto_session, og_settlement_tx_hash] AS x FROM c
+        UNION ALL SELECT logical_id, [tx_hash, job_id] FROM settlements WHERE in_scope(scoped, logical_id)
+        UNION ALL SELECT logical_id, [payer, nonce] FROM payments WHERE in_scope(scoped, logical_id))
     GROUP BY logical_id
 ), pay AS (
     SELECT logical_id, arg_max(COLUMNS(* EXCLUDE (logical_id, receipt_id)), sent_at), count(*) AS payments
-    FROM payments GROUP BY logical_id
+    FROM payments WHERE in_scope(scoped, logical_id) GROUP BY logical_id
 ), chal AS (
     SELECT logical_id, arg_max(amount, seen_at) AS max_amount_required, arg_max(network, seen_at) AS challenge_network,
            arg_max(pay_to, seen_at) AS challenge_pay_to, arg_max(asset, seen_at) AS challenge_asset
-    FROM challenges GROUP BY logical_id
+    FROM challenges WHERE in_scope(scoped, logical_id) GROUP BY logical_id
 ), settle AS (
     SELECT logical_id,
            arg_max(tx_hash, seen_at) FILTER (WHERE tx_hash IS NOT NULL) AS tx_hash,
@@ -191,18 +196,19 @@ grp AS (
            arg_max(network, seen_at)                                    AS network,
            bool_or(success)                                             AS success,
            count(DISTINCT tx_hash)                                      AS settlements
-    FROM settlements GROUP BY logical_id
+    FROM settlements WHERE in_scope(scoped, logical_id) GROUP BY logical_id
 ), last_check AS (  -- the latest verdict, as a whole (arg_max skips NULLs, so pack the fields)
     SELECT logical_id, v.proof_status, v.resolution, v.reason, v.tx, v.session_amount FROM (
         SELECT receipt_id AS logical_id,
                arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason, 'tx': tx,
                         'session_amount': session_amount},
                        observed_at) AS v
-        FROM checks WHERE "check" = 'verdict' GROUP BY receipt_id)
+        FROM checks WHERE "check" = 'verdict' AND in_scope(scoped, receipt_id) GROUP BY receipt_id)
 ), trust AS (  -- what the latest passing settlement check rested on: single-node, or quorum-N endpoints
     SELECT receipt_id AS logical_id, arg_max(detail->>'trust', observed_at) AS trust
-    FROM checks WHERE "check" IN ('settlement_tx', 'session_settlement') AND result = 'pass' GROUP BY receipt_id
-), sess AS (SELECT * FROM sessions)
+    FROM checks WHERE "check" IN ('settlement_tx', 'session_settlement') AND result = 'pass' AND in_scope(scoped, receipt_id)
+    GROUP BY receipt_id
+), sess AS (SELECT * FROM sessions_of(scoped))
 SELECT
     grp.logical_id                                                  AS receipt_id,
     coalesce(grp.client_id, grp.provider_id)                        AS request_id,
@@ -264,8 +270,8 @@ SELECT
     grp.app_name,
     grp.client_pid,
     grp.client,
-    list_distinct(list_concat(idlist._ids, [lower(grp.logical_id)],
-        list_filter([lower(settle.tx_hash), lower(settle.job_id), lower(pay.payer), lower(pay.nonce)], lambda x: x IS NOT NULL))) AS ids
+    list_distinct(list_transform(list_filter(list_concat(idlist._ids, [grp.logical_id, settle.tx_hash, settle.job_id,
+        pay.payer, pay.nonce]), lambda x: x IS NOT NULL), lambda x: lower(x))) AS ids
 FROM grp
 JOIN idlist USING (logical_id)
 LEFT JOIN pay USING (logical_id)
@@ -274,3 +280,19 @@ LEFT JOIN settle USING (logical_id)
 LEFT JOIN last_check USING (logical_id)
 LEFT JOIN trust USING (logical_id)
 LEFT JOIN sess ON sess.session_id = grp.session_id;
+
+-- The logical calls whose receipts the tail changes (folded.tail_*: the events folded on the fly, or those
+-- of one fold step), with every call of a session any of them belongs to.
+CREATE OR REPLACE MACRO touched() AS TABLE
+WITH ex AS (
+    SELECT receipt_id FROM folded.tail_requests UNION SELECT receipt_id FROM folded.tail_responses
+    UNION SELECT receipt_id FROM folded.tail_stream_ends UNION SELECT receipt_id FROM folded.tail_errors
+), l AS (
+    SELECT logical_id FROM folded.requests WHERE receipt_id IN (SELECT receipt_id FROM ex)
+    UNION SELECT receipt_id FROM folded.tail_checks
+), s AS (
+    SELECT DISTINCT upto_session FROM calls
+    WHERE logical_id IN (SELECT logical_id FROM l) AND upto_session IS NOT NULL
+)
+SELECT logical_id FROM l
+UNION SELECT logical_id FROM calls WHERE upto_session IN (SELECT upto_session FROM s);

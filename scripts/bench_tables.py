@@ -1,0 +1,197 @@
+"""Benchmark of the typed tables: ad-hoc SQL, `receipts show`, `receipts audit`, the fold, bytes on disk.
+
+For each size (default 100,000 and 1,000,000 calls), testbed/synthetic.py writes a journal in the format
+before the fold (JSON events in Parquet: "today's" bytes on disk), a fresh process folds it (one DuckDB
+thread: the fold's throughput on one core), and every measure runs as a fresh process, 3 times (median;
+peak RSS of the worst run). The anchor of each query is the same query over ONE pre-materialized Parquet
+file of the final rows (`COPY (SELECT * FROM receipts)`), in a fresh Python process: the physical limit.
+The fold's lag is measured while a writer appends events at a fixed rate above the recorder's full speed.
+The load average is printed with the figures: other work on the same cores slows every run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+BIN = Path(sys.executable).parent
+
+QUERIES = {
+    "count": "SELECT count(*) FROM receipts",
+    "spend per app per day": "SELECT app_name, date_trunc('day', first_seen) AS day, sum(amount) AS spent "
+                             "FROM receipts GROUP BY ALL ORDER BY ALL",
+}
+GOALS = {"count": 1.0, "spend per app per day": 1.0, "show": 0.3, "audit": 3.0}
+
+
+def say(msg: str) -> None:
+    print(f"bench-tables: {msg}", file=sys.stderr, flush=True)
+
+
+def timed(argv: list[str], env: dict | None = None) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, peak RSS MiB) of one process; fails loudly if it fails."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(argv[:3])} failed: {err[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024
+
+
+def median_of(argv: list[str], runs: int) -> tuple[float, int]:
+    results = [timed(argv) for _ in range(runs)]
+    return statistics.median(r[0] for r in results), max(r[2] for r in results)
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def fold_fresh(data: Path) -> tuple[float, float, int]:
+    code = "import sys; from storage import fold; fold.THREADS = 1; fold.fold(sys.argv[1])"
+    return timed([sys.executable, "-c", code, str(data)])
+
+
+def anchor(data: Path, out: Path) -> None:
+    from storage import db
+
+    with db.connect(data, write=[str(out)]) as con:
+        con.execute(f"COPY (SELECT * FROM receipts) TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
+
+
+def some_tx(data: Path) -> str:
+    from storage import db
+
+    with db.connect(data) as con:
+        return con.execute("SELECT tx_hash FROM settlements WHERE tx_hash IS NOT NULL "
+                           "ORDER BY receipt_id LIMIT 1 OFFSET 1000").fetchone()[0]
+
+
+def one_size(calls: int, runs: int, work: Path) -> list[tuple]:
+    from testbed.synthetic import generate
+
+    data = work / f"d{calls}"
+    say(f"{calls:,} calls: writing the synthetic journal")
+    generate(data, calls, seed=1)
+    before = du(data / "journal")
+    from storage import db
+
+    with db.connect(data, views=False) as con:
+        events = con.execute("SELECT count(*) FROM folded.events").fetchone()[0]
+    say(f"{calls:,} calls: folding {events:,} events (fresh process, one thread)")
+    fwall, fcpu, frss = fold_fresh(data)
+    after = du(data / "tables")
+    rows = [("fold", f"{fwall:.2f} s", f"{events / fwall:,.0f} events/s ({events / fcpu:,.0f} per CPU-s)",
+             f"{frss} MiB", "≥ 20,000 events/s")]
+    rows.append(("bytes on disk per call", f"{after / calls:.0f} B", f"{after / before:.0%} of today's "
+                 f"{before / calls:.0f} B", "", "≤ 50 %"))
+    anchor_file = work / f"anchor{calls}.parquet"
+    anchor(data, anchor_file)
+    for name, sql in QUERIES.items():
+        wall, rss = median_of([str(BIN / "receipts"), "sql", "--csv", "--data", str(data), sql], runs)
+        code = f"import duckdb; duckdb.sql({sql.replace('FROM receipts', f'FROM read_parquet({str(anchor_file)!r})')!r}).fetchall()"
+        awall, arss = median_of([sys.executable, "-c", code], runs)
+        rows.append((f"receipts sql: {name}", f"{wall:.2f} s", f"{wall / awall:.1f}× the anchor ({awall:.2f} s, {arss} MiB)",
+                     f"{rss} MiB", f"≤ {GOALS[name]} s, ≤ 3×"))
+    tx = some_tx(data)
+    wall, rss = median_of([str(BIN / "receipts"), "show", "--data", str(data), tx], runs)
+    rows.append(("receipts show <tx hash>", f"{wall:.2f} s", "", f"{rss} MiB", "≤ 0.3 s"))
+    wall, rss = median_of([str(BIN / "receipts"), "audit", "--data", str(data), "--format", "md",
+                           "--out", os.devnull], runs)
+    rows.append(("receipts audit", f"{wall:.2f} s", "", f"{rss} MiB", "≤ 3 s, ≤ 1.5 GB"))
+    shutil.rmtree(data)
+    anchor_file.unlink()
+    return rows
+
+
+WRITER = """
+import sys, time
+from storage.journal import Journal
+from storage.records import Event, uuid7
+rate, seconds = float(sys.argv[2]), float(sys.argv[3])
+body = {"logical_id": None, "host": "api.openai.com", "method": "POST", "path": "/v1/chat/completions",
+        "model": "gpt-4o-mini", "headers": {"user-agent": "bench", "content-type": "application/json"},
+        "body": {"size": 812, "sha256": "ab" * 32}}
+with Journal(sys.argv[1], "proxy") as j:
+    start, n = time.monotonic(), 0
+    while time.monotonic() - start < seconds:
+        due = int((time.monotonic() - start) * rate) - n
+        if due > 0:
+            batch = []
+            for _ in range(due):
+                rid = uuid7()
+                batch.append(Event("request", rid, {**body, "logical_id": rid}))
+            j.append(batch, fsync=False)
+            n += due
+        time.sleep(0.005)
+"""
+
+
+def fold_lag(work: Path, rate: float, seconds: float) -> tuple[float, float, float]:
+    """(p95 lag, max lag, events written/s): lag = age of the oldest sealed event the tables do not hold."""
+    from storage import fold
+    import orjson
+
+    data = work / "lag"
+    data.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(data), str(rate), str(seconds)], cwd=ROOT)
+    lags, deadline = [], time.monotonic() + seconds + 10
+    time.sleep(2.0)
+    while proc.poll() is None and time.monotonic() < deadline:
+        t = fold.tail(data, fold.Manifest.load(data))
+        oldest = []
+        for path, _ in t.segments:
+            try:
+                with open(path, "rb") as f:
+                    oldest.append(orjson.loads(f.readline())["ts"])
+            except (OSError, ValueError, KeyError):
+                pass
+        lags.append(time.time() - min(oldest) if oldest else 0.0)
+        time.sleep(0.25)
+    proc.wait(30)
+    lags.sort()
+    from storage import db
+
+    with db.connect(data, views=False) as con:
+        n = con.execute("SELECT count(*) FROM folded.events").fetchone()[0]
+    shutil.rmtree(data)
+    return lags[int(0.95 * (len(lags) - 1))], lags[-1], n / seconds
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--calls", default="100000,1000000", help="sizes, comma-separated")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--lag-rate", type=float, default=3000.0, help="events/s the writer appends (recorder: ~1,500)")
+    p.add_argument("--lag-seconds", type=float, default=30.0)
+    args = p.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="bench-tables-"))
+    try:
+        lines = ["| calls | measure | median | ratio / detail | peak RSS | goal |", "|---|---|---|---|---|---|"]
+        for calls in (int(c) for c in args.calls.split(",")):
+            for row in one_size(calls, args.runs, work):
+                lines.append(f"| {calls:,} | " + " | ".join(row) + " |")
+            lines.append(f"| | load average after: {os.getloadavg()[0]:.2f} | | | | |")
+        say(f"fold lag: a writer appending {args.lag_rate:,.0f} events/s for {args.lag_seconds:.0f} s")
+        p95, worst, rate = fold_lag(work, args.lag_rate, args.lag_seconds)
+        lines.append(f"| – | fold lag while a writer appends {rate:,.0f} events/s | p95 {p95:.1f} s | max {worst:.1f} s | | ≤ 5 s |")
+        print("\n".join(lines))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
