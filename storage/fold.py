@@ -205,7 +205,7 @@ class FoldLock:
     def __init__(self, data_dir, wait: bool = False):
         self.wait = wait
         root = tables_dir(data_dir)
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        root.mkdir(exist_ok=True, mode=0o700)  # (never the data directory itself: it may have been removed)
         self.fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
 
     def __enter__(self) -> bool:
@@ -327,6 +327,7 @@ def _copy(con, select: str, target: Path) -> bool:
     if not rows:
         tmp.unlink(missing_ok=True)
         return False
+    os.chmod(tmp, 0o600)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, target)
@@ -426,6 +427,8 @@ def remove_orphans(data_dir, manifest: Manifest) -> None:
         rel = f"{path.parent.name}/{path.name}"
         if rel not in named and (path.name.startswith(".") or path.suffix == ".parquet"):
             path.unlink(missing_ok=True)
+    for path in parquet_dir(journal_of(data_dir)).glob("date=*/.*.parquet.tmp"):  # an old compaction's
+        path.unlink(missing_ok=True)
 
 
 # ---- the background folder of a running writer ----------------------------------------------------
@@ -439,6 +442,8 @@ class Folder:
         self._sealed = 0
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="fold", daemon=True)
+        from .journal import Throttle
+        self._errors = Throttle(60.0, log)
 
     def start(self) -> None:
         self._thread.start()
@@ -471,7 +476,7 @@ class Folder:
         try:
             fold(self.data_dir, grace=self.grace)
         except Exception as exc:  # the journal keeps everything: the next fold tries again
-            log.error("fold failed (it is tried again): %s", exc)
+            self._errors.error("fold failed (it is tried again): %s", exc)
 
 
 def catch_up(data_dir, say: Callable[[str], None]) -> None:

@@ -23,7 +23,7 @@ log = logging.getLogger("receipts")
 
 UMASK = 0o077
 DIR_MODE = 0o700
-OURS = ("journal", "receipts.duckdb", "receipts.duckdb.wal", "ca")  # what the project keeps in a data directory
+OURS = ("journal", "tables", "receipts.duckdb", "receipts.duckdb.wal", "ca")  # what the project keeps in a data directory
 
 
 def private_umask() -> None:

@@ -136,15 +136,21 @@ def test_a_removed_data_directory_refuses_paid_calls_until_it_is_back(proxy, pla
                  cpu_while_gone=f"{cpu:.0%}", error_lines=len(errors), recovered_after_s=round(time.monotonic() - t_back, 1))
 
 
-def test_a_compaction_temp_file_left_by_a_crash_is_removed_at_start(tmp_path):
+def test_what_a_killed_fold_left_is_removed_at_start(tmp_path):
     data = tmp_path / "data"
     with ProxyProcess(data):
         pass
-    day = data / "journal" / "parquet" / "date=2026-12-04"
-    day.mkdir(parents=True, exist_ok=True)
-    orphan = day / ".proxy-019aef00-0000-7000-8000-000000000000.parquet.tmp"
-    orphan.write_bytes(b"PAR1 half written")
-    other = day / ".ingest-019aef00-0000-7000-8000-000000000000.parquet.tmp"  # another writer's: left alone
-    other.write_bytes(b"PAR1")
+    table = data / "tables" / "requests"
+    table.mkdir(parents=True, exist_ok=True)
+    orphans = [table / ".00000009-019aef00-0000-7000-8000-000000000000.parquet.tmp",  # a fold killed mid-write
+               table / "00000009-019aef00-0000-7000-8000-000000000001.parquet"]      # ... or before its commit
+    old = data / "journal" / "parquet" / "date=2026-12-04"
+    old.mkdir(parents=True)
+    orphans.append(old / ".proxy-019aef00-0000-7000-8000-000000000000.parquet.tmp")  # an old compaction's
+    for orphan in orphans:
+        orphan.write_bytes(b"PAR1 half written")
     with ProxyProcess(data):
-        assert not orphan.exists() and other.exists()
+        deadline = time.monotonic() + 10
+        while any(o.exists() for o in orphans) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(o.exists() for o in orphans)
