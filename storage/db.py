@@ -21,7 +21,6 @@ import re
 import secrets
 import shutil
 import tempfile
-import threading
 from importlib import resources
 from pathlib import Path
 
@@ -145,16 +144,17 @@ def bind(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike, *, views: 
 
 def _bind_receipts(con, data_dir, m: "fold.Manifest", tail_events: int) -> None:
     """`receipts`: the rows the fold keeps (the newest of each), except those of the logical calls the tail
-    touched, which are computed here (`folded.live_receipts`). Kept rows of another version of views.sql
+    touched, which each query computes (`main.receipts_live`: a view, so a query that reads no receipt
+    pays nothing). Kept rows of another version of views.sql
     are not used: everything is computed here until the fold has kept them again."""
     if tail_events:
         con.execute("INSERT INTO folded.scope_ids FROM touched() WHERE logical_id IS NOT NULL")
     kept = m.paths(data_dir, fold.RECEIPTS) if m.receipts_version == fold.receipts_version() else None
-    con.execute(f"CREATE OR REPLACE TABLE folded.live_receipts AS FROM receipts_of({kept is not None})")
+    con.execute(f"CREATE OR REPLACE VIEW main.receipts_live AS FROM receipts_of({kept is not None})")
     if not kept:
-        con.execute("CREATE OR REPLACE VIEW receipts AS FROM folded.live_receipts")
+        con.execute("CREATE OR REPLACE VIEW receipts AS FROM main.receipts_live")
         return
-    money = [c for c, t in con.execute("SELECT column_name, column_type FROM (DESCRIBE folded.live_receipts)").fetchall()
+    money = [c for c, t in con.execute("SELECT column_name, column_type FROM (DESCRIBE main.receipts_live)").fetchall()
              if t == "HUGEINT"]
     back = f" REPLACE ({', '.join(f'{c}::HUGEINT AS {c}' for c in money)})" if money else ""
     base, deltas = kept[0], kept[1:]
@@ -164,7 +164,7 @@ def _bind_receipts(con, data_dir, m: "fold.Manifest", tail_events: int) -> None:
              + (f" AND receipt_id NOT IN (SELECT receipt_id FROM {newest})" if newest else "")]
     if newest:
         parts.append(f"SELECT *{back} FROM {newest} WHERE receipt_id NOT IN (SELECT logical_id FROM folded.scope_ids)")
-    parts.append("FROM folded.live_receipts")
+    parts.append("FROM main.receipts_live")
     con.execute("CREATE OR REPLACE VIEW receipts AS " + " UNION ALL ".join(parts))
 
 
@@ -290,11 +290,17 @@ def ensure_database_file(data_dir: str | os.PathLike) -> Path | None:
 
     It is a snapshot: the views name the Parquet files of the fold's manifest, and the tail is copied in.
     The fold writes it again after every fold, as a new file renamed over the old one, so a reader that
-    holds the old one open keeps a consistent view and never blocks the writer.
-    """
+    holds the old one open keeps a consistent view (until it opens the file again) and never blocks the
+    writer. Written under the fold's lock (one writer at a time)."""
     _prepare(data_dir)
+    with fold.FoldLock(data_dir, wait=True):
+        return write_database_file(data_dir)
+
+
+def write_database_file(data_dir: str | os.PathLike) -> Path | None:
+    """ensure_database_file, for a caller that holds the fold's lock."""
     path = Path(data_dir) / DB_FILE
-    tmp = path.with_name(f".{DB_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = path.with_name(f".{DB_FILE}.tmp")
     tmp.unlink(missing_ok=True)
     try:
         with duckdb.connect(str(tmp)) as con:

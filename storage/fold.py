@@ -257,8 +257,8 @@ def _fold_locked(data_dir, grace: float, progress) -> int:
             manifest.save(data_dir)
     _drop_retired_files(data_dir, manifest)
     if steps or changed:
-        from .db import ensure_database_file  # (db reads the tables this module keeps)
-        ensure_database_file(data_dir)
+        from .db import write_database_file  # (db reads the tables this module keeps)
+        write_database_file(data_dir)
     return total
 
 
@@ -291,7 +291,7 @@ def _fold_step(con, data_dir, manifest: Manifest, step: Tail) -> int:
             written.append((table, name))
     fresh = manifest.receipts_version != receipts_version()
     name = f"{gen:08d}-{uuid7()}.parquet"
-    if _copy(con, _exact("folded.live_receipts", con), tables_dir(data_dir) / RECEIPTS / name) or fresh:
+    if _copy(con, _exact("main.receipts_live", con), tables_dir(data_dir) / RECEIPTS / name) or fresh:
         if fresh:  # every receipt was computed again: the kept rows of the old version go
             manifest.retired += [[f"{RECEIPTS}/{n}", time.time()] for n in manifest.files.pop(RECEIPTS, [])]
             manifest.receipts_version = receipts_version()
@@ -428,6 +428,8 @@ def remove_orphans(data_dir, manifest: Manifest) -> None:
         if rel not in named and (path.name.startswith(".") or path.suffix == ".parquet"):
             path.unlink(missing_ok=True)
     for path in parquet_dir(journal_of(data_dir)).glob("date=*/.*.parquet.tmp"):  # an old compaction's
+        path.unlink(missing_ok=True)
+    for path in Path(data_dir).glob(".receipts.duckdb.tmp*"):  # the database file's, killed while written
         path.unlink(missing_ok=True)
 
 

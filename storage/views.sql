@@ -21,14 +21,22 @@ CREATE OR REPLACE MACRO in_scope(scoped, id) AS NOT scoped OR id IN (SELECT logi
 CREATE OR REPLACE VIEW events AS SELECT * FROM folded.events;
 
 -- One row per HTTP exchange the recorder saw: its request, with the latest response, stream end and error.
-CREATE OR REPLACE VIEW calls AS
-WITH resp AS (
-    SELECT receipt_id, max(ts) AS ts, arg_max(r, ts) AS p FROM folded.responses r GROUP BY receipt_id
+-- (`scoped`: only the exchanges of the logical calls in folded.scope_ids; arg_max skips NULL values, so
+-- the latest row is taken whole)
+CREATE OR REPLACE MACRO calls_of(scoped) AS TABLE
+WITH req AS (
+    SELECT * FROM folded.requests WHERE in_scope(scoped, logical_id)
+), ex AS (
+    SELECT receipt_id FROM req WHERE scoped
+), resp AS (
+    SELECT receipt_id, max(ts) AS ts, arg_max(r, ts) AS p FROM folded.responses r
+    WHERE NOT scoped OR receipt_id IN (SELECT receipt_id FROM ex) GROUP BY receipt_id
 ), fin AS (
-    SELECT receipt_id, max(ts) AS ts, arg_max(f, ts) AS f FROM folded.stream_ends f GROUP BY receipt_id
+    SELECT receipt_id, max(ts) AS ts, arg_max(f, ts) AS f FROM folded.stream_ends f
+    WHERE NOT scoped OR receipt_id IN (SELECT receipt_id FROM ex) GROUP BY receipt_id
 ), err AS (
-    SELECT receipt_id, max(ts) AS ts, arg_max({'kind': kind, 'message': message}, ts) AS e
-    FROM folded.errors GROUP BY receipt_id
+    SELECT receipt_id, max(ts) AS ts, arg_max({'kind': kind, 'message': message}, ts) AS e FROM folded.errors
+    WHERE NOT scoped OR receipt_id IN (SELECT receipt_id FROM ex) GROUP BY receipt_id
 )
 SELECT
     r.receipt_id,
@@ -86,10 +94,12 @@ SELECT
     resp.p.upstream_tee_id,
     list_concat(coalesce(r.errors, []), coalesce(resp.p.errors, []), coalesce(fin.f.errors, [])) AS parse_errors,
     r.source
-FROM folded.requests r
+FROM req r
 LEFT JOIN resp USING (receipt_id)
 LEFT JOIN fin USING (receipt_id)
 LEFT JOIN err USING (receipt_id);
+
+CREATE OR REPLACE VIEW calls AS FROM calls_of(false);
 
 -- x402 terms offered in 402 answers: one row per `accepts` entry.
 CREATE OR REPLACE VIEW challenges AS
@@ -119,7 +129,7 @@ FROM folded.checks;
 CREATE OR REPLACE MACRO sessions_of(scoped) AS TABLE
 WITH member AS (
     SELECT receipt_id, logical_id, upto_session AS session_id, started_at, status, paid, payment_identifier
-    FROM calls WHERE upto_session IS NOT NULL AND in_scope(scoped, logical_id)
+    FROM calls_of(scoped) WHERE upto_session IS NOT NULL
 ), opener AS (
     SELECT m.session_id, arg_min({'logical_id': p.logical_id, 'payer': p.payer, 'pay_to': p.pay_to,
                                   'asset': p.asset, 'network': p.network, 'scheme': p.scheme, 'amount': p.amount,
@@ -146,7 +156,7 @@ CREATE OR REPLACE VIEW sessions AS FROM sessions_of(false);
 -- (storage/fold.py), and a reader computes those of the calls its tail touched (storage/db.py). A session's
 -- calls are in the scope together (`touched`), so each row is whole.
 CREATE OR REPLACE MACRO receipts_of(scoped) AS TABLE
-WITH c AS (SELECT * FROM calls WHERE in_scope(scoped, logical_id)),
+WITH c AS (FROM calls_of(scoped)),
 grp AS (
     SELECT
         logical_id,
@@ -282,7 +292,7 @@ LEFT JOIN trust USING (logical_id)
 LEFT JOIN sess ON sess.session_id = grp.session_id;
 
 -- The logical calls whose receipts the tail changes (folded.tail_*: the events folded on the fly, or those
--- of one fold step), with every call of a session any of them belongs to.
+-- of one fold step), with every call of a session any of them belongs to. Base tables only: it is cheap.
 CREATE OR REPLACE MACRO touched() AS TABLE
 WITH ex AS (
     SELECT receipt_id FROM folded.tail_requests UNION SELECT receipt_id FROM folded.tail_responses
@@ -290,9 +300,12 @@ WITH ex AS (
 ), l AS (
     SELECT logical_id FROM folded.requests WHERE receipt_id IN (SELECT receipt_id FROM ex)
     UNION SELECT receipt_id FROM folded.tail_checks
-), s AS (
-    SELECT DISTINCT upto_session FROM calls
-    WHERE logical_id IN (SELECT logical_id FROM l) AND upto_session IS NOT NULL
+), s AS (  -- calls.upto_session: the request's, else its answer's
+    SELECT upto_session AS session FROM folded.requests WHERE logical_id IN (SELECT logical_id FROM l)
+    UNION SELECT og_upto_session FROM folded.responses
+    WHERE receipt_id IN (SELECT receipt_id FROM folded.requests WHERE logical_id IN (SELECT logical_id FROM l))
 )
 SELECT logical_id FROM l
-UNION SELECT logical_id FROM calls WHERE upto_session IN (SELECT upto_session FROM s);
+UNION SELECT logical_id FROM folded.requests WHERE upto_session IN (SELECT session FROM s)
+UNION SELECT logical_id FROM folded.requests
+WHERE receipt_id IN (SELECT receipt_id FROM folded.responses WHERE og_upto_session IN (SELECT session FROM s));
