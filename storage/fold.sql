@@ -125,9 +125,12 @@ FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
       FROM {events} WHERE type = 'stream_end');
 
 -- table: errors
--- How an exchange failed (client gone, upstream refused or timed out, TLS).
-SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS ts, e[1] AS kind, e[2] AS message
-FROM (SELECT id, receipt_id, ts, json_extract_string(data, ['$.kind', '$.message']) AS e
+-- How an exchange failed (client gone, upstream refused or timed out, TLS). `client` and `host`: a TLS
+-- handshake a client refused (`client_tls_refused`) has no request; its error names the client address
+-- and the server name itself (`receipts audit` lists them as pinning clients).
+SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS ts, e[1] AS kind, e[2] AS message,
+       e[3] AS client, e[4] AS host
+FROM (SELECT id, receipt_id, ts, json_extract_string(data, ['$.kind', '$.message', '$.client', '$.host']) AS e
       FROM {events} WHERE type = 'error');
 
 -- table: checks
