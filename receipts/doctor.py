@@ -102,10 +102,10 @@ def _refusals(settings: cfg.Settings, report) -> None:
     from storage import db
 
     with db.connect(settings.data_dir) as con:
-        rows = con.execute("SELECT data->>'$.client', data->>'$.host', count(*) FROM events WHERE type = 'error' "
-                           "AND data->>'$.kind' = 'client_tls_refused' GROUP BY ALL ORDER BY 3 DESC LIMIT 5").fetchall()
-        pins = con.execute("SELECT data->>'$.kind', data->>'$.message', count(*) FROM events WHERE type = 'error' "
-                           "AND data->>'$.kind' LIKE 'tee_pin_%' GROUP BY ALL ORDER BY 3 DESC LIMIT 5").fetchall()
+        rows = con.execute("SELECT client, host, count(*) FROM folded.errors WHERE kind = 'client_tls_refused' "
+                           "GROUP BY ALL ORDER BY 3 DESC LIMIT 5").fetchall()
+        pins = con.execute("SELECT kind, message, count(*) FROM folded.errors WHERE kind LIKE 'tee_pin_%' "
+                           "GROUP BY ALL ORDER BY 3 DESC LIMIT 5").fetchall()
     for client, host, n in rows:
         report(False, "", f"a client at {client} refused the proxy's certificate for {host} ({n} times): it does not "
                           f"trust the CA (set the variables above) or it pins its server's certificate: then run "
