@@ -2,6 +2,10 @@
 
 `report(data_dir, since=None, app=None)` → {"summary": {...}, "<section>": [row dicts], "evidence":
 {receipt_id: [checks]}}. Amounts stay exact Python ints (HUGEINT); rendering is receipts/audit.py's.
+
+The audit reads no journal itself: the connection (storage/db.py) binds the folded tables, with the
+events not folded yet, and the statements query the views over them. It can open no file of the
+journal (`journal=False`).
 """
 from __future__ import annotations
 
@@ -13,24 +17,34 @@ from importlib import resources
 import duckdb
 
 from . import db
-from .journal import journal_dir
 
-LINE_BYTES = 1 << 20   # largest JSON segment line read at first (else once more with BIG_LINE_BYTES)
-BIG_LINE_BYTES = 1 << 28
 SECTIONS = ("summary", "apps", "totals", "totals_by_app", "statuses", "http_statuses", "risky_failed",
             "overcharges", "never_settled", "double_charges", "secrets_in_clear", "pinned_clients", "no_usage")
 PROBLEMS = ("risky_failed", "overcharges", "never_settled", "double_charges", "secrets_in_clear",
             "pinned_clients", "no_usage")
+TABLES = ("calls", "receipts", "sessions", "charges")  # the statements that build the audit's temp tables, in order
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.M)
 
 
-def statements(data_dir: str | os.PathLike, max_line: int = LINE_BYTES) -> dict[str, str]:
-    """audit.sql's statements by name, with the journal's path and the line buffer filled in."""
-    journal = str(journal_dir(data_dir).resolve()).replace("'", "''")
+def statements() -> dict[str, str]:
+    """audit.sql's statements by name."""
     text = resources.files("storage").joinpath("audit.sql").read_text()
     parts = _NAME.split(text)[1:]
-    return {name: body.replace("{journal}", journal).replace("{max_line}", str(max_line)).strip()
-            for name, body in zip(parts[::2], parts[1::2])}
+    return {name: body.strip() for name, body in zip(parts[::2], parts[1::2])}
+
+
+def connect(data_dir: str | os.PathLike) -> duckdb.DuckDBPyConnection:
+    """The audit's connection: the views over the folded tables, no journal file open to it."""
+    # (tables are built in parallel; rows are ordered by SQL)
+    return db.connect(data_dir, journal=False, settings={"preserve_insertion_order": False})
+
+
+def build(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Make the audit's tables (calls, receipts, sessions, charges) in `con`; returns the statements."""
+    sql = statements()
+    for name in TABLES:
+        con.execute(sql[name])
+    return sql
 
 
 def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict]:
@@ -38,28 +52,11 @@ def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict]:
     return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
-def _read(con: duckdb.DuckDBPyConnection, data_dir) -> dict[str, str]:
-    """Read the journal once into audit_ev and fold it (calls, verdicts, receipts, sessions, charges)."""
-    for max_line in (LINE_BYTES, BIG_LINE_BYTES):
-        sql = statements(data_dir, max_line)
-        try:
-            for name in ("paths", "read", "read_segments"):
-                con.execute(sql[name])
-            break
-        except duckdb.InvalidInputException:  # a segment line longer than the buffer (full bodies)
-            if max_line == BIG_LINE_BYTES:
-                raise
-    for name in ("calls", "verdicts", "receipts", "sessions", "charges"):
-        con.execute(sql[name])
-    return sql
-
-
 def report(data_dir: str | os.PathLike, since: datetime | None = None, app: str | None = None) -> dict:
     """Every section of the audit, filtered to calls since `since` (UTC) and from app `app`."""
     params = {"since": since, "app": app}
-    # (tables are built in parallel; rows are ordered by SQL)
-    with db.connect(data_dir, snapshot=False, settings={"preserve_insertion_order": False}) as con:
-        sql = _read(con, data_dir)
+    with connect(data_dir) as con:
+        sql = build(con)
         out: dict = {}
         for name in SECTIONS:
             query = sql[f"section_{name}"]

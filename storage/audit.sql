@@ -1,142 +1,61 @@
 -- `receipts audit`: every figure of the audit report, in one place. storage/audit.py runs the statements
 -- below in order (each starts with a `-- name:` line); those named `section_*` return the report's rows.
--- Placeholders: {journal} (the journal directory), {max_line} (largest JSON event line read).
 -- Parameters of the sections: $since (TIMESTAMP, UTC, or NULL) and $app (an app_name, or NULL).
 --
--- Why not the views: at a million calls the `receipts` view takes ~30 s (it extracts every field of every
--- event and folds them several times). The audit reads the journal ONCE, narrowly: each event is parsed
--- once (one json_extract_string with a constant list of paths per event type: building long lists of
--- mostly NULL strings costs more than the parse), and the verifier's check events contribute their last
--- element (the verdict, when the pass changed it) and their list of checks as text, which is parsed
--- again only for the receipts the report lists (their evidence). The rules mirror storage/views.sql
--- (calls, receipts, sessions); tests/storage/test_audit.py checks that they fold the same rows.
-
--- name: paths
--- The fields kept of each event type (`f` of audit_ev holds them in this order), and their names.
-CREATE OR REPLACE TEMP MACRO audit_request_paths() AS [
-    '$.logical_id', '$.app_name', '$.app', '$.client', '$.scheme', '$.host', '$.path', '$.port',
-    '$.secrets_in_clear', '$.process.exe', '$.upto_session', '$.model', '$.payment.header', '$.payment.scheme',
-    '$.payment.network', '$.payment.payer', '$.payment.pay_to', '$.payment.asset', '$.payment.amount',
-    '$.payment.decimals', '$.payment.symbol', '$.payment.valid_before', '$.payment.deadline'];
-CREATE OR REPLACE TEMP MACRO audit_request(f) AS {
-    'logical_id': f[1], 'app_name': f[2], 'app': f[3], 'client': f[4], 'scheme': f[5], 'host': f[6], 'path': f[7],
-    'port': f[8], 'secrets': f[9], 'exe': f[10], 'upto_session': f[11], 'model': f[12], 'pay_header': f[13],
-    'pay_scheme': f[14], 'pay_network': f[15], 'payer': f[16], 'pay_to': f[17], 'pay_asset': f[18],
-    'pay_amount': f[19], 'pay_decimals': f[20], 'pay_symbol': f[21], 'pay_valid_before': f[22], 'pay_deadline': f[23]};
-CREATE OR REPLACE TEMP MACRO audit_response_paths() AS [  -- a 402's first two offers (the one paid is matched)
-    '$.status', '$.usage.prompt_tokens', '$.usage.completion_tokens', '$.usage.total_tokens', '$.model',
-    '$.settlement.tx_hash', '$.settlement.amount', '$.og.upto_session',
-    '$.challenge.accepts[0].amount', '$.challenge.accepts[0].asset', '$.challenge.accepts[0].network',
-    '$.challenge.accepts[0].pay_to', '$.challenge.accepts[1].amount', '$.challenge.accepts[1].asset',
-    '$.challenge.accepts[1].network', '$.challenge.accepts[1].pay_to'];
-CREATE OR REPLACE TEMP MACRO audit_response(f) AS {
-    'status': f[1], 'usage': coalesce(f[2], f[3], f[4]), 'model': f[5], 'tx_hash': f[6], 'settled_amount': f[7],
-    'og_session': f[8], 'c0_amount': f[9], 'c0_asset': f[10], 'c0_network': f[11], 'c0_pay_to': f[12],
-    'c1_amount': f[13], 'c1_asset': f[14], 'c1_network': f[15], 'c1_pay_to': f[16]};
-CREATE OR REPLACE TEMP MACRO audit_stream_end_paths() AS [
-    '$.usage.prompt_tokens', '$.usage.completion_tokens', '$.usage.total_tokens', '$.model', '$.done'];
-CREATE OR REPLACE TEMP MACRO audit_stream_end(f) AS {'usage': coalesce(f[1], f[2], f[3]), 'model': f[4], 'done': f[5]};
-CREATE OR REPLACE TEMP MACRO audit_error_paths() AS ['$.kind', '$.message', '$.client', '$.host'];
-CREATE OR REPLACE TEMP MACRO audit_error(f) AS {'kind': f[1], 'message': f[2], 'client': f[3], 'host': f[4]};
-CREATE OR REPLACE TEMP MACRO audit_check_paths() AS [  -- the list's last element: the verdict, if it changed
-    '$.checks[#-1].check', '$.checks[#-1].status', '$.checks[#-1].resolution', '$.checks[#-1].reason',
-    '$.checks[#-1].tx', '$.checks[#-1].session_amount', '$.checks[#-1].detail.settlement_tx',
-    '$.checks[#-1].detail.session_settlement', '$.checks'];
-CREATE OR REPLACE TEMP MACRO audit_check(f) AS {
-    'last': f[1], 'status': f[2], 'resolution': f[3], 'reason': f[4], 'tx': f[5], 'session_amount': f[6],
-    'settlement': coalesce(f[7], f[8])};  -- f[9]: the whole list, for the evidence
-
--- name: read
--- Compacted Parquet: one scan, one parse per event.
-CREATE OR REPLACE TEMP TABLE audit_ev AS
-SELECT id, type, ts, receipt_id, CASE type
-    WHEN 'request' THEN json_extract_string(data, audit_request_paths())
-    WHEN 'response' THEN json_extract_string(data, audit_response_paths())
-    WHEN 'stream_end' THEN json_extract_string(data, audit_stream_end_paths())
-    WHEN 'error' THEN json_extract_string(data, audit_error_paths())
-    WHEN 'check' THEN json_extract_string(data, audit_check_paths()) END AS f
-FROM read_parquet('{journal}/parquet/*/*.parquet');
-
--- name: read_segments
--- Sealed JSON segments, line by line (as storage's `json_fields` reads them); an event already
--- compacted into Parquet (inside its grace period) is kept once. A copy has the same `ts`, so only
--- Parquet events at least as recent as the oldest segment line need comparing.
-INSERT INTO audit_ev
-WITH lines AS (
-    SELECT json_extract_string(line, ['$.id', '$.type', '$.ts', '$.receipt_id']) AS e, line
-    FROM read_csv('{journal}/*.jsonl', columns = {'line': 'VARCHAR'}, header = false, delim = chr(1),
-                  quote = '', escape = '', auto_detect = false, buffer_size = {max_line},
-                  max_line_size = {max_line})
-), seg AS (
-    SELECT e[1] AS id, e[2] AS type, TRY_CAST(e[3] AS DOUBLE) AS ts, e[4] AS receipt_id, CASE e[2]
-        WHEN 'request' THEN json_extract_string(line, list_transform(audit_request_paths(), lambda p: '$.data' || p[2:]))
-        WHEN 'response' THEN json_extract_string(line, list_transform(audit_response_paths(), lambda p: '$.data' || p[2:]))
-        WHEN 'stream_end' THEN json_extract_string(line, list_transform(audit_stream_end_paths(), lambda p: '$.data' || p[2:]))
-        WHEN 'error' THEN json_extract_string(line, list_transform(audit_error_paths(), lambda p: '$.data' || p[2:]))
-        WHEN 'check' THEN json_extract_string(line, list_transform(audit_check_paths(), lambda p: '$.data' || p[2:]))
-        END AS f
-    FROM lines
-)
-SELECT * FROM seg
-WHERE id NOT IN (SELECT id FROM audit_ev WHERE ts >= (SELECT min(ts) FROM seg));
+-- The audit reads no journal: it queries the views of storage/views.sql (payments, settlements,
+-- challenges, checks) and, where a view is too slow, the folded tables under them (storage/fold.sql):
+-- the `calls` view packs every field of the latest response and stream end (a struct of ~30 fields per
+-- exchange, ~4x the time of the few fields the audit needs), and the `receipts` view gathers every id of
+-- every attempt (`ids`): at a million calls they take tens of seconds. So `audit_calls` and
+-- `audit_receipts` below follow those views' rules for the columns the audit needs, and
+-- tests/storage/test_audit_fold.py checks that they give the views' values, row for row.
 
 -- name: calls
--- One row per HTTP exchange, as the `calls` view folds it (latest response, stream end and error).
+-- One row per HTTP exchange, as the `calls` view folds it (its request, the latest response, stream end
+-- and error): the columns the report needs.
 CREATE OR REPLACE TEMP TABLE audit_calls AS
-WITH req AS (
-    SELECT receipt_id, ts, unnest(audit_request(f)) FROM audit_ev WHERE type = 'request'
-), resp AS (
-    SELECT receipt_id, arg_max(audit_response(f), ts) AS x FROM audit_ev WHERE type = 'response' GROUP BY receipt_id
+WITH resp AS (
+    SELECT receipt_id, arg_max({'status': status, 'model': model, 'has_usage': has_usage,
+                                'upto_session': og_upto_session}, ts) AS p
+    FROM folded.responses GROUP BY receipt_id
 ), fin AS (
-    SELECT receipt_id, arg_max(audit_stream_end(f), ts) AS x FROM audit_ev WHERE type = 'stream_end' GROUP BY receipt_id
+    SELECT receipt_id, arg_max({'model': model, 'has_usage': has_usage, 'done': done}, ts) AS f
+    FROM folded.stream_ends GROUP BY receipt_id
 ), err AS (
-    SELECT receipt_id, arg_max(audit_error(f), ts) AS x FROM audit_ev WHERE type = 'error' GROUP BY receipt_id
+    SELECT receipt_id, arg_max({'kind': kind, 'message': message}, ts) AS e FROM folded.errors GROUP BY receipt_id
 )
 SELECT
     r.receipt_id,
     r.logical_id,
-    utc(r.ts)                                                          AS started_at,
+    r.ts                                                               AS started_at,
     coalesce(r.app_name, r.app, r.client)                              AS app_name,
-    r.exe, r.scheme, r.host, TRY_CAST(r.port AS INTEGER) AS port, r.path,
-    coalesce(fin.x.model, resp.x.model, r.model)                       AS model,
-    TRY_CAST(r.secrets AS VARCHAR[])                                   AS secrets_in_clear,
-    r.pay_header IS NOT NULL                                           AS paid,
-    r.pay_scheme, r.pay_network AS network, r.payer, r.pay_to, r.pay_asset AS asset,
-    TRY_CAST(r.pay_amount AS HUGEINT) AS signed_amount, TRY_CAST(r.pay_decimals AS INTEGER) AS decimals,
-    r.pay_symbol AS symbol,
-    TRY_CAST(coalesce(r.pay_deadline, r.pay_valid_before) AS BIGINT)   AS deadline,
-    r.upto_session IS NOT NULL                                         AS session_member,
-    coalesce(r.upto_session, resp.x.og_session)                        AS session_id,
-    TRY_CAST(resp.x.status AS INTEGER)                                 AS status,
+    r.client_exe                                                       AS exe,
+    r.host, r.port, r.path,
+    coalesce(fin.f.model, resp.p.model, r.model)                       AS model,
+    r.secrets_in_clear,
+    r.paid,
+    coalesce(r.upto_session, resp.p.upto_session)                      AS session_id,
+    resp.p.status,
     CASE WHEN resp.receipt_id IS NULL THEN NULL
-         WHEN coalesce(fin.x.usage, resp.x.usage) IS NULL THEN 'missing'
-         ELSE 'provider' END                                           AS usage_source,
-    lower(resp.x.tx_hash)                                              AS tx_hash,
-    TRY_CAST(resp.x.settled_amount AS HUGEINT)                         AS settled_amount,
-    CASE WHEN resp.x.c0_amount IS NOT NULL THEN  -- the offer this payment answers (same asset and network)
-        CASE WHEN resp.x.c1_amount IS NOT NULL AND lower(resp.x.c1_asset) = lower(r.pay_asset)
-                  AND resp.x.c1_network = r.pay_network
-             THEN {'amount': TRY_CAST(resp.x.c1_amount AS HUGEINT), 'asset': resp.x.c1_asset,
-                   'network': resp.x.c1_network, 'pay_to': resp.x.c1_pay_to}
-             ELSE {'amount': TRY_CAST(resp.x.c0_amount AS HUGEINT), 'asset': resp.x.c0_asset,
-                   'network': resp.x.c0_network, 'pay_to': resp.x.c0_pay_to} END
-    END                                                                AS challenge,
-    coalesce(err.x.kind || ': ' || err.x.message,
-             CASE WHEN fin.receipt_id IS NOT NULL AND NOT coalesce(TRY_CAST(fin.x.done AS BOOLEAN), false)
-                  THEN 'stream_incomplete' END)                        AS error
-FROM req r
+         WHEN coalesce(fin.f.has_usage, false) OR resp.p.has_usage THEN 'provider'
+         ELSE 'missing' END                                            AS usage_source,
+    coalesce(err.e.kind || ': ' || err.e.message,
+             CASE WHEN fin.receipt_id IS NOT NULL AND NOT fin.f.done THEN 'stream_incomplete' END) AS error
+FROM folded.requests r
 LEFT JOIN resp USING (receipt_id)
 LEFT JOIN fin USING (receipt_id)
 LEFT JOIN err USING (receipt_id);
 
--- name: verdicts
--- The latest verdict of each logical call (a check event whose list ends with one).
-CREATE OR REPLACE TEMP TABLE audit_verdicts AS
-SELECT receipt_id AS logical_id, utc(max(ts)) AS verdict_at, arg_max(audit_check(f), ts) AS v
-FROM audit_ev WHERE type = 'check' AND f[1] = 'verdict' GROUP BY receipt_id;
-
 -- name: receipts
--- One row per logical call, as the `receipts` view folds it (proof_status, resolution, reason, amounts).
+-- One row per logical call, as the `receipts` view folds it (its attempts, the latest payment, the
+-- settlements, the latest verdict), with what the audit adds:
+--   challenge         — the offer of the latest 402 that the payment answers: the one for the payment's
+--                       asset and network (the last such entry), else the first entry;
+--   signed            — the payment's own amount, whatever its scheme (an upto payment's: its cap);
+--   max_settled       — the largest amount a settlement reported (an overcharge in any settlement counts);
+--   txs               — the settlement transactions, lower case;
+--   settlement_result — the latest result of its settlement check (`settlement_tx`, or an OpenGradient
+--                       session's `session_settlement`), and when it was observed.
 CREATE OR REPLACE TEMP TABLE audit_receipts AS
 WITH g AS (
     SELECT
@@ -148,66 +67,113 @@ WITH g AS (
         arg_max(host, started_at)                                      AS host,
         arg_max(path, started_at)                                      AS path,
         arg_max(model, started_at) FILTER (WHERE model IS NOT NULL)    AS model,
-        arg_max(session_id, started_at) FILTER (WHERE session_id IS NOT NULL) AS session_id,
-        bool_or(session_member)                                        AS session_member,
-        count(*) FILTER (WHERE paid)                                   AS payments
+        arg_max(session_id, started_at) FILTER (WHERE session_id IS NOT NULL) AS session_id
     FROM audit_calls GROUP BY logical_id
-), pay AS (  -- the last payment (the few paid attempts only: cheaper than a FILTER over every call)
-    SELECT logical_id, arg_max({'scheme': pay_scheme, 'network': network, 'payer': payer, 'pay_to': pay_to,
-                                'asset': asset, 'amount': signed_amount, 'decimals': decimals, 'symbol': symbol,
-                                'deadline': deadline}, started_at) AS p
-    FROM audit_calls WHERE paid GROUP BY logical_id
+), pay AS (  -- as the view's `pay`: each field from the latest payment that has it
+    SELECT logical_id, count(*) AS payments, arg_max(scheme, sent_at) AS scheme, arg_max(network, sent_at) AS network,
+           arg_max(payer, sent_at) AS payer, arg_max(pay_to, sent_at) AS pay_to, arg_max(asset, sent_at) AS asset,
+           arg_max(amount, sent_at) AS amount, arg_max(decimals, sent_at) AS decimals,
+           arg_max(symbol, sent_at) AS symbol, arg_max(deadline, sent_at) AS deadline,
+           arg_max(valid_before, sent_at) AS valid_before
+    FROM payments GROUP BY logical_id
 ), settle AS (
-    SELECT logical_id, count(DISTINCT tx_hash) AS settlements, list(DISTINCT tx_hash ORDER BY tx_hash) AS txs,
-           max(settled_amount) AS settled_amount
-    FROM audit_calls WHERE tx_hash IS NOT NULL GROUP BY logical_id
+    SELECT logical_id,
+           count(DISTINCT tx_hash)                                     AS settlements,
+           list(DISTINCT lower(tx_hash) ORDER BY lower(tx_hash)) FILTER (WHERE tx_hash IS NOT NULL) AS txs,
+           arg_max(amount, seen_at) FILTER (WHERE amount IS NOT NULL)  AS amount,
+           max(amount)                                                 AS max_settled,
+           arg_max(payer, seen_at)                                     AS payer,
+           arg_max(network, seen_at)                                   AS network
+    FROM settlements GROUP BY logical_id
+), last_offers AS (  -- the entries of each logical call's latest 402 (ties: the latest receipt_id)
+    SELECT * FROM challenges
+    QUALIFY dense_rank() OVER (PARTITION BY logical_id ORDER BY seen_at DESC, receipt_id DESC) = 1
 ), chal AS (
-    SELECT logical_id, arg_max(challenge, started_at) AS challenge
-    FROM audit_calls WHERE challenge IS NOT NULL GROUP BY logical_id
-), sp AS (  -- the payment that opened an upto session pays for its calls
-    SELECT session_id, arg_min({'scheme': pay_scheme, 'network': network, 'payer': payer, 'pay_to': pay_to,
-                                'asset': asset, 'decimals': decimals, 'symbol': symbol, 'deadline': deadline},
-                               started_at) AS s
-    FROM audit_calls WHERE paid AND session_id IS NOT NULL GROUP BY session_id
+    SELECT o.logical_id,
+           coalesce(arg_max(o, o.item) FILTER (WHERE lower(o.asset) = lower(pay.asset) AND o.network = pay.network),
+                    arg_min(o, o.item)) AS c
+    FROM last_offers o LEFT JOIN pay USING (logical_id) GROUP BY o.logical_id
+), chal_net AS (  -- the view's challenge_network: the latest 402's (any entry)
+    SELECT logical_id, arg_max(network, seen_at) AS network FROM challenges GROUP BY logical_id
+), verdict AS (  -- the view's last_check, with when it was observed
+    SELECT receipt_id AS logical_id, max(observed_at) AS verdict_at,
+           arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason, 'tx': tx,
+                    'session_amount': session_amount}, observed_at) AS v
+    FROM checks WHERE "check" = 'verdict' GROUP BY receipt_id
+), settled_check AS (
+    SELECT receipt_id AS logical_id, max(observed_at) AS settlement_at, arg_max(result, observed_at) AS result
+    FROM checks WHERE "check" IN ('settlement_tx', 'session_settlement') GROUP BY receipt_id
+), sess AS (  -- as the `sessions` view: the session's first payment (over the members' exchanges)
+    SELECT c.session_id, arg_min({'payer': p.payer, 'pay_to': p.pay_to, 'asset': p.asset, 'network': p.network,
+                                  'scheme': p.scheme, 'amount': p.amount, 'decimals': p.decimals,
+                                  'symbol': p.symbol, 'deadline': coalesce(p.deadline, p.valid_before)},
+                                 p.sent_at) AS s
+    FROM audit_calls c JOIN payments p USING (receipt_id) WHERE c.session_id IS NOT NULL GROUP BY c.session_id
 )
-SELECT g.*, coalesce(settle.settlements, 0) AS settlements, settle.txs, settle.settled_amount, chal.challenge,
-    coalesce(p.scheme, sp.s.scheme) AS scheme, coalesce(p.network, sp.s.network) AS network,
-    coalesce(p.payer, sp.s.payer) AS payer, coalesce(p.pay_to, sp.s.pay_to) AS pay_to,
-    coalesce(p.asset, sp.s.asset) AS asset, p.amount, coalesce(p.decimals, sp.s.decimals) AS decimals,
-    coalesce(p.symbol, sp.s.symbol) AS symbol, coalesce(p.deadline, sp.s.deadline) AS deadline,
-    coalesce(v.v.status, CASE WHEN payments > 0 OR settlements > 0 OR session_id IS NOT NULL THEN 'pending'
-                          ELSE 'unpaid' END)                           AS proof_status,
-    v.v.resolution,
-    CASE WHEN v.logical_id IS NOT NULL THEN v.v.reason
-         WHEN payments > 0 OR settlements > 0 OR session_id IS NOT NULL THEN 'not_verified' END AS reason,
-    v.verdict_at,
-    v.v.tx                                                             AS verdict_tx,
-    TRY_CAST(v.v.session_amount AS HUGEINT)                            AS session_amount,
-    v.v.settlement                                                     AS settlement_result
+SELECT
+    g.logical_id, g.first_seen, g.attempts, g.status, g.app_name, g.host, g.path, g.model, g.session_id,
+    coalesce(pay.payments, 0)                                          AS payments,
+    coalesce(settle.settlements, 0)                                    AS settlements,
+    settle.txs,
+    coalesce(pay.payer, settle.payer, sess.s.payer)                    AS payer,
+    coalesce(pay.pay_to, sess.s.pay_to)                                AS pay_to,
+    coalesce(pay.asset, sess.s.asset)                                  AS asset,
+    coalesce(pay.network, settle.network, chal_net.network, sess.s.network) AS network,
+    coalesce(pay.scheme, sess.s.scheme)                                AS scheme,
+    coalesce(pay.decimals, sess.s.decimals)                            AS decimals,
+    coalesce(pay.symbol, sess.s.symbol)                                AS symbol,
+    coalesce(pay.deadline, pay.valid_before, sess.s.deadline)          AS deadline,
+    coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END) AS amount,
+    CASE WHEN pay.scheme = 'exact' THEN pay.amount END                 AS signed_amount,
+    pay.amount                                                         AS signed,
+    settle.max_settled,
+    chal.c                                                             AS challenge,
+    coalesce(verdict.v.proof_status,
+             CASE WHEN pay.logical_id IS NOT NULL OR settle.logical_id IS NOT NULL
+                       OR g.session_id IS NOT NULL THEN 'pending' ELSE 'unpaid' END) AS proof_status,
+    verdict.v.resolution,
+    CASE WHEN verdict.logical_id IS NOT NULL THEN verdict.v.reason
+         WHEN pay.logical_id IS NOT NULL OR settle.logical_id IS NOT NULL
+              OR g.session_id IS NOT NULL THEN 'not_verified' END      AS reason,
+    verdict.verdict_at,
+    verdict.v.tx                                                       AS verdict_tx,
+    verdict.v.session_amount,
+    settled_check.result                                               AS settlement_result,
+    settled_check.settlement_at
 FROM g
 LEFT JOIN pay USING (logical_id)
 LEFT JOIN settle USING (logical_id)
 LEFT JOIN chal USING (logical_id)
-LEFT JOIN audit_verdicts v USING (logical_id)
-LEFT JOIN sp USING (session_id);
+LEFT JOIN chal_net USING (logical_id)
+LEFT JOIN verdict USING (logical_id)
+LEFT JOIN settled_check USING (logical_id)
+LEFT JOIN sess ON sess.session_id = g.session_id;
 
 -- name: sessions
--- OpenGradient upto sessions: the opener's payment (payer, payee, asset, cap, deadline), the calls, and
--- the session's one settlement as the verifier found it.
+-- OpenGradient upto sessions: the opening payment (payer, payee, asset, cap, deadline) as the `sessions`
+-- view finds it, the session's calls as it counts them (its exchanges answered below 400), and the
+-- session's one settlement as the verifier found it (the latest settlement check of its receipts).
 CREATE OR REPLACE TEMP TABLE audit_sessions AS
+WITH opener AS (
+    SELECT c.session_id, arg_min({'network': p.network, 'payer': p.payer, 'pay_to': p.pay_to, 'asset': p.asset,
+                                  'amount': p.amount, 'decimals': p.decimals, 'symbol': p.symbol,
+                                  'deadline': coalesce(p.deadline, p.valid_before)}, p.sent_at) AS p
+    FROM audit_calls c JOIN payments p USING (receipt_id) WHERE c.session_id IS NOT NULL GROUP BY c.session_id
+), span AS (
+    SELECT session_id, count(*) FILTER (WHERE status < 400) AS calls
+    FROM audit_calls WHERE session_id IS NOT NULL GROUP BY session_id
+)
 SELECT session_id,
-       arg_min(logical_id, first_seen)                                          AS opened_by,
        min(first_seen)                                                          AS first_seen,
-       count(*)                                                                 AS calls,
        arg_min(app_name, first_seen)                                            AS app_name,
-       arg_min({'network': network, 'payer': payer, 'pay_to': pay_to, 'asset': asset, 'amount': amount,
-                'decimals': decimals, 'symbol': symbol, 'deadline': deadline}, first_seen)
-           FILTER (WHERE payments > 0)                                          AS p,
+       any_value(opener.p)                                                      AS p,
+       coalesce(any_value(span.calls), 0)                                       AS calls,
        max(session_amount)                                                      AS session_amount,
        arg_max(verdict_tx, verdict_at) FILTER (WHERE verdict_tx IS NOT NULL)    AS tx,
-       arg_max(settlement_result, verdict_at)                                   AS settlement_result,
+       arg_max(settlement_result, settlement_at)                                AS settlement_result,
        arg_max(reason, verdict_at) FILTER (WHERE settlement_result IS DISTINCT FROM 'pass') AS reason
-FROM audit_receipts WHERE session_id IS NOT NULL GROUP BY session_id;
+FROM audit_receipts LEFT JOIN opener USING (session_id) LEFT JOIN span USING (session_id)
+WHERE session_id IS NOT NULL GROUP BY session_id;
 
 -- name: charges
 -- Money, one row per settlement (or authorization without one), with what is known about it:
@@ -217,10 +183,14 @@ FROM audit_receipts WHERE session_id IS NOT NULL GROUP BY session_id;
 -- A settlement the verifier found failed (reverted, wrong logs) moved no money and is not counted.
 CREATE OR REPLACE TEMP TABLE audit_charges AS
 WITH x402 AS (  -- each distinct settlement tx a server reported for a logical call, with its own attempt's payment
-    SELECT DISTINCT ON (logical_id, tx_hash) logical_id, tx_hash, network, asset, symbol, decimals, pay_to, payer,
-           coalesce(settled_amount, CASE WHEN pay_scheme = 'exact' THEN signed_amount END) AS amount
-    FROM audit_calls WHERE tx_hash IS NOT NULL AND session_id IS NULL
-    ORDER BY logical_id, tx_hash, started_at DESC
+    SELECT DISTINCT ON (s.logical_id, lower(s.tx_hash)) s.logical_id, lower(s.tx_hash) AS tx_hash, p.network,
+           p.asset, p.symbol, p.decimals, p.pay_to, p.payer,
+           coalesce(s.amount, CASE WHEN p.scheme = 'exact' THEN p.amount END) AS amount
+    FROM settlements s
+    JOIN audit_calls c USING (receipt_id)
+    LEFT JOIN payments p USING (receipt_id)
+    WHERE s.tx_hash IS NOT NULL AND c.session_id IS NULL
+    ORDER BY s.logical_id, lower(s.tx_hash), s.seen_at DESC
 )
 SELECT r.logical_id AS key, 'x402' AS kind, r.app_name, r.first_seen, x.network, x.asset, x.symbol, x.decimals,
        x.pay_to, x.payer, x.tx_hash AS tx, x.amount,
@@ -228,11 +198,11 @@ SELECT r.logical_id AS key, 'x402' AS kind, r.app_name, r.first_seen, x.network,
 FROM x402 x JOIN audit_receipts r USING (logical_id)
 UNION ALL  -- found on chain by the verifier without the server telling (a log scan)
 SELECT logical_id, 'x402', app_name, first_seen, network, asset, symbol, decimals, pay_to, payer, verdict_tx,
-       CASE WHEN scheme = 'exact' THEN coalesce(settled_amount, amount) END, 'verified'
+       CASE WHEN scheme = 'exact' THEN coalesce(max_settled, signed) END, 'verified'
 FROM audit_receipts WHERE settlements = 0 AND settlement_result = 'pass' AND session_id IS NULL
 UNION ALL  -- signed, nothing settled known
 SELECT logical_id, 'x402', app_name, first_seen, network, asset, symbol, decimals, pay_to, payer, NULL,
-       CASE WHEN scheme = 'exact' THEN amount END, 'authorized'
+       signed_amount, 'authorized'
 FROM audit_receipts WHERE payments > 0 AND settlements = 0 AND settlement_result IS DISTINCT FROM 'pass'
      AND session_id IS NULL AND status IS DISTINCT FROM 402
 UNION ALL  -- OpenGradient sessions: one settlement of the session's total, or the cap while none is known
@@ -311,21 +281,21 @@ GROUP BY ALL ORDER BY app_name, status NULLS LAST, error;
 
 -- name: section_risky_failed
 SELECT logical_id AS receipt_id, app_name, first_seen, host, path, model, proof_status, resolution, reason,
-       status AS last_status, attempts, network, asset, symbol, decimals, payer, pay_to,
-       coalesce(settled_amount, amount) AS amount, txs, verdict_tx, session_id, verdict_at
+       status AS last_status, attempts, network, asset, symbol, decimals, payer, pay_to, amount, txs, verdict_tx,
+       session_id, verdict_at
 FROM audit_receipts
 WHERE (proof_status = 'failed' OR resolution = 'risky')
   AND ($since IS NULL OR first_seen >= $since) AND ($app IS NULL OR app_name = $app)
 ORDER BY app_name, first_seen, logical_id;
 
 -- name: section_overcharges
--- Paid more than the challenge asked: the signed amount (an exact payment's, or an upto cap) or the
--- settled amount above the 402's amount for the same asset; or the verifier said so.
+-- Paid more than the challenge asked: the signed amount (an exact payment's, or an upto cap) or a
+-- settled amount above the amount of the 402's offer the payment answers; or the verifier said so.
 SELECT logical_id AS receipt_id, app_name, first_seen, host, network, asset, symbol, decimals, pay_to,
-       challenge.amount AS challenge_amount, greatest(amount, settled_amount) AS charged,
-       greatest(amount, settled_amount) - challenge.amount AS excess, scheme, proof_status, resolution, reason
+       challenge.amount AS challenge_amount, greatest(signed, max_settled) AS charged,
+       greatest(signed, max_settled) - challenge.amount AS excess, scheme, proof_status, resolution, reason
 FROM audit_receipts
-WHERE (greatest(amount, settled_amount) > challenge.amount OR reason = 'overcharged')
+WHERE (greatest(signed, max_settled) > challenge.amount OR reason = 'overcharged')
   AND ($since IS NULL OR first_seen >= $since) AND ($app IS NULL OR app_name = $app)
 ORDER BY app_name, first_seen, logical_id;
 
@@ -333,8 +303,7 @@ ORDER BY app_name, first_seen, logical_id;
 -- Paid, but no settlement transaction is known: the server reported none and the verifier found none
 -- (or found that the reported one is not on chain). A payment answered 402 was refused: nothing to settle.
 SELECT logical_id AS key, 'x402' AS kind, app_name, first_seen, host, network, asset, symbol, decimals, payer,
-       pay_to, CASE WHEN scheme = 'exact' THEN amount END AS amount, deadline, txs, proof_status, resolution,
-       reason, 1 AS calls
+       pay_to, signed_amount AS amount, deadline, txs, proof_status, resolution, reason, 1 AS calls
 FROM audit_receipts
 WHERE session_id IS NULL AND payments > 0
   AND ((settlements = 0 AND settlement_result IS DISTINCT FROM 'pass' AND status IS DISTINCT FROM 402)
@@ -372,11 +341,11 @@ GROUP BY ALL ORDER BY app_name, calls DESC, host;
 -- Clients that refused the proxy's certificate (they pin their server's, or do not trust the CA).
 -- The handshake failed before any request, so only the client address and server name are known:
 -- these rows are not filtered by --app.
-SELECT e.client, e.host, count(*) AS refusals, utc(min(ts)) AS first_seen, utc(max(ts)) AS last_seen,
-       arg_max(e.message, ts) AS message
-FROM (SELECT ts, audit_error(f) AS e FROM audit_ev WHERE type = 'error')
-WHERE e.kind = 'client_tls_refused' AND ($since IS NULL OR utc(ts) >= $since)
-GROUP BY ALL ORDER BY refusals DESC, e.client, e.host;
+SELECT client, host, count(*) AS refusals, min(ts) AS first_seen, max(ts) AS last_seen,
+       arg_max(message, ts) AS message
+FROM folded.errors
+WHERE kind = 'client_tls_refused' AND ($since IS NULL OR ts >= $since)
+GROUP BY ALL ORDER BY refusals DESC, client, host;
 
 -- name: section_no_usage
 -- Answered calls (2xx) whose response reported no token usage.
@@ -389,14 +358,10 @@ GROUP BY ALL ORDER BY app_name, calls DESC, host, model;
 
 -- name: evidence
 -- The verifier's evidence for the receipts the report lists (temp table audit_ids): the latest
--- observation of each check, with its detail. Only these receipts' check lists are parsed.
-WITH obs AS (
-    SELECT receipt_id, ts, json_extract_string(c, ['$.check', '$.result', '$.reason']) AS x, json_extract(c, '$.detail') AS detail
-    FROM (SELECT receipt_id, ts, unnest(TRY_CAST(f[9] AS JSON[])) AS c
-          FROM audit_ev WHERE type = 'check' AND receipt_id IN (SELECT id FROM audit_ids))
-)
+-- observation of each check, with its detail.
 SELECT receipt_id, "check", l.result, l.reason, l.detail::VARCHAR AS detail, observed_at FROM (
-    SELECT receipt_id, x[1] AS "check", utc(max(ts)) AS observed_at,  -- arg_max skips NULLs: pack the fields
-           arg_max({'result': x[2], 'reason': x[3], 'detail': detail}, ts) AS l
-    FROM obs WHERE x[1] <> 'verdict' GROUP BY receipt_id, x[1])
+    SELECT receipt_id, "check", max(observed_at) AS observed_at,  -- arg_max skips NULLs: pack the fields
+           arg_max({'result': result, 'reason': reason, 'detail': detail}, observed_at) AS l
+    FROM checks WHERE "check" <> 'verdict' AND receipt_id IN (SELECT id FROM audit_ids)
+    GROUP BY receipt_id, "check")
 ORDER BY receipt_id, observed_at, "check";

@@ -59,6 +59,7 @@ def verify(stack, data, config):
     stack.anvil.mine(CONFIRMATIONS + 1)
     out = cli(data, "verify", "--once", "--config", config, check=False)
     assert "fault" not in out.stdout, out.stdout
+    assert out.returncode == 0, out.stderr  # a verifier that crashed leaves no verdict: the audit would miss them
     return out
 
 
