@@ -2,152 +2,30 @@
 -- below in order (each starts with a `-- name:` line); those named `section_*` return the report's rows.
 -- Parameters of the sections: $since (TIMESTAMP, UTC, or NULL) and $app (an app_name, or NULL).
 --
--- The audit reads no journal: it queries the views of storage/views.sql (payments, settlements,
--- challenges, checks) and, where a view is too slow, the folded tables under them (storage/fold.sql):
--- the `calls` view packs every field of the latest response and stream end (a struct of ~30 fields per
--- exchange, ~4x the time of the few fields the audit needs), and the `receipts` view gathers every id of
--- every attempt (`ids`): at a million calls they take tens of seconds. So `audit_calls` and
--- `audit_receipts` below follow those views' rules for the columns the audit needs, and
--- tests/storage/test_audit_fold.py checks that they give the views' values, row for row.
+-- The audit reads no journal and folds nothing itself: it queries the views of storage/views.sql (calls,
+-- receipts, payments, settlements, challenges, checks) and folded.errors. `receipts` gives, per logical
+-- call, the offer its payment answers (max_amount_required …), its settlement transactions, the largest
+-- amount settled, the latest settlement check and when the proof status was reached.
 
 -- name: calls
--- One row per HTTP exchange, as the `calls` view folds it (its request, the latest response, stream end
--- and error): the columns the report needs.
+-- The exchanges, with the columns the report needs.
 CREATE OR REPLACE TEMP TABLE audit_calls AS
-WITH resp AS (
-    SELECT receipt_id, arg_max({'status': status, 'model': model, 'has_usage': has_usage,
-                                'upto_session': og_upto_session}, ts) AS p
-    FROM folded.responses GROUP BY receipt_id
-), fin AS (
-    SELECT receipt_id, arg_max({'model': model, 'has_usage': has_usage, 'done': done}, ts) AS f
-    FROM folded.stream_ends GROUP BY receipt_id
-), err AS (
-    SELECT receipt_id, arg_max({'kind': kind, 'message': message}, ts) AS e FROM folded.errors GROUP BY receipt_id
-)
-SELECT
-    r.receipt_id,
-    r.logical_id,
-    r.ts                                                               AS started_at,
-    coalesce(r.app_name, r.app, r.client)                              AS app_name,
-    r.client_exe                                                       AS exe,
-    r.host, r.port, r.path,
-    coalesce(fin.f.model, resp.p.model, r.model)                       AS model,
-    r.secrets_in_clear,
-    r.paid,
-    coalesce(r.upto_session, resp.p.upto_session)                      AS session_id,
-    resp.p.status,
-    CASE WHEN resp.receipt_id IS NULL THEN NULL
-         WHEN coalesce(fin.f.has_usage, false) OR resp.p.has_usage THEN 'provider'
-         ELSE 'missing' END                                            AS usage_source,
-    coalesce(err.e.kind || ': ' || err.e.message,
-             CASE WHEN fin.receipt_id IS NOT NULL AND NOT fin.f.done THEN 'stream_incomplete' END) AS error
-FROM folded.requests r
-LEFT JOIN resp USING (receipt_id)
-LEFT JOIN fin USING (receipt_id)
-LEFT JOIN err USING (receipt_id);
+SELECT receipt_id, logical_id, started_at, app_name, client_exe AS exe, host, port, path, model, secrets_in_clear,
+       paid, upto_session AS session_id, status, usage_source, error
+FROM calls;
 
 -- name: receipts
--- One row per logical call, as the `receipts` view folds it (its attempts, the latest payment, the
--- settlements, the latest verdict), with what the audit adds:
---   challenge         — the offer of the latest 402 that the payment answers: the one for the payment's
---                       asset and network (the last such entry), else the first entry;
---   signed            — the payment's own amount, whatever its scheme (an upto payment's: its cap);
---   max_settled       — the largest amount a settlement reported (an overcharge in any settlement counts);
---   txs               — the settlement transactions, lower case;
---   settlement_result — the latest result of its settlement check (`settlement_tx`, or an OpenGradient
---                       session's `session_settlement`), and when it was observed.
+-- The logical calls, under the names the sections use.
 CREATE OR REPLACE TEMP TABLE audit_receipts AS
-WITH g AS (
-    SELECT
-        logical_id,
-        min(started_at)                                                AS first_seen,
-        count(*)                                                       AS attempts,
-        arg_max(status, started_at)                                    AS status,
-        arg_max(app_name, started_at)                                  AS app_name,
-        arg_max(host, started_at)                                      AS host,
-        arg_max(path, started_at)                                      AS path,
-        arg_max(model, started_at) FILTER (WHERE model IS NOT NULL)    AS model,
-        arg_max(session_id, started_at) FILTER (WHERE session_id IS NOT NULL) AS session_id
-    FROM audit_calls GROUP BY logical_id
-), pay AS (  -- as the view's `pay`: each field from the latest payment that has it
-    SELECT logical_id, count(*) AS payments, arg_max(scheme, sent_at) AS scheme, arg_max(network, sent_at) AS network,
-           arg_max(payer, sent_at) AS payer, arg_max(pay_to, sent_at) AS pay_to, arg_max(asset, sent_at) AS asset,
-           arg_max(amount, sent_at) AS amount, arg_max(decimals, sent_at) AS decimals,
-           arg_max(symbol, sent_at) AS symbol, arg_max(deadline, sent_at) AS deadline,
-           arg_max(valid_before, sent_at) AS valid_before
-    FROM payments GROUP BY logical_id
-), settle AS (
-    SELECT logical_id,
-           count(DISTINCT tx_hash)                                     AS settlements,
-           list(DISTINCT lower(tx_hash) ORDER BY lower(tx_hash)) FILTER (WHERE tx_hash IS NOT NULL) AS txs,
-           arg_max(amount, seen_at) FILTER (WHERE amount IS NOT NULL)  AS amount,
-           max(amount)                                                 AS max_settled,
-           arg_max(payer, seen_at)                                     AS payer,
-           arg_max(network, seen_at)                                   AS network
-    FROM settlements GROUP BY logical_id
-), last_offers AS (  -- the entries of each logical call's latest 402 (ties: the latest receipt_id)
-    SELECT * FROM challenges
-    QUALIFY dense_rank() OVER (PARTITION BY logical_id ORDER BY seen_at DESC, receipt_id DESC) = 1
-), chal AS (
-    SELECT o.logical_id,
-           coalesce(arg_max(o, o.item) FILTER (WHERE lower(o.asset) = lower(pay.asset) AND o.network = pay.network),
-                    arg_min(o, o.item)) AS c
-    FROM last_offers o LEFT JOIN pay USING (logical_id) GROUP BY o.logical_id
-), chal_net AS (  -- the view's challenge_network: the latest 402's (any entry)
-    SELECT logical_id, arg_max(network, seen_at) AS network FROM challenges GROUP BY logical_id
-), verdict AS (  -- the view's last_check, with when it was observed
-    SELECT receipt_id AS logical_id, max(observed_at) AS verdict_at,
-           arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason, 'tx': tx,
-                    'session_amount': session_amount}, observed_at) AS v
-    FROM checks WHERE "check" = 'verdict' GROUP BY receipt_id
-), settled_check AS (
-    SELECT receipt_id AS logical_id, max(observed_at) AS settlement_at, arg_max(result, observed_at) AS result
-    FROM checks WHERE "check" IN ('settlement_tx', 'session_settlement') GROUP BY receipt_id
-), sess AS (  -- as the `sessions` view: the session's first payment (over the members' exchanges)
-    SELECT c.session_id, arg_min({'payer': p.payer, 'pay_to': p.pay_to, 'asset': p.asset, 'network': p.network,
-                                  'scheme': p.scheme, 'amount': p.amount, 'decimals': p.decimals,
-                                  'symbol': p.symbol, 'deadline': coalesce(p.deadline, p.valid_before)},
-                                 p.sent_at) AS s
-    FROM audit_calls c JOIN payments p USING (receipt_id) WHERE c.session_id IS NOT NULL GROUP BY c.session_id
-)
-SELECT
-    g.logical_id, g.first_seen, g.attempts, g.status, g.app_name, g.host, g.path, g.model, g.session_id,
-    coalesce(pay.payments, 0)                                          AS payments,
-    coalesce(settle.settlements, 0)                                    AS settlements,
-    settle.txs,
-    coalesce(pay.payer, settle.payer, sess.s.payer)                    AS payer,
-    coalesce(pay.pay_to, sess.s.pay_to)                                AS pay_to,
-    coalesce(pay.asset, sess.s.asset)                                  AS asset,
-    coalesce(pay.network, settle.network, chal_net.network, sess.s.network) AS network,
-    coalesce(pay.scheme, sess.s.scheme)                                AS scheme,
-    coalesce(pay.decimals, sess.s.decimals)                            AS decimals,
-    coalesce(pay.symbol, sess.s.symbol)                                AS symbol,
-    coalesce(pay.deadline, pay.valid_before, sess.s.deadline)          AS deadline,
-    coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END) AS amount,
-    CASE WHEN pay.scheme = 'exact' THEN pay.amount END                 AS signed_amount,
-    pay.amount                                                         AS signed,
-    settle.max_settled,
-    chal.c                                                             AS challenge,
-    coalesce(verdict.v.proof_status,
-             CASE WHEN pay.logical_id IS NOT NULL OR settle.logical_id IS NOT NULL
-                       OR g.session_id IS NOT NULL THEN 'pending' ELSE 'unpaid' END) AS proof_status,
-    verdict.v.resolution,
-    CASE WHEN verdict.logical_id IS NOT NULL THEN verdict.v.reason
-         WHEN pay.logical_id IS NOT NULL OR settle.logical_id IS NOT NULL
-              OR g.session_id IS NOT NULL THEN 'not_verified' END      AS reason,
-    verdict.verdict_at,
-    verdict.v.tx                                                       AS verdict_tx,
-    verdict.v.session_amount,
-    settled_check.result                                               AS settlement_result,
-    settled_check.settlement_at
-FROM g
-LEFT JOIN pay USING (logical_id)
-LEFT JOIN settle USING (logical_id)
-LEFT JOIN chal USING (logical_id)
-LEFT JOIN chal_net USING (logical_id)
-LEFT JOIN verdict USING (logical_id)
-LEFT JOIN settled_check USING (logical_id)
-LEFT JOIN sess ON sess.session_id = g.session_id;
+SELECT receipt_id AS logical_id, first_seen, attempts, status, app_name, host, path, model, session_id,
+       payment_count AS payments, settlement_count AS settlements, settlement_txs AS txs, payer, pay_to, asset,
+       network, scheme, decimals, symbol, deadline, amount, signed_amount, payment_amount AS signed,
+       max_settled_amount AS max_settled,
+       {'amount': max_amount_required, 'asset': challenge_asset, 'network': challenge_network,
+        'pay_to': challenge_pay_to} AS challenge,
+       proof_status, resolution, reason, proof_status_at AS verdict_at, payment_hash AS verdict_tx, session_amount,
+       settlement_check AS settlement_result, settlement_checked_at AS settlement_at
+FROM receipts;
 
 -- name: sessions
 -- OpenGradient upto sessions: the opening payment (payer, payee, asset, cap, deadline) as the `sessions`

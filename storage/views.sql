@@ -21,28 +21,28 @@ CREATE OR REPLACE MACRO in_scope(scoped, id) AS NOT scoped OR id IN (SELECT logi
 CREATE OR REPLACE VIEW events AS SELECT * FROM folded.events;
 
 -- One row per HTTP exchange the recorder saw: its request, with the latest response, stream end and error.
--- (`scoped`: only the exchanges of the logical calls in folded.scope_ids; arg_max skips NULL values, so
--- the latest row is taken whole)
+-- (`scoped`: only the exchanges of the logical calls in folded.scope_ids. The latest response, stream end
+-- and error of each exchange by row_number(), not arg_max of a struct: a query reads only its columns.)
 CREATE OR REPLACE MACRO calls_of(scoped) AS TABLE
 WITH req AS (
     SELECT * FROM folded.requests WHERE in_scope(scoped, logical_id)
 ), ex AS (
     SELECT receipt_id FROM req WHERE scoped
-), resp AS (
-    SELECT receipt_id, max(ts) AS ts, arg_max(r, ts) AS p FROM folded.responses r
-    WHERE NOT scoped OR receipt_id IN (SELECT receipt_id FROM ex) GROUP BY receipt_id
-), fin AS (
-    SELECT receipt_id, max(ts) AS ts, arg_max(f, ts) AS f FROM folded.stream_ends f
-    WHERE NOT scoped OR receipt_id IN (SELECT receipt_id FROM ex) GROUP BY receipt_id
-), err AS (
-    SELECT receipt_id, max(ts) AS ts, arg_max({'kind': kind, 'message': message}, ts) AS e FROM folded.errors
-    WHERE NOT scoped OR receipt_id IN (SELECT receipt_id FROM ex) GROUP BY receipt_id
+), p AS (
+    SELECT * FROM folded.responses WHERE NOT scoped OR receipt_id IN (SELECT receipt_id FROM ex)
+    QUALIFY row_number() OVER (PARTITION BY receipt_id ORDER BY ts DESC) = 1
+), f AS (
+    SELECT * FROM folded.stream_ends WHERE NOT scoped OR receipt_id IN (SELECT receipt_id FROM ex)
+    QUALIFY row_number() OVER (PARTITION BY receipt_id ORDER BY ts DESC) = 1
+), e AS (
+    SELECT * FROM folded.errors WHERE NOT scoped OR receipt_id IN (SELECT receipt_id FROM ex)
+    QUALIFY row_number() OVER (PARTITION BY receipt_id ORDER BY ts DESC) = 1
 )
 SELECT
     r.receipt_id,
     r.logical_id,
     r.ts                                                             AS started_at,
-    greatest(resp.ts, fin.ts, err.ts)                                AS ended_at,
+    greatest(p.ts, f.ts, e.ts)                                AS ended_at,
     r.client,
     r.app,
     coalesce(r.app_name, r.app, r.client)                            AS app_name,
@@ -55,49 +55,49 @@ SELECT
     r.host,
     r.port,
     r.path,
-    resp.p.status,
-    coalesce(fin.f.latency_ms, resp.p.latency_ms)                    AS latency_ms,
-    coalesce(fin.f.model, resp.p.model, r.model)                     AS model,
-    CASE WHEN fin.f.has_usage THEN fin.f.prompt_tokens ELSE resp.p.prompt_tokens END AS prompt_tokens,
-    CASE WHEN fin.f.has_usage THEN fin.f.completion_tokens ELSE resp.p.completion_tokens END AS completion_tokens,
-    CASE WHEN fin.f.has_usage THEN fin.f.total_tokens ELSE resp.p.total_tokens END AS total_tokens,
-    CASE WHEN resp.receipt_id IS NULL THEN NULL
-         WHEN coalesce(fin.f.has_usage, false) OR resp.p.has_usage THEN 'provider'
+    p.status,
+    coalesce(f.latency_ms, p.latency_ms)                    AS latency_ms,
+    coalesce(f.model, p.model, r.model)                     AS model,
+    CASE WHEN f.has_usage THEN f.prompt_tokens ELSE p.prompt_tokens END AS prompt_tokens,
+    CASE WHEN f.has_usage THEN f.completion_tokens ELSE p.completion_tokens END AS completion_tokens,
+    CASE WHEN f.has_usage THEN f.total_tokens ELSE p.total_tokens END AS total_tokens,
+    CASE WHEN p.receipt_id IS NULL THEN NULL
+         WHEN coalesce(f.has_usage, false) OR p.has_usage THEN 'provider'
          ELSE 'missing' END                                          AS usage_source,
-    coalesce(resp.p.stream, false)                                   AS stream,
-    coalesce(err.e.kind || ': ' || err.e.message,
-             CASE WHEN fin.receipt_id IS NOT NULL AND NOT fin.f.done THEN 'stream_incomplete' END) AS error,
-    coalesce(r.request_sha256, resp.p.request_sha256, fin.f.request_sha256) AS request_sha256,  -- streamed uploads:
-    coalesce(r.request_bytes, resp.p.request_bytes, fin.f.request_bytes)    AS request_bytes,   -- told with the answer
-    coalesce(resp.p.response_sha256, fin.f.response_sha256)          AS response_sha256,
-    coalesce(fin.f.bytes, resp.p.response_bytes)                     AS response_bytes,
+    coalesce(p.stream, false)                                   AS stream,
+    coalesce(e.kind || ': ' || e.message,
+             CASE WHEN f.receipt_id IS NOT NULL AND NOT f.done THEN 'stream_incomplete' END) AS error,
+    coalesce(r.request_sha256, p.request_sha256, f.request_sha256) AS request_sha256,  -- streamed uploads:
+    coalesce(r.request_bytes, p.request_bytes, f.request_bytes)    AS request_bytes,   -- told with the answer
+    coalesce(p.response_sha256, f.response_sha256)          AS response_sha256,
+    coalesce(f.bytes, p.response_bytes)                     AS response_bytes,
     r.client_request_id,
     r.idempotency_key,
     r.payment_identifier,
-    resp.p.provider_request_id,
-    coalesce(fin.f.response_id, resp.p.response_id)                  AS response_id,
+    p.provider_request_id,
+    coalesce(f.response_id, p.response_id)                  AS response_id,
     r.paid,
-    coalesce(r.upto_session, resp.p.og_upto_session)                 AS upto_session,
+    coalesce(r.upto_session, p.og_upto_session)                 AS upto_session,
     r.settlement_type,
-    coalesce(fin.f.tee_id, resp.p.tee_id)                            AS tee_id,
-    coalesce(fin.f.tee_timestamp, resp.p.tee_timestamp)              AS tee_timestamp,
-    coalesce(fin.f.tee_request_hash, resp.p.tee_request_hash)        AS tee_request_hash,
-    coalesce(fin.f.tee_output_hash, resp.p.tee_output_hash)          AS tee_output_hash,
-    coalesce(fin.f.tee_signature, resp.p.tee_signature)              AS tee_signature,
-    coalesce(fin.f.og_settlement_tx_hash, resp.p.og_settlement_tx_hash) AS og_settlement_tx_hash,
-    coalesce(fin.f.og_walrus_blob_id, resp.p.og_walrus_blob_id)      AS og_walrus_blob_id,
-    resp.p.processing_hash,
-    fin.f.output_text_sha256,
+    coalesce(f.tee_id, p.tee_id)                            AS tee_id,
+    coalesce(f.tee_timestamp, p.tee_timestamp)              AS tee_timestamp,
+    coalesce(f.tee_request_hash, p.tee_request_hash)        AS tee_request_hash,
+    coalesce(f.tee_output_hash, p.tee_output_hash)          AS tee_output_hash,
+    coalesce(f.tee_signature, p.tee_signature)              AS tee_signature,
+    coalesce(f.og_settlement_tx_hash, p.og_settlement_tx_hash) AS og_settlement_tx_hash,
+    coalesce(f.og_walrus_blob_id, p.og_walrus_blob_id)      AS og_walrus_blob_id,
+    p.processing_hash,
+    f.output_text_sha256,
     r.tee_request_hashes,
-    coalesce(fin.f.tee_output_seen, resp.p.tee_output_seen)          AS tee_output_seen,
-    resp.p.upstream_pin,
-    resp.p.upstream_tee_id,
-    list_concat(coalesce(r.errors, []), coalesce(resp.p.errors, []), coalesce(fin.f.errors, [])) AS parse_errors,
+    coalesce(f.tee_output_seen, p.tee_output_seen)          AS tee_output_seen,
+    p.upstream_pin,
+    p.upstream_tee_id,
+    list_concat(coalesce(r.errors, []), coalesce(p.errors, []), coalesce(f.errors, [])) AS parse_errors,
     r.source
 FROM req r
-LEFT JOIN resp USING (receipt_id)
-LEFT JOIN fin USING (receipt_id)
-LEFT JOIN err USING (receipt_id);
+LEFT JOIN p USING (receipt_id)
+LEFT JOIN f USING (receipt_id)
+LEFT JOIN e USING (receipt_id);
 
 CREATE OR REPLACE VIEW calls AS FROM calls_of(false);
 
@@ -193,10 +193,15 @@ grp AS (
 ), pay AS (
     SELECT logical_id, arg_max(COLUMNS(* EXCLUDE (logical_id, receipt_id)), sent_at), count(*) AS payments
     FROM payments WHERE in_scope(scoped, logical_id) GROUP BY logical_id
-), chal AS (
-    SELECT logical_id, arg_max(amount, seen_at) AS max_amount_required, arg_max(network, seen_at) AS challenge_network,
-           arg_max(pay_to, seen_at) AS challenge_pay_to, arg_max(asset, seen_at) AS challenge_asset
-    FROM challenges WHERE in_scope(scoped, logical_id) GROUP BY logical_id
+), chal AS (  -- the offer the payment answers, whole: of the latest 402's entries, the last one for the
+            -- payment's asset and network, else the first one
+    SELECT o.logical_id, o.amount AS max_amount_required, o.network AS challenge_network,
+           o.pay_to AS challenge_pay_to, o.asset AS challenge_asset
+    FROM challenges o LEFT JOIN pay USING (logical_id)
+    WHERE in_scope(scoped, o.logical_id)
+    QUALIFY row_number() OVER (PARTITION BY o.logical_id ORDER BY o.seen_at DESC, o.receipt_id DESC,
+            (lower(o.asset) = lower(pay.asset) AND o.network = pay.network) DESC NULLS LAST,
+            CASE WHEN lower(o.asset) = lower(pay.asset) AND o.network = pay.network THEN -o.item ELSE o.item END) = 1
 ), settle AS (
     SELECT logical_id,
            arg_max(tx_hash, seen_at) FILTER (WHERE tx_hash IS NOT NULL) AS tx_hash,
@@ -205,15 +210,21 @@ grp AS (
            arg_max(payer, seen_at)                                      AS payer,
            arg_max(network, seen_at)                                    AS network,
            bool_or(success)                                             AS success,
-           count(DISTINCT tx_hash)                                      AS settlements
+           count(DISTINCT tx_hash)                                      AS settlements,
+           list(DISTINCT lower(tx_hash) ORDER BY lower(tx_hash)) FILTER (WHERE tx_hash IS NOT NULL) AS txs,
+           max(amount)                                                  AS max_settled
     FROM settlements WHERE in_scope(scoped, logical_id) GROUP BY logical_id
 ), last_check AS (  -- the latest verdict, as a whole (arg_max skips NULLs, so pack the fields)
-    SELECT logical_id, v.proof_status, v.resolution, v.reason, v.tx, v.session_amount FROM (
-        SELECT receipt_id AS logical_id,
+    SELECT logical_id, v.proof_status, v.resolution, v.reason, v.tx, v.session_amount, verdict_at FROM (
+        SELECT receipt_id AS logical_id, max(observed_at) AS verdict_at,
                arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason, 'tx': tx,
                         'session_amount': session_amount},
                        observed_at) AS v
         FROM checks WHERE "check" = 'verdict' AND in_scope(scoped, receipt_id) GROUP BY receipt_id)
+), settled AS (  -- the latest result of the settlement check (x402's, or an OpenGradient session's)
+    SELECT receipt_id AS logical_id, arg_max(result, observed_at) AS result, max(observed_at) AS checked_at
+    FROM checks WHERE "check" IN ('settlement_tx', 'session_settlement') AND in_scope(scoped, receipt_id)
+    GROUP BY receipt_id
 ), trust AS (  -- what the latest passing settlement check rested on: single-node, or quorum-N endpoints
     SELECT receipt_id AS logical_id, arg_max(detail->>'trust', observed_at) AS trust
     FROM checks WHERE "check" IN ('settlement_tx', 'session_settlement') AND result = 'pass' AND in_scope(scoped, receipt_id)
@@ -270,6 +281,13 @@ SELECT
          WHEN pay.logical_id IS NOT NULL OR settle.logical_id IS NOT NULL
               OR grp.session_id IS NOT NULL THEN 'not_verified' END     AS reason,
     CASE WHEN last_check.proof_status = 'passed' THEN trust.trust END AS trust,
+    last_check.verdict_at                                           AS proof_status_at,
+    settled.result                                                  AS settlement_check,
+    settled.checked_at                                              AS settlement_checked_at,
+    settle.txs                                                      AS settlement_txs,
+    settle.max_settled                                              AS max_settled_amount,
+    pay.amount                                                      AS payment_amount,
+    coalesce(pay.deadline, pay.valid_before, sess.deadline)         AS deadline,
     grp.first_seen,
     grp.last_seen,
     settle.job_id                                                   AS settlement_job_id,
@@ -288,6 +306,7 @@ LEFT JOIN pay USING (logical_id)
 LEFT JOIN chal USING (logical_id)
 LEFT JOIN settle USING (logical_id)
 LEFT JOIN last_check USING (logical_id)
+LEFT JOIN settled USING (logical_id)
 LEFT JOIN trust USING (logical_id)
 LEFT JOIN sess ON sess.session_id = grp.session_id;
 

@@ -8,7 +8,9 @@ from storage import db
 
 ORACLE_SQL = (Path(__file__).parent / "views_before_fold.sql").read_text()
 VIEWS = ("calls", "challenges", "payments", "settlements", "checks", "sessions", "receipts")
-NEW_ONLY = {"challenges": ["item"], "receipts": ["amount_decimal"]}  # columns the fold added
+NEW_ONLY = {"challenges": ["item"],  # columns the fold added
+            "receipts": ["amount_decimal", "proof_status_at", "settlement_check", "settlement_checked_at",
+                         "settlement_txs", "max_settled_amount", "payment_amount", "deadline"]}
 
 
 def rows(con, view: str, exclude=()) -> list[tuple]:
