@@ -128,7 +128,7 @@ def og_pass_and_views(data_dir) -> dict:
     result and reason of each check of those receipts)."""
     with db.connect(data_dir, views=False, settings={"threads": 1}) as con:
         ids = V._prepare(con)
-    with db.connect(data_dir, views=False) as con:
+    with db.connect(data_dir, views=False, settings={"threads": 1}) as con:
         rows, last = OG.read(con, ids)
     with db.connect(data_dir) as con:
         cur = con.execute(VIEWS_OG_TO_VERIFY)
