@@ -16,10 +16,11 @@ The verdict (check `verdict`) is `failed` if a check failed, `pending` while one
 nothing: that network's receipts get no event in that pass.
 
 How a pass runs (its memory does not grow with the journal; scripts/bench_verify.py measures it):
-the journal is read once into narrow `facts` (FACTS); the receipts to verify are queried from them a
-part (PART) at a time and decided a round (CHUNK) at a time; while one round is decided, a thread
-reads the next round's chain evidence (ChainView), another queries the next part, and a third
-appends the check events.
+it reads the folded tables (storage/fold.sql), only the columns it needs. Two queries make its own
+tables (OG_CALLS: the calls verifier/og.py verifies; HISTORIES: every receipt's latest verdict and
+the latest result of each of its checks); the receipts to verify are then queried a part (PART) at a time (TO_VERIFY) and decided a
+round (CHUNK) at a time; while one round is decided, a thread reads the next round's chain evidence
+(ChainView), another queries the next part, and a third appends the check events.
 """
 from __future__ import annotations
 
@@ -32,8 +33,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import duckdb
-
 from storage import db
 from storage.config import Settings
 from storage.journal import Journal
@@ -45,97 +44,62 @@ from .rpc import Rpc, RpcError, warm_up
 
 log = logging.getLogger("receipts.verify")
 
-# One pass reads the journal once, narrowly: a single scan of each file (storage's `json_fields` and
-# `parquet_fields`) keeps only the fields the checks below use, each JSON document parsed once and no
-# event held whole. Each field means exactly what the views in storage/views.sql say (payments,
-# settlements, challenges, checks, calls.status); tests/support/verifier_views.py holds the same query over
-# those views, and tests/e2e/test_verify.py and tests/verifier/test_read.py assert that both give the same rows.
-FIELDS = [
-    '$.logical_id', '$.upto_session', '$.payment.scheme', '$.payment.kind', '$.payment.network',   # request 1-5
-    '$.payment.payer', '$.payment.pay_to', '$.payment.asset', '$.payment.amount', '$.payment.nonce',  # 6-10
-    '$.payment.valid_after', '$.payment.valid_before', '$.payment.signer', '$.payment.signer_error',  # 11-14
-    '$.payment',                                                                                  # 15
-    '$.status', '$.settlement.header', '$.settlement.tx_hash', '$.settlement.job_id',             # response 16-19
-    '$.challenge.accepts', '$.og.upto_session', '$.tee.tee_id',                                   # 20-22
-    '$.checks',                                                                                   # check 23
-]
-# The tables below live in the pass's own in-memory database; not TEMP, so that the cursors that
-# query the parts (_rounds) see them.
-LINE_BYTES = 1 << 19   # the read buffer: events up to this size (else the pass reads again with BIG_LINE_BYTES)
-BIG_LINE_BYTES = 1 << 28
-FACTS = """
-{into}  -- one row per event, a column per field (NULL where the event type has none)
-SELECT id, type, receipt_id, ts,
-       CASE type WHEN 'request' THEN f[1] END AS logical_id,
-       f[3] AS scheme, f[4] AS kind, f[5] AS network, f[6] AS payer, f[7] AS pay_to, f[8] AS asset,
-       f[9] AS amount, f[10] AS nonce, f[11] AS valid_after, f[12] AS valid_before, f[13] AS signer,
-       f[14] AS signer_error,
-       type = 'request' AND f[15] IS NOT NULL AS paid,            -- requests.j[18]: the call carried a payment
-       CASE type WHEN 'response' THEN f[16] END AS status, f[17] AS settlement_header, f[18] AS tx_hash,
-       f[19] AS job_id, f[20] AS accepts,
-       CASE type WHEN 'request' THEN f[2] WHEN 'response' THEN coalesce(f[21], f[22])
-                 WHEN 'stream_end' THEN f[22] END IS NOT NULL AS og,  -- calls.upto_session or calls.tee_id
-       CASE type WHEN 'check' THEN list_transform(TRY_CAST(f[23] AS JSON[]), lambda c: json_extract_string(c,
-           ['$.check', '$.result', '$.status', '$.resolution', '$.reason'])) END AS chk
-FROM {source}
--- Every event is kept (those of other types with NULLs): a WHERE on `type` here would be pushed down
--- into json_fields and parse each line's JSON once more per alternative (measured: 0.15 s vs 0.09 s).
-"""
-CHECK_ROWS = """
-CREATE TABLE check_rows AS  -- the checks view, narrowed
-SELECT receipt_id, c[1] AS "check", c[2] AS result, c[3] AS proof_status, c[4] AS resolution, c[5] AS reason,
-       utc(ts) AS observed_at
-FROM (SELECT receipt_id, ts, unnest(chk) AS c FROM facts WHERE type = 'check')
-"""
+# One pass reads the folded tables (storage/fold.sql defines every field; storage/db.py binds
+# `folded.<table>`), only the columns the checks below use. Each field means exactly what the views in
+# storage/views.sql say (payments, settlements, challenges, checks, calls.status):
+# tests/support/verifier_views.py holds the same query over those views, and tests/e2e/test_verify.py
+# and tests/verifier/test_read.py assert that both give the same rows.
+#
+# The tables below live in the pass's own in-memory database; not TEMP, so that the cursors that query
+# the parts (_rounds) see them.
 OG_CALLS = """
-CREATE TABLE og_calls AS  -- calls with an upto session or a TEE proof: verifier/og.py verifies them
-SELECT DISTINCT logical_id FROM facts  -- calls.upto_session or calls.tee_id: the request's marker, or
-WHERE type = 'request' AND (og OR receipt_id IN (  -- that of the exchange's latest answer or stream end
-    SELECT receipt_id FROM facts WHERE type IN ('response', 'stream_end') GROUP BY receipt_id, type
-    HAVING arg_max(og, ts)))
+CREATE TABLE og_calls AS  -- calls with an upto session or a TEE proof (calls.upto_session or calls.tee_id):
+SELECT DISTINCT logical_id FROM folded.requests  -- verifier/og.py verifies them. The request's session, or
+WHERE upto_session IS NOT NULL OR receipt_id IN (  -- that of the exchange's latest answer or stream end
+    SELECT receipt_id FROM folded.responses
+    GROUP BY receipt_id HAVING arg_max(og_upto_session IS NOT NULL OR tee_id IS NOT NULL, ts)
+    UNION ALL
+    SELECT receipt_id FROM folded.stream_ends GROUP BY receipt_id HAVING arg_max(tee_id IS NOT NULL, ts))
 """
-OG_RECEIPTS = """
-SELECT receipt_id FROM facts  -- every exchange of those calls (their 402s too), and the calls' own ids
-WHERE type = 'request' AND (og OR logical_id IN (SELECT logical_id FROM og_calls))
-UNION SELECT logical_id FROM og_calls WHERE logical_id IS NOT NULL
+OG_RECEIPTS = "SELECT logical_id FROM og_calls WHERE logical_id IS NOT NULL ORDER BY logical_id"
+# The latest verdict and check history of every receipt, made once a pass in one query (within each
+# part's query, every check would be aggregated again for every part: 60 % of the pass at 300,000 calls).
+HISTORIES = """
+CREATE TABLE histories AS  -- per receipt: the latest result of each of its checks, and its latest verdict
+SELECT receipt_id AS logical_id,
+       list({'check': "check", 'result': last.result, 'reason': last.reason, 'ever_passed': ever_passed}) AS history,
+       any_value(last) FILTER (WHERE "check" = 'verdict') AS verdict
+FROM (SELECT receipt_id, "check", bool_or(result = 'pass') AS ever_passed,
+             arg_max({'result': result, 'reason': reason, 'proof_status': proof_status, 'resolution': resolution},
+                     observed_at) AS last  -- (packed: arg_max would skip a NULL reason)
+      FROM folded.checks GROUP BY receipt_id, "check")
+GROUP BY receipt_id
 """
 TO_VERIFY = """
-WITH req AS MATERIALIZED (  -- the receipts of one part (materialized: a few thousand rows, read many times)
-    SELECT receipt_id, ts, logical_id, paid, scheme, kind, network, payer, pay_to, asset, amount, nonce,
-           valid_after, valid_before, signer, signer_error
-    FROM facts
-    WHERE type = 'request' AND (logical_id IS NULL AND $lo IS NULL
-                                OR ($lo IS NULL OR logical_id >= $lo) AND ($hi IS NULL OR logical_id < $hi))
-), resp AS MATERIALIZED (  -- the answers to those requests
-    SELECT receipt_id, ts, status, settlement_header, tx_hash, job_id, accepts
-    FROM facts WHERE type = 'response' AND receipt_id IN (SELECT receipt_id FROM req)
-), pay AS (
-    SELECT logical_id, count(*) AS payment_count,
-           arg_max({'payer': payer, 'pay_to': pay_to, 'asset': asset, 'amount': TRY_CAST(amount AS HUGEINT),
-                    'scheme': scheme, 'kind': kind, 'nonce': nonce, 'network': network,
-                    'valid_after': TRY_CAST(valid_after AS BIGINT), 'valid_before': TRY_CAST(valid_before AS BIGINT),
-                    'signer': signer, 'signer_error': signer_error, 'paid_at': epoch(utc(ts))}, utc(ts)) AS p
-    FROM req WHERE paid GROUP BY logical_id
-), settle AS (  -- per logical call: its settlements (answers with a settlement header), its last status
-    SELECT r.logical_id,
-           arg_max(s.tx_hash, utc(s.ts)) FILTER (WHERE s.settlement_header IS NOT NULL AND s.tx_hash IS NOT NULL)
-               AS payment_hash,
-           arg_max(s.job_id, utc(s.ts)) FILTER (WHERE s.settlement_header IS NOT NULL AND s.job_id IS NOT NULL)
-               AS settlement_job_id,
-           count(DISTINCT s.tx_hash) FILTER (WHERE s.settlement_header IS NOT NULL) AS settlement_count,
-           -- the HTTP status of the call's last attempt (NULL: no answer)
-           arg_max({'status': TRY_CAST(s.status AS INTEGER)}, r.ts).status AS status
-    FROM req r LEFT JOIN resp s ON s.receipt_id = r.receipt_id
+WITH req AS MATERIALIZED (  -- the exchanges of one part's calls (materialized: a few thousand rows, read many times)
+    SELECT receipt_id, logical_id, ts FROM folded.requests WHERE {part}
+), pay AS (  -- each call's latest payment, and how many it sent (payments: one per paid request)
+    SELECT r.logical_id, count(*) AS payment_count,
+           arg_max({'payer': p.payer, 'pay_to': p.pay_to, 'asset': p.asset, 'amount': p.amount::HUGEINT,
+                    'scheme': p.scheme, 'kind': p.kind, 'nonce': p.nonce, 'network': p.network,
+                    'valid_after': p.valid_after, 'valid_before': p.valid_before, 'signer': p.signer,
+                    'signer_error': p.signer_error, 'paid_at': epoch(p.sent_at)}, p.sent_at) AS p
+    FROM folded.payments p JOIN req r USING (receipt_id) GROUP BY r.logical_id
+), settle AS (  -- each call's settlements (PAYMENT-RESPONSE): the latest tx hash and job id, how many
+    SELECT r.logical_id, arg_max(s.tx_hash, s.seen_at) FILTER (WHERE s.tx_hash IS NOT NULL) AS payment_hash,
+           arg_max(s.job_id, s.seen_at) FILTER (WHERE s.job_id IS NOT NULL) AS settlement_job_id,
+           count(DISTINCT s.tx_hash) AS settlement_count
+    FROM folded.settlements s JOIN req r USING (receipt_id) GROUP BY r.logical_id
+), answer AS (  -- the HTTP status of each call's last attempt (calls.status: its latest answer; NULL: none)
+    SELECT r.logical_id, arg_max({'status': a.status}, r.ts).status AS status
+    FROM req r LEFT JOIN (
+        SELECT receipt_id, arg_max({'status': status}, ts).status AS status
+        FROM folded.responses WHERE receipt_id IN (SELECT receipt_id FROM req) GROUP BY receipt_id) a USING (receipt_id)
     GROUP BY r.logical_id
-), chal AS (
-    SELECT r.logical_id, arg_max({'amount': TRY_CAST(a[4] AS HUGEINT), 'pay_to': a[5], 'asset': a[3],
-                                  'network': a[2]}, utc(ch.ts)) AS c
-    FROM resp ch
-    JOIN req r USING (receipt_id)
-    CROSS JOIN LATERAL (
-        SELECT json_extract_string(value, ['$.scheme', '$.network', '$.asset', '$.amount', '$.pay_to']) AS a
-        FROM (SELECT unnest(TRY_CAST(ch.accepts AS JSON[])) AS value))
-    WHERE ch.accepts IS NOT NULL GROUP BY r.logical_id
+), chal AS (  -- the offer that applies: of the call's latest 402, the first `accepts` entry
+    SELECT r.logical_id, arg_max({'amount': o.amount::HUGEINT, 'pay_to': o.pay_to, 'asset': o.asset,
+                                  'network': o.network}, {'seen_at': o.seen_at, 'first': -o.item}) AS c
+    FROM folded.offers o JOIN req r USING (receipt_id) GROUP BY r.logical_id
 )
 SELECT pay.logical_id AS receipt_id, p.payer, p.pay_to, p.asset, p.scheme, p.kind, p.nonce,
        coalesce(p.network, c.network) AS network, p.valid_after, p.valid_before, p.paid_at, p.signer, p.signer_error,
@@ -143,36 +107,16 @@ SELECT pay.logical_id AS receipt_id, p.payer, p.pay_to, p.asset, p.scheme, p.kin
        CASE WHEN p.scheme = 'upto' THEN p.amount END AS amount_cap,
        c.amount AS max_amount_required, c.pay_to AS challenge_pay_to, c.asset AS challenge_asset,
        c.network AS challenge_network, settle.payment_hash, settle.settlement_job_id,
-       coalesce(settle.settlement_count, 0) AS settlement_count, payment_count, settle.status,
-       v.proof_status AS last_status, v.resolution AS last_resolution, v.reason AS last_reason, histories.history
+       coalesce(settle.settlement_count, 0) AS settlement_count, payment_count, answer.status,
+       h.verdict.proof_status AS last_status, h.verdict.resolution AS last_resolution,
+       h.verdict.reason AS last_reason, h.history
 FROM pay
 LEFT JOIN settle USING (logical_id)
 LEFT JOIN chal USING (logical_id)
-LEFT JOIN verdicts USING (logical_id)
-LEFT JOIN histories USING (logical_id)
-WHERE p.payer IS NOT NULL AND coalesce(v.proof_status, 'pending') IN ('pending', 'passed')
+LEFT JOIN answer USING (logical_id)
+LEFT JOIN histories h USING (logical_id)
+WHERE p.payer IS NOT NULL AND coalesce(h.verdict.proof_status, 'pending') IN ('pending', 'passed')
   AND pay.logical_id NOT IN (SELECT logical_id FROM og_calls)
-"""
-LAST_CHECKS = """
-CREATE TABLE last_checks AS
-SELECT receipt_id, "check", l.result, l.reason, ever_passed FROM (
-    SELECT receipt_id, "check", arg_max({'result': result, 'reason': reason}, observed_at) AS l,
-           bool_or(result = 'pass') AS ever_passed
-    FROM check_rows GROUP BY ALL)
-"""
-# The latest verdict and check history of every receipt, made once a pass (within each part's query,
-# every check of the journal was aggregated again for every part: 60 % of the pass at 300,000 calls).
-VERDICTS = """
-CREATE TABLE verdicts AS  -- each receipt's latest verdict
-SELECT receipt_id AS logical_id,
-       arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason}, observed_at) AS v
-FROM check_rows WHERE "check" = 'verdict' GROUP BY receipt_id
-"""
-HISTORIES = """
-CREATE TABLE histories AS  -- the latest result of each check of each receipt (last_checks)
-SELECT receipt_id AS logical_id, list({'check': "check", 'result': result, 'reason': reason,
-                                       'ever_passed': ever_passed}) AS history
-FROM last_checks GROUP BY receipt_id
 """
 
 
@@ -183,8 +127,8 @@ class Summary:
     statuses: dict = field(default_factory=dict)
     faults: list = field(default_factory=list)
     skipped: int = 0  # receipts of networks whose nodes were at fault: left as they were
-    og_receipts: list = field(default_factory=list)  # of calls with an upto session or a TEE proof, and their
-                                                     # logical calls: verifier/og.py's pass
+    og_receipts: list = field(default_factory=list)  # the calls (logical ids) with an upto session or a TEE
+                                                     # proof: verifier/og.py's pass
 
 
 def signature_check(r: dict) -> Check:
@@ -277,11 +221,11 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int 
     summary, readers, written = Summary(), {}, []
     with _rare_collections(), ThreadPoolExecutor(1, thread_name_prefix="verify-chain") as chain_reader, \
             ThreadPoolExecutor(1, thread_name_prefix="verify-write") as writer:  # appends wait on the journal's lock
-        chain_reader.submit(warm_up)  # while the journal is read
+        chain_reader.submit(warm_up)  # while the tables are read
         # Every DuckDB call of the pass runs on `querier`, one thread: DuckDB's allocator then reuses the
-        # memory of the journal read for the queries (queried from another thread, the peak is ~20 MB more).
+        # memory of one query for the next (queried from another thread, the peak is ~20 MB more).
         # (a second thread buys little here and costs CPU and memory)
-        with db.connect(data_dir, snapshot=False, views=False, settings={"threads": 1}) as con, \
+        with db.connect(data_dir, views=False, settings={"threads": 1}) as con, \
                 ThreadPoolExecutor(1, thread_name_prefix="verify-query") as querier:  # done before `con` closes
             summary.og_receipts = querier.submit(_prepare, con).result()
             ahead = collections.deque()  # the next rounds: their receipts, and their chain views being read
@@ -297,32 +241,43 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int 
 
 
 def _prepare(con) -> list[str]:
-    """The pass's tables, from the journal read once, narrowly (FACTS); returns the receipt ids of the
+    """The pass's tables (OG_CALLS, HISTORIES); returns the receipt ids (logical call ids) of the
     OpenGradient calls (OG_RECEIPTS)."""
-    _read_facts(con)
-    for sql in (CHECK_ROWS, OG_CALLS, LAST_CHECKS, VERDICTS, HISTORIES):
+    for sql in (OG_CALLS, HISTORIES):
         con.execute(sql)
     return [rid for rid, in con.execute(OG_RECEIPTS).fetchall()]
 
 
 PART = 2500  # receipts per query: DuckDB's working memory follows the receipts it aggregates at once
 PARTS = """
-SELECT id FROM (SELECT DISTINCT logical_id AS id FROM facts WHERE type = 'request' AND paid AND logical_id IS NOT NULL)
+SELECT id FROM (SELECT DISTINCT logical_id AS id FROM folded.requests WHERE paid AND logical_id IS NOT NULL)
 QUALIFY (row_number() OVER (ORDER BY id) - 1) % $part = 0 ORDER BY id
 """
 
 
-def _rounds(con, chunk: int, pool: ThreadPoolExecutor):
-    """The receipts to verify, `chunk` at a time (and their column names), queried a part at a time in
-    `pool`: the next part's query runs while this part's rounds are decided (DuckDB works without
-    holding the GIL), on a cursor of its own (a DuckDB connection holds one result at a time). A part
-    is fetched whole before the next query starts: DuckDB keeps a query's working memory until then."""
-    firsts = pool.submit(lambda: con.execute(PARTS, {"part": PART}).fetchall()).result()
+def to_verify(lo: str | None, hi: str | None) -> tuple[str, dict]:
+    """TO_VERIFY for the calls whose logical id is in [lo, hi) (None: unbounded; the first part also
+    takes the requests without one), and its parameters."""
+    bounds = {"lo": lo, "hi": hi}
+    where = {(False, False): "true", (False, True): "logical_id IS NULL OR logical_id < $hi",
+             (True, False): "logical_id >= $lo", (True, True): "logical_id >= $lo AND logical_id < $hi"}
+    return (TO_VERIFY.replace("{part}", where[lo is not None, hi is not None]),
+            {k: v for k, v in bounds.items() if v is not None})
+
+
+def _rounds(con, chunk: int, pool: ThreadPoolExecutor, part: int | None = None):
+    """The receipts to verify, `chunk` at a time (and their column names), queried a part (`part`
+    receipts, default PART) at a time in `pool`: the next part's query runs while this part's rounds
+    are decided (DuckDB works without holding the GIL), on a cursor of its own (a DuckDB connection
+    holds one result at a time). A part is fetched whole before the next query starts: DuckDB keeps a
+    query's working memory until then."""
+    firsts = pool.submit(lambda: con.execute(PARTS, {"part": part or PART}).fetchall()).result()
     starts = [None] + [lo for lo, in firsts[1:]]
     parts = list(zip(starts, starts[1:] + [None]))
 
     def query(lo, hi):
-        return con.cursor().execute(TO_VERIFY + " ORDER BY network, receipt_id", {"lo": lo, "hi": hi})
+        sql, params = to_verify(lo, hi)
+        return con.cursor().execute(sql + " ORDER BY network, receipt_id", params)
 
     ahead = pool.submit(query, *parts[0])
     for i in range(len(parts)):
@@ -394,19 +349,6 @@ def _decide(groups: dict, chain: Future, settings: Settings, summary: Summary) -
             continue
         events += _verify_network(network, groups[network], settings, last, summary, views.get(network))
     return events
-
-
-def _read_facts(con) -> None:
-    """FACTS of the JSON segments, then of the Parquet events they do not hold (an event being compacted
-    is in both for a grace period): each file is read once, so a compaction under way neither hides an
-    event nor shows it twice."""
-    fields = "[" + ", ".join(f"'{p}'" for p in FIELDS) + "]"
-    try:
-        con.execute(FACTS.format(into="CREATE TABLE facts AS", source=f"json_fields({fields}, {LINE_BYTES})"))
-    except duckdb.Error:  # an event bigger than the buffer (full bodies): once more with room for any event
-        con.execute(FACTS.format(into="CREATE TABLE facts AS", source=f"json_fields({fields}, {BIG_LINE_BYTES})"))
-    con.execute(FACTS.format(into="INSERT INTO facts",
-                             source=f"parquet_fields({fields}) WHERE id NOT IN (SELECT id FROM facts)"))
 
 
 def _history(rows) -> dict:
