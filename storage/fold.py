@@ -49,7 +49,7 @@ BATCH_BYTES = 64 << 20    # JSON read per fold step (a long backlog is folded in
 MERGE_AT = 16             # files of one table that are merged into one
 MERGE_ROWS = 4_000_000    # files bigger than this are left alone by merges
 RETIRE_AFTER = 600.0      # seconds a file replaced by a merge stays on disk
-THREADS: int | None = None  # DuckDB threads of a fold (None: DuckDB's default, one per core)
+THREADS: int | None = 1  # DuckDB threads of a fold: background work, one core (None: one per core)
 
 
 def tables_dir(data_dir: str | os.PathLike) -> Path:

@@ -96,10 +96,15 @@ WITH req AS MATERIALIZED (  -- the exchanges of one part's calls (materialized: 
         SELECT receipt_id, arg_max({'status': status}, ts).status AS status
         FROM folded.responses WHERE receipt_id IN (SELECT receipt_id FROM req) GROUP BY receipt_id) a USING (receipt_id)
     GROUP BY r.logical_id
-), chal AS (  -- the offer that applies: of the call's latest 402, the first `accepts` entry
+), chal AS (  -- the offer the payment answers, as the receipts view (storage/views.sql `chal`) picks it: of
+             -- the call's latest 402, the last entry for the payment's asset and network, else the first
     SELECT r.logical_id, arg_max({'amount': o.amount::HUGEINT, 'pay_to': o.pay_to, 'asset': o.asset,
-                                  'network': o.network}, {'seen_at': o.seen_at, 'first': -o.item}) AS c
-    FROM folded.offers o JOIN req r USING (receipt_id) GROUP BY r.logical_id
+                                  'network': o.network},
+                                 {'seen_at': o.seen_at, 'rid': o.receipt_id, 'match': m.match,
+                                  'pos': CASE WHEN m.match THEN o.item ELSE -o.item END}) AS c
+    FROM folded.offers o JOIN req r USING (receipt_id) LEFT JOIN pay USING (logical_id),
+         LATERAL (SELECT coalesce(lower(o.asset) = lower(pay.p.asset) AND o.network = pay.p.network, false) AS match) m
+    GROUP BY r.logical_id
 )
 SELECT pay.logical_id AS receipt_id, p.payer, p.pay_to, p.asset, p.scheme, p.kind, p.nonce,
        coalesce(p.network, c.network) AS network, p.valid_after, p.valid_before, p.paid_at, p.signer, p.signer_error,
