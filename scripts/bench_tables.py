@@ -37,17 +37,28 @@ def say(msg: str) -> None:
     print(f"bench-tables: {msg}", file=sys.stderr, flush=True)
 
 
-def timed(argv: list[str], env: dict | None = None) -> tuple[float, float, int]:
-    """(wall seconds, CPU seconds, peak RSS MiB) of one process; fails loudly if it fails."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(argv[:3])} failed: {err[-2000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024
+RUNNER = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+_, status, usage = os.wait4(proc.pid, 0)
+err = proc.stderr.read().decode()[-2000:]
+print(json.dumps([time.perf_counter() - start, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024,
+                  os.waitstatus_to_exitcode(status), err]))
+"""
+
+
+def timed(argv: list[str]) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, peak RSS MiB) of one process, started by a small runner process (a child
+    forked from this big process would count this process's pages in its peak RSS); fails if it fails."""
+    import json
+
+    out = subprocess.run([sys.executable, "-S", "-c", RUNNER, *argv], capture_output=True, text=True, cwd=ROOT,
+                         timeout=3600)
+    wall, cpu, rss, code, err = json.loads(out.stdout)
+    if code != 0:
+        raise SystemExit(f"{' '.join(argv[:3])} failed: {err}")
+    return wall, cpu, rss
 
 
 def median_of(argv: list[str], runs: int) -> tuple[float, int]:
@@ -64,34 +75,39 @@ def fold_fresh(data: Path) -> tuple[float, float, int]:
     return timed([sys.executable, "-c", code, str(data)])
 
 
-def anchor(data: Path, out: Path) -> None:
-    from storage import db
+def generate_fresh(data: Path, calls: int) -> None:
+    code = "import sys; from testbed.synthetic import generate; generate(sys.argv[1], int(sys.argv[2]), seed=1)"
+    subprocess.run([sys.executable, "-c", code, str(data), str(calls)], check=True, cwd=ROOT, timeout=3600)
 
-    with db.connect(data, write=[str(out)]) as con:
-        con.execute(f"COPY (SELECT * FROM receipts) TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
+
+def count_events(data: Path) -> int:
+    out = subprocess.run([str(BIN / "receipts"), "sql", "--csv", "--data", str(data), "SELECT count(*) AS n FROM events"],
+                         capture_output=True, text=True, check=True, cwd=ROOT, timeout=600)
+    return int(out.stdout.split()[1])
+
+
+def anchor(data: Path, out: Path) -> None:
+    """The anchor: the final rows of `receipts` in one Parquet file."""
+    code = ("import sys; from storage import db; con = db.connect(sys.argv[1], write=[sys.argv[2]]); "
+            "con.execute(f\"COPY (SELECT * FROM receipts) TO '{sys.argv[2]}' (FORMAT parquet, COMPRESSION zstd)\")")
+    subprocess.run([sys.executable, "-c", code, str(data), str(out)], check=True, cwd=ROOT, timeout=3600)
 
 
 def some_tx(data: Path) -> str:
-    from storage import db
-
-    with db.connect(data) as con:
-        return con.execute("SELECT tx_hash FROM settlements WHERE tx_hash IS NOT NULL "
-                           "ORDER BY receipt_id LIMIT 1 OFFSET 1000").fetchone()[0]
+    out = subprocess.run([str(BIN / "receipts"), "sql", "--csv", "--data", str(data),
+                          "SELECT tx_hash FROM settlements WHERE tx_hash IS NOT NULL ORDER BY receipt_id LIMIT 1 OFFSET 1000"],
+                         capture_output=True, text=True, check=True, cwd=ROOT, timeout=600)
+    return out.stdout.split()[1]
 
 
 def one_size(calls: int, runs: int, work: Path) -> list[tuple]:
-    from testbed.synthetic import generate
-
     data = work / f"d{calls}"
     say(f"{calls:,} calls: writing the synthetic journal")
-    generate(data, calls, seed=1)
+    generate_fresh(data, calls)
     before = du(data / "journal")
-    from storage import db
-
-    with db.connect(data, views=False) as con:
-        events = con.execute("SELECT count(*) FROM folded.events").fetchone()[0]
-    say(f"{calls:,} calls: folding {events:,} events (fresh process, one thread)")
+    say(f"{calls:,} calls: folding (fresh process, one thread)")
     fwall, fcpu, frss = fold_fresh(data)
+    events = count_events(data)
     after = du(data / "tables")
     rows = [("fold", f"{fwall:.2f} s", f"{events / fwall:,.0f} events/s ({events / fcpu:,.0f} per CPU-s)",
              f"{frss} MiB", "≥ 20,000 events/s")]
@@ -162,10 +178,7 @@ def fold_lag(work: Path, rate: float, seconds: float) -> tuple[float, float, flo
         time.sleep(0.25)
     proc.wait(30)
     lags.sort()
-    from storage import db
-
-    with db.connect(data, views=False) as con:
-        n = con.execute("SELECT count(*) FROM folded.events").fetchone()[0]
+    n = count_events(data)
     shutil.rmtree(data)
     return lags[int(0.95 * (len(lags) - 1))], lags[-1], n / seconds
 

@@ -164,7 +164,8 @@ def _bind_receipts(con, data_dir, m: "fold.Manifest", tail_events: int) -> None:
              + (f" AND receipt_id NOT IN (SELECT receipt_id FROM {newest})" if newest else "")]
     if newest:
         parts.append(f"SELECT *{back} FROM {newest} WHERE receipt_id NOT IN (SELECT logical_id FROM folded.scope_ids)")
-    parts.append("FROM main.receipts_live")
+    if tail_events:  # (with no tail, nothing is computed live: the kept rows are all there is)
+        parts.append("FROM main.receipts_live")
     con.execute("CREATE OR REPLACE VIEW receipts AS " + " UNION ALL ".join(parts))
 
 
