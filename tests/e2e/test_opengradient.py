@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 
+from support.oracle import assert_same_as_before
 from support.proc import BIN, ProxyProcess, receipts_cli, wait_for
 from testbed.og_chain import TEE_OPERATOR, set_tee_enabled
 from testbed.og_stack import COST_PER_REQUEST, start_og_stack
@@ -115,6 +116,7 @@ def test_calls_of_one_session_share_one_settlement_and_all_pass(og, tmp_path):
     assert checks["session_settlement"]["result"] == "pass" and checks["tee_signature"]["result"] == "pass"
     assert {(c["upstream_pin"], c["upstream_tee_id"]) for c in calls} == {("match", og.tee_id)}
     assert show.returncode == 0 and session["settlement_tx"].lower() in show.stdout.lower()
+    assert_same_as_before(rec.proxy.data)  # sessions, TEE proofs, checks: the views over the tables = before
 
 
 def test_an_answer_altered_after_signing_fails_alone(og, tmp_path):

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from support import x402_wire as W
+from support.oracle import assert_same_as_before
 from support.proc import BIN, ROOT, ProxyProcess, wait_for
 from support.verifier_views import x402_pass_and_views
 from testbed.chain import FACILITATOR
@@ -369,6 +370,11 @@ def test_zzzz_the_verifiers_read_gives_what_the_views_give(proxy):
     assert got["parts"] >= 5
     assert got["rows"] == got["views_rows"]
     assert got["history"] == got["views_history"]
+
+
+def test_zzzzz_the_views_over_the_tables_equal_the_views_before_the_fold(proxy):
+    # the same receipts (retries, 402s, server errors, double settlements, reorgs, refunds, checks)
+    assert_same_as_before(proxy.data)
 
 
 def test_kill_9_during_a_verify_pass_decides_each_receipt_once(tmp_path, fault_report):

@@ -16,7 +16,7 @@ from storage import db, fold
 from storage.journal import Journal
 from storage.records import Event, uuid7
 from testbed.synthetic import generate
-from tests.support.oracle import assert_same_as_before, differences
+from support.oracle import assert_same_as_before, differences
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
