@@ -123,6 +123,8 @@ def bind(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike, *, views: 
     (a folded segment may be emptied). The fold binds its own step as the tail of the manifest it is about
     to replace (`manifest`, `tail`). Returns the number of events folded here (the tail's)."""
     con.execute("CREATE SCHEMA IF NOT EXISTS folded")
+    if manifest is None and fold.stale(data_dir):  # folded by another version of fold.sql: fold them again
+        fold.fold(data_dir, wait=True)
     for _ in range(tries):
         m = manifest or fold.Manifest.load(data_dir)
         t = tail if tail is not None else fold.tail(data_dir, m)

@@ -74,12 +74,21 @@ TABLES = tuple(statements())
 RECEIPTS = "receipts"  # the kept rows of the `receipts` view (one per logical call, the newest of each wins)
 
 
-def receipts_version() -> str:
-    """What the kept receipts were computed with: rows kept by another version are computed again."""
+def _version(*files: str) -> str:
     import hashlib
 
-    text = "".join(resources.files("storage").joinpath(f).read_text() for f in ("fold.sql", "views.sql"))
+    text = "".join(resources.files("storage").joinpath(f).read_text() for f in files)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def tables_version() -> str:
+    """What the typed tables were folded with: tables of another version are folded again from `events`."""
+    return _version("fold.sql")
+
+
+def receipts_version() -> str:
+    """What the kept receipts were computed with: rows kept by another version are computed again."""
+    return _version("fold.sql", "views.sql")
 
 
 # ---- the manifest ------------------------------------------------------------------------------
@@ -91,6 +100,7 @@ class Manifest:
     migrated: list[str] = field(default_factory=list)                # old event Parquet files folded
     retired: list[list] = field(default_factory=list)                # [table/file, replaced at]
     receipts_version: str | None = None                                # receipts_version() of the kept receipts
+    tables_version: str | None = None                                  # tables_version() of the typed tables
 
     @classmethod
     def load(cls, data_dir) -> "Manifest":
@@ -99,14 +109,15 @@ class Manifest:
         except FileNotFoundError:
             return cls()
         return cls(raw["generation"], raw["files"], raw["folded"], raw.get("migrated", []), raw.get("retired", []),
-                   raw.get("receipts_version"))
+                   raw.get("receipts_version"), raw.get("tables_version"))
 
     def save(self, data_dir) -> None:
         self.generation += 1
         path = tables_dir(data_dir) / MANIFEST
         tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
         body = {"generation": self.generation, "files": self.files, "folded": self.folded,
-                "migrated": self.migrated, "retired": self.retired, "receipts_version": self.receipts_version}
+                "migrated": self.migrated, "retired": self.retired, "receipts_version": self.receipts_version,
+                "tables_version": self.tables_version}
         _write_synced(tmp, orjson.dumps(body))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
@@ -240,6 +251,8 @@ def _fold_locked(data_dir, grace: float, progress) -> int:
         for sidecar in sidecars:
             sidecar.unlink(missing_ok=True)
     total = 0
+    if manifest.files and manifest.tables_version != tables_version():
+        _refold(data_dir, manifest, progress)
     steps = list(_steps(tail(data_dir, manifest)))
     if not steps and manifest.receipts_version != receipts_version() and manifest.files:
         steps = [Tail([], [], journal_of(data_dir))]  # no new event, but the kept receipts are of another version
@@ -304,10 +317,35 @@ def _fold_step(con, data_dir, manifest: Manifest, step: Tail) -> int:
         manifest.folded[path.name] = [first, now]
     journal = journal_of(data_dir)
     manifest.migrated += [_rel(journal, p) for p in step.legacy]
+    manifest.tables_version = tables_version()
     manifest.save(data_dir)
     for p in step.legacy:  # folded for good: the old file goes (the manifest keeps its name)
         p.unlink(missing_ok=True)
     return count
+
+
+def _refold(data_dir, manifest: Manifest, progress) -> None:
+    """Fold every typed table again from `events` (each event whole): fold.sql changed since they were
+    folded (a field added, a type changed). The kept receipts are computed again by the next step."""
+    import duckdb
+
+    if progress:
+        progress("folding the tables again: the fold's fields changed since this data directory was folded")
+    events = ", ".join(_lit(p) for p in manifest.paths(data_dir, "events"))
+    source = (f"(SELECT id, type, epoch_us(ts) / 1e6 AS ts, receipt_id, writer, seq, data "
+              f"FROM read_parquet([{events}]))")
+    gen = manifest.generation + 1
+    with duckdb.connect() as con:
+        con.execute(f"SET threads = {int(THREADS or 0) or os.cpu_count()}")
+        for table, sql in statements().items():
+            if table == "events":
+                continue
+            name = f"{gen:08d}-{uuid7()}.parquet"
+            fresh = [name] if _copy(con, sql.replace("{events}", source), tables_dir(data_dir) / table / name) else []
+            manifest.retired += [[f"{table}/{n}", time.time()] for n in manifest.files.get(table, [])]
+            manifest.files[table] = fresh
+    manifest.tables_version = tables_version()
+    manifest.save(data_dir)
 
 
 def _exact(relation: str, con) -> str:
@@ -481,12 +519,18 @@ class Folder:
             self._errors.error("fold failed (it is tried again): %s", exc)
 
 
+def stale(data_dir) -> bool:
+    """Whether the typed tables were folded by another version of fold.sql."""
+    m = Manifest.load(data_dir)
+    return bool(m.files) and m.tables_version != tables_version()
+
+
 def catch_up(data_dir, say: Callable[[str], None]) -> None:
     """Fold a backlog in the foreground, with progress: a journal from before the fold (its first start
     with this version), or more unfolded events than one fold step. A fold under way elsewhere, or a data
     directory this user cannot write, leaves it to the readers' tail."""
     t = tail(data_dir, Manifest.load(data_dir))
-    if not t.legacy and sum(p.stat().st_size for p, _ in t.segments) < BATCH_BYTES:
+    if not (t.legacy or stale(data_dir)) and sum(p.stat().st_size for p, _ in t.segments) < BATCH_BYTES:
         return
     say("folding the journal into tables" + (" (first start since the journal format changed)" if t.legacy else ""))
     try:

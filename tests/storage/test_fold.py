@@ -236,3 +236,17 @@ def test_the_first_command_on_an_old_data_directory_migrates_it_with_progress(tm
     again = subprocess.run([receipts, "sql", "--csv", "SELECT count(*) AS n FROM events", "--data", str(tmp_path)],
                            capture_output=True, text=True, timeout=120)
     assert again.stdout.split() == ["n", str(want[0])] and "folding" not in again.stderr
+
+
+def test_tables_of_another_version_of_the_fold_are_folded_again_from_the_events(tmp_path):
+    generate(tmp_path, 500, seed=8)
+    fold.fold(tmp_path)
+    m = fold.Manifest.load(tmp_path)
+    before = m.files["payments"]
+    m.tables_version = "an older fold.sql"
+    m.save(tmp_path)
+    assert fold.stale(tmp_path)
+    assert_same_as_before(tmp_path)  # the reader folds them again first
+    m = fold.Manifest.load(tmp_path)
+    assert not fold.stale(tmp_path) and m.files["payments"] != before and m.files["events"]
+    assert m.receipts_version == fold.receipts_version()
