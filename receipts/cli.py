@@ -73,14 +73,9 @@ def cmd_sql(args) -> int:
 def cmd_show(args) -> int:
     from storage import queries
 
-    con = _connect(args)
-    found = queries.find_receipt(con, args.id)
-    if not found:
+    out = queries.found(_connect(args), args.id)
+    if not out:
         raise UserError(f"no receipt matches {render.safe(args.id)!s}")
-    out = []
-    for r in found:
-        details = queries.receipt_details(con, r["receipt_id"])
-        out.append((r, details))
     if args.json:
         items = [render.receipt_document(r, d) for r, d in out]
         print(render.to_json(items[0] if len(items) == 1 else items))
