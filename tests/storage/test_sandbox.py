@@ -12,8 +12,7 @@ import uuid
 import duckdb
 import pytest
 
-from storage import db
-from storage.cache import ReadCache
+from storage import db, queries
 from storage.journal import Journal
 from storage.records import Event, uuid7
 from support.proc import BIN
@@ -237,17 +236,25 @@ def test_an_export_connection_writes_its_own_file_and_nothing_else(world):
     assert out.read_text().split() == ["count_star()", "3"]
 
 
-def test_the_read_cache_of_receipts_serve_is_sandboxed(world, tmp_path):
-    cache = ReadCache(world["data"], tmp_path / "cache.duckdb").open()
+def test_the_snapshots_of_receipts_serve_are_sandboxed(world):
+    """A snapshot of `receipts serve` (its `receipts` a table of the view's rows) is a connection of
+    storage/db.py, confined like the others; one receipt's scratch database lives in its memory."""
+    from receipts.web.snapshot import Snapshots
+
+    before = fingerprint(world["root"])
+    snaps = Snapshots(world["data"])
     try:
-        cache.build()
-        with cache.reading() as con:
-            assert con.execute("SELECT count(*) FROM receipts").fetchone() == (3,)
-            for form in SANDBOX_FORMS[:8] + ["SET lock_configuration = false", "INSTALL httpfs"]:
+        snaps.refresh()
+        with snaps.reading() as r:
+            assert r.con.execute("SELECT count(*) FROM receipts").fetchone() == (3,)
+            one = r.con.execute("SELECT min(receipt_id) FROM receipts").fetchone()[0]
+            assert queries.receipt(r.con, one)[0]["receipt_id"] == one
+            for form in SANDBOX_FORMS + JOURNAL_WRITES:
                 with pytest.raises(duckdb.Error):
-                    con.execute(world["fill"](form)).fetchall()
+                    r.con.execute(world["fill"](form)).fetchall()
     finally:
-        cache.close()
+        snaps.close()
+    assert fingerprint(world["root"]) == before
 
 
 def test_the_statement_check_names_what_it_refuses():
