@@ -1,11 +1,11 @@
 """The canned queries of `receipts show/list/tail` and of `receipts serve` (the views are in views.sql).
 
-Both run on a connection of storage/db.py `connect()`: the CLI on a fresh one, whose `receipts` is the
-view; `receipts serve` on a snapshot in which the `receipts` view was replaced by a table of its rows
+Both run on a connection of storage/db.py `connect()`: the CLI on a fresh one, whose `receipts`, `calls`, …
+are the views; `receipts serve` on a snapshot in which those views were replaced by tables of their rows
 (receipts/web/snapshot.py), so the same SQL runs on both.
 
-One receipt (`receipts show ID`, a receipt page, its JSON) is never read from the `receipts` view, which
-computes every receipt (seconds to minutes over a large journal). Instead:
+`receipts show ID` never reads the `receipts` view, which computes every receipt (seconds to minutes
+over a large journal). Instead:
 
 1. `candidates()`: the logical calls an id may name are found in the narrow folded tables, one id column at
    a time (a scan that filters one column lets DuckDB skip the row groups whose statistics or dictionary
@@ -15,6 +15,8 @@ computes every receipt (seconds to minutes over a large journal). Instead:
    an OpenGradient session they are in: a member's row counts the session's calls);
 3. the receipts kept are those whose `ids` hold the id, exactly as `SELECT * FROM receipts WHERE
    list_contains(ids, lower(trim(id)))` (`FIND`) would select them.
+A receipt and its details are then read by `one_receipt()`, in the scratch database for `receipts show`,
+and straight from the snapshot's tables for a receipt page of `receipts serve`.
 """
 from __future__ import annotations
 
@@ -111,10 +113,9 @@ def computed(con: duckdb.DuckDBPyConnection, logical_ids: list[str]) -> list[tup
             cur.execute(f"USE {scratch}")
             from .db import views_sql
             cur.execute(views_sql())
-            found = dicts(cur, "SELECT * FROM receipts WHERE list_contains($l, receipt_id) "
-                               "ORDER BY first_seen, receipt_id", {"l": logical_ids})
-            return [(r, {name: dicts(cur, sql, {"id": r["receipt_id"]}) for name, sql in DETAILS.items()})
-                    for r in found]
+            found = [r[0] for r in cur.execute("SELECT receipt_id FROM receipts WHERE list_contains($l, receipt_id) "
+                                               "ORDER BY first_seen, receipt_id", {"l": logical_ids}).fetchall()]
+            return [one_receipt(cur, receipt_id) for receipt_id in found]
         finally:
             cur.execute(f"USE {home}")
             cur.execute(f"DETACH {scratch}")
@@ -168,8 +169,18 @@ def found(con: duckdb.DuckDBPyConnection, ident: str) -> list[tuple[dict, dict]]
     return [(r, d) for r, d in computed(con, candidates(con, key)) if key in (r["ids"] or [])]
 
 
+def one_receipt(con: duckdb.DuckDBPyConnection, receipt_id: str) -> tuple[dict, dict] | None:
+    """The receipt whose own id (its logical call's) this is, and its details (DETAILS), as `receipts` and
+    the views of the details are in `con`; None if there is none."""
+    rows = dicts(con, "SELECT * FROM receipts WHERE receipt_id = $id", {"id": receipt_id})
+    if not rows:
+        return None
+    return rows[0], {name: dicts(con, sql, {"id": receipt_id}) for name, sql in DETAILS.items()}
+
+
 def receipt(con: duckdb.DuckDBPyConnection, receipt_id: str) -> tuple[dict, dict] | None:
-    """The receipt whose own id (its logical call's) this is, with its details; None if there is none."""
+    """The receipt whose own id (its logical call's) this is, with its details, computed over only its
+    rows (`computed()`); None if there is none."""
     got = computed(con, [receipt_id])
     return got[0] if got else None
 
@@ -256,15 +267,19 @@ def serve_where(f: dict) -> tuple[str, dict]:
     return (" AND ".join(where) or "true"), params
 
 
+# In a snapshot of `receipts serve`, every id of every receipt by its hash (`h`), with the row of the
+# receipt in the `receipts` table (`r`, its rowid), ordered by hash so that a lookup reads one row group.
+RECEIPT_IDS = ("CREATE TABLE receipt_ids AS SELECT hash(id) AS h, r FROM "
+               "(SELECT unnest(ids) AS id, rowid AS r FROM receipts) ORDER BY h")
+
+
 def search(con: duckdb.DuckDBPyConnection, ident: str) -> list[str]:
-    """The ids of the receipts `ident` finds (as `FIND`): the candidates of the folded tables, kept if their
-    row of `receipts` holds the id."""
+    """In a snapshot of `receipts serve`: the ids of the receipts `ident` finds (as `FIND`), through
+    `receipt_ids` (a hash can collide: the receipt's ids are compared too)."""
     key = normalized(ident)
-    logical = candidates(con, key)
-    if not logical:
-        return []
-    return [r[0] for r in con.execute("SELECT receipt_id FROM receipts WHERE list_contains($l, receipt_id) "
-                                      "AND list_contains(ids, $k) ORDER BY receipt_id", {"l": logical, "k": key}).fetchall()]
+    return [r[0] for r in con.execute(
+        "SELECT receipt_id FROM receipts WHERE rowid IN (SELECT r FROM receipt_ids WHERE h = hash($k)) "
+        "AND list_contains(ids, $k) ORDER BY receipt_id", {"k": key}).fetchall()]
 
 
 def serve_list(con, f: dict, limit: int = 50, before: tuple | None = None) -> list[dict]:

@@ -286,13 +286,10 @@ class App:
 
     # ---- one receipt -------------------------------------------------------------------------------
     def _receipt(self, r: Reading, ident: str):
-        """(receipt row, details) computed as `receipts show` computes them, if `ident` is a receipt's own
-        id; else (None, the ids of the receipts this id finds)."""
-        if r.con.execute("SELECT 1 FROM receipts WHERE receipt_id = $id", {"id": ident}).fetchone():
-            got = queries.receipt(r.con, ident)
-            if got:
-                return got, None
-        return None, queries.search(r.con, ident)  # another id of it (as `receipts show` finds it)
+        """(receipt row, details), if `ident` is a receipt's own id; else (None, the ids of the receipts
+        this id finds, as `receipts show` finds them)."""
+        got = queries.one_receipt(r.con, ident)
+        return (got, None) if got else (None, queries.search(r.con, ident))
 
     def receipt_page(self, r: Reading, ident: str) -> Response:
         got, found = self._receipt(r, ident)

@@ -1,10 +1,11 @@
 """What `receipts serve` reads: a snapshot of the folded tables, the same ones every reader reads.
 
 A snapshot is one `storage.db.connect()` of the data directory (the fold's Parquet files named by its
-manifest, plus the unfolded tail folded at connect time) in which the `receipts` view was replaced by a
-table of its rows, so that a list page, a count or a chart is one query over rows already computed. The
-SQL of storage/queries.py runs on it as on the CLI's connection; one receipt is computed from the folded
-tables the way `receipts show` computes it (`queries.computed()`).
+manifest, plus the unfolded tail folded at connect time) in which the views the pages read (`receipts` and
+the views of a receipt's details: MATERIALIZED) were replaced by tables of their rows, each computed once
+and read by the next, so that a list page, a count or a chart is one query over rows already computed and
+a receipt page a few lookups. The SQL of storage/queries.py runs on it as on the CLI's connection. An id
+is looked up in `receipt_ids` (every id of every receipt, by hash).
 
 `Snapshots` keeps the current one. Every `interval` seconds (1 s by default) it reads what the data
 directory holds (`data_key()`: the manifest's generation, the sealed segments not folded yet and the old
@@ -28,9 +29,12 @@ from typing import NamedTuple
 
 import duckdb
 
-from storage import db, fold
+from storage import db, fold, queries
 
 log = logging.getLogger("receipts.serve")
+# the views replaced by tables of their rows, in this order (each reads the ones before; `events` and the
+# folded tables stay as they are)
+MATERIALIZED = ("calls", "challenges", "payments", "settlements", "checks", "sessions", "receipts")
 
 
 def data_key(data_dir: str | os.PathLike) -> tuple:
@@ -100,15 +104,18 @@ class Snapshot:
 
 
 def take(data_dir: str | os.PathLike, number: int, settings: dict | None = None) -> Snapshot:
-    """A new snapshot of `data_dir`: connect, then the `receipts` view replaced by a table of its rows."""
+    """A new snapshot of `data_dir`: connect, then the MATERIALIZED views replaced by tables of their rows,
+    and `receipt_ids`."""
     started, at = time.monotonic(), time.time()
     key = data_key(data_dir)
     settings = {"enable_progress_bar": False, **(settings or {})}  # (DuckDB's bar would print to the console)
     con = db.connect(data_dir, journal=False, settings=settings)  # (the tail is read in here)
     try:
-        con.execute("CREATE TABLE receipts_rows AS SELECT * FROM receipts")
-        con.execute("DROP VIEW receipts")
-        con.execute("ALTER TABLE receipts_rows RENAME TO receipts")
+        for view in MATERIALIZED:
+            con.execute(f"CREATE TABLE {view}_rows AS SELECT * FROM {view}")
+            con.execute(f"DROP VIEW {view}")
+            con.execute(f"ALTER TABLE {view}_rows RENAME TO {view}")
+        con.execute(queries.RECEIPT_IDS)
         count = con.execute("SELECT count(*) FROM receipts").fetchone()[0]
     except BaseException:
         con.close()

@@ -250,7 +250,7 @@ def test_a_snapshot_stays_open_for_the_request_that_uses_it(tmp_path):
         with snaps.reading() as new:
             assert new.version == old.version + 1
         assert old.con.execute("SELECT count(*) FROM receipts").fetchone()[0] == n, "the old one still answers"
-        assert queries.receipt(old.con, old.con.execute("SELECT min(receipt_id) FROM receipts").fetchone()[0])
+        assert queries.one_receipt(old.con, old.con.execute("SELECT min(receipt_id) FROM receipts").fetchone()[0])
     import duckdb
     with pytest.raises(duckdb.Error):
         old.con.execute("SELECT 1")  # closed once its request ended
