@@ -113,9 +113,9 @@ def computed(con: duckdb.DuckDBPyConnection, logical_ids: list[str]) -> list[tup
             cur.execute(f"USE {scratch}")
             from .db import views_sql
             cur.execute(views_sql())
-            found = [r[0] for r in cur.execute("SELECT receipt_id FROM receipts WHERE list_contains($l, receipt_id) "
-                                               "ORDER BY first_seen, receipt_id", {"l": logical_ids}).fetchall()]
-            return [one_receipt(cur, receipt_id) for receipt_id in found]
+            found = dicts(cur, "SELECT * FROM receipts WHERE list_contains($l, receipt_id) "
+                               "ORDER BY first_seen, receipt_id", {"l": logical_ids})
+            return [(row, details(cur, row["receipt_id"])) for row in found]
         finally:
             cur.execute(f"USE {home}")
             cur.execute(f"DETACH {scratch}")
@@ -169,13 +169,16 @@ def found(con: duckdb.DuckDBPyConnection, ident: str) -> list[tuple[dict, dict]]
     return [(r, d) for r, d in computed(con, candidates(con, key)) if key in (r["ids"] or [])]
 
 
+def details(con: duckdb.DuckDBPyConnection, receipt_id: str) -> dict[str, list[dict]]:
+    """A receipt's details (DETAILS: its attempts, the 402's terms, payments, settlements, checks)."""
+    return {name: dicts(con, sql, {"id": receipt_id}) for name, sql in DETAILS.items()}
+
+
 def one_receipt(con: duckdb.DuckDBPyConnection, receipt_id: str) -> tuple[dict, dict] | None:
-    """The receipt whose own id (its logical call's) this is, and its details (DETAILS), as `receipts` and
-    the views of the details are in `con`; None if there is none."""
+    """The receipt whose own id (its logical call's) this is, and its details, as `receipts` and the views
+    of the details are in `con`; None if there is none."""
     rows = dicts(con, "SELECT * FROM receipts WHERE receipt_id = $id", {"id": receipt_id})
-    if not rows:
-        return None
-    return rows[0], {name: dicts(con, sql, {"id": receipt_id}) for name, sql in DETAILS.items()}
+    return (rows[0], details(con, receipt_id)) if rows else None
 
 
 def receipt(con: duckdb.DuckDBPyConnection, receipt_id: str) -> tuple[dict, dict] | None:
@@ -185,17 +188,6 @@ def receipt(con: duckdb.DuckDBPyConnection, receipt_id: str) -> tuple[dict, dict
     return got[0] if got else None
 
 
-def find_receipt(con: duckdb.DuckDBPyConnection, ident: str) -> list[dict]:
-    """Receipts that any id finds: receipt/request/provider id, tx hash, session, nonce, payer."""
-    return [r for r, _ in found(con, ident)]
-
-
-def receipt_details(con: duckdb.DuckDBPyConnection, logical_id: str) -> dict:
-    """Everything recorded about one logical call: its attempts, payments, settlements, checks."""
-    got = receipt(con, logical_id)
-    return got[1] if got else {name: [] for name in DETAILS}
-
-
 # ---- lists ---------------------------------------------------------------------------------------------
 LIST_COLUMNS = ("receipt_id, first_seen, host, path, model, status, proof_status, resolution, "
                 "amount, decimals, asset, payer, pay_to, payment_hash")
@@ -203,7 +195,7 @@ LIST_COLUMNS = ("receipt_id, first_seen, host, path, model, status, proof_status
 
 def list_receipts(con: duckdb.DuckDBPyConnection, status: str | None = None,
                   since: datetime | None = None, limit: int = 50) -> list[dict]:
-    """`receipts list`: newest first, with the filters of the web page's list (`where()`)."""
+    """`receipts list`: newest first, with the filters of the web page's list (`serve_where()`)."""
     where, params = serve_where({"status": status, "since": since})
     sql = (f"SELECT {LIST_COLUMNS} FROM receipts WHERE {where} "
            "ORDER BY first_seen DESC, receipt_id DESC LIMIT $limit")
