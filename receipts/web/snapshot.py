@@ -35,6 +35,10 @@ log = logging.getLogger("receipts.serve")
 # the views replaced by tables of their rows, in this order (each reads the ones before; `events` and the
 # folded tables stay as they are)
 MATERIALIZED = ("calls", "challenges", "payments", "settlements", "checks", "sessions", "receipts")
+# DuckDB's memory per snapshot (beyond it, it spills to its private temporary directory): two snapshots
+# are alive while one is swapped in. At 1,000,000 calls a snapshot holds ~0.7 GB of rows; without a limit
+# computing the views peaked at ~6 GB (the server at 8.6 GB), with this one at 2 GB, in about the same time.
+MEMORY_LIMIT = "2GB"
 
 
 def data_key(data_dir: str | os.PathLike) -> tuple:
@@ -108,7 +112,8 @@ def take(data_dir: str | os.PathLike, number: int, settings: dict | None = None)
     and `receipt_ids`."""
     started, at = time.monotonic(), time.time()
     key = data_key(data_dir)
-    settings = {"enable_progress_bar": False, **(settings or {})}  # (DuckDB's bar would print to the console)
+    settings = {"enable_progress_bar": False,  # (DuckDB's bar would print to the console)
+                "memory_limit": MEMORY_LIMIT, **(settings or {})}
     con = db.connect(data_dir, journal=False, settings=settings)  # (the tail is read in here)
     try:
         for view in MATERIALIZED:
