@@ -60,9 +60,9 @@ def dicts(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) 
     return [dict(zip(cols, r)) for r in data]
 
 
-def normalized(ident: str) -> str:
-    """An id as the receipts' `ids` hold it."""
-    return str(ident).strip().lower()
+def normalized(con: duckdb.DuckDBPyConnection, ident: str) -> str:
+    """An id as the receipts' `ids` hold it (DuckDB's lower() and trim(), as in `FIND`)."""
+    return con.execute("SELECT lower(trim($id))", {"id": str(ident)}).fetchone()[0]
 
 
 # ---- one receipt, by any of its ids --------------------------------------------------------------------
@@ -81,7 +81,7 @@ def _one_of(column: str, name: str, values: list[str]) -> tuple[str, dict]:
 def candidates(con: duckdb.DuckDBPyConnection, ident: str) -> list[str]:
     """The logical ids of every call that `ident` may find (a superset of what `FIND` selects: an id of an
     older response, say, is looked at too; `found()` keeps what the receipts' ids hold)."""
-    key = normalized(ident)
+    key = normalized(con, ident)
     if not key:
         return []
     hits = [f"SELECT receipt_id FROM folded.{table} WHERE lower({column}) = $k" for table, column in ID_COLUMNS]
@@ -165,7 +165,7 @@ def _copy_rows(cur: duckdb.DuckDBPyConnection, into: str, logical_ids: list[str]
 def found(con: duckdb.DuckDBPyConnection, ident: str) -> list[tuple[dict, dict]]:
     """Every receipt that `ident` finds (receipt, request, provider or response id, tx hash, job id,
     session id, nonce, payer, …: what `FIND` selects), with its details; what `receipts show` prints."""
-    key = normalized(ident)
+    key = normalized(con, ident)
     return [(r, d) for r, d in computed(con, candidates(con, key)) if key in (r["ids"] or [])]
 
 
@@ -268,7 +268,7 @@ RECEIPT_IDS = ("CREATE TABLE receipt_ids AS SELECT hash(id) AS h, r FROM "
 def search(con: duckdb.DuckDBPyConnection, ident: str) -> list[str]:
     """In a snapshot of `receipts serve`: the ids of the receipts `ident` finds (as `FIND`), through
     `receipt_ids` (a hash can collide: the receipt's ids are compared too)."""
-    key = normalized(ident)
+    key = normalized(con, ident)
     return [r[0] for r in con.execute(
         "SELECT receipt_id FROM receipts WHERE rowid IN (SELECT r FROM receipt_ids WHERE h = hash($k)) "
         "AND list_contains(ids, $k) ORDER BY receipt_id", {"k": key}).fetchall()]
