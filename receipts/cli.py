@@ -74,14 +74,9 @@ def cmd_sql(args) -> int:
 def cmd_show(args) -> int:
     from storage import queries
 
-    con = _connect(args)
-    found = queries.find_receipt(con, args.id)
-    if not found:
+    out = queries.found(_connect(args), args.id)
+    if not out:
         raise UserError(f"no receipt matches {render.safe(args.id)!s}")
-    out = []
-    for r in found:
-        details = queries.receipt_details(con, r["receipt_id"])
-        out.append((r, details))
     if args.json:
         items = [render.receipt_document(r, d) for r, d in out]
         print(render.to_json(items[0] if len(items) == 1 else items))
@@ -367,8 +362,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--config", help="settings file (explorer links per network; default: mitm_config.yaml)")
-    p.add_argument("--cache", help="the read cache's file (default: ~/.cache/receipts/serve-<journal hash>.duckdb)")
-    p.add_argument("--refresh", type=float, default=1.0, help="seconds between reads of what the journal gained")
+    p.add_argument("--cache", help=argparse.SUPPRESS)  # (ignored, with a note: nothing is cached on disk any more)
+    p.add_argument("--refresh", type=float, default=1.0,
+                   help="seconds between checks for new data (default 1; a new snapshot is read when there is)")
     p.add_argument("--allow-host", action="append", metavar="NAME[:PORT]",
                    help="another name the page may be opened at (a Host header to answer; repeatable)")
     p.add_argument("--token", help="the token other machines must give (default: $RECEIPTS_SERVE_TOKEN, else one is "

@@ -1,11 +1,53 @@
-"""The canned queries behind the CLI (the views themselves are in views.sql)."""
+"""The canned queries of `receipts show/list/tail` and of `receipts serve` (the views are in views.sql).
+
+Both run on a connection of storage/db.py `connect()`: the CLI on a fresh one, whose `receipts`, `calls`, …
+are the views; `receipts serve` on a snapshot in which those views were replaced by tables of their rows
+(receipts/web/snapshot.py), so the same SQL runs on both.
+
+`receipts show ID` never reads the `receipts` view, which computes every receipt (seconds to minutes
+over a large journal). Instead:
+
+1. `candidates()`: the logical calls an id may name are found in the narrow folded tables, one id column at
+   a time (a scan that filters one column lets DuckDB skip the row groups whose statistics or dictionary
+   rule the value out; an OR of columns reads them all);
+2. `computed()`: the views of storage/views.sql run, unchanged, in a scratch in-memory database attached to
+   the connection, over copies of only the folded rows those calls need (their attempts, and every call of
+   an OpenGradient session they are in: a member's row counts the session's calls);
+3. the receipts kept are those whose `ids` hold the id, exactly as `SELECT * FROM receipts WHERE
+   list_contains(ids, lower(trim(id)))` (`FIND`) would select them.
+A receipt and its details are then read by `one_receipt()`, in the scratch database for `receipts show`,
+and straight from the snapshot's tables for a receipt page of `receipts serve`.
+"""
 from __future__ import annotations
 
+import secrets
 from datetime import datetime, timedelta, timezone
 
 import duckdb
 
 FIND = "SELECT * FROM receipts WHERE list_contains(ids, lower(trim($id)))"
+
+# Where every id that finds a receipt is recorded: the columns the `ids` of the receipts view are made of
+# (storage/views.sql: the calls' ids, the settlements' tx hash and job id, the payments' payer and nonce).
+# tests/storage/test_queries.py checks that these find every id of every receipt.
+ID_COLUMNS = (("requests", "client_request_id"), ("requests", "idempotency_key"),
+              ("requests", "payment_identifier"), ("requests", "upto_session"),
+              ("responses", "provider_request_id"), ("responses", "response_id"),
+              ("responses", "og_upto_session"), ("responses", "og_settlement_tx_hash"),
+              ("stream_ends", "response_id"), ("stream_ends", "og_settlement_tx_hash"),
+              ("settlements", "tx_hash"), ("settlements", "job_id"),
+              ("payments", "payer"), ("payments", "nonce"))
+# Receipt and logical ids are uuid7 text, lowercase (storage/records.py): compared as they are, so that
+# the Parquet files' min/max statistics skip row groups.
+UUID_COLUMNS = (("requests", "receipt_id"), ("requests", "logical_id"))
+DETAILS = {  # what a receipt shows besides its row (`receipts show`, the receipt page)
+    "calls": "SELECT * FROM calls WHERE logical_id = $id ORDER BY started_at",
+    "challenges": "SELECT * FROM challenges WHERE logical_id = $id ORDER BY seen_at",
+    "payments": "SELECT * FROM payments WHERE logical_id = $id ORDER BY sent_at",
+    "settlements": "SELECT * FROM settlements WHERE logical_id = $id ORDER BY seen_at",
+    "checks": "SELECT * FROM checks WHERE receipt_id = $id ORDER BY observed_at",
+}
+_LIST_AT_MOST = 64  # values compared with list_contains inside their min..max range; more: a join
 
 
 def rows(con: duckdb.DuckDBPyConnection, sql: str | duckdb.Statement, params: dict | None = None) -> tuple[list[str], list[tuple]]:
@@ -18,38 +60,146 @@ def dicts(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) 
     return [dict(zip(cols, r)) for r in data]
 
 
-def find_receipt(con: duckdb.DuckDBPyConnection, ident: str) -> list[dict]:
-    """Receipts that any id finds: receipt/request/provider id, tx hash, session, nonce, payer."""
-    return dicts(con, FIND, {"id": ident})
+def normalized(con: duckdb.DuckDBPyConnection, ident: str) -> str:
+    """An id as the receipts' `ids` hold it (DuckDB's lower() and trim(), as in `FIND`)."""
+    return con.execute("SELECT lower(trim($id))", {"id": str(ident)}).fetchone()[0]
 
 
-def receipt_details(con: duckdb.DuckDBPyConnection, logical_id: str) -> dict:
-    """Everything recorded about one logical call: its attempts, payments, settlements, checks."""
-    by = {"id": logical_id}
-    return {
-        "calls": dicts(con, "SELECT * FROM calls WHERE logical_id = $id ORDER BY started_at", by),
-        "challenges": dicts(con, "SELECT * FROM challenges WHERE logical_id = $id ORDER BY seen_at", by),
-        "payments": dicts(con, "SELECT * FROM payments WHERE logical_id = $id ORDER BY sent_at", by),
-        "settlements": dicts(con, "SELECT * FROM settlements WHERE logical_id = $id ORDER BY seen_at", by),
-        "checks": dicts(con, "SELECT * FROM checks WHERE receipt_id = $id ORDER BY observed_at", by),
-    }
+# ---- one receipt, by any of its ids --------------------------------------------------------------------
+def _one_of(column: str, name: str, values: list[str]) -> tuple[str, dict]:
+    """`column` is one of `values`, as a filter DuckDB pushes into the Parquet scan: one value compared as
+    is; a few inside their min..max range (which skips row groups) and then exactly; many by a join."""
+    values = sorted(set(values))
+    if len(values) == 1:
+        return f"{column} = ${name}", {name: values[0]}
+    if len(values) <= _LIST_AT_MOST:
+        return (f"{column} BETWEEN ${name}_lo AND ${name}_hi AND list_contains(${name}, {column})",
+                {name: values, f"{name}_lo": values[0], f"{name}_hi": values[-1]})
+    return f"{column} IN (SELECT unnest(${name}))", {name: values}
 
 
+def candidates(con: duckdb.DuckDBPyConnection, ident: str) -> list[str]:
+    """The logical ids of every call that `ident` may find (a superset of what `FIND` selects: an id of an
+    older response, say, is looked at too; `found()` keeps what the receipts' ids hold)."""
+    key = normalized(con, ident)
+    if not key:
+        return []
+    hits = [f"SELECT receipt_id FROM folded.{table} WHERE lower({column}) = $k" for table, column in ID_COLUMNS]
+    hits += [f"SELECT receipt_id FROM folded.{table} WHERE {column} = $k" for table, column in UUID_COLUMNS]
+    attempts = [r[0] for r in con.execute(" UNION ".join(hits), {"k": key}).fetchall()]
+    if not attempts:
+        return []
+    where, params = _one_of("receipt_id", "a", attempts)
+    return sorted({r[0] for r in con.execute(f"SELECT logical_id FROM folded.requests WHERE {where}", params).fetchall()})
+
+
+def computed(con: duckdb.DuckDBPyConnection, logical_ids: list[str]) -> list[tuple[dict, dict]]:
+    """(receipt row, details) of each of these logical calls that exists, oldest first: the views of
+    storage/views.sql, unchanged, in a scratch database attached to `con` for the time of the call, over
+    copies of only the folded rows they read: the calls' attempts and, for a call in an OpenGradient
+    session, every attempt of the session (a member's row counts its calls). Its `events` table stays
+    empty: no view of a receipt reads it."""
+    logical_ids = sorted({x for x in logical_ids if x})
+    if not logical_ids:
+        return []
+    cur = con.cursor()  # (its own default catalog; `con` may serve other threads meanwhile)
+    try:
+        home = cur.execute("SELECT current_database()").fetchone()[0]
+        scratch = f"receipt_{secrets.token_hex(8)}"
+        cur.execute(f"ATTACH ':memory:' AS {scratch}")
+        try:
+            if not _copy_rows(cur, f"{scratch}.folded", logical_ids):
+                return []
+            cur.execute(f"USE {scratch}")
+            from .db import views_sql
+            cur.execute(views_sql())
+            found = dicts(cur, "SELECT * FROM receipts WHERE list_contains($l, receipt_id) "
+                               "ORDER BY first_seen, receipt_id", {"l": logical_ids})
+            return [(row, details(cur, row["receipt_id"])) for row in found]
+        finally:
+            cur.execute(f"USE {home}")
+            cur.execute(f"DETACH {scratch}")
+    finally:
+        cur.close()
+
+
+def _copy_rows(cur: duckdb.DuckDBPyConnection, into: str, logical_ids: list[str]) -> bool:
+    """Copy into schema `into` (made here) the folded rows the views need to compute these logical calls;
+    False if none of them was recorded."""
+    cur.execute(f"CREATE SCHEMA {into}")
+    cur.execute(f"CREATE TABLE {into}.events AS SELECT * FROM folded.events LIMIT 0")
+    where, params = _one_of("logical_id", "l", logical_ids)
+    cur.execute(f"CREATE TABLE {into}.requests AS SELECT * FROM folded.requests WHERE {where}", params)
+    attempts = [r[0] for r in cur.execute(f"SELECT receipt_id FROM {into}.requests").fetchall()]
+    if not attempts:
+        return False
+    where, params = _one_of("receipt_id", "a", attempts)
+    cur.execute(f"CREATE TABLE {into}.responses AS SELECT * FROM folded.responses WHERE {where}", params)
+    sessions = [r[0] for r in cur.execute(
+        f"SELECT upto_session FROM {into}.requests WHERE upto_session IS NOT NULL "
+        f"UNION SELECT og_upto_session FROM {into}.responses WHERE og_upto_session IS NOT NULL").fetchall()]
+    if sessions:  # every attempt of those sessions (named by its request, or by its answer)
+        by_request, params = _one_of("upto_session", "s", sessions)
+        by_answer, _ = _one_of("og_upto_session", "s", sessions)
+        members = {r[0] for r in cur.execute(f"SELECT receipt_id FROM folded.requests WHERE {by_request} UNION "
+                                             f"SELECT receipt_id FROM folded.responses WHERE {by_answer}",
+                                             params).fetchall()} - set(attempts)
+        if members:
+            where, params = _one_of("receipt_id", "m", list(members))
+            for table in ("requests", "responses"):
+                cur.execute(f"INSERT INTO {into}.{table} SELECT * FROM folded.{table} WHERE {where}", params)
+            attempts += sorted(members)
+    # a request's `paid` says it carried a payment, which is what makes a `payments` row (storage/fold.sql)
+    paid = [r[0] for r in cur.execute(f"SELECT receipt_id FROM {into}.requests WHERE paid").fetchall()]
+    for table, keys in (("payments", paid), ("offers", attempts), ("settlements", attempts),
+                        ("stream_ends", attempts), ("errors", attempts),
+                        ("checks", attempts + logical_ids)):  # (the verifier's, keyed by the logical id)
+        if keys:
+            where, params = _one_of("receipt_id", "k", keys)
+            cur.execute(f"CREATE TABLE {into}.{table} AS SELECT * FROM folded.{table} WHERE {where}", params)
+        else:
+            cur.execute(f"CREATE TABLE {into}.{table} AS SELECT * FROM folded.{table} LIMIT 0")
+    return True
+
+
+def found(con: duckdb.DuckDBPyConnection, ident: str) -> list[tuple[dict, dict]]:
+    """Every receipt that `ident` finds (receipt, request, provider or response id, tx hash, job id,
+    session id, nonce, payer, …: what `FIND` selects), with its details; what `receipts show` prints."""
+    key = normalized(con, ident)
+    return [(r, d) for r, d in computed(con, candidates(con, key)) if key in (r["ids"] or [])]
+
+
+def details(con: duckdb.DuckDBPyConnection, receipt_id: str) -> dict[str, list[dict]]:
+    """A receipt's details (DETAILS: its attempts, the 402's terms, payments, settlements, checks)."""
+    return {name: dicts(con, sql, {"id": receipt_id}) for name, sql in DETAILS.items()}
+
+
+def one_receipt(con: duckdb.DuckDBPyConnection, receipt_id: str) -> tuple[dict, dict] | None:
+    """The receipt whose own id (its logical call's) this is, and its details, as `receipts` and the views
+    of the details are in `con`; None if there is none."""
+    rows = dicts(con, "SELECT * FROM receipts WHERE receipt_id = $id", {"id": receipt_id})
+    return (rows[0], details(con, receipt_id)) if rows else None
+
+
+def receipt(con: duckdb.DuckDBPyConnection, receipt_id: str) -> tuple[dict, dict] | None:
+    """The receipt whose own id (its logical call's) this is, with its details, computed over only its
+    rows (`computed()`); None if there is none."""
+    got = computed(con, [receipt_id])
+    return got[0] if got else None
+
+
+# ---- lists ---------------------------------------------------------------------------------------------
 LIST_COLUMNS = ("receipt_id, first_seen, host, path, model, status, proof_status, resolution, "
                 "amount, decimals, asset, payer, pay_to, payment_hash")
 
 
 def list_receipts(con: duckdb.DuckDBPyConnection, status: str | None = None,
                   since: datetime | None = None, limit: int = 50) -> list[dict]:
-    where, params = ["true"], {"limit": limit}
-    if status:
-        where.append("(proof_status = $status OR resolution = $status)")
-        params["status"] = status
-    if since:
-        where.append("first_seen >= $since")
-        params["since"] = since
-    sql = f"SELECT {LIST_COLUMNS} FROM receipts WHERE {' AND '.join(where)} ORDER BY first_seen DESC LIMIT $limit"
-    return dicts(con, sql, params)
+    """`receipts list`: newest first, with the filters of the web page's list (`serve_where()`)."""
+    where, params = serve_where({"status": status, "since": since})
+    sql = (f"SELECT {LIST_COLUMNS} FROM receipts WHERE {where} "
+           "ORDER BY first_seen DESC, receipt_id DESC LIMIT $limit")
+    return dicts(con, sql, {**params, "limit": limit})
 
 
 def new_calls(con: duckdb.DuckDBPyConnection, after: datetime | None) -> list[dict]:
@@ -72,8 +222,7 @@ def parse_since(text: str) -> datetime:
     return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
 
 
-# ---- receipts serve: over the read cache (storage/cache.py), whose tables carry the views' names plus
-# `ids` (h = hash(id), id, receipt_id: every id that finds a receipt, as in `receipts.ids`) ----------
+# ---- the web page's list, counts and charts (over `receipts`: in `receipts serve`, the table of its rows) --
 SERVE_COLUMNS = ("receipt_id, first_seen, last_seen, app_name, host, path, model, total_tokens, status, "
                  "proof_status, resolution, reason, amount, amount_cap, decimals, symbol, asset, network, payer, "
                  "pay_to, payment_hash, session_id, session_amount, session_opened_by, attempts")
@@ -83,8 +232,9 @@ SPEND = ("coalesce(amount, 0) + CASE WHEN receipt_id = session_opened_by THEN co
 
 
 def serve_where(f: dict) -> tuple[str, dict]:
-    """SQL condition and parameters for the page's filters: app (app_name), host, model, status (a proof
-    status or a resolution), since/until (datetimes), q (any id, as `receipts show` finds it)."""
+    """SQL condition and parameters for the list's filters: app (app_name), host, model, status (a proof
+    status or a resolution), since/until (datetimes), q (any id, as `receipts show` finds it; `q_ids`: the
+    receipts `search()` found for it)."""
     where, params = [], {}
     for key, column in (("app", "app_name"), ("host", "host"), ("model", "model")):
         if f.get(key):
@@ -100,22 +250,28 @@ def serve_where(f: dict) -> tuple[str, dict]:
         where.append("first_seen < $until")
         params["until"] = f["until"]
     if f.get("q"):
-        if "q_ids" in f:  # resolved by serve_search: a point lookup, not a scan
-            where.append("receipt_id = ANY($q_ids)")
+        if "q_ids" in f:  # found by search(): a few receipts, not a scan of every receipt's ids
+            where.append("list_contains($q_ids, receipt_id)")
             params["q_ids"] = f["q_ids"]
         else:
-            where.append("receipt_id IN (SELECT receipt_id FROM ids WHERE id = lower(trim($q)))")
+            where.append("list_contains(ids, lower(trim($q)))")
             params["q"] = f["q"]
     return (" AND ".join(where) or "true"), params
 
 
-def serve_search(con, q: str) -> list[str]:
-    """The receipts an id finds (as FIND does), through the index on the ids' hashes."""
-    key = q.strip().lower()
-    h = con.execute("SELECT hash($k)", {"k": key}).fetchone()[0]
-    # (only `h = $h` alone is an index lookup; the id is compared here, hashes can collide)
-    return sorted({rid for i, rid in con.execute("SELECT id, receipt_id FROM ids WHERE h = $h", {"h": h}).fetchall()
-                   if i == key})
+# In a snapshot of `receipts serve`, every id of every receipt by its hash (`h`), with the row of the
+# receipt in the `receipts` table (`r`, its rowid), ordered by hash so that a lookup reads one row group.
+RECEIPT_IDS = ("CREATE TABLE receipt_ids AS SELECT hash(id) AS h, r FROM "
+               "(SELECT unnest(ids) AS id, rowid AS r FROM receipts) ORDER BY h")
+
+
+def search(con: duckdb.DuckDBPyConnection, ident: str) -> list[str]:
+    """In a snapshot of `receipts serve`: the ids of the receipts `ident` finds (as `FIND`), through
+    `receipt_ids` (a hash can collide: the receipt's ids are compared too)."""
+    key = normalized(con, ident)
+    return [r[0] for r in con.execute(
+        "SELECT receipt_id FROM receipts WHERE rowid IN (SELECT r FROM receipt_ids WHERE h = hash($k)) "
+        "AND list_contains(ids, $k) ORDER BY receipt_id", {"k": key}).fetchall()]
 
 
 def serve_list(con, f: dict, limit: int = 50, before: tuple | None = None) -> list[dict]:

@@ -85,7 +85,7 @@ def page(title: str, body: str, status: dict, live: dict | None = None) -> str:
 
 def freshness(status: dict) -> str:
     if status.get("state") != "ready":
-        return f"cache {status.get('state')}…"
+        return "reading the receipts…" if status.get("state") == "starting" else f"{status.get('state')}…"
     n = status.get("receipts")
     at = status.get("refreshed_at")
     return f"{n:,} receipts · refreshed {at} UTC" if n is not None else "ready"

@@ -1,11 +1,13 @@
-"""`receipts serve`: a local, read-only web page over the views, served from the read cache
-(storage/cache.py), with the standard library's threading HTTP server.
+"""`receipts serve`: a local, read-only web page over the views, served from a snapshot of the folded
+tables (receipts/web/snapshot.py), with the standard library's threading HTTP server.
 
 `App.handle()` maps a request to a response (status, type, body, headers); `Handler` is the thin HTTP
 side. Pages are rendered by receipts/web/pages.py and charts.py (pure functions); the SQL is in
-storage/queries.py. Every response — whatever the method, and the standard library's own errors too —
-carries a strict Content-Security-Policy (scripts and styles only from this server's /static/, no inline
-script, no inline style, nothing from elsewhere) and the other HEADERS.
+storage/queries.py, shared with `receipts show/list/tail`. Each request reads one snapshot from start to
+end (`Snapshots.reading()`): the one current when it started. Every response — whatever the method, and
+the standard library's own errors too — carries a strict Content-Security-Policy (scripts and styles only
+from this server's /static/, no inline script, no inline style, nothing from elsewhere) and the other
+HEADERS.
 
 Who is answered (`App.handle()`, before anything else):
 - the Host header must be one the server expects (`allowed_hosts()`), so a web page elsewhere cannot read
@@ -38,10 +40,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import orjson
 
 from storage import queries
-from storage.cache import ReadCache
 
 from .. import render
 from . import charts, pages
+from .snapshot import Reading, Snapshots
 
 log = logging.getLogger("receipts.serve")
 
@@ -119,12 +121,12 @@ def _cookies(value: str | None, name: str) -> list[str]:
 
 
 class App:
-    """The routes. Holds the cache, the settings (explorer links) and a small memo of what only changes
-    when the cache does (filter values, counts, charts). `allowed_hosts` (None: any) and `token` (None: no
+    """The routes. Holds the snapshots, the settings (explorer links) and a small memo of what only changes
+    with the snapshot (filter values, counts, charts). `allowed_hosts` (None: any) and `token` (None: no
     token needed) say who is answered; `run()` sets them."""
 
-    def __init__(self, cache: ReadCache, settings=None, data_dir: str = ""):
-        self.cache, self.settings, self.data_dir = cache, settings, str(data_dir)
+    def __init__(self, snapshots: Snapshots, settings=None, data_dir: str = ""):
+        self.snapshots, self.settings, self.data_dir = snapshots, settings, str(data_dir)
         self.allowed_hosts: set[str] | None = None
         self.token: str | None = None
         self.cookie = "receipts_token"  # (run() adds the port: cookies are shared by every port of a host)
@@ -135,27 +137,27 @@ class App:
 
     # ---- plumbing ----------------------------------------------------------------------------------
     def status(self) -> dict:
-        c = self.cache
-        out = {"state": c.state, "data": self.data_dir, "cache": str(c.path), "version": c.version,
-               "error": c.error, "build_seconds": c.built_seconds, "receipts": None,
-               "refreshed_at": datetime.fromtimestamp(c.refreshed_at, timezone.utc).strftime("%H:%M:%S")
-               if c.refreshed_at else None}
-        if c.state == "ready":
-            out["receipts"] = self._memoized(("count", ()), lambda con: queries.serve_count(con, {}))
-        if c.last:
-            out["last_refresh"] = {"seconds": round(c.last.seconds, 4), "new_events": c.last.new_events,
-                                   "recomputed": c.last.recomputed, "new_files": c.last.new_files,
-                                   "changed_slots": c.last.changed_slots}
+        """What /api/status answers (and the pages' header shows): the snapshot served, and when the data
+        directory was last seen to hold nothing newer (`refreshed_at`, UTC)."""
+        s = self.snapshots
+        snap = s.current
+        out = {"state": s.state, "data": self.data_dir, "version": s.version, "error": s.error,
+               "build_seconds": s.first_seconds, "receipts": snap.receipts if snap else None,
+               "refreshed_at": datetime.fromtimestamp(s.checked_at, timezone.utc).strftime("%H:%M:%S")
+               if s.checked_at else None}
+        if snap:
+            out["snapshot"] = {"number": snap.number, "generation": snap.generation,
+                               "tail_segments": snap.tail_segments, "seconds": round(snap.seconds, 4),
+                               "taken_at": datetime.fromtimestamp(snap.taken_at, timezone.utc).isoformat()}
         return out
 
-    def _memoized(self, key: tuple, compute):
-        key = (self.cache.version,) + key
+    def _memoized(self, r: Reading, key: tuple, compute):
+        key = (r.version,) + key
         with self._memo_lock:
             if key in self._memo:
                 self._memo.move_to_end(key)
                 return self._memo[key]
-        with self.cache.reading() as con:
-            value = compute(con)
+        value = compute(r.con)
         with self._memo_lock:
             self._memo[key] = value
             while len(self._memo) > 256:
@@ -206,21 +208,25 @@ class App:
                 return Response(204, b"", "image/x-icon")
             if path == "/api/status":
                 return self._json(self.status())
-            if self.cache.state != "ready":
+            if self.snapshots.current is None:
                 return self._building(path)
-            if path == "/":
-                return self.list_page(query)
-            if path == "/api/receipts":
-                return self.list_api(query)
-            if path.startswith("/receipt/"):
-                return self.receipt_page(unquote(path[len("/receipt/"):]))
-            if path.startswith("/api/receipt/"):
-                return self.receipt_api(unquote(path[len("/api/receipt/"):]), "stamp" in url.query)
-            if path.startswith("/chart/") and path.endswith(".svg"):
-                return self.chart(path[len("/chart/"):-4], query)
-            return self._not_found()
+            with self.snapshots.reading() as r:
+                return self._read(r, url, path, query)
         except BadRequest as exc:
             return Response(400, pages.message_page("Cannot filter like that", str(exc), self.status()).encode())
+
+    def _read(self, r: Reading, url, path: str, query) -> Response:
+        if path == "/":
+            return self.list_page(r, query)
+        if path == "/api/receipts":
+            return self.list_api(r, query)
+        if path.startswith("/receipt/"):
+            return self.receipt_page(r, unquote(path[len("/receipt/"):]))
+        if path.startswith("/api/receipt/"):
+            return self.receipt_api(r, unquote(path[len("/api/receipt/"):]), "stamp" in url.query)
+        if path.startswith("/chart/") and path.endswith(".svg"):
+            return self.chart(r, path[len("/chart/"):-4], query)
+        return self._not_found()
 
     def _json(self, obj, status: int = 200) -> Response:
         return Response(status, orjson.dumps(obj, default=render._default, option=orjson.OPT_NON_STR_KEYS),
@@ -230,90 +236,88 @@ class App:
         return Response(404, pages.message_page("Not found", "Nothing here.", self.status()).encode())
 
     def _building(self, path: str) -> Response:
+        s = self.snapshots
         if path.startswith("/api/"):
-            return self._json({"state": self.cache.state, "error": self.cache.error}, 503)
-        text = (f"The read cache is being built from the journal; this page works once it is ready "
-                f"(reload). {self.cache.error or ''}")
-        return Response(503, pages.message_page("Building the cache", text, self.status()).encode(),
+            return self._json({"state": s.state, "error": s.error}, 503)
+        text = (f"The receipts are being read from the data directory; this page works once they are "
+                f"(reload). {s.error or ''}")
+        return Response(503, pages.message_page("Reading the receipts", text, self.status()).encode(),
                         headers={"Retry-After": "2"})
 
     # ---- the list ----------------------------------------------------------------------------------
-    def _rows(self, f: dict) -> tuple[list[dict], int, dict | None]:
+    def _rows(self, r: Reading, f: dict) -> tuple[list[dict], int, dict | None]:
         limit = f["limit"]
-        with self.cache.reading() as con:
-            rows = queries.serve_list(con, f, limit + 1, f.get("before"))
+        rows = queries.serve_list(r.con, f, limit + 1, f.get("before"))
         more = len(rows) > limit
         rows = rows[:limit]
-        total = self._memoized(("total", _key({k: v for k, v in f.items() if k not in ("before", "limit")})),
+        total = self._memoized(r, ("total", _key({k: v for k, v in f.items() if k not in ("before", "limit")})),
                                lambda con: queries.serve_count(con, f))
         after = None
         if more and rows:
             after = {"before": rows[-1]["first_seen"].isoformat(), "before_id": rows[-1]["receipt_id"]}
         return rows, total, after
 
-    def _filters(self, query) -> dict:
+    def _filters(self, r: Reading, query) -> dict:
         f = parse_filters(query)
         if f.get("q"):
-            with self.cache.reading() as con:
-                f["q_ids"] = queries.serve_search(con, f["q"])
+            f["q_ids"] = self._memoized(r, ("search", f["q"]), lambda con: queries.search(con, f["q"]))
         return f
 
-    def list_page(self, query) -> Response:
-        f = self._filters(query)
+    def list_page(self, r: Reading, query) -> Response:
+        f = self._filters(r, query)
         if f.get("q") and not any(f.get(k) for k in ("app", "host", "model", "status", "since", "until", "before")):
             if len(f["q_ids"]) == 1:  # an id that names one receipt: go there
                 return Response(302, b"", headers={"Location": pages.receipt_href(f["q_ids"][0])})
-        rows, total, after = self._rows(f)
-        facets = self._memoized(("facets",), queries.serve_facets)
-        html = pages.list_page(rows, total, f, facets, self.status(), after, self.cache.version, f["limit"])
+        rows, total, after = self._rows(r, f)
+        facets = self._memoized(r, ("facets",), queries.serve_facets)
+        html = pages.list_page(rows, total, f, facets, self.status(), after, r.version, f["limit"])
         return Response(200, html.encode())
 
-    def list_api(self, query) -> Response:
-        f = self._filters(query)
+    def list_api(self, r: Reading, query) -> Response:
+        f = self._filters(r, query)
         seen = (query.get("v") or [""])[0]
-        if seen == str(self.cache.version):
-            return self._json({"version": self.cache.version, "changed": False})
-        rows, total, _ = self._rows(f)
+        if seen == str(r.version):
+            return self._json({"version": r.version, "changed": False})
+        rows, total, _ = self._rows(r, f)
         status = self.status()
-        return self._json({"version": self.cache.version, "changed": True, "total": total,
+        return self._json({"version": r.version, "changed": True, "total": total,
                            "total_text": f"{total:,}", "freshness": pages.freshness(status),
-                           "rows": [{"id": r["receipt_id"], "cells": pages.list_row(r)} for r in rows]})
+                           "rows": [{"id": x["receipt_id"], "cells": pages.list_row(x)} for x in rows]})
 
     # ---- one receipt -------------------------------------------------------------------------------
-    def _receipt(self, ident: str):
-        with self.cache.reading() as con:
-            rows = queries.dicts(con, "SELECT * FROM receipts WHERE receipt_id = $id", {"id": ident})
-            if not rows:  # another id of it (as `receipts show` finds it)
-                return None, [{"receipt_id": r} for r in queries.serve_search(con, ident)]
-            return (rows[0], queries.receipt_details(con, ident)), None
+    def _receipt(self, r: Reading, ident: str):
+        """(receipt row, details), if `ident` is a receipt's own id; else (None, the ids of the receipts
+        this id finds, as `receipts show` finds them)."""
+        got = queries.one_receipt(r.con, ident)
+        return (got, None) if got else (None, queries.search(r.con, ident))
 
-    def receipt_page(self, ident: str) -> Response:
-        got, found = self._receipt(ident)
+    def receipt_page(self, r: Reading, ident: str) -> Response:
+        got, found = self._receipt(r, ident)
         if got is None:
-            if found and len(found) == 1:
-                return Response(302, b"", headers={"Location": pages.receipt_href(found[0]["receipt_id"])})
+            if len(found) == 1:
+                return Response(302, b"", headers={"Location": pages.receipt_href(found[0])})
             if found:
                 return Response(302, b"", headers={"Location": "/?" + pages.qs({"q": ident})})
             return Response(404, pages.message_page("No such receipt", f"No receipt matches {ident}.", self.status()).encode())
-        r, details = got
-        doc = render.to_json(render.receipt_document(r, details))
-        network = self.settings.network(r.get("network")) if self.settings and r.get("network") else None
+        row, details = got
+        doc = render.to_json(render.receipt_document(row, details))
+        network = self.settings.network(row.get("network")) if self.settings and row.get("network") else None
         explorer = getattr(network, "explorer", None) if network else None
         stamp = hashlib.sha256(doc.encode()).hexdigest()[:16]
-        return Response(200, pages.receipt_page(r, details, doc, self.status(), explorer, stamp).encode())
+        return Response(200, pages.receipt_page(row, details, doc, self.status(), explorer, stamp).encode())
 
-    def receipt_api(self, ident: str, stamp_only: bool) -> Response:
-        got, found = self._receipt(ident)
+    def receipt_api(self, r: Reading, ident: str, stamp_only: bool) -> Response:
+        got, found = self._receipt(r, ident)
         if got is None:
-            return self._json({"error": "no such receipt", "matches": [x["receipt_id"] for x in found or []]}, 404)
+            return self._json({"error": "no such receipt", "matches": found}, 404)
         doc = render.to_json(render.receipt_document(*got))
         if stamp_only:
             return self._json({"stamp": hashlib.sha256(doc.encode()).hexdigest()[:16]})
         return Response(200, doc.encode(), "application/json")
 
     # ---- charts ------------------------------------------------------------------------------------
-    def chart(self, name: str, query) -> Response:
-        f = self._filters(query)
+    def chart(self, r: Reading, name: str, query) -> Response:
+        f = self._filters(r, query)
         f.pop("before", None)
         f.pop("limit", None)
 
@@ -329,7 +333,7 @@ class App:
                 by, label = ("app_name", "app") if name == "spend-app" else ("pay_to", "payee")
                 return charts.spend_over_time(queries.spend_over_time(con, f, bucket, by), bucket, label)
             return ""
-        svg = self._memoized(("chart", name, _key(f)), draw)
+        svg = self._memoized(r, ("chart", name, _key(f)), draw)
         if not svg:
             return self._not_found()
         return Response(200, svg.encode(), "image/svg+xml", {"Content-Security-Policy": SVG_CSP})
@@ -469,12 +473,13 @@ class Server6(Server):
 
 def run(data_dir: str, host: str = "127.0.0.1", port: int = 8000, cache_path: str | None = None,
         settings=None, refresh: float = 1.0, allow_hosts=(), token: str | None = None) -> int:
-    """Serve until interrupted: listen at once, build (or resume) the cache, then refresh it.
+    """Serve until interrupted: listen at once, take the first snapshot, then check for new data every
+    `refresh` seconds. (`cache_path`, the old --cache, is ignored: nothing is cached on disk.)
 
     On a loopback address no token is needed unless `token` is given; on any other address one is
     always needed: `token`, or one made here and printed once."""
-    cache = ReadCache(data_dir, cache_path).open()
-    app = App(cache, settings, data_dir)
+    snapshots = Snapshots(data_dir, refresh)
+    app = App(snapshots, settings, data_dir)
     server = (Server6 if ":" in host else Server)((host, port), Handler)
     server.app = app
     port = server.server_address[1]
@@ -483,7 +488,10 @@ def run(data_dir: str, host: str = "127.0.0.1", port: int = 8000, cache_path: st
     app.token = secrets.token_urlsafe(32) if made else token
     app.cookie = f"receipts_token_{port}"
     shown = f"[{host}]" if ":" in host else host
-    print(f"receipts serve: http://{shown}:{port}/ (data {data_dir}, cache {cache.path})", flush=True)
+    print(f"receipts serve: http://{shown}:{port}/ (data {data_dir})", flush=True)
+    if cache_path:
+        print("receipts serve: --cache is ignored: the pages read the data directory's folded tables, "
+              "nothing is cached on disk", file=sys.stderr, flush=True)
     if app.token:
         where = socket.gethostname() if is_wildcard(host) else shown
         print(f"receipts serve: every request needs the token; open http://{where}:{port}/?token="
@@ -491,15 +499,15 @@ def run(data_dir: str, host: str = "127.0.0.1", port: int = 8000, cache_path: st
 
     def prepare():
         try:
-            seconds = cache.build()
-            print(f"receipts serve: ready, {app.status()['receipts']:,} receipts "
-                  f"(cache built or brought up to date in {seconds:.1f} s); refreshing every {refresh:g} s", flush=True)
+            snapshots.refresh(force=True)
+            print(f"receipts serve: ready, {snapshots.current.receipts:,} receipts (read in "
+                  f"{snapshots.first_seconds:.1f} s); checking for new data every {refresh:g} s", flush=True)
         except Exception as exc:
-            cache.state, cache.error = "error", str(exc).splitlines()[0]
-            print(f"receipts serve: the cache could not be built: {cache.error}", file=sys.stderr, flush=True)
-            return
-        cache.start(refresh)
-    threading.Thread(target=prepare, name="receipts-cache-build", daemon=True).start()
+            snapshots.state, snapshots.error = "error", str(exc).splitlines()[0]
+            print(f"receipts serve: the receipts could not be read (tried again every {refresh:g} s): "
+                  f"{snapshots.error}", file=sys.stderr, flush=True)
+        snapshots.start()
+    threading.Thread(target=prepare, name="receipts-first-snapshot", daemon=True).start()
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever(poll_interval=0.2)
@@ -507,5 +515,5 @@ def run(data_dir: str, host: str = "127.0.0.1", port: int = 8000, cache_path: st
         pass
     finally:
         server.server_close()
-        cache.close()
+        snapshots.close()
     return 0

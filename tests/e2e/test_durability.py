@@ -215,11 +215,11 @@ def _open_to_others(*roots) -> list[str]:
 
 
 def test_everything_written_is_private_secrets_included(tmp_path, tls, upstream):
-    """A proxy run with traffic and compaction, a verify pass, exports, an audit report and the serve cache:
+    """A proxy run with traffic and compaction, a verify pass, exports, an audit report and `receipts serve`:
     no file is readable, no directory enterable, by anyone but the user."""
     from support.serve import ServeProcess
 
-    data, out, cache = tmp_path / "data", tmp_path / "out", tmp_path / "cache" / "serve.duckdb"
+    data, out = tmp_path / "data", tmp_path / "out"
     with ProxyProcess(data, "--seal-interval", "0.1", "--compact-after", "2", "--compact-grace", "0.3",
                       upstream_ca=tls["ca"]) as proxy:
         with httpx.Client(proxy=proxy.url, verify=ssl.create_default_context(cafile=proxy.ca), timeout=10) as c:
@@ -234,12 +234,12 @@ def test_everything_written_is_private_secrets_included(tmp_path, tls, upstream)
     for fmt in ("parquet", "csv", "har"):
         assert receipts_cli("export", "--format", fmt, "--out", str(out / f"receipts.{fmt}"), data=data).returncode == 0
     assert receipts_cli("audit", "--format", "html", "--out", str(out / "audit.html"), data=data).returncode == 0
-    serve = ServeProcess(data, cache).start()
+    serve = ServeProcess(data).start()
     serve.stop()
     names = {p.name for p in data.rglob("*")}
     assert {"receipts.duckdb", "proxy.state", "verifier.lock", "mitmproxy-ca.pem", "mitmproxy-ca-cert.pem"} <= names
-    assert cache.exists() and len(list(out.iterdir())) == 4
-    assert _open_to_others(data, cache.parent, *out.iterdir()) == []
+    assert len(list(out.iterdir())) == 4
+    assert _open_to_others(data, *out.iterdir()) == []
 
 
 def test_an_old_world_readable_data_directory_keeps_its_secrets_private_at_start(tmp_path, tls, upstream):

@@ -89,7 +89,7 @@ def world(tmp_path_factory):
             og_rows = w.sql("SELECT session_id, app_name FROM receipts WHERE session_id IS NOT NULL")
             assert len(og_rows) == 3 and len({r["session_id"] for r in og_rows}) == 1
             w.session, w.og_app = og_rows[0]["session_id"], og_rows[0]["app_name"]
-            with ServeProcess(data, root / "cache.duckdb", "--config", str(config), "--refresh", "0.3") as serve:
+            with ServeProcess(data, "--config", str(config), "--refresh", "0.3") as serve:
                 w.serve = serve
                 yield w
 
@@ -289,14 +289,14 @@ def test_the_server_answers_only_reads_from_its_own_host(world):
     assert world.serve.get("/").status_code == 200
     assert httpx.post(world.serve.url + "/", timeout=10).status_code == 405
     assert world.serve.get("/", headers={"Host": "attacker.example"}).status_code == 403
-    assert not [p for p in world.data.rglob("*") if "serve" in p.name], "the cache lives outside the data directory"
+    assert not [p for p in world.data.rglob("*") if "serve" in p.name], "serve writes nothing into the data directory"
 
 
 def test_a_page_other_machines_can_reach_needs_its_token(browser, world, tmp_path):
     """`receipts serve --host 0.0.0.0`: without the token, 401; the printed link's token sets an HttpOnly,
     SameSite=Strict cookie that the page's own requests carry (script, style, charts, live updates, links),
     and the token leaves the address bar."""
-    with ServeProcess(world.data, tmp_path / "cache.duckdb", "--host", "0.0.0.0", "--config", str(world.config)) as serve:
+    with ServeProcess(world.data, "--host", "0.0.0.0", "--config", str(world.config)) as serve:
         context = browser.new_context()
         pg = context.new_page()
         try:

@@ -1,16 +1,24 @@
-"""`receipts serve` without a browser: the pure rendering (escaping, links, charts), the filters, and the
-real server over a synthetic journal (every page of every kind of receipt, the JSON equal to
-`receipts show --json`, nothing written into the data directory)."""
+"""`receipts serve` without a browser: the pure rendering (escaping, links, charts), the filters, the
+snapshots it reads (swapped while requests use the old one), and the real server over a synthetic journal
+(every page of every kind of receipt, its JSON equal to the plain views' rows, new calls shown, nothing
+written into the data directory)."""
 import hashlib
 import json
+import threading
+import time
 from datetime import datetime
 
 import httpx
 import pytest
 
+from receipts import render
 from receipts.web import charts, pages
 from receipts.web.server import BadRequest, parse_filters
+from receipts.web.snapshot import Snapshots
 from storage import config as cfg
+from storage import db, fold, queries
+from storage.journal import Journal
+from storage.records import Event
 from support.proc import receipts_cli
 from support.serve import ServeProcess
 
@@ -72,18 +80,52 @@ def _fingerprint(root):
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def synthetic(path, calls, seed, days, folded=True):
+    """A synthetic journal (testbed/synthetic.py), folded as a recorder's writers would have folded it."""
     from testbed.synthetic import generate
 
+    generate(path, calls, seed=seed, days=days)
+    if folded:
+        fold.fold(path)
+    return path
+
+
+def synthetic_events(path, calls, seed):
+    """The events of a synthetic journal of the last minutes, oldest first, to append through a writer."""
+    import duckdb
+
+    synthetic(path, calls, seed, days=0.01, folded=False)  # (written as event Parquet files, not folded)
+    rows = duckdb.connect().execute(f"SELECT id, type, ts, receipt_id, data FROM read_parquet("
+                                    f"'{path}/journal/parquet/*/*.parquet') ORDER BY ts, id").fetchall()
+    return [Event(t, rid, json.loads(d), ts, i) for i, t, ts, rid, d in rows]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("web")
-    generate(root / "data", 1500, seed=11, days=2.0)
+    synthetic(root / "data", 1500, seed=11, days=2.0)
     before = _fingerprint(root / "data")
-    with ServeProcess(root / "data", root / "cache.duckdb", "--refresh", "0.2") as serve:
+    with ServeProcess(root / "data", "--refresh", "0.2") as serve:
         yield serve, root / "data", before
 
 
-def test_a_receipt_page_of_every_kind_renders_and_its_json_is_receipts_show_json(served):
+def canonical(doc):
+    """A receipt document with its lists in one order (their order is not defined)."""
+    doc = json.loads(json.dumps(doc))
+    doc["receipt"]["ids"] = sorted(doc["receipt"]["ids"])
+    for name in ("calls", "challenges", "payments", "settlements", "checks"):
+        doc[name] = sorted(doc[name], key=lambda x: json.dumps(x, sort_keys=True))
+    return doc
+
+
+def from_the_views(con, receipt_id):
+    """A receipt's document made from plain queries of the views (the whole `receipts` view computed)."""
+    [row] = queries.dicts(con, "SELECT * FROM receipts WHERE receipt_id = $id", {"id": receipt_id})
+    details = {name: queries.dicts(con, sql, {"id": receipt_id}) for name, sql in queries.DETAILS.items()}
+    return canonical(json.loads(render.to_json(render.receipt_document(row, details))))
+
+
+def test_a_receipt_page_of_every_kind_renders_and_its_json_is_the_views_rows(served):
     serve, data, _ = served
     kinds = json.loads(receipts_cli("sql", "--json", """
         SELECT arg_min(receipt_id, first_seen) AS receipt_id, proof_status, resolution, reason, scheme, settlement_type,
@@ -91,19 +133,19 @@ def test_a_receipt_page_of_every_kind_renders_and_its_json_is_receipts_show_json
         FROM receipts GROUP BY ALL""", data=data).stdout)
     assert {"passed", "failed", "pending", "unpaid"} <= {k["proof_status"] for k in kinds}
     assert {"risky", "retried"} <= {k["resolution"] for k in kinds} and len(kinds) > 10
+    assert any(k["session"] for k in kinds) and any(k["retried"] for k in kinds)
     with httpx.Client(base_url=serve.url) as http:
         for k in kinds:
             page = http.get("/receipt/" + k["receipt_id"])
             assert page.status_code == 200 and k["receipt_id"] in page.text, k
             assert ('id="tee"' in page.text) == bool(k["settlement_type"]), k
-    for k in kinds[::3]:
-        api = serve.get("/api/receipt/" + k["receipt_id"]).json()
+    with db.connect(data, journal=False) as con:
+        for k in kinds:
+            api = canonical(serve.get("/api/receipt/" + k["receipt_id"]).json())
+            assert api == from_the_views(con, k["receipt_id"]), k
+    for k in kinds[::4]:  # `receipts show --json` computes it the same way
         cli = json.loads(receipts_cli("show", "--json", k["receipt_id"], data=data).stdout)
-        for doc in (api, cli):
-            doc["receipt"]["ids"] = sorted(doc["receipt"]["ids"])
-            for name in ("calls", "challenges", "payments", "settlements", "checks"):
-                doc[name] = sorted(doc[name], key=lambda x: json.dumps(x, sort_keys=True))
-        assert api == cli
+        assert canonical(cli) == canonical(serve.get("/api/receipt/" + k["receipt_id"]).json())
 
 
 def test_the_list_api_pages_and_charts(served):
@@ -138,6 +180,12 @@ def test_an_id_that_names_one_receipt_goes_to_it_and_unknown_ones_say_so(served)
     found = serve.get("/?q=" + r["payment_hash"].upper(), follow_redirects=False)
     assert found.status_code == 302 and found.headers["location"] == "/receipt/" + r["receipt_id"]
     assert serve.get("/receipt/" + r["payment_hash"], follow_redirects=False).headers["location"] == "/receipt/" + r["receipt_id"]
+    session = json.loads(receipts_cli("sql", "--json", "SELECT session_id, list(receipt_id ORDER BY receipt_id) AS ids "
+                                      "FROM receipts WHERE session_id IS NOT NULL GROUP BY 1 LIMIT 1", data=data).stdout)[0]
+    listed = serve.get("/api/receipts?q=" + session["session_id"]).json()
+    assert sorted(x["id"] for x in listed["rows"]) == session["ids"] and len(session["ids"]) > 1
+    assert serve.get("/receipt/" + session["session_id"], follow_redirects=False).headers["location"] == \
+        "/?q=" + session["session_id"]
     assert serve.get("/receipt/nothing-like-this").status_code == 404
     assert serve.get("/?since=whenever").status_code == 400
     assert serve.get("/nope").status_code == 404
@@ -148,8 +196,82 @@ def test_serving_writes_nothing_into_the_data_directory(served):
     serve, data, before = served
     for path in ("/", "/?status=failed", "/api/receipts", "/chart/status.svg", "/api/status"):
         assert serve.get(path).status_code == 200
-    assert serve.status()["last_refresh"]["new_events"] == 0
+    status = serve.status()
+    time.sleep(1.0)  # five checks: nothing changed, so no new snapshot
+    again = serve.status()
+    assert again["version"] == status["version"] and again["snapshot"] == status["snapshot"]
+    assert again["snapshot"]["tail_segments"] == 0 and again["snapshot"]["generation"] == fold.Manifest.load(data).generation
     assert _fingerprint(data) == before
+
+
+def test_new_calls_are_shown_once_sealed_and_again_once_folded(tmp_path):
+    """A writer appends calls (sealed: the tail) and folds them (a new generation): each time the server
+    reads a new snapshot, and the pages show them; the old snapshot's requests were not disturbed."""
+    data = synthetic(tmp_path / "data", 300, seed=4, days=0.5)
+    events = synthetic_events(tmp_path / "src", 200, seed=9)
+    with ServeProcess(data, "--refresh", "0.2") as serve:
+        first = serve.get("/api/receipts?limit=5").json()
+        journal = Journal(data, "proxy", seal_interval=0.05, compact_after=10**6)  # (its fold: every 2 s)
+        journal.start()
+        try:
+            journal.write(events)
+            deadline = time.monotonic() + 30
+            while serve.status()["receipts"] == first["total"]:
+                assert time.monotonic() < deadline, serve.output()
+                time.sleep(0.1)
+            shown = serve.status()
+            total = json.loads(receipts_cli("sql", "--json", "SELECT count(*) AS n FROM receipts", data=data).stdout)[0]["n"]
+            assert shown["receipts"] == total > first["total"] and shown["version"] > first["version"]
+            live = serve.get(f"/api/receipts?limit=5&v={first['version']}").json()
+            assert live["changed"] and live["total"] == total and live["version"] == shown["version"]
+        finally:
+            journal.close()  # (folds what it sealed)
+        wait = time.monotonic() + 30
+        while serve.status()["snapshot"]["tail_segments"] or \
+                serve.status()["snapshot"]["generation"] != fold.Manifest.load(data).generation:
+            assert time.monotonic() < wait, serve.status()
+            time.sleep(0.1)
+        assert serve.status()["receipts"] == total
+        tx = json.loads(receipts_cli("sql", "--json", "SELECT payment_hash, receipt_id FROM receipts WHERE payment_hash "
+                                     "IS NOT NULL ORDER BY first_seen DESC LIMIT 1", data=data).stdout)[0]
+        found = serve.get("/?q=" + tx["payment_hash"], follow_redirects=False)
+        assert found.status_code == 302 and found.headers["location"] == "/receipt/" + tx["receipt_id"]
+
+
+def test_a_snapshot_stays_open_for_the_request_that_uses_it(tmp_path):
+    data = synthetic(tmp_path / "data", 200, seed=2, days=0.5)
+    snaps = Snapshots(data, interval=0.05)
+    assert snaps.refresh() and not snaps.refresh(), "a second check finds nothing new"
+    with snaps.reading() as old:
+        n = old.con.execute("SELECT count(*) FROM receipts").fetchone()[0]
+        with Journal(data, "verifier", seal_interval=0.02) as j:  # (sealed, then folded at close)
+            j.write([Event("check", "no-such-receipt", {"checks": []})])
+        assert snaps.refresh() and snaps.version == old.version + 1
+        with snaps.reading() as new:
+            assert new.version == old.version + 1
+        assert old.con.execute("SELECT count(*) FROM receipts").fetchone()[0] == n, "the old one still answers"
+        assert queries.one_receipt(old.con, old.con.execute("SELECT min(receipt_id) FROM receipts").fetchone()[0])
+    import duckdb
+    with pytest.raises(duckdb.Error):
+        old.con.execute("SELECT 1")  # closed once its request ended
+    errors = []
+
+    def reader():
+        try:
+            for _ in range(40):
+                with snaps.reading() as r:
+                    assert r.con.execute("SELECT count(*) FROM receipts").fetchone()[0] == n
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(5):
+        snaps.refresh(force=True)
+    for t in threads:
+        t.join()
+    assert not errors and snaps.version == old.version + 6
+    snaps.close()
 
 
 def test_a_bad_host_or_port_is_one_line():
@@ -170,10 +292,8 @@ def _secured(r) -> bool:
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    from testbed.synthetic import generate
-
     root = tmp_path_factory.mktemp("small")
-    generate(root / "data", 40, seed=5, days=0.5)
+    synthetic(root / "data", 40, seed=5, days=0.5)
     return root
 
 
@@ -207,7 +327,7 @@ def test_the_servers_own_refusals_carry_the_security_headers_too(served):
 
 
 def test_a_server_other_machines_can_reach_needs_its_token(small, tmp_path):
-    with ServeProcess(small / "data", tmp_path / "cache.duckdb", "--host", "0.0.0.0",
+    with ServeProcess(small / "data", "--host", "0.0.0.0",
                       "--allow-host", "receipts.example", "--allow-host", "box.example:8443") as serve:
         token, url, port = serve.token, serve.url, serve.port
         assert token and len(token) >= 40 and serve.output().count(token) == 1, "made, and printed once"
@@ -242,14 +362,15 @@ def test_a_server_other_machines_can_reach_needs_its_token(small, tmp_path):
 
 def test_a_token_can_be_given_and_then_loopback_needs_it_too(small, tmp_path):
     given = "given-token-" + "a1" * 10
-    serve = ServeProcess(small / "data", tmp_path / "cache.duckdb", env={"RECEIPTS_SERVE_TOKEN": given})
+    serve = ServeProcess(small / "data", env={"RECEIPTS_SERVE_TOKEN": given})
     serve.token = given  # (what get() sends)
     with serve:
         assert given not in serve.output(), "a token given is not printed"
         assert serve.get("/", token=False).status_code == 401
         assert serve.get("/").status_code == 200
-    with ServeProcess(small / "data", tmp_path / "cache.duckdb") as open_:
+    with ServeProcess(small / "data", "--cache", str(tmp_path / "old.duckdb")) as open_:
         assert open_.token is None and open_.get("/").status_code == 200, "loopback without a token, as before"
+        assert "--cache is ignored" in open_.output() and not (tmp_path / "old.duckdb").exists()
 
 
 @pytest.mark.parametrize("flags, words", [

@@ -12,7 +12,7 @@ import uuid
 import duckdb
 import pytest
 
-from storage import db
+from storage import db, queries
 from storage.journal import Journal
 from storage.records import Event, uuid7
 from support.proc import BIN
@@ -237,6 +237,27 @@ def test_an_export_connection_writes_its_own_file_and_nothing_else(world):
                 con.execute(f"COPY (SELECT 1) TO '{other}' (FORMAT csv)")
             assert not other.exists()
     assert out.read_text().split() == ["count_star()", "3"]
+
+
+def test_the_snapshots_of_receipts_serve_are_sandboxed(world):
+    """A snapshot of `receipts serve` (its `receipts` a table of the view's rows) is a connection of
+    storage/db.py, confined like the others; one receipt's scratch database lives in its memory."""
+    from receipts.web.snapshot import Snapshots
+
+    before = fingerprint(world["root"])
+    snaps = Snapshots(world["data"])
+    try:
+        snaps.refresh()
+        with snaps.reading() as r:
+            assert r.con.execute("SELECT count(*) FROM receipts").fetchone() == (3,)
+            one = r.con.execute("SELECT min(receipt_id) FROM receipts").fetchone()[0]
+            assert queries.receipt(r.con, one)[0] == queries.one_receipt(r.con, one)[0]
+            for form in SANDBOX_FORMS + JOURNAL_WRITES:
+                with pytest.raises(duckdb.Error):
+                    r.con.execute(world["fill"](form)).fetchall()
+    finally:
+        snaps.close()
+    assert fingerprint(world["root"]) == before
 
 
 def test_the_statement_check_names_what_it_refuses():

@@ -31,8 +31,8 @@ class ServeProcess:
     """`receipts serve` on a free port. On an address other machines reach, it prints a token: `token`
     holds it, and `get()` sends it (as `Authorization: Bearer`) unless told otherwise."""
 
-    def __init__(self, data: Path, cache: Path, *extra: str, env: dict | None = None):
-        self.cmd = [str(BIN / "receipts"), "serve", "--data", str(data), "--port", "0", "--cache", str(cache), *extra]
+    def __init__(self, data: Path, *extra: str, env: dict | None = None):
+        self.cmd = [str(BIN / "receipts"), "serve", "--data", str(data), "--port", "0", *extra]
         self.env = {**os.environ, **(env or {})}
         self.lines: list[str] = []
         self.port: int | None = None

@@ -1,0 +1,73 @@
+"""One receipt by any of its ids (storage/queries.py), as `receipts show` and the receipt pages of
+`receipts serve` find and compute it, against the plain views: the narrow folded tables name every id
+of every receipt, and the views computed over only a receipt's rows equal the whole views' rows — over
+folded Parquet files and over a tail folded on the fly."""
+import json
+import random
+
+import pytest
+
+from receipts import render
+from storage import db, fold, queries
+
+
+@pytest.fixture(scope="module", params=["folded", "tail"])
+def data(request, tmp_path_factory):
+    from testbed.synthetic import generate
+
+    path = tmp_path_factory.mktemp(request.param) / "data"
+    generate(path, 900, seed=21, days=1.0)
+    if request.param == "folded":
+        fold.fold(path)  # (else the event Parquet files are the tail, folded by every connect)
+    return path
+
+
+def document(row, details):
+    doc = json.loads(render.to_json(render.receipt_document(row, details)))
+    doc["receipt"]["ids"] = sorted(doc["receipt"]["ids"])
+    for name in queries.DETAILS:
+        doc[name] = sorted(doc[name], key=lambda x: json.dumps(x, sort_keys=True))
+    return doc
+
+
+def test_every_id_of_every_receipt_is_found_in_the_folded_tables(data):
+    with db.connect(data, journal=False) as con:
+        pairs = con.execute("SELECT receipt_id, unnest(ids) AS id FROM receipts ORDER BY ALL").fetchall()
+        sessions = con.execute("SELECT receipt_id, session_id FROM receipts WHERE session_id IS NOT NULL").fetchall()
+        assert len(pairs) > 2000 and len(sessions) > 10
+        rnd = random.Random(3)
+        sample = rnd.sample(pairs, 300) + rnd.sample(sessions, 5)
+        for receipt_id, ident in sample:
+            assert receipt_id in queries.candidates(con, ident.upper()), (receipt_id, ident)
+
+
+def test_what_an_id_finds_is_what_the_views_find(data):
+    with db.connect(data, journal=False) as con:
+        idents = [r[0] for r in con.execute("""
+            SELECT any_value(id) FROM (SELECT unnest(ids) AS id, session_id IS NOT NULL AS s, attempts, proof_status,
+                                              len(id) AS n, left(id, 2) AS p FROM receipts)
+            GROUP BY s, attempts, proof_status, n, p ORDER BY ALL""").fetchall()]
+        idents += [r[0] for r in con.execute("SELECT payer FROM receipts WHERE payer IS NOT NULL LIMIT 2").fetchall()]
+        assert len(idents) > 30
+        for view in ("receipts", *queries.DETAILS):  # (the views' rows, computed once)
+            con.execute(f"CREATE TABLE every_{view} AS SELECT * FROM {view}")
+        find = queries.FIND.replace("FROM receipts", "FROM every_receipts") + " ORDER BY first_seen, receipt_id"
+        plain_sql = {name: sql.replace(f"FROM {name}", f"FROM every_{name}") for name, sql in queries.DETAILS.items()}
+        for ident in idents + ["no-such-id", "  "]:
+            want = queries.dicts(con, find, {"id": ident})
+            got = queries.found(con, ident)
+            assert [r["receipt_id"] for r, _ in got] == [r["receipt_id"] for r in want], ident
+            for (row, details), plain in zip(got, want):
+                plain_details = {name: queries.dicts(con, sql, {"id": plain["receipt_id"]})
+                                 for name, sql in plain_sql.items()}
+                assert document(row, details) == document(plain, plain_details), ident
+        assert queries.receipt(con, "no-such-receipt") is None
+
+
+def test_a_paid_request_is_one_with_a_payment_row(data):
+    """`computed()` copies payments for the paid requests only: fold.sql makes one from the other."""
+    with db.connect(data, journal=False) as con:
+        assert con.execute("""SELECT count(*) FILTER (WHERE paid), count(*) FROM folded.requests r
+                              FULL JOIN (SELECT DISTINCT receipt_id FROM folded.payments) p USING (receipt_id)
+                              WHERE r.paid IS DISTINCT FROM (p.receipt_id IS NOT NULL)""").fetchone() == (0, 0)
+        assert con.execute("SELECT count(*) FROM folded.payments").fetchone()[0] > 100
