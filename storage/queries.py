@@ -112,7 +112,11 @@ def computed(con: duckdb.DuckDBPyConnection, logical_ids: list[str]) -> list[tup
                 return []
             cur.execute(f"USE {scratch}")
             from .db import views_sql
+            cur.execute("CREATE TABLE folded.scope_ids (logical_id VARCHAR)")
+            for t in ("requests", "responses", "stream_ends", "errors", "checks"):  # (views.sql's `touched`)
+                cur.execute(f"CREATE TABLE folded.tail_{t} AS FROM {home}.folded.{t} LIMIT 0")
             cur.execute(views_sql())
+            cur.execute("CREATE VIEW receipts AS FROM receipts_of(false)")  # (the scratch holds only their rows)
             found = dicts(cur, "SELECT * FROM receipts WHERE list_contains($l, receipt_id) "
                                "ORDER BY first_seen, receipt_id", {"l": logical_ids})
             return [(row, details(cur, row["receipt_id"])) for row in found]
