@@ -37,6 +37,7 @@ from typing import Callable
 
 import orjson
 
+from .journal import _fsync_dir
 from .layout import ANCHOR_JSON, columns_sql, parquet_dir
 from .records import uuid7
 
@@ -131,14 +132,6 @@ def _write_synced(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
         os.fsync(fd)
     finally:
         os.close(fd)

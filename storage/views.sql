@@ -2,9 +2,6 @@
 -- keeps the tables; storage/db.py binds `folded.<table>` to their Parquet files plus the unfolded tail).
 -- No view reads event JSON.
 
--- Event times are seconds since the epoch; users see naive UTC timestamps.
-CREATE OR REPLACE MACRO utc(t) AS make_timestamp(CAST(t * 1000000 AS BIGINT));
-
 -- An amount of atomic units as exact decimal text in whole tokens (1500000 with 6 decimals: '1.5'), for
 -- tools that would turn a big integer into a float (pandas: 1000000000000000000001 -> 1e+21).
 CREATE OR REPLACE MACRO decimal_text(amount, decimals) AS CASE
