@@ -8,8 +8,6 @@ import stat
 import sys
 import time
 
-from storage import config as cfg
-
 from . import render
 
 
@@ -21,18 +19,19 @@ def _data_dir(args) -> str:
     return args.data or os.environ.get("RECEIPTS_DATA") or "./data"
 
 
-def _connect(args):
+def _connect(args, views: bool = True):
     from storage import db, fold
 
     data = _data_dir(args)
     if not os.path.isdir(data):
         raise UserError(f"no data directory at {data}: start `receipts proxy` first, or pass --data DIR")
     fold.catch_up(data, lambda m: print(f"receipts: {m}", file=sys.stderr, flush=True))
-    return db.connect(data, journal=False)  # a snapshot of the tables: no journal file can be opened afterwards
+    return db.connect(data, views=views, journal=False)  # a snapshot of the tables: no journal file can be opened afterwards
 
 
 # ---- subcommands ---------------------------------------------------------------------------------
 def cmd_proxy(args) -> int:
+    from storage import config as cfg
     from . import proxy
 
     overrides = {
@@ -74,7 +73,7 @@ def cmd_sql(args) -> int:
 def cmd_show(args) -> int:
     from storage import queries
 
-    out = queries.found(_connect(args), args.id)
+    out = queries.found(_connect(args, views=False), args.id)  # (computes its receipts from the tables alone)
     if not out:
         raise UserError(f"no receipt matches {render.safe(args.id)!s}")
     if args.json:
@@ -123,6 +122,7 @@ def cmd_tail(args) -> int:
 
 
 def cmd_ingest(args) -> int:
+    from storage import config as cfg
     from addon import ingest
     from storage.private import secure_data_dir
 
@@ -139,6 +139,7 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    from storage import config as cfg
     from storage.private import secure_data_dir
     from verifier import lock
 
@@ -226,6 +227,8 @@ def cmd_export(args) -> int:
 
 def cmd_serve(args) -> int:
     import ipaddress
+
+    from storage import config as cfg
 
     from .web import server
 
@@ -381,7 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UserError, cfg.ConfigError) as exc:
+    except Exception as exc:
+        cfg = sys.modules.get("storage.config")  # (imported by the commands that read the configuration)
+        if not isinstance(exc, UserError) and not (cfg and isinstance(exc, cfg.ConfigError)):
+            raise
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:

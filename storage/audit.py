@@ -60,11 +60,11 @@ def report(data_dir: str | os.PathLike, since: datetime | None = None, app: str 
         out: dict = {}
         for name in SECTIONS:
             query = sql[f"section_{name}"]
-            rows = _dicts(con.execute(query, {k: v for k, v in params.items() if f"${k}" in query}))
+            rows = _dicts(con.execute(db.inline(query, {k: v for k, v in params.items() if f"${k}" in query})))
             out[name] = rows[0] if name == "summary" else rows
         listed = sorted({r["receipt_id"] for s in ("risky_failed", "overcharges", "double_charges") for r in out[s]}
                         | {r["key"] for r in out["never_settled"] if r["kind"] == "x402"})
-        con.execute("CREATE OR REPLACE TEMP TABLE audit_ids AS SELECT unnest($ids::VARCHAR[]) AS id", {"ids": listed})
+        con.execute(db.inline("CREATE OR REPLACE TEMP TABLE audit_ids AS SELECT unnest($ids::VARCHAR[]) AS id", {"ids": listed}))
         evidence: dict[str, list[dict]] = {}
         for row in _dicts(con.execute(sql["evidence"])):
             evidence.setdefault(row.pop("receipt_id"), []).append(row)

@@ -49,6 +49,7 @@ FOLD_EVERY = 2.0          # seconds between folds of a running writer
 BATCH_BYTES = 64 << 20    # JSON read per fold step (a long backlog is folded in steps)
 MERGE_AT = 16             # files of one table that are merged into one
 MERGE_ROWS = 4_000_000    # files bigger than this are left alone by merges
+MEMORY_LIMIT = "400MB"    # DuckDB's memory of one fold (with Python and the process: peak RSS well under 1 GB)
 RETIRE_AFTER = 600.0      # seconds a file replaced by a merge stays on disk
 THREADS: int | None = 1  # DuckDB threads of a fold: background work, one core (None: one per core)
 
@@ -61,13 +62,32 @@ def journal_of(data_dir: str | os.PathLike) -> Path:
     return Path(data_dir) / "journal"
 
 
+# Where every id that finds a receipt is recorded: the columns the `ids` of the receipts view are made of
+# (storage/views.sql: the calls' ids, the settlements' tx hash and job id, the payments' payer and nonce).
+# tests/storage/test_queries.py checks that these find every id of every receipt.
+ID_COLUMNS = (("requests", "client_request_id"), ("requests", "idempotency_key"),
+              ("requests", "payment_identifier"), ("requests", "upto_session"),
+              ("responses", "provider_request_id"), ("responses", "response_id"),
+              ("responses", "og_upto_session"), ("responses", "og_settlement_tx_hash"),
+              ("stream_ends", "response_id"), ("stream_ends", "og_settlement_tx_hash"),
+              ("settlements", "tx_hash"), ("settlements", "job_id"),
+              ("payments", "payer"), ("payments", "nonce"))
+IDS = "ids"  # the index of those ids: (id as `receipts show` compares it, the attempt that carries it)
+ORDER = {IDS: "id"}  # tables whose files are sorted, so that a lookup of one value reads one row group a file
+ROW_GROUP_SIZE = 16384  # rows: a lookup by a sorted column reads this many from each file
+
+
 def statements() -> dict[str, str]:
-    """storage/fold.sql: table name -> its SELECT over `{events}`."""
+    """Each table -> its SELECT: those of storage/fold.sql over `{events}`, then `ids` over the tables
+    before it (`{t}requests`, …)."""
     text = resources.files("storage").joinpath("fold.sql").read_text()
     out = {}
     for part in text.split("-- table: ")[1:]:
         name, _, body = part.partition("\n")
         out[name.strip()] = body.strip().rstrip(";")
+    out[IDS] = ("SELECT DISTINCT id, receipt_id FROM (" + " UNION ALL ".join(
+        f"SELECT lower({column}) AS id, receipt_id FROM {{t}}{table}" for table, column in ID_COLUMNS)
+        + ") WHERE id IS NOT NULL")
     return out
 
 
@@ -84,7 +104,13 @@ def _version(*files: str) -> str:
 
 def tables_version() -> str:
     """What the typed tables were folded with: tables of another version are folded again from `events`."""
-    return _version("fold.sql")
+    return _version("fold.sql") + _version_of(statements()[IDS], ROW_GROUP_SIZE)
+
+
+def _version_of(*parts) -> str:
+    import hashlib
+
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:8]
 
 
 def receipts_version() -> str:
@@ -234,8 +260,6 @@ def fold(data_dir, *, grace: float = 60.0, progress: Callable[[str], None] | Non
 
 
 def _fold_locked(data_dir, grace: float, progress) -> int:
-    import duckdb
-
     manifest = Manifest.load(data_dir)
     remove_orphans(data_dir, manifest)
     sidecars = _skip_copied_by_old_compaction(data_dir, manifest)
@@ -249,10 +273,7 @@ def _fold_locked(data_dir, grace: float, progress) -> int:
     steps = list(_steps(tail(data_dir, manifest)))
     if not steps and manifest.receipts_version != receipts_version() and manifest.files:
         steps = [Tail([], [], journal_of(data_dir))]  # no new event, but the kept receipts are of another version
-    with duckdb.connect() as con:
-        con.execute("SET preserve_insertion_order = false")
-        if THREADS:
-            con.execute(f"SET threads = {int(THREADS)}")
+    with _connection() as con:
         for n, step in enumerate(steps, 1):
             total += _fold_step(con, data_dir, manifest, step)
             if progress and len(steps) > 1:
@@ -293,7 +314,7 @@ def _fold_step(con, data_dir, manifest: Manifest, step: Tail) -> int:
     written = []
     for table in TABLES:
         name = f"{gen:08d}-{uuid7()}.parquet"
-        if _copy(con, f"FROM folded.tail_{table}", tables_dir(data_dir) / table / name):
+        if _copy(con, f"FROM folded.tail_{table}", tables_dir(data_dir) / table / name, ORDER.get(table)):
             written.append((table, name))
     fresh = manifest.receipts_version != receipts_version()
     name = f"{gen:08d}-{uuid7()}.parquet"
@@ -320,41 +341,62 @@ def _fold_step(con, data_dir, manifest: Manifest, step: Tail) -> int:
 def _refold(data_dir, manifest: Manifest, progress) -> None:
     """Fold every typed table again from `events` (each event whole): fold.sql changed since they were
     folded (a field added, a type changed). The kept receipts are computed again by the next step."""
-    import duckdb
-
     if progress:
         progress("folding the tables again: the fold's fields changed since this data directory was folded")
     events = ", ".join(_lit(p) for p in manifest.paths(data_dir, "events"))
     source = (f"(SELECT id, type, epoch_us(ts) / 1e6 AS ts, receipt_id, writer, seq, data "
               f"FROM read_parquet([{events}]))")
     gen = manifest.generation + 1
-    with duckdb.connect() as con:
-        con.execute(f"SET threads = {int(THREADS or 0) or os.cpu_count()}")
+    with _connection() as con:
         for table, sql in statements().items():
             if table == "events":
                 continue
             name = f"{gen:08d}-{uuid7()}.parquet"
-            fresh = [name] if _copy(con, sql.replace("{events}", source), tables_dir(data_dir) / table / name) else []
+            select = sql.replace("{events}", source).replace("{t}", "new_")
+            fresh = [name] if _copy(con, select, tables_dir(data_dir) / table / name, ORDER.get(table)) else []
+            con.execute(f"CREATE VIEW new_{table} AS " + (f"FROM read_parquet({_lit(tables_dir(data_dir) / table / name)})"
+                                                          if fresh else f"{select} LIMIT 0"))
             manifest.retired += [[f"{table}/{n}", time.time()] for n in manifest.files.get(table, [])]
             manifest.files[table] = fresh
     manifest.tables_version = tables_version()
     manifest.save(data_dir)
 
 
+def _connection():
+    """The fold's DuckDB connection: THREADS threads, MEMORY_LIMIT (sorts and merges spill to disk past it),
+    spill files in a private directory, no progress bar on a terminal."""
+    import duckdb
+
+    from .db import literal, spill_dir
+
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    con.execute(f"SET temp_directory = {literal(spill_dir())}")
+    con.execute("SET preserve_insertion_order = false")
+    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    if THREADS:
+        con.execute(f"SET threads = {int(THREADS)}")
+    return con
+
+
 def _exact(relation: str, con) -> str:
     """SELECT of `relation` with its HUGEINT columns as DECIMAL(38, 0): Parquet has no 128-bit integer."""
-    money = [c for c, t in con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {relation})").fetchall()
-             if t == "HUGEINT"]
+    types = con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {relation})").fetchall()
+    assert all(t != "DECIMAL(38,0)" for _, t in types), "storage/db.py reads DECIMAL(38, 0) back as HUGEINT"
+    money = [c for c, t in types if t == "HUGEINT"]
     cast = f" REPLACE ({', '.join(f'{c}::DECIMAL(38, 0) AS {c}' for c in money)})" if money else ""
     return f"SELECT *{cast} FROM {relation}"
 
 
-def _copy(con, select: str, target: Path) -> bool:
-    """Write `select` to `target` atomically; False (and nothing written) when it has no rows."""
+def _copy(con, select: str, target: Path, order: str | None = None) -> bool:
+    """Write `select` (sorted by `order`) to `target` atomically; False (and nothing written) when it has
+    no rows."""
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = target.with_name(f".{target.name}.tmp")
-    rows = con.execute(f"COPY ({select}) TO {_lit(tmp)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)"
-                       ).fetchone()[0]
+    if order:
+        select = f"SELECT * FROM ({select}) ORDER BY {order}"
+    rows = con.execute(f"COPY ({select}) TO {_lit(tmp)} "
+                       f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_SIZE})").fetchone()[0]
     if not rows:
         tmp.unlink(missing_ok=True)
         return False
@@ -396,7 +438,7 @@ def _merge(con, data_dir, manifest: Manifest) -> bool:
         if table == RECEIPTS:  # the newest row of each receipt (file names sort in commit order)
             select = (f"SELECT * EXCLUDE (filename) FROM read_parquet([{files}], filename = true) "
                       "QUALIFY row_number() OVER (PARTITION BY receipt_id ORDER BY filename DESC) = 1")
-        _copy(con, select, tables_dir(data_dir) / table / name)
+        _copy(con, select, tables_dir(data_dir) / table / name, ORDER.get(table))
         manifest.files[table] = [n for n in names if n not in small] + [name]
         manifest.retired += [[f"{table}/{n}", time.time()] for n in small]
         changed = True

@@ -25,18 +25,10 @@ from datetime import datetime, timedelta, timezone
 
 import duckdb
 
+from .db import inline
+
 FIND = "SELECT * FROM receipts WHERE list_contains(ids, lower(trim($id)))"
 
-# Where every id that finds a receipt is recorded: the columns the `ids` of the receipts view are made of
-# (storage/views.sql: the calls' ids, the settlements' tx hash and job id, the payments' payer and nonce).
-# tests/storage/test_queries.py checks that these find every id of every receipt.
-ID_COLUMNS = (("requests", "client_request_id"), ("requests", "idempotency_key"),
-              ("requests", "payment_identifier"), ("requests", "upto_session"),
-              ("responses", "provider_request_id"), ("responses", "response_id"),
-              ("responses", "og_upto_session"), ("responses", "og_settlement_tx_hash"),
-              ("stream_ends", "response_id"), ("stream_ends", "og_settlement_tx_hash"),
-              ("settlements", "tx_hash"), ("settlements", "job_id"),
-              ("payments", "payer"), ("payments", "nonce"))
 # Receipt and logical ids are uuid7 text, lowercase (storage/records.py): compared as they are, so that
 # the Parquet files' min/max statistics skip row groups.
 UUID_COLUMNS = (("requests", "receipt_id"), ("requests", "logical_id"))
@@ -51,7 +43,7 @@ _LIST_AT_MOST = 64  # values compared with list_contains inside their min..max r
 
 
 def rows(con: duckdb.DuckDBPyConnection, sql: str | duckdb.Statement, params: dict | None = None) -> tuple[list[str], list[tuple]]:
-    cur = con.execute(sql, params or {})
+    cur = con.execute(inline(sql, params)) if isinstance(sql, str) else con.execute(sql)
     return [d[0] for d in cur.description], cur.fetchall()
 
 
@@ -62,7 +54,7 @@ def dicts(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) 
 
 def normalized(con: duckdb.DuckDBPyConnection, ident: str) -> str:
     """An id as the receipts' `ids` hold it (DuckDB's lower() and trim(), as in `FIND`)."""
-    return con.execute("SELECT lower(trim($id))", {"id": str(ident)}).fetchone()[0]
+    return con.execute(inline("SELECT lower(trim($id))", {"id": str(ident)})).fetchone()[0]
 
 
 # ---- one receipt, by any of its ids --------------------------------------------------------------------
@@ -84,13 +76,13 @@ def candidates(con: duckdb.DuckDBPyConnection, ident: str) -> list[str]:
     key = normalized(con, ident)
     if not key:
         return []
-    hits = [f"SELECT receipt_id FROM folded.{table} WHERE lower({column}) = $k" for table, column in ID_COLUMNS]
+    hits = ["SELECT receipt_id FROM folded.ids WHERE id = $k"]  # (sorted by id: one row group a file)
     hits += [f"SELECT receipt_id FROM folded.{table} WHERE {column} = $k" for table, column in UUID_COLUMNS]
-    attempts = [r[0] for r in con.execute(" UNION ".join(hits), {"k": key}).fetchall()]
+    attempts = [r[0] for r in con.execute(inline(" UNION ".join(hits), {"k": key})).fetchall()]
     if not attempts:
         return []
     where, params = _one_of("receipt_id", "a", attempts)
-    return sorted({r[0] for r in con.execute(f"SELECT logical_id FROM folded.requests WHERE {where}", params).fetchall()})
+    return sorted({r[0] for r in con.execute(inline(f"SELECT logical_id FROM folded.requests WHERE {where}", params)).fetchall()})
 
 
 def computed(con: duckdb.DuckDBPyConnection, logical_ids: list[str]) -> list[tuple[dict, dict]]:
@@ -133,25 +125,25 @@ def _copy_rows(cur: duckdb.DuckDBPyConnection, into: str, logical_ids: list[str]
     cur.execute(f"CREATE SCHEMA {into}")
     cur.execute(f"CREATE TABLE {into}.events AS SELECT * FROM folded.events LIMIT 0")
     where, params = _one_of("logical_id", "l", logical_ids)
-    cur.execute(f"CREATE TABLE {into}.requests AS SELECT * FROM folded.requests WHERE {where}", params)
+    cur.execute(inline(f"CREATE TABLE {into}.requests AS SELECT * FROM folded.requests WHERE {where}", params))
     attempts = [r[0] for r in cur.execute(f"SELECT receipt_id FROM {into}.requests").fetchall()]
     if not attempts:
         return False
     where, params = _one_of("receipt_id", "a", attempts)
-    cur.execute(f"CREATE TABLE {into}.responses AS SELECT * FROM folded.responses WHERE {where}", params)
+    cur.execute(inline(f"CREATE TABLE {into}.responses AS SELECT * FROM folded.responses WHERE {where}", params))
     sessions = [r[0] for r in cur.execute(
         f"SELECT upto_session FROM {into}.requests WHERE upto_session IS NOT NULL "
         f"UNION SELECT og_upto_session FROM {into}.responses WHERE og_upto_session IS NOT NULL").fetchall()]
     if sessions:  # every attempt of those sessions (named by its request, or by its answer)
         by_request, params = _one_of("upto_session", "s", sessions)
         by_answer, _ = _one_of("og_upto_session", "s", sessions)
-        members = {r[0] for r in cur.execute(f"SELECT receipt_id FROM folded.requests WHERE {by_request} UNION "
-                                             f"SELECT receipt_id FROM folded.responses WHERE {by_answer}",
-                                             params).fetchall()} - set(attempts)
+        members = {r[0] for r in cur.execute(inline(f"SELECT receipt_id FROM folded.requests WHERE {by_request} UNION "
+                                                    f"SELECT receipt_id FROM folded.responses WHERE {by_answer}",
+                                                    params)).fetchall()} - set(attempts)
         if members:
             where, params = _one_of("receipt_id", "m", list(members))
             for table in ("requests", "responses"):
-                cur.execute(f"INSERT INTO {into}.{table} SELECT * FROM folded.{table} WHERE {where}", params)
+                cur.execute(inline(f"INSERT INTO {into}.{table} SELECT * FROM folded.{table} WHERE {where}", params))
             attempts += sorted(members)
     # a request's `paid` says it carried a payment, which is what makes a `payments` row (storage/fold.sql)
     paid = [r[0] for r in cur.execute(f"SELECT receipt_id FROM {into}.requests WHERE paid").fetchall()]
@@ -160,7 +152,7 @@ def _copy_rows(cur: duckdb.DuckDBPyConnection, into: str, logical_ids: list[str]
                         ("checks", attempts + logical_ids)):  # (the verifier's, keyed by the logical id)
         if keys:
             where, params = _one_of("receipt_id", "k", keys)
-            cur.execute(f"CREATE TABLE {into}.{table} AS SELECT * FROM folded.{table} WHERE {where}", params)
+            cur.execute(inline(f"CREATE TABLE {into}.{table} AS SELECT * FROM folded.{table} WHERE {where}", params))
         else:
             cur.execute(f"CREATE TABLE {into}.{table} AS SELECT * FROM folded.{table} LIMIT 0")
     return True
@@ -273,9 +265,9 @@ def search(con: duckdb.DuckDBPyConnection, ident: str) -> list[str]:
     """In a snapshot of `receipts serve`: the ids of the receipts `ident` finds (as `FIND`), through
     `receipt_ids` (a hash can collide: the receipt's ids are compared too)."""
     key = normalized(con, ident)
-    return [r[0] for r in con.execute(
+    return [r[0] for r in con.execute(inline(
         "SELECT receipt_id FROM receipts WHERE rowid IN (SELECT r FROM receipt_ids WHERE h = hash($k)) "
-        "AND list_contains(ids, $k) ORDER BY receipt_id", {"k": key}).fetchall()]
+        "AND list_contains(ids, $k) ORDER BY receipt_id", {"k": key})).fetchall()]
 
 
 def serve_list(con, f: dict, limit: int = 50, before: tuple | None = None) -> list[dict]:
@@ -291,7 +283,7 @@ def serve_list(con, f: dict, limit: int = 50, before: tuple | None = None) -> li
 
 def serve_count(con, f: dict) -> int:
     where, params = serve_where(f)
-    return con.execute(f"SELECT count(*) FROM receipts WHERE {where}", params).fetchone()[0]
+    return con.execute(inline(f"SELECT count(*) FROM receipts WHERE {where}", params)).fetchone()[0]
 
 
 def serve_facets(con) -> dict[str, list[tuple]]:
@@ -307,7 +299,7 @@ def serve_facets(con) -> dict[str, list[tuple]]:
 
 def serve_span(con, f: dict) -> tuple:
     where, params = serve_where(f)
-    return con.execute(f"SELECT min(first_seen), max(first_seen) FROM receipts WHERE {where}", params).fetchone()
+    return con.execute(inline(f"SELECT min(first_seen), max(first_seen) FROM receipts WHERE {where}", params)).fetchone()
 
 
 def spend_over_time(con, f: dict, bucket: str, by: str = "app_name") -> list[dict]:
