@@ -15,11 +15,12 @@ over a large journal). Instead:
    an OpenGradient session they are in: a member's row counts the session's calls);
 3. the receipts kept are those whose `ids` hold the id, exactly as `SELECT * FROM receipts WHERE
    list_contains(ids, lower(trim(id)))` (`FIND`) would select them.
-A receipt and its details are then read by `one_receipt()`, in the scratch database for `receipts show`,
-and straight from the snapshot's tables for a receipt page of `receipts serve`.
+A receipt page of `receipts serve` (`one_receipt()`) reads the receipt's row from the snapshot's `receipts`
+table and computes its details the same way (`scratch()`).
 """
 from __future__ import annotations
 
+import contextlib
 import secrets
 from datetime import datetime, timedelta, timezone
 
@@ -87,34 +88,43 @@ def candidates(con: duckdb.DuckDBPyConnection, ident: str) -> list[str]:
 
 def computed(con: duckdb.DuckDBPyConnection, logical_ids: list[str]) -> list[tuple[dict, dict]]:
     """(receipt row, details) of each of these logical calls that exists, oldest first: the views of
-    storage/views.sql, unchanged, in a scratch database attached to `con` for the time of the call, over
-    copies of only the folded rows they read: the calls' attempts and, for a call in an OpenGradient
-    session, every attempt of the session (a member's row counts its calls). Its `events` table stays
-    empty: no view of a receipt reads it."""
+    storage/views.sql, unchanged, over copies of only the folded rows they read (`scratch()`)."""
+    with scratch(con, logical_ids) as cur:
+        if cur is None:
+            return []
+        cur.execute("CREATE VIEW receipts AS FROM receipts_of(false)")  # (the scratch holds only their rows)
+        found = dicts(cur, "SELECT * FROM receipts WHERE list_contains($l, receipt_id) "
+                           "ORDER BY first_seen, receipt_id", {"l": sorted(set(logical_ids))})
+        return [(row, details(cur, row["receipt_id"])) for row in found]
+
+
+@contextlib.contextmanager
+def scratch(con: duckdb.DuckDBPyConnection, logical_ids: list[str]):
+    """A cursor of `con` whose default database is a scratch in-memory database, attached for the time of
+    the `with`, holding the views of storage/views.sql over copies of only the folded rows they read for
+    these logical calls: their attempts and, for a call in an OpenGradient session, every attempt of the
+    session (a member's row counts its calls). Its `events` table stays empty: no view of a receipt reads
+    it. None (no cursor) if none of the calls was recorded."""
     logical_ids = sorted({x for x in logical_ids if x})
-    if not logical_ids:
-        return []
     cur = con.cursor()  # (its own default catalog; `con` may serve other threads meanwhile)
     try:
         home = cur.execute("SELECT current_database()").fetchone()[0]
-        scratch = f"receipt_{secrets.token_hex(8)}"
-        cur.execute(f"ATTACH ':memory:' AS {scratch}")
+        name = f"receipt_{secrets.token_hex(8)}"
+        cur.execute(f"ATTACH ':memory:' AS {name}")
         try:
-            if not _copy_rows(cur, f"{scratch}.folded", logical_ids):
-                return []
-            cur.execute(f"USE {scratch}")
+            if not logical_ids or not _copy_rows(cur, f"{name}.folded", logical_ids):
+                yield None
+                return
+            cur.execute(f"USE {name}")
             from .db import views_sql
             cur.execute("CREATE TABLE folded.scope_ids (logical_id VARCHAR)")
             for t in ("requests", "responses", "stream_ends", "errors", "checks"):  # (views.sql's `touched`)
                 cur.execute(f"CREATE TABLE folded.tail_{t} AS FROM {home}.folded.{t} LIMIT 0")
             cur.execute(views_sql())
-            cur.execute("CREATE VIEW receipts AS FROM receipts_of(false)")  # (the scratch holds only their rows)
-            found = dicts(cur, "SELECT * FROM receipts WHERE list_contains($l, receipt_id) "
-                               "ORDER BY first_seen, receipt_id", {"l": logical_ids})
-            return [(row, details(cur, row["receipt_id"])) for row in found]
+            yield cur
         finally:
             cur.execute(f"USE {home}")
-            cur.execute(f"DETACH {scratch}")
+            cur.execute(f"DETACH {name}")
     finally:
         cur.close()
 
@@ -171,10 +181,13 @@ def details(con: duckdb.DuckDBPyConnection, receipt_id: str) -> dict[str, list[d
 
 
 def one_receipt(con: duckdb.DuckDBPyConnection, receipt_id: str) -> tuple[dict, dict] | None:
-    """The receipt whose own id (its logical call's) this is, and its details, as `receipts` and the views
-    of the details are in `con`; None if there is none."""
+    """The receipt whose own id (its logical call's) this is, as `receipts` has it in `con` (a snapshot of
+    `receipts serve`), and its details computed over only its rows (`scratch()`); None if there is none."""
     rows = dicts(con, "SELECT * FROM receipts WHERE receipt_id = $id", {"id": receipt_id})
-    return (rows[0], details(con, receipt_id)) if rows else None
+    if not rows:
+        return None
+    with scratch(con, [receipt_id]) as cur:
+        return rows[0], (details(cur, receipt_id) if cur is not None else {name: [] for name in DETAILS})
 
 
 def receipt(con: duckdb.DuckDBPyConnection, receipt_id: str) -> tuple[dict, dict] | None:

@@ -1,11 +1,12 @@
 """What `receipts serve` reads: a snapshot of the folded tables, the same ones every reader reads.
 
 A snapshot is one `storage.db.connect()` of the data directory (the fold's Parquet files named by its
-manifest, plus the unfolded tail folded at connect time) in which the views the pages read (`receipts` and
-the views of a receipt's details: MATERIALIZED) were replaced by tables of their rows, each computed once
-and read by the next, so that a list page, a count or a chart is one query over rows already computed and
-a receipt page a few lookups. The SQL of storage/queries.py runs on it as on the CLI's connection. An id
-is looked up in `receipt_ids` (every id of every receipt, by hash).
+manifest, plus the unfolded tail folded at connect time) in which the `receipts` view was replaced by a
+table of its rows (mostly the rows the fold keeps, read once), so that a list page, a count or a chart is
+one query over rows already computed. The SQL of storage/queries.py runs on it as on the CLI's connection.
+A receipt page reads its row there and computes its details over only its own folded rows
+(`queries.one_receipt()`, as `receipts show` does; the Parquet files' metadata stays cached). An id is looked
+up in `receipt_ids` (every id of every receipt, by hash).
 
 `Snapshots` keeps the current one. Every `interval` seconds (1 s by default) it reads what the data
 directory holds (`data_key()`: the manifest's generation, the sealed segments not folded yet and the old
@@ -32,13 +33,11 @@ import duckdb
 from storage import db, fold, queries
 
 log = logging.getLogger("receipts.serve")
-# the views replaced by tables of their rows, in this order (each reads the ones before; `events` and the
-# folded tables stay as they are)
-MATERIALIZED = ("calls", "challenges", "payments", "settlements", "checks", "sessions", "receipts")
+# the views replaced by tables of their rows (the details of a receipt are computed per page)
+MATERIALIZED = ("receipts",)
 # DuckDB's memory per snapshot (beyond it, it spills to its private temporary directory): two snapshots
-# are alive while one is swapped in. At 1,000,000 calls a snapshot holds ~0.7 GB of rows; without a limit
-# computing the views peaked at ~6 GB (the server at 8.6 GB), with this one at 2 GB, in about the same time.
-MEMORY_LIMIT = "2GB"
+# are alive while one is swapped in.
+MEMORY_LIMIT = "500MB"
 
 
 def data_key(data_dir: str | os.PathLike) -> tuple:
@@ -113,6 +112,7 @@ def take(data_dir: str | os.PathLike, number: int, settings: dict | None = None)
     started, at = time.monotonic(), time.time()
     key = data_key(data_dir)
     settings = {"enable_progress_bar": False,  # (DuckDB's bar would print to the console)
+                "parquet_metadata_cache": True,  # (each receipt page reads a few row groups of each table)
                 "memory_limit": MEMORY_LIMIT, **(settings or {})}
     con = db.connect(data_dir, journal=False, settings=settings)  # (the tail is read in here)
     try:

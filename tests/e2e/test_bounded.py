@@ -46,8 +46,10 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def call(proxy, rid):
+    """The exchange's row once its answer is recorded too (the request's event may be sealed first)."""
     def row():
-        out = receipts_cli("sql", "--json", f"SELECT * FROM calls WHERE receipt_id = '{rid}'", data=proxy.data)
+        out = receipts_cli("sql", "--json", f"SELECT * FROM calls WHERE receipt_id = '{rid}' AND status IS NOT NULL",
+                           data=proxy.data)
         return out.returncode == 0 and json.loads(out.stdout)
     return wait_for(row)[0]
 

@@ -124,7 +124,7 @@ def test_queries_never_fail_and_counts_never_go_back_while_capturing(tmp_path, t
     assert len(cli_counts) > 3 and len(api_counts) > 15
     assert cli_counts == sorted(cli_counts) and api_counts == sorted(api_counts)
     assert api_counts[-1] > api_counts[0], "the file's counts grew with the folds while the proxy captured"
-    assert cli_counts[-1] > cli_counts[0] > 0, "the CLI's counts (tables and tail) grew while the proxy captured"
+    assert cli_counts[-1] > cli_counts[0], "the CLI's counts (tables and tail) grew while the proxy captured"
     assert len(compacted) >= 2, "the fold ran during the test"
     final = duckdb.connect(str(data / "receipts.duckdb"), read_only=True)
     assert final.execute("SELECT count(*), count(DISTINCT receipt_id) FROM calls").fetchone()[0] >= len(received)

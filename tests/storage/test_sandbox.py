@@ -251,7 +251,7 @@ def test_the_snapshots_of_receipts_serve_are_sandboxed(world):
         with snaps.reading() as r:
             assert r.con.execute("SELECT count(*) FROM receipts").fetchone() == (3,)
             one = r.con.execute("SELECT min(receipt_id) FROM receipts").fetchone()[0]
-            assert queries.receipt(r.con, one)[0] == queries.one_receipt(r.con, one)[0]
+            assert queries.receipt(r.con, one) == queries.one_receipt(r.con, one)  # (row and details)
             for form in SANDBOX_FORMS + JOURNAL_WRITES:
                 with pytest.raises(duckdb.Error):
                     r.con.execute(world["fill"](form)).fetchall()
