@@ -21,6 +21,7 @@ table and computes its details the same way (`scratch()`).
 from __future__ import annotations
 
 import contextlib
+import contextlib
 import secrets
 from datetime import datetime, timedelta, timezone
 
@@ -92,68 +93,90 @@ def computed(con: duckdb.DuckDBPyConnection, logical_ids: list[str]) -> list[tup
     with scratch(con, logical_ids) as cur:
         if cur is None:
             return []
-        cur.execute("CREATE VIEW receipts AS FROM receipts_of(false)")  # (the scratch holds only their rows)
         found = dicts(cur, "SELECT * FROM receipts WHERE list_contains($l, receipt_id) "
                            "ORDER BY first_seen, receipt_id", {"l": sorted(set(logical_ids))})
         return [(row, details(cur, row["receipt_id"])) for row in found]
 
 
 @contextlib.contextmanager
-def scratch(con: duckdb.DuckDBPyConnection, logical_ids: list[str]):
-    """A cursor of `con` whose default database is a scratch in-memory database, attached for the time of
-    the `with`, holding the views of storage/views.sql over copies of only the folded rows they read for
-    these logical calls: their attempts and, for a call in an OpenGradient session, every attempt of the
-    session (a member's row counts its calls). Its `events` table stays empty: no view of a receipt reads
-    it. None (no cursor) if none of the calls was recorded."""
+def scratch(con: duckdb.DuckDBPyConnection, logical_ids: list[str], pool: list[str] | None = None):
+    """A cursor of `con` whose default database is a scratch in-memory database holding the views of
+    storage/views.sql (and `receipts`, computed) over copies of only the folded rows they read for these
+    logical calls: their attempts and, for a call in an OpenGradient session, every attempt of the session
+    (a member's row counts its calls). None (no cursor) if none of the calls was recorded.
+
+    The scratch database is attached for the time of the `with`, or taken from `pool` (the names of
+    scratch databases of `con` kept between uses: `receipts serve`'s snapshot) and emptied back into it."""
     logical_ids = sorted({x for x in logical_ids if x})
     cur = con.cursor()  # (its own default catalog; `con` may serve other threads meanwhile)
     try:
         home = cur.execute("SELECT current_database()").fetchone()[0]
-        name = f"receipt_{secrets.token_hex(8)}"
-        cur.execute(f"ATTACH ':memory:' AS {name}")
+        name = pool.pop() if pool else _new_scratch(cur, home)
         try:
-            if not logical_ids or not _copy_rows(cur, f"{name}.folded", logical_ids):
-                yield None
-                return
-            cur.execute(f"USE {name}")
-            from .db import views_sql
-            cur.execute("CREATE TABLE folded.scope_ids (logical_id VARCHAR)")
-            for t in ("requests", "responses", "stream_ends", "errors", "checks"):  # (views.sql's `touched`)
-                cur.execute(f"CREATE TABLE folded.tail_{t} AS FROM {home}.folded.{t} LIMIT 0")
-            cur.execute(views_sql())
-            yield cur
+            recorded = bool(logical_ids) and _copy_rows(cur, f"{home}.folded", f"{name}.folded", logical_ids)
+            if recorded:
+                cur.execute(f"USE {name}")
+            yield cur if recorded else None
         finally:
             cur.execute(f"USE {home}")
-            cur.execute(f"DETACH {name}")
+            if pool is None:
+                cur.execute(f"DETACH {name}")
+            else:
+                for table in _SCRATCH_TABLES:
+                    cur.execute(f"DELETE FROM {name}.folded.{table}")
+                pool.append(name)
     finally:
         cur.close()
 
 
-def _copy_rows(cur: duckdb.DuckDBPyConnection, into: str, logical_ids: list[str]) -> bool:
-    """Copy into schema `into` (made here) the folded rows the views need to compute these logical calls;
-    False if none of them was recorded."""
-    cur.execute(f"CREATE SCHEMA {into}")
-    cur.execute(f"CREATE TABLE {into}.events AS SELECT * FROM folded.events LIMIT 0")
-    where, params = _one_of("logical_id", "l", logical_ids)
-    cur.execute(inline(f"CREATE TABLE {into}.requests AS SELECT * FROM folded.requests WHERE {where}", params))
+_SCRATCH_TABLES = ("events", "requests", "responses", "payments", "offers", "settlements", "stream_ends", "errors",
+                   "checks")  # (`events` stays empty: no view of a receipt reads it)
+
+
+def _new_scratch(cur: duckdb.DuckDBPyConnection, home: str) -> str:
+    """Attach an empty scratch database with the tables of `home`'s `folded` schema and the views."""
+    from .db import views_sql
+
+    name = f"receipt_{secrets.token_hex(8)}"
+    cur.execute(f"ATTACH ':memory:' AS {name}")
+    cur.execute(f"CREATE SCHEMA {name}.folded")
+    for table in _SCRATCH_TABLES:
+        cur.execute(f"CREATE TABLE {name}.folded.{table} AS FROM {home}.folded.{table} LIMIT 0")
+    cur.execute(f"CREATE TABLE {name}.folded.scope_ids (logical_id VARCHAR)")
+    for table in ("requests", "responses", "stream_ends", "errors", "checks"):  # (views.sql's `touched`)
+        cur.execute(f"CREATE TABLE {name}.folded.tail_{table} AS FROM {home}.folded.{table} LIMIT 0")
+    cur.execute(f"USE {name}")
+    try:
+        cur.execute(views_sql())
+        cur.execute("CREATE VIEW receipts AS FROM receipts_of(false)")  # (the scratch holds only its rows)
+    finally:
+        cur.execute(f"USE {home}")
+    return name
+
+
+def _copy_rows(cur: duckdb.DuckDBPyConnection, src: str, into: str, logical_ids: list[str]) -> bool:
+    """Copy from schema `src` into the empty tables of schema `into` the rows the views need to compute
+    these logical calls; False if none of them was recorded."""
+    def copy(table: str, where: str, params: dict) -> None:
+        cur.execute(inline(f"INSERT INTO {into}.{table} SELECT * FROM {src}.{table} WHERE {where}", params))
+
+    copy("requests", *_one_of("logical_id", "l", logical_ids))
     attempts = [r[0] for r in cur.execute(f"SELECT receipt_id FROM {into}.requests").fetchall()]
     if not attempts:
         return False
-    where, params = _one_of("receipt_id", "a", attempts)
-    cur.execute(inline(f"CREATE TABLE {into}.responses AS SELECT * FROM folded.responses WHERE {where}", params))
+    copy("responses", *_one_of("receipt_id", "a", attempts))
     sessions = [r[0] for r in cur.execute(
         f"SELECT upto_session FROM {into}.requests WHERE upto_session IS NOT NULL "
         f"UNION SELECT og_upto_session FROM {into}.responses WHERE og_upto_session IS NOT NULL").fetchall()]
     if sessions:  # every attempt of those sessions (named by its request, or by its answer)
         by_request, params = _one_of("upto_session", "s", sessions)
         by_answer, _ = _one_of("og_upto_session", "s", sessions)
-        members = {r[0] for r in cur.execute(inline(f"SELECT receipt_id FROM folded.requests WHERE {by_request} UNION "
-                                                    f"SELECT receipt_id FROM folded.responses WHERE {by_answer}",
+        members = {r[0] for r in cur.execute(inline(f"SELECT receipt_id FROM {src}.requests WHERE {by_request} UNION "
+                                                    f"SELECT receipt_id FROM {src}.responses WHERE {by_answer}",
                                                     params)).fetchall()} - set(attempts)
         if members:
-            where, params = _one_of("receipt_id", "m", list(members))
             for table in ("requests", "responses"):
-                cur.execute(inline(f"INSERT INTO {into}.{table} SELECT * FROM folded.{table} WHERE {where}", params))
+                copy(table, *_one_of("receipt_id", "m", list(members)))
             attempts += sorted(members)
     # a request's `paid` says it carried a payment, which is what makes a `payments` row (storage/fold.sql)
     paid = [r[0] for r in cur.execute(f"SELECT receipt_id FROM {into}.requests WHERE paid").fetchall()]
@@ -161,10 +184,7 @@ def _copy_rows(cur: duckdb.DuckDBPyConnection, into: str, logical_ids: list[str]
                         ("stream_ends", attempts), ("errors", attempts),
                         ("checks", attempts + logical_ids)):  # (the verifier's, keyed by the logical id)
         if keys:
-            where, params = _one_of("receipt_id", "k", keys)
-            cur.execute(inline(f"CREATE TABLE {into}.{table} AS SELECT * FROM folded.{table} WHERE {where}", params))
-        else:
-            cur.execute(f"CREATE TABLE {into}.{table} AS SELECT * FROM folded.{table} LIMIT 0")
+            copy(table, *_one_of("receipt_id", "k", keys))
     return True
 
 
@@ -180,13 +200,15 @@ def details(con: duckdb.DuckDBPyConnection, receipt_id: str) -> dict[str, list[d
     return {name: dicts(con, sql, {"id": receipt_id}) for name, sql in DETAILS.items()}
 
 
-def one_receipt(con: duckdb.DuckDBPyConnection, receipt_id: str) -> tuple[dict, dict] | None:
+def one_receipt(con: duckdb.DuckDBPyConnection, receipt_id: str, pool: list[str] | None = None
+                ) -> tuple[dict, dict] | None:
     """The receipt whose own id (its logical call's) this is, as `receipts` has it in `con` (a snapshot of
-    `receipts serve`), and its details computed over only its rows (`scratch()`); None if there is none."""
+    `receipts serve`), and its details computed over only its rows (`scratch()`, from `pool`); None if
+    there is none."""
     rows = dicts(con, "SELECT * FROM receipts WHERE receipt_id = $id", {"id": receipt_id})
     if not rows:
         return None
-    with scratch(con, [receipt_id]) as cur:
+    with scratch(con, [receipt_id], pool) as cur:
         return rows[0], (details(cur, receipt_id) if cur is not None else {name: [] for name in DETAILS})
 
 

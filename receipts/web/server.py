@@ -288,7 +288,7 @@ class App:
     def _receipt(self, r: Reading, ident: str):
         """(receipt row, details), if `ident` is a receipt's own id; else (None, the ids of the receipts
         this id finds, as `receipts show` finds them)."""
-        got = queries.one_receipt(r.con, ident)
+        got = queries.one_receipt(r.con, ident, r.scratches)
         return (got, None) if got else (None, queries.search(r.con, ident))
 
     def receipt_page(self, r: Reading, ident: str) -> Response:

@@ -50,9 +50,11 @@ def data_key(data_dir: str | os.PathLike) -> tuple:
 
 
 class Reading(NamedTuple):
-    """What one request reads: a cursor of one snapshot, and that snapshot's number."""
+    """What one request reads: a cursor of one snapshot, that snapshot's number, and its scratch databases
+    (`queries.scratch()`: a receipt page's)."""
     con: duckdb.DuckDBPyConnection
     version: int
+    scratches: list
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Snapshot:
     seconds: float                 # what taking it took
     taken_at: float                # when its data was read (time.time())
     receipts: int
+    scratches: list = field(default_factory=list)   # queries.scratch()'s pool
     _pool: list = field(default_factory=list)
     _users: int = 0
     _retired: bool = False
@@ -176,7 +179,7 @@ class Snapshots:
                 raise RuntimeError("no snapshot yet")
             cur = snap.enter()
         try:
-            yield Reading(cur, snap.number)
+            yield Reading(cur, snap.number, snap.scratches)
         finally:
             snap.leave(cur)
 

@@ -71,3 +71,24 @@ def test_a_paid_request_is_one_with_a_payment_row(data):
                               FULL JOIN (SELECT DISTINCT receipt_id FROM folded.payments) p USING (receipt_id)
                               WHERE r.paid IS DISTINCT FROM (p.receipt_id IS NOT NULL)""").fetchone() == (0, 0)
         assert con.execute("SELECT count(*) FROM folded.payments").fetchone()[0] > 100
+
+
+def test_receipt_pages_from_a_pool_of_scratch_databases_equal_the_views(data):
+    """`receipts serve` keeps its scratch databases between receipt pages: each is emptied after use, so a
+    page never shows another receipt's rows (sessions, attempts and checks included)."""
+    with db.connect(data, journal=False) as con:
+        ids = [r[0] for r in con.execute("""
+            SELECT min(receipt_id) FROM receipts GROUP BY session_id IS NOT NULL, attempts, proof_status, resolution
+            UNION (SELECT receipt_id FROM receipts ORDER BY hash(receipt_id) LIMIT 10) ORDER BY ALL""").fetchall()]
+        assert len(ids) > 15
+        for view in ("receipts", *queries.DETAILS):
+            con.execute(f"CREATE TABLE every_{view} AS SELECT * FROM {view}")
+        pool: list[str] = []
+        for receipt_id in ids + ids[::-1]:
+            row, details = queries.one_receipt(con, receipt_id, pool)
+            plain = queries.dicts(con, "SELECT * FROM every_receipts WHERE receipt_id = $id", {"id": receipt_id})[0]
+            plain_details = {name: queries.dicts(con, sql.replace(f"FROM {name}", f"FROM every_{name}"), {"id": receipt_id})
+                             for name, sql in queries.DETAILS.items()}
+            assert document(row, details) == document(plain, plain_details), receipt_id
+            assert len(pool) == 1, "one scratch database, used again"
+        assert queries.one_receipt(con, "no-such-receipt", pool) is None
