@@ -160,7 +160,9 @@ def _verify_passes(args, data: str, settings) -> int:
     from verifier.verify import verify_once
 
     deadline = time.monotonic() + args.seconds if args.seconds else None
-    with Journal(data, "verifier", durability=settings.durability, seal_interval=0.2) as journal:
+    # One pass (--once) leaves its events to the recorder's fold, or to the next reader: its memory is the
+    # pass's, whatever the number of receipts. A verifier that follows folds as every writer does.
+    with Journal(data, "verifier", durability=settings.durability, seal_interval=0.2, fold=args.follow) as journal:
         while True:
             s = verify_once(data, settings, journal)
             if s.og_receipts:  # the OpenGradient pass (and its heavier imports) only where it has work

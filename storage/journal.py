@@ -127,7 +127,8 @@ class Journal:
 
     def __init__(self, data_dir: str | os.PathLike, writer: str = "proxy", *,
                  durability: str = "strict", seal_interval: float = 1.0,
-                 seal_bytes: int = 8 << 20, compact_after: int = 64, compact_grace: float = 60.0):
+                 seal_bytes: int = 8 << 20, compact_after: int = 64, compact_grace: float = 60.0,
+                 fold: bool = True):
         if durability not in DURABILITY:
             raise ValueError(f"durability must be one of {', '.join(DURABILITY)}, not {durability!r}")
         self.root = journal_dir(data_dir)
@@ -143,6 +144,7 @@ class Journal:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._folder = None
+        self._folds = fold                 # whether this writer runs the fold (storage/fold.py Folder)
         self._broken: str | None = None    # why nothing can be written now (see the class docstring)
         self._retry_at = 0.0
         self._logged = Throttle(10 * RETRY)
@@ -281,6 +283,8 @@ class Journal:
         self._tail: list[bytes] = []  # blobs written after the last fsync (`_synced` bytes)
 
     def _start_folder(self) -> None:
+        if not self._folds:
+            return
         from .fold import Folder
         self._folder = Folder(self.root.parent, self.compact_grace)
         self._folder.start()
@@ -442,7 +446,8 @@ class Journal:
         _fsync_dir(self.root)
         os.close(self._fd)
         self._open_segment()
-        self._folder.sealed(self.compact_after)
+        if self._folder:
+            self._folder.sealed(self.compact_after)
 
     # ---- rebuilding a broken journal ------------------------------------------------------
     def _rebuild(self) -> None:
@@ -467,7 +472,8 @@ class Journal:
             self._ident, self._size, self._synced, self._tail = (st.st_dev, st.st_ino), len(salvage), len(salvage), []
             self._opened_at, self._broken, self.last_error, self._retry_at = time.monotonic(), None, None, 0.0
         if fresh:
-            self._folder.stop()
+            if self._folder:
+                self._folder.stop()
             self._slots = _Slots(self.root, self.writer)
             self._start_folder()
         log.warning("journal writable again in %s (%d bytes of unsealed events kept)", self.root, len(salvage))

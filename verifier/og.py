@@ -175,13 +175,13 @@ def read(con, ids: list[str]) -> tuple[list[dict], dict]:
     result and reason of each of their checks, by (receipt id, check)."""
     if not ids:
         return [], {}
-    cur = con.execute(TO_VERIFY, {"ids": ids})
+    cur = con.execute(db.inline(TO_VERIFY, {"ids": ids}))
     cols = [d[0] for d in cur.description]
     rows = [_row(dict(zip(cols, r))) for r in cur.fetchall()]
     if not rows:
         return [], {}
     last = {(rid, name): (l["result"], l["reason"]) for rid, name, l in
-            con.execute(LAST_CHECKS, {"ids": [r["receipt_id"] for r in rows]}).fetchall()}
+            con.execute(db.inline(LAST_CHECKS, {"ids": [r["receipt_id"] for r in rows]})).fetchall()}
     return rows, last
 
 

@@ -276,13 +276,13 @@ def _rounds(con, chunk: int, pool: ThreadPoolExecutor, part: int | None = None):
     are decided (DuckDB works without holding the GIL), on a cursor of its own (a DuckDB connection
     holds one result at a time). A part is fetched whole before the next query starts: DuckDB keeps a
     query's working memory until then."""
-    firsts = pool.submit(lambda: con.execute(PARTS, {"part": part or PART}).fetchall()).result()
+    firsts = pool.submit(lambda: con.execute(db.inline(PARTS, {"part": part or PART})).fetchall()).result()
     starts = [None] + [lo for lo, in firsts[1:]]
     parts = list(zip(starts, starts[1:] + [None]))
 
     def query(lo, hi):
         sql, params = to_verify(lo, hi)
-        return con.cursor().execute(sql + " ORDER BY network, receipt_id", params)
+        return con.cursor().execute(db.inline(sql + " ORDER BY network, receipt_id", params))
 
     ahead = pool.submit(query, *parts[0])
     for i in range(len(parts)):

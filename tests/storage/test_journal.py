@@ -67,6 +67,19 @@ def test_the_fold_empties_folded_segments_and_writers_reuse_them(tmp_path):
     assert count(tmp_path) == (130, 130)
 
 
+def test_a_writer_that_does_not_fold_seals_and_leaves_the_fold_to_others(tmp_path):
+    """`receipts verify --once` writes with fold=False: its segments are sealed as ever (the writer keeps
+    going after each seal), nothing is folded by it, and a reader folds them on the fly."""
+    with Journal(tmp_path, "verifier", seal_interval=0.01, compact_after=1, fold=False) as j:
+        for _ in range(5):
+            j.write(events(10, "check"))
+            time.sleep(0.05)
+        assert j._thread.is_alive(), "the writer survived its seals"
+    assert len(list((tmp_path / "journal").glob("verifier-*.jsonl"))) >= 2, "segments were sealed"
+    assert not (tmp_path / "tables" / "manifest.json").exists(), "this writer folded nothing"
+    assert count(tmp_path) == (50, 50)
+
+
 def test_relaxed_durability_and_bad_settings(tmp_path):
     import pytest
 
