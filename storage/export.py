@@ -104,8 +104,9 @@ def _copy(con, path: str, fmt: str, since: datetime | None, view: str) -> int:
     sql, params = _select(con, view, fmt, since)
     options = {"parquet": "FORMAT parquet, COMPRESSION zstd", "csv": "FORMAT csv, HEADER true",
                "jsonl": "FORMAT json"}[fmt] + ", USE_TMP_FILE false"  # (a file of its own beside it: not allowed)
-    con.execute(f"COPY ({sql}) TO {_quote(path)} ({options})", params)
-    return con.execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0]
+    sql = db.inline(sql, params)  # (before the path, which is the user's text, joins it)
+    con.execute(f"COPY ({sql}) TO {_quote(path)} ({options})")
+    return con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
 
 
 # ---- HAR ------------------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ def har_entry(receipt_id: str, ts: float, req: dict, resp: dict | None, fin: dic
 
 def _har(con, path: str, since: datetime | None) -> int:
     where = "AND ts >= CAST($since AS TIMESTAMP)" if since else ""
-    cur = con.execute(HAR_QUERY.format(where=where), {"since": since} if since else {})
+    cur = con.execute(db.inline(HAR_QUERY.format(where=where), {"since": since} if since else {}))
     n = 0
     with open(path, "wb") as f:
         f.write(b'{"log": {"version": "1.2", "creator": {"name": "receipts", "version": "0.1.0"}, "entries": [\n')

@@ -452,7 +452,7 @@ def _rows(con, path: Path) -> int:
     key = str(path)
     if key not in _row_counts:
         _row_counts[key] = con.execute(
-            "SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata($p)", {"p": key}).fetchone()[0]
+            f"SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata({_lit(key)})").fetchone()[0]
     return _row_counts[key]
 
 

@@ -79,11 +79,13 @@ def test_receipts_sql_csv_neutralises_text_and_keeps_numbers(data):
 
 
 def test_json_lines_and_parquet_keep_the_values_as_recorded(data, tmp_path):
-    jsonl, parquet = tmp_path / "calls.jsonl", tmp_path / "calls.parquet"
+    # (a path may hold what looks like a query parameter, or a quote: it is the user's text, kept as is)
+    jsonl, parquet = tmp_path / "calls $since.jsonl", tmp_path / "it's $x.parquet"
     for fmt, out in (("jsonl", jsonl), ("parquet", parquet)):
-        assert receipts_cli("export", "--format", fmt, "--view", "calls", "--out", str(out), data=data).returncode == 0
+        assert receipts_cli("export", "--format", fmt, "--view", "calls", "--since", "3650d", "--out", str(out),
+                            data=data).returncode == 0
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
     with duckdb.connect() as con:
-        from_parquet = con.execute(f"SELECT app, model, client_request_id FROM read_parquet('{parquet}')").fetchall()
+        from_parquet = con.execute("SELECT app, model, client_request_id FROM read_parquet(?)", [str(parquet)]).fetchall()
     for got in ([(x["app"], x["model"], x["client_request_id"]) for x in lines], from_parquet):
         assert sorted(got) == sorted([(UA, MODEL, REQUEST_ID)] + [(v, v, v) for v in OTHERS])
