@@ -73,7 +73,9 @@ ID_COLUMNS = (("requests", "client_request_id"), ("requests", "idempotency_key")
               ("settlements", "tx_hash"), ("settlements", "job_id"),
               ("payments", "payer"), ("payments", "nonce"))
 IDS = "ids"  # the index of those ids: (id as `receipts show` compares it, the attempt that carries it)
-ORDER = {IDS: "id"}  # tables whose files are sorted, so that a lookup of one value reads one row group a file
+# tables whose files are sorted, so that a lookup of one value (or range) reads one row group a file: the
+# id index, and the checks (the verifier reads them a range of logical ids at a time)
+ORDER = {IDS: "id", "checks": "receipt_id"}
 ROW_GROUP_SIZE = 16384  # rows: a lookup by a sorted column reads this many from each file
 
 
@@ -104,7 +106,7 @@ def _version(*files: str) -> str:
 
 def tables_version() -> str:
     """What the typed tables were folded with: tables of another version are folded again from `events`."""
-    return _version("fold.sql") + _version_of(statements()[IDS], ROW_GROUP_SIZE)
+    return _version("fold.sql") + _version_of(statements()[IDS], ROW_GROUP_SIZE, ORDER)
 
 
 def _version_of(*parts) -> str:

@@ -16,10 +16,10 @@ The verdict (check `verdict`) is `failed` if a check failed, `pending` while one
 nothing: that network's receipts get no event in that pass.
 
 How a pass runs (its memory does not grow with the journal; scripts/bench_verify.py measures it):
-it reads the folded tables (storage/fold.sql), only the columns it needs. Two queries make its own
-tables (OG_CALLS: the calls verifier/og.py verifies; HISTORIES: every receipt's latest verdict and
-the latest result of each of its checks); the receipts to verify are then queried a part (PART) at a time (TO_VERIFY) and decided a
-round (CHUNK) at a time; while one round is decided, a thread reads the next round's chain evidence
+it reads the folded tables (storage/fold.sql), only the columns it needs. One query makes its own
+table (OG_CALLS: the calls verifier/og.py verifies); the receipts to verify, with each one's latest
+verdict and the latest result of each of its checks, are then queried a part (PART) at a time
+(TO_VERIFY) and decided a round (CHUNK) at a time; while one round is decided, a thread reads the next round's chain evidence
 (ChainView), another queries the next part, and a third appends the check events.
 """
 from __future__ import annotations
@@ -62,22 +62,21 @@ WHERE upto_session IS NOT NULL OR receipt_id IN (  -- that of the exchange's lat
     SELECT receipt_id FROM folded.stream_ends GROUP BY receipt_id HAVING arg_max(tee_id IS NOT NULL, ts))
 """
 OG_RECEIPTS = "SELECT logical_id FROM og_calls WHERE logical_id IS NOT NULL ORDER BY logical_id"
-# The latest verdict and check history of every receipt, made once a pass in one query (within each
-# part's query, every check would be aggregated again for every part: 60 % of the pass at 300,000 calls).
+# Per call of a part: the latest result of each of its checks, and its latest verdict. (The checks' files
+# are sorted by receipt_id, the logical id here: a part reads its own row groups.)
 HISTORIES = """
-CREATE TABLE histories AS  -- per receipt: the latest result of each of its checks, and its latest verdict
 SELECT receipt_id AS logical_id,
        list({'check': "check", 'result': last.result, 'reason': last.reason, 'ever_passed': ever_passed}) AS history,
        any_value(last) FILTER (WHERE "check" = 'verdict') AS verdict
 FROM (SELECT receipt_id, "check", bool_or(result = 'pass') AS ever_passed,
              arg_max({'result': result, 'reason': reason, 'proof_status': proof_status, 'resolution': resolution},
                      observed_at) AS last  -- (packed: arg_max would skip a NULL reason)
-      FROM folded.checks GROUP BY receipt_id, "check")
-GROUP BY receipt_id
-"""
+      FROM folded.checks WHERE {part_checks} GROUP BY receipt_id, "check")
+GROUP BY receipt_id"""
 TO_VERIFY = """
 WITH req AS MATERIALIZED (  -- the exchanges of one part's calls (materialized: a few thousand rows, read many times)
     SELECT receipt_id, logical_id, ts FROM folded.requests WHERE {part}
+), histories AS (""" + HISTORIES + """
 ), pay AS (  -- each call's latest payment, and how many it sent (payments: one per paid request)
     SELECT r.logical_id, count(*) AS payment_count,
            arg_max({'payer': p.payer, 'pay_to': p.pay_to, 'asset': p.asset, 'amount': p.amount::HUGEINT,
@@ -246,10 +245,9 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int 
 
 
 def _prepare(con) -> list[str]:
-    """The pass's tables (OG_CALLS, HISTORIES); returns the receipt ids (logical call ids) of the
-    OpenGradient calls (OG_RECEIPTS)."""
-    for sql in (OG_CALLS, HISTORIES):
-        con.execute(sql)
+    """The pass's table OG_CALLS; returns the receipt ids (logical call ids) of the OpenGradient calls
+    (OG_RECEIPTS)."""
+    con.execute(OG_CALLS)
     return [rid for rid, in con.execute(OG_RECEIPTS).fetchall()]
 
 
@@ -266,7 +264,8 @@ def to_verify(lo: str | None, hi: str | None) -> tuple[str, dict]:
     bounds = {"lo": lo, "hi": hi}
     where = {(False, False): "true", (False, True): "logical_id IS NULL OR logical_id < $hi",
              (True, False): "logical_id >= $lo", (True, True): "logical_id >= $lo AND logical_id < $hi"}
-    return (TO_VERIFY.replace("{part}", where[lo is not None, hi is not None]),
+    part = where[lo is not None, hi is not None]
+    return (TO_VERIFY.replace("{part}", part).replace("{part_checks}", part.replace("logical_id", "receipt_id")),
             {k: v for k, v in bounds.items() if v is not None})
 
 
