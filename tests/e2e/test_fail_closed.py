@@ -51,7 +51,9 @@ def call_row(proxy, rid):
 
 
 def request_event(proxy, rid):
-    return json.loads(sql(proxy, f"SELECT data FROM events WHERE type = 'request' AND receipt_id = '{rid}'")[0]["data"])
+    """The request's event, once sealed (a seal interval after the answer, at most)."""
+    rows = wait_for(lambda: sql(proxy, f"SELECT data FROM events WHERE type = 'request' AND receipt_id = '{rid}'"))
+    return json.loads(rows[0]["data"])
 
 
 def test_a_paid_call_with_a_non_utf8_request_header_is_recorded_byte_for_byte(proxy, plain):

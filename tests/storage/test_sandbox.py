@@ -8,6 +8,7 @@ import hashlib
 import os
 import subprocess
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import duckdb
 import pytest
@@ -275,3 +276,24 @@ def test_the_statement_check_names_what_it_refuses():
                           "EXPLAIN (FORMAT json) SELECT 'é'": "SELECT 'é'",
                           "/* é */ PRAGMA table_info('x')": "pragma_table_info('x')"}.items():
         assert db.check_read_only(con, query).query.strip().rstrip(";").endswith(ending)
+
+
+def test_parameters_inlined_as_literals_are_the_values_and_nothing_more():
+    """The commands inline their parameters (storage/db.py `inline`): an id typed into the web page's
+    search is captured content's twin. Each text comes back exactly, and nothing in it becomes SQL."""
+    nasty = ["plain", "it's", "''", "\\", "\\'", "'); SELECT 1; --", "-- x", "/* x */", "$b", "$$", "a\nb\r\t",
+             "x\x00y", "\u202e\u0301é💸", "0xAbC", " padded ", ""]
+    with duckdb.connect() as con:
+        for text in nasty:
+            assert con.execute("SELECT " + db.literal(text)).fetchall() == [(text,)], text
+            assert con.execute(db.inline("SELECT $v = ?", {"v": text}), [text]).fetchone() == (True,), text
+        assert con.execute("SELECT " + db.literal(nasty)).fetchone()[0] == nasty
+        assert con.execute("SELECT " + db.literal("bad\udc80")).fetchone()[0] == "bad?"  # (not UTF-8: replaced)
+        assert con.execute(db.inline("SELECT $a, $b", {"a": "$b", "b": "x"})).fetchone() == ("$b", "x")
+        moment = datetime(2026, 12, 5, 9, 30, 1, 250000, tzinfo=timezone(timedelta(hours=2)))
+        assert con.execute("SELECT " + db.literal(moment)).fetchone()[0] == datetime(2026, 12, 5, 7, 30, 1, 250000)
+        assert con.execute("SELECT " + db.literal(2**70) + ", " + db.literal(None)).fetchone() == (2**70, None)
+    with pytest.raises(TypeError):
+        db.literal(float("nan"))
+    with pytest.raises(KeyError):
+        db.inline("SELECT $missing", {"other": 1})
