@@ -107,6 +107,7 @@ def connect(data_dir: str | os.PathLike, *, views: bool = True, journal: bool = 
     try:
         # (no prepared parameters here: binding one makes duckdb import pandas, 0.3 s of every command)
         con.execute(f"SET temp_directory = {_lit(spill_dir())}")
+        con.execute("SET enable_progress_bar = false")  # (DuckDB's bar would print on a terminal)
         for name, value in (settings or {}).items():
             con.execute(f"SET {name} = {_lit(value)}")  # (names are ours, never a user's)
         bind(con, data_dir, views=views)
@@ -356,6 +357,7 @@ def write_database_file(data_dir: str | os.PathLike) -> Path | None:
     try:
         with duckdb.connect(str(tmp)) as con:
             con.execute(f"SET temp_directory = {_lit(spill_dir())}")
+            con.execute("SET enable_progress_bar = false")
             bind(con, data_dir)
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)

@@ -25,6 +25,7 @@ names them), so nothing is counted twice.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -277,7 +278,7 @@ def _fold_locked(data_dir, grace: float, progress) -> int:
         steps = [Tail([], [], journal_of(data_dir))]  # no new event, but the kept receipts are of another version
     with _connection() as con:
         for n, step in enumerate(steps, 1):
-            total += _fold_step(con, data_dir, manifest, step)
+            total += _bounded_step(con, data_dir, manifest, step)
             if progress and len(steps) > 1:
                 progress(f"folded {n}/{len(steps)} parts of the journal ({total:,} events)")
         changed = _retire(data_dir, manifest, grace)
@@ -292,8 +293,8 @@ def _fold_locked(data_dir, grace: float, progress) -> int:
 
 
 def _steps(t: Tail):
-    """The tail in steps of about BATCH_BYTES of JSON (old Parquet files count 4× their size)."""
-    for items, weight, make in ((t.legacy, 4, lambda b: Tail([], b, t.journal)),
+    """The tail in steps of about BATCH_BYTES of JSON (old Parquet files count 16× their size: their JSON is compressed, and a step computes the receipts of every call it touches)."""
+    for items, weight, make in ((t.legacy, 16, lambda b: Tail([], b, t.journal)),
                                 (t.segments, 1, lambda b: Tail(b, [], t.journal))):
         batch, size = [], 0
         for item in items:
@@ -338,6 +339,24 @@ def _fold_step(con, data_dir, manifest: Manifest, step: Tail) -> int:
     for p in step.legacy:  # folded for good: the old file goes (the manifest keeps its name)
         p.unlink(missing_ok=True)
     return count
+
+
+def _bounded_step(con, data_dir, manifest: Manifest, step: Tail) -> int:
+    """_fold_step within MEMORY_LIMIT; a step DuckDB cannot do within it (a backlog whose calls' receipts
+    do not spill) is done again with DuckDB's default limit (80 % of the memory), so that a fold never
+    stops for good. Files the failed try wrote are named by no manifest: the next fold removes them."""
+    import duckdb
+
+    try:
+        return _fold_step(con, data_dir, manifest, step)
+    except duckdb.OutOfMemoryException:
+        log.warning("a fold step needed more than %s; done again without that limit", MEMORY_LIMIT)
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        con.execute(f"SET memory_limit = '{int(ram * 0.8) >> 20}MB'")
+        done = _fold_step(con, data_dir, manifest, step)
+        with contextlib.suppress(duckdb.OutOfMemoryException):  # (else the rest of this fold goes without it)
+            con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+        return done
 
 
 def _refold(data_dir, manifest: Manifest, progress) -> None:

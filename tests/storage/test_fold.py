@@ -123,6 +123,24 @@ def test_a_journal_from_before_the_fold_is_migrated_once_with_progress(tmp_path,
     assert counts(tmp_path) == want
 
 
+def test_a_step_beyond_the_folds_memory_limit_is_done_again_without_it(tmp_path, monkeypatch, caplog):
+    """A real out-of-memory of DuckDB (the limit set far below what a step needs), not a mock: the step is
+    folded again without the limit, nothing is lost or doubled, and the next fold removes what the
+    failed try wrote."""
+    generate(tmp_path, 1500, seed=8)
+    want = counts(tmp_path)
+    monkeypatch.setattr(fold, "MEMORY_LIMIT", "2MB")
+    assert fold.fold(tmp_path) == want[0]
+    assert "needed more than 2MB" in caplog.text
+    assert counts(tmp_path) == want and tail_events(tmp_path) == 0
+    monkeypatch.undo()
+    fold.fold(tmp_path)
+    named = {p for t in fold.TABLES + (fold.RECEIPTS,) for p in fold.Manifest.load(tmp_path).paths(tmp_path, t)}
+    on_disk = {str(p.resolve()) for p in (tmp_path / "tables").glob("*/*.parquet")}
+    assert on_disk <= named | {r for r in on_disk if any(x[0] in r for x in fold.Manifest.load(tmp_path).retired)}
+    assert counts(tmp_path) == want
+
+
 FOLD_SCRIPT = "import sys; from storage import fold; fold.BATCH_BYTES = 30_000; fold.fold(sys.argv[1])"
 
 
