@@ -282,7 +282,7 @@ def main(argv=None) -> int:
     print()
     print("| snapshots | seconds |")
     print("|---|---:|")
-    print(f"| start to first page (the first snapshot: connect, the views computed into tables) | {first:.2f} |")
+    print(f"| start to first page (the first snapshot: connect, the receipts' rows into a table) | {first:.2f} |")
     print(f"| that first snapshot alone | {status['snapshot']['seconds']:.2f} |")
     print(f"| 200 new calls ({len(events)} events) appended → shown by the page | {shown:.2f} |")
     print(f"| the snapshot that showed them | {after['snapshot']['seconds']:.2f} |")

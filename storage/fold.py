@@ -98,22 +98,17 @@ TABLES = tuple(statements())
 RECEIPTS = "receipts"  # the kept rows of the `receipts` view (one per logical call, the newest of each wins)
 
 
-def _version(*files: str) -> str:
+def _version(*files: str, extra=()) -> str:
+    """A hash of these SQL files (and of `extra`: what else shapes the files written)."""
     import hashlib
 
-    text = "".join(resources.files("storage").joinpath(f).read_text() for f in files)
+    text = "".join(resources.files("storage").joinpath(f).read_text() for f in files) + repr(extra)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def tables_version() -> str:
     """What the typed tables were folded with: tables of another version are folded again from `events`."""
-    return _version("fold.sql") + _version_of(statements()[IDS], ROW_GROUP_SIZE, ORDER)
-
-
-def _version_of(*parts) -> str:
-    import hashlib
-
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:8]
+    return _version("fold.sql", extra=(statements()[IDS], ROW_GROUP_SIZE, ORDER))
 
 
 def receipts_version() -> str:
@@ -293,7 +288,8 @@ def _fold_locked(data_dir, grace: float, progress) -> int:
 
 
 def _steps(t: Tail):
-    """The tail in steps of about BATCH_BYTES of JSON (old Parquet files count 16× their size: their JSON is compressed, and a step computes the receipts of every call it touches)."""
+    """The tail in steps of about BATCH_BYTES of JSON (old Parquet files count 16× their size: their JSON
+    is compressed, and a step computes the receipts of every call it touches)."""
     for items, weight, make in ((t.legacy, 16, lambda b: Tail([], b, t.journal)),
                                 (t.segments, 1, lambda b: Tail(b, [], t.journal))):
         batch, size = [], 0

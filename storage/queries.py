@@ -1,15 +1,14 @@
 """The canned queries of `receipts show/list/tail` and of `receipts serve` (the views are in views.sql).
 
 Both run on a connection of storage/db.py `connect()`: the CLI on a fresh one, whose `receipts`, `calls`, …
-are the views; `receipts serve` on a snapshot in which those views were replaced by tables of their rows
+are the views; `receipts serve` on a snapshot in which `receipts` was replaced by a table of its rows
 (receipts/web/snapshot.py), so the same SQL runs on both.
 
 `receipts show ID` never reads the `receipts` view, which computes every receipt (seconds to minutes
 over a large journal). Instead:
 
-1. `candidates()`: the logical calls an id may name are found in the narrow folded tables, one id column at
-   a time (a scan that filters one column lets DuckDB skip the row groups whose statistics or dictionary
-   rule the value out; an OR of columns reads them all);
+1. `candidates()`: the logical calls an id may name are found in the fold's index of ids (`folded.ids`,
+   sorted by id: one row group of each file is read) and, for a receipt or logical id, in `requests`;
 2. `computed()`: the views of storage/views.sql run, unchanged, in a scratch in-memory database attached to
    the connection, over copies of only the folded rows those calls need (their attempts, and every call of
    an OpenGradient session they are in: a member's row counts the session's calls);
