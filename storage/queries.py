@@ -20,7 +20,6 @@ table and computes its details the same way (`scratch()`).
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import secrets
 from datetime import datetime, timedelta, timezone
 

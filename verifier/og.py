@@ -36,7 +36,7 @@ from . import tee
 from .evidence import TRANSFER, Check
 from .registry import Registry
 from .rpc import Rpc, RpcError
-from .verify import OG_CALLS, OG_RECEIPTS, Summary, signature_check, terms_check
+from .verify import OG_CALLS, Summary, in_part, parts, signature_check, terms_check
 
 log = logging.getLogger("receipts.verify")
 
@@ -49,15 +49,26 @@ NONCE_BITMAP = keccak(b"nonceBitmap(address,uint256)")[:4]
 INDIVIDUAL = "0x" + keccak(b"IndividualSettlement(bytes32,address,bytes32,bytes32,uint256,bytes,bytes)").hex()
 BATCH = "0x" + keccak(b"BatchSettlement(bytes32,uint256,bytes)").hex()
 
-# The OpenGradient calls of the pass (`$ids`: their logical ids, verify.OG_CALLS), read from the folded
-# tables (storage/fold.sql), only the fields used here, only the rows of those calls. Each field means
-# what the views in storage/views.sql say: `calls` (an exchange's request with its latest answer and
-# stream end), `sessions`, `challenges`, `checks`; tests/support/verifier_views.py holds this query over
-# those views, and tests/verifier/test_read.py asserts that both give the same rows.
+# The OpenGradient calls of one part of the pass (`{part}`: a range of the logical ids of the pass's table
+# og_calls, verify.OG_CALLS), read from the folded tables (storage/fold.sql), only the fields used here,
+# only the rows of those calls and of the sessions they are in. Each field means what the views in
+# storage/views.sql say: `calls` (an exchange's request with its latest answer and stream end),
+# `sessions`, `challenges`, `checks`; tests/support/verifier_views.py holds this query over those views,
+# and tests/verifier/test_read.py asserts that both give the same rows, read in parts.
 TO_VERIFY = """
-WITH req AS MATERIALIZED (  -- every exchange of these calls (their 402s too)
+WITH part AS MATERIALIZED (  -- the part's calls
+    SELECT logical_id FROM og_calls WHERE {part}
+), own AS MATERIALIZED (
+    SELECT receipt_id, upto_session FROM folded.requests WHERE logical_id IN (SELECT logical_id FROM part)
+), named AS MATERIALIZED (  -- the sessions they are in, named by a request or by an answer
+    SELECT upto_session AS session FROM own WHERE upto_session IS NOT NULL
+    UNION SELECT og_upto_session FROM folded.responses
+    WHERE receipt_id IN (SELECT receipt_id FROM own) AND og_upto_session IS NOT NULL
+), req AS MATERIALIZED (  -- every exchange of these calls (their 402s too), and those of their sessions: a
+                         -- session's row is its first payment, whichever call of the session sent it
     SELECT receipt_id, logical_id, ts AS started_at, upto_session, settlement_type, tee_request_hashes
-    FROM folded.requests WHERE logical_id IN (SELECT unnest($ids))
+    FROM folded.requests WHERE logical_id IN (SELECT logical_id FROM part) OR upto_session IN (SELECT session FROM named)
+       OR receipt_id IN (SELECT receipt_id FROM folded.responses WHERE og_upto_session IN (SELECT session FROM named))
 ), resp AS (  -- each exchange's latest answer
     SELECT receipt_id, arg_max({'og_upto_session': og_upto_session, 'tee_id': tee_id, 'tee_timestamp': tee_timestamp,
                                 'tee_request_hash': tee_request_hash, 'tee_output_hash': tee_output_hash,
@@ -87,7 +98,7 @@ WITH req AS MATERIALIZED (  -- every exchange of these calls (their 402s too)
                                 'request_hashes': tee_request_hashes, 'output_seen': tee_output_seen,
                                 'anchor_tx': og_settlement_tx_hash}, started_at) AS x,
            max(upto_session) AS any_session
-    FROM calls WHERE upto_session IS NOT NULL OR tee_id IS NOT NULL
+    FROM calls WHERE (upto_session IS NOT NULL OR tee_id IS NOT NULL) AND logical_id IN (SELECT logical_id FROM part)
     GROUP BY logical_id
 ), sessions AS (  -- the sessions view: the payment that opened each session (the first one of its calls)
     SELECT m.upto_session AS session_id,
@@ -100,7 +111,7 @@ WITH req AS MATERIALIZED (  -- every exchange of these calls (their 402s too)
 ), verdict AS (  -- each call's latest verdict
     SELECT receipt_id AS logical_id,
            arg_max({'proof_status': proof_status, 'resolution': resolution, 'reason': reason}, observed_at) AS v
-    FROM folded.checks WHERE "check" = 'verdict' AND receipt_id IN (SELECT unnest($ids)) GROUP BY receipt_id
+    FROM folded.checks WHERE "check" = 'verdict' AND {part_checks} GROUP BY receipt_id
 ), chal AS (  -- the offer that applies: of the call's latest 402, the first `accepts` entry
     SELECT r.logical_id, arg_max({'amount': o.amount::HUGEINT, 'pay_to': o.pay_to, 'asset': o.asset,
                                   'network': o.network}, {'seen_at': o.seen_at, 'first': -o.item}) AS c
@@ -123,72 +134,72 @@ ORDER BY og.logical_id
 """
 LAST_CHECKS = """
 SELECT receipt_id, "check", arg_max({'result': result, 'reason': reason}, observed_at) AS l
-FROM folded.checks WHERE receipt_id IN (SELECT unnest($ids)) GROUP BY ALL
+FROM folded.checks WHERE {part_checks} AND receipt_id IN (SELECT logical_id FROM og_calls WHERE {part}) GROUP BY ALL
 """
+PART = 2500  # calls per part: the pass holds one part's rows (and what the chains said of them) at a time
 
 
 @dataclass
 class Facts:
-    """What one pass learned from the chains and the blob store (shared by all receipts of the pass)."""
+    """What one pass learned from the chains and the blob store (shared by all receipts of the pass;
+    gathered a part at a time, each thing once)."""
     tee_keys: dict = field(default_factory=dict)         # tee_id -> TeeKey | None
     registry_error: str | None = None
     registry_fault: bool = False                         # registry_error is a node fault, not missing settings
     sessions: dict = field(default_factory=dict)         # (payer, nonce) -> settlement evidence
+    scanned: set = field(default_factory=set)            # (payer, nonce) of the sessions looked for
     session_error: dict = field(default_factory=dict)    # network -> (reason, why): no_rpc_configured or rpc_unavailable
     base_head: dict = field(default_factory=dict)        # network -> (block, timestamp)
-    anchors: dict = field(default_factory=dict)          # individual tx -> receipt or None
-    leaves: dict = field(default_factory=dict)           # leaf hash -> batch evidence
+    anchors: dict = field(default_factory=dict)          # individual tx -> receipt or None (this part's)
+    leaves: dict | None = None                           # leaf hash -> batch evidence (None: not read yet)
     og_head: tuple | None = None                         # (block, timestamp) of the OpenGradient chain
     og_error: tuple[str, str] | None = None              # (reason, why): no_rpc_configured or rpc_unavailable
 
 
-def verify_once(data_dir: str, settings: Settings, journal: Journal, summary: Summary | None = None) -> Summary:
-    """One pass over the OpenGradient receipts: after the x402 pass (`summary`), the calls it found with
-    an upto session or a TEE proof; else those found here (verify.OG_CALLS)."""
-    summary = summary or Summary()
+def verify_once(data_dir: str, settings: Settings, journal: Journal, summary: Summary | None = None,
+                part: int = PART) -> Summary:
+    """One pass over the OpenGradient receipts (verify.OG_CALLS: the calls with an upto session or a TEE
+    proof), `part` calls at a time: each part is read, its evidence gathered, decided, and its events
+    written before the next (memory follows a part, not the journal)."""
+    summary, facts = summary or Summary(), Facts()
     # one DuckDB thread: as fast here, and ~55 MB less at 300,000 calls (21,000 OpenGradient calls)
     with db.connect(data_dir, views=False, settings={"threads": 1}) as con:
-        rows, last = read(con, summary.og_receipts or _og_calls(con))
-    if not rows:
-        return summary
-    facts = gather(rows, settings)
+        con.execute(OG_CALLS)
+        for lo, hi in parts(con, "og_calls", part):
+            rows, last = read(con, lo, hi)
+            gather(rows, settings, facts)
+            events = []
+            for r in rows:
+                summary.seen += 1
+                checks = receipt_checks(r, facts, settings)
+                if any(c.result == "pending" and c.reason in NODE_FAULTS for c in checks):
+                    summary.skipped += 1  # a node fault decides nothing: the receipt stays as it was
+                    continue
+                events += _changes(r, checks, last, summary, facts)
+            if events:
+                journal.write(events)
     summary.faults += [why for _, why in facts.session_error.values()]
     summary.faults += [e for e in (facts.registry_error, facts.og_error and facts.og_error[1]) if e]
-    events = []
-    for r in rows:
-        summary.seen += 1
-        checks = receipt_checks(r, facts, settings)
-        if any(c.result == "pending" and c.reason in NODE_FAULTS for c in checks):
-            summary.skipped += 1  # a node fault decides nothing: the receipt stays as it was
-            continue
-        events += _changes(r, checks, last, summary, facts)
-    if events:
-        journal.write(events)
     return summary
 
 
 NODE_FAULTS = ("rpc_unavailable", "registry_unreadable")  # pending for a fault, not for what the chain says
 
 
-def read(con, ids: list[str]) -> tuple[list[dict], dict]:
-    """The receipts of these OpenGradient calls that are not final yet (TO_VERIFY), and the latest
-    result and reason of each of their checks, by (receipt id, check)."""
-    if not ids:
-        return [], {}
-    cur = con.execute(db.inline(TO_VERIFY, {"ids": ids}))
+def read(con, lo: str | None, hi: str | None) -> tuple[list[dict], dict]:
+    """The receipts of the OpenGradient calls (the table og_calls of `con`) whose logical id is in
+    [lo, hi) that are not final yet (TO_VERIFY), and the latest result and reason of each of their
+    checks, by (receipt id, check)."""
+    def sql(template: str) -> str:
+        return template.replace("{part}", in_part(lo, hi)).replace("{part_checks}", in_part(lo, hi, "receipt_id"))
+
+    cur = con.execute(sql(TO_VERIFY))
     cols = [d[0] for d in cur.description]
     rows = [_row(dict(zip(cols, r))) for r in cur.fetchall()]
     if not rows:
         return [], {}
-    last = {(rid, name): (l["result"], l["reason"]) for rid, name, l in
-            con.execute(db.inline(LAST_CHECKS, {"ids": [r["receipt_id"] for r in rows]})).fetchall()}
+    last = {(rid, name): (l["result"], l["reason"]) for rid, name, l in con.execute(sql(LAST_CHECKS)).fetchall()}
     return rows, last
-
-
-def _og_calls(con) -> list[str]:
-    """The OpenGradient calls, when the x402 pass did not name them."""
-    con.execute(OG_CALLS)
-    return [rid for rid, in con.execute(OG_RECEIPTS).fetchall()]
 
 
 def _row(r: dict) -> dict:
@@ -198,8 +209,10 @@ def _row(r: dict) -> dict:
 
 
 # ---- gathering: few batched reads for the whole pass ---------------------------------------------
-def gather(rows: list[dict], settings: Settings) -> Facts:
-    facts = Facts()
+def gather(rows: list[dict], settings: Settings, facts: Facts | None = None) -> Facts:
+    """What the chains say of these receipts, added to `facts` (what earlier parts gathered is not asked
+    again)."""
+    facts = facts or Facts()
     _registry_keys(rows, settings, facts)
     _session_settlements(rows, settings, facts)
     _anchors(rows, settings, facts)
@@ -214,15 +227,15 @@ def _rpc(settings: Settings, caip2: str | None) -> Rpc | None:
 
 
 def _registry_keys(rows: list[dict], settings: Settings, facts: Facts) -> None:
-    ids = sorted({r["tee_id"].lower() for r in rows if r.get("tee_id")})
-    if not ids:
+    ids = sorted({r["tee_id"].lower() for r in rows if r.get("tee_id")} - set(facts.tee_keys))
+    if not ids or facts.registry_error:
         return
     rpc = _rpc(settings, settings.og_network)
     if not settings.og_registry or rpc is None:
         facts.registry_error = "no TEE registry configured (opengradient.registry and its network's rpc)"
         return
     try:
-        facts.tee_keys = Registry(rpc, settings.og_registry).keys(ids)
+        facts.tee_keys.update(Registry(rpc, settings.og_registry).keys(ids))
     except RpcError as exc:
         facts.registry_error, facts.registry_fault = f"{settings.og_network} registry: {exc}", True
 
@@ -231,9 +244,13 @@ def _session_settlements(rows: list[dict], settings: Settings, facts: Facts) -> 
     """The settlement of each session: candidate transfers payer → payee, then their transactions."""
     wanted = {}
     for r in rows:
-        if r.get("session") and r.get("payer") and r.get("nonce") is not None:
-            wanted.setdefault(r.get("network"), {})[(r["payer"].lower(), str(r["nonce"]))] = r
+        key = (r.get("payer") or "").lower(), str(r.get("nonce"))
+        if r.get("session") and r.get("payer") and r.get("nonce") is not None and key not in facts.scanned:
+            wanted.setdefault(r.get("network"), {})[key] = r
     for network, sessions in wanted.items():
+        facts.scanned.update(sessions)
+        if network in facts.session_error:  # (said once per pass)
+            continue
         rpc, net = _rpc(settings, network), settings.network(network)
         if rpc is None:
             facts.session_error[network] = ("no_rpc_configured", f"{network}: no RPC configured, session settlements cannot be checked")
@@ -309,18 +326,21 @@ def _anchors(rows: list[dict], settings: Settings, facts: Facts) -> None:
     individual = sorted({r["anchor_tx"].lower() for r in rows if r.get("settlement_type") == "individual"
                          and r.get("anchor_tx")})
     batch = [r for r in rows if r.get("settlement_type") == "batch" and r.get("tee_id")]
-    if not individual and not batch:
+    facts.anchors = {}  # (this part's)
+    if not individual and not batch or facts.og_error:
         return
     rpc = _rpc(settings, settings.og_network)
     if rpc is None:
         facts.og_error = ("no_rpc_configured", f"{settings.og_network}: no RPC configured, proof anchors cannot be checked")
         return
     try:
-        block = rpc.call("eth_getBlockByNumber", ["latest", False])
-        facts.og_head = (int(block["number"], 16), int(block["timestamp"], 16))
+        if facts.og_head is None:  # (the pass's first: every part is decided against the same head)
+            block = rpc.call("eth_getBlockByNumber", ["latest", False])
+            facts.og_head = (int(block["number"], 16), int(block["timestamp"], 16))
         if individual:
             facts.anchors = dict(zip(individual, rpc.batch([("eth_getTransactionReceipt", [h]) for h in individual])))
-        if batch and settings.og_relay:
+        if batch and settings.og_relay and facts.leaves is None:
+            facts.leaves = {}
             _batch_leaves(rpc, settings, facts)
     except RpcError as exc:
         facts.og_error = ("rpc_unavailable", f"{settings.og_network}: {exc}")
@@ -468,7 +488,7 @@ def anchor_check(r: dict, facts: Facts, settings: Settings) -> Check | None:
     if kind == "individual":
         return _individual(r, facts, settings.og_relay, now, deadline)
     leaf = _leaf(r)
-    found = facts.leaves.get(leaf) if leaf else None
+    found = (facts.leaves or {}).get(leaf) if leaf else None
     if found:
         ok = tee.root_from_proof(leaf, found["proof"]).hex() == found["root"][2:]
         detail = {**{k: found[k] for k in ("root", "tx", "blob_id")}, "proof_length": len(found["proof"])}

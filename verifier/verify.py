@@ -56,12 +56,14 @@ OG_CALLS = """
 CREATE TABLE og_calls AS  -- calls with an upto session or a TEE proof (calls.upto_session or calls.tee_id):
 SELECT DISTINCT logical_id FROM folded.requests  -- verifier/og.py verifies them. The request's session, or
 WHERE upto_session IS NOT NULL OR receipt_id IN (  -- that of the exchange's latest answer or stream end
-    SELECT receipt_id FROM folded.responses
+    SELECT receipt_id FROM folded.responses  -- (of the exchanges that had any: the others can't)
+    WHERE receipt_id IN (SELECT receipt_id FROM folded.responses WHERE og_upto_session IS NOT NULL OR tee_id IS NOT NULL)
     GROUP BY receipt_id HAVING arg_max(og_upto_session IS NOT NULL OR tee_id IS NOT NULL, ts)
     UNION ALL
-    SELECT receipt_id FROM folded.stream_ends GROUP BY receipt_id HAVING arg_max(tee_id IS NOT NULL, ts))
+    SELECT receipt_id FROM folded.stream_ends
+    WHERE receipt_id IN (SELECT receipt_id FROM folded.stream_ends WHERE tee_id IS NOT NULL)
+    GROUP BY receipt_id HAVING arg_max(tee_id IS NOT NULL, ts))
 """
-OG_RECEIPTS = "SELECT logical_id FROM og_calls WHERE logical_id IS NOT NULL ORDER BY logical_id"
 # Per call of a part: the latest result of each of its checks, and its latest verdict. (The checks' files
 # are sorted by receipt_id, the logical id here: a part reads its own row groups.)
 HISTORIES = """
@@ -131,8 +133,7 @@ class Summary:
     statuses: dict = field(default_factory=dict)
     faults: list = field(default_factory=list)
     skipped: int = 0  # receipts of networks whose nodes were at fault: left as they were
-    og_receipts: list = field(default_factory=list)  # the calls (logical ids) with an upto session or a TEE
-                                                     # proof: verifier/og.py's pass
+    og_calls: int = 0  # the calls with an upto session or a TEE proof: verifier/og.py's pass
 
 
 def signature_check(r: dict) -> Check:
@@ -231,7 +232,7 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int 
         # (a second thread buys little here and costs CPU and memory)
         with db.connect(data_dir, views=False, settings={"threads": 1}) as con, \
                 ThreadPoolExecutor(1, thread_name_prefix="verify-query") as querier:  # done before `con` closes
-            summary.og_receipts = querier.submit(_prepare, con).result()
+            summary.og_calls = querier.submit(_prepare, con).result()
             ahead = collections.deque()  # the next rounds: their receipts, and their chain views being read
             for batch, cols in _rounds(con, chunk, querier):
                 ahead.append(_read_chain(batch, cols, settings, readers, chain_reader))
@@ -244,29 +245,38 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int 
     return summary
 
 
-def _prepare(con) -> list[str]:
-    """The pass's table OG_CALLS; returns the receipt ids (logical call ids) of the OpenGradient calls
-    (OG_RECEIPTS)."""
+def _prepare(con) -> int:
+    """The pass's table OG_CALLS; returns the number of OpenGradient calls."""
     con.execute(OG_CALLS)
-    return [rid for rid, in con.execute(OG_RECEIPTS).fetchall()]
+    return con.execute("SELECT count(*) FROM og_calls").fetchone()[0]
 
 
 PART = 2500  # receipts per query: DuckDB's working memory follows the receipts it aggregates at once
 PARTS = """
-SELECT id FROM (SELECT DISTINCT logical_id AS id FROM folded.requests WHERE paid AND logical_id IS NOT NULL)
+SELECT id FROM (SELECT DISTINCT logical_id AS id FROM {calls} WHERE logical_id IS NOT NULL)
 QUALIFY (row_number() OVER (ORDER BY id) - 1) % $part = 0 ORDER BY id
 """
+PAID_CALLS = "(SELECT logical_id FROM folded.requests WHERE paid)"  # the x402 pass's calls
 
 
-def to_verify(lo: str | None, hi: str | None) -> tuple[str, dict]:
-    """TO_VERIFY for the calls whose logical id is in [lo, hi) (None: unbounded; the first part also
-    takes the requests without one), and its parameters."""
-    bounds = {"lo": lo, "hi": hi}
-    where = {(False, False): "true", (False, True): "logical_id IS NULL OR logical_id < $hi",
-             (True, False): "logical_id >= $lo", (True, True): "logical_id >= $lo AND logical_id < $hi"}
-    part = where[lo is not None, hi is not None]
-    return (TO_VERIFY.replace("{part}", part).replace("{part_checks}", part.replace("logical_id", "receipt_id")),
-            {k: v for k, v in bounds.items() if v is not None})
+def parts(con, calls: str, part: int) -> list[tuple[str | None, str | None]]:
+    """The logical ids of `calls` (a relation with a `logical_id`) cut in ranges [lo, hi) of `part` calls
+    each (None: unbounded), in order."""
+    firsts = con.execute(db.inline(PARTS.replace("{calls}", calls), {"part": part})).fetchall()
+    starts = [None] + [lo for lo, in firsts[1:]]
+    return list(zip(starts, starts[1:] + [None]))
+
+
+def in_part(lo: str | None, hi: str | None, column: str = "logical_id") -> str:
+    """SQL: `column` is in [lo, hi) (None: unbounded; the first part also takes NULL)."""
+    where = {(False, False): "true", (False, True): f"{column} IS NULL OR {column} < $hi",
+             (True, False): f"{column} >= $lo", (True, True): f"{column} >= $lo AND {column} < $hi"}
+    return "(" + db.inline(where[lo is not None, hi is not None], {"lo": lo, "hi": hi}) + ")"
+
+
+def to_verify(lo: str | None, hi: str | None) -> str:
+    """TO_VERIFY for the calls whose logical id is in [lo, hi) (`in_part`)."""
+    return TO_VERIFY.replace("{part}", in_part(lo, hi)).replace("{part_checks}", in_part(lo, hi, "receipt_id"))
 
 
 def _rounds(con, chunk: int, pool: ThreadPoolExecutor, part: int | None = None):
@@ -275,20 +285,17 @@ def _rounds(con, chunk: int, pool: ThreadPoolExecutor, part: int | None = None):
     are decided (DuckDB works without holding the GIL), on a cursor of its own (a DuckDB connection
     holds one result at a time). A part is fetched whole before the next query starts: DuckDB keeps a
     query's working memory until then."""
-    firsts = pool.submit(lambda: con.execute(db.inline(PARTS, {"part": part or PART})).fetchall()).result()
-    starts = [None] + [lo for lo, in firsts[1:]]
-    parts = list(zip(starts, starts[1:] + [None]))
+    parts_ = pool.submit(parts, con, PAID_CALLS, part or PART).result()
 
     def query(lo, hi):
-        sql, params = to_verify(lo, hi)
-        return con.cursor().execute(db.inline(sql + " ORDER BY network, receipt_id", params))
+        return con.cursor().execute(to_verify(lo, hi) + " ORDER BY network, receipt_id")
 
-    ahead = pool.submit(query, *parts[0])
-    for i in range(len(parts)):
+    ahead = pool.submit(query, *parts_[0])
+    for i in range(len(parts_)):
         with ahead.result() as cur:
             rows, cols = cur.fetchall(), [d[0] for d in cur.description]
-        if i + 1 < len(parts):
-            ahead = pool.submit(query, *parts[i + 1])
+        if i + 1 < len(parts_):
+            ahead = pool.submit(query, *parts_[i + 1])
         for start in range(0, len(rows), chunk):
             yield rows[start:start + chunk], cols
 

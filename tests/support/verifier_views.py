@@ -108,8 +108,9 @@ def x402_pass_and_views(data_dir, part: int | None = None) -> dict:
         out = {"views_rows": cur.fetchall(), "views_history": con.execute(VIEWS_LAST_CHECKS).fetchall(),
                "views_og": [i for i, in con.execute(VIEWS_OG_CALLS + " ORDER BY 1").fetchall()]}
     with db.connect(data_dir, views=False, settings={"threads": 1}) as con, ThreadPoolExecutor(1) as pool:
-        out["og"] = pool.submit(V._prepare, con).result()
-        parts, rows = pool.submit(lambda: con.execute(V.PARTS, {"part": part or V.PART}).fetchall()).result(), []
+        pool.submit(V._prepare, con).result()
+        out["og"] = [i for i, in con.execute("SELECT logical_id FROM og_calls ORDER BY 1").fetchall()]
+        parts, rows = pool.submit(V.parts, con, V.PAID_CALLS, part or V.PART).result(), []
         histories = V.HISTORIES.replace("{part_checks}", "true")  # (every call's, as the parts read them)
         for batch, names in V._rounds(con, 7, pool, part):
             rows += [dict(zip(names, r)) for r in batch]
@@ -123,14 +124,19 @@ def x402_pass_and_views(data_dir, part: int | None = None) -> dict:
     return out
 
 
-def og_pass_and_views(data_dir) -> dict:
-    """What the OpenGradient pass reads (verifier/og.py `read`, of the calls the x402 pass named) next
-    to the same over the views: {"rows", "views_rows"} (as dicts) and {"last", "views_last"} (the latest
-    result and reason of each check of those receipts)."""
+def og_pass_and_views(data_dir, part: int = OG.PART) -> dict:
+    """What the OpenGradient pass reads (verifier/og.py `read`, `part` calls at a time) next to the same
+    over the views: {"rows", "views_rows"} (as dicts), {"last", "views_last"} (the latest result and
+    reason of each check of those receipts) and {"parts"} (how many parts were read)."""
     with db.connect(data_dir, views=False, settings={"threads": 1}) as con:
-        ids = V._prepare(con)
-    with db.connect(data_dir, views=False, settings={"threads": 1}) as con:
-        rows, last = OG.read(con, ids)
+        V._prepare(con)
+        rows, last, parts = [], {}, V.parts(con, "og_calls", part)
+        for lo, hi in parts:
+            got, got_last = OG.read(con, lo, hi)
+            rows += got
+            last.update(got_last)
+        wanted = {r["receipt_id"] for r in rows}
+        last = {k: v for k, v in last.items() if k[0] in wanted}
     with db.connect(data_dir) as con:
         cur = con.execute(VIEWS_OG_TO_VERIFY)
         cols = [d[0] for d in cur.description]
@@ -138,4 +144,4 @@ def og_pass_and_views(data_dir) -> dict:
         wanted = {r["receipt_id"] for r in views_rows}
         views_last = {(rid, name): (result, reason) for rid, name, result, reason, _ in
                       con.execute(VIEWS_LAST_CHECKS).fetchall() if rid in wanted}
-    return {"rows": rows, "views_rows": views_rows, "last": last, "views_last": views_last}
+    return {"rows": rows, "views_rows": views_rows, "last": last, "views_last": views_last, "parts": len(parts)}

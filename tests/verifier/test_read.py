@@ -31,13 +31,15 @@ def test_the_x402_pass_reads_what_the_views_give_on_every_kind_of_call(tmp_path)
 
 
 def test_the_opengradient_pass_reads_what_the_views_give(tmp_path):
-    # the OpenGradient pass reads the rows of just the calls the x402 pass named: on synthetic sessions
-    # and TEE proofs, it reads what the views give over every call
+    # the OpenGradient pass reads its calls a part at a time: on synthetic sessions and TEE proofs, read
+    # in parts of 20 calls (a session's calls fall in several parts), it reads what the views give over
+    # every call
     from testbed.synthetic import generate
 
     generate(tmp_path, 3000, seed=7)
     fold.fold(tmp_path, wait=True)
-    got = og_pass_and_views(tmp_path)
+    got = og_pass_and_views(tmp_path, part=20)
+    assert got["parts"] >= 5
     assert len(got["views_rows"]) >= 100 and len(got["views_last"]) >= 100, (len(got["views_rows"]), len(got["views_last"]))
     assert sum(r["opened_by"] == r["receipt_id"] for r in got["views_rows"]) >= 10  # session openers (terms checked)
     assert got["rows"] == got["views_rows"]
@@ -165,7 +167,8 @@ def test_the_opengradient_pass_reads_sessions_and_proofs_as_the_views_say(tmp_pa
     ]
     with Journal(tmp_path, seal_interval=3600) as j:
         j.write(events)
-    got = og_pass_and_views(tmp_path)
+    got = og_pass_and_views(tmp_path, part=1)  # each call in a part of its own: the session's opener in one
+    assert got["parts"] == 4
     assert got["rows"] == got["views_rows"]
     assert got["last"] == got["views_last"] == {(m, "tee_signature"): ("pass", None), (m, "verdict"): ("pending", None)}
     rows = {r["receipt_id"]: r for r in got["rows"]}
