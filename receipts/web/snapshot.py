@@ -114,8 +114,7 @@ def take(data_dir: str | os.PathLike, number: int, settings: dict | None = None)
     and `receipt_ids`."""
     started, at = time.monotonic(), time.time()
     key = data_key(data_dir)
-    settings = {"parquet_metadata_cache": True,  # (each receipt page reads a few row groups of each table)
-                "memory_limit": MEMORY_LIMIT, **(settings or {})}
+    settings = {"memory_limit": MEMORY_LIMIT, **(settings or {})}
     con = db.connect(data_dir, journal=False, settings=settings)  # (the tail is read in here)
     try:
         for view in MATERIALIZED:
