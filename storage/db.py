@@ -15,12 +15,14 @@ tell reading from writing, so a COPY into a place it allows (the journal) is sto
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import math
 import os
 import re
 import secrets
 import shutil
+import stat
 import tempfile
 from datetime import datetime, timezone
 from importlib import resources
@@ -64,14 +66,44 @@ _spill_root: str | None = None
 
 
 def spill_dir() -> str:
-    """A directory for one connection's spill files that DuckDB creates when it needs it and removes on
-    close, inside a private (0700) directory of this process. Set explicitly because DuckDB's default,
-    `.tmp` under the current directory, is added to the directories the sandbox allows."""
+    """A directory for one connection's spill files, which DuckDB creates when it needs it and removes on
+    close: `<pid>-<random>` inside one private (0700) directory of this user, `receipts-duckdb-<uid>` in the
+    system's temporary directory. Set explicitly because DuckDB's default, `.tmp` under the current
+    directory, is added to the directories the sandbox allows. A process that dies while it spills (kill
+    -9) leaves its directory: the next process of the user removes those of processes that are gone."""
     global _spill_root
     if _spill_root is None:
-        _spill_root = tempfile.mkdtemp(prefix="receipts-duckdb-")
-        atexit.register(shutil.rmtree, _spill_root, True)
-    return os.path.join(_spill_root, secrets.token_hex(8))
+        _spill_root = _private_root()
+        _remove_orphans(_spill_root)
+    return os.path.join(_spill_root, f"{os.getpid()}-{secrets.token_hex(6)}")
+
+
+def _private_root() -> str:
+    """The user's spill directory, made 0700 if missing; if the name is taken by anything else (another
+    user's, a link, looser modes), a fresh private directory of this process instead (removed at exit)."""
+    root = os.path.join(tempfile.gettempdir(), f"receipts-duckdb-{os.getuid()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(root, 0o700)
+    st = os.lstat(root)
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) == 0o700:
+        return root
+    mine = tempfile.mkdtemp(prefix="receipts-duckdb-")
+    atexit.register(shutil.rmtree, mine, True)
+    return mine
+
+
+def _remove_orphans(root: str, at_most: int = 1000) -> None:
+    """Remove the spill directories in `root` whose process is gone (at most `at_most` entries looked at)."""
+    for name in sorted(os.listdir(root))[:at_most]:
+        pid = name.split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        except PermissionError:  # (a live process of someone else: not ours to touch)
+            pass
 
 
 def sandbox(con: duckdb.DuckDBPyConnection, directories=(), paths=()) -> duckdb.DuckDBPyConnection:
