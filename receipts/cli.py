@@ -165,9 +165,6 @@ def _verify_passes(args, data: str, settings) -> int:
     with Journal(data, "verifier", durability=settings.durability, seal_interval=0.2, fold=args.follow) as journal:
         while True:
             s = verify_once(data, settings, journal)
-            if s.og_calls:  # the OpenGradient pass (and its heavier imports) only where it has work
-                from verifier import og
-                s = og.verify_once(data, settings, journal, s)
             counts = ", ".join(f"{n} {k}" for k, n in sorted(s.statuses.items())) or "nothing to verify"
             print(f"receipts verify: {s.seen} receipts checked ({counts}); {s.changed} changed"
                   + (f"; {s.skipped} left as they were (node fault)" if s.skipped else "")

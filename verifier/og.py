@@ -27,7 +27,6 @@ import orjson
 from eth_abi import decode
 from eth_hash.auto import keccak
 
-from storage import db
 from storage.config import Settings
 from storage.journal import Journal
 from storage.records import Event
@@ -36,7 +35,7 @@ from . import tee
 from .evidence import TRANSFER, Check
 from .registry import Registry
 from .rpc import Rpc, RpcError
-from .verify import OG_CALLS, Summary, in_part, parts, signature_check, terms_check
+from .verify import Summary, in_part, parts, signature_check, terms_check
 
 log = logging.getLogger("receipts.verify")
 
@@ -156,28 +155,25 @@ class Facts:
     og_error: tuple[str, str] | None = None              # (reason, why): no_rpc_configured or rpc_unavailable
 
 
-def verify_once(data_dir: str, settings: Settings, journal: Journal, summary: Summary | None = None,
-                part: int = PART) -> Summary:
-    """One pass over the OpenGradient receipts (verify.OG_CALLS: the calls with an upto session or a TEE
-    proof), `part` calls at a time: each part is read, its evidence gathered, decided, and its events
-    written before the next (memory follows a part, not the journal)."""
-    summary, facts = summary or Summary(), Facts()
-    # one DuckDB thread: as fast here, and ~55 MB less at 300,000 calls (21,000 OpenGradient calls)
-    with db.connect(data_dir, views=False, settings={"threads": 1}) as con:
-        con.execute(OG_CALLS)
-        for lo, hi in parts(con, "og_calls", part):
-            rows, last = read(con, lo, hi)
-            gather(rows, settings, facts)
-            events = []
-            for r in rows:
-                summary.seen += 1
-                checks = receipt_checks(r, facts, settings)
-                if any(c.result == "pending" and c.reason in NODE_FAULTS for c in checks):
-                    summary.skipped += 1  # a node fault decides nothing: the receipt stays as it was
-                    continue
-                events += _changes(r, checks, last, summary, facts)
-            if events:
-                journal.write(events)
+def verify_pass(con, settings: Settings, journal: Journal, summary: Summary, part: int = PART) -> Summary:
+    """One pass over the OpenGradient receipts, on the x402 pass's connection `con` (its table og_calls,
+    verify.OG_CALLS: the calls with an upto session or a TEE proof), `part` calls at a time: each part is
+    read, its evidence gathered, decided, and its events written before the next (memory follows a part,
+    not the journal)."""
+    facts = Facts()
+    for lo, hi in parts(con, "og_calls", part):
+        rows, last = read(con, lo, hi)
+        gather(rows, settings, facts)
+        events = []
+        for r in rows:
+            summary.seen += 1
+            checks = receipt_checks(r, facts, settings)
+            if any(c.result == "pending" and c.reason in NODE_FAULTS for c in checks):
+                summary.skipped += 1  # a node fault decides nothing: the receipt stays as it was
+                continue
+            events += _changes(r, checks, last, summary, facts)
+        if events:
+            journal.write(events)
     summary.faults += [why for _, why in facts.session_error.values()]
     summary.faults += [e for e in (facts.registry_error, facts.og_error and facts.og_error[1]) if e]
     return summary

@@ -20,7 +20,8 @@ it reads the folded tables (storage/fold.sql), only the columns it needs. One qu
 table (OG_CALLS: the calls verifier/og.py verifies); the receipts to verify, with each one's latest
 verdict and the latest result of each of its checks, are then queried a part (PART) at a time
 (TO_VERIFY) and decided a round (CHUNK) at a time; while one round is decided, a thread reads the next round's chain evidence
-(ChainView), another queries the next part, and a third appends the check events.
+(ChainView), another queries the next part, and a third appends the check events. Then, on the same
+connection, verifier/og.py verifies the OG_CALLS a part at a time.
 """
 from __future__ import annotations
 
@@ -222,7 +223,8 @@ def _rare_collections(allocations: int = 50_000):
 
 
 def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int = CHUNK) -> Summary:
-    """One pass over every receipt that is not final yet, `chunk` receipts at a time."""
+    """One pass over every receipt that is not final yet: the x402 receipts `chunk` at a time, then the
+    OpenGradient ones (verifier/og.py)."""
     summary, readers, written = Summary(), {}, []
     with _rare_collections(), ThreadPoolExecutor(1, thread_name_prefix="verify-chain") as chain_reader, \
             ThreadPoolExecutor(1, thread_name_prefix="verify-write") as writer:  # appends wait on the journal's lock
@@ -240,6 +242,10 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int 
                     _decide_round(ahead.popleft(), settings, summary, journal, writer, written)
             while ahead:
                 _decide_round(ahead.popleft(), settings, summary, journal, writer, written)
+            if summary.og_calls:  # the OpenGradient pass (and its heavier imports) only where it has work,
+                from . import og  # on the same connection and thread: the memory of one pass serves both
+
+                querier.submit(og.verify_pass, con, settings, journal, summary).result()
     for done in written:  # every check event is durable before the pass returns
         done.result().result(30.0)
     return summary
