@@ -73,9 +73,19 @@ def cmd_sql(args) -> int:
 def cmd_show(args) -> int:
     from storage import queries
 
-    out = queries.found(_connect(args, views=False), args.id)  # (computes its receipts from the tables alone)
+    con = _connect(args, views=False)
+    out = queries.found(con, args.id)  # (computes its receipts from the tables alone)
+    if not out:  # the beginning of an id, as `list` shortens them
+        starting = queries.by_prefix(con, args.id)
+        if len(starting) > 1:
+            raise UserError(f"{render.safe(args.id)!s} is the beginning of ids of {len(starting)}"
+                            f"{'+' if len(starting) > 10 else ''} receipts: "
+                            f"{', '.join(starting[:10])}; give more of it")
+        out = queries.computed(con, starting)
     if not out:
-        raise UserError(f"no receipt matches {render.safe(args.id)!s}")
+        short = len(args.id.strip().removesuffix("…")) < queries.PREFIX_AT_LEAST
+        raise UserError(f"no receipt matches {render.safe(args.id)!s}" + (
+            f" (the beginning of an id needs {queries.PREFIX_AT_LEAST} characters)" if short else ""))
     if args.json:
         items = [render.receipt_document(r, d) for r, d in out]
         print(render.to_json(items[0] if len(items) == 1 else items))
@@ -270,10 +280,28 @@ def _bool_flag(p, name: str, dest: str, help_: str) -> None:
     p.add_argument(f"--no-{name}", dest=dest, action="store_const", const=False, help=argparse.SUPPRESS)
 
 
+# what `list --status` takes: a proof status (storage/views.sql `receipts.proof_status`) or a resolution
+STATUSES = ("unpaid", "pending", "passed", "failed", "retried", "refunded", "risky")
+
+
+class _Version(argparse.Action):
+    """--version: the installed package's version (looked up only when asked: importlib.metadata is slow)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"receipts {version('receipts-proxy')}")
+        except PackageNotFoundError:
+            print("receipts (not installed: run from a checkout without scripts/bootstrap)")
+        parser.exit()
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data", help="data directory (default: $RECEIPTS_DATA or ./data)")
     top = argparse.ArgumentParser(prog="receipts", description="Receipts for paid AI calls.")
+    top.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = top.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("proxy", parents=[common], help="run the recording proxy")
@@ -314,7 +342,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("list", parents=[common], help="list receipts, newest first")
-    p.add_argument("--status", help="unpaid | pending | passed | failed | retried | refunded | risky")
+    p.add_argument("--status", choices=STATUSES, metavar="STATUS", help=" | ".join(STATUSES))
     p.add_argument("--since", help="30m, 2h, 7d, or an ISO date/time (UTC)")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
@@ -383,14 +411,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # (the reader went away: `receipts show … | head`)
+        sys.stderr.close()
+        return 0
     except Exception as exc:
         cfg = sys.modules.get("storage.config")  # (imported by the commands that read the configuration)
         if not isinstance(exc, UserError) and not (cfg and isinstance(exc, cfg.ConfigError)):
             raise
         print(f"Error: {exc}", file=sys.stderr)
         return 1
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":

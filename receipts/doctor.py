@@ -23,7 +23,10 @@ def run(config_path: str | None, data_dir: str, proxy: str | None, out=sys.stdou
 
     try:
         settings = cfg.load(config_path, {"data_dir": data_dir})
-        report(True, f"settings are valid ({config_path or cfg.DEFAULT_CONFIG})", "")
+        found = config_path or (cfg.DEFAULT_CONFIG if cfg.DEFAULT_CONFIG.exists() else None)
+        report(bool(found), f"settings are valid ({found})",
+               f"no settings file: {cfg.DEFAULT_CONFIG} is not there and no --config was given, so the built-in "
+               f"defaults apply (no networks, no assets: nothing can be verified on chain)")
     except cfg.ConfigError as exc:
         report(False, "", f"the settings are wrong: {exc}")
         settings = cfg.load(None, {"data_dir": data_dir}, env={})
@@ -39,10 +42,20 @@ def run(config_path: str | None, data_dir: str, proxy: str | None, out=sys.stdou
 
 
 def _data(settings: cfg.Settings, report, out) -> None:
+    """The data directory can be written; if it does not exist yet, that it can be made where it is to be
+    (the proxy makes it when it starts: the doctor makes nothing)."""
     data = Path(settings.data_dir)
+    if not data.exists():
+        parent = next((p for p in data.absolute().parents if p.exists()), Path("/"))
+        if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
+            print(f"note  there is no data directory at {data.absolute()} yet: the proxy makes it when it starts",
+                  file=out)
+        else:
+            report(False, "", f"data directory {data} cannot be made ({parent} is not writable): paid requests "
+                              f"would be refused; choose another with --data or fix its permissions")
+        return
     probe = data / f".doctor-{uuid.uuid4().hex}"
     try:
-        data.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"x")
         probe.unlink()
         report(True, f"data directory {data.resolve()} is writable", "")
@@ -96,14 +109,23 @@ def _ca(settings: cfg.Settings, report) -> None:
                f"will refuse HTTPS through the proxy: export {name}={ca.resolve()}")
 
 
+# Clients that refused the proxy's certificate for a host, and have not made a call to it through the proxy
+# since (a refusal that was fixed is history, not a problem).
+REFUSALS = """
+SELECT e.client, e.host, count(*) FROM folded.errors e
+WHERE e.kind = 'client_tls_refused' AND NOT EXISTS (
+    SELECT 1 FROM folded.requests r WHERE r.client = e.client AND r.host = e.host AND r.ts > e.ts)
+GROUP BY ALL ORDER BY 3 DESC LIMIT 5
+"""
+
+
 def _refusals(settings: cfg.Settings, report) -> None:
     if not (Path(settings.data_dir) / "journal").exists():
         return
     from storage import db
 
     with db.connect(settings.data_dir) as con:
-        rows = con.execute("SELECT client, host, count(*) FROM folded.errors WHERE kind = 'client_tls_refused' "
-                           "GROUP BY ALL ORDER BY 3 DESC LIMIT 5").fetchall()
+        rows = con.execute(REFUSALS).fetchall()
         pins = con.execute("SELECT kind, message, count(*) FROM folded.errors WHERE kind LIKE 'tee_pin_%' "
                            "GROUP BY ALL ORDER BY 3 DESC LIMIT 5").fetchall()
     for client, host, n in rows:

@@ -70,15 +70,18 @@ def _one_of(column: str, name: str, values: list[str]) -> tuple[str, dict]:
     return f"{column} IN (SELECT unnest(${name}))", {name: values}
 
 
-def candidates(con: duckdb.DuckDBPyConnection, ident: str) -> list[str]:
+def candidates(con: duckdb.DuckDBPyConnection, ident: str, prefix: bool = False) -> list[str]:
     """The logical ids of every call that `ident` may find (a superset of what `FIND` selects: an id of an
-    older response, say, is looked at too; `found()` keeps what the receipts' ids hold)."""
+    older response, say, is looked at too; `found()` keeps what the receipts' ids hold); with `prefix`,
+    of every call with an id that starts with `ident`."""
     key = normalized(con, ident)
     if not key:
         return []
-    hits = ["SELECT receipt_id FROM folded.ids WHERE id = $k"]  # (sorted by id: one row group a file)
-    hits += [f"SELECT receipt_id FROM folded.{table} WHERE {column} = $k" for table, column in UUID_COLUMNS]
-    attempts = [r[0] for r in con.execute(inline(" UNION ".join(hits), {"k": key})).fetchall()]
+    # (`ids` is sorted by id: an id, or the range of ids a prefix starts, is one row group of a file)
+    match = "{c} >= $k AND {c} < $hi AND starts_with({c}, $k)" if prefix else "{c} = $k"
+    hits = [f"SELECT receipt_id FROM folded.ids WHERE {match.format(c='id')}"]
+    hits += [f"SELECT receipt_id FROM folded.{table} WHERE {match.format(c=column)}" for table, column in UUID_COLUMNS]
+    attempts = [r[0] for r in con.execute(inline(" UNION ".join(hits), {"k": key, "hi": key + "\U0010ffff"})).fetchall()]
     if not attempts:
         return []
     where, params = _one_of("receipt_id", "a", attempts)
@@ -191,6 +194,19 @@ def found(con: duckdb.DuckDBPyConnection, ident: str) -> list[tuple[dict, dict]]
     session id, nonce, payer, …: what `FIND` selects), with its details; what `receipts show` prints."""
     key = normalized(con, ident)
     return [(r, d) for r, d in computed(con, candidates(con, key)) if key in (r["ids"] or [])]
+
+
+PREFIX_AT_LEAST = 6  # characters of an id that `receipts show` takes as its beginning
+
+
+def by_prefix(con: duckdb.DuckDBPyConnection, prefix: str, at_most: int = 10) -> list[str]:
+    """The logical ids of the receipts with an id that starts with `prefix` (as `receipts list` shortens
+    them, with or without its `…`), as git takes a commit's beginning: at most `at_most` (more: that many
+    and one); none for a prefix shorter than PREFIX_AT_LEAST."""
+    key = normalized(con, prefix.strip().removesuffix("…"))
+    if len(key) < PREFIX_AT_LEAST:
+        return []
+    return candidates(con, key, prefix=True)[:at_most + 1]
 
 
 def details(con: duckdb.DuckDBPyConnection, receipt_id: str) -> dict[str, list[dict]]:

@@ -1,10 +1,11 @@
 """The CLI's faces: one-line errors, read-only SQL, and the doctor's plain words."""
 import os
 import subprocess
+import sys
 
 import pytest
 
-from support.proc import ProxyProcess, receipts_cli
+from support.proc import BIN, ProxyProcess, receipts_cli
 
 
 @pytest.mark.parametrize("flags, words", [
@@ -66,9 +67,37 @@ def test_doctor_explains_an_untrusted_ca_and_then_passes(tmp_path, tls, upstream
         good = subprocess.run([str(proxy.cmd[0]), *doctor, "--data", str(proxy.data)], capture_output=True,
                               text=True, env={**env, **proxy.client_env()}, timeout=60)
         assert "FAIL  SSL_CERT_FILE" not in good.stdout and "ok    HTTPS_PROXY" in good.stdout
+        assert "refused the proxy's certificate for localhost" in good.stdout  # no call has gone through since
+        # the client, now trusting the CA, calls through the proxy: the old refusal is history
+        subprocess.run(["curl", "-sS", "-x", proxy.url, f"{upstream}/v1/chat/completions", "-d", "{}"],
+                       env={**env, **proxy.client_env()}, capture_output=True, timeout=30, check=True)
+        for _ in range(50):  # (bounded: the call is sealed within 0.1 s)
+            fixed = subprocess.run([str(proxy.cmd[0]), *doctor, "--data", str(proxy.data)], capture_output=True,
+                                   text=True, env={**env, **proxy.client_env()}, timeout=60)
+            if "refused the proxy's certificate" not in fixed.stdout:
+                break
+        assert "refused the proxy's certificate" not in fixed.stdout and fixed.returncode == 0, fixed.stdout
     stopped = subprocess.run([str(proxy.cmd[0]), *doctor, "--data", str(proxy.data)], capture_output=True,
                              text=True, env={**env, **proxy.client_env()}, timeout=60)
     assert f"nothing listens on 127.0.0.1:{proxy.port}" in stopped.stdout and stopped.returncode == 1
+
+
+def test_doctor_makes_nothing_and_says_when_no_settings_file_is_found(tmp_path):
+    # run where there is no data directory, by a `receipts` whose default settings file is missing (as in an
+    # install outside the checkout: the one constant is pointed elsewhere, the rest is the real command):
+    # the doctor creates no directory, and does not call the built-in defaults a valid file
+    missing = tmp_path / "nowhere" / "mitm_config.yaml"
+    work = tmp_path / "work"
+    work.mkdir()
+    code = ("import sys; from pathlib import Path; from storage import config; "
+            f"config.DEFAULT_CONFIG = Path({str(missing)!r}); from receipts.cli import main; sys.exit(main())")
+    out = subprocess.run([sys.executable, "-c", code, "doctor", "--proxy", "127.0.0.1:9"], cwd=work,
+                         capture_output=True, text=True, timeout=60,
+                         env={k: v for k, v in os.environ.items() if k != "RECEIPTS_DATA"})
+    assert out.returncode == 1, out.stderr
+    assert f"FAIL  no settings file: {missing} is not there" in out.stdout
+    assert f"note  there is no data directory at {work / 'data'} yet" in out.stdout
+    assert os.listdir(work) == []
 
 
 def test_doctor_explains_an_unwritable_data_dir_and_bad_settings(tmp_path):
@@ -85,3 +114,48 @@ def test_doctor_explains_an_unwritable_data_dir_and_bad_settings(tmp_path):
     assert "FAIL  the settings are wrong: bodies must be one of none, hash, full, not 'everything'." in out.stdout
     assert f"FAIL  data directory {data} cannot be written (Operation not permitted)" in out.stdout
     assert "nothing listens on 127.0.0.1:9" in out.stdout
+
+
+def test_show_takes_the_beginning_of_an_id_as_list_shortens_it(tmp_path):
+    import time
+
+    from storage.journal import Journal
+    from storage.records import Event, uuid7
+
+    t = time.time() - 60
+    twins = [uuid7(t), uuid7(t)]  # the same millisecond: their first 13 characters are equal
+    alone = uuid7(t + 3600)
+    with Journal(tmp_path, seal_interval=3600) as j:
+        for rid, provider in zip([*twins, alone], ["req_aaa111", "req_bbb222", "req_ccc333"]):
+            j.write([Event("request", rid, {"logical_id": rid, "method": "POST", "host": "api.example",
+                                            "path": "/v1/chat/completions", "model": "m"}),
+                     Event("response", rid, {"status": 200, "provider_request_id": provider})])
+    listed = receipts_cli("list", data=tmp_path).stdout
+    shortened = next(w for line in listed.splitlines() for w in line.split() if w.startswith(alone[:8]))
+    assert shortened.endswith("…") and shortened != alone  # what `list` prints, pasted as it is
+    shown = receipts_cli("show", shortened, data=tmp_path)
+    assert shown.returncode == 0 and alone in shown.stdout, shown.stderr
+    assert alone in receipts_cli("show", "REQ_CCC", data=tmp_path).stdout  # any id's beginning, any case
+    both = receipts_cli("show", twins[0][:13], data=tmp_path)
+    assert both.returncode == 1 and "is the beginning of ids of 2 receipts" in both.stderr
+    assert twins[0] in both.stderr and twins[1] in both.stderr
+    short = receipts_cli("show", alone[:5], data=tmp_path)
+    assert short.returncode == 1 and "needs 6 characters" in short.stderr
+
+
+def test_version_and_unknown_status_values():
+    version = receipts_cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("receipts 0.")
+    bad = receipts_cli("list", "--status", "paid")
+    assert bad.returncode == 2 and "invalid choice: 'paid'" in bad.stderr
+    assert all(s in bad.stderr for s in ("unpaid", "pending", "passed", "failed", "retried", "refunded", "risky"))
+
+
+def test_a_reader_that_goes_away_is_no_error(tmp_path):
+    (tmp_path / "journal").mkdir()
+    proc = subprocess.Popen([str(BIN / "receipts"), "sql", "--csv",
+                             "--data", str(tmp_path), "SELECT range AS n FROM range(200000)"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(10)
+    proc.stdout.close()  # as `| head -1` does
+    assert proc.wait(60) == 0 and b"Traceback" not in proc.stderr.read()
