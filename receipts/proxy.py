@@ -1,6 +1,7 @@
 """`receipts proxy`: mitmdump with the recorder addon, configured from mitm_config.yaml and flags."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -61,14 +62,28 @@ def reverse_upstream(url: str, settings: Settings) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _usable(settings: Settings) -> None:
+    """Make the CA and data directories (private) and check that the journal's can be written, before the
+    proxy starts: one sentence (ConfigError) rather than a traceback or mitmproxy's startup errors."""
+    for what, path in (("CA directory", settings.ca_path), ("data directory", settings.data_dir),
+                       ("data directory", Path(settings.data_dir) / "journal")):
+        try:
+            make_private_dir(path)
+            probe = Path(path) / f".probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"cannot use the {what} {path}: {exc.strerror or exc}. Choose another "
+                              f"({'--ca-dir' if what == 'CA directory' else '--data'}) or fix its permissions.") from None
+
+
 def run(settings: Settings, config_path: str | None, reverse: str | None = None) -> int:
     """Run the proxy in this process until interrupted (reverse: the upstream of reverse-proxy mode)."""
     from mitmproxy.tools.main import mitmdump
 
     from storage import fold
 
-    make_private_dir(settings.ca_path)
-    make_private_dir(settings.data_dir)
+    _usable(settings)
     fold.catch_up(settings.data_dir, lambda m: print(f"receipts: {m}", file=sys.stderr, flush=True))
     ca_file = Path(settings.ca_path).resolve() / "mitmproxy-ca-cert.pem"
     if reverse:

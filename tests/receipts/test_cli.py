@@ -159,3 +159,17 @@ def test_a_reader_that_goes_away_is_no_error(tmp_path):
     proc.stdout.read(10)
     proc.stdout.close()  # as `| head -1` does
     assert proc.wait(60) == 0 and b"Traceback" not in proc.stderr.read()
+
+
+@pytest.mark.parametrize("locked", ["data", "journal"])
+def test_a_read_only_data_directory_is_one_line_at_start(tmp_path, locked):
+    data = tmp_path / "data"
+    (data / "journal").mkdir(parents=True)
+    target = data if locked == "data" else data / "journal"
+    subprocess.run(["chattr", "+i", str(target)], check=True)  # read-only even for root
+    try:
+        out = receipts_cli("proxy", "--listen-port", "0", data=data, timeout=30)
+    finally:
+        subprocess.run(["chattr", "-i", str(target)], check=True)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()] and out.stderr.startswith("Error: cannot use the ")
