@@ -404,9 +404,8 @@ def answer_fields(doc: object, h: Headers) -> dict:
     """What a (non-event-stream) answer's JSON body says: id, model, usage and TEE proof fields."""
     doc = doc if isinstance(doc, dict) else {}
     tee = (F.tee_from_body(doc) if doc else None) or _tee_headers(h)
-    return {"id": doc.get("id") if isinstance(doc.get("id"), str) else None,
-            "model": doc.get("model") if isinstance(doc.get("model"), str) else None,
-            "usage": F.usage_from_body(doc) if doc else None, "tee": tee,
+    rid, model = F.answer_ids(doc)
+    return {"id": rid, "model": model, "usage": F.usage_from_body(doc) if doc else None, "tee": tee,
             "tee_output_seen": og.output_hash(doc) if tee else None}
 
 

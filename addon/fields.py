@@ -2,8 +2,8 @@
 
 Wire facts (see /work/shared/PROTOCOL.md, sections 3 and 4):
 
-* Usage: OpenAI-style ``usage{prompt_tokens, completion_tokens, total_tokens}``
-  or Anthropic-style ``usage{input_tokens, output_tokens}`` (cache token counts
+* Usage: every shape the SDKs produce (``USAGE_NAMES``: OpenAI chat, completions,
+  embeddings and Responses, Anthropic, Gemini ``usageMetadata``; cache token counts
   are ignored).  Unknown usage is *unknown* (None), never 0.
 * OpenGradient TEE proof: body fields ``tee_signature`` (base64),
   ``tee_request_hash``, ``tee_output_hash`` (hex), ``tee_timestamp`` (int
@@ -36,7 +36,7 @@ TEE_HEADERS = {
 # usage
 
 
-def _count(value: object) -> int | None:
+def token_count(value: object) -> int | None:
     """A token count: non-negative int (or decimal string) fitting in int64."""
     if isinstance(value, bool):
         return None
@@ -54,21 +54,44 @@ def _usage_triplet(prompt: int | None, completion: int | None,
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
 
 
+# The names each count has in the usage objects the SDKs produce: OpenAI chat, completions and embeddings
+# (prompt_tokens, completion_tokens, total_tokens); OpenAI Responses and Anthropic (input_tokens,
+# output_tokens, and total_tokens in Responses); Gemini's usageMetadata (promptTokenCount,
+# candidatesTokenCount, totalTokenCount). Cached, reasoning and thought token details are not counted apart.
+USAGE_NAMES = {"prompt_tokens": ("prompt_tokens", "input_tokens", "promptTokenCount"),
+               "completion_tokens": ("completion_tokens", "output_tokens", "candidatesTokenCount"),
+               "total_tokens": ("total_tokens", "totalTokenCount")}
+
+
+def usage_counts(usage: object) -> dict[str, int | None] | None:
+    """The prompt, completion and total token counts of a usage object of any shape above (a missing
+    total is their sum); None when it names no count. An invalid count is unknown (None), never 0."""
+    if not isinstance(usage, Mapping):
+        return None
+    counts, named = {}, False
+    for key, names in USAGE_NAMES.items():
+        value = next((usage[n] for n in names if usage.get(n) is not None), None)
+        named |= value is not None
+        counts[key] = token_count(value)
+    return _usage_triplet(counts["prompt_tokens"], counts["completion_tokens"], counts["total_tokens"]) if named else None
+
+
 def usage_from_body(obj: object) -> dict[str, int | None] | None:
-    """Token usage of a JSON response body; None when it carries no usage counts."""
-    try:
-        usage = obj.get("usage") if isinstance(obj, dict) else None
-        if not isinstance(usage, dict):
-            return None
-        openai_keys = ("prompt_tokens", "completion_tokens", "total_tokens")
-        if any(usage.get(key) is not None for key in openai_keys):
-            return _usage_triplet(*(_count(usage.get(key)) for key in openai_keys))
-        if usage.get("input_tokens") is not None or usage.get("output_tokens") is not None:
-            return _usage_triplet(_count(usage.get("input_tokens")),
-                                  _count(usage.get("output_tokens")), None)
+    """Token usage of a JSON response body (`usage`, or Gemini's `usageMetadata`); None when it carries
+    no usage counts."""
+    if not isinstance(obj, Mapping):
         return None
-    except Exception:  # pragma: no cover - defensive
-        return None
+    return usage_counts(obj.get("usage")) or usage_counts(obj.get("usageMetadata"))
+
+
+def answer_ids(obj: object) -> tuple[str | None, str | None]:
+    """(response id, model) an answer's JSON (or a stream's chunk, or an OpenAI Responses `response`) names:
+    `id` and `model`, or Gemini's `responseId` and `modelVersion`."""
+    if not isinstance(obj, Mapping):
+        return None, None
+    rid = next((obj[k] for k in ("id", "responseId") if isinstance(obj.get(k), str)), None)
+    model = next((obj[k] for k in ("model", "modelVersion") if isinstance(obj.get(k), str)), None)
+    return rid, model
 
 
 # --------------------------------------------------------------------------

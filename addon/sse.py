@@ -35,21 +35,15 @@ from typing import Any
 import orjson
 from Crypto.Hash import keccak
 
+from .fields import answer_ids, token_count, usage_counts
+
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 MAX_ERRORS = 20
-_MAX_INT64 = 2**63 - 1
 _EOL = re.compile(rb"\r\n|\r|\n")
 
 TEE_KEYS = ("tee_signature", "tee_request_hash", "tee_output_hash", "tee_timestamp", "tee_id")
 SETTLEMENT_KEYS = ("data_settlement_transaction_hash", "data_settlement_blob_id",
                    "settlement_job_id", "data_settlement_error")
-
-
-def _count(value: object) -> int | None:
-    """A token count: a non-negative int (not bool) that fits in int64."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_INT64:
-        return value
-    return None
 
 
 def _pick(obj: dict, keys: tuple[str, ...]) -> dict[str, Any] | None:
@@ -58,7 +52,7 @@ def _pick(obj: dict, keys: tuple[str, ...]) -> dict[str, Any] | None:
 
 
 class _Usage:
-    """Token usage accumulated from OpenAI or Anthropic stream events."""
+    """Token usage of a stream: whole (OpenAI, Responses, Gemini) or in parts (Anthropic)."""
 
     def __init__(self) -> None:
         self.seen = False
@@ -66,18 +60,19 @@ class _Usage:
         self.completion: int | None = None
         self.total: int | None = None
 
-    def openai(self, usage: dict) -> None:
-        keys = ("prompt_tokens", "completion_tokens", "total_tokens")
-        if not any(key in usage for key in keys):
+    def whole(self, usage: dict) -> None:
+        """A usage object that holds the stream's whole counts (OpenAI's last chunk, a Responses
+        `response.completed`, Gemini's latest usageMetadata): fields.usage_counts."""
+        counts = usage_counts(usage)
+        if counts is None:
             return
         self.seen = True
-        self.prompt = _count(usage.get("prompt_tokens"))
-        self.completion = _count(usage.get("completion_tokens"))
-        self.total = _count(usage.get("total_tokens"))
+        self.prompt, self.completion, self.total = (counts["prompt_tokens"], counts["completion_tokens"],
+                                                    counts["total_tokens"])
 
     def anthropic(self, usage: dict) -> None:
-        prompt = _count(usage.get("input_tokens"))
-        completion = _count(usage.get("output_tokens"))
+        prompt = token_count(usage.get("input_tokens"))
+        completion = token_count(usage.get("output_tokens"))
         if prompt is None and completion is None:
             return
         self.seen = True
@@ -271,7 +266,11 @@ class SSEParser:
         kind = obj.get("type") if isinstance(obj.get("type"), str) else event_type
         if kind == "error" or event_type == "error" or isinstance(obj.get("error"), dict):
             self._error(f"error event in stream (event {self._events})")
-        if kind == "message_start":
+        if kind == "response.output_text.delta":  # OpenAI Responses API: text deltas, then the response
+            self._add_text(obj.get("delta"))
+        elif kind.startswith("response.") and isinstance(obj.get("response"), dict):
+            self._responses_event(kind, obj["response"])
+        elif kind == "message_start":
             self._anthropic_start(obj.get("message"))
         elif kind == "message_delta" and isinstance(obj.get("usage"), dict):
             self._usage.anthropic(obj["usage"])
@@ -294,10 +293,32 @@ class SSEParser:
             # output_tokens here is a placeholder; the real count is in message_delta.
             self._usage.anthropic({"input_tokens": usage.get("input_tokens")})
 
+    def _responses_event(self, kind: str, response: dict) -> None:
+        """response.created / in_progress / completed / failed / incomplete: the response's id and model;
+        its usage when completed (the stream's end)."""
+        self._first_ids(response)
+        if isinstance(response.get("usage"), dict):
+            self._usage.whole(response["usage"])
+        if kind == "response.completed":
+            self._done = True
+        elif kind in ("response.failed", "response.incomplete"):
+            self._error(f"{kind} (event {self._events})")
+
     def _openai_chunk(self, obj: dict) -> None:
+        """An OpenAI chat or completions chunk, or a Gemini streamGenerateContent chunk."""
         self._first_ids(obj)
-        if isinstance(obj.get("usage"), dict):
-            self._usage.openai(obj["usage"])
+        for key in ("usage", "usageMetadata"):
+            if isinstance(obj.get(key), dict):
+                self._usage.whole(obj[key])
+        candidates = obj.get("candidates")  # Gemini
+        if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
+            content = candidates[0].get("content")
+            for part in (content.get("parts") or []) if isinstance(content, dict) else []:
+                if isinstance(part, dict):
+                    self._add_text(part.get("text"))
+            if candidates[0].get("finishReason"):  # (Gemini's streams end with no [DONE])
+                self._done = True
+            return
         choices = obj.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             return
@@ -308,10 +329,9 @@ class SSEParser:
             self._add_text(choices[0].get("text"))
 
     def _first_ids(self, obj: dict) -> None:
-        if self._id is None and isinstance(obj.get("id"), str):
-            self._id = obj["id"]
-        if self._model is None and isinstance(obj.get("model"), str):
-            self._model = obj["model"]
+        rid, model = answer_ids(obj)
+        self._id = self._id if self._id is not None else rid
+        self._model = self._model if self._model is not None else model
 
     def _proof_fields(self, obj: dict) -> None:
         tee = _pick(obj, TEE_KEYS)

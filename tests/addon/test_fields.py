@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from addon.fields import tee_from_body, tee_from_headers, usage_from_body
+from addon.fields import answer_ids, tee_from_body, tee_from_headers, usage_from_body
 
 SETTINGS = settings(max_examples=150, deadline=None)
 
@@ -34,6 +34,26 @@ def test_usage_anthropic() -> None:
                       "cache_creation_input_tokens": 100, "cache_read_input_tokens": 7}}
     assert usage_from_body(body) == {"prompt_tokens": 30, "completion_tokens": 5,
                                      "total_tokens": 35}
+
+
+def test_usage_of_every_shape_the_sdks_produce() -> None:
+    # (the shapes of the OpenAI, Anthropic and Gemini API references)
+    responses = {"id": "resp_1", "object": "response", "model": "gpt-4.1-mini",
+                 "usage": {"input_tokens": 36, "input_tokens_details": {"cached_tokens": 0},
+                           "output_tokens": 87, "output_tokens_details": {"reasoning_tokens": 0},
+                           "total_tokens": 123}}
+    assert usage_from_body(responses) == {"prompt_tokens": 36, "completion_tokens": 87, "total_tokens": 123}
+    embeddings = {"object": "list", "data": [], "model": "text-embedding-3-small",
+                  "usage": {"prompt_tokens": 8, "total_tokens": 8}}
+    assert usage_from_body(embeddings) == {"prompt_tokens": 8, "completion_tokens": None, "total_tokens": 8}
+    completions = {"id": "cmpl-1", "object": "text_completion", "choices": [],
+                   "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}
+    assert usage_from_body(completions) == {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
+    gemini = {"candidates": [], "modelVersion": "gemini-2.0-flash", "responseId": "abc",
+              "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 9, "totalTokenCount": 13,
+                                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 4}]}}
+    assert usage_from_body(gemini) == {"prompt_tokens": 4, "completion_tokens": 9, "total_tokens": 13}
+    assert answer_ids(gemini) == ("abc", "gemini-2.0-flash") and answer_ids(responses) == ("resp_1", "gpt-4.1-mini")
 
 
 def test_usage_unknown_is_none() -> None:

@@ -131,6 +131,42 @@ def test_anthropic_stream() -> None:
     assert summary["errors"] == []
 
 
+def test_openai_responses_stream() -> None:
+    # typed events of the Responses API (`stream=True`): the usage comes with response.completed
+    response = {"id": "resp_67c", "object": "response", "model": "gpt-4.1-mini", "status": "in_progress",
+                "usage": None}
+    data = sse({"type": "response.created", "sequence_number": 0, "response": response},
+               {"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
+                "item": {"id": "msg_1", "type": "message", "role": "assistant", "content": []}},
+               {"type": "response.output_text.delta", "sequence_number": 2, "item_id": "msg_1", "delta": "Hi "},
+               {"type": "response.output_text.delta", "sequence_number": 3, "item_id": "msg_1", "delta": "you"},
+               {"type": "response.completed", "sequence_number": 4,
+                "response": {**response, "status": "completed",
+                             "usage": {"input_tokens": 11, "output_tokens": 2, "total_tokens": 13,
+                                       "output_tokens_details": {"reasoning_tokens": 0}}}})
+    summary = run(data)
+    assert (summary["id"], summary["model"], summary["done"]) == ("resp_67c", "gpt-4.1-mini", True)
+    assert summary["usage"] == {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13}
+    assert summary["output_text_sha256"] == hashlib.sha256(b"Hi you").hexdigest()
+    assert summary["errors"] == []
+
+
+def test_gemini_stream() -> None:
+    # streamGenerateContent?alt=sse: each chunk carries the usage so far; the last one counts
+    def chunk(text, prompt, out):
+        return {"candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}],
+                "usageMetadata": {"promptTokenCount": prompt, "candidatesTokenCount": out,
+                                  "totalTokenCount": prompt + out},
+                "modelVersion": "gemini-2.0-flash", "responseId": "gem-1"}
+    assert run(sse(chunk("Hel", 6, 1)))["done"] is False
+    last = chunk("lo", 6, 3)
+    last["candidates"][0]["finishReason"] = "STOP"
+    summary = run(sse(chunk("Hel", 6, 1), last))
+    assert (summary["id"], summary["model"], summary["done"]) == ("gem-1", "gemini-2.0-flash", True)
+    assert summary["usage"] == {"prompt_tokens": 6, "completion_tokens": 3, "total_tokens": 9}
+    assert summary["output_text_sha256"] == hashlib.sha256(b"Hello").hexdigest()
+
+
 def test_anthropic_without_message_delta_has_unknown_output() -> None:
     start = {"type": "message_start", "message": {"id": "msg_2", "model": "claude",
                                                   "usage": {"input_tokens": 5,

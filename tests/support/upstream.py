@@ -17,7 +17,9 @@ Routes (JSON bodies):
   POST /v1/legacy/chat/completions   x402 v1 (402 JSON body, X-PAYMENT, X-PAYMENT-RESPONSE)
   POST /v1/jobid/chat/completions    like v2, settlement ``transaction`` is ``payment-<uuid4>``
   POST /v1/embeddings                fixed embedding
-  POST /v1/messages                  Anthropic-style message
+  POST /v1/messages                  Anthropic-style message (``stream``: Anthropic's typed events)
+  POST /v1/responses                 OpenAI Responses API, no payment (``stream``: its typed events)
+  POST /v1/completions               OpenAI legacy completions, no payment (``stream``: text chunks)
   GET  /_seen                        last 1000 requests: [{method, path, headers, body_sha256}]
   DELETE /_seen                      clear that list (and the stream times)
   GET  /_stream_times/<key>          {"first": t, "last": t} (time.time()) of a stream
@@ -280,6 +282,10 @@ class _Handler(BaseHTTPRequestHandler):
             kind = "embeddings"
         elif method == "POST" and path == "/v1/messages":
             kind = "messages"
+        elif method == "POST" and path == "/v1/responses":
+            kind = "responses"
+        elif method == "POST" and path == "/v1/completions":
+            kind = "completions"
 
         # ---- payment handling
         settle_headers: dict[str, str] = {}
@@ -354,6 +360,9 @@ class _Handler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": 3, "total_tokens": 3},
             })
             return
+        if kind in ("responses", "completions") or (kind == "messages" and req.get("stream") is True):
+            self._other_api(kind, req, body)
+            return
         if kind == "messages":
             self._send(200, {
                 "id": "msg_" + _sha256_hex(body)[:24],
@@ -382,6 +391,77 @@ class _Handler(BaseHTTPRequestHandler):
             }],
             "usage": ans["usage"],
         }, settle_headers)
+
+    # ---- the Responses, completions and Anthropic streaming APIs (shapes of their API references)
+
+    def _other_api(self, kind: str, req: dict, body: bytes) -> None:
+        model, rid = req.get("model") or DEFAULT_MODEL, _sha256_hex(body)[:24]
+        prompt = req.get("input") if kind == "responses" else req.get("prompt") if kind == "completions" else \
+            _text_of((req.get("messages") or [{}])[-1].get("content"))
+        answer = "echo: " + (prompt if isinstance(prompt, str) else json.dumps(prompt))
+        inp, out = 1 + len(json.dumps(prompt)) // 4, 1 + len(answer) // 4
+        pieces = _split(answer, 3)
+        if kind == "responses":
+            usage = {"input_tokens": inp, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": out,
+                     "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": inp + out}
+            message = {"id": "msg_" + rid, "type": "message", "status": "completed", "role": "assistant",
+                       "content": [{"type": "output_text", "text": answer, "annotations": []}]}
+            done = {"id": "resp_" + rid, "object": "response", "created_at": int(time.time()), "status": "completed",
+                    "model": model, "output": [message], "usage": usage, "error": None, "incomplete_details": None,
+                    "instructions": None, "metadata": {}, "parallel_tool_calls": True, "temperature": 1.0,
+                    "tool_choice": "auto", "tools": [], "top_p": 1.0}
+            if req.get("stream") is not True:
+                return self._send(200, done)
+            started = {**done, "status": "in_progress", "output": [], "usage": None}
+            at = {"item_id": "msg_" + rid, "output_index": 0, "content_index": 0}
+            part = {"type": "output_text", "text": answer, "annotations": []}
+            events = [("response.created", {"response": started}),
+                      ("response.output_item.added", {"output_index": 0, "item": {**message, "status": "in_progress",
+                                                                                  "content": []}}),
+                      ("response.content_part.added", {**at, "part": {**part, "text": ""}})]
+            events += [("response.output_text.delta", {**at, "delta": piece}) for piece in pieces]
+            events += [("response.output_text.done", {**at, "text": answer}),
+                       ("response.content_part.done", {**at, "part": part}),
+                       ("response.output_item.done", {"output_index": 0, "item": message}),
+                       ("response.completed", {"response": done})]
+            events = [(name, {"type": name, **e}) for name, e in events]
+            return self._stream_events([(name, {**e, "sequence_number": i}) for i, (name, e) in enumerate(events)])
+        if kind == "completions":
+            usage = {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out}
+            head = {"id": "cmpl-" + rid, "object": "text_completion", "created": int(time.time()), "model": model}
+            if req.get("stream") is not True:
+                return self._send(200, {**head, "choices": [{"index": 0, "text": answer, "finish_reason": "stop",
+                                                             "logprobs": None}], "usage": usage})
+            events = [(None, {**head, "choices": [{"index": 0, "text": piece, "finish_reason": None, "logprobs": None}]})
+                      for piece in pieces]
+            events += [(None, {**head, "choices": [], "usage": usage}), (None, "[DONE]")]
+            return self._stream_events(events)
+        message = {"id": "msg_" + rid, "type": "message", "role": "assistant", "model": model, "content": [],
+                   "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": inp, "output_tokens": 1}}
+        events = [("message_start", {"type": "message_start", "message": message}),
+                  ("content_block_start", {"type": "content_block_start", "index": 0,
+                                           "content_block": {"type": "text", "text": ""}})]
+        events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                            "delta": {"type": "text_delta", "text": piece}}) for piece in pieces]
+        events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                   ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                      "usage": {"output_tokens": out}}),
+                   ("message_stop", {"type": "message_stop"})]
+        self._stream_events(events)
+
+    def _stream_events(self, events: list) -> None:
+        """An event stream of (event name or None, JSON object or text) items, chunked."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("x-request-id", self._request_id)
+        self.end_headers()
+        for name, payload in events:
+            data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+            event = (f"event: {name}\n" if name else "") + f"data: {data}\n\n"
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event.encode()), event.encode()))
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     # ---- streaming
 

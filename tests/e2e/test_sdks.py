@@ -1,0 +1,74 @@
+"""The official `openai` and `anthropic` Python SDKs, unchanged, through a real `receipts proxy` process
+(HTTPS_PROXY and the CA variables only) to the local HTTPS upstream: every usage shape they produce is
+recorded with its model, token split and response id, streamed or not."""
+import json
+import os
+import subprocess
+import sys
+
+from support.proc import ProxyProcess, receipts_cli, wait_for
+
+# An app: each call, by the SDK's own public API, with an X-Call header naming it (the tests find the
+# recorded call by it). It knows nothing of the proxy: the environment routes it.
+APP = r"""
+import sys, anthropic, openai
+base = sys.argv[1]
+oa = openai.OpenAI(api_key="sk-test-not-a-secret", base_url=base + "/v1", max_retries=0)
+free = openai.OpenAI(api_key="sk-test-not-a-secret", base_url=base + "/v1/free", max_retries=0)
+an = anthropic.Anthropic(api_key="sk-ant-test", base_url=base, max_retries=0)
+h = lambda name: {"extra_headers": {"X-Call": name}}
+msgs = [{"role": "user", "content": "hello there"}]
+free.chat.completions.create(model="gpt-4o-mini", messages=msgs, **h("chat"))
+list(free.chat.completions.create(model="gpt-4o-mini", messages=msgs, stream=True,
+                                  stream_options={"include_usage": True}, **h("chat-stream")))
+oa.completions.create(model="gpt-3.5-turbo-instruct", prompt="say hi", **h("completions"))
+list(oa.completions.create(model="gpt-3.5-turbo-instruct", prompt="say hi", stream=True, **h("completions-stream")))
+oa.embeddings.create(model="text-embedding-3-small", input="hello", **h("embeddings"))
+oa.responses.create(model="gpt-4.1-mini", input="tell me a joke", **h("responses"))
+with oa.responses.stream(model="gpt-4.1-mini", input="tell me a joke", **h("responses-stream")) as s:
+    s.until_done()
+an.messages.create(model="claude-sonnet-4", max_tokens=50, messages=msgs, **h("messages"))
+with an.messages.stream(model="claude-sonnet-4", max_tokens=50, messages=msgs, **h("messages-stream")) as s:
+    s.until_done()
+print("done")
+"""
+
+CALLS = {  # X-Call -> (path, model, prompt tokens known, completion tokens known, response id prefix)
+    "chat": ("/v1/free/chat/completions", "gpt-4o-mini", True, True, "chatcmpl-"),
+    "chat-stream": ("/v1/free/chat/completions", "gpt-4o-mini", True, True, "chatcmpl-"),
+    "completions": ("/v1/completions", "gpt-3.5-turbo-instruct", True, True, "cmpl-"),
+    "completions-stream": ("/v1/completions", "gpt-3.5-turbo-instruct", True, True, "cmpl-"),
+    "embeddings": ("/v1/embeddings", "text-embedding-3-small", True, False, None),
+    "responses": ("/v1/responses", "gpt-4.1-mini", True, True, "resp_"),
+    "responses-stream": ("/v1/responses", "gpt-4.1-mini", True, True, "resp_"),
+    "messages": ("/v1/messages", "claude-sonnet-4", True, True, "msg_"),
+    "messages-stream": ("/v1/messages", "claude-sonnet-4", True, True, "msg_"),
+}
+
+
+def test_every_usage_shape_of_the_real_sdks_is_recorded(tmp_path, tls, upstream):
+    with ProxyProcess(tmp_path / "data", "--seal-interval", "0.1", "--bodies", "full", upstream_ca=tls["ca"]) as proxy:
+        env = {**os.environ, **proxy.client_env()}
+        app = subprocess.run([sys.executable, "-c", APP, upstream], env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert app.returncode == 0 and app.stdout.strip() == "done", app.stderr[-3000:]
+        query = ("SELECT c.path, c.model, c.prompt_tokens, c.completion_tokens, c.total_tokens, c.usage_source, "
+                 "c.stream, c.response_id, c.status, json_extract_string(e.data, '$.headers.\"x-call\"') AS call "
+                 "FROM calls c JOIN events e ON e.receipt_id = c.receipt_id AND e.type = 'request'")
+
+        def recorded():
+            out = receipts_cli("sql", "--json", query, data=proxy.data)
+            rows = json.loads(out.stdout) if out.returncode == 0 else []
+            return rows if len(rows) >= len(CALLS) else None
+
+        rows = {r["call"]: r for r in wait_for(recorded, timeout=30)}
+    assert set(rows) == set(CALLS)
+    for name, (path, model, prompt, completion, rid) in CALLS.items():
+        r = rows[name]
+        assert (r["path"], r["model"], r["status"]) == (path, model, 200), (name, r)
+        assert r["stream"] == name.endswith("-stream"), (name, r)
+        assert r["usage_source"] == "provider", (name, r)
+        assert (r["prompt_tokens"] is not None) == prompt and r["prompt_tokens"] != 0, (name, r)
+        assert (r["completion_tokens"] is not None) == completion, (name, r)
+        assert r["total_tokens"] and r["total_tokens"] >= (r["prompt_tokens"] or 0) + (r["completion_tokens"] or 0)
+        assert (r["response_id"] or "").startswith(rid) if rid else r["response_id"] is None, (name, r)
