@@ -7,6 +7,7 @@ import os
 import stat
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 
 from . import render
 
@@ -110,21 +111,44 @@ def cmd_list(args) -> int:
     return 0
 
 
+# `receipts tail`'s columns: (label, the calls view's column, width)
+TAIL_COLUMNS = (("started (UTC)", "started_at", 23), ("receipt", "receipt_id", 36), ("method", "method", 6),
+                ("host", "host", 24), ("path", "path", 26), ("status", "status", 6), ("model", "model", 18),
+                ("tokens", "total_tokens", 7), ("paid", "paid", 5), ("error", "error", 40))
+TAIL_LOOKBACK = timedelta(seconds=120)  # a call is printed when it is seen, even if it started this much earlier
+
+
+def _tail_line(values) -> str:
+    return "  ".join(render.safe(v, w).ljust(w) if i < len(TAIL_COLUMNS) - 1 else render.safe(v, w)
+                     for i, (v, (_, _, w)) in enumerate(zip(values, TAIL_COLUMNS))).rstrip()
+
+
 def cmd_tail(args) -> int:
     from storage import db, queries
 
     data = _data_dir(args)
-    last, deadline = None, (time.monotonic() + args.seconds) if args.seconds else None
-    print("receipts: following new calls (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    if not os.path.isdir(data):
+        raise UserError(f"no data directory at {data}: start `receipts proxy` first, or pass --data DIR")
+    try:
+        since = queries.parse_since(args.since) if args.since else datetime.now(timezone.utc).replace(tzinfo=None)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    deadline = (time.monotonic() + args.seconds) if args.seconds else None
+    print(f"receipts: calls from {render.safe(since)} UTC on, as they are recorded (Ctrl-C to stop)",
+          file=sys.stderr, flush=True)
+    print(_tail_line([label for label, _, _ in TAIL_COLUMNS]), flush=True)
+    printed: dict[str, datetime] = {}  # the calls printed, by receipt id (those older than the lookback go)
+    newest = since
     try:
         while deadline is None or time.monotonic() < deadline:
-            con = db.connect(data)
-            for c in queries.new_calls(con, last):
-                last = c["started_at"]
-                print("  ".join(render.safe(c[k], 60) for k in
-                                ("started_at", "receipt_id", "method", "host", "path", "status", "model",
-                                 "total_tokens", "paid", "error")), flush=True)
-            con.close()
+            with db.connect(data) as con:  # (a call sealed late, by another writer, still comes: the lookback)
+                calls = queries.new_calls(con, max(since, newest - TAIL_LOOKBACK))
+            for c in calls:
+                if c["receipt_id"] not in printed and c["started_at"] >= since:
+                    printed[c["receipt_id"]] = c["started_at"]
+                    newest = max(newest, c["started_at"])
+                    print(_tail_line([c[col] for _, col, _ in TAIL_COLUMNS]), flush=True)
+            printed = {rid: at for rid, at in printed.items() if at >= newest - TAIL_LOOKBACK}
             time.sleep(args.interval)
     except KeyboardInterrupt:
         pass
@@ -348,8 +372,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("tail", parents=[common], help="print calls as they are recorded")
-    p.add_argument("--interval", type=float, default=1.0)
+    p = sub.add_parser("tail", parents=[common], help="print calls as they are recorded, from now on")
+    p.add_argument("--since", help="print the calls since then first: 30m, 2h, 7d, or an ISO date/time (UTC)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between looks (default 1)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     p.set_defaults(func=cmd_tail)
 

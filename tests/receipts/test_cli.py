@@ -173,3 +173,33 @@ def test_a_read_only_data_directory_is_one_line_at_start(tmp_path, locked):
         subprocess.run(["chattr", "-i", str(target)], check=True)
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.strip().splitlines() == [out.stderr.strip()] and out.stderr.startswith("Error: cannot use the ")
+
+
+def test_tail_follows_from_now_with_a_header_and_since_for_history(tmp_path):
+    import time
+
+    from storage.journal import Journal
+    from storage.records import Event, uuid7
+
+    def call(rid, at, host):
+        return [Event("request", rid, {"logical_id": rid, "method": "POST", "host": host, "path": "/v1/chat/completions",
+                                       "model": "m"}, ts=at),
+                Event("response", rid, {"status": 200, "usage": {"total_tokens": 42}}, ts=at + 0.1)]
+
+    old = uuid7(time.time() - 3600)
+    with Journal(tmp_path, seal_interval=0.05) as j:
+        j.write(call(old, time.time() - 3600, "old.example"))
+        cmd = [str(BIN / "receipts"), "tail", "--data", str(tmp_path), "--interval", "0.2", "--seconds", "4"]
+        follow = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        history = subprocess.Popen(cmd + ["--since", "2h"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)  # (both have started following)
+        new = uuid7()
+        j.write(call(new, time.time(), "new.example"))
+        out, err = follow.communicate(timeout=30)
+        past, _ = history.communicate(timeout=30)
+    header = out.splitlines()[0].split()
+    assert header[:3] == ["started", "(UTC)", "receipt"] and "status" in header and "tokens" in header, out
+    assert new in out and "new.example" in out and " 42 " in out
+    assert old not in out, out  # from now on: no history first
+    assert old in past and new in past and past.index(old) < past.index(new)
+    assert out.count(new) == 1 and follow.returncode == 0, err
