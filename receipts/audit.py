@@ -194,12 +194,21 @@ def markdown(rep: dict, meta: dict, limit: int | None) -> str:
 # ---- HTML -------------------------------------------------------------------------------------
 CSP = "default-src 'none'; style-src 'unsafe-inline'"
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}
-td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top;word-break:break-all}th{background:#f3f3f3}
-h2{margin-top:1.6em}p.note{color:#555;max-width:60em}.none{color:#2a7a2a}"""
+td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}td{word-break:break-all}
+th{background:#f3f3f3;word-break:normal;overflow-wrap:normal;hyphens:none}
+h2{margin-top:1.6em}p.note{color:#555;max-width:60em}.none{color:#2a7a2a}code{font-size:92%;background:#f3f3f3}"""
 
 
 def h(value) -> str:
     return html.escape(render.safe(value, 2000), quote=True)
+
+
+_CODE = re.compile(r"`([^`]+)`")
+
+
+def prose(text: str) -> str:
+    """The report's own sentences (notes; never a captured value) in HTML: escaped, `code` as <code>."""
+    return _CODE.sub(r"<code>\1</code>", h(text))
 
 
 def to_html(rep: dict, meta: dict, limit: int | None) -> str:
@@ -212,9 +221,9 @@ def to_html(rep: dict, meta: dict, limit: int | None) -> str:
     for t in tables(rep, limit):
         parts.append(f"<h2>{h(t['title'])}</h2>")
         if t.get("note"):
-            parts.append(f'<p class="note">{h(t["note"])}</p>')
+            parts.append(f'<p class="note">{prose(t["note"])}</p>')
         if not t["rows"]:
-            parts.append(f'<p class="none">{h(t.get("empty", "Nothing recorded."))}</p>')
+            parts.append(f'<p class="none">{prose(t.get("empty", "Nothing recorded."))}</p>')
             continue
         parts.append("<table><thead><tr>" + "".join(f"<th>{h(c)}</th>" for c in t["columns"]) + "</tr></thead><tbody>")
         parts += ["<tr>" + "".join(f"<td>{h(c)}</td>" for c in row) + "</tr>" for row in t["rows"]]

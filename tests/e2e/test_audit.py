@@ -8,6 +8,7 @@ a secret sent over plain HTTP, a client that refuses the proxy's certificate, an
 usage whose model name is crafted to inject markup and terminal escapes. The clean session holds
 only paid calls that pass and answers with usage: the report finds nothing."""
 import html.parser
+import re
 import json
 import os
 import subprocess
@@ -207,6 +208,10 @@ def test_the_report_shows_crafted_values_as_text(planted):
     parser.feed(page)
     assert "script" not in parser.tags and "a" not in parser.tags
     assert "default-src 'none'" in page  # and even so, a CSP that allows no script
+    # the report's own sentences: `code` is set as code, not shown as backticks; headers wrap between words only
+    notes = re.findall(r'<p class="(?:note|none)">(.*?)</p>', page)
+    assert notes and not any("`" in n for n in notes) and "<code>receipts verify</code>" in page
+    assert re.search(r"th\{[^}]*word-break:normal", page) and not re.search(r"th\{[^}]*break-all", page)
 
     # Markdown: the crafted cell stays one cell of one row; no HTML, no link
     row = next(line for line in md.splitlines() if "owned" in line)
