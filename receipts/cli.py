@@ -49,6 +49,22 @@ def cmd_proxy(args) -> int:
     return proxy.run(settings, config, reverse=proxy.reverse_upstream(args.reverse, settings) if args.reverse else None)
 
 
+def cmd_env(args) -> int:
+    from storage import config as cfg
+
+    from . import env
+
+    settings = cfg.load(args.config, {"data_dir": _data_dir(args), "ca_dir": args.ca_dir,
+                                      "listen_port": args.listen_port})
+    try:
+        bundle = env.trust_bundle(settings)
+    except FileNotFoundError:
+        raise UserError(f"there is no proxy CA in {settings.ca_path} yet: start the proxy once "
+                        f"(scripts/proxy), it makes it") from None
+    sys.stdout.write(env.shell_lines(env.variables(settings, bundle), args.shell))
+    return 0
+
+
 def cmd_sql(args) -> int:
     import duckdb
 
@@ -352,6 +368,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--header-timeout", help="seconds a new connection has to send request headers")
     p.add_argument("--idle-timeout", help="seconds a kept-alive connection may wait for its next request")
     p.set_defaults(func=cmd_proxy)
+
+    p = sub.add_parser("env", parents=[common], help="print the variables that send a shell's apps through the "
+                                                      "proxy: eval \"$(receipts env)\"")
+    p.add_argument("--config", help="settings file (the proxy's port; default: mitm_config.yaml)")
+    p.add_argument("--ca-dir", help="where the proxy's CA lives (default: DATA/ca)")
+    p.add_argument("--listen-port", help="the proxy's port, if not the configured one")
+    p.add_argument("--shell", choices=("sh", "fish"), default="sh", help="sh (bash, zsh: the default) or fish")
+    p.set_defaults(func=cmd_env)
 
     p = sub.add_parser("sql", parents=[common], help="run read-only SQL over the views")
     p.add_argument("query")

@@ -85,17 +85,20 @@ def run(settings: Settings, config_path: str | None, reverse: str | None = None)
 
     _usable(settings)
     fold.catch_up(settings.data_dir, lambda m: print(f"receipts: {m}", file=sys.stderr, flush=True))
-    ca_file = Path(settings.ca_path).resolve() / "mitmproxy-ca-cert.pem"
     if reverse:
         print(f"receipts: recording into {Path(settings.data_dir).resolve()}\n"
               f"receipts: reverse proxy for {reverse} (certificate pin: {settings.og_pin}); point the client at\n"
               f"  https://{settings.listen_host}:{settings.listen_port} (or http://)", file=sys.stderr, flush=True)
         mitmdump(mitmdump_args(settings, config_path, mode=f"reverse:{reverse}"))
         return 0
+    from mitmproxy.certs import CertStore
+
+    from . import env
+
+    CertStore.from_store(settings.ca_path, "mitmproxy", 2048)  # the CA mitmdump would make at start, made now:
+    bundle = env.trust_bundle(settings)                          # the trust bundle names it
     print(f"receipts: recording into {Path(settings.data_dir).resolve()}\n"
-          f"receipts: point apps at it with\n"
-          f"  export HTTPS_PROXY=http://{settings.listen_host}:{settings.listen_port} "
-          f"SSL_CERT_FILE={ca_file} REQUESTS_CA_BUNDLE={ca_file} NODE_EXTRA_CA_CERTS={ca_file}",
-          file=sys.stderr, flush=True)
+          f"receipts: point the apps of a shell at it with these lines (or: eval \"$(receipts env)\"):\n"
+          + env.shell_lines(env.variables(settings, bundle)), end="", file=sys.stderr, flush=True)
     mitmdump(mitmdump_args(settings, config_path))
     return 0

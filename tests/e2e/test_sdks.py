@@ -1,12 +1,13 @@
-"""The official `openai` and `anthropic` Python SDKs, unchanged, through a real `receipts proxy` process
-(HTTPS_PROXY and the CA variables only) to the local HTTPS upstream: every usage shape they produce is
-recorded with its model, token split and response id, streamed or not."""
+"""The official `openai` and `anthropic` Python SDKs and aiohttp, unchanged, through a real `receipts
+proxy` process to the local HTTPS upstream, in a shell set up by the pasted line `eval "$(receipts
+env)"` and nothing else: every usage shape they produce is recorded with its model, token split and
+response id, streamed or not."""
 import json
 import os
 import subprocess
 import sys
 
-from support.proc import ProxyProcess, receipts_cli, wait_for
+from support.proc import BIN, ProxyProcess, receipts_cli, wait_for
 
 # An app: each call, by the SDK's own public API, with an X-Call header naming it (the tests find the
 # recorded call by it). It knows nothing of the proxy: the environment routes it.
@@ -30,6 +31,13 @@ with oa.responses.stream(model="gpt-4.1-mini", input="tell me a joke", **h("resp
 an.messages.create(model="claude-sonnet-4", max_tokens=50, messages=msgs, **h("messages"))
 with an.messages.stream(model="claude-sonnet-4", max_tokens=50, messages=msgs, **h("messages-stream")) as s:
     s.until_done()
+import asyncio, aiohttp
+async def plain_aiohttp():  # aiohttp reads HTTPS_PROXY only with trust_env=True (README)
+    async with aiohttp.ClientSession(trust_env=True) as session:
+        async with session.post(base + "/v1/free/chat/completions", headers={"X-Call": "aiohttp"},
+                                json={"model": "gpt-4o-mini", "messages": msgs}) as r:
+            assert r.status == 200 and r.headers["x-receipt-id"]
+asyncio.run(plain_aiohttp())
 print("done")
 """
 
@@ -43,13 +51,17 @@ CALLS = {  # X-Call -> (path, model, prompt tokens known, completion tokens know
     "responses-stream": ("/v1/responses", "gpt-4.1-mini", True, True, "resp_"),
     "messages": ("/v1/messages", "claude-sonnet-4", True, True, "msg_"),
     "messages-stream": ("/v1/messages", "claude-sonnet-4", True, True, "msg_"),
+    "aiohttp": ("/v1/free/chat/completions", "gpt-4o-mini", True, True, "chatcmpl-"),
 }
 
 
 def test_every_usage_shape_of_the_real_sdks_is_recorded(tmp_path, tls, upstream):
     with ProxyProcess(tmp_path / "data", "--seal-interval", "0.1", "--bodies", "full", upstream_ca=tls["ca"]) as proxy:
-        env = {**os.environ, **proxy.client_env()}
-        app = subprocess.run([sys.executable, "-c", APP, upstream], env=env, capture_output=True, text=True,
+        # a shell with none of the proxy's variables, set up by the one line the README gives
+        env = {k: v for k, v in os.environ.items() if k not in proxy.client_env()}
+        shell = (f'eval "$({BIN / "receipts"} env --data {proxy.data} --listen-port {proxy.port})" && '
+                 f'exec {sys.executable} -c "$APP" {upstream}')
+        app = subprocess.run(["bash", "-c", shell], env={**env, "APP": APP}, capture_output=True, text=True,
                              timeout=120)
         assert app.returncode == 0 and app.stdout.strip() == "done", app.stderr[-3000:]
         query = ("SELECT c.path, c.model, c.prompt_tokens, c.completion_tokens, c.total_tokens, c.usage_source, "
@@ -72,3 +84,26 @@ def test_every_usage_shape_of_the_real_sdks_is_recorded(tmp_path, tls, upstream)
         assert (r["completion_tokens"] is not None) == completion, (name, r)
         assert r["total_tokens"] and r["total_tokens"] >= (r["prompt_tokens"] or 0) + (r["completion_tokens"] or 0)
         assert (r["response_id"] or "").startswith(rid) if rid else r["response_id"] is None, (name, r)
+
+
+def test_the_trust_bundle_is_the_system_roots_and_the_proxy_ca(tmp_path):
+    # SSL_CERT_FILE and its kin replace a client's roots: the bundle keeps the system's, and adds the CA
+    from receipts import env
+
+    with ProxyProcess(tmp_path / "data") as proxy:
+        out = receipts_cli("env", "--listen-port", str(proxy.port), data=proxy.data)
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.removeprefix("export ").split("=", 1) for line in out.stdout.splitlines())
+    bundle = lines["SSL_CERT_FILE"]
+    assert lines["REQUESTS_CA_BUNDLE"] == lines["CURL_CA_BUNDLE"] == bundle
+    assert lines["HTTPS_PROXY"] == lines["HTTP_PROXY"] == f"http://127.0.0.1:{proxy.port}"
+    assert lines["NODE_EXTRA_CA_CERTS"] == str(proxy.data.resolve() / "ca" / "mitmproxy-ca-cert.pem")
+    assert lines["NODE_USE_ENV_PROXY"] == "1"
+    text = open(bundle, "rb").read()
+    roots = env.system_roots().read_bytes()
+    ca = (proxy.data / "ca" / "mitmproxy-ca-cert.pem").read_bytes()
+    assert text.startswith(roots.rstrip(b"\n")) and text.endswith(ca) and b"PRIVATE KEY" not in text
+    assert text.count(b"BEGIN CERTIFICATE") == roots.count(b"BEGIN CERTIFICATE") + 1 > 100
+    assert oct(os.stat(bundle).st_mode & 0o777) == "0o600"
+    none = receipts_cli("env", data=tmp_path / "elsewhere")
+    assert none.returncode == 1 and "there is no proxy CA" in none.stderr
