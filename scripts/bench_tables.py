@@ -85,7 +85,8 @@ def fold_fresh(data: Path) -> tuple[float, float, int]:
 
 def generate_fresh(data: Path, calls: int) -> None:
     code = "import sys; from testbed.synthetic import generate; generate(sys.argv[1], int(sys.argv[2]), seed=1)"
-    subprocess.run([sys.executable, "-c", code, str(data), str(calls)], check=True, cwd=ROOT, timeout=3600)
+    subprocess.run([sys.executable, "-c", code, str(data), str(calls)], check=True, cwd=ROOT, timeout=3600,
+                   stdout=sys.stderr)  # (its progress is not part of the table)
 
 
 def count_events(data: Path) -> int:
