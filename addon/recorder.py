@@ -359,7 +359,7 @@ class Recorder:
             return
         log.warning("receipts: client %s refused the proxy certificate for %s (%s): if it pins certificates, "
                     "use reverse-proxy mode; otherwise make it trust %s", peer[0], sni, msg,
-                    self.settings.ca_path / "mitmproxy-ca-cert.pem")
+                    self.settings.ca_cert)
 
     async def tls_start_server(self, data) -> None:
         """Reverse mode: the upstream must present the certificate the TEE registry lists for it."""

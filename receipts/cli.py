@@ -95,9 +95,10 @@ def cmd_show(args) -> int:
     if not out:  # the beginning of an id, as `list` shortens them
         starting = queries.by_prefix(con, args.id)
         if len(starting) > 1:
+            listed = starting[:queries.PREFIX_LISTED]
             raise UserError(f"{render.safe(args.id)!s} is the beginning of ids of {len(starting)}"
-                            f"{'+' if len(starting) > 10 else ''} receipts: "
-                            f"{', '.join(starting[:10])}; give more of it")
+                            f"{'+' if len(starting) > len(listed) else ''} receipts: {', '.join(listed)}; "
+                            f"give more of it")
         out = queries.computed(con, starting)
     if not out:
         short = len(args.id.strip().removesuffix("…")) < queries.PREFIX_AT_LEAST

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from storage import config as cfg
 
-CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
+from .env import CA_VARIABLES
 
 
 def run(config_path: str | None, data_dir: str, proxy: str | None, out=sys.stdout) -> list[str]:
@@ -96,7 +96,7 @@ def _environment(settings: cfg.Settings, host: str, port: int, report) -> None:
 
 
 def _ca(settings: cfg.Settings, report) -> None:
-    ca = settings.ca_path / "mitmproxy-ca-cert.pem"
+    ca = settings.ca_cert
     if not ca.exists():
         report(False, "", f"there is no CA yet at {ca}: start the proxy once, it creates it")
         return

@@ -20,6 +20,7 @@ from pathlib import Path
 from storage.config import Settings
 
 BUNDLE = "trust-bundle.pem"  # beside the proxy's CA: the system's roots, then the proxy's CA
+CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")  # what a client trusts
 
 
 def system_roots() -> Path | None:
@@ -38,8 +39,7 @@ def system_roots() -> Path | None:
 def trust_bundle(settings: Settings) -> Path:
     """Write (again) `<ca dir>/trust-bundle.pem`: the system's roots and the proxy's CA certificate (the
     certificate only: never its key). The proxy's CA must exist (the proxy makes it at its first start)."""
-    ca = settings.ca_path / "mitmproxy-ca-cert.pem"
-    pem = ca.read_bytes()  # (FileNotFoundError: no CA yet)
+    pem = settings.ca_cert.read_bytes()  # (FileNotFoundError: no CA yet)
     roots = system_roots()
     text = (roots.read_bytes().rstrip(b"\n") + b"\n" if roots else b"") + pem
     out = settings.ca_path / BUNDLE
@@ -54,11 +54,10 @@ def variables(settings: Settings, bundle: Path, host: str | None = None) -> dict
     """Every variable the shell needs, in the order they are printed."""
     host = host or ("127.0.0.1" if settings.listen_host in ("0.0.0.0", "::") else settings.listen_host)
     url = f"http://{host}:{settings.listen_port}"
-    ca = str((settings.ca_path / "mitmproxy-ca-cert.pem").resolve())
-    bundle = str(bundle.resolve())
+    trusts = {name: str(bundle.resolve()) for name in CA_VARIABLES}
+    trusts["NODE_EXTRA_CA_CERTS"] = str(settings.ca_cert.resolve())  # (Node adds it to its own roots)
     return {"HTTPS_PROXY": url, "https_proxy": url, "HTTP_PROXY": url, "http_proxy": url,
-            "NO_PROXY": "", "no_proxy": "", "SSL_CERT_FILE": bundle, "REQUESTS_CA_BUNDLE": bundle,
-            "CURL_CA_BUNDLE": bundle, "NODE_EXTRA_CA_CERTS": ca, "NODE_USE_ENV_PROXY": "1"}
+            "NO_PROXY": "", "no_proxy": "", **trusts, "NODE_USE_ENV_PROXY": "1"}
 
 
 def shell_lines(values: dict[str, str], shell: str = "sh") -> str:

@@ -132,6 +132,11 @@ class Settings:
     def ca_path(self) -> Path:
         return Path(self.ca_dir) if self.ca_dir else Path(self.data_dir) / "ca"
 
+    @property
+    def ca_cert(self) -> Path:
+        """The proxy's CA certificate (mitmproxy's name for it in its confdir, ca_path): what clients trust."""
+        return self.ca_path / "mitmproxy-ca-cert.pem"
+
     def is_ai_call(self, host: str, path: str) -> str | None:
         """Why this request counts as an AI call ("path" or "rule"), or None."""
         bare = path.split("?", 1)[0]

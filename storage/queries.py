@@ -197,9 +197,10 @@ def found(con: duckdb.DuckDBPyConnection, ident: str) -> list[tuple[dict, dict]]
 
 
 PREFIX_AT_LEAST = 6  # characters of an id that `receipts show` takes as its beginning
+PREFIX_LISTED = 10   # receipts an ambiguous beginning names
 
 
-def by_prefix(con: duckdb.DuckDBPyConnection, prefix: str, at_most: int = 10) -> list[str]:
+def by_prefix(con: duckdb.DuckDBPyConnection, prefix: str, at_most: int = PREFIX_LISTED) -> list[str]:
     """The logical ids of the receipts with an id that starts with `prefix` (as `receipts list` shortens
     them, with or without its `…`), as git takes a commit's beginning: at most `at_most` (more: that many
     and one); none for a prefix shorter than PREFIX_AT_LEAST."""
