@@ -37,12 +37,13 @@ from functools import cached_property
 
 import orjson
 
-from storage.config import Settings
+from receipts.storage.config import Settings
 
 from . import bodies
 from . import eip712
 from . import fields as F
 from . import og
+from . import pricing
 from . import redact as R
 from . import x402
 from .redact import sha256_hex
@@ -377,8 +378,10 @@ def og_fields(h: Headers) -> dict | None:
     return og or None
 
 
-def response_data(resp: Resp, req_ts: float, settings: Settings, *, stream: bool = False) -> dict:
-    """The response payload; for a stream, only what the headers say (the body follows later)."""
+def response_data(resp: Resp, req_ts: float, settings: Settings, *, stream: bool = False,
+                  call: tuple[str | None, str | None] = (None, None)) -> dict:
+    """The response payload; for a stream, only what the headers say (the body follows later).
+    `call`: the request's host and model, for the price of what the answer used (addon/pricing.py)."""
     h = resp.h
     doc = None if stream or resp.body_error else parse_json(resp.body)
     ch, ch_err = challenge(resp, h)
@@ -394,6 +397,7 @@ def response_data(resp: Resp, req_ts: float, settings: Settings, *, stream: bool
         "latency_ms": round((end - req_ts) * 1000, 3) if end and req_ts else None,
         "provider_request_id": h.get("x-request-id") or h.get("request-id"),
         "response_id": found["id"], "model": found["model"], "usage": found["usage"],
+        "cost": pricing.cost(found["model"] or call[1], found["usage"], call[0], req_ts),
         "challenge": ch, "settlement": st, "tee": found["tee"], "og": og_fields(h),
         "tee_output_seen": found["tee_output_seen"],
         "errors": ch_err + st_err + _oversized(h) + _bad_json(resp, h, doc, stream) + _body_errors(resp.body_error),
@@ -437,8 +441,9 @@ def streamed_summary(tap, h: Headers) -> dict:
             "output_text_keccak": found["tee_output_seen"], "errors": _body_errors(error)}
 
 
-def stream_end_data(summary: dict, req_ts: float, end_ts: float) -> dict:
-    """What a streamed answer revealed as it passed through (streamed_summary)."""
+def stream_end_data(summary: dict, req_ts: float, end_ts: float,
+                    call: tuple[str | None, str | None] = (None, None)) -> dict:
+    """What a streamed answer revealed as it passed through (streamed_summary); `call` as in response_data."""
     settle = summary.get("settlement") or {}
     og = {"settlement_tx_hash": settle.get("data_settlement_transaction_hash"),
           "walrus_blob_id": settle.get("data_settlement_blob_id"),
@@ -448,6 +453,7 @@ def stream_end_data(summary: dict, req_ts: float, end_ts: float) -> dict:
     keys = ("bytes", "sha256", "events", "done", "id", "model", "usage", "tee", "output_text_sha256",
             "output_text_keccak", "output_chars", "errors")
     return {**{k: summary.get(k) for k in keys}, "og": og or None,
+            "cost": pricing.cost(summary.get("model") or call[1], summary.get("usage"), call[0], req_ts),
             "latency_ms": round((end_ts - req_ts) * 1000, 3)}
 
 

@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from storage.config import Settings
-from storage.db import ensure_database_file
-from storage.journal import Journal
-from storage.records import Event, stable_id, uuid7
+from receipts.storage.config import Settings
+from receipts.storage.db import ensure_database_file
+from receipts.storage.journal import Journal
+from receipts.storage.records import Event, stable_id, uuid7
 
 from . import exchange as X
 from . import redact as R
@@ -54,7 +54,7 @@ def ingest_file(path: str, settings: Settings) -> dict:
 
 def _not_yet_recorded(events: list[Event], data_dir: str) -> list[Event]:
     """Events of an earlier ingest of the same file have the same ids: keep only the new ones."""
-    from storage import db
+    from receipts.storage import db
 
     if not events or not Path(data_dir, "journal").exists():
         return events
@@ -78,10 +78,10 @@ def exchange_events(req: X.Req, resp: X.Resp | None, settings: Settings, linker:
         linker.outcome(keys, False)
         return events
     if (resp.h.get("content-type") or "").lower().startswith("text/event-stream"):
-        events += _stream_events(req, resp, settings, receipt_id, seed)
+        events += _stream_events(req, resp, settings, receipt_id, seed, (data.get("host"), data.get("model")))
         ok = resp.status < 400
     else:
-        rdata = X.response_data(resp, req.ts, settings)
+        rdata = X.response_data(resp, req.ts, settings, call=(data.get("host"), data.get("model")))
         linker.remember_challenge(logical, rdata.get("challenge"))
         events.append(Event("response", receipt_id, rdata, ts=resp.ts_end or resp.ts_start, id=stable_id(seed, "response")))
         ok = resp.status < 400
@@ -89,12 +89,13 @@ def exchange_events(req: X.Req, resp: X.Resp | None, settings: Settings, linker:
     return events
 
 
-def _stream_events(req: X.Req, resp: X.Resp, settings: Settings, receipt_id: str, seed: str) -> list[Event]:
+def _stream_events(req: X.Req, resp: X.Resp, settings: Settings, receipt_id: str, seed: str,
+                   call: tuple) -> list[Event]:
     head = X.response_data(resp, req.ts, settings, stream=True)
     tap = Tap(sse=True)
     tap(resp.body or b"")
     end = resp.ts_end or resp.ts_start
-    tail = X.stream_end_data(X.streamed_summary(tap, resp.h), req.ts, end)
+    tail = X.stream_end_data(X.streamed_summary(tap, resp.h), req.ts, end, call)
     return [Event("response", receipt_id, head, ts=resp.ts_start, id=stable_id(seed, "response")),
             Event("stream_end", receipt_id, tail, ts=end, id=stable_id(seed, "stream_end"))]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from storage.config import Settings
+from receipts.storage.config import Settings
 
 from . import exchange as X
 

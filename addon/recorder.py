@@ -31,15 +31,15 @@ import orjson
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.net.http.http1.read import expected_http_body_size
 
-from storage import config as cfg
-from storage.db import ensure_database_file
-from storage.journal import Journal, Throttle
-from storage.private import private_umask, secure_data_dir
-from storage.records import Event, uuid7
+from receipts.storage import config as cfg
+from receipts.storage.db import ensure_database_file
+from receipts.storage.journal import Journal, Throttle
+from receipts.storage.private import private_umask, secure_data_dir
+from receipts.storage.records import Event, uuid7
 
 from . import bodies
 from . import exchange as X
-from . import pin, process
+from . import intercept, pin, pricing, process
 from .limits import ConnectionLimits
 from .linker import Linker
 
@@ -75,6 +75,7 @@ class FlowState:
     upload: bodies.Tap | None = None   # a request body streaming through
     tap: bodies.Tap | None = None      # an answer streaming through (its response event is written)
     request_body: dict | None = None   # the streamed request body's record, once it ended
+    call: tuple = (None, None)         # the request's host and model (what prices its answer)
 
     def take_pending(self) -> list:
         pending, self.pending = self.pending or [], None
@@ -138,6 +139,7 @@ class Recorder:
         self._flows: dict[str, FlowState] = {}  # live flows by flow id (metadata must stay serializable)
         self._registry: pin.RegistryCache | None = None  # reverse mode with a pin: the TEE registry
         self._pins: dict[str, pin.PinResult | str] = {}  # pin result by server connection id
+        self._learned: set[str] = set()  # hosts where x402 was seen (addon/intercept.py)
         self._owners: dict[str, asyncio.Future] = {}  # client connection id -> its process (lookup)
         self._matched: dict[str, str | None] = {}  # why a flow is recorded, from requestheaders to request
         self._alarm = Throttle(10.0, log)  # journal write failures
@@ -145,6 +147,7 @@ class Recorder:
 
     # ---- options and lifecycle ---------------------------------------------------------------
     def load(self, loader) -> None:
+        pricing.warm_up()  # (the price table's import, off the first priced call's path)
         private_umask()  # what the recorder (and mitmproxy, DuckDB) writes is the user's only: storage/private.py
         loader.add_option("receipts_config", Optional[str], None,
                           "Path of mitm_config.yaml (default: the one beside the addon).")
@@ -161,6 +164,7 @@ class Recorder:
             self.journal.close()
             self.journal = None
         self.settings = settings
+        self._learned = set(intercept.read_learned(settings.data_dir))
         if self.journal is None:
             self.journal = self._open_journal(settings)
         self.limits = ConnectionLimits(settings.max_client_connections, settings.header_timeout,
@@ -311,7 +315,7 @@ class Recorder:
 
     def _answer(self, flow: http.HTTPFlow, st: FlowState) -> list[Event]:
         """The events of a buffered answer (and of its request, if discovered only now)."""
-        data = X.response_data(to_resp(flow), flow.request.timestamp_start, self.settings)
+        data = X.response_data(to_resp(flow), flow.request.timestamp_start, self.settings, call=st.call)
         self._annotate(flow, st, data)
         self.linker.remember_challenge(st.logical_id, data.get("challenge"))
         return st.take_pending() + [Event("response", st.receipt_id, data, ts=time.time())]
@@ -319,7 +323,7 @@ class Recorder:
     def _stream_end(self, flow: http.HTTPFlow, st: FlowState) -> list[Event]:
         now = time.time()
         summary = X.streamed_summary(st.tap, _headers(flow.response))
-        data = X.stream_end_data(summary, flow.request.timestamp_start, now)
+        data = X.stream_end_data(summary, flow.request.timestamp_start, now, st.call)
         self._annotate(flow, st, data, headers=False)
         self.linker.outcome(st.keys, flow.response.status_code < 400 and bool(data.get("done")))
         return [Event("stream_end", st.receipt_id, data, ts=now)]
@@ -371,14 +375,19 @@ class Recorder:
         host, port = data.conn.address[0], data.conn.address[1]
         conn_id, enforce = data.conn.id, self.settings.og_pin == "enforce"
 
-        def verify(_conn, cert, _errno, depth, _ok) -> bool:
-            if depth:  # the chain above the leaf: the pin is on the leaf itself
+        chain_ok = [True]
+
+        def verify(_conn, cert, _errno, depth, ok) -> bool:
+            if depth:  # the chain above the leaf: a TEE is trusted by its leaf alone; others by the chain
+                chain_ok[0] = chain_ok[0] and bool(ok)
                 return True
             if records is None:
                 self._pins[conn_id] = f"the TEE registry could not be read ({self._registry.error})"
                 return not enforce
             result = pin.check(_der(cert), host, port, records)
             self._pins[conn_id] = result
+            if result.result == "unregistered":  # not an OpenGradient TEE: the usual TLS checks, no pin
+                return chain_ok[0] and bool(ok)
             return result.ok or not enforce
 
         from OpenSSL import SSL
@@ -480,12 +489,28 @@ class Recorder:
                                X.clean(flow.request.path), self.settings)
 
     def _start(self, flow: http.HTTPFlow, req: X.Req, match: str) -> tuple[FlowState, Event]:
+        if match.startswith("x402"):
+            self._learn(flow.request.host)
         receipt_id = uuid7(req.ts)
         logical, keys, data = self.linker.open(req, self.settings, receipt_id=receipt_id, match=match, source="proxy")
-        st = FlowState(receipt_id, logical, keys, paid=X.is_paid(req.h))
+        st = FlowState(receipt_id, logical, keys, paid=X.is_paid(req.h), call=(data.get("host"), data.get("model")))
         self._flows[flow.id] = st
         flow.metadata["receipt_id"] = receipt_id  # shown in mitmweb, saved with flow files
         return st, Event("request", receipt_id, data, ts=req.ts, id=uuid7())
+
+    def _learn(self, host: str) -> None:
+        """A host where x402 was seen: opened from now on, and at the next start (addon/intercept.py)."""
+        host = host.lower()
+        if host in self._learned:
+            return
+        self._learned.add(host)
+        try:
+            intercept.learn(self.settings.data_dir, host)
+        except OSError as exc:  # the call is recorded all the same; only the hint is lost
+            log.warning("receipts: cannot remember the x402 host %s: %s", host, exc)
+        allowed = list(ctx.options.allow_hosts)
+        if allowed:
+            ctx.options.update(allow_hosts=[*allowed, intercept.host_regex(host)])
 
     async def _write(self, events: list[Event], st: FlowState) -> bool:
         """Write before the traffic moves on; for paid calls (or `full`), also wait for the fsync."""
@@ -558,8 +583,8 @@ def _reverse(options) -> bool:
 
 def _registry_cache(settings: cfg.Settings) -> pin.RegistryCache | None:
     """The registry the pin is checked against (None: no registry configured, nothing matches)."""
-    from verifier.registry import Registry
-    from verifier.rpc import Rpc
+    from receipts.verifier.registry import Registry
+    from receipts.verifier.rpc import Rpc
 
     net = settings.network(settings.og_network)
     if not settings.og_registry or not net or not net.rpc:

@@ -266,7 +266,7 @@ FORMATS = {"md": markdown, "html": to_html, "json": to_json}
 def run(data_dir: str, fmt: str = "md", since: datetime | None = None, app: str | None = None,
         limit: int | None = 1000, since_text: str | None = None) -> tuple[str, dict]:
     """The report in `fmt` and the raw figures (for the caller's summary line)."""
-    from storage import audit
+    from receipts.storage import audit
 
     rep = audit.report(data_dir, since=since, app=app)
     meta = {"data": str(data_dir), "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),

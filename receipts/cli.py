@@ -21,7 +21,7 @@ def _data_dir(args) -> str:
 
 
 def _connect(args, views: bool = True):
-    from storage import db, fold
+    from receipts.storage import db, fold
 
     data = _data_dir(args)
     if not os.path.isdir(data):
@@ -32,13 +32,13 @@ def _connect(args, views: bool = True):
 
 # ---- subcommands ---------------------------------------------------------------------------------
 def cmd_proxy(args) -> int:
-    from storage import config as cfg
+    from receipts.storage import config as cfg
     from . import proxy
 
     overrides = {
         "listen_host": args.listen_host, "listen_port": args.listen_port, "data_dir": args.data,
         "ca_dir": args.ca_dir, "bodies": args.bodies, "durability": args.durability,
-        "stamp_receipt_id": args.stamp, "capture_x402": args.x402, "upstream_ca": args.upstream_ca,
+        "stamp_receipt_id": args.stamp, "capture_x402": args.x402, "intercept": args.intercept, "upstream_ca": args.upstream_ca,
         "seal_interval": args.seal_interval, "body_max_bytes": args.body_max_bytes,
         "compact_after": args.compact_after, "compact_grace": args.compact_grace, "og_pin": args.pin,
         "stream_bodies_above": args.stream_above, "max_client_connections": args.max_client_connections,
@@ -46,11 +46,11 @@ def cmd_proxy(args) -> int:
     }
     settings = cfg.with_extras(cfg.load(args.config, overrides), args.rule, args.ai_path)
     config = args.config or (str(cfg.DEFAULT_CONFIG) if cfg.DEFAULT_CONFIG.exists() else None)
-    return proxy.run(settings, config, reverse=proxy.reverse_upstream(args.reverse, settings) if args.reverse else None)
+    return proxy.run(settings, config, reverse=proxy.reverse_upstream(args.reverse) if args.reverse else None)
 
 
 def cmd_env(args) -> int:
-    from storage import config as cfg
+    from receipts.storage import config as cfg
 
     from . import env
 
@@ -68,7 +68,7 @@ def cmd_env(args) -> int:
 def cmd_sql(args) -> int:
     import duckdb
 
-    from storage import db, queries
+    from receipts.storage import db, queries
 
     con = _connect(args)
     try:
@@ -88,7 +88,7 @@ def cmd_sql(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from storage import queries
+    from receipts.storage import queries
 
     con = _connect(args, views=False)
     out = queries.found(con, args.id)  # (computes its receipts from the tables alone)
@@ -113,7 +113,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from storage import queries
+    from receipts.storage import queries
 
     try:
         since = queries.parse_since(args.since) if args.since else None
@@ -141,7 +141,7 @@ def _tail_line(values) -> str:
 
 
 def cmd_tail(args) -> int:
-    from storage import db, queries
+    from receipts.storage import db, queries
 
     data = _data_dir(args)
     if not os.path.isdir(data):
@@ -173,9 +173,9 @@ def cmd_tail(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from storage import config as cfg
-    from addon import ingest
-    from storage.private import secure_data_dir
+    from receipts.storage import config as cfg
+    from receipts.addon import ingest
+    from receipts.storage.private import secure_data_dir
 
     settings = cfg.load(args.config, {"data_dir": args.data})
     try:
@@ -190,9 +190,9 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from storage import config as cfg
-    from storage.private import secure_data_dir
-    from verifier import lock
+    from receipts.storage import config as cfg
+    from receipts.storage.private import secure_data_dir
+    from receipts.verifier import lock
 
     data = _data_dir(args)
     if not os.path.isdir(data):
@@ -207,8 +207,8 @@ def cmd_verify(args) -> int:
 
 
 def _verify_passes(args, data: str, settings) -> int:
-    from storage.journal import Journal
-    from verifier.verify import verify_once
+    from receipts.storage.journal import Journal
+    from receipts.verifier.verify import verify_once
 
     deadline = time.monotonic() + args.seconds if args.seconds else None
     # One pass (--once) leaves its events to the recorder's fold, or to the next reader: its memory is the
@@ -233,7 +233,7 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from storage import queries
+    from receipts.storage import queries
 
     from . import audit
 
@@ -259,7 +259,7 @@ def cmd_audit(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from storage import export, queries
+    from receipts.storage import export, queries
 
     data = _data_dir(args)
     if not os.path.isdir(data):
@@ -278,7 +278,7 @@ def cmd_export(args) -> int:
 def cmd_serve(args) -> int:
     import ipaddress
 
-    from storage import config as cfg
+    from receipts.storage import config as cfg
 
     from .web import server
 
@@ -356,6 +356,9 @@ def parser() -> argparse.ArgumentParser:
     _bool_flag(p, "x402", "x402", "record anything carrying x402 headers (--no-x402 to turn off)")
     p.add_argument("--ai-path", action="append", help="another AI path suffix to record (repeatable)")
     p.add_argument("--rule", action="append", help="also record HOSTGLOB/PATHGLOB (repeatable)")
+    p.add_argument("--intercept", choices=("known", "all"),
+                   help="which HTTPS hosts to open: known (the AI hosts, rules' hosts, x402 hosts seen before; "
+                        "others pass through as TLS) or all")
     p.add_argument("--upstream-ca", help="extra CA bundle to trust for upstream servers")
     p.add_argument("--reverse", metavar="URL", help="reverse-proxy mode: clients call the proxy as if it were URL "
                                                     "(for clients that ignore HTTPS_PROXY or pin certificates)")
@@ -455,7 +458,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from storage.private import private_umask
+    from receipts.storage.private import private_umask
 
     private_umask()  # every file this command writes is the user's only (0600 files, 0700 directories)
     args = parser().parse_args(argv)
@@ -465,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except Exception as exc:
-        cfg = sys.modules.get("storage.config")  # (imported by the commands that read the configuration)
+        cfg = sys.modules.get("receipts.storage.config")  # (imported by the commands that read the configuration)
         if not isinstance(exc, UserError) and not (cfg and isinstance(exc, cfg.ConfigError)):
             raise
         print(f"Error: {exc}", file=sys.stderr)

@@ -7,7 +7,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from storage import config as cfg
+from receipts.storage import config as cfg
 
 from .env import CA_VARIABLES
 
@@ -24,7 +24,8 @@ def run(config_path: str | None, data_dir: str, proxy: str | None, out=sys.stdou
     try:
         settings = cfg.load(config_path, {"data_dir": data_dir})
         found = config_path or (cfg.DEFAULT_CONFIG if cfg.DEFAULT_CONFIG.exists() else None)
-        report(bool(found), f"settings are valid ({found})",
+        report(bool(found), f"settings are valid ({found}): {len(settings.networks)} network(s), "
+                           f"{len(settings.assets)} asset(s) known",
                f"no settings file: {cfg.DEFAULT_CONFIG} is not there and no --config was given, so the built-in "
                f"defaults apply (no networks, no assets: nothing can be verified on chain)")
     except cfg.ConfigError as exc:
@@ -122,7 +123,7 @@ GROUP BY ALL ORDER BY 3 DESC LIMIT 5
 def _refusals(settings: cfg.Settings, report) -> None:
     if not (Path(settings.data_dir) / "journal").exists():
         return
-    from storage import db
+    from receipts.storage import db
 
     with db.connect(settings.data_dir) as con:
         rows = con.execute(REFUSALS).fetchall()

@@ -8,7 +8,8 @@
   name a bundle of the system's roots plus the proxy's CA (`trust_bundle()`), not the proxy's CA alone:
   HTTPS to hosts the proxy passes through keeps working in that shell.
 - NODE_EXTRA_CA_CERTS (added to Node's own roots): the proxy's CA. NODE_USE_ENV_PROXY=1 makes Node ≥ 22.21
-  (and 24) honour HTTPS_PROXY in `fetch` and `https`.
+  (and 24) honour HTTPS_PROXY in `fetch` and `https`; on older Node, NODE_OPTIONS requires the preload
+  (receipts/node/preload.cjs), which routes `fetch` through undici's EnvHttpProxyAgent.
 """
 from __future__ import annotations
 
@@ -17,17 +18,18 @@ import shlex
 import ssl
 from pathlib import Path
 
-from storage.config import Settings
+from receipts.storage.config import Settings
 
+PRELOAD = Path(__file__).resolve().parent / "node" / "preload.cjs"
 BUNDLE = "trust-bundle.pem"  # beside the proxy's CA: the system's roots, then the proxy's CA
 CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")  # what a client trusts
 
 
-def system_roots() -> Path | None:
-    """The system's CA bundle (OpenSSL's default file, else certifi's), if there is one."""
+def system_roots(exclude: Path | None = None) -> Path | None:
+    """The machine's CA bundle (SSL_CERT_FILE if set, else OpenSSL's default file, else certifi's)."""
     paths = ssl.get_default_verify_paths()
     for candidate in (paths.cafile, paths.openssl_cafile):
-        if candidate and os.path.isfile(candidate):
+        if candidate and os.path.isfile(candidate) and not (exclude and Path(candidate).resolve() == exclude.resolve()):
             return Path(candidate)
     try:
         import certifi
@@ -40,9 +42,9 @@ def trust_bundle(settings: Settings) -> Path:
     """Write (again) `<ca dir>/trust-bundle.pem`: the system's roots and the proxy's CA certificate (the
     certificate only: never its key). The proxy's CA must exist (the proxy makes it at its first start)."""
     pem = settings.ca_cert.read_bytes()  # (FileNotFoundError: no CA yet)
-    roots = system_roots()
-    text = (roots.read_bytes().rstrip(b"\n") + b"\n" if roots else b"") + pem
     out = settings.ca_path / BUNDLE
+    roots = system_roots(exclude=out)  # (a shell set up before has SSL_CERT_FILE on this very bundle)
+    text = (roots.read_bytes().rstrip(b"\n") + b"\n" if roots else b"") + pem
     tmp = out.with_name(f".{BUNDLE}.{os.getpid()}.tmp")
     tmp.write_bytes(text)
     os.chmod(tmp, 0o600)
@@ -57,7 +59,14 @@ def variables(settings: Settings, bundle: Path, host: str | None = None) -> dict
     trusts = {name: str(bundle.resolve()) for name in CA_VARIABLES}
     trusts["NODE_EXTRA_CA_CERTS"] = str(settings.ca_cert.resolve())  # (Node adds it to its own roots)
     return {"HTTPS_PROXY": url, "https_proxy": url, "HTTP_PROXY": url, "http_proxy": url,
-            "NO_PROXY": "", "no_proxy": "", **trusts, "NODE_USE_ENV_PROXY": "1"}
+            "NO_PROXY": "", "no_proxy": "", **trusts, "NODE_USE_ENV_PROXY": "1",
+            "NODE_OPTIONS": node_options(os.environ.get("NODE_OPTIONS", ""))}
+
+
+def node_options(current: str) -> str:
+    """The shell's NODE_OPTIONS with `--require <preload>` added once (Node reads quoted paths)."""
+    require = f'--require "{PRELOAD}"' if " " in str(PRELOAD) else f"--require {PRELOAD}"
+    return current if str(PRELOAD) in current else f"{current} {require}".strip()
 
 
 def shell_lines(values: dict[str, str], shell: str = "sh") -> str:

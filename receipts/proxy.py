@@ -6,10 +6,12 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from storage.config import ConfigError, Settings
-from storage.private import make_private_dir
+from receipts import addon
+from receipts.addon import intercept
+from receipts.storage.config import ConfigError, Settings
+from receipts.storage.private import make_private_dir
 
-SCRIPT = Path(__file__).resolve().parent.parent / "addon" / "script.py"
+SCRIPT = Path(addon.__file__).resolve().parent / "script.py"
 
 
 def mitmdump_args(settings: Settings, config_path: str | None, mode: str = "regular") -> list[str]:
@@ -42,6 +44,12 @@ def mitmdump_args(settings: Settings, config_path: str | None, mode: str = "regu
             "-s", str(SCRIPT)]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
+    if not mode.startswith("reverse"):  # (reverse mode opens its one upstream, and checks its pin first)
+        # connect upstream only when the first request is read, so that the client's TLS is negotiated
+        # first: a client asking for HTTP/2 gets it whatever the upstream speaks (mitmproxy translates)
+        args += ["--set", "connection_strategy=lazy"]
+        for regex in intercept.allow_hosts(settings, intercept.read_learned(settings.data_dir)):
+            args += ["--set", f"allow_hosts={regex}"]
     for path in settings.ai_paths:
         args += ["--set", f"receipts_ai_paths={path}"]
     for rule in settings.rules:
@@ -49,17 +57,19 @@ def mitmdump_args(settings: Settings, config_path: str | None, mode: str = "regu
     return args
 
 
-def reverse_upstream(url: str, settings: Settings) -> str:
-    """The upstream of reverse-proxy mode, checked: an http(s) URL with a host, and a registry to pin
-    against unless the pin is off."""
+def reverse_upstream(url: str) -> str:
+    """The upstream of reverse-proxy mode, checked: an http(s) URL with a host. Any upstream works; the
+    certificate pin applies only to one the OpenGradient TEE registry lists (addon/pin.py)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
         raise ConfigError(f"--reverse needs an upstream like https://host:port, not {url!r}.")
-    if settings.og_pin != "off" and not settings.og_registry:
-        raise ConfigError("--reverse checks the upstream certificate against the OpenGradient TEE registry "
-                          "(pin: enforce); set opengradient.registry in the config, or pass --pin off "
-                          "for an upstream that is not a registered TEE.")
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _pin_note(settings: Settings) -> str:
+    if settings.og_pin == "off" or not settings.og_registry:
+        return "no certificate pin: the usual TLS checks"
+    return f"certificate pin {settings.og_pin} if the upstream is a registered OpenGradient TEE"
 
 
 def _usable(settings: Settings) -> None:
@@ -81,13 +91,13 @@ def run(settings: Settings, config_path: str | None, reverse: str | None = None)
     """Run the proxy in this process until interrupted (reverse: the upstream of reverse-proxy mode)."""
     from mitmproxy.tools.main import mitmdump
 
-    from storage import fold
+    from receipts.storage import fold
 
     _usable(settings)
     fold.catch_up(settings.data_dir, lambda m: print(f"receipts: {m}", file=sys.stderr, flush=True))
     if reverse:
         print(f"receipts: recording into {Path(settings.data_dir).resolve()}\n"
-              f"receipts: reverse proxy for {reverse} (certificate pin: {settings.og_pin}); point the client at\n"
+              f"receipts: reverse proxy for {reverse} ({_pin_note(settings)}); point the client at\n"
               f"  https://{settings.listen_host}:{settings.listen_port} (or http://)", file=sys.stderr, flush=True)
         mitmdump(mitmdump_args(settings, config_path, mode=f"reverse:{reverse}"))
         return 0

@@ -56,7 +56,7 @@ def in_child(code: str) -> float:
 
 def breakdown(data: Path) -> list[tuple[str, float]]:
     """Seconds per step of one audit, in this process."""
-    from storage import audit
+    from receipts.storage import audit
 
     steps, sql = [], audit.statements()
     t0 = time.perf_counter()
@@ -89,7 +89,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep", metavar="DIR", help="keep (and reuse) the generated journals under DIR")
     args = ap.parse_args()
-    from storage import fold
+    from receipts.storage import fold
 
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-audit-"))
     rows, total = [], time.perf_counter()
@@ -102,7 +102,7 @@ def main() -> int:
                 gen_s = in_child(f"from testbed.synthetic import generate; generate({str(data)!r}, {n}, {args.seed})")
             if fold.tail(data, fold.Manifest.load(data)):
                 say(f"folding {n:,} calls")
-                fold_s = in_child(f"from storage import fold; fold.fold({str(data)!r}, wait=True)")
+                fold_s = in_child(f"from receipts.storage import fold; fold.fold({str(data)!r}, wait=True)")
             manifest = fold.Manifest.load(data)
             files = [p for table in fold.TABLES for p in manifest.paths(data, table)]
             size = sum(os.path.getsize(p) for p in files) / 2**20

@@ -119,7 +119,7 @@ def measure(http: httpx.Client, paths: list[str], n: int) -> dict:
 
 def sample(data: Path, k: int, seed: int) -> dict:
     """Ids to ask for, from the folded tables."""
-    from storage import db
+    from receipts.storage import db
 
     out = {}
     with db.connect(data, journal=False, views=False) as con:
@@ -140,7 +140,7 @@ def sample(data: Path, k: int, seed: int) -> dict:
 
 def synthetic_events(calls: int, seed: int) -> list:
     """The events of a small synthetic journal of the last minutes (new ids, times now)."""
-    from storage.records import Event
+    from receipts.storage.records import Event
     from testbed.synthetic import generate
 
     src = Path(tempfile.mkdtemp(prefix="bench-serve-new-"))
@@ -155,7 +155,7 @@ def synthetic_events(calls: int, seed: int) -> list:
 
 def append_calls(data: Path, calls: int, seed: int, rate: float | None = None) -> int:
     """Append a small synthetic journal's events through the real journal writer (it seals and folds)."""
-    from storage.journal import Journal
+    from receipts.storage.journal import Journal
 
     events = synthetic_events(calls, seed)
     with Journal(data, "bench", seal_interval=0.2) as j:
@@ -194,7 +194,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
 
-    from storage import fold
+    from receipts.storage import fold
 
     load_start = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
@@ -245,7 +245,7 @@ def main(argv=None) -> int:
             before = http.get("/api/status").json()
             events = synthetic_events(200, args.seed + 1)
             t0 = time.monotonic()
-            from storage.journal import Journal
+            from receipts.storage.journal import Journal
             with Journal(data, "bench", seal_interval=0.2) as j:
                 j.write(events)
                 deadline = time.monotonic() + 300

@@ -72,14 +72,14 @@ def du(path: Path) -> int:
 
 def live_bytes(data: Path) -> int:
     """The bytes of the files the manifest names (files a merge replaced stay 10 minutes, then go)."""
-    from storage import fold
+    from receipts.storage import fold
 
     m = fold.Manifest.load(data)
     return sum(os.path.getsize(p) for table in m.files for p in m.paths(data, table))
 
 
 def fold_fresh(data: Path) -> tuple[float, float, int]:
-    code = "import sys; from storage import fold; fold.THREADS = 1; fold.fold(sys.argv[1])"
+    code = "import sys; from receipts.storage import fold; fold.THREADS = 1; fold.fold(sys.argv[1])"
     return timed([sys.executable, "-c", code, str(data)])
 
 
@@ -116,7 +116,7 @@ def floor_bytes(data: Path) -> int:
 
 def anchor(data: Path, out: Path) -> None:
     """The anchor: the final rows of `receipts` in one Parquet file."""
-    code = ("import sys; from storage import db; con = db.connect(sys.argv[1], write=[sys.argv[2]]); "
+    code = ("import sys; from receipts.storage import db; con = db.connect(sys.argv[1], write=[sys.argv[2]]); "
             "con.execute(f\"COPY (SELECT * FROM receipts) TO '{sys.argv[2]}' (FORMAT parquet, COMPRESSION zstd)\")")
     subprocess.run([sys.executable, "-c", code, str(data), str(out)], check=True, cwd=ROOT, timeout=3600)
 
@@ -164,8 +164,8 @@ def one_size(calls: int, runs: int, work: Path) -> list[tuple]:
 
 WRITER = """
 import sys, time
-from storage.journal import Journal
-from storage.records import Event, uuid7
+from receipts.storage.journal import Journal
+from receipts.storage.records import Event, uuid7
 rate, seconds = float(sys.argv[2]), float(sys.argv[3])
 body = {"logical_id": None, "host": "api.openai.com", "method": "POST", "path": "/v1/chat/completions",
         "model": "gpt-4o-mini", "headers": {"user-agent": "bench", "content-type": "application/json"},
@@ -187,7 +187,7 @@ with Journal(sys.argv[1], "proxy") as j:
 
 def fold_lag(work: Path, rate: float, seconds: float) -> tuple[float, float, float]:
     """(p95 lag, max lag, events written/s): lag = age of the oldest sealed event the tables do not hold."""
-    from storage import fold
+    from receipts.storage import fold
     import orjson
 
     data = work / "lag"

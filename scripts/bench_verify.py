@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-from storage import config as cfg  # noqa: E402
+from receipts.storage import config as cfg  # noqa: E402
 from testbed.bulk import record, settle_many  # noqa: E402
 from testbed.chain import deploy_token, fund  # noqa: E402
 from testbed.node import start_anvil  # noqa: E402
-from verifier.evidence import settlement  # noqa: E402
+from receipts.verifier.evidence import settlement  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -79,7 +79,7 @@ def naive(url: str, data: Path, required: int, runs: int = RUNS) -> tuple[float,
 
 def naive_loop(url: str, data: Path, required: int) -> int:
     """One web3 call per receipt (and the head once), the same evidence matching; the number passed."""
-    from storage import db
+    from receipts.storage import db
     from web3 import Web3
 
     w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"proxies": {"http": None, "https": None}}))
@@ -104,7 +104,7 @@ def large_journals(counts: list[int], work: Path) -> list[str]:
     of call (x402, OpenGradient, unpaid) and a check history; no node configured, so nothing is settled."""
     if not counts:
         return []
-    from storage import fold
+    from receipts.storage import fold
     from testbed.synthetic import generate
 
     config = work / "no-nodes.yaml"

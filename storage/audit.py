@@ -29,7 +29,7 @@ _NAME = re.compile(r"^-- name: (\w+)\s*$", re.M)
 
 def statements() -> dict[str, str]:
     """audit.sql's statements by name."""
-    text = resources.files("storage").joinpath("audit.sql").read_text()
+    text = resources.files(__package__).joinpath("audit.sql").read_text()
     parts = _NAME.split(text)[1:]
     return {name: body.strip() for name, body in zip(parts[::2], parts[1::2])}
 

@@ -16,8 +16,21 @@ import yaml
 BODY_MODES = ("none", "hash", "full")
 PIN_MODES = ("enforce", "record", "off")
 DURABILITY = ("full", "strict", "relaxed")
+INTERCEPT_MODES = ("known", "all")
+# The HTTPS hosts the proxy opens by default (capture.hosts): the inference APIs that are known, and loopback
+# (local servers and gateways). Every other HTTPS host passes through as TLS, unopened.
+DEFAULT_AI_HOSTS = (
+    "api.openai.com", "*.openai.azure.com", "api.anthropic.com", "generativelanguage.googleapis.com",
+    "*-aiplatform.googleapis.com", "bedrock-runtime.*.amazonaws.com", "api.mistral.ai", "api.groq.com",
+    "api.together.xyz", "api.together.ai", "api.fireworks.ai", "openrouter.ai", "api.deepseek.com", "api.x.ai",
+    "api.cohere.com", "api.cohere.ai", "api.perplexity.ai", "api.cerebras.ai", "api.deepinfra.com",
+    "router.huggingface.co", "api-inference.huggingface.co", "*.opengradient.ai",
+    "localhost", "127.0.0.1", "::1",
+)
 DEFAULT_AI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages",
                     "/v1/embeddings", "/chat/completions")
+# the repository's mitm_config.yaml (storage/ beside it); installed, the copy in the receipts package
+# (storage/ is receipts/storage/ there; receipts/mitm_config.yaml links to the root file in a checkout)
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "mitm_config.yaml"
 
 
@@ -95,6 +108,8 @@ class Settings:
     capture_x402: bool = True
     ai_paths: tuple[str, ...] = DEFAULT_AI_PATHS
     rules: tuple[Rule, ...] = ()
+    intercept: str = "known"            # known: open only intercept_hosts, rules' hosts and learned x402 hosts
+    intercept_hosts: tuple[str, ...] = DEFAULT_AI_HOSTS
     bodies: str = "hash"
     body_max_bytes: int = 1 << 20
     durability: str = "strict"
@@ -217,6 +232,12 @@ def _rules(value) -> tuple[Rule, ...]:
     return tuple(out)
 
 
+def _hosts(value) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(h, str) and h.strip() and "/" not in h for h in value):
+        raise ConfigError("capture.hosts must be a list of host names or globs (api.example.com, *.example.com).")
+    return tuple(h.strip().lower() for h in value)
+
+
 def _paths(value) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(p, str) and p.startswith("/") for p in value):
         raise ConfigError("capture.ai_paths must be a list of paths starting with '/'.")
@@ -313,13 +334,15 @@ def _flatten(raw: dict) -> dict:
     flat.update({f"og_{k}": v for k, v in og.items()})
     capture = raw.get("capture") or {}
     if not isinstance(capture, dict):
-        raise ConfigError("capture must be a mapping with x402, ai_paths and rules.")
-    for key, target in (("x402", "capture_x402"), ("ai_paths", "ai_paths"), ("rules", "rules")):
+        raise ConfigError("capture must be a mapping with x402, ai_paths, rules, intercept and hosts.")
+    names = {"x402": "capture_x402", "ai_paths": "ai_paths", "rules": "rules", "intercept": "intercept",
+             "hosts": "intercept_hosts"}
+    for key, target in names.items():
         if key in capture:
             flat[target] = capture[key]
-    unknown = set(capture) - {"x402", "ai_paths", "rules"}
+    unknown = set(capture) - set(names)
     if unknown:
-        raise ConfigError(f"unknown capture setting {sorted(unknown)[0]!r} (known: x402, ai_paths, rules).")
+        raise ConfigError(f"unknown capture setting {sorted(unknown)[0]!r} (known: {', '.join(names)}).")
     return flat
 
 
@@ -332,6 +355,7 @@ def _validated(values: dict) -> dict:
         "listen_host": _host, "listen_port": _port,
         "data_dir": str, "ca_dir": lambda v: None if v in (None, "") else str(v),
         "capture_x402": lambda v: _bool("capture.x402", v), "ai_paths": _paths, "rules": _rules,
+        "intercept": lambda v: _choice("capture.intercept", v, INTERCEPT_MODES), "intercept_hosts": _hosts,
         "bodies": lambda v: _choice("bodies", v, BODY_MODES),
         "body_max_bytes": lambda v: _positive("body_max_bytes", v, int),
         "durability": lambda v: _choice("durability", v, DURABILITY),

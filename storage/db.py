@@ -55,7 +55,7 @@ class QueryRejected(ValueError):
 
 
 def views_sql() -> str:
-    return resources.files("storage").joinpath("views.sql").read_text()
+    return resources.files(__package__).joinpath("views.sql").read_text()
 
 
 def _prepare(data_dir: str | os.PathLike) -> None:

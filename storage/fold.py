@@ -83,7 +83,7 @@ ROW_GROUP_SIZE = 16384  # rows: a lookup by a sorted column reads this many from
 def statements() -> dict[str, str]:
     """Each table -> its SELECT: those of storage/fold.sql over `{events}`, then `ids` over the tables
     before it (`{t}requests`, …)."""
-    text = resources.files("storage").joinpath("fold.sql").read_text()
+    text = resources.files(__package__).joinpath("fold.sql").read_text()
     out = {}
     for part in text.split("-- table: ")[1:]:
         name, _, body = part.partition("\n")
@@ -102,7 +102,7 @@ def _version(*files: str, extra=()) -> str:
     """A hash of these SQL files (and of `extra`: what else shapes the files written)."""
     import hashlib
 
-    text = "".join(resources.files("storage").joinpath(f).read_text() for f in files) + repr(extra)
+    text = "".join(resources.files(__package__).joinpath(f).read_text() for f in files) + repr(extra)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

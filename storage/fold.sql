@@ -66,14 +66,16 @@ SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) 
        p[17] AS tee_signature, p[18] AS og_settlement_tx_hash, p[19] AS og_walrus_blob_id,
        p[20] AS processing_hash, TRY_CAST(p[22] AS VARCHAR[]) AS errors, p[23] AS upstream_pin,
        p[24] AS upstream_tee_id, p[25] AS tee_output_seen, p[26] AS request_sha256,
-       TRY_CAST(p[27] AS BIGINT) AS request_bytes
+       TRY_CAST(p[27] AS BIGINT) AS request_bytes, TRY_CAST(p[28] AS DECIMAL(38, 18)) AS cost,
+       p[29] AS cost_currency, p[30] AS price_table
 FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.status', '$.latency_ms', '$.model', '$.usage.prompt_tokens', '$.usage.completion_tokens',             -- 1-5
         '$.usage.total_tokens', '$.stream', '$.body.sha256', '$.body.size', '$.provider_request_id',            -- 6-10
         '$.response_id', '$.og.upto_session', '$.tee.tee_id', '$.tee.tee_timestamp', '$.tee.tee_request_hash',   -- 11-15
         '$.tee.tee_output_hash', '$.tee.tee_signature', '$.og.settlement_tx_hash', '$.og.walrus_blob_id',        -- 16-19
         '$.og.processing_hash', '$.usage', '$.errors', '$.upstream.result', '$.upstream.tee_id',                -- 20-24
-        '$.tee_output_seen', '$.request_body.sha256', '$.request_body.size']) AS p                               -- 25-27
+        '$.tee_output_seen', '$.request_body.sha256', '$.request_body.size', '$.cost.amount',                   -- 25-28
+        '$.cost.currency', '$.cost.table']) AS p                                                                 -- 29-30
       FROM {events} WHERE type = 'response');
 
 -- table: offers
@@ -116,13 +118,15 @@ SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) 
        f[12] AS tee_signature, f[13] AS og_settlement_tx_hash, f[14] AS og_walrus_blob_id,
        f[15] AS output_text_sha256, coalesce(TRY_CAST(f[16] AS BOOLEAN), false) AS done,
        TRY_CAST(f[18] AS VARCHAR[]) AS errors, f[19] AS tee_output_seen, f[20] AS response_sha256,
-       f[21] AS request_sha256, TRY_CAST(f[22] AS BIGINT) AS request_bytes
+       f[21] AS request_sha256, TRY_CAST(f[22] AS BIGINT) AS request_bytes,
+       TRY_CAST(f[23] AS DECIMAL(38, 18)) AS cost, f[24] AS cost_currency, f[25] AS price_table
 FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.latency_ms', '$.model', '$.usage.prompt_tokens', '$.usage.completion_tokens', '$.usage.total_tokens', -- 1-5
         '$.bytes', '$.id', '$.tee.tee_id', '$.tee.tee_timestamp', '$.tee.tee_request_hash',                      -- 6-10
         '$.tee.tee_output_hash', '$.tee.tee_signature', '$.og.settlement_tx_hash', '$.og.walrus_blob_id',        -- 11-14
         '$.output_text_sha256', '$.done', '$.usage', '$.errors', '$.output_text_keccak',                       -- 15-19
-        '$.sha256', '$.request_body.sha256', '$.request_body.size']) AS f                                        -- 20-22
+        '$.sha256', '$.request_body.sha256', '$.request_body.size', '$.cost.amount', '$.cost.currency',         -- 20-24
+        '$.cost.table']) AS f                                                                                    -- 25
       FROM {events} WHERE type = 'stream_end');
 
 -- table: errors

@@ -12,6 +12,10 @@ CREATE OR REPLACE MACRO decimal_text(amount, decimals) AS CASE
          || rtrim(rtrim('.' || right(lpad(abs(amount)::VARCHAR, greatest(length(abs(amount)::VARCHAR), decimals + 1)::INTEGER, '0'), decimals), '0'), '.') END;
 
 -- Whether a logical call is one a scoped macro computes (below): all of them, or those in folded.scope_ids.
+-- An amount of atomic units in whole tokens, exact (DECIMAL(38, 18)); NULL when the decimals are unknown.
+CREATE OR REPLACE MACRO whole_tokens(amount, decimals) AS
+    CASE WHEN decimals IS NOT NULL THEN TRY_CAST(decimal_text(amount, decimals) AS DECIMAL(38, 18)) END;
+
 CREATE OR REPLACE MACRO in_scope(scoped, id) AS NOT scoped OR id IN (SELECT logical_id FROM folded.scope_ids);
 
 -- Every event, once (`data`: the event whole, for exports; the tables below hold its fields typed).
@@ -61,6 +65,9 @@ SELECT
     CASE WHEN p.receipt_id IS NULL THEN NULL
          WHEN coalesce(f.has_usage, false) OR p.has_usage THEN 'provider'
          ELSE 'missing' END                                          AS usage_source,
+    CASE WHEN f.has_usage THEN f.cost ELSE p.cost END               AS cost,  -- the price table's (addon/pricing.py)
+    CASE WHEN f.has_usage THEN f.cost_currency ELSE p.cost_currency END AS cost_currency,
+    CASE WHEN f.has_usage THEN f.price_table ELSE p.price_table END AS price_table,
     coalesce(p.stream, false)                                   AS stream,
     coalesce(e.kind || ': ' || e.message,
              CASE WHEN f.receipt_id IS NOT NULL AND NOT f.done THEN 'stream_incomplete' END) AS error,
@@ -163,6 +170,11 @@ grp AS (
         arg_max(status, started_at)                                AS status,
         arg_max(model, started_at) FILTER (WHERE model IS NOT NULL) AS model,
         arg_max(total_tokens, started_at) FILTER (WHERE total_tokens IS NOT NULL) AS total_tokens,
+        arg_max(prompt_tokens, started_at) FILTER (WHERE total_tokens IS NOT NULL) AS prompt_tokens,
+        arg_max(completion_tokens, started_at) FILTER (WHERE total_tokens IS NOT NULL) AS completion_tokens,
+        arg_max(latency_ms, started_at) FILTER (WHERE latency_ms IS NOT NULL) AS latency_ms,
+        arg_max({'cost': cost, 'currency': cost_currency, 'table': price_table}, started_at)
+            FILTER (WHERE cost IS NOT NULL)                        AS priced,
         arg_max(host, started_at)                                  AS host,
         arg_max(path, started_at)                                  AS path,
         arg_max(app, started_at)                                   AS app,
@@ -268,6 +280,22 @@ SELECT
     grp.anchor_blob_id,
     grp.model,
     grp.total_tokens,
+    grp.prompt_tokens,
+    grp.completion_tokens,
+    grp.latency_ms,
+    -- what the call cost: what it paid on chain (x402, in whole tokens of its asset), else what the price
+    -- table says its tokens cost (API-key billing), else nothing known (never 0)
+    CASE WHEN coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END) IS NOT NULL
+         THEN whole_tokens(coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END),
+                           coalesce(pay.decimals, sess.decimals))
+         ELSE grp.priced.cost END                                   AS cost,
+    CASE WHEN coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END) IS NOT NULL
+         THEN coalesce(pay.symbol, sess.symbol) ELSE grp.priced.currency END AS cost_currency,
+    CASE WHEN coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END) IS NOT NULL
+         THEN CASE WHEN coalesce(pay.decimals, sess.decimals) IS NOT NULL THEN 'x402' ELSE 'unknown' END
+         WHEN grp.priced.cost IS NOT NULL THEN 'price_table' ELSE 'unknown' END AS cost_source,
+    CASE WHEN coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END) IS NULL
+         THEN grp.priced.table END                                  AS price_table,
     grp.status,
     grp.attempts,
     coalesce(last_check.proof_status,

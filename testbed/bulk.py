@@ -13,11 +13,11 @@ from pathlib import Path
 from eth_abi import encode
 from eth_hash.auto import keccak
 
-from addon import eip712
-from addon import exchange as X
-from storage import config as cfg
-from storage.journal import Journal
-from storage.records import Event, uuid7
+from receipts.addon import eip712
+from receipts.addon import exchange as X
+from receipts.storage import config as cfg
+from receipts.storage.journal import Journal
+from receipts.storage.records import Event, uuid7
 
 from .chain import FACILITATOR, PAYEE, PAYER
 

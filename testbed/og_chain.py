@@ -399,7 +399,7 @@ def sign_permit2(chain_id: int, authorization: dict, private_key: str | bytes) -
     :func:`addon.eip712.permit2_digest`; returns a 65-byte ``r‖s‖v`` hex signature, v in {27, 28}."""
     from coincurve import PrivateKey
 
-    from addon.eip712 import permit2_digest
+    from receipts.addon.eip712 import permit2_digest
 
     key = private_key if isinstance(private_key, bytes) else bytes.fromhex(private_key.removeprefix("0x"))
     sig = PrivateKey(key).sign_recoverable(permit2_digest(chain_id, authorization), hasher=None)
@@ -448,7 +448,7 @@ def sign_opg_permit(chain_id: int, private_key: str | bytes, spender: str, value
     ``private_key``; returns ``(value, deadline, r, s, v)``, the upto proxy's EIP2612Permit tuple."""
     from coincurve import PrivateKey
 
-    from addon.eip712 import domain_separator
+    from receipts.addon.eip712 import domain_separator
 
     key = private_key if isinstance(private_key, bytes) else bytes.fromhex(private_key.removeprefix("0x"))
     owner = address_of(key)

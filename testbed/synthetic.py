@@ -94,9 +94,9 @@ def generate(data_dir: str | os.PathLike, calls: int, seed: int = 0, *, days: fl
     compacted Parquet. Returns counts: calls, receipts (logical calls), events, files, seconds."""
     import duckdb
 
-    from addon.process import app_name
-    from storage.journal import journal_dir
-    from storage.layout import ensure_anchors, parquet_dir
+    from receipts.addon.process import app_name
+    from receipts.storage.journal import journal_dir
+    from receipts.storage.layout import ensure_anchors, parquet_dir
 
     started = time.monotonic()
     journal = journal_dir(data_dir)

@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from storage.journal import journal_dir
+from receipts.storage.journal import journal_dir
 
 
 class VerifierBusy(Exception):

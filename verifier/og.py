@@ -27,9 +27,9 @@ import orjson
 from eth_abi import decode
 from eth_hash.auto import keccak
 
-from storage.config import Settings
-from storage.journal import Journal
-from storage.records import Event
+from receipts.storage.config import Settings
+from receipts.storage.journal import Journal
+from receipts.storage.records import Event
 
 from . import tee
 from .evidence import TRANSFER, Check

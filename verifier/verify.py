@@ -34,10 +34,10 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from storage import db
-from storage.config import Settings
-from storage.journal import Journal
-from storage.records import Event
+from receipts.storage import db
+from receipts.storage.config import Settings
+from receipts.storage.journal import Journal
+from receipts.storage.records import Event
 
 from .agreement import agree, agreed_transfers
 from .evidence import AUTHORIZATION_USED, TRANSFER, Check, block_of, canonical_settlement, logs_digest

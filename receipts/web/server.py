@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
-from storage import queries
+from receipts.storage import queries
 
 from .. import render
 from . import charts, pages

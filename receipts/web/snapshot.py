@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import duckdb
 
-from storage import db, fold, queries
+from receipts.storage import db, fold, queries
 
 log = logging.getLogger("receipts.serve")
 # the views replaced by tables of their rows (the details of a receipt are computed per page)

@@ -6,7 +6,7 @@ import zlib
 import brotli
 import pytest
 
-from addon import bodies
+from receipts.addon import bodies
 
 try:
     from compression import zstd

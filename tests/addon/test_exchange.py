@@ -3,9 +3,9 @@ import base64
 
 import orjson
 
-from addon import exchange as X
-from addon.linker import Linker
-from storage import config as cfg
+from receipts.addon import exchange as X
+from receipts.addon.linker import Linker
+from receipts.storage import config as cfg
 from support import x402_wire as W
 
 SETTINGS = cfg.load()

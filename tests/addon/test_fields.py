@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from addon.fields import answer_ids, tee_from_body, tee_from_headers, usage_from_body
+from receipts.addon.fields import answer_ids, tee_from_body, tee_from_headers, usage_from_body
 
 SETTINGS = settings(max_examples=150, deadline=None)
 

@@ -3,7 +3,7 @@ import json
 
 from eth_hash.auto import keccak
 
-from addon import og
+from receipts.addon import og
 
 
 def k(text: str) -> str:

@@ -1,7 +1,7 @@
 """The reverse-proxy certificate pin against registry records (pure)."""
 from types import SimpleNamespace as R
 
-from addon import pin
+from receipts.addon import pin
 
 CERT, OTHER = b"cert-der-1", b"cert-der-2"
 

@@ -4,7 +4,7 @@ import socket
 import subprocess
 import sys
 
-from addon import process
+from receipts.addon import process
 from support.proc import wait_for
 
 

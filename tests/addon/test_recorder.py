@@ -6,8 +6,8 @@ import pytest
 from mitmproxy import exceptions
 from mitmproxy.test import taddons, tflow, tutils
 
-from addon.recorder import Recorder
-from storage import db
+from receipts.addon.recorder import Recorder
+from receipts.storage import db
 
 
 def hook(result):
@@ -78,7 +78,7 @@ def with_payment(f):
 @pytest.mark.parametrize("paid", [True, False])
 def test_an_internal_error_refuses_a_paid_exchange_and_lets_an_unpaid_one_pass(tmp_path, monkeypatch, caplog, paid):
     """The bug is INJECTED (an exception from the payload builder): no real input is known to raise any more."""
-    from addon import exchange
+    from receipts.addon import exchange
 
     def broken(*a, **k):
         raise RuntimeError("injected")

@@ -1,4 +1,4 @@
-"""addon.redact: the one definition of a secret name, and redaction of each place a secret can be."""
+"""receipts.addon.redact: the one definition of a secret name, and redaction of each place a secret can be."""
 from __future__ import annotations
 
 import copy
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from addon.redact import (is_secret_name, redact_argv, redact_json, redact_json_text, redact_multipart,
+from receipts.addon.redact import (is_secret_name, redact_argv, redact_json, redact_json_text, redact_multipart,
                           redact_pairs, redacted, secret_pair_names)
 
 SETTINGS = settings(max_examples=150, deadline=None)

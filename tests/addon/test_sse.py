@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from addon.sse import SSEParser
+from receipts.addon.sse import SSEParser
 
 SETTINGS = settings(max_examples=150, deadline=None)
 

@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from addon.x402 import (
+from receipts.addon.x402 import (
     caip2,
     decode_b64_json,
     is_tx_hash,

@@ -275,7 +275,7 @@ def test_the_secret_on_curls_command_line_is_nowhere(planted, tmp_path):
 
 def test_exports_round_trip_and_keep_secrets_out(planted, tmp_path):
     data, _ = planted
-    from storage import db
+    from receipts.storage import db
 
     con = db.connect(data)
     files = duckdb.connect()  # (the views' connection is sandboxed: it opens no file outside the journal)

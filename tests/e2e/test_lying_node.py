@@ -277,9 +277,9 @@ def test_two_verifiers_at_once_one_refuses_and_nothing_is_written_twice(stack, p
 def test_zz_settlements_read_in_bulk_from_logs_are_held_to_their_block_hash_too(stack, proxy, config, liar, monkeypatch):
     # last in the module: it demotes what passed. Many settlements at once are read from the token's
     # logs (verify.BULK); force that path for all of them, through a node that forges the logs' blockHash
-    from storage import config as cfg
-    from storage.journal import Journal
-    from verifier import verify as V
+    from receipts.storage import config as cfg
+    from receipts.storage.journal import Journal
+    from receipts.verifier import verify as V
 
     pay(stack, proxy, "bulk, forged block hash")
     stack.anvil.mine(CONFIRMATIONS)

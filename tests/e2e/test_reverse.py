@@ -87,10 +87,36 @@ def test_record_mode_talks_but_notes_the_mismatch(tmp_path, world):
     assert rows[0]["upstream_pin"] == "mismatch"
 
 
-def test_reverse_without_a_registry_explains_itself(tmp_path, world):
-    out = receipts_cli("proxy", "--reverse", f"https://localhost:{world['good']}", "--listen-port", "0",
-                       data=tmp_path / "d")
-    assert out.returncode == 1
-    assert "opengradient.registry" in out.stderr and "--pin off" in out.stderr
-    out = receipts_cli("proxy", "--reverse", "ftp://x", "--pin", "off", data=tmp_path / "d")
+def test_reverse_works_for_any_upstream_without_a_registry(tmp_path, tls, upstream):
+    # no OpenGradient settings at all: not a TEE, so no pin; the usual TLS checks of the upstream apply
+    port = upstream.rsplit(":", 1)[1]
+    with ProxyProcess(tmp_path / "data", "--seal-interval", "0.2", "--reverse", f"https://localhost:{port}",
+                      upstream_ca=tls["ca"]) as proxy:
+        resp = httpx.post(f"http://127.0.0.1:{proxy.port}/v1/free/chat/completions", timeout=30,
+                          json={"model": "gpt-4o-mini", "messages": []})
+        assert resp.status_code == 200 and resp.headers["x-receipt-id"]
+        rows = wait_for(lambda: [r for r in calls(proxy.data) if r["status"]])
+        assert "no certificate pin" in proxy.output()
+    assert rows[0]["model"] == "gpt-4o-mini" and rows[0]["upstream_pin"] in (None, "unregistered")
+    # ... and an upstream whose certificate nothing vouches for is still refused (no --upstream-ca)
+    with ProxyProcess(tmp_path / "data2", "--reverse", f"https://localhost:{port}") as proxy:
+        resp = httpx.post(f"http://127.0.0.1:{proxy.port}/v1/free/chat/completions", timeout=30,
+                          json={"model": "gpt-4o-mini", "messages": []})
+    assert resp.status_code == 502
+
+
+def test_an_upstream_the_registry_does_not_list_gets_the_usual_tls_checks(tmp_path, tls, world, upstream):
+    # a registry is configured (pin: enforce), but this upstream is no TEE of it: it is not pinned
+    port = upstream.rsplit(":", 1)[1]
+    with ProxyProcess(tmp_path / "data", "--config", world["config"], "--seal-interval", "0.2",
+                      "--reverse", f"https://localhost:{port}", upstream_ca=tls["ca"]) as proxy:
+        resp = httpx.post(f"http://127.0.0.1:{proxy.port}/v1/free/chat/completions", timeout=30,
+                          json={"model": "gpt-4o-mini", "messages": []})
+        assert resp.status_code == 200 and resp.headers["x-receipt-id"]  # not refused by the pin
+        rows = wait_for(lambda: [r for r in calls(proxy.data) if r["status"]])
+    assert rows[0]["status"] == 200 and rows[0]["upstream_pin"] in (None, "unregistered")
+
+
+def test_reverse_refuses_a_url_that_is_not_an_upstream(tmp_path):
+    out = receipts_cli("proxy", "--reverse", "ftp://x", data=tmp_path / "d")
     assert out.returncode == 1 and "https://host:port" in out.stderr

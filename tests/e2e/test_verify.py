@@ -349,9 +349,9 @@ def test_zz_a_settlement_lost_in_a_reorg_that_never_reappears_fails(stack, proxy
 def test_zzz_reading_settlements_from_logs_decides_exactly_as_one_receipt_each(stack, proxy, config, monkeypatch):
     # many receipts at once are read from the token's logs (verify.BULK); force that path for all of
     # them: every verdict already decided one receipt at a time must stay as it is
-    from storage import config as cfg
-    from storage.journal import Journal
-    from verifier import verify as V
+    from receipts.storage import config as cfg
+    from receipts.storage.journal import Journal
+    from receipts.verifier import verify as V
 
     monkeypatch.setattr(V, "BULK", 0)
     for chunk in (V.CHUNK, 2):  # one round; then rounds of two (blocks read ahead, kept, located by nonce)
@@ -383,7 +383,7 @@ def test_kill_9_during_a_verify_pass_decides_each_receipt_once(tmp_path, fault_r
     import random
     import signal
 
-    from storage import config as cfg
+    from receipts.storage import config as cfg
     from testbed.bulk import record, settle_many
     from testbed.lying_node import start_lying_node
     from testbed.chain import deploy_token, fund

@@ -89,7 +89,7 @@ def test_doctor_makes_nothing_and_says_when_no_settings_file_is_found(tmp_path):
     missing = tmp_path / "nowhere" / "mitm_config.yaml"
     work = tmp_path / "work"
     work.mkdir()
-    code = ("import sys; from pathlib import Path; from storage import config; "
+    code = ("import sys; from pathlib import Path; from receipts.storage import config; "
             f"config.DEFAULT_CONFIG = Path({str(missing)!r}); from receipts.cli import main; sys.exit(main())")
     out = subprocess.run([sys.executable, "-c", code, "doctor", "--proxy", "127.0.0.1:9"], cwd=work,
                          capture_output=True, text=True, timeout=60,
@@ -119,8 +119,8 @@ def test_doctor_explains_an_unwritable_data_dir_and_bad_settings(tmp_path):
 def test_show_takes_the_beginning_of_an_id_as_list_shortens_it(tmp_path):
     import time
 
-    from storage.journal import Journal
-    from storage.records import Event, uuid7
+    from receipts.storage.journal import Journal
+    from receipts.storage.records import Event, uuid7
 
     t = time.time() - 60
     twins = [uuid7(t), uuid7(t)]  # the same millisecond: their first 13 characters are equal
@@ -178,8 +178,8 @@ def test_a_read_only_data_directory_is_one_line_at_start(tmp_path, locked):
 def test_tail_follows_from_now_with_a_header_and_since_for_history(tmp_path):
     import time
 
-    from storage.journal import Journal
-    from storage.records import Event, uuid7
+    from receipts.storage.journal import Journal
+    from receipts.storage.records import Event, uuid7
 
     def call(rid, at, host):
         return [Event("request", rid, {"logical_id": rid, "method": "POST", "host": host, "path": "/v1/chat/completions",

@@ -15,10 +15,10 @@ from receipts import render
 from receipts.web import charts, pages
 from receipts.web.server import BadRequest, parse_filters
 from receipts.web.snapshot import Snapshots
-from storage import config as cfg
-from storage import db, fold, queries
-from storage.journal import Journal
-from storage.records import Event
+from receipts.storage import config as cfg
+from receipts.storage import db, fold, queries
+from receipts.storage.journal import Journal
+from receipts.storage.records import Event
 from support.proc import receipts_cli
 from support.serve import ServeProcess
 

@@ -10,9 +10,9 @@
 import orjson
 import pytest
 
-from storage import audit, db, fold
-from storage.journal import Journal
-from storage.records import Event, uuid7
+from receipts.storage import audit, db, fold
+from receipts.storage.journal import Journal
+from receipts.storage.records import Event, uuid7
 from testbed.synthetic import generate
 
 T0 = 1_780_000_000.0

@@ -1,7 +1,7 @@
 """Network settings: one RPC URL or several, a quorum, and the bound on an answer."""
 import pytest
 
-from storage import config as cfg
+from receipts.storage import config as cfg
 
 
 def networks(**item):

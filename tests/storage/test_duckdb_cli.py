@@ -11,9 +11,9 @@ from pathlib import Path
 
 import duckdb
 
-from storage import db
-from storage.journal import Journal
-from storage.records import Event, uuid7
+from receipts.storage import db
+from receipts.storage.journal import Journal
+from receipts.storage.records import Event, uuid7
 
 CLI = Path(sys.executable).parent / "duckdb"
 NO_DOWNLOAD = ("-cmd", "SET autoinstall_known_extensions = false")

@@ -12,9 +12,9 @@ import time
 import orjson
 import pytest
 
-from storage import db, fold
-from storage.journal import Journal
-from storage.records import Event, uuid7
+from receipts.storage import db, fold
+from receipts.storage.journal import Journal
+from receipts.storage.records import Event, uuid7
 from testbed.synthetic import generate
 from support.oracle import assert_same_as_before, differences
 
@@ -141,7 +141,7 @@ def test_a_step_beyond_the_folds_memory_limit_is_done_again_without_it(tmp_path,
     assert counts(tmp_path) == want
 
 
-FOLD_SCRIPT = "import sys; from storage import fold; fold.BATCH_BYTES = 30_000; fold.fold(sys.argv[1])"
+FOLD_SCRIPT = "import sys; from receipts.storage import fold; fold.BATCH_BYTES = 30_000; fold.fold(sys.argv[1])"
 
 
 def test_kill_9_of_the_fold_at_any_moment_loses_and_doubles_nothing(tmp_path):

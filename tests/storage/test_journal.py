@@ -3,9 +3,9 @@ import time
 
 import orjson
 
-from storage import db
-from storage.journal import Journal
-from storage.records import Event, uuid7
+from receipts.storage import db
+from receipts.storage.journal import Journal
+from receipts.storage.records import Event, uuid7
 
 
 def events(n, kind="request"):

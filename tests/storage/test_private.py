@@ -1,9 +1,9 @@
-"""storage.private: what the project writes is private to its owner, also a data directory an older version left open."""
+"""receipts.storage.private: what the project writes is private to its owner, also a data directory an older version left open."""
 import logging
 import os
 import stat
 
-from storage.private import make_private_dir, secure_data_dir, tighten
+from receipts.storage.private import make_private_dir, secure_data_dir, tighten
 
 
 def mode(path) -> int:

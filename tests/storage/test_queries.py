@@ -8,7 +8,7 @@ import random
 import pytest
 
 from receipts import render
-from storage import db, fold, queries
+from receipts.storage import db, fold, queries
 
 
 @pytest.fixture(scope="module", params=["folded", "tail"])

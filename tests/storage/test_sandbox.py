@@ -13,9 +13,9 @@ from datetime import datetime, timedelta, timezone
 import duckdb
 import pytest
 
-from storage import db, queries
-from storage.journal import Journal
-from storage.records import Event, uuid7
+from receipts.storage import db, queries
+from receipts.storage.journal import Journal
+from receipts.storage.records import Event, uuid7
 from support.proc import BIN
 
 SENTINEL = "sentinel-" + uuid.uuid4().hex  # the content of every file that must stay unread

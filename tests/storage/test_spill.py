@@ -8,7 +8,7 @@ import sys
 import duckdb
 import pytest
 
-from storage import db
+from receipts.storage import db
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_a_connection_that_spilled_leaves_nothing(tmp_root, tmp_path):
 
 
 def _data(tmp_path):
-    from storage.journal import Journal
+    from receipts.storage.journal import Journal
 
     data = tmp_path / "data"
     with Journal(data, seal_interval=3600):

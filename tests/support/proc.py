@@ -19,8 +19,9 @@ class ProxyProcess:
     """A proxy subprocess; knows its port, its CA file and what it printed."""
 
     def __init__(self, data: Path, *extra: str, upstream_ca: str | None = None, mitmdump: bool = False,
-                 env: dict | None = None):
+                 env: dict | None = None, bin_dir: Path = BIN, cwd: Path = ROOT):
         self.data = Path(data)
+        self.cwd = cwd
         if mitmdump:  # the user's own mitmdump with `-s addon/script.py`
             cmd = [str(BIN / "mitmdump"), "--listen-host", "127.0.0.1", "--listen-port", "0",
                    "-s", str(ROOT / "addon" / "script.py"), "--set", f"confdir={self.data / 'ca'}",
@@ -28,7 +29,7 @@ class ProxyProcess:
             if upstream_ca:
                 cmd += ["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
         else:
-            cmd = [str(BIN / "receipts"), "proxy", "--data", str(self.data), "--listen-port", "0"]
+            cmd = [str(bin_dir / "receipts"), "proxy", "--data", str(self.data), "--listen-port", "0"]
             if upstream_ca:
                 cmd += ["--upstream-ca", upstream_ca]
         self.cmd = cmd + list(extra)
@@ -56,7 +57,7 @@ class ProxyProcess:
         self.lines.clear()
         self.port = None
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=self.env, cwd=ROOT, start_new_session=True)
+                                     env=self.env, cwd=self.cwd, start_new_session=True)
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
         deadline = time.monotonic() + timeout
         while self.port is None:

@@ -3,9 +3,9 @@ challenges, checks, calls, sessions): what each pass reads from the folded table
 verifier/og.py) must be exactly these rows."""
 from concurrent.futures import ThreadPoolExecutor
 
-from storage import db
-from verifier import og as OG
-from verifier import verify as V
+from receipts.storage import db
+from receipts.verifier import og as OG
+from receipts.verifier import verify as V
 
 # The OpenGradient calls: the x402 pass leaves them to verifier/og.py.
 VIEWS_OG_CALLS = "SELECT DISTINCT logical_id FROM calls WHERE upto_session IS NOT NULL OR tee_id IS NOT NULL"

@@ -15,7 +15,7 @@ from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_hash.auto import keccak
 
-from addon.eip712 import PERMIT2_DOMAIN_TYPE, permit2_digest, recover
+from receipts.addon.eip712 import PERMIT2_DOMAIN_TYPE, permit2_digest, recover
 from testbed import ROOT
 from testbed import og_chain as oc
 from testbed.blobstore import blob_id_of, start_blobstore

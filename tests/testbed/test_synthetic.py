@@ -2,7 +2,7 @@
 the same events for the same seed, and every kind of traffic the benchmarks rely on."""
 import duckdb
 
-from storage import db
+from receipts.storage import db
 from testbed.synthetic import generate
 
 END = 1_800_000_000.0

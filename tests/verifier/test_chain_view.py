@@ -5,8 +5,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from storage.config import Network
-from verifier import verify as V
+from receipts.storage.config import Network
+from receipts.verifier import verify as V
 
 
 class Misshapen(BaseHTTPRequestHandler):

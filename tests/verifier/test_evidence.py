@@ -1,5 +1,5 @@
 """Matching captured payments against settlement receipts (pure; the chain tests are end to end)."""
-from verifier.evidence import AUTHORIZATION_USED, TRANSFER, settlement
+from receipts.verifier.evidence import AUTHORIZATION_USED, TRANSFER, settlement
 
 TOKEN = "0x" + "a" * 40
 PAYER = "0x" + "1" * 40
@@ -47,7 +47,7 @@ def test_upto_allows_less_than_the_cap_but_not_more():
 
 
 # ---- held against the canonical chain (canonical_settlement) ----------------------------------------------------
-from verifier.evidence import Block, block_of, canonical_settlement, logs_digest  # noqa: E402
+from receipts.verifier.evidence import Block, block_of, canonical_settlement, logs_digest  # noqa: E402
 
 HASH = "0x" + "b" * 64
 TX = "0x" + "c" * 64

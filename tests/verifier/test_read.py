@@ -2,9 +2,9 @@
 same read written as plain queries over the views (tests/support/verifier_views.py)."""
 import time
 
-from storage import db, fold
-from storage.journal import Journal
-from storage.records import Event, uuid7
+from receipts.storage import db, fold
+from receipts.storage.journal import Journal
+from receipts.storage.records import Event, uuid7
 from support.verifier_views import og_pass_and_views, x402_pass_and_views
 
 PAYER, PAY_TO, OTHER, ASSET = "0x" + "a1" * 20, "0x" + "b2" * 20, "0x" + "c3" * 20, "0x" + "d4" * 20

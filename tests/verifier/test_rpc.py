@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from verifier.rpc import Rpc, RpcError
+from receipts.verifier.rpc import Rpc, RpcError
 
 
 class Node(ThreadingHTTPServer):

@@ -6,7 +6,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from eth_hash.auto import keccak
 
-from verifier import tee
+from receipts.verifier import tee
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 DER = KEY.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -1,6 +1,6 @@
 """From checks to the status users see (pure)."""
-from verifier.evidence import Check
-from verifier.verify import signature_check, terms_check, verdict
+from receipts.verifier.evidence import Check
+from receipts.verifier.verify import signature_check, terms_check, verdict
 
 GRACE = 600.0
 
@@ -55,7 +55,7 @@ def test_terms_check_the_network_and_the_time_window():
 
 
 def test_a_passed_settlement_is_held_while_a_node_only_seems_behind():
-    from verifier.verify import _held
+    from receipts.verifier.verify import _held
 
     r, last = {"receipt_id": "r", "last_status": "passed"}, {("r", "settlement_tx"): ("pass", None)}
     for reason in ("awaiting_confirmations", "block_not_found"):  # the node lacks a block: it may be behind
