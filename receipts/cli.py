@@ -123,9 +123,26 @@ def cmd_list(args) -> int:
     if args.json:
         print(render.to_json([render.jsonable(x) for x in items]))
     else:
-        cols = list(items[0]) if items else [c.strip() for c in queries.LIST_COLUMNS.split(",")]
-        print(render.table(cols, [tuple(x.values()) for x in items], width=20))
+        print(render.table([label for label, _ in LIST_TEXT], [tuple(show(x) for _, show in LIST_TEXT) for x in items],
+                           width=24))
     return 0
+
+
+# `receipts list`'s columns as text: (label, what is shown of a row); --json gives the rows whole
+LIST_TEXT = (
+    ("receipt", lambda r: r["receipt_id"]),
+    ("first seen (UTC)", lambda r: r["first_seen"].strftime("%Y-%m-%d %H:%M:%S") if r["first_seen"] else None),
+    ("endpoint", lambda r: f"{r['host']}{r['path']}"),
+    ("model", lambda r: r["model"]),
+    ("status", lambda r: r["status"]),
+    ("proof", lambda r: r["resolution"] or r["proof_status"]),
+    ("tokens", lambda r: r["total_tokens"]),
+    ("latency", lambda r: f"{r['latency_ms']:.0f} ms" if r["latency_ms"] is not None else None),
+    ("cost", lambda r: render.cost_text(r, short=True)),
+    ("source", lambda r: r["cost_source"]),
+    ("payer", lambda r: r["payer"]),
+    ("tx", lambda r: r["payment_hash"]),
+)
 
 
 # `receipts tail`'s columns: (label, the calls view's column, width)

@@ -39,8 +39,8 @@ def to_json(obj) -> str:
 
 
 def _default(value):
-    if isinstance(value, Decimal):
-        return str(value)
+    if isinstance(value, Decimal):  # exact text, as short as it is exact (costs: DECIMAL(38, 18))
+        return decimal_text(value)
     if isinstance(value, int):  # HUGEINT amounts beyond 64 bits
         return str(value)
     raise TypeError(type(value).__name__)
@@ -83,6 +83,29 @@ def to_csv(columns: list[str], rows: list[tuple]) -> str:
     return buf.getvalue()
 
 
+def decimal_text(value) -> str | None:
+    """A Decimal as exact text without trailing zeros (0.000210000000000000 → 0.00021)."""
+    if value is None:
+        return None
+    text = f"{Decimal(value):f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+COST_SOURCES = {"x402": "paid on chain", "price_table": "list price"}
+
+
+def cost_text(r: dict, short: bool = False) -> str:
+    """What a call cost, with where the figure comes from: `0.01 USDC (paid on chain)`,
+    `0.00021 USD (list price, genai-prices 0.2.5)`, or `unknown` (never 0)."""
+    if r.get("cost") is None:
+        return "unknown"
+    figure = f"{decimal_text(r['cost'])} {r.get('cost_currency') or ''}".rstrip()
+    if short:
+        return figure
+    source = COST_SOURCES.get(r.get("cost_source"), r.get("cost_source") or "")
+    return f"{figure} ({source}{', ' + r['price_table'] if r.get('price_table') else ''})"
+
+
 def receipt_text(r: dict, details: dict) -> str:
     """A receipt laid out like a transfer record on a block explorer."""
     amount = human_amount(r.get("amount"), r.get("decimals"))
@@ -106,7 +129,11 @@ def receipt_text(r: dict, details: dict) -> str:
         f"Request id    {safe(r.get('request_id'))}",
         f"Session       {safe(r.get('session_id'))}",
         *_og_lines(r, details),
-        f"Model         {safe(r.get('model'))}   tokens {safe(r.get('total_tokens'))}",
+        f"Model         {safe(r.get('model'))}   tokens {safe(r.get('total_tokens'))}"
+        + (f" ({safe(r.get('prompt_tokens'))} in, {safe(r.get('completion_tokens'))} out)"
+           if r.get("prompt_tokens") is not None else "")
+        + (f"   latency {r['latency_ms']:.0f} ms" if r.get("latency_ms") is not None else ""),
+        f"Cost          {safe(cost_text(r))}",
         f"Endpoint      {safe(r.get('host'))}{safe(r.get('path'))}   last status {safe(r.get('status'))}",
         f"App           {safe(r.get('app'))}   client {safe(r.get('client'))}",
         f"First seen    {safe(r.get('first_seen'))} UTC",

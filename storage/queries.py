@@ -235,8 +235,9 @@ def receipt(con: duckdb.DuckDBPyConnection, receipt_id: str) -> tuple[dict, dict
 
 
 # ---- lists ---------------------------------------------------------------------------------------------
-LIST_COLUMNS = ("receipt_id, first_seen, host, path, model, status, proof_status, resolution, "
-                "amount, decimals, asset, payer, pay_to, payment_hash")
+LIST_COLUMNS = ("receipt_id, first_seen, host, path, model, status, proof_status, resolution, total_tokens, "
+                "latency_ms, cost, cost_currency, cost_source, amount, decimals, symbol, asset, payer, pay_to, "
+                "payment_hash")
 
 
 def list_receipts(con: duckdb.DuckDBPyConnection, status: str | None = None,

@@ -19,16 +19,22 @@ free = openai.OpenAI(api_key="sk-test-not-a-secret", base_url=base + "/v1/free",
 an = anthropic.Anthropic(api_key="sk-ant-test", base_url=base, max_retries=0)
 h = lambda name: {"extra_headers": {"X-Call": name}}
 msgs = [{"role": "user", "content": "hello there"}]
-free.chat.completions.create(model="gpt-4o-mini", messages=msgs, **h("chat"))
-list(free.chat.completions.create(model="gpt-4o-mini", messages=msgs, stream=True,
-                                  stream_options={"include_usage": True}, **h("chat-stream")))
+import json, time
+seen = {"chat": free.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msgs, **h("chat"))
+        .headers.get("x-receipt-id")}
+t0 = time.perf_counter()  # streamed, with a pause between chunks: the first must come at once
+ttfb = None
+for chunk in free.chat.completions.create(model="gpt-4o-mini", messages=msgs, stream=True, extra_body={"chunk_delay": 0.4},
+                                          stream_options={"include_usage": True}, **h("chat-stream")):
+    ttfb = ttfb if ttfb is not None else (time.perf_counter() - t0) * 1000
 oa.completions.create(model="gpt-3.5-turbo-instruct", prompt="say hi", **h("completions"))
 list(oa.completions.create(model="gpt-3.5-turbo-instruct", prompt="say hi", stream=True, **h("completions-stream")))
 oa.embeddings.create(model="text-embedding-3-small", input="hello", **h("embeddings"))
 oa.responses.create(model="gpt-4.1-mini", input="tell me a joke", **h("responses"))
 with oa.responses.stream(model="gpt-4.1-mini", input="tell me a joke", **h("responses-stream")) as s:
     s.until_done()
-an.messages.create(model="claude-sonnet-4", max_tokens=50, messages=msgs, **h("messages"))
+seen["messages"] = an.messages.with_raw_response.create(model="claude-sonnet-4", max_tokens=50, messages=msgs,
+                                                        **h("messages")).headers.get("x-receipt-id")
 with an.messages.stream(model="claude-sonnet-4", max_tokens=50, messages=msgs, **h("messages-stream")) as s:
     s.until_done()
 import asyncio, aiohttp
@@ -36,9 +42,10 @@ async def plain_aiohttp():  # aiohttp reads HTTPS_PROXY only with trust_env=True
     async with aiohttp.ClientSession(trust_env=True) as session:
         async with session.post(base + "/v1/free/chat/completions", headers={"X-Call": "aiohttp"},
                                 json={"model": "gpt-4o-mini", "messages": msgs}) as r:
-            assert r.status == 200 and r.headers["x-receipt-id"]
+            assert r.status == 200
+            seen["aiohttp"] = r.headers.get("x-receipt-id")
 asyncio.run(plain_aiohttp())
-print("done")
+print(json.dumps({"seen": seen, "ttfb": ttfb}))
 """
 
 CALLS = {  # X-Call -> (path, model, prompt tokens known, completion tokens known, response id prefix)
@@ -55,7 +62,17 @@ CALLS = {  # X-Call -> (path, model, prompt tokens known, completion tokens know
 }
 
 
+# the models the price table (genai-prices) does not know: their cost is unknown, never 0
+UNPRICED = {"text-embedding-3-small"}
+
+
 def test_every_usage_shape_of_the_real_sdks_is_recorded(tmp_path, tls, upstream):
+    # the same app directly first (trusting the upstream's CA), for the time to the first chunk without the proxy
+    direct_env = {k: v for k, v in os.environ.items() if "PROXY" not in k.upper()}
+    direct = subprocess.run([sys.executable, "-c", APP, upstream], env={**direct_env, "SSL_CERT_FILE": tls["ca"]},
+                            capture_output=True, text=True, timeout=120)
+    assert direct.returncode == 0, direct.stderr[-3000:]
+    direct_ttfb = json.loads(direct.stdout)["ttfb"]
     with ProxyProcess(tmp_path / "data", "--seal-interval", "0.1", "--bodies", "full", upstream_ca=tls["ca"]) as proxy:
         # a shell with none of the proxy's variables, set up by the one line the README gives
         env = {k: v for k, v in os.environ.items() if k not in proxy.client_env()}
@@ -63,9 +80,11 @@ def test_every_usage_shape_of_the_real_sdks_is_recorded(tmp_path, tls, upstream)
                  f'exec {sys.executable} -c "$APP" {upstream}')
         app = subprocess.run(["bash", "-c", shell], env={**env, "APP": APP}, capture_output=True, text=True,
                              timeout=120)
-        assert app.returncode == 0 and app.stdout.strip() == "done", app.stderr[-3000:]
+        assert app.returncode == 0, app.stderr[-3000:]
+        out = json.loads(app.stdout)
         query = ("SELECT c.path, c.model, c.prompt_tokens, c.completion_tokens, c.total_tokens, c.usage_source, "
-                 "c.stream, c.response_id, c.status, json_extract_string(e.data, '$.headers.\"x-call\"') AS call "
+                 "c.stream, c.response_id, c.status, c.receipt_id, c.cost, c.cost_currency, c.price_table, "
+                 "json_extract_string(e.data, '$.headers.\"x-call\"') AS call "
                  "FROM calls c JOIN events e ON e.receipt_id = c.receipt_id AND e.type = 'request'")
 
         def recorded():
@@ -84,6 +103,14 @@ def test_every_usage_shape_of_the_real_sdks_is_recorded(tmp_path, tls, upstream)
         assert (r["completion_tokens"] is not None) == completion, (name, r)
         assert r["total_tokens"] and r["total_tokens"] >= (r["prompt_tokens"] or 0) + (r["completion_tokens"] or 0)
         assert (r["response_id"] or "").startswith(rid) if rid else r["response_id"] is None, (name, r)
+        if model in UNPRICED:
+            assert r["cost"] is None, (name, r)
+        else:
+            assert float(r["cost"]) > 0 and r["cost_currency"] == "USD", (name, r)
+            assert r["price_table"].startswith("genai-prices "), (name, r)
+    # each client saw its receipt id; the stream stayed a stream through the proxy
+    assert {name: rows[name]["receipt_id"] for name in out["seen"]} == out["seen"]
+    assert out["ttfb"] < direct_ttfb + 50, (out["ttfb"], direct_ttfb)
 
 
 def test_the_trust_bundle_is_the_system_roots_and_the_proxy_ca(tmp_path):

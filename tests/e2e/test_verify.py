@@ -70,6 +70,9 @@ def test_pending_until_confirmed_then_passed(stack, proxy, config):
     assert (r["payer"].lower(), r["pay_to"].lower(), r["asset"].lower()) == (
         stack.payer.address.lower(), stack.payee.address.lower(), stack.token.lower())
     assert int(r["amount"]) == 10000 and r["decimals"] == 6 and r["attempts"] == 2
+    # what it cost is what it paid on chain, in whole tokens, not a price table's figure
+    assert (r["cost"], r["cost_currency"], r["cost_source"], r["price_table"]) == ("0.01", r["symbol"], "x402", None)
+    assert r["symbol"]
     assert r["signer"] == stack.payer.address.lower(), "the real client's signature recovers to the payer"
 
     assert verify(proxy, config).returncode == 0

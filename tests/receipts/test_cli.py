@@ -1,4 +1,5 @@
 """The CLI's faces: one-line errors, read-only SQL, and the doctor's plain words."""
+import json
 import os
 import subprocess
 import sys
@@ -203,3 +204,39 @@ def test_tail_follows_from_now_with_a_header_and_since_for_history(tmp_path):
     assert old not in out, out  # from now on: no history first
     assert old in past and new in past and past.index(old) < past.index(new)
     assert out.count(new) == 1 and follow.returncode == 0, err
+
+
+def test_list_and_show_give_tokens_latency_and_what_each_call_cost(tmp_path):
+    # a call billed by API key (priced by the table when recorded), one paid on chain, one the table
+    # did not know: its cost is unknown, not 0
+    import time
+
+    from receipts.storage.journal import Journal
+    from receipts.storage.records import Event, uuid7
+
+    t = time.time() - 60
+    keyed, paid, unknown = uuid7(t), uuid7(t + 1), uuid7(t + 2)
+    usage = {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100}
+    with Journal(tmp_path, seal_interval=3600) as j:
+        for rid, extra, answer in (
+                (keyed, {}, {"usage": usage, "cost": {"amount": "0.00021", "currency": "USD",
+                                                      "table": "genai-prices 0.2.5"}}),
+                (paid, {"payment": {"scheme": "exact", "amount": "10000", "decimals": 6, "symbol": "USDC",
+                                    "network": "eip155:8453", "payer": "0x" + "ab" * 20}}, {"usage": usage}),
+                (unknown, {}, {"usage": usage})):
+            j.write([Event("request", rid, {"logical_id": rid, "method": "POST", "host": "api.example",
+                                            "path": "/v1/chat/completions", "model": "m", **extra}, ts=t),
+                     Event("response", rid, {"status": 200, "latency_ms": 812.4, **answer}, ts=t + 0.8)])
+    listed = receipts_cli("list", data=tmp_path).stdout.splitlines()
+    assert listed[0].split() == ["receipt", "first", "seen", "(UTC)", "endpoint", "model", "status", "proof",
+                                 "tokens", "latency", "cost", "source", "payer", "tx"]
+    rows = {line.split()[0][:13]: " ".join(line.split()) for line in listed[2:]}
+    assert "1100" in rows[keyed[:13]] and "812 ms" in rows[keyed[:13]] and "0.00021 USD price_table" in rows[keyed[:13]]
+    assert "0.01 USDC x402" in rows[paid[:13]]
+    assert "unknown unknown" in rows[unknown[:13]]
+    as_json = json.loads(receipts_cli("list", "--json", data=tmp_path).stdout)
+    assert {r["receipt_id"]: r["cost"] for r in as_json} == {keyed: "0.00021", paid: "0.01", unknown: None}
+    shown = receipts_cli("show", keyed, data=tmp_path).stdout
+    assert "tokens 1100 (1000 in, 100 out)   latency 812 ms" in shown
+    assert "Cost          0.00021 USD (list price, genai-prices 0.2.5)" in shown
+    assert "Cost          0.01 USDC (paid on chain)" in receipts_cli("show", paid, data=tmp_path).stdout
