@@ -10,6 +10,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -80,6 +81,18 @@ class Network:
     def rpc(self) -> str | None:
         """The first endpoint: what readers that trust one node use (OpenGradient, the registry pin)."""
         return self.endpoints[0] if self.endpoints else None
+
+    @property
+    def local(self) -> bool:
+        """Every RPC endpoint is on this machine (a test chain, a fork): its transactions are on no public chain."""
+        hosts = [urlsplit(u).hostname or "" for u in self.endpoints]
+        return bool(hosts) and all(h == "localhost" or h.startswith("127.") or h == "::1" for h in hosts)
+
+    @property
+    def explorer_link(self) -> str | None:
+        """The explorer template to link transactions with: none for a local chain (a public explorer has
+        no such transaction)."""
+        return None if self.local else self.explorer
 
     @property
     def quorum_size(self) -> int:

@@ -270,7 +270,8 @@ def parse_since(text: str) -> datetime:
 
 
 # ---- the web page's list, counts and charts (over `receipts`: in `receipts serve`, the table of its rows) --
-SERVE_COLUMNS = ("receipt_id, first_seen, last_seen, app_name, host, path, model, total_tokens, status, "
+SERVE_COLUMNS = ("receipt_id, first_seen, last_seen, app_name, host, path, model, total_tokens, latency_ms, "
+                 "cost, cost_currency, cost_source, price_table, status, "
                  "proof_status, resolution, reason, amount, amount_cap, decimals, symbol, asset, network, payer, "
                  "pay_to, payment_hash, session_id, session_amount, session_opened_by, attempts")
 # what a call cost, counted once: a settled/signed amount, or a session's total at the call that opened it
@@ -372,6 +373,32 @@ def spend_by(con, f: dict, by: str = "pay_to", limit: int = 12) -> list[dict]:
                                  any_value(decimals) AS decimals, sum({SPEND}) AS spend, count(*) AS calls
                           FROM receipts WHERE {where} AND asset IS NOT NULL
                           GROUP BY ALL HAVING sum({SPEND}) > 0 ORDER BY spend DESC LIMIT {int(limit)}""", params)
+
+
+USAGE_MEASURES = {  # the usage charts: what each sums (or takes the 95th percentile of) per bucket and group
+    "tokens": "sum(total_tokens)",
+    "cost": "sum(cost)",
+    "latency": "quantile_cont(latency_ms, 0.95)",
+    "errors": "count(*) FILTER (WHERE status IS NULL OR status >= 400)",
+}
+
+
+def usage_over_time(con, f: dict, measure: str, bucket: str, by: str = "model") -> list[dict]:
+    """Tokens, cost (per currency), p95 latency or failed calls per time bucket and `by` (model or app_name),
+    over every call, paid on chain or not."""
+    assert measure in USAGE_MEASURES and by in ("model", "app_name") and bucket in ("hour", "day", "week")
+    where, params = serve_where(f)
+    unit = "cost_currency" if measure == "cost" else "NULL::VARCHAR"
+    return dicts(con, f"""SELECT date_trunc('{bucket}', first_seen) AS t, coalesce({by}, '—') AS key,
+                                 {unit} AS unit, {USAGE_MEASURES[measure]} AS value, count(*) AS calls
+                          FROM receipts WHERE {where} GROUP BY ALL
+                          HAVING {USAGE_MEASURES[measure]} > 0 ORDER BY t""", params)
+
+
+def paid_calls(con, f: dict) -> int:
+    """How many of the calls the filters match were paid on chain (the spend charts are shown for them)."""
+    where, params = serve_where(f)
+    return con.execute(inline(f"SELECT count(*) FROM receipts WHERE {where} AND asset IS NOT NULL", params)).fetchone()[0]
 
 
 def status_counts(con, f: dict) -> list[dict]:

@@ -283,19 +283,21 @@ SELECT
     grp.prompt_tokens,
     grp.completion_tokens,
     grp.latency_ms,
-    -- what the call cost: what it paid on chain (x402, in whole tokens of its asset), else what the price
-    -- table says its tokens cost (API-key billing), else nothing known (never 0)
+    -- what the call cost: what it paid on chain (x402, in whole tokens of its asset); for a call paid on
+    -- chain whose own charge is not known (a cap, a share of a session), nothing; for a call not paid on
+    -- chain, what the price table says its tokens cost (API-key billing). Unknown is NULL, never 0.
     CASE WHEN coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END) IS NOT NULL
          THEN whole_tokens(coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END),
                            coalesce(pay.decimals, sess.decimals))
-         ELSE grp.priced.cost END                                   AS cost,
+         WHEN pay.logical_id IS NULL AND grp.session_id IS NULL THEN grp.priced.cost END AS cost,
     CASE WHEN coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END) IS NOT NULL
-         THEN coalesce(pay.symbol, sess.symbol) ELSE grp.priced.currency END AS cost_currency,
+         THEN coalesce(pay.symbol, sess.symbol)
+         WHEN pay.logical_id IS NULL AND grp.session_id IS NULL THEN grp.priced.currency END AS cost_currency,
     CASE WHEN coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END) IS NOT NULL
          THEN CASE WHEN coalesce(pay.decimals, sess.decimals) IS NOT NULL THEN 'x402' ELSE 'unknown' END
-         WHEN grp.priced.cost IS NOT NULL THEN 'price_table' ELSE 'unknown' END AS cost_source,
-    CASE WHEN coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END) IS NULL
-         THEN grp.priced.table END                                  AS price_table,
+         WHEN pay.logical_id IS NULL AND grp.session_id IS NULL AND grp.priced.cost IS NOT NULL THEN 'price_table'
+         ELSE 'unknown' END                                         AS cost_source,
+    CASE WHEN pay.logical_id IS NULL AND grp.session_id IS NULL THEN grp.priced.table END AS price_table,
     grp.status,
     grp.attempts,
     coalesce(last_check.proof_status,

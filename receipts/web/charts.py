@@ -135,6 +135,84 @@ def spend_by(rows: list[dict], by_label: str = "payee", max_assets: int = 3, max
     return _svg(y + 6, body, title)
 
 
+USAGE_TITLES = {"tokens": ("Tokens over time by {by}", "tokens"), "cost": ("Cost over time by {by}", ""),
+                "latency": ("Latency (p95) over time by {by}", "ms"), "errors": ("Failed calls over time by {by}", "calls")}
+
+
+def usage_over_time(rows: list[dict], measure: str, bucket: str, by_label: str, max_keys: int = 6) -> str:
+    """Every call's usage per time bucket, one colour per model (or app): stacked bars of tokens, cost (a
+    panel per currency) and failed calls; a line per key for the p95 latency (latencies do not add up)."""
+    template, unit = USAGE_TITLES[measure]
+    title = template.format(by=by_label)
+    if not rows:
+        return _empty(title, "no calls with this measure match")
+    panels: dict[str, list[dict]] = {}
+    for r in rows:
+        panels.setdefault(r["unit"] or unit, []).append(r)
+    panel_h, top = 170, 30
+    body = [f'<text x="12" y="20" {FONT} font-size="15" font-weight="600" fill="#0f172a">{h(title)} '
+            f'(per {h(bucket)}, UTC)</text>']
+    for p, (name, prow) in enumerate(sorted(panels.items(), key=lambda kv: -len(kv[1]))[:3]):
+        y0 = top + p * panel_h
+        totals: dict[str, float] = {}
+        for r in prow:
+            totals[r["key"]] = totals.get(r["key"], 0.0) + float(r["value"])
+        keys = sorted(totals, key=lambda k: -totals[k])
+        shown, other = keys[:max_keys], set(keys[max_keys:])
+        color = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(shown)}
+        if other:
+            color["other"] = PALETTE[-1]
+        times = sorted({r["t"] for r in prow})
+        cells: dict[datetime, dict[str, float]] = {t: {} for t in times}
+        for r in prow:
+            k = "other" if r["key"] in other else r["key"]
+            if measure == "latency":
+                cells[r["t"]][k] = max(cells[r["t"]].get(k, 0.0), float(r["value"]))
+            else:
+                cells[r["t"]][k] = cells[r["t"]].get(k, 0.0) + float(r["value"])
+        peak = max((max(c.values()) if measure == "latency" else sum(c.values())) for c in cells.values()) or 1.0
+        total = sum(totals.values())
+        summary = f"p95 up to {_fmt(peak)}" if measure == "latency" else f"total {_fmt(total)}"
+        body.append(f'<text x="12" y="{y0 + 16}" {FONT} font-size="13" fill="#334155">{h(name)} · {h(summary)}</text>')
+        left, plot_w, plot_top, plot_h = 84, 300, y0 + 26, panel_h - 60
+        body.append(f'<line x1="{left}" y1="{plot_top + plot_h}" x2="{left + plot_w}" y2="{plot_top + plot_h}" stroke="#cbd5e1"/>')
+        body.append(f'<text x="{left - 6}" y="{plot_top + 10}" {FONT} font-size="12" fill="#64748b" '
+                    f'text-anchor="end">{h(_fmt(peak))}</text>')
+        body.append(f'<text x="{left - 6}" y="{plot_top + plot_h}" {FONT} font-size="12" fill="#64748b" text-anchor="end">0</text>')
+        step = plot_w / max(1, len(times))
+        series = shown + (["other"] if other else [])
+        if measure == "latency":
+            for k in series:
+                points = [(left + i * step + step / 2, plot_top + plot_h - cells[t][k] / peak * plot_h)
+                          for i, t in enumerate(times) if k in cells[t]]
+                body.append(f'<polyline fill="none" stroke="{color[k]}" stroke-width="2" points="'
+                            + " ".join(f"{x:.1f},{y:.1f}" for x, y in points) + '"/>')
+                body.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color[k]}"><title>{h(k)}</title></circle>'
+                            for x, y in points)
+        else:
+            bar = max(1.0, step * 0.8)
+            for i, t in enumerate(times):
+                x, y = left + i * step + (step - bar) / 2, plot_top + plot_h
+                for k in series:
+                    v = cells[t].get(k, 0.0)
+                    if v <= 0:
+                        continue
+                    hgt = max(1.0, v / peak * plot_h)
+                    y -= hgt
+                    body.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{hgt:.1f}" fill="{color[k]}">'
+                                f'<title>{h(_label(t, bucket))} · {h(k)} · {h(_fmt(v))} {h(name)}</title></rect>')
+        for i in sorted({0, len(times) - 1}):
+            body.append(f'<text x="{left + i * step + step / 2:.1f}" y="{plot_top + plot_h + 16}" {FONT} font-size="12" '
+                        f'fill="#64748b" text-anchor="middle">{h(_label(times[i], bucket))}</text>')
+        for j, k in enumerate(series):
+            ly = plot_top + j * 18
+            amount = sum(totals[x] for x in other) if k == "other" else totals[k]
+            body.append(f'<rect x="{left + plot_w + 14}" y="{ly}" width="11" height="11" fill="{color[k]}"/>')
+            body.append(f'<text x="{left + plot_w + 30}" y="{ly + 10}" {FONT} font-size="12" fill="#0f172a">'
+                        f'{h(_cut(k, 16))}' + (f" {h(_fmt(amount))}" if measure != "latency" else "") + "</text>")
+    return _svg(top + min(3, len(panels)) * panel_h, body, title)
+
+
 def status_counts(rows: list[dict]) -> str:
     """Horizontal bars: receipts per proof status (and resolution)."""
     title = "Receipts by status"

@@ -122,10 +122,27 @@ def amount_text(r: dict) -> tuple[str, str]:
     return "—", ""
 
 
+# the list page's charts: (name, alt text); /chart/<name>.svg draws each (receipts/web/server.py)
+CHARTS = (("spend-app", "Spend over time per app"), ("spend-payee-time", "Spend over time per payee"),
+          ("spend-payee", "Spend per payee"), ("tokens-model", "Tokens over time per model"),
+          ("cost-app", "Cost over time per app"), ("latency-model", "Latency (p95) over time per model"),
+          ("errors-app", "Failed calls over time per app"), ("status", "Receipts by status"))
+
+
+def cost_cell(r: dict) -> dict:
+    """What a call cost (paid on chain, or the price table's list price); a session's or a cap's text
+    where only those are known; `unknown`, never 0."""
+    if r.get("cost") is not None:
+        figure = f"{render.decimal_text(r['cost'])} {r.get('cost_currency') or ''}".rstrip()
+        why = "paid on chain" if r.get("cost_source") == "x402" else f"list price ({r.get('price_table') or 'price table'})"
+        return {"t": figure, "ti": why, "c": "num"}
+    amount, title = amount_text(r)
+    return {"t": "unknown" if amount == "—" else amount, "ti": title or "no price known for this call", "c": "num"}
+
+
 def list_row(r: dict) -> list[dict]:
     """One receipt as cells {t: text, h: link, c: class, ti: tooltip} — the same model for the HTML and
     for the live updates (app.js builds the cells from it with textContent)."""
-    amount, amount_title = amount_text(r)
     payer, payee = r.get("payer"), r.get("pay_to")
     href = receipt_href(r["receipt_id"])
     return [
@@ -135,7 +152,9 @@ def list_row(r: dict) -> list[dict]:
         {"t": r.get("model") or "—"},
         {"t": "—" if r.get("status") is None else str(r["status"]), "c": "num"},
         status_badge(r.get("proof_status"), r.get("resolution"), r.get("reason")),
-        {"t": amount, "ti": amount_title, "c": "num"},
+        {"t": "—" if r.get("total_tokens") is None else f"{r['total_tokens']:,}", "c": "num"},
+        {"t": "—" if r.get("latency_ms") is None else f"{r['latency_ms']:,.0f} ms", "c": "num"},
+        cost_cell(r),
         {"t": f"{short(payer)} → {short(payee)}" if payer or payee else "—", "ti": f"{payer or '—'} → {payee or '—'}",
          "c": "mono"},
         {"t": short(r.get("payment_hash"), 8) if r.get("payment_hash") else "—", "ti": r.get("payment_hash") or "",
@@ -143,7 +162,8 @@ def list_row(r: dict) -> list[dict]:
     ]
 
 
-LIST_HEAD = ("first seen (UTC)", "app", "endpoint", "model", "HTTP", "proof", "amount", "payer → payee", "tx hash")
+LIST_HEAD = ("first seen (UTC)", "app", "endpoint", "model", "HTTP", "proof", "tokens", "latency", "cost",
+             "payer → payee", "tx hash")
 
 
 def cells_html(cells: list[dict], row_id=None) -> str:
@@ -175,7 +195,7 @@ def _select(name: str, label: str, options: list[tuple], chosen) -> str:
 
 
 def list_page(rows: list[dict], total: int, filters: dict, facets: dict, status: dict,
-              next_before: dict | None, version: int, limit: int) -> str:
+              next_before: dict | None, version: int, limit: int, paid: bool = True) -> str:
     raw = {k: filters.get(k + "_text", filters.get(k)) for k in FILTERS}
     query = qs({**raw, "limit": limit if limit != 50 else None})
     form = f"""<form class="filters" method="get" action="/" id="filters">
@@ -188,12 +208,10 @@ def list_page(rows: list[dict], total: int, filters: dict, facets: dict, status:
 <label class="search">id <input name="q" id="f-q" value="{h(raw['q'] or '', 1000)}" placeholder="receipt, request or provider id, tx hash, session, nonce, address" size="44"></label>
 <button type="submit">Filter</button> <a href="/">clear</a></form>"""
     chart_q = qs({**raw, "v": version})
-    charts = f"""<section class="charts" id="charts">
-<figure><img id="chart-spend-app" alt="Spend over time per app" src="/chart/spend-app.svg?{h(chart_q, 4000)}"></figure>
-<figure><img id="chart-spend-payee-time" alt="Spend over time per payee" src="/chart/spend-payee-time.svg?{h(chart_q, 4000)}"></figure>
-<figure><img id="chart-spend-payee" alt="Spend per payee" src="/chart/spend-payee.svg?{h(chart_q, 4000)}"></figure>
-<figure><img id="chart-status" alt="Receipts by status" src="/chart/status.svg?{h(chart_q, 4000)}"></figure>
-</section>"""
+    shown = [c for c in CHARTS if paid or not c[0].startswith("spend")]  # spend charts: paid calls only
+    charts = ('<section class="charts" id="charts">' + "".join(
+        f'<figure><img id="chart-{name}" alt="{h(alt)}" src="/chart/{name}.svg?{h(chart_q, 4000)}"></figure>'
+        for name, alt in shown) + "</section>")
     head = "".join(f"<th>{h(x)}</th>" for x in LIST_HEAD)
     body = "".join(cells_html(list_row(r), r["receipt_id"]) for r in rows) or f'<tr><td colspan="{len(LIST_HEAD)}">no receipts match</td></tr>'
     more = ""
@@ -210,9 +228,12 @@ def list_page(rows: list[dict], total: int, filters: dict, facets: dict, status:
 
 # ---- one receipt ----------------------------------------------------------------------------------
 def _kv(rows: list[tuple]) -> str:
+    """A two-column table; rows whose value is `—` (nothing known, or it does not apply) are left out."""
     out = []
     for row in rows:
         label, value = row[0], row[1]
+        if value in ("—", "", None):
+            continue
         rid = f' id="{row[2]}"' if len(row) > 2 else ""
         out.append(f"<tr{rid}><th>{h(label)}</th><td>{value}</td></tr>")
     return '<table class="kv">' + "".join(out) + "</table>"
@@ -319,6 +340,12 @@ def _timeline_html(steps: list[dict]) -> str:
     return "".join(out)
 
 
+def _unpaid(r: dict) -> bool:
+    """Nothing of this call was paid on chain: its page has no transfer to show (API-key billing)."""
+    return r.get("proof_status") == "unpaid" and not any(
+        r.get(k) for k in ("payer", "pay_to", "asset", "amount", "payment_hash", "session_id", "amount_cap"))
+
+
 def receipt_page(r: dict, details: dict, doc_json: str, status: dict, explorer: str | None, stamp: str) -> str:
     checks = details.get("checks", [])
     settle = latest_detail(checks, "settlement_tx") or latest_detail(checks, "session_settlement")
@@ -367,6 +394,7 @@ def receipt_page(r: dict, details: dict, doc_json: str, status: dict, explorer: 
                                                           f"{h(last.get('completion_tokens'))} completion)" if last.get('prompt_tokens') is not None else "")
          + (f' <span class="reason">usage {h(last.get("usage_source"))}</span>' if last.get("usage_source") == "missing" else "")),
         ("Latency", f"{h(last.get('latency_ms'))} ms" if last.get("latency_ms") is not None else "—"),
+        ("Cost", f'<strong id="cost">{h(render.cost_text(r))}</strong>'),
         ("Endpoint", f'<span class="mono">{h(r.get("host"))}{h(r.get("path"))}</span> → HTTP {h(r.get("status"))}'),
         ("App", f'{h(r.get("app_name"))}' + (f' <span class="sub">pid {h(r.get("client_pid"))}</span>' if r.get("client_pid") else "")
          + f'<div class="sub">user agent {h(r.get("app"))} · client {h(r.get("client"))}</div>'),
@@ -386,7 +414,7 @@ def receipt_page(r: dict, details: dict, doc_json: str, status: dict, explorer: 
                 '<p class="actions"><button type="button" id="copy-json">Copy as JSON</button> '
                 f'<a href="/api/receipt/{h(quote(str(r["receipt_id"]), safe=""))}">raw JSON</a> '
                 '<span id="copied" class="note" hidden>copied</span></p>',
-                '<section class="card"><h2>Transfer</h2>' + transfer + "</section>",
+                *([] if _unpaid(r) else ['<section class="card"><h2>Transfer</h2>' + transfer + "</section>"]),
                 '<section class="card"><h2>Call</h2>' + call + "</section>"]
     if r.get("session_id"):
         sections.append('<section class="card" id="session"><h2>OpenGradient session</h2>' + _kv([

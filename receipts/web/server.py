@@ -270,7 +270,8 @@ class App:
                 return Response(302, b"", headers={"Location": pages.receipt_href(f["q_ids"][0])})
         rows, total, after = self._rows(r, f)
         facets = self._memoized(r, ("facets",), queries.serve_facets)
-        html = pages.list_page(rows, total, f, facets, self.status(), after, r.version, f["limit"])
+        paid = self._memoized(r, ("paid", _key(f)), lambda con: queries.paid_calls(con, f))
+        html = pages.list_page(rows, total, f, facets, self.status(), after, r.version, f["limit"], paid=paid > 0)
         return Response(200, html.encode())
 
     def list_api(self, r: Reading, query) -> Response:
@@ -302,7 +303,7 @@ class App:
         row, details = got
         doc = render.to_json(render.receipt_document(row, details))
         network = self.settings.network(row.get("network")) if self.settings and row.get("network") else None
-        explorer = getattr(network, "explorer", None) if network else None
+        explorer = network.explorer_link if network else None  # (none for a local chain)
         stamp = hashlib.sha256(doc.encode()).hexdigest()[:16]
         return Response(200, pages.receipt_page(row, details, doc, self.status(), explorer, stamp).encode())
 
@@ -326,12 +327,17 @@ class App:
                 return charts.status_counts(queries.status_counts(con, f))
             if name == "spend-payee":
                 return charts.spend_by(queries.spend_by(con, f, "pay_to"), "payee")
+            first, last = queries.serve_span(con, f)
+            span = (last - first).total_seconds() if first and last else 0
+            bucket = "hour" if span <= 3 * 86400 else "day" if span <= 120 * 86400 else "week"
             if name in ("spend-app", "spend-payee-time"):
-                first, last = queries.serve_span(con, f)
-                span = (last - first).total_seconds() if first and last else 0
-                bucket = "hour" if span <= 3 * 86400 else "day" if span <= 120 * 86400 else "week"
                 by, label = ("app_name", "app") if name == "spend-app" else ("pay_to", "payee")
                 return charts.spend_over_time(queries.spend_over_time(con, f, bucket, by), bucket, label)
+            measure, _, by = name.partition("-")  # tokens-model, cost-app, latency-model, errors-app
+            if measure in queries.USAGE_MEASURES and by in ("model", "app"):
+                column = "app_name" if by == "app" else "model"
+                return charts.usage_over_time(queries.usage_over_time(con, f, measure, bucket, column), measure,
+                                              bucket, by)
             return ""
         svg = self._memoized(r, ("chart", name, _key(f)), draw)
         if not svg:

@@ -139,7 +139,7 @@ def test_the_list_is_newest_first_and_its_filters_narrow_it(page, world):
     submit(page)
     got = rows_of(page)
     assert len(got) == 3 and {cells[1] for _, cells in got} == {world.og_app}
-    assert all(cells[6].startswith("session ") for _, cells in got), "a session call's share is not invented"
+    assert all(cells[8].startswith("session ") for _, cells in got), "a session call's share is not invented"
 
     page.goto(world.serve.url + "/")
     page.select_option("#f-status", "risky")
@@ -172,7 +172,8 @@ def test_the_search_finds_a_receipt_by_tx_hash_and_by_session_id(page, world):
     page.fill("#f-q", world.plain_tx.upper().replace("0X", "0x"))  # ids are found whatever their case
     submit(page)
     assert page.text_content("#tx-hash") == world.plain_tx
-    assert page.get_attribute("#explorer", "href") == EXPLORER.replace("{tx}", world.plain_tx)
+    # the chain is local (anvil): a public explorer has no such transaction, so there is no link
+    assert page.query_selector("#explorer") is None
     assert page.text_content("#receipt-id") == world.show(world.plain_tx)["receipt"]["receipt_id"]
 
     page.goto(world.serve.url + "/")

@@ -44,3 +44,21 @@ def test_the_environment_gives_one_url_or_a_comma_separated_list():
     assert (net.endpoints, net.quorum_size, net.rpc_max_bytes) == (("http://x", "http://y"), 2, 1000)
     assert settings.network("eip155:84532", env={"RECEIPTS_RPC_EIP155_84532": "http://z"}).endpoints == ("http://z",)
     assert settings.network("eip155:8453", env={}).endpoints == ("http://a",)
+
+
+def test_a_local_chain_gets_no_public_explorer_link():
+    from receipts.storage.config import Network
+
+    template = "https://basescan.org/tx/{tx}"
+    assert Network("eip155:8453", ("https://mainnet.base.org",), explorer=template).explorer_link == template
+    for local in ("http://127.0.0.1:8545", "http://localhost:8545", "http://[::1]:8545"):
+        assert Network("eip155:8453", (local,), explorer=template).explorer_link is None, local
+    mixed = Network("eip155:8453", ("http://127.0.0.1:8545", "https://mainnet.base.org"), explorer=template)
+    assert mixed.explorer_link == template
+
+
+def test_the_default_intercept_hosts_are_the_ones_mitm_config_yaml_lists():
+    from receipts.storage import config as cfg
+
+    assert cfg.load(cfg.DEFAULT_CONFIG).intercept_hosts == cfg.DEFAULT_AI_HOSTS
+    assert cfg.load(cfg.DEFAULT_CONFIG).intercept == "known"
