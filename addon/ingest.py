@@ -18,6 +18,7 @@ import orjson
 from receipts.storage.config import Settings
 from receipts.storage.db import ensure_database_file
 from receipts.storage.journal import Journal
+from receipts.storage.progress import Progress
 from receipts.storage.records import Event, stable_id, uuid7
 
 from . import exchange as X
@@ -30,24 +31,31 @@ class IngestError(Exception):
     """The file cannot be read as HAR or as mitmproxy flows; one sentence for the user."""
 
 
-def ingest_file(path: str, settings: Settings) -> dict:
+def ingest_file(path: str, settings: Settings, say=None) -> dict:
+    """Record the AI calls of a HAR or mitmproxy flow file; `say` gets progress lines on long files."""
     raw = _read(path)
     file_id = hashlib.sha256(raw).hexdigest()
     pairs = sorted(_exchanges(raw, path), key=lambda p: p[0].ts)
     events, calls, skipped = [], 0, 0
     linker = Linker()
+    reading = Progress("ingest: read", len(pairs), "exchanges", say)
     for index, (req, resp) in enumerate(pairs):
         produced = exchange_events(req, resp, settings, linker, seed=f"{file_id}:{index}", source=f"ingest:{Path(path).name}")
         calls += bool(produced)
         skipped += not produced
         events += produced
+        reading.add()
+    reading.finish()
     fresh = _not_yet_recorded(events, settings.data_dir)
     new_calls = sum(e.type == "request" for e in fresh)
     events = fresh
+    writing = Progress("ingest: written", len(events), "events", say)
     with Journal(settings.data_dir, "ingest", durability=settings.durability,
                  seal_interval=settings.seal_interval) as journal:
         for start in range(0, len(events), 1000):
             journal.write(events[start:start + 1000])
+            writing.add(len(events[start:start + 1000]))
+    writing.finish()
     ensure_database_file(settings.data_dir)
     return {"calls": new_calls, "already": calls - new_calls, "skipped": skipped, "events": len(events)}
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import orjson
 
 from . import db
+from .progress import Progress
 
 VIEWS = ("receipts", "calls", "payments", "settlements", "challenges", "checks", "sessions")
 TIME_COLUMN = {"receipts": "first_seen", "calls": "started_at", "payments": "sent_at", "settlements": "seen_at",
@@ -100,13 +101,19 @@ def export(data_dir: str | os.PathLike, fmt: str, out: str | None, since: dateti
     return {"rows": rows, "format": fmt, "view": "calls" if fmt == "har" else view, "out": out or "-"}
 
 
+BIG_EXPORT = 100_000  # rows: a COPY this big takes seconds
+
+
 def _copy(con, path: str, fmt: str, since: datetime | None, view: str) -> int:
     sql, params = _select(con, view, fmt, since)
     options = {"parquet": "FORMAT parquet, COMPRESSION zstd", "csv": "FORMAT csv, HEADER true",
                "jsonl": "FORMAT json"}[fmt] + ", USE_TMP_FILE false"  # (a file of its own beside it: not allowed)
     sql = db.inline(sql, params)  # (before the path, which is the user's text, joins it)
+    rows = con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+    if rows >= BIG_EXPORT:  # one COPY statement: no count as it goes, so say what it is doing
+        print(f"receipts: export: writing {rows:,} {view} rows as {fmt}…", file=sys.stderr, flush=True)
     con.execute(f"COPY ({sql}) TO {_quote(path)} ({options})")
-    return con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+    return rows
 
 
 # ---- HAR ------------------------------------------------------------------------------------------
@@ -194,7 +201,7 @@ def har_entry(receipt_id: str, ts: float, req: dict, resp: dict | None, fin: dic
 def _har(con, path: str, since: datetime | None) -> int:
     where = "AND ts >= CAST($since AS TIMESTAMP)" if since else ""
     cur = con.execute(db.inline(HAR_QUERY.format(where=where), {"since": since} if since else {}))
-    n = 0
+    n, progress = 0, Progress("export", None, "exchanges")
     with open(path, "wb") as f:
         f.write(b'{"log": {"version": "1.2", "creator": {"name": "receipts", "version": "0.1.0"}, "entries": [\n')
         while rows := cur.fetchmany(2000):
@@ -202,5 +209,7 @@ def _har(con, path: str, since: datetime | None) -> int:
                 entry = har_entry(rid, ts, *(orjson.loads(x) if x else None for x in (req, resp, fin, err)))
                 f.write((b",\n" if n else b"") + orjson.dumps(entry))
                 n += 1
+            progress.add(len(rows))
         f.write(b"\n]}}\n")
+    progress.finish()
     return n
