@@ -292,6 +292,13 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_completion(args) -> int:
+    from . import completion
+
+    print(completion.script(parser(), args.shell), end="")
+    return 0
+
+
 def cmd_serve(args) -> int:
     import ipaddress
 
@@ -457,6 +464,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--view", default="receipts", help="receipts (default), calls, payments, settlements, challenges, "
                                                       "checks or sessions (HAR is always built from the calls)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("completion", help="print a shell completion script: eval \"$(receipts completion bash)\"")
+    p.add_argument("shell", choices=("bash", "zsh", "fish"))
+    p.set_defaults(func=cmd_completion)
 
     p = sub.add_parser("serve", parents=[common], help="a local web page over the receipts (read-only)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
