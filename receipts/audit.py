@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import re
 from datetime import datetime, timezone
+from decimal import Decimal
 
 import orjson
 
@@ -122,6 +123,16 @@ def tables(rep: dict, limit: int | None) -> list[dict]:
                 "columns": ["app", "executable", "calls", "receipts", "paid receipts", "hosts", "first seen", "last seen"],
                 "rows": [[_cell(a, f, {}) for f in ("app_name", "exe", "calls", "receipts", "paid_receipts", "hosts",
                                                     "first_seen", "last_seen")] for a in rep["apps"]]})
+    out.append({"title": "Tokens and cost per app and model",
+                "note": "Every call, paid on chain or billed by API key. List price: what the price table says the "
+                        "tokens of the calls not paid on chain cost. Paid on chain: calls whose money is in the "
+                        "totals below. Cost unknown: the table does not know the model, no usage was reported, or "
+                        "a call's own share of a session or cap is not known; never counted as 0.",
+                "columns": ["app", "model", "receipts", "tokens", "list price", "paid on chain", "cost unknown"],
+                "rows": [[render.safe(u["app_name"]), render.safe(u["model"]), str(u["receipts"]),
+                          "—" if u["tokens"] is None else f"{u['tokens']:,}",
+                          "—" if u["list_price"] is None else f"{render.decimal_text(u['list_price'])} {u['list_currency']}",
+                          str(u["paid_on_chain"]), str(u["cost_unknown"])] for u in rep["usage"]]})
     out.append({"title": "Totals paid per asset and payee",
                 "note": "Exact amounts: human units (from the asset's decimals) and the integer of atomic units in "
                         "brackets. Verified: settlements the verifier found on chain. Reported: settlements a server "
@@ -241,6 +252,8 @@ def _json_row(row: dict) -> dict:
     for k, v in row.items():
         if isinstance(v, datetime):
             v = v.replace(tzinfo=timezone.utc).isoformat()
+        if isinstance(v, Decimal):  # a cost (DECIMAL(38, 18)): exact text
+            v = render.decimal_text(v)
         if k in AMOUNT_FIELDS:
             out[k] = None if v is None else str(int(v))
             out[f"{k}_human"] = render.human_amount(v, row.get("decimals"))
@@ -251,7 +264,7 @@ def _json_row(row: dict) -> dict:
 
 def to_json(rep: dict, meta: dict, limit: int | None) -> str:
     doc = {"meta": meta, "summary": _json_row(rep["summary"]), "problem_counts": problem_counts(rep)}
-    for name in ("apps", "totals", "totals_by_app", "statuses", "http_statuses"):
+    for name in ("apps", "usage", "totals", "totals_by_app", "statuses", "http_statuses"):
         doc[name] = [_json_row(r) for r in rep[name]]
     for name, *_ in PROBLEMS:
         rows = rep[name] if not limit else rep[name][:limit]

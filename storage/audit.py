@@ -18,7 +18,7 @@ import duckdb
 
 from . import db
 
-SECTIONS = ("summary", "apps", "totals", "totals_by_app", "statuses", "http_statuses", "risky_failed",
+SECTIONS = ("summary", "apps", "usage", "totals", "totals_by_app", "statuses", "http_statuses", "risky_failed",
             "overcharges", "never_settled", "double_charges", "secrets_in_clear", "pinned_clients", "no_usage")
 PROBLEMS = ("risky_failed", "overcharges", "never_settled", "double_charges", "secrets_in_clear",
             "pinned_clients", "no_usage")

@@ -24,7 +24,8 @@ SELECT receipt_id AS logical_id, first_seen, attempts, status, app_name, host, p
        {'amount': max_amount_required, 'asset': challenge_asset, 'network': challenge_network,
         'pay_to': challenge_pay_to} AS challenge,
        proof_status, resolution, reason, proof_status_at AS verdict_at, payment_hash AS verdict_tx, session_amount,
-       settlement_check AS settlement_result, settlement_checked_at AS settlement_at
+       settlement_check AS settlement_result, settlement_checked_at AS settlement_at,
+       total_tokens AS tokens, cost, cost_currency, cost_source
 FROM receipts;
 
 -- name: sessions
@@ -119,6 +120,18 @@ SELECT c.app_name, any_value(c.exe) AS exe, sum(c.calls)::BIGINT AS calls, coale
        min(c.first_seen) AS first_seen, max(c.last_seen) AS last_seen
 FROM c LEFT JOIN r USING (app_name)
 GROUP BY c.app_name ORDER BY calls DESC, c.app_name;
+
+-- name: section_usage
+-- Tokens and cost per app and model, for every call, paid on chain or billed by API key: the price table's
+-- list price of the calls not paid on chain, how many were paid on chain (their money is in the totals
+-- below), and how many cost what is not known (never counted as 0).
+SELECT app_name, model, count(*) AS receipts, sum(tokens)::BIGINT AS tokens,
+       sum(cost) FILTER (WHERE cost_source = 'price_table') AS list_price,
+       any_value(cost_currency) FILTER (WHERE cost_source = 'price_table') AS list_currency,
+       count(*) FILTER (WHERE cost_source = 'x402') AS paid_on_chain,
+       count(*) FILTER (WHERE cost_source = 'unknown') AS cost_unknown
+FROM audit_receipts WHERE ($since IS NULL OR first_seen >= $since) AND ($app IS NULL OR app_name = $app)
+GROUP BY app_name, model ORDER BY receipts DESC, app_name, model NULLS LAST;
 
 -- name: section_totals
 -- Totals paid per asset and payee: exact integers of atomic units (HUGEINT), decimals beside them.

@@ -240,3 +240,9 @@ def test_list_and_show_give_tokens_latency_and_what_each_call_cost(tmp_path):
     assert "tokens 1100 (1000 in, 100 out)   latency 812 ms" in shown
     assert "Cost          0.00021 USD (list price, genai-prices 0.2.5)" in shown
     assert "Cost          0.01 USDC (paid on chain)" in receipts_cli("show", paid, data=tmp_path).stdout
+    audit = json.loads(receipts_cli("audit", "--format", "json", data=tmp_path).stdout)
+    usage = audit["usage"]
+    assert [(u["model"], u["receipts"], u["tokens"], u["list_price"], u["paid_on_chain"], u["cost_unknown"])
+            for u in usage] == [("m", 3, 3300, "0.00021", 1, 1)]
+    markdown = receipts_cli("audit", data=tmp_path).stdout
+    assert "Tokens and cost per app and model" in markdown and "0.00021 USD" in markdown
