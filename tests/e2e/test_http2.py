@@ -33,7 +33,7 @@ def test_a_client_asking_for_http2_gets_it_whatever_the_upstream_speaks(tmp_path
                                  url], capture_output=True, text=True, timeout=60)
 
         def recorded():
-            out = receipts_cli("sql", "--json", "SELECT receipt_id, stream, total_tokens FROM calls ORDER BY stream",
+            out = receipts_cli("sql", "--json", "SELECT receipt_id, stream, total_tokens, cost FROM calls ORDER BY stream",
                                data=proxy.data)
             rows = json.loads(out.stdout) if out.returncode == 0 else []
             return rows if len(rows) == 2 else None
@@ -44,3 +44,4 @@ def test_a_client_asking_for_http2_gets_it_whatever_the_upstream_speaks(tmp_path
     assert s_text.count("data:") > 2 and s_headers["content-type"].startswith("text/event-stream")
     assert [r["receipt_id"] for r in rows] == [headers["x-receipt-id"], s_headers["x-receipt-id"]]
     assert [r["stream"] for r in rows] == [False, True] and all(r["total_tokens"] for r in rows)
+    assert all(float(r["cost"]) > 0 for r in rows)  # curl's calls are priced as any other

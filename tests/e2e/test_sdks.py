@@ -1,4 +1,4 @@
-"""The official `openai` and `anthropic` Python SDKs and aiohttp, unchanged, through a real `receipts
+"""The official `openai` and `anthropic` Python SDKs, aiohttp, httpx and requests, unchanged, through a real `receipts
 proxy` process to the local HTTPS upstream, in a shell set up by the pasted line `eval "$(receipts
 env)"` and nothing else: every usage shape they produce is recorded with its model, token split and
 response id, streamed or not."""
@@ -45,6 +45,13 @@ async def plain_aiohttp():  # aiohttp reads HTTPS_PROXY only with trust_env=True
             assert r.status == 200
             seen["aiohttp"] = r.headers.get("x-receipt-id")
 asyncio.run(plain_aiohttp())
+import httpx, requests  # both read HTTPS_PROXY and the CA variables themselves
+body = {"model": "gpt-4o-mini", "messages": msgs}
+with httpx.Client(timeout=30) as hc:
+    seen["httpx"] = hc.post(base + "/v1/free/chat/completions", headers={"X-Call": "httpx"},
+                            json=body).headers.get("x-receipt-id")
+seen["requests"] = requests.post(base + "/v1/free/chat/completions", headers={"X-Call": "requests"}, json=body,
+                                 timeout=30).headers.get("x-receipt-id")
 print(json.dumps({"seen": seen, "ttfb": ttfb}))
 """
 
@@ -59,6 +66,8 @@ CALLS = {  # X-Call -> (path, model, prompt tokens known, completion tokens know
     "messages": ("/v1/messages", "claude-sonnet-4", True, True, "msg_"),
     "messages-stream": ("/v1/messages", "claude-sonnet-4", True, True, "msg_"),
     "aiohttp": ("/v1/free/chat/completions", "gpt-4o-mini", True, True, "chatcmpl-"),
+    "httpx": ("/v1/free/chat/completions", "gpt-4o-mini", True, True, "chatcmpl-"),
+    "requests": ("/v1/free/chat/completions", "gpt-4o-mini", True, True, "chatcmpl-"),
 }
 
 
@@ -69,7 +78,7 @@ UNPRICED = {"text-embedding-3-small"}
 def test_every_usage_shape_of_the_real_sdks_is_recorded(tmp_path, tls, upstream):
     # the same app directly first (trusting the upstream's CA), for the time to the first chunk without the proxy
     direct_env = {k: v for k, v in os.environ.items() if "PROXY" not in k.upper()}
-    direct = subprocess.run([sys.executable, "-c", APP, upstream], env={**direct_env, "SSL_CERT_FILE": tls["ca"]},
+    direct = subprocess.run([sys.executable, "-c", APP, upstream], env={**direct_env, "SSL_CERT_FILE": tls["ca"], "REQUESTS_CA_BUNDLE": tls["ca"]},
                             capture_output=True, text=True, timeout=120)
     assert direct.returncode == 0, direct.stderr[-3000:]
     direct_ttfb = json.loads(direct.stdout)["ttfb"]
