@@ -12,21 +12,29 @@ from support.proc import BIN, ProxyProcess, receipts_cli, wait_for
 # An app: each call, by the SDK's own public API, with an X-Call header naming it (the tests find the
 # recorded call by it). It knows nothing of the proxy: the environment routes it.
 APP = r"""
-import sys, anthropic, openai
+import asyncio, json, sys, time
+import aiohttp, anthropic, httpx, openai, requests
 base = sys.argv[1]
 oa = openai.OpenAI(api_key="sk-test-not-a-secret", base_url=base + "/v1", max_retries=0)
 free = openai.OpenAI(api_key="sk-test-not-a-secret", base_url=base + "/v1/free", max_retries=0)
 an = anthropic.Anthropic(api_key="sk-ant-test", base_url=base, max_retries=0)
 h = lambda name: {"extra_headers": {"X-Call": name}}
 msgs = [{"role": "user", "content": "hello there"}]
-import json, time
-seen = {"chat": free.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msgs, **h("chat"))
-        .headers.get("x-receipt-id")}
-t0 = time.perf_counter()  # streamed, with a pause between chunks: the first must come at once
-ttfb = None
-for chunk in free.chat.completions.create(model="gpt-4o-mini", messages=msgs, stream=True, extra_body={"chunk_delay": 0.4},
-                                          stream_options={"include_usage": True}, **h("chat-stream")):
-    ttfb = ttfb if ttfb is not None else (time.perf_counter() - t0) * 1000
+slow = {"chunk_delay": 0.3}  # the upstream pauses between chunks: a stream's first chunk must come at once
+seen, ttfb = {}, {}
+
+
+def first(name, chunks):
+    # the time from the call to its first chunk, in ms; the rest is read to the end
+    t0 = time.perf_counter()
+    for _ in chunks:
+        ttfb.setdefault(name, (time.perf_counter() - t0) * 1000)
+
+
+seen["chat"] = free.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msgs,
+                                                              **h("chat")).headers.get("x-receipt-id")
+first("openai", free.chat.completions.create(model="gpt-4o-mini", messages=msgs, stream=True, extra_body=slow,
+                                             stream_options={"include_usage": True}, **h("chat-stream")))
 oa.completions.create(model="gpt-3.5-turbo-instruct", prompt="say hi", **h("completions"))
 list(oa.completions.create(model="gpt-3.5-turbo-instruct", prompt="say hi", stream=True, **h("completions-stream")))
 oa.embeddings.create(model="text-embedding-3-small", input="hello", **h("embeddings"))
@@ -35,23 +43,35 @@ with oa.responses.stream(model="gpt-4.1-mini", input="tell me a joke", **h("resp
     s.until_done()
 seen["messages"] = an.messages.with_raw_response.create(model="claude-sonnet-4", max_tokens=50, messages=msgs,
                                                         **h("messages")).headers.get("x-receipt-id")
-with an.messages.stream(model="claude-sonnet-4", max_tokens=50, messages=msgs, **h("messages-stream")) as s:
-    s.until_done()
-import asyncio, aiohttp
-async def plain_aiohttp():  # aiohttp reads HTTPS_PROXY only with trust_env=True (README)
+with an.messages.stream(model="claude-sonnet-4", max_tokens=50, messages=msgs, extra_body=slow,
+                        **h("messages-stream")) as s:
+    first("anthropic", s)
+url, body = base + "/v1/free/chat/completions", {"model": "gpt-4o-mini", "messages": msgs}
+streamed = {**body, "stream": True, "stream_options": {"include_usage": True}, **slow}
+
+
+async def with_aiohttp():  # aiohttp reads HTTPS_PROXY only with trust_env=True (README)
     async with aiohttp.ClientSession(trust_env=True) as session:
-        async with session.post(base + "/v1/free/chat/completions", headers={"X-Call": "aiohttp"},
-                                json={"model": "gpt-4o-mini", "messages": msgs}) as r:
-            assert r.status == 200
+        async with session.post(url, headers={"X-Call": "aiohttp"}, json=body) as r:
             seen["aiohttp"] = r.headers.get("x-receipt-id")
-asyncio.run(plain_aiohttp())
-import httpx, requests  # both read HTTPS_PROXY and the CA variables themselves
-body = {"model": "gpt-4o-mini", "messages": msgs}
-with httpx.Client(timeout=30) as hc:
-    seen["httpx"] = hc.post(base + "/v1/free/chat/completions", headers={"X-Call": "httpx"},
-                            json=body).headers.get("x-receipt-id")
-seen["requests"] = requests.post(base + "/v1/free/chat/completions", headers={"X-Call": "requests"}, json=body,
-                                 timeout=30).headers.get("x-receipt-id")
+        t0 = time.perf_counter()
+        async with session.post(url, headers={"X-Call": "aiohttp-stream"}, json=streamed) as r:
+            async for _ in r.content:
+                ttfb.setdefault("aiohttp", (time.perf_counter() - t0) * 1000)
+asyncio.run(with_aiohttp())
+with httpx.Client(timeout=30) as hc:  # httpx and requests read HTTPS_PROXY and the CA variables themselves
+    seen["httpx"] = hc.post(url, headers={"X-Call": "httpx"}, json=body).headers.get("x-receipt-id")
+    t0 = time.perf_counter()
+    with hc.stream("POST", url, headers={"X-Call": "httpx-stream"}, json=streamed) as r:
+        for _ in r.iter_lines():
+            ttfb.setdefault("httpx", (time.perf_counter() - t0) * 1000)
+with requests.Session() as rs:  # (each client streams on a connection it has used: the connection's own
+    seen["requests"] = rs.post(url, headers={"X-Call": "requests"}, json=body,  # setup is not the stream's)
+                               timeout=30).headers.get("x-receipt-id")
+    t0 = time.perf_counter()
+    with rs.post(url, headers={"X-Call": "requests-stream"}, json=streamed, stream=True, timeout=30) as r:
+        for _ in r.iter_lines():
+            ttfb.setdefault("requests", (time.perf_counter() - t0) * 1000)
 print(json.dumps({"seen": seen, "ttfb": ttfb}))
 """
 
@@ -66,9 +86,13 @@ CALLS = {  # X-Call -> (path, model, prompt tokens known, completion tokens know
     "messages": ("/v1/messages", "claude-sonnet-4", True, True, "msg_"),
     "messages-stream": ("/v1/messages", "claude-sonnet-4", True, True, "msg_"),
     "aiohttp": ("/v1/free/chat/completions", "gpt-4o-mini", True, True, "chatcmpl-"),
+    "aiohttp-stream": ("/v1/free/chat/completions", "gpt-4o-mini", True, True, "chatcmpl-"),
     "httpx": ("/v1/free/chat/completions", "gpt-4o-mini", True, True, "chatcmpl-"),
+    "httpx-stream": ("/v1/free/chat/completions", "gpt-4o-mini", True, True, "chatcmpl-"),
     "requests": ("/v1/free/chat/completions", "gpt-4o-mini", True, True, "chatcmpl-"),
+    "requests-stream": ("/v1/free/chat/completions", "gpt-4o-mini", True, True, "chatcmpl-"),
 }
+CLIENTS = ("openai", "anthropic", "aiohttp", "httpx", "requests")  # each streams once (time to first chunk)
 
 
 # the models the price table (genai-prices) does not know: their cost is unknown, never 0
@@ -119,7 +143,10 @@ def test_every_usage_shape_of_the_real_sdks_is_recorded(tmp_path, tls, upstream)
             assert r["price_table"].startswith("genai-prices "), (name, r)
     # each client saw its receipt id; the stream stayed a stream through the proxy
     assert {name: rows[name]["receipt_id"] for name in out["seen"]} == out["seen"]
-    assert out["ttfb"] < direct_ttfb + 50, (out["ttfb"], direct_ttfb)
+    assert set(out["ttfb"]) == set(direct_ttfb) == set(CLIENTS)
+    for client in CLIENTS:  # through the proxy, the first chunk comes within 50 ms of when it comes directly
+        assert out["ttfb"][client] < direct_ttfb[client] + 50, (client, out["ttfb"], direct_ttfb)
+        assert out["ttfb"][client] < 250, "the first chunk came after the upstream's first pause: buffered"
 
 
 def test_the_trust_bundle_is_the_system_roots_and_the_proxy_ca(tmp_path):

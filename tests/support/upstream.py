@@ -145,6 +145,14 @@ def _payer_of(payment: dict) -> str:
     return ""
 
 
+def _delay(req: dict) -> float:
+    """The request's ``chunk_delay``: seconds between the chunks of a stream (0: none, or not a number)."""
+    try:
+        return max(0.0, float(req.get("chunk_delay", 0) or 0))
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def _split(text: str, k: int) -> list[str]:
     n = len(text)
     return [text[i * n // k : (i + 1) * n // k] for i in range(k)]
@@ -425,7 +433,8 @@ class _Handler(BaseHTTPRequestHandler):
                        ("response.output_item.done", {"output_index": 0, "item": message}),
                        ("response.completed", {"response": done})]
             events = [(name, {"type": name, **e}) for name, e in events]
-            return self._stream_events([(name, {**e, "sequence_number": i}) for i, (name, e) in enumerate(events)])
+            return self._stream_events([(name, {**e, "sequence_number": i}) for i, (name, e) in enumerate(events)],
+                                       _delay(req))
         if kind == "completions":
             usage = {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out}
             head = {"id": "cmpl-" + rid, "object": "text_completion", "created": int(time.time()), "model": model}
@@ -435,7 +444,7 @@ class _Handler(BaseHTTPRequestHandler):
             events = [(None, {**head, "choices": [{"index": 0, "text": piece, "finish_reason": None, "logprobs": None}]})
                       for piece in pieces]
             events += [(None, {**head, "choices": [], "usage": usage}), (None, "[DONE]")]
-            return self._stream_events(events)
+            return self._stream_events(events, _delay(req))
         message = {"id": "msg_" + rid, "type": "message", "role": "assistant", "model": model, "content": [],
                    "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": inp, "output_tokens": 1}}
         events = [("message_start", {"type": "message_start", "message": message}),
@@ -447,19 +456,23 @@ class _Handler(BaseHTTPRequestHandler):
                    ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
                                       "usage": {"output_tokens": out}}),
                    ("message_stop", {"type": "message_stop"})]
-        self._stream_events(events)
+        self._stream_events(events, _delay(req))
 
-    def _stream_events(self, events: list) -> None:
-        """An event stream of (event name or None, JSON object or text) items, chunked."""
+    def _stream_events(self, events: list, delay: float = 0.0) -> None:
+        """An event stream of (event name or None, JSON object or text) items, chunked, each flushed, with
+        `delay` seconds between them (the request's ``chunk_delay``)."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("x-request-id", self._request_id)
         self.end_headers()
-        for name, payload in events:
+        for i, (name, payload) in enumerate(events):
+            if i and delay:
+                time.sleep(delay)
             data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
             event = (f"event: {name}\n" if name else "") + f"data: {data}\n\n"
             self.wfile.write(b"%x\r\n%s\r\n" % (len(event.encode()), event.encode()))
+            self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
@@ -470,10 +483,7 @@ class _Handler(BaseHTTPRequestHandler):
             k = max(0, int(req.get("n_chunks", 5)))
         except (TypeError, ValueError):
             k = 5
-        try:
-            delay = max(0.0, float(req.get("chunk_delay", 0) or 0))
-        except (TypeError, ValueError):
-            delay = 0.0
+        delay = _delay(req)
         key = req.get("stream_key")
         key = str(key) if key is not None else self._request_id
 
