@@ -79,29 +79,16 @@ def spend_over_time(rows: list[dict], bucket: str, by_label: str = "app", max_as
                     f'{h(prow[0]["network"])} · total {h(human(total, decimals))} {h(name)}</text>')
         left, plot_w, plot_top, plot_h = 56, 360, y0 + 24, panel_h - 56
         body.append(f'<line x1="{left}" y1="{plot_top + plot_h}" x2="{left + plot_w}" y2="{plot_top + plot_h}" stroke="#cbd5e1"/>')
-        body.append(f'<text x="{left - 6}" y="{plot_top + 8}" {FONT} font-size="10" fill="#64748b" '
+        body.append(f'<text x="{left - 6}" y="{plot_top + 8}" {FONT} font-size="12" fill="#64748b" '
                     f'text-anchor="end">{h(_fmt(peak))}</text>')
-        body.append(f'<text x="{left - 6}" y="{plot_top + plot_h}" {FONT} font-size="10" fill="#64748b" text-anchor="end">0</text>')
-        step = plot_w / max(1, len(times))
-        bar = max(1.0, step * 0.8)
-        for i, t in enumerate(times):
-            x, y = left + i * step + (step - bar) / 2, plot_top + plot_h
-            for k in shown + (["other"] if other else []):
-                v = stacks[t].get(k, 0.0)
-                if v <= 0:
-                    continue
-                hgt = max(1.0, v / peak * plot_h)
-                y -= hgt
-                body.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{hgt:.1f}" fill="{color[k]}">'
-                            f'<title>{h(_label(t, bucket))} · {h(k)} · {h(_fmt(v))} {h(name)}</title></rect>')
-        for i in sorted({0, len(times) - 1}):
-            body.append(f'<text x="{left + i * step + step / 2:.1f}" y="{plot_top + plot_h + 14}" {FONT} font-size="10" '
-                        f'fill="#64748b" text-anchor="middle">{h(_label(times[i], bucket))}</text>')
+        body.append(f'<text x="{left - 6}" y="{plot_top + plot_h}" {FONT} font-size="12" fill="#64748b" text-anchor="end">0</text>')
+        body += _bars(times, stacks, shown + (["other"] if other else []), color, (left, plot_w, plot_top, plot_h),
+                      peak, bucket, name)
         for j, k in enumerate(shown + (["other"] if other else [])):
             ly = plot_top + j * 16
             amount = sum(totals[x] for x in other) if k == "other" else totals[k]
             body.append(f'<rect x="{left + plot_w + 14}" y="{ly}" width="10" height="10" fill="{color[k]}"/>')
-            body.append(f'<text x="{left + plot_w + 28}" y="{ly + 9}" {FONT} font-size="11" fill="#0f172a">'
+            body.append(f'<text x="{left + plot_w + 28}" y="{ly + 9}" {FONT} font-size="12" fill="#0f172a">'
                         f'{h(_cut(short(k) if by_label == "payee" else k, 18))} {h(human(amount, decimals))}</text>')
     return _svg(top + len(panels) * panel_h, body, title)
 
@@ -125,10 +112,10 @@ def spend_by(rows: list[dict], by_label: str = "payee", max_assets: int = 3, max
         peak = max(int(r["spend"]) for r in g) or 1
         for i, r in enumerate(g):
             w = max(2.0, int(r["spend"]) / peak * 220)
-            body.append(f'<text x="12" y="{y + 12}" {FONT} font-size="11" fill="#0f172a">{h(_cut(short(r["key"]) if by_label == "payee" else r["key"], 26))}</text>')
+            body.append(f'<text x="12" y="{y + 12}" {FONT} font-size="12" fill="#0f172a">{h(_cut(short(r["key"]) if by_label == "payee" else r["key"], 26))}</text>')
             body.append(f'<rect x="190" y="{y + 2}" width="{w:.1f}" height="13" fill="{PALETTE[i % len(PALETTE)]}">'
                         f'<title>{h(r["key"])}: {h(human(r["spend"], decimals))} {h(name)} in {int(r["calls"])} calls</title></rect>')
-            body.append(f'<text x="{196 + w:.1f}" y="{y + 12}" {FONT} font-size="11" fill="#334155">'
+            body.append(f'<text x="{196 + w:.1f}" y="{y + 12}" {FONT} font-size="12" fill="#334155">'
                         f'{h(human(r["spend"], decimals))} {h(name)} · {int(r["calls"])} calls</text>')
             y += 18
         y += 8
@@ -189,21 +176,9 @@ def usage_over_time(rows: list[dict], measure: str, bucket: str, by_label: str, 
                             + " ".join(f"{x:.1f},{y:.1f}" for x, y in points) + '"/>')
                 body.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color[k]}"><title>{h(k)}</title></circle>'
                             for x, y in points)
+            body += _time_labels(times, (left, plot_w, plot_top, plot_h), bucket)
         else:
-            bar = max(1.0, step * 0.8)
-            for i, t in enumerate(times):
-                x, y = left + i * step + (step - bar) / 2, plot_top + plot_h
-                for k in series:
-                    v = cells[t].get(k, 0.0)
-                    if v <= 0:
-                        continue
-                    hgt = max(1.0, v / peak * plot_h)
-                    y -= hgt
-                    body.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{hgt:.1f}" fill="{color[k]}">'
-                                f'<title>{h(_label(t, bucket))} · {h(k)} · {h(_fmt(v))} {h(name)}</title></rect>')
-        for i in sorted({0, len(times) - 1}):
-            body.append(f'<text x="{left + i * step + step / 2:.1f}" y="{plot_top + plot_h + 16}" {FONT} font-size="12" '
-                        f'fill="#64748b" text-anchor="middle">{h(_label(times[i], bucket))}</text>')
+            body += _bars(times, cells, series, color, (left, plot_w, plot_top, plot_h), peak, bucket, name)
         for j, k in enumerate(series):
             ly = plot_top + j * 18
             amount = sum(totals[x] for x in other) if k == "other" else totals[k]
@@ -211,6 +186,34 @@ def usage_over_time(rows: list[dict], measure: str, bucket: str, by_label: str, 
             body.append(f'<text x="{left + plot_w + 30}" y="{ly + 10}" {FONT} font-size="12" fill="#0f172a">'
                         f'{h(_cut(k, 16))}' + (f" {h(_fmt(amount))}" if measure != "latency" else "") + "</text>")
     return _svg(top + min(3, len(panels)) * panel_h, body, title)
+
+
+def _bars(times: list, cells: dict, series: list, color: dict, plot: tuple, peak: float, bucket: str,
+          unit: str) -> list[str]:
+    """Stacked bars, one per time bucket (`cells[t][key]` stacked in `series` order), and the time axis."""
+    left, plot_w, plot_top, plot_h = plot
+    step = plot_w / max(1, len(times))
+    bar = max(1.0, step * 0.8)
+    out = []
+    for i, t in enumerate(times):
+        x, y = left + i * step + (step - bar) / 2, plot_top + plot_h
+        for k in series:
+            v = cells[t].get(k, 0.0)
+            if v <= 0:
+                continue
+            hgt = max(1.0, v / peak * plot_h)
+            y -= hgt
+            out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{hgt:.1f}" fill="{color[k]}">'
+                       f'<title>{h(_label(t, bucket))} · {h(k)} · {h(_fmt(v))} {h(unit)}</title></rect>')
+    return out + _time_labels(times, plot, bucket)
+
+
+def _time_labels(times: list, plot: tuple, bucket: str) -> list[str]:
+    """The first and last bucket's time under the plot."""
+    left, plot_w, plot_top, plot_h = plot
+    step = plot_w / max(1, len(times))
+    return [f'<text x="{left + i * step + step / 2:.1f}" y="{plot_top + plot_h + 16}" {FONT} font-size="12" '
+            f'fill="#64748b" text-anchor="middle">{h(_label(times[i], bucket))}</text>' for i in sorted({0, len(times) - 1})]
 
 
 def status_counts(rows: list[dict]) -> str:
@@ -225,9 +228,9 @@ def status_counts(rows: list[dict]) -> str:
         label = r["proof_status"] + (f" · {r['resolution']}" if r.get("resolution") else "")
         color = STATUS_COLORS.get(r.get("resolution") or "", STATUS_COLORS.get(r["proof_status"], "#64748b"))
         w = max(2.0, r["n"] / peak * 340)
-        body.append(f'<text x="12" y="{y + 12}" {FONT} font-size="11" fill="#0f172a">{h(label)}</text>')
+        body.append(f'<text x="12" y="{y + 12}" {FONT} font-size="12" fill="#0f172a">{h(label)}</text>')
         body.append(f'<rect x="160" y="{y + 2}" width="{w:.1f}" height="13" fill="{color}"><title>{h(label)}: {r["n"]}</title></rect>')
-        body.append(f'<text x="{166 + w:.1f}" y="{y + 12}" {FONT} font-size="11" fill="#334155">{r["n"]:,}</text>')
+        body.append(f'<text x="{166 + w:.1f}" y="{y + 12}" {FONT} font-size="12" fill="#334155">{r["n"]:,}</text>')
         y += 18
     return _svg(y + 10, body, title)
 
