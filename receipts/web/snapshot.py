@@ -37,7 +37,7 @@ log = logging.getLogger("receipts.serve")
 MATERIALIZED = ("receipts",)
 # DuckDB's memory per snapshot (beyond it, it spills to its private temporary directory): two snapshots
 # are alive while one is swapped in.
-MEMORY_LIMIT = "500MB"
+MEMORY_LIMIT = "300MB"
 
 
 def data_key(data_dir: str | os.PathLike) -> tuple:
