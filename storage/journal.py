@@ -369,7 +369,17 @@ class Journal:
             elif waiting or dirty:
                 self._sync(fd, covered, waiting)
             with self._cv:
-                self._seal_if_due(force=stopping)
+                sealing = self._seal_due(stopping)
+                fd, size = self._fd, self._size
+            synced = None
+            if sealing:  # the segment's bytes fsync'd before the lock is taken: appends do not wait for it
+                try:
+                    os.fsync(fd)
+                    synced = (fd, size)
+                except OSError:
+                    pass  # (fsync'd again under the lock, where a failure breaks the journal)
+            with self._cv:
+                self._seal_if_due(force=stopping, synced=synced)
             if stopping:
                 return
 
@@ -418,15 +428,20 @@ class Journal:
         except OSError:
             log.error("could not cut a partial write from the open segment; recovery will drop it")
 
-    def _seal_if_due(self, force: bool = False) -> None:
-        """Called with the lock held, so no append lands in a segment while it is being sealed."""
+    def _seal_due(self, force: bool = False) -> bool:
         if self._size == 0 or self._broken or (time.monotonic() < self._retry_at and not force):
-            return
-        due = time.monotonic() - self._opened_at >= self.seal_interval or self._size >= self.seal_bytes
-        if not (due or force):
+            return False
+        return force or time.monotonic() - self._opened_at >= self.seal_interval or self._size >= self.seal_bytes
+
+    def _seal_if_due(self, force: bool = False, synced: tuple[int, int] | None = None) -> None:
+        """Called with the lock held, so no append lands in a segment while it is being sealed. `synced`:
+        (fd, size) fsync'd just before the lock was taken; if nothing was appended since, the segment
+        needs no second fsync here (only the directory does)."""
+        if not self._seal_due(force):
             return
         try:
-            os.fsync(self._fd)
+            if synced != (self._fd, self._size):
+                os.fsync(self._fd)
         except OSError as exc:
             self._break(f"cannot fsync the journal in {self.open_dir}: {exc.strerror or exc}")
             return
