@@ -360,7 +360,9 @@ class Recorder:
             peer = data.context.client.peername or (None, None)
             sni = X.clean(data.context.client.sni or "") or None
             msg = X.clean(str(data.conn.error or "client refused the proxy's certificate"))
-            payload = {**X.error_data("client_tls_refused", msg, "tls"), "host": sni, "client": peer[0]}
+            server = data.context.server.address or (None, None)
+            payload = {**X.error_data("client_tls_refused", msg, "tls"), "host": sni or server[0], "port": server[1],
+                       "client": peer[0]}
             self.journal.append([Event("error", uuid7(), payload)])
         except Exception as exc:  # noqa: BLE001 — a trace we could not keep; nothing to refuse
             log.error("receipts: could not record a refused certificate (%s: %s)", type(exc).__name__, exc)

@@ -112,11 +112,12 @@ def _ca(settings: cfg.Settings, report) -> None:
 
 # Clients that refused the proxy's certificate for a host, and have not made a call to it through the proxy
 # since (a refusal that was fixed is history, not a problem).
+REVERSE_PORT = 8443  # the port the suggested reverse proxy listens on, beside the regular one
 REFUSALS = """
-SELECT e.client, e.host, count(*) FROM folded.errors e
+SELECT e.client, e.host, max(e.port) AS port, count(*) AS n FROM folded.errors e
 WHERE e.kind = 'client_tls_refused' AND NOT EXISTS (
     SELECT 1 FROM folded.requests r WHERE r.client = e.client AND r.host = e.host AND r.ts > e.ts)
-GROUP BY ALL ORDER BY 3 DESC LIMIT 5
+GROUP BY e.client, e.host ORDER BY n DESC LIMIT 5
 """
 
 
@@ -129,11 +130,14 @@ def _refusals(settings: cfg.Settings, report) -> None:
         rows = con.execute(REFUSALS).fetchall()
         pins = con.execute("SELECT kind, message, count(*) FROM folded.errors WHERE kind LIKE 'tee_pin_%' "
                            "GROUP BY ALL ORDER BY 3 DESC LIMIT 5").fetchall()
-    for client, host, n in rows:
+    for client, host, port, n in rows:
+        upstream = f"https://{host}" + (f":{port}" if port and port != 443 else "")
         report(False, "", f"a client at {client} refused the proxy's certificate for {host} ({n} times): it does not "
                           f"trust the CA (set the variables above) or it pins its server's certificate: then run "
-                          f"`receipts proxy --reverse https://{host}` and point the client at the proxy instead "
-                          f"(the OpenGradient SDK: og.LLM.from_url(key, llm_server_url=\"https://127.0.0.1:PORT\")); "
-                          f"the recorder then checks the TEE registry's certificate pin itself")
+                          f"`receipts proxy --reverse {upstream} --listen-port {REVERSE_PORT}` (beside this proxy, "
+                          f"same data) and point the client at https://127.0.0.1:{REVERSE_PORT} instead (the "
+                          f"OpenGradient SDK: og.LLM.from_url(key, llm_server_url=\"https://127.0.0.1:{REVERSE_PORT}\")); "
+                          f"if the upstream is a TEE the OpenGradient registry lists, the recorder checks its "
+                          f"certificate pin itself")
     for kind, message, n in pins:
         report(False, "", f"the recorder refused an upstream {n} times ({kind}): {message}")

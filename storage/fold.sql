@@ -132,8 +132,9 @@ FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
 -- table: errors
 -- How an exchange failed (client gone, upstream refused or timed out, TLS).
 SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS ts, e[1] AS kind, e[2] AS message,
-       e[3] AS phase, e[4] AS client, e[5] AS host
-FROM (SELECT id, receipt_id, ts, json_extract_string(data, ['$.kind', '$.message', '$.phase', '$.client', '$.host']) AS e
+       e[3] AS phase, e[4] AS client, e[5] AS host, TRY_CAST(e[6] AS INTEGER) AS port
+FROM (SELECT id, receipt_id, ts, json_extract_string(data, ['$.kind', '$.message', '$.phase', '$.client', '$.host',
+                                                            '$.port']) AS e
       FROM {events} WHERE type = 'error');
 
 -- table: checks

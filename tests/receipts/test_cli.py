@@ -1,12 +1,13 @@
 """The CLI's faces: one-line errors, read-only SQL, and the doctor's plain words."""
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
-from support.proc import BIN, ProxyProcess, receipts_cli
+from support.proc import BIN, ProxyProcess, receipts_cli, wait_for
 
 
 @pytest.mark.parametrize("flags, words", [
@@ -50,6 +51,17 @@ def test_show_and_list_errors(tmp_path):
     assert missing.returncode == 1 and "no data directory" in missing.stderr
 
 
+def _post_ok(url: str, ca: str):
+    import requests
+
+    try:
+        r = requests.post(url, json={"model": "gpt-4o-mini", "messages": []}, verify=ca, timeout=5,
+                          proxies={"https": None, "http": None})
+    except requests.RequestException:
+        return None
+    return r if r.status_code == 200 else None
+
+
 def test_doctor_explains_an_untrusted_ca_and_then_passes(tmp_path, tls, upstream):
     with ProxyProcess(tmp_path / "data", "--seal-interval", "0.1", upstream_ca=tls["ca"]) as proxy:
         env = {k: v for k, v in os.environ.items() if k not in proxy.client_env()}
@@ -63,7 +75,8 @@ def test_doctor_explains_an_untrusted_ca_and_then_passes(tmp_path, tls, upstream
         assert "SSL_CERT_FILE is not set to the proxy's CA" in bad.stdout
         assert "HTTPS_PROXY is not set" in bad.stdout
         assert "refused the proxy's certificate for localhost" in bad.stdout
-        assert "receipts proxy --reverse https://localhost" in bad.stdout  # what to do about a pinning client
+        printed = re.search(r"`(receipts proxy --reverse [^`]+)`", bad.stdout).group(1)  # for a pinning client
+        assert printed == f"receipts proxy --reverse {upstream} --listen-port 8443"
         assert f"ok    a proxy is listening on 127.0.0.1:{proxy.port}" in bad.stdout
         good = subprocess.run([str(proxy.cmd[0]), *doctor, "--data", str(proxy.data)], capture_output=True,
                               text=True, env={**env, **proxy.client_env()}, timeout=60)
@@ -82,6 +95,15 @@ def test_doctor_explains_an_untrusted_ca_and_then_passes(tmp_path, tls, upstream
                              text=True, env={**env, **proxy.client_env()}, timeout=60)
     assert f"nothing listens on 127.0.0.1:{proxy.port}" in stopped.stdout and stopped.returncode == 1
 
+    # the printed command works as printed (plus this test's upstream CA), beside the proxy, on its data
+    reverse = [str(BIN / "receipts"), *printed.split()[1:], "--data", str(tmp_path / "data"), "--upstream-ca", tls["ca"]]
+    with subprocess.Popen(reverse, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as rp:
+        try:
+            answer = wait_for(lambda: _post_ok("https://127.0.0.1:8443/v1/free/chat/completions",
+                                               str(tmp_path / "data" / "ca" / "mitmproxy-ca-cert.pem")), timeout=30)
+        finally:
+            rp.terminate()
+    assert answer.headers["x-receipt-id"]
 
 def test_doctor_makes_nothing_and_says_when_no_settings_file_is_found(tmp_path):
     # run where there is no data directory, by a `receipts` whose default settings file is missing (as in an
