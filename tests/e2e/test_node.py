@@ -91,9 +91,11 @@ def test_the_openai_npm_package_and_fetch_are_recorded_through_the_pasted_line(t
     for name, r in rows.items():
         assert (r["model"], r["status"], r["stream"]) == ("gpt-4o-mini", 200, name.endswith("-stream")), r
         assert r["prompt_tokens"] > 0 and r["completion_tokens"] > 0, r
-    # still streamed: the first chunk comes before the pauses between the rest, within 50 ms of direct
+    # still streamed, not buffered: the first chunk comes well before the first 400 ms pause ends (a CI
+    # run once saw 84 ms here against 8 ms direct, so the margin is the pause, not a tight latency bound;
+    # tests/e2e/test_sdks.py holds the Python clients to 50 ms of direct on a warm connection)
     assert seen["chunks"] == direct["chunks"] > 2
-    assert seen["ttfb"] < direct["ttfb"] + 50, (seen["ttfb"], direct["ttfb"])
+    assert seen["ttfb"] < direct["ttfb"] + 250, (seen["ttfb"], direct["ttfb"])
 
 
 def test_the_preload_says_so_when_it_cannot_route(tmp_path, tls, upstream):
