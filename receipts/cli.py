@@ -20,14 +20,28 @@ def _data_dir(args) -> str:
     return args.data or os.environ.get("RECEIPTS_DATA") or "./data"
 
 
-def _connect(args, views: bool = True):
-    from receipts.storage import db, fold
+def _source(args):
+    """What a reader reads: the lake (--lake, or $RECEIPTS_LAKE unless --data is given), else the data
+    directory, which must exist."""
+    from receipts.storage import db
 
+    lake = getattr(args, "lake", None) or (None if args.data else os.environ.get("RECEIPTS_LAKE"))
+    if lake:
+        return db.Lake(lake)
     data = _data_dir(args)
     if not os.path.isdir(data):
         raise UserError(f"no data directory at {data}: start `receipts proxy` first, or pass --data DIR")
-    fold.catch_up(data, lambda m: print(f"receipts: {m}", file=sys.stderr, flush=True))
-    return db.connect(data, views=views, journal=False)  # a snapshot of the tables: no journal file can be opened afterwards
+    return data
+
+
+def _connect(args, views: bool = True):
+    from receipts.storage import db, fold
+
+    source = _source(args)
+    if isinstance(source, db.Lake):
+        return db.connect(source, views=views)
+    fold.catch_up(source, lambda m: print(f"receipts: {m}", file=sys.stderr, flush=True))
+    return db.connect(source, views=views, journal=False)  # a snapshot of the tables: no journal file can be opened afterwards
 
 
 # ---- subcommands ---------------------------------------------------------------------------------
@@ -254,9 +268,7 @@ def cmd_audit(args) -> int:
 
     from . import audit
 
-    data = _data_dir(args)
-    if not os.path.isdir(data):
-        raise UserError(f"no data directory at {data}: start `receipts proxy` first, or pass --data DIR")
+    data = _source(args)
     try:
         since = queries.parse_since(args.since) if args.since else None
     except ValueError as exc:
@@ -278,9 +290,7 @@ def cmd_audit(args) -> int:
 def cmd_export(args) -> int:
     from receipts.storage import export, queries
 
-    data = _data_dir(args)
-    if not os.path.isdir(data):
-        raise UserError(f"no data directory at {data}: start `receipts proxy` first, or pass --data DIR")
+    data = _source(args)
     try:
         since = queries.parse_since(args.since) if args.since else None
         done = export.export(data, args.format, args.out, since, args.view)
@@ -289,6 +299,41 @@ def cmd_export(args) -> int:
     if args.out and args.out != "-":
         print(f"receipts export: {done['rows']} {done['view']} rows as {done['format']} to {render.safe(args.out)}",
               file=sys.stderr)
+    return 0
+
+
+def _lake_url(args) -> str:
+    url = args.lake or os.environ.get("RECEIPTS_LAKE")
+    if not url:
+        raise UserError("no lake given: pass --lake 'postgres:dbname=… host=…' or set RECEIPTS_LAKE (README, \"A fleet\")")
+    return url
+
+
+def _say(msg: str) -> None:
+    print(f"receipts: {msg}", file=sys.stderr, flush=True)
+
+
+def cmd_ship(args) -> int:
+    from receipts.storage import lake
+
+    data = _data_dir(args)
+    if not os.path.isdir(data):
+        raise UserError(f"no data directory at {data}: ship the one `receipts proxy` writes, with --data DIR")
+    return lake.run_shipper(data, _lake_url(args), name=args.name, once=args.once, interval=args.interval,
+                            seconds=args.seconds, say=_say)
+
+
+def cmd_lake(args) -> int:
+    from receipts.storage import lake
+
+    url = _lake_url(args)
+    if args.action == "init":
+        if not args.data_path:
+            raise UserError("lake init needs --data-path: where the Parquet files go (s3://bucket/prefix/)")
+        made = lake.init(url, args.data_path)
+        _say(f"lake ready at {url}: " + (f"made {', '.join(made)}" if made else "every table was already there"))
+    else:
+        lake.maintain(url, args.older_than, say=_say)
     return 0
 
 
@@ -365,6 +410,9 @@ class _Version(argparse.Action):
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data", help="data directory (default: $RECEIPTS_DATA or ./data)")
+    lake = argparse.ArgumentParser(add_help=False)
+    lake.add_argument("--lake", metavar="CATALOG", help="read a lake instead of a data directory: "
+                      "'postgres:dbname=… host=…' (default: $RECEIPTS_LAKE unless --data is given)")
     top = argparse.ArgumentParser(prog="receipts", description="Receipts for paid AI calls.")
     top.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = top.add_subparsers(dest="command", required=True)
@@ -405,19 +453,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--shell", choices=("sh", "fish"), default="sh", help="sh (bash, zsh: the default) or fish")
     p.set_defaults(func=cmd_env)
 
-    p = sub.add_parser("sql", parents=[common], help="run read-only SQL over the views")
+    p = sub.add_parser("sql", parents=[common, lake], help="run read-only SQL over the views")
     p.add_argument("query")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
     p.set_defaults(func=cmd_sql)
 
-    p = sub.add_parser("show", parents=[common], help="show the receipt that any id finds")
+    p = sub.add_parser("show", parents=[common, lake], help="show the receipt that any id finds")
     p.add_argument("id", help="receipt id, request id, provider id, tx hash, session id, nonce or payer")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("list", parents=[common], help="list receipts, newest first")
+    p = sub.add_parser("list", parents=[common, lake], help="list receipts, newest first")
     p.add_argument("--status", choices=STATUSES, metavar="STATUS", help=" | ".join(STATUSES))
     p.add_argument("--since", help="30m, 2h, 7d, or an ISO date/time (UTC)")
     p.add_argument("--limit", type=int, default=50)
@@ -449,7 +497,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy", help="proxy address to check (default: from the config)")
     p.set_defaults(func=cmd_doctor)
 
-    p = sub.add_parser("audit", parents=[common], help="a report of what apps paid for and what looks wrong")
+    p = sub.add_parser("audit", parents=[common, lake], help="a report of what apps paid for and what looks wrong")
     p.add_argument("--app", help="only this app (an app name as the report lists them)")
     p.add_argument("--since", help="30m, 2h, 7d, or an ISO date/time (UTC)")
     p.add_argument("--format", choices=("md", "html", "json"), default="md")
@@ -457,13 +505,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=1000, help="rows shown per problem section (0: all; counts are always complete)")
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("export", parents=[common], help="export receipts (or another view) as Parquet, CSV, JSON lines or HAR")
+    p = sub.add_parser("export", parents=[common, lake], help="export receipts (or another view) as Parquet, CSV, JSON lines or HAR")
     p.add_argument("--format", choices=("parquet", "csv", "jsonl", "har"), required=True)
     p.add_argument("--since", help="30m, 2h, 7d, or an ISO date/time (UTC)")
     p.add_argument("--out", help="file to write (default: standard output; Parquet needs a file)")
     p.add_argument("--view", default="receipts", help="receipts (default), calls, payments, settlements, challenges, "
                                                       "checks or sessions (HAR is always built from the calls)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("ship", parents=[common], help="copy this data directory's tables into a lake, exactly once")
+    p.add_argument("--lake", metavar="CATALOG", help="the lake: 'postgres:dbname=… host=…' (default: $RECEIPTS_LAKE)")
+    p.add_argument("--name", help="this data directory's name in the lake, unique across the fleet "
+                                  "(default: the host name and a hash of the directory's path)")
+    p.add_argument("--once", action="store_true", help="ship what there is, then exit")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between shipments (default 5)")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    p.set_defaults(func=cmd_ship)
+
+    p = sub.add_parser("lake", help="make a lake, or maintain one")
+    p.add_argument("action", choices=("init", "maintain"))
+    p.add_argument("--lake", metavar="CATALOG", help="the lake: 'postgres:dbname=… host=…' (default: $RECEIPTS_LAKE)")
+    p.add_argument("--data-path", help="with init: where its Parquet files go (s3://bucket/prefix/)")
+    p.add_argument("--older-than", type=float, default=3600.0,
+                   help="with maintain: seconds a snapshot or an orphaned file is kept (default 3600)")
+    p.set_defaults(func=cmd_lake)
 
     p = sub.add_parser("completion", help="print a shell completion script: eval \"$(receipts completion bash)\"")
     p.add_argument("shell", choices=("bash", "zsh", "fish"))
@@ -497,7 +562,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as exc:
         cfg = sys.modules.get("receipts.storage.config")  # (imported by the commands that read the configuration)
-        if not isinstance(exc, UserError) and not (cfg and isinstance(exc, cfg.ConfigError)):
+        lake = sys.modules.get("receipts.storage.lake")  # (imported by the commands that use a lake)
+        if not isinstance(exc, UserError) and not (cfg and isinstance(exc, cfg.ConfigError)) \
+                and not (lake and isinstance(exc, lake.LakeError)):
             raise
         print(f"Error: {exc}", file=sys.stderr)
         return 1

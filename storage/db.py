@@ -24,6 +24,7 @@ import secrets
 import shutil
 import stat
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -115,14 +116,23 @@ def sandbox(con: duckdb.DuckDBPyConnection, directories=(), paths=()) -> duckdb.
 
     The order matters: the allowed places can only be set while external access is on, and nothing can
     be set once the configuration is locked."""
-    con.execute(f"SET allowed_directories = {_list(str(Path(d).resolve()) for d in directories)}")
+    con.execute(f"SET allowed_directories = {_list(d if '://' in str(d) else str(Path(d).resolve()) for d in directories)}")
     con.execute(f"SET allowed_paths = {_list(os.path.abspath(p) for p in paths)}")  # (as the COPY names it)
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
 
 
-def connect(data_dir: str | os.PathLike, *, views: bool = True, journal: bool = True, write=(),
+@dataclass(frozen=True)
+class Lake:
+    """A lake (storage/lake.py) given to a reader in place of a data directory (`--lake`)."""
+    url: str
+
+    def __str__(self) -> str:
+        return f"lake {self.url}"
+
+
+def connect(data_dir: "str | os.PathLike | Lake", *, views: bool = True, journal: bool = True, write=(),
             settings: dict | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the tables and views over `data_dir`, sandboxed (`sandbox()`).
 
@@ -133,7 +143,10 @@ def connect(data_dir: str | os.PathLike, *, views: bool = True, journal: bool = 
     The connection can open files under the journal and the tables only; with `journal=False` under the
     tables only (`receipts sql`). `write` names the files it may also write (an export's output).
     `settings` are DuckDB settings applied before the configuration is locked (e.g. `{"threads": 1}`).
+    A `Lake` instead of a directory: the same over the lake (`connect_lake()`).
     """
+    if isinstance(data_dir, Lake):
+        return connect_lake(data_dir.url, views=views, write=write, settings=settings)
     _prepare(data_dir)
     con = duckdb.connect(":memory:")
     try:
@@ -151,6 +164,40 @@ def connect(data_dir: str | os.PathLike, *, views: bool = True, journal: bool = 
     except BaseException:
         con.close()
         raise
+
+
+def connect_lake(url: str, *, views: bool = True, write=(), settings: dict | None = None) -> duckdb.DuckDBPyConnection:
+    """As `connect()`, over a lake (storage/lake.py) instead of a data directory: the catalog attached
+    read-only, the same views over its tables, sandboxed to the lake's data path (and `write`)."""
+    from . import lake
+
+    con = lake.open_lake(url, read_only=True)
+    try:
+        con.execute(f"SET temp_directory = {_lit(spill_dir())}")
+        con.execute("SET enable_progress_bar = false")
+        for name, value in (settings or {}).items():
+            con.execute(f"SET {name} = {_lit(value)}")
+        lake.check_tables(con)
+        bind_lake(con, views=views)
+        return sandbox(con, [lake.data_path(con)], write)
+    except BaseException:
+        con.close()
+        raise
+
+
+def bind_lake(con: duckdb.DuckDBPyConnection, *, views: bool = True) -> None:
+    """The tables of `folded` as the lake's (storage/lake.py attaches it as `lake`), and the views over
+    them: what `bind()` gives over a data directory, every receipt computed by the query (a lake keeps
+    no receipts: each data directory's verdicts and calls meet only there)."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS folded")
+    for table in fold.TABLES:
+        con.execute(f"CREATE OR REPLACE VIEW folded.{table} AS FROM lake.{table}")
+        con.execute(f"CREATE OR REPLACE TABLE folded.tail_{table} AS FROM lake.{table} LIMIT 0")
+    con.execute("CREATE OR REPLACE TABLE folded.scope_ids (logical_id VARCHAR)")
+    if views:
+        con.execute(views_sql())
+        con.execute("CREATE OR REPLACE VIEW main.receipts_live AS FROM receipts_of(false)")
+        con.execute("CREATE OR REPLACE VIEW receipts AS FROM main.receipts_live")
 
 
 def bind(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike, *, views: bool = True,
