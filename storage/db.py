@@ -49,6 +49,11 @@ READ_PRAGMAS = frozenset({"version", "platform", "user_agent", "table_info", "sh
 # Table functions that change the connection although its configuration is locked (DuckDB 1.5.5 lets
 # them run; they cannot reach a file outside the sandbox, but a query has no business calling them).
 STATE_FUNCTIONS = frozenset({"enable_logging", "disable_logging", "truncate_duckdb_logs"})
+# Functions of the lake's extensions that reach past its tables: PostgreSQL itself (the catalog's server,
+# read-only here, but every table the role may read), and DuckLake's maintenance (refused by the read-only
+# catalog anyway). `receipts sql --lake` reads the views and tables only.
+LAKE_FUNCTIONS = frozenset({"postgres_query", "postgres_execute", "postgres_attach", "postgres_scan",
+                            "postgres_scan_pushdown", "postgres_clear_cache"})
 
 
 class QueryRejected(ValueError):
@@ -331,6 +336,9 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statemen
     called = {text.lower() for _, text in words} & STATE_FUNCTIONS
     if called:
         raise QueryRejected(f"{sorted(called)[0]} is not allowed here: it changes the connection")
+    called = {text.lower() for _, text in words} & LAKE_FUNCTIONS
+    if called:
+        raise QueryRejected(f"{sorted(called)[0]} is not allowed here: it reaches the catalog's server, not the lake")
     if kind == "SELECT":
         return st
     if kind == "PRAGMA" and _read_pragma(words):

@@ -114,7 +114,8 @@ def s3_secret() -> str | None:
 
 
 def open_lake(url: str, *, read_only: bool, data_path: str | None = None):
-    """A DuckDB connection with the lake attached as `lake` (and nothing sandboxed: the caller does that)."""
+    """A DuckDB connection with the lake attached as `lake` (and nothing sandboxed: the caller does that).
+    Only `init` (with a `data_path`) makes a lake where there is none."""
     import duckdb
 
     files = _extension_files()
@@ -131,12 +132,14 @@ def open_lake(url: str, *, read_only: bool, data_path: str | None = None):
         if secret:
             con.execute(secret)
         options = ["READ_ONLY"] if read_only else []
-        if data_path:
-            options.append(f"DATA_PATH {_lit(data_path)}")
+        options.append(f"DATA_PATH {_lit(data_path)}" if data_path else "CREATE_IF_NOT_EXISTS false")
         opts = f" ({', '.join(options)})" if options else ""
         try:
             con.execute(f"ATTACH {_lit(catalog(url))} AS {ALIAS}{opts}")
         except duckdb.Error as e:
+            if "creating a new DuckLake is explicitly disabled" in str(e):
+                raise LakeError(f"there is no lake at {url} yet: make it with `receipts lake init --lake … "
+                                f"--data-path s3://bucket/prefix/`") from None
             raise LakeError(f"cannot open the lake {url}: {_first_line(e)}") from None
         return con
     except BaseException:

@@ -325,8 +325,8 @@ SELECT
     grp.app_name,
     grp.client_pid,
     grp.client,
-    list_distinct(list_transform(list_filter(list_concat(idlist._ids, [grp.logical_id, settle.tx_hash, settle.job_id,
-        pay.payer, pay.nonce]), lambda x: x IS NOT NULL), lambda x: lower(x))) AS ids
+    list_sort(list_distinct(list_transform(list_filter(list_concat(idlist._ids, [grp.logical_id, settle.tx_hash,
+        settle.job_id, pay.payer, pay.nonce]), lambda x: x IS NOT NULL), lambda x: lower(x)))) AS ids  -- (sorted: one order wherever it is computed)
 FROM grp
 JOIN idlist USING (logical_id)
 LEFT JOIN pay USING (logical_id)

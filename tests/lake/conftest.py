@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from support.proc import BIN, ROOT
+from support.proc import BIN, ROOT, ProxyProcess
 
 sys.path.insert(0, str(ROOT))
 from testbed.lakebed import BUCKET, Postgres, SeaweedFS  # noqa: E402
@@ -57,3 +57,10 @@ def lake(lakebed):
     out = made.cli("lake", "init", "--data-path", made.path)
     assert out.returncode == 0, out.stderr
     return made
+
+
+@pytest.fixture
+def recorder(tmp_path, tls):
+    """A real `receipts proxy` process with its own data directory."""
+    with ProxyProcess(tmp_path / "data", "--seal-interval", "0.2", upstream_ca=tls["ca"]) as proxy:
+        yield proxy

@@ -64,12 +64,6 @@ def assert_exactly_once(lake, ids: list[str]) -> None:
         assert lake.sql(f"SELECT count(*) AS n FROM folded.{table}")[0]["n"] >= 0
 
 
-@pytest.fixture
-def recorder(tmp_path, tls):
-    with ProxyProcess(tmp_path / "data", "--seal-interval", "0.2", upstream_ca=tls["ca"]) as proxy:
-        yield proxy
-
-
 def test_four_recorders_ship_every_call_exactly_once(tmp_path, tls, upstream, lake):
     proxies = [ProxyProcess(tmp_path / f"data{k}", "--seal-interval", "0.2", upstream_ca=tls["ca"]).start()
                for k in range(4)]
