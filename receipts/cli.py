@@ -226,15 +226,37 @@ def cmd_verify(args) -> int:
     from receipts.verifier import lock
 
     data = _data_dir(args)
-    if not os.path.isdir(data):
+    lake = getattr(args, "lake", None) or (os.environ.get("RECEIPTS_LAKE") if args.shard else None)
+    shard = _shard(args.shard) if args.shard else None
+    if shard and not lake:
+        raise UserError("--shard verifies a share of a lake: give --lake too (README, \"A fleet\")")
+    if lake:  # the verifier's own data directory: its checks are written there, then shipped
+        os.makedirs(data, mode=0o700, exist_ok=True)
+    elif not os.path.isdir(data):
         raise UserError(f"no data directory at {data}: nothing has been recorded yet")
     settings = cfg.load(args.config, {"data_dir": data})
     secure_data_dir(data)
     try:
         with lock.exclusive(data):
+            if lake:
+                return _verify_lake(args, data, settings, lake, shard)
             return _verify_passes(args, data, settings)
     except lock.VerifierBusy as exc:
         raise UserError(str(exc)) from None
+
+
+def _shard(text: str) -> tuple[int, int]:
+    k, _, total = text.partition("/")
+    if not (k.isdigit() and total.isdigit() and 1 <= int(k) <= int(total)):
+        raise UserError(f"--shard takes k/K with 1 <= k <= K (e.g. 1/2), not {render.safe(text)!r}")
+    return int(k), int(total)
+
+
+def _report_pass(s) -> None:
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(s.statuses.items())) or "nothing to verify"
+    print(f"receipts verify: {s.seen} receipts checked ({counts}); {s.changed} changed"
+          + (f"; {s.skipped} left as they were (node fault)" if s.skipped else "")
+          + "".join(f"\n  fault: {render.safe(f)}" for f in s.faults), flush=True)
 
 
 def _verify_passes(args, data: str, settings) -> int:
@@ -247,13 +269,39 @@ def _verify_passes(args, data: str, settings) -> int:
     with Journal(data, "verifier", durability=settings.durability, seal_interval=0.2, fold=args.follow) as journal:
         while True:
             s = verify_once(data, settings, journal)
-            counts = ", ".join(f"{n} {k}" for k, n in sorted(s.statuses.items())) or "nothing to verify"
-            print(f"receipts verify: {s.seen} receipts checked ({counts}); {s.changed} changed"
-                  + (f"; {s.skipped} left as they were (node fault)" if s.skipped else "")
-                  + "".join(f"\n  fault: {render.safe(f)}" for f in s.faults), flush=True)
+            _report_pass(s)
             if not args.follow or (deadline and time.monotonic() > deadline):
                 return 1 if s.faults and not args.follow else 0
             time.sleep(args.interval)
+
+
+def _verify_lake(args, data: str, settings, url: str, shard) -> int:
+    """Passes over the lake: each reads the lake, writes its checks to this data directory's journal, and
+    ships them before the next pass reads (one that could not ship first does not decide again)."""
+    from receipts.storage import db, lake
+    from receipts.storage.journal import Journal
+    from receipts.verifier.verify import verify_once
+
+    deadline = time.monotonic() + args.seconds if args.seconds else None
+    with lake.ship_lock(data):
+        owner = lake.local_owner(data, args.name)
+        con = lake.open_lake(url, read_only=False)
+        try:
+            lake.check_tables(con)
+            lake.claim(con, owner, data)
+            while True:
+                lake.ship_once(con, data, owner)  # (what an interrupted pass left, first)
+                with Journal(data, "verifier", durability=settings.durability, seal_interval=0.2, fold=args.follow) as journal:
+                    s = verify_once(db.Lake(url), settings, journal, shard=shard)
+                got = lake.ship_once(con, data, owner)
+                _report_pass(s)
+                print(f"receipts verify: shipped {got.events:,} events to the lake as {owner.name!r}"
+                      + (f" (shard {shard[0]}/{shard[1]})" if shard else ""), flush=True)
+                if not args.follow or (deadline and time.monotonic() > deadline):
+                    return 1 if s.faults and not args.follow else 0
+                time.sleep(args.interval)
+        finally:
+            con.close()
 
 
 def cmd_doctor(args) -> int:
@@ -490,6 +538,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=2.0, help="seconds between passes with --follow")
     p.add_argument("--seconds", type=float, default=None, help="with --follow: stop after this many seconds")
     p.add_argument("--config")
+    p.add_argument("--lake", metavar="CATALOG", help="verify the receipts of a lake; the checks are written to --data "
+                                                     "and shipped to the lake")
+    p.add_argument("--shard", metavar="k/K", help="with --lake: only shard k of K (by network and payer); run one "
+                                                  "verifier per shard, on any hosts")
+    p.add_argument("--name", help="with --lake: this verifier's name in the lake (as `receipts ship --name`)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("doctor", parents=[common], help="explain what is wrong, in plain words")

@@ -313,7 +313,10 @@ def ship_once(con, data_dir, owner: Owner, *, batch: int = BATCH_EVENTS, progres
     """Ship every event of `data_dir` (folded or in its tail) that the ledger does not cover, with its
     typed rows, in commits of at most `batch` events. `con` has the lake attached (open_lake)."""
     from . import db
+    from .journal import journal_dir
+    from .layout import ensure_anchors
 
+    ensure_anchors(journal_dir(data_dir))  # (a verifier's data directory may be new)
     db.bind(con, data_dir, views=False)
     prefix = owner.name + "/"
     shipped = commits = 0

@@ -123,7 +123,7 @@ LEFT JOIN chal USING (logical_id)
 LEFT JOIN answer USING (logical_id)
 LEFT JOIN histories h USING (logical_id)
 WHERE p.payer IS NOT NULL AND coalesce(h.verdict.proof_status, 'pending') IN ('pending', 'passed')
-  AND pay.logical_id NOT IN (SELECT logical_id FROM og_calls)
+  AND pay.logical_id NOT IN (SELECT logical_id FROM og_calls) AND {shard}
 """
 
 
@@ -222,9 +222,11 @@ def _rare_collections(allocations: int = 50_000):
         gc.set_threshold(*before)
 
 
-def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int = CHUNK) -> Summary:
+def verify_once(data_dir, settings: Settings, journal: Journal, chunk: int = CHUNK,
+                shard: tuple[int, int] | None = None) -> Summary:
     """One pass over every receipt that is not final yet: the x402 receipts `chunk` at a time, then the
-    OpenGradient ones (verifier/og.py)."""
+    OpenGradient ones (verifier/og.py). `data_dir` may be a lake (storage/db.py `Lake`). With `shard`
+    (k, K), only the x402 receipts of shard k (`in_shard`), and the OpenGradient ones in shard 1 only."""
     summary, readers, written = Summary(), {}, []
     with _rare_collections(), ThreadPoolExecutor(1, thread_name_prefix="verify-chain") as chain_reader, \
             ThreadPoolExecutor(1, thread_name_prefix="verify-write") as writer:  # appends wait on the journal's lock
@@ -236,13 +238,13 @@ def verify_once(data_dir: str, settings: Settings, journal: Journal, chunk: int 
                 ThreadPoolExecutor(1, thread_name_prefix="verify-query") as querier:  # done before `con` closes
             summary.og_calls = querier.submit(_prepare, con).result()
             ahead = collections.deque()  # the next rounds: their receipts, and their chain views being read
-            for batch, cols in _rounds(con, chunk, querier):
+            for batch, cols in _rounds(con, chunk, querier, shard=shard):
                 ahead.append(_read_chain(batch, cols, settings, readers, chain_reader))
                 if len(ahead) > DEPTH:
                     _decide_round(ahead.popleft(), settings, summary, journal, writer, written)
             while ahead:
                 _decide_round(ahead.popleft(), settings, summary, journal, writer, written)
-            if summary.og_calls:  # the OpenGradient pass (and its heavier imports) only where it has work,
+            if summary.og_calls and (shard is None or shard[0] == 1):  # the OpenGradient pass (and its heavier imports) only where it has work,
                 from . import og  # on the same connection and thread: the memory of one pass serves both
 
                 querier.submit(og.verify_pass, con, settings, journal, summary).result()
@@ -280,12 +282,22 @@ def in_part(lo: str | None, hi: str | None, column: str = "logical_id") -> str:
     return "(" + db.inline(where[lo is not None, hi is not None], {"lo": lo, "hi": hi}) + ")"
 
 
-def to_verify(lo: str | None, hi: str | None) -> str:
-    """TO_VERIFY for the calls whose logical id is in [lo, hi) (`in_part`)."""
-    return TO_VERIFY.replace("{part}", in_part(lo, hi)).replace("{part_checks}", in_part(lo, hi, "receipt_id"))
+def to_verify(lo: str | None, hi: str | None, shard: tuple[int, int] | None = None) -> str:
+    """TO_VERIFY for the calls whose logical id is in [lo, hi) (`in_part`), of one shard."""
+    return (TO_VERIFY.replace("{part}", in_part(lo, hi)).replace("{part_checks}", in_part(lo, hi, "receipt_id"))
+            .replace("{shard}", in_shard(shard)))
 
 
-def _rounds(con, chunk: int, pool: ThreadPoolExecutor, part: int | None = None):
+def in_shard(shard: tuple[int, int] | None) -> str:
+    """SQL: the receipt is shard k of K (`shard` = (k, K), k from 1): by its network and payer, so that each
+    shard reads the chain for its own payers. None: every receipt."""
+    if shard is None:
+        return "true"
+    k, total = shard
+    return (f"hash(coalesce(p.network, c.network, ''), lower(coalesce(p.payer, ''))) % {int(total)} = {int(k) - 1}")
+
+
+def _rounds(con, chunk: int, pool: ThreadPoolExecutor, part: int | None = None, shard: tuple[int, int] | None = None):
     """The receipts to verify, `chunk` at a time (and their column names), queried a part (`part`
     receipts, default PART) at a time in `pool`: the next part's query runs while this part's rounds
     are decided (DuckDB works without holding the GIL), on a cursor of its own (a DuckDB connection
@@ -294,7 +306,7 @@ def _rounds(con, chunk: int, pool: ThreadPoolExecutor, part: int | None = None):
     parts_ = pool.submit(parts, con, PAID_CALLS, part or PART).result()
 
     def query(lo, hi):
-        return con.cursor().execute(to_verify(lo, hi) + " ORDER BY network, receipt_id")
+        return con.cursor().execute(to_verify(lo, hi, shard) + " ORDER BY network, receipt_id")
 
     ahead = pool.submit(query, *parts_[0])
     for i in range(len(parts_)):
