@@ -399,9 +399,7 @@ def cmd_serve(args) -> int:
 
     from .web import server
 
-    data = _data_dir(args)
-    if not os.path.isdir(data):
-        raise UserError(f"no data directory at {data}: start `receipts proxy` first, or pass --data DIR")
+    data = _source(args)
     try:
         if args.host != "localhost":
             ipaddress.ip_address(args.host)
@@ -416,7 +414,7 @@ def cmd_serve(args) -> int:
     if token is not None and not server.TOKEN.match(token):
         raise UserError("the token must be 16 to 200 letters, digits or -._~ (python -c 'import secrets; "
                         "print(secrets.token_urlsafe(32))' makes one)")
-    settings = cfg.load(args.config, {"data_dir": data})
+    settings = cfg.load(args.config, {"data_dir": _data_dir(args)})
     try:
         return server.run(data, args.host, args.port, args.cache, settings, args.refresh, args.allow_host or (), token)
     except (OSError, RuntimeError) as exc:
@@ -587,7 +585,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("shell", choices=("bash", "zsh", "fish"))
     p.set_defaults(func=cmd_completion)
 
-    p = sub.add_parser("serve", parents=[common], help="a local web page over the receipts (read-only)")
+    p = sub.add_parser("serve", parents=[common, lake], help="a local web page over the receipts (read-only)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--config", help="settings file (explorer links per network; default: mitm_config.yaml)")

@@ -40,13 +40,33 @@ MATERIALIZED = ("receipts",)
 MEMORY_LIMIT = "300MB"
 
 
-def data_key(data_dir: str | os.PathLike) -> tuple:
+def data_key(data_dir: "str | os.PathLike | db.Lake") -> tuple:
     """What the folded tables of `data_dir` hold, as far as a snapshot is concerned: equal keys, equal
-    snapshots. Read before connecting, so that a change during a connect is seen by the next check."""
+    snapshots. Read before connecting, so that a change during a connect is seen by the next check.
+    Of a lake: its catalog's current snapshot (every commit makes one), as the generation; no tail."""
+    if isinstance(data_dir, db.Lake):
+        return (_lake_snapshot(data_dir.url), (), ())
     manifest = fold.Manifest.load(data_dir)
     tail = fold.tail(data_dir, manifest)
     return (manifest.generation, tuple((p.name, first) for p, first in tail.segments),
             tuple(p.name for p in tail.legacy))
+
+
+_lakes: dict[str, duckdb.DuckDBPyConnection] = {}  # a lake's connection for data_key, kept (opening one takes ~1 s)
+_lakes_lock = threading.Lock()
+
+
+def _lake_snapshot(url: str) -> int:
+    from receipts.storage import lake
+
+    with _lakes_lock:
+        if url not in _lakes:
+            _lakes[url] = lake.open_lake(url, read_only=True)
+        try:
+            return _lakes[url].execute(f"FROM ducklake_current_snapshot('{lake.ALIAS}')").fetchone()[0]
+        except duckdb.Error:
+            _lakes.pop(url).close()  # (opened again at the next check: the catalog may have restarted)
+            raise
 
 
 class Reading(NamedTuple):
