@@ -20,7 +20,8 @@ says so. Readers attach the catalog read-only; the data path comes from the cata
 
 Credentials never come from the catalog URL or the config: PostgreSQL's from libpq (PGPASSWORD,
 ~/.pgpass, PGSSLMODE …), S3's from the AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL).
+AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL); any of them may instead be in
+a private file that RECEIPTS_LAKE_SECRETS names (`load_secrets()`).
 """
 from __future__ import annotations
 
@@ -96,17 +97,47 @@ def extension_dir() -> str:
     return path
 
 
+SECRETS_FILE = "RECEIPTS_LAKE_SECRETS"  # a private file of NAME=value lines: the AWS variables, PGPASSWORD
+SECRET_NAMES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+                "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "PGPASSWORD", "PGSSLMODE", "PGSSLROOTCERT")
+
+
+def load_secrets() -> None:
+    """The variables of the file RECEIPTS_LAKE_SECRETS names into this process's environment (those not
+    set already). The file must be the user's only (0600): a secret others can read is refused."""
+    path = os.environ.get(SECRETS_FILE)
+    if not path:
+        return
+    try:
+        st = os.stat(path)
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise LakeError(f"cannot read the secrets file {path} ({SECRETS_FILE}): {e.strerror}") from None
+    if st.st_mode & 0o077 or st.st_uid != os.getuid():
+        raise LakeError(f"the secrets file {path} can be read by others: chmod 600 it (and own it)")
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        name = name.strip().removeprefix("export ").strip()
+        if not sep or name not in SECRET_NAMES:
+            raise LakeError(f"{path}, line {n}: expected NAME=value with NAME one of {', '.join(SECRET_NAMES)}")
+        os.environ.setdefault(name, value.strip().strip("'\""))
+
+
 def s3_secret() -> str | None:
-    """CREATE SECRET for S3 from the AWS variables, or None when none is set (public or local paths)."""
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if not key or not secret:
+    """CREATE SECRET for S3 from the AWS variables (keys, region, endpoint), or None when none is set.
+    An endpoint without keys is asked anonymously (never AWS's own endpoint instead)."""
+    env = os.environ.get
+    endpoint = env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL")
+    key, secret = env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")
+    if not (key and secret) and not endpoint:
         return None
-    parts = [f"KEY_ID {_lit(key)}", f"SECRET {_lit(secret)}"]
-    if os.environ.get("AWS_SESSION_TOKEN"):
-        parts.append(f"SESSION_TOKEN {_lit(os.environ['AWS_SESSION_TOKEN'])}")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    parts.append(f"REGION {_lit(region)}")
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    parts = [f"KEY_ID {_lit(key)}", f"SECRET {_lit(secret)}"] if key and secret else []
+    if key and secret and env("AWS_SESSION_TOKEN"):
+        parts.append(f"SESSION_TOKEN {_lit(env('AWS_SESSION_TOKEN'))}")
+    parts.append(f"REGION {_lit(env('AWS_REGION') or env('AWS_DEFAULT_REGION') or 'us-east-1')}")
     if endpoint:
         u = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
         parts += [f"ENDPOINT {_lit(u.netloc)}", "URL_STYLE 'path'", f"USE_SSL {str(u.scheme == 'https').lower()}"]
@@ -119,6 +150,7 @@ def open_lake(url: str, *, read_only: bool, data_path: str | None = None):
     import duckdb
 
     files = _extension_files()
+    load_secrets()
     con = duckdb.connect(config={"extension_directory": extension_dir(), "autoinstall_known_extensions": False,
                                  "autoload_known_extensions": False})
     try:
@@ -462,7 +494,7 @@ def maintain(url: str, older_than: float = 3600.0, say=print) -> None:
                             ("removed files of expired snapshots", f"ducklake_cleanup_old_files('{ALIAS}', older_than => {cutoff})"),
                             ("removed orphaned files", f"ducklake_delete_orphaned_files('{ALIAS}', older_than => {cutoff})")):
             t = time.monotonic()
-            rows = con.execute(f"CALL {call}").fetchall()
-            say(f"{label}: {len(rows)} ({time.monotonic() - t:.1f} s)")
+            n = con.execute(f"SELECT count(*) FROM {call}").fetchone()[0]  # (its rows hold TIMESTAMPTZ: pytz to fetch)
+            say(f"{label}: {n} ({time.monotonic() - t:.1f} s)")
     finally:
         con.close()
