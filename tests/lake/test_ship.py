@@ -133,11 +133,12 @@ def test_a_second_owner_of_a_name_is_refused(tmp_path, recorder, upstream, lake)
     renamed = lake.ship(recorder.data, "--name", "host-b")
     assert renamed.returncode == 1 and "ships as 'host-a'" in renamed.stderr
     # and one shipper at a time on a data directory
+    started = time.time()
     running = subprocess.Popen([str(BIN / "receipts"), "ship", "--data", str(recorder.data), "--interval", "0.5",
                                 "--seconds", "60"], cwd=ROOT, env=lake.env, stderr=subprocess.PIPE, text=True)
-    try:
+    try:  # (it holds the data directory once it has shipped: its report is newer than its start)
         wait_for(lambda: (running.poll() is None and json.loads((recorder.data / "ship.json").read_text()).get("shipped_at", 0)
-                          > time.time() - 5), timeout=30, interval=0.2)
+                          > started), timeout=30, interval=0.2)
         second = lake.ship(recorder.data)
         assert second.returncode == 1 and "already ships" in second.stderr, second.stderr
     finally:
