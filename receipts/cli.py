@@ -282,6 +282,8 @@ def _verify_lake(args, data: str, settings, url: str, shard) -> int:
     from receipts.storage.journal import Journal
     from receipts.verifier.verify import verify_once
 
+    import duckdb
+
     deadline = time.monotonic() + args.seconds if args.seconds else None
     with lake.ship_lock(data):
         owner = lake.local_owner(data, args.name)
@@ -300,6 +302,9 @@ def _verify_lake(args, data: str, settings, url: str, shard) -> int:
                 if not args.follow or (deadline and time.monotonic() > deadline):
                     return 1 if s.faults and not args.follow else 0
                 time.sleep(args.interval)
+        except (duckdb.Error, OSError) as e:  # (its checks are in its journal: the next run ships them first)
+            raise UserError(f"the lake failed during a pass: {str(e).strip().splitlines()[0]}; the checks made are kept "
+                            f"in {data} and shipped by the next run") from None
         finally:
             con.close()
 
