@@ -42,6 +42,12 @@ class Lake:
     def ship(self, data, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         return self.cli("ship", "--data", str(data), "--once", *args, env=env)
 
+    def shipping(self, data, interval: float, seconds: float) -> subprocess.Popen:
+        """A `receipts ship` loop running in the background (its stdout and stderr together)."""
+        return subprocess.Popen([str(BIN / "receipts"), "ship", "--data", str(data), "--interval", str(interval),
+                                 "--seconds", str(seconds)], cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
     def sql(self, query: str) -> list[dict]:
         import json
 

@@ -41,8 +41,7 @@ def test_maintenance_while_a_shipper_runs(recorder, upstream, lake):
     objects, named = objects_and_files(lake)
     assert orphans <= objects and not orphans & named
 
-    loop = subprocess.Popen([str(BIN / "receipts"), "ship", "--data", str(recorder.data), "--interval", "0.3",
-                             "--seconds", "120"], cwd=ROOT, env=lake.env, stderr=subprocess.PIPE, text=True)
+    loop = lake.shipping(recorder.data, 0.3, 120)
     try:
         later = make_calls(recorder, upstream, 3)
         done = lake.cli("lake", "maintain", "--older-than", "0")
@@ -52,7 +51,7 @@ def test_maintenance_while_a_shipper_runs(recorder, upstream, lake):
         wait_for(lambda: len(lake.sql("SELECT receipt_id FROM calls")) >= len(ids + later), timeout=60, interval=0.5)
     finally:
         loop.terminate()
-        log = loop.communicate(timeout=60)[1]
+        log = loop.communicate(timeout=60)[0]
     assert loop.returncode == 0, log
     objects, named = objects_and_files(lake)
     assert not orphans & objects  # the killed commit's objects are gone

@@ -5,7 +5,6 @@ every fault: a kill -9 of the shipper at each point of a commit (a real SIGKILL 
 at that point: RECEIPTS_SHIP_FAULT, the only way to stop it exactly there), a store that refuses or
 stalls, a catalog that restarts, and a second shipper for one name."""
 import json
-import subprocess
 import time
 import uuid
 
@@ -14,7 +13,7 @@ import pytest
 
 from support import upstream as U
 from support import x402_wire as W
-from support.proc import BIN, ROOT, ProxyProcess, receipts_cli, wait_for
+from support.proc import ProxyProcess, receipts_cli, wait_for
 
 TABLES = ("events", "requests", "payments", "responses", "offers", "settlements", "stream_ends", "errors", "checks",
           "ids")
@@ -70,9 +69,7 @@ def test_four_recorders_ship_every_call_exactly_once(tmp_path, tls, upstream, la
     shippers = []
     try:
         # the shippers run while the calls come in, as they would on four hosts
-        shippers = [subprocess.Popen([str(BIN / "receipts"), "ship", "--data", str(p.data), "--interval", "0.5",
-                                      "--seconds", "240"], cwd=ROOT, env=lake.env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True) for p in proxies]
+        shippers = [lake.shipping(p.data, 0.5, 240) for p in proxies]
         ids = []
         for p in proxies:
             ids += make_calls(p, upstream, 9)
@@ -134,8 +131,7 @@ def test_a_second_owner_of_a_name_is_refused(tmp_path, recorder, upstream, lake)
     assert renamed.returncode == 1 and "ships as 'host-a'" in renamed.stderr
     # and one shipper at a time on a data directory
     started = time.time()
-    running = subprocess.Popen([str(BIN / "receipts"), "ship", "--data", str(recorder.data), "--interval", "0.5",
-                                "--seconds", "60"], cwd=ROOT, env=lake.env, stderr=subprocess.PIPE, text=True)
+    running = lake.shipping(recorder.data, 0.5, 60)
     try:  # (it holds the data directory once it has shipped: its report is newer than its start)
         wait_for(lambda: (running.poll() is None and json.loads((recorder.data / "ship.json").read_text()).get("shipped_at", 0)
                           > started), timeout=30, interval=0.2)
@@ -159,8 +155,7 @@ def test_a_store_that_refuses_then_stalls_and_a_catalog_restart(recorder, upstre
         s3.start()
     assert lake.sql("SELECT count(*) AS n FROM calls")[0]["n"] == 0
     # a shipper keeps going while the store stalls and the catalog restarts under it
-    loop = subprocess.Popen([str(BIN / "receipts"), "ship", "--data", str(recorder.data), "--interval", "0.5",
-                             "--seconds", "180"], cwd=ROOT, env=lake.env, stderr=subprocess.PIPE, text=True)
+    loop = lake.shipping(recorder.data, 0.5, 180)
     try:
         wait_for(lambda: len(lake.sql("SELECT receipt_id FROM calls")) == len(ids), timeout=60, interval=0.5)
         more = make_calls(recorder, upstream, 3)
@@ -173,6 +168,6 @@ def test_a_store_that_refuses_then_stalls_and_a_catalog_restart(recorder, upstre
         wait_for(lambda: len(lake.sql("SELECT receipt_id FROM calls")) >= len(ids + more), timeout=120, interval=1)
     finally:
         loop.terminate()
-        log = loop.communicate(timeout=60)[1]
+        log = loop.communicate(timeout=60)[0]
     assert loop.returncode == 0, log
     assert_exactly_once(lake, ids + more)
