@@ -351,25 +351,25 @@ def ship_once(con, data_dir, owner: Owner, *, batch: int = BATCH_EVENTS, progres
     ensure_anchors(journal_dir(data_dir))  # (a verifier's data directory may be new)
     db.bind(con, data_dir, views=False)
     prefix = owner.name + "/"
+    # What the ledger does not cover, found once: this process owns the name (ship_lock), so no other
+    # shipper adds to the ledger of these writers while it runs.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE done AS SELECT substr(writer, {len(prefix) + 1}) AS writer, seq_lo, seq_hi "
+                f"FROM {ALIAS}.{LEDGER} WHERE starts_with(writer, {_lit(prefix)})")
+    con.execute("CREATE OR REPLACE TEMP TABLE todo AS SELECT e.id, e.writer, e.seq, e.ts FROM folded.events e "
+                "WHERE NOT EXISTS (SELECT 1 FROM done d WHERE d.writer = e.writer AND e.seq BETWEEN d.seq_lo AND d.seq_hi)")
+    backlog, oldest = con.execute("SELECT count(*), epoch(min(ts)) FROM todo").fetchone()
+    lag = max(0.0, time.time() - oldest) if backlog else 0.0
     shipped = commits = 0
-    backlog, lag = None, 0.0
-    while True:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE done AS SELECT substr(writer, {len(prefix) + 1}) AS writer, seq_lo, seq_hi "
-                    f"FROM {ALIAS}.{LEDGER} WHERE starts_with(writer, {_lit(prefix)})")
-        con.execute("CREATE OR REPLACE TEMP TABLE todo AS SELECT e.id, e.writer, e.seq, e.ts FROM folded.events e "
-                    "WHERE NOT EXISTS (SELECT 1 FROM done d WHERE d.writer = e.writer AND e.seq BETWEEN d.seq_lo AND d.seq_hi)")
-        pending, oldest = con.execute("SELECT count(*), epoch(min(ts)) FROM todo").fetchone()
-        if backlog is None:
-            backlog, lag = pending, max(0.0, time.time() - oldest) if pending else 0.0
-        if not pending:
-            return Shipped(shipped, commits, backlog, lag)
+    while shipped < backlog:
         n = _ship_batch(con, prefix, batch)
+        if not n:
+            break  # (cannot happen while todo holds rows; it bounds the loop)
+        con.execute("DELETE FROM todo WHERE id IN (SELECT id FROM b)")
         shipped += n
         commits += 1
         if progress:
-            progress(f"shipped {shipped:,} events ({pending - n:,} to go)")
-        if pending - n <= 0:
-            return Shipped(shipped, commits, backlog, lag)
+            progress(f"shipped {shipped:,} events ({backlog - shipped:,} to go)")
+    return Shipped(shipped, commits, backlog, lag)
 
 
 def _ship_batch(con, prefix: str, batch: int) -> int:
