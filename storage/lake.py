@@ -484,6 +484,8 @@ def maintain(url: str, older_than: float = 3600.0, say=print) -> None:
     seconds and delete the files only they used, and objects no snapshot names (a shipper killed before
     its commit) older than that. Safe while shippers run: DuckLake commits each step as a transaction,
     and nothing younger than `older_than` (a commit under way) is touched."""
+    import duckdb
+
     con = open_lake(url, read_only=False)
     try:
         check_tables(con)
@@ -494,7 +496,13 @@ def maintain(url: str, older_than: float = 3600.0, say=print) -> None:
                             ("removed files of expired snapshots", f"ducklake_cleanup_old_files('{ALIAS}', older_than => {cutoff})"),
                             ("removed orphaned files", f"ducklake_delete_orphaned_files('{ALIAS}', older_than => {cutoff})")):
             t = time.monotonic()
-            n = con.execute(f"SELECT count(*) FROM {call}").fetchone()[0]  # (its rows hold TIMESTAMPTZ: pytz to fetch)
+            try:
+                n = con.execute(f"SELECT count(*) FROM {call}").fetchone()[0]  # (its rows hold TIMESTAMPTZ: pytz to fetch)
+            except duckdb.Error as e:
+                hint = (" (maintenance needs DELETE on the catalog's tables and s3:DeleteObject: see the README's "
+                        "least privilege)") if "permission denied" in str(e).lower() or "403" in str(e) else ""
+                raise LakeError(f"maintenance stopped before `{label}`: {_first_line(e)[:300]}{hint}; "
+                                f"the steps before it are done, and that step changed nothing") from None
             say(f"{label}: {n} ({time.monotonic() - t:.1f} s)")
     finally:
         con.close()

@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 ACCESS_KEY, SECRET_KEY = "receipts-test-key", "receipts-test-secret"  # (this store's only, on 127.0.0.1)
+READER_KEY, READER_SECRET = "receipts-reader-key", "receipts-reader-secret"  # an identity that may only read and list
 BUCKET = "receipts"
 
 
@@ -92,7 +93,8 @@ class Postgres:
 
 
 class SeaweedFS:
-    """`weed mini` on 127.0.0.1 with one bucket and one access key."""
+    """`weed mini` on 127.0.0.1 with one bucket, one access key that may do anything and one that may
+    only read and list (`env(reader=True)`)."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -108,15 +110,18 @@ class SeaweedFS:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.ports['s3']}"
 
-    def env(self) -> dict:
-        return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": "us-east-1",
+    def env(self, reader: bool = False) -> dict:
+        key, secret = (READER_KEY, READER_SECRET) if reader else (ACCESS_KEY, SECRET_KEY)
+        return {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret, "AWS_REGION": "us-east-1",
                 "AWS_ENDPOINT_URL": self.endpoint}
 
     def start(self) -> "SeaweedFS":
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "s3.json"
         config.write_text(json.dumps({"identities": [{"name": "receipts", "credentials": [
-            {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+            {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
+            {"name": "reader", "credentials": [{"accessKey": READER_KEY, "secretKey": READER_SECRET}],
+             "actions": [f"Read:{BUCKET}", f"List:{BUCKET}"]}]}))
         p = self.ports
         args = [self.weed, "mini", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 "-master.telemetry=false", "-admin.ui=false", "-webdav=false", f"-s3.config={config}", f"-bucket={BUCKET}",
