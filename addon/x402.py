@@ -50,15 +50,22 @@ _BYTES32_RE = re.compile(r"0x[0-9a-fA-F]{64}")
 _DECIMAL_RE = re.compile(r"[0-9]{1,80}")
 _B64_TRANSLATE = bytes.maketrans(b"-_", b"+/")
 
+# v1 network names and their CAIP-2 ids: the x402 SDK's v1 tables (x402 2.25.0,
+# mechanisms/evm/v1/constants.py and mechanisms/svm/constants.py), plus "sepolia".
+_V1_EVM_CHAIN_IDS: dict[str, int] = {
+    "base": 8453, "base-sepolia": 84532, "ethereum": 1, "sepolia": 11155111, "polygon": 137,
+    "polygon-amoy": 80002, "avalanche": 43114, "avalanche-fuji": 43113, "abstract": 2741,
+    "abstract-testnet": 11124, "iotex": 4689, "sei": 1329, "sei-testnet": 1328, "peaq": 3338,
+    "story": 1513, "educhain": 656476, "skale-base-sepolia": 1444673419, "megaeth": 4326,
+    "monad": 143, "monad-testnet": 10143, "stable": 988, "stable-testnet": 2201, "celo": 42220,
+    "flare": 14,
+}
+SOLANA_MAINNET = "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"
 _LEGACY_NETWORKS: dict[str, str] = {
-    "base": "eip155:8453",
-    "base-sepolia": "eip155:84532",
-    "ethereum": "eip155:1",
-    "sepolia": "eip155:11155111",
-    "polygon": "eip155:137",
-    "polygon-amoy": "eip155:80002",
-    "avalanche": "eip155:43114",
-    "avalanche-fuji": "eip155:43113",
+    **{name: f"eip155:{chain}" for name, chain in _V1_EVM_CHAIN_IDS.items()},
+    "solana": SOLANA_MAINNET,
+    "solana-devnet": "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1",
+    "solana-testnet": "solana:4uhcVJyU9pJkvQyS88uRDiswHXSCkY3z",
 }
 
 _PAYMENT_ID_KEYS = ("id", "paymentId", "value")
@@ -108,6 +115,11 @@ def _uint_str(value: object) -> str | None:
     if 0 <= number <= _MAX_UINT256:
         return str(number)
     return None
+
+
+def _is_hex(value: object) -> bool:
+    """A 0x-prefixed uint256 in hex."""
+    return isinstance(value, str) and re.fullmatch(r"0x[0-9a-fA-F]{1,64}", value.strip()) is not None
 
 
 def _uint_field(d: dict, key: str, where: str, errors: list[str]) -> str | None:
@@ -384,7 +396,8 @@ def _parse_permit2(permit: dict, result: dict, errors: list[str]) -> None:
     where = "permit2Authorization"
     result["payer"] = _str_field(permit, "from", where, errors)
     result["spender"] = _str_field(permit, "spender", where, errors)
-    result["nonce"] = _uint_field(permit, "nonce", where, errors)
+    result["nonce"] = _uint_field(permit, "nonce", where, errors) if not _is_hex(permit.get("nonce")) \
+        else str(int(permit["nonce"], 16))  # (the upto spec's own example writes it in hex)
     result["deadline"] = _int_field(permit, "deadline", where, errors)
     permitted = _dict_field(permit, "permitted", where, errors)
     if permitted is not None:

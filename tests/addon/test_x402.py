@@ -171,6 +171,30 @@ def test_caip2() -> None:
     assert caip2(None) is None
 
 
+def test_every_v1_network_name_of_the_sdk_maps_to_caip2() -> None:
+    """The x402 SDK's own v1 tables (EVM names to chain ids, Solana names to CAIP-2), one by one."""
+    from x402.mechanisms.evm.v1.constants import V1_NETWORK_CHAIN_IDS, V1_NETWORKS
+    from x402.mechanisms.svm.constants import V1_TO_V2_NETWORK_MAP
+
+    assert len(set(V1_NETWORKS) | set(V1_NETWORK_CHAIN_IDS)) >= 23
+    for name in set(V1_NETWORKS) | set(V1_NETWORK_CHAIN_IDS):
+        assert caip2(name) == f"eip155:{V1_NETWORK_CHAIN_IDS[name]}", name
+        assert caip2(name.upper()) == caip2(name)
+    for name, network in V1_TO_V2_NETWORK_MAP.items():
+        assert caip2(name) == network
+
+
+def test_permit2_nonce_in_hex_as_the_upto_spec_writes_it() -> None:
+    payload = permit2_payload(UPTO_PERMIT2_SPENDER, FACILITATOR)
+    payload["permit2Authorization"]["nonce"] = "0x" + format(87263498172634981726349817263498172634981, "x")
+    result = parse_payment({"x402Version": 2, "accepted": v2_upto_entry(), "payload": payload})
+    assert result["errors"] == []
+    assert result["nonce"] == "87263498172634981726349817263498172634981"
+    payload["permit2Authorization"]["nonce"] = "0xzz"
+    result = parse_payment({"x402Version": 2, "accepted": v2_upto_entry(), "payload": payload})
+    assert result["nonce"] is None and result["errors"]
+
+
 # ---------------------------------------------------------------- challenge
 
 def test_parse_v1_challenge() -> None:
