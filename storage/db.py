@@ -190,19 +190,36 @@ def connect_lake(url: str, *, views: bool = True, write=(), settings: dict | Non
         raise
 
 
-def bind_lake(con: duckdb.DuckDBPyConnection, *, views: bool = True) -> None:
-    """The tables of `folded` as the lake's (storage/lake.py attaches it as `lake`), and the views over
-    them: what `bind()` gives over a data directory, every receipt computed by the query (a lake keeps
-    no receipts: each data directory's verdicts and calls meet only there)."""
+def bind_lake(con: duckdb.DuckDBPyConnection, *, views: bool = True, kept: bool = True) -> int:
+    """The tables of `folded` as the lake's (storage/lake.py attaches it as `lake`), every one read at the
+    same snapshot, and the views over them: what `bind()` gives over a data directory. With `kept`, the
+    receipts `receipts lake maintain` kept (lake.keep_receipts) stand for every receipt that no later
+    shipment touched, and only the touched ones are computed by the query (the rows inserted since are the
+    tail, as a data directory's unfolded events are); otherwise every receipt is computed. Returns the
+    snapshot read."""
+    from . import lake
+
+    since = lake.kept_since(con) if views and kept else None
+    at = lake.snapshot(con)  # (after: a keep committed between the two reads only widens the tail)
     con.execute("CREATE SCHEMA IF NOT EXISTS folded")
     for table in fold.TABLES:
-        con.execute(f"CREATE OR REPLACE VIEW folded.{table} AS FROM lake.{table}")
-        con.execute(f"CREATE OR REPLACE TABLE folded.tail_{table} AS FROM lake.{table} LIMIT 0")
+        con.execute(f"CREATE OR REPLACE VIEW folded.{table} AS FROM lake.{table} AT (VERSION => {int(at)})")
+        new = (f"FROM ducklake_table_insertions('{lake.ALIAS}', 'main', '{table}', {since + 1}, {int(at)})"
+               if since is not None and since < at else f"FROM lake.{table} LIMIT 0")
+        con.execute(f"CREATE OR REPLACE TABLE folded.tail_{table} AS {new}")
     con.execute("CREATE OR REPLACE TABLE folded.scope_ids (logical_id VARCHAR)")
-    if views:
-        con.execute(views_sql())
+    if not views:
+        return at
+    con.execute(views_sql())
+    if since is None:
         con.execute("CREATE OR REPLACE VIEW main.receipts_live AS FROM receipts_of(false)")
         con.execute("CREATE OR REPLACE VIEW receipts AS FROM main.receipts_live")
+        return at
+    con.execute("INSERT INTO folded.scope_ids FROM touched() WHERE logical_id IS NOT NULL")
+    con.execute("CREATE OR REPLACE VIEW main.receipts_live AS FROM receipts_of(true)")
+    con.execute(f"CREATE OR REPLACE VIEW receipts AS FROM lake.{lake.KEPT} AT (VERSION => {int(at)}) "
+                "WHERE receipt_id NOT IN (SELECT logical_id FROM folded.scope_ids) UNION ALL FROM main.receipts_live")
+    return at
 
 
 def bind(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike, *, views: bool = True,

@@ -9,7 +9,10 @@ on the strength of the lake); `receipts ship` copies what its data directory hol
     lake.shipped        the ledger: one row per run of (writer, seq) shipped, in the same transaction as
                         the rows themselves; what it covers is never shipped again
     lake.ship_names     who owns a ship name: the first claim committed wins, every other owner refuses
-    lake.lake_meta      the tables' version (storage/fold.py tables_version())
+    lake.lake_meta      the tables' version (storage/fold.py tables_version()), and which snapshot the
+                        kept receipts are of
+    lake.receipts_kept  the `receipts` view's rows as of one snapshot (`receipts lake maintain` computes
+                        them): readers compute only the receipts that later shipments touched
 
 Exactly once: a shipper owns its name (a flock on its data directory, and the first claim in the lake),
 so nobody else ships those writers; it reads the ledger, chooses the events the ledger does not cover,
@@ -50,8 +53,8 @@ log = logging.getLogger("receipts.lake")
 DUCKDB = "1.5.5"  # the extension wheels (duckdb-extension-*) exist for this version of duckdb only
 EXTENSIONS = (("httpfs", "httpfs"), ("postgres", "postgres_scanner"), ("ducklake", "ducklake"))
 ALIAS = "lake"
-LEDGER, NAMES, META = "shipped", "ship_names", "lake_meta"
-TABLES = fold.TABLES  # what is shipped: every table of the fold (the kept receipts are computed by readers)
+LEDGER, NAMES, META, KEPT = "shipped", "ship_names", "lake_meta", "receipts_kept"
+TABLES = fold.TABLES  # what is shipped: every table of the fold (the kept receipts are computed in the lake)
 BATCH_EVENTS = 200_000  # events per commit at most (the catalog takes ~10 commits/s: ship large ones)
 SHIP_STATE = "ship.json"  # in the data directory: this shipper's name and owner token, and its last report
 FAULT = "RECEIPTS_SHIP_FAULT"  # tests: kill -9 this process at that point (before_upload, after_upload, after_commit)
@@ -249,6 +252,46 @@ def check_tables(con) -> None:
     if not row or row[0] != fold.tables_version():
         raise LakeError(f"the lake's tables were made by another version of the fold ({row[0] if row else 'none'}, "
                         f"this is {fold.tables_version()}): ship to a new lake, or upgrade every shipper together")
+
+
+def snapshot(con) -> int:
+    """The catalog's snapshot this connection reads (inside a transaction: the one it started at)."""
+    return con.execute(f"SELECT id FROM ducklake_current_snapshot('{ALIAS}')").fetchone()[0]
+
+
+def kept_since(con) -> int | None:
+    """The snapshot the kept receipts are of, or None when there are none usable: none kept yet, or kept
+    by another version of the views."""
+    from . import fold
+
+    if KEPT not in _tables(con):
+        return None
+    meta = dict(con.execute(f"SELECT key, value FROM {ALIAS}.{META} WHERE key IN ('kept_snapshot', 'kept_version')").fetchall())
+    if meta.get("kept_version") != fold.receipts_version() or not str(meta.get("kept_snapshot", "")).isdigit():
+        return None
+    return int(meta["kept_snapshot"])
+
+
+def keep_receipts(con) -> int:
+    """Compute every receipt at one snapshot and keep the rows in the lake with that snapshot's id, in one
+    transaction (shipments meanwhile are after that snapshot, so readers compute the receipts they touch).
+    Returns the number of receipts kept."""
+    from . import db
+
+    at = db.bind_lake(con, kept=False)  # (every table read at snapshot `at`)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {ALIAS}.{KEPT} AS FROM main.receipts_live")
+        con.execute(f"DELETE FROM {ALIAS}.{META} WHERE key IN ('kept_snapshot', 'kept_version')")
+        con.execute(f"INSERT INTO {ALIAS}.{META} VALUES ('kept_snapshot', '{int(at)}'), "
+                    f"('kept_version', {_lit(fold.receipts_version())})")
+        n = con.execute(f"SELECT count(*) FROM {ALIAS}.{KEPT}").fetchone()[0]
+        con.execute("COMMIT")
+        return n
+    except BaseException:
+        with contextlib.suppress(Exception):
+            con.execute("ROLLBACK")
+        raise
 
 
 # ---- owning a ship name ------------------------------------------------------------------------------
@@ -482,7 +525,7 @@ class _Stop:
 def maintain(url: str, older_than: float = 3600.0, say=print) -> None:
     """Merge small files, flush rows inlined in the catalog, expire snapshots older than `older_than`
     seconds and delete the files only they used, and objects no snapshot names (a shipper killed before
-    its commit) older than that. Safe while shippers run: DuckLake commits each step as a transaction,
+    its commit) older than that; then keep the receipts as of now (keep_receipts). Safe while shippers run: DuckLake commits each step as a transaction,
     and nothing younger than `older_than` (a commit under way) is touched."""
     import duckdb
 
@@ -504,5 +547,12 @@ def maintain(url: str, older_than: float = 3600.0, say=print) -> None:
                 raise LakeError(f"maintenance stopped before `{label}`: {_first_line(e)[:300]}{hint}; "
                                 f"the steps before it are done, and that step changed nothing") from None
             say(f"{label}: {n} ({time.monotonic() - t:.1f} s)")
+        t = time.monotonic()
+        try:
+            n = keep_receipts(con)
+        except duckdb.Error as e:
+            raise LakeError(f"maintenance stopped before keeping the receipts: {_first_line(e)[:300]}; the steps "
+                            f"before it are done, and readers compute every receipt meanwhile") from None
+        say(f"kept receipts: {n} ({time.monotonic() - t:.1f} s)")
     finally:
         con.close()

@@ -18,7 +18,7 @@ def objects_and_files(lake) -> tuple[set, set]:
     try:
         objects = {r[0] for r in con.execute(f"SELECT file FROM glob('{lake.path}**/*.parquet')").fetchall()}
         named = set()
-        for table in TABLES:
+        for table in (*TABLES, lk.KEPT) if lk.KEPT in lk._tables(con) else TABLES:
             named |= {r[0] for r in con.execute(f"SELECT data_file FROM ducklake_list_files('lake', '{table}')").fetchall()}
         return objects, named
     finally:

@@ -103,6 +103,23 @@ def test_the_lake_gives_the_same_receipts_as_the_data_directory(recorder, upstre
         q = f"SELECT * FROM {view} ORDER BY ALL"
         assert lake.sql(q) == json.loads(receipts_cli("sql", "--json", q, data=recorder.data).stdout), view
 
+    # maintenance keeps the receipts in the lake; later shipments change kept ones (a verify pass's checks
+    # of the paid calls) and add new ones, and the lake still gives what the data directory gives
+    out = lake.cli("lake", "maintain", "--older-than", "0")
+    assert out.returncode == 0 and "kept receipts: " in out.stderr, out.stderr
+    assert lake.sql(query) == local
+    config = recorder.data.parent / "no-nodes.yaml"  # (no node: the checks say so; nothing leaves 127.0.0.1)
+    config.write_text(json.dumps({"networks": {}}))
+    verified = receipts_cli("verify", "--once", "--config", str(config), data=recorder.data, timeout=120)
+    assert "Traceback" not in verified.stderr, verified.stderr
+    more = make_calls(recorder, upstream, 3)
+    recorded(recorder, more)
+    assert lake.ship(recorder.data).returncode == 0
+    local = json.loads(receipts_cli("sql", "--json", query, data=recorder.data).stdout)
+    changed = [r for r in local if r["receipt_id"] in ids and r["status"] != "not_verified"]
+    assert changed and len(local) > len(ids) // 2  # (kept receipts did change, and new ones came)
+    assert lake.sql(query) == local
+
 
 @pytest.mark.parametrize("point", ["before_upload", "after_upload", "after_commit"])
 def test_a_shipper_killed_at_any_point_of_a_commit_loses_and_doubles_nothing(recorder, upstream, lake, point):
