@@ -278,9 +278,14 @@ def completed_payment(pay: dict, settings: Settings, challenge: dict | None) -> 
                "pay_to": pay.get("pay_to") or entry.get("pay_to")}
         extra = extra or entry.get("extra")
     known = settings.asset(pay.get("network"), pay.get("asset"))
-    signer, why = eip712.signer(raw, pay.get("network"), pay.get("asset"), extra) if raw else (None, None)
-    return {**pay, "decimals": known.decimals if known else None, "symbol": known.symbol if known else None,
-            "signer": signer, "signer_error": why}
+    if pay.get("kind") == "svm":  # the transaction names its signer, and its signature was checked (x402.py)
+        valid = pay.get("payer_signature_valid")
+        signer, why = (pay.get("payer"), None) if valid else (None, "the payer's signature does not verify"
+                                                              if valid is False else "the payer has not signed")
+    else:
+        signer, why = eip712.signer(raw, pay.get("network"), pay.get("asset"), extra) if raw else (None, None)
+    return {**pay, "decimals": known.decimals if known else pay.get("decimals"),
+            "symbol": known.symbol if known else None, "signer": signer, "signer_error": why}
 
 
 def _challenge_entry(pay: dict, challenge: dict | None) -> dict | None:

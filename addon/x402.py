@@ -19,11 +19,12 @@ Wire formats (see /work/shared/PROTOCOL.md, section 1):
   ``{signature, authorization: {from, to, value, validAfter, validBefore,
   nonce}}`` or Permit2 ``{signature, permit2Authorization: {from, permitted:
   {token, amount}, spender, nonce, deadline, witness: {to, validAfter,
-  facilitator?}}}``.
+  facilitator?}}}`` or, on Solana (SVM), ``{transaction}``: a partly signed v0 transaction in
+  base64 (decoded by addon/solana.py; kept as a hash).
 * Settlement (server -> client): ``X-PAYMENT-RESPONSE`` / ``PAYMENT-RESPONSE``
   = ``{success, transaction, network, payer, errorReason?, errorMessage?,
-  amount?}``; ``transaction`` is a tx hash, ``""``, or an asynchronous job id
-  such as ``payment-<uuid>``.
+  amount?}``; ``transaction`` is a tx hash, a Solana signature (base58 of 64
+  bytes), ``""``, or an asynchronous job id such as ``payment-<uuid>``.
 
 Every public function is total: it never raises, whatever it is given, and
 reports problems as short strings in the result.  Secrets (the signature, a
@@ -39,6 +40,8 @@ import re
 from typing import Any
 
 import orjson
+
+from . import solana
 
 MAX_B64_BYTES = 64 * 1024
 _MAX_INT64 = 2**63 - 1
@@ -368,14 +371,31 @@ def _parse_payload(payload: dict, result: dict, errors: list[str]) -> None:
         errors.append(f"payload.signature is {_type_name(signature)}, expected string")
     auth = payload.get("authorization")
     permit = payload.get("permit2Authorization")
-    if isinstance(auth, dict):
+    if isinstance(payload.get("transaction"), str):
+        result["kind"] = "svm"
+        _parse_svm(payload["transaction"], result, errors)
+    elif isinstance(auth, dict):
         result["kind"] = "eip3009"
         _parse_eip3009(auth, result, errors)
     elif isinstance(permit, dict):
         result["kind"] = "permit2"
         _parse_permit2(permit, result, errors)
     else:
-        errors.append("payload has neither authorization nor permit2Authorization")
+        errors.append("payload has neither authorization, permit2Authorization nor transaction")
+
+
+def _parse_svm(transaction: str, result: dict, errors: list[str]) -> None:
+    """A Solana payment: the partly signed transaction (addon/solana.py) says who pays how much of which
+    mint to which token account, under which fee payer; the transaction itself is kept as a hash only."""
+    tx = solana.decode_transaction(transaction)
+    result["signature_sha256"] = solana.transaction_sha256(transaction)
+    result.update(payer=tx["authority"], asset=tx["mint"], amount=tx["amount"], decimals=tx["decimals"],
+                  facilitator=tx["fee_payer"], token_account=tx["destination"], token_program=tx["token_program"],
+                  memo=tx["memo"], recent_blockhash=tx["recent_blockhash"],
+                  payer_signature_valid=tx["payer_signature_valid"])
+    if result["accepted"]:
+        result["pay_to"] = result["accepted"]["pay_to"]
+    errors += [f"transaction: {e}" for e in tx["errors"]]
 
 
 def _parse_eip3009(auth: dict, result: dict, errors: list[str]) -> None:
@@ -498,5 +518,7 @@ def _transaction(obj: dict, result: dict, errors: list[str]) -> None:
     tx = tx.strip()
     if is_tx_hash(tx):
         result["tx_hash"] = tx.lower()
+    elif solana.is_signature(tx):  # (base58: its case is part of it)
+        result["tx_hash"] = tx
     elif tx:
         result["job_id"] = tx[:_MAX_ID_CHARS]

@@ -499,3 +499,33 @@ def test_payment_like_inputs_never_raise(outer: dict, payload: dict) -> None:
     result = parse_payment(outer)
     assert result["signature_sha256"] == hashlib.sha256(SIGNATURE.encode()).hexdigest()
     assert SIGNATURE not in orjson.dumps(result).decode()
+
+
+# ---------------------------------------------------------------- Solana (SVM) exact
+
+def test_parse_svm_exact_payment_and_its_settlement() -> None:
+    """What the partly signed transaction says (addon/solana.py), with the payee from the offer; the
+    transaction itself only as a hash; the settlement's base58 signature is the payment hash, case kept."""
+    from test_solana import GOLDEN, GOLDEN_FIELDS, GOLDEN_PAY_TO
+
+    entry = {"scheme": "exact", "network": "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1", "amount": "10000",
+             "asset": GOLDEN_FIELDS["mint"], "payTo": GOLDEN_PAY_TO, "maxTimeoutSeconds": 60,
+             "extra": {"feePayer": GOLDEN_FIELDS["fee_payer"]}}
+    result = parse_payment({"x402Version": 2, "accepted": entry, "payload": {"transaction": GOLDEN}})
+    assert result["errors"] == []
+    assert result["kind"] == "svm" and result["scheme"] == "exact"
+    assert (result["payer"], result["pay_to"], result["asset"], result["amount"], result["decimals"]) == (
+        GOLDEN_FIELDS["payer"], GOLDEN_PAY_TO, GOLDEN_FIELDS["mint"], "10000", 6)
+    assert result["facilitator"] == GOLDEN_FIELDS["fee_payer"]
+    assert result["token_account"] == GOLDEN_FIELDS["destination"] and result["memo"] == "x402 golden"
+    assert result["payer_signature_valid"] is True
+    assert result["signature_sha256"] == hashlib.sha256(GOLDEN.encode()).hexdigest()
+    assert GOLDEN not in orjson.dumps(result).decode()
+    v1 = parse_payment({"x402Version": 1, "scheme": "exact", "network": "solana-devnet",
+                        "payload": {"transaction": GOLDEN}})
+    assert v1["network"] == entry["network"] and v1["payer"] == GOLDEN_FIELDS["payer"] and v1["pay_to"] is None
+
+    signature = "5" + "j" * 86  # base58 of 64 bytes
+    settled = parse_settlement({"success": True, "transaction": signature, "network": entry["network"]})
+    assert settled["tx_hash"] == signature and settled["job_id"] is None
+    assert parse_settlement({"success": True, "transaction": "payment-123"})["job_id"] == "payment-123"
