@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -272,6 +273,9 @@ def _assets(value) -> tuple[Asset, ...]:
     return tuple(out)
 
 
+_SUPPORTED_NETWORK = re.compile(r"eip155:[0-9]+|solana:[1-9A-HJ-NP-Za-km-z]{32,44}")
+
+
 def _networks(value) -> tuple[Network, ...]:
     if value is None:
         return ()
@@ -280,14 +284,16 @@ def _networks(value) -> tuple[Network, ...]:
     out = []
     for caip2, item in value.items():
         item = item or {}
-        if not str(caip2).startswith("eip155:") or not isinstance(item, dict):
-            raise ConfigError(f"network {caip2!r} must be an eip155:<chain id> key with a mapping of settings.")
+        if not _SUPPORTED_NETWORK.fullmatch(str(caip2)) or not isinstance(item, dict):
+            raise ConfigError(f"network {caip2!r} must be an eip155:<chain id> or solana:<genesis hash> key with a "
+                              f"mapping of settings.")
+        solana = str(caip2).startswith("solana:")  # (its addresses are base58: their case is part of them)
         explorer = _explorer(caip2, item.get("explorer"))
         endpoints, quorum = _endpoints(caip2, item.get("rpc"), item.get("quorum"))
         max_bytes = _positive(f"network {caip2!r}: rpc_max_bytes", item.get("rpc_max_bytes", 64 << 20), int)
         try:
             out.append(Network(str(caip2), endpoints, int(item.get("confirmations", 1)),
-                               tuple(str(f).lower() for f in item.get("facilitators") or ()),
+                               tuple(str(f) if solana else str(f).lower() for f in item.get("facilitators") or ()),
                                int(item.get("scan_blocks", 10_000)), float(item.get("deadline_grace", 600)),
                                float(item.get("rpc_timeout", 10)), explorer, quorum, max_bytes))
         except (TypeError, ValueError):

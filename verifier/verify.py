@@ -39,6 +39,7 @@ from receipts.storage.config import Settings
 from receipts.storage.journal import Journal
 from receipts.storage.records import Event
 
+from . import solana
 from .agreement import agree, agreed_transfers
 from .evidence import AUTHORIZATION_USED, TRANSFER, Check, block_of, canonical_settlement, logs_digest
 from .rpc import Rpc, RpcError, warm_up
@@ -85,7 +86,8 @@ WITH req AS MATERIALIZED (  -- the exchanges of one part's calls (materialized: 
            arg_max({'payer': p.payer, 'pay_to': p.pay_to, 'asset': p.asset, 'amount': p.amount::HUGEINT,
                     'scheme': p.scheme, 'kind': p.kind, 'nonce': p.nonce, 'network': p.network,
                     'valid_after': p.valid_after, 'valid_before': p.valid_before, 'signer': p.signer,
-                    'signer_error': p.signer_error, 'paid_at': epoch(p.sent_at)}, p.sent_at) AS p
+                    'signer_error': p.signer_error, 'paid_at': epoch(p.sent_at), 'memo': p.memo,
+                    'token_account': p.token_account, 'recent_blockhash': p.recent_blockhash}, p.sent_at) AS p
     FROM folded.payments p JOIN req r USING (receipt_id) GROUP BY r.logical_id
 ), settle AS (  -- each call's settlements (PAYMENT-RESPONSE): the latest tx hash and job id, how many
     SELECT r.logical_id, arg_max(s.tx_hash, s.seen_at) FILTER (WHERE s.tx_hash IS NOT NULL) AS payment_hash,
@@ -110,6 +112,7 @@ WITH req AS MATERIALIZED (  -- the exchanges of one part's calls (materialized: 
 )
 SELECT pay.logical_id AS receipt_id, p.payer, p.pay_to, p.asset, p.scheme, p.kind, p.nonce,
        coalesce(p.network, c.network) AS network, p.valid_after, p.valid_before, p.paid_at, p.signer, p.signer_error,
+       p.memo, p.token_account, p.recent_blockhash,
        CASE WHEN p.scheme = 'exact' THEN p.amount END AS signed_amount,
        CASE WHEN p.scheme = 'upto' THEN p.amount END AS amount_cap,
        c.amount AS max_amount_required, c.pay_to AS challenge_pay_to, c.asset AS challenge_asset,
@@ -430,7 +433,8 @@ def _verify_network(network: str, rows: list[dict], settings: Settings, last: di
         if not views:
             checks.append(Check("settlement_tx", "pending", "no_rpc_configured", {"network": network}))
         else:
-            settled = _settlement_checks(r, views, net)
+            settled = ([agree([solana.settlement_check(r, v, net.facilitators, time.time()) for v in views],
+                              net.quorum_size)] if solana.is_solana(network) else _settlement_checks(r, views, net))
             if _held(r, settled[0], last):
                 summary.statuses["passed"] = summary.statuses.get("passed", 0) + 1
                 continue
@@ -481,10 +485,10 @@ def _network_views(net, rows: list[dict], faults: list[str], readers: dict) -> l
     for url in net.endpoints:
         key = (net.caip2, url)
         if key not in readers:
-            readers[key] = _Reader(Rpc(url, timeout=net.rpc_timeout, chain_id=int(net.caip2.split(":")[1]),
-                                       max_bytes=net.rpc_max_bytes))
+            chain_id = None if solana.is_solana(net.caip2) else int(net.caip2.split(":")[1])
+            readers[key] = _Reader(Rpc(url, timeout=net.rpc_timeout, chain_id=chain_id, max_bytes=net.rpc_max_bytes))
         try:
-            views.append(_chain_view(net, rows, readers[key]))
+            views.append((solana.read_view if solana.is_solana(net.caip2) else _chain_view)(net, rows, readers[key]))
         except (RpcError, TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
             readers[key] = _Reader(readers[key].rpc)  # what it read before is not to be built on
             errors.append(str(exc) if isinstance(exc, RpcError) else

@@ -62,3 +62,15 @@ def test_the_default_intercept_hosts_are_the_ones_mitm_config_yaml_lists():
 
     assert cfg.load(cfg.DEFAULT_CONFIG).intercept_hosts == cfg.DEFAULT_AI_HOSTS
     assert cfg.load(cfg.DEFAULT_CONFIG).intercept == "known"
+
+
+def test_solana_networks_keep_the_case_of_their_addresses():
+    devnet = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
+    (net,) = cfg._networks({devnet: {"rpc": "http://127.0.0.1:8899", "facilitators": ["9hSR6S7WPtxmTojgo6GG3k4yDPecgJY292j7xrsUGWBu"]}})
+    assert (net.caip2, net.facilitators) == (devnet, ("9hSR6S7WPtxmTojgo6GG3k4yDPecgJY292j7xrsUGWBu",))
+    (evm,) = cfg._networks({"eip155:8453": {"facilitators": ["0xABC"]}})
+    assert evm.facilitators == ("0xabc",)
+    for bad in ("solana:not-base58!", "cosmos:hub", "eip155:base"):
+        with pytest.raises(cfg.ConfigError) as err:
+            cfg._networks({bad: {}})
+        assert "eip155:<chain id> or solana:<genesis hash>" in str(err.value)

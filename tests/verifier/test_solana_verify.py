@@ -1,0 +1,104 @@
+"""verifier/solana.py against a real SVM (testbed/solana_node.py: LiteSVM with the real SPL programs,
+behind our JSON-RPC layer), with payments signed by the real x402 SDK's SVM client and settled by its
+facilitator. The receipt rows are what `receipts verify` reads for such a payment (TO_VERIFY's columns);
+the e2e test (tests/e2e/test_solana.py) records them through `receipts proxy`."""
+import time
+
+import pytest
+from solders.keypair import Keypair
+
+from receipts.addon import solana as sol
+from receipts.verifier import solana as V
+from receipts.verifier.rpc import Rpc
+from receipts.verifier.verify import _Reader
+
+from support.svm import AMOUNT, facilitator, make_world, requirements, sign_payment
+
+pytestmark = pytest.mark.filterwarnings("ignore:Client is deprecated:FutureWarning")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch):
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def node():
+    from testbed.solana_node import SolanaNode
+
+    with SolanaNode() as n:
+        yield n
+
+
+@pytest.fixture
+def world(node):
+    return make_world(node)
+
+
+def row(w, payment, signature=None, **over) -> dict:
+    """The receipt row of a payment as the verifier reads it (decoded as the recorder decodes it)."""
+    tx = sol.decode_transaction(payment.payload["transaction"])
+    return {"receipt_id": "r1", "payer": tx["authority"], "pay_to": str(w.payee), "asset": tx["mint"],
+            "signed_amount": int(tx["amount"]), "memo": tx["memo"], "token_account": tx["destination"],
+            "recent_blockhash": tx["recent_blockhash"], "payment_hash": signature, "paid_at": time.time(), **over}
+
+
+def check(w, r, facilitators=()):
+    view = V.read_view(None, [r], _Reader(Rpc(w.node.url, timeout=5)))
+    return V.settlement_check(r, view, facilitators, time.time())
+
+
+def paid(w):
+    """A payment the SDK's facilitator settled: (payment, signature)."""
+    req = requirements(w)
+    payment = sign_payment(w, req)
+    result = facilitator(w).settle(payment, req)
+    assert result.success, result
+    return payment, result.transaction
+
+
+def test_passed_only_when_finalized(world):
+    payment, signature = paid(world)
+    r = row(world, payment, signature)
+    pending = check(world, r, (str(world.fee_payer.pubkey()),))
+    assert (pending.result, pending.reason) == ("pending", "awaiting_finalization")
+    world.node.advance(32)
+    passed = check(world, r, (str(world.fee_payer.pubkey()),))
+    assert (passed.result, passed.reason) == ("pass", None)
+    assert passed.detail["commitment"] == "finalized" and passed.detail["fee_payer"] == str(world.fee_payer.pubkey())
+    assert passed.block == pending.block == passed.detail["slot"] is not None
+
+
+def test_what_the_transaction_did_must_be_what_was_paid(world):
+    payment, signature = paid(world)
+    world.node.advance(32)
+    r = row(world, payment, signature)
+    elsewhere = check(world, {**r, "pay_to": str(Keypair().pubkey())})  # a transfer to the wrong account
+    assert (elsewhere.result, elsewhere.reason) == ("fail", "unexpected_pay_to")
+    less = check(world, {**r, "signed_amount": AMOUNT + 1})
+    assert (less.result, less.reason) == ("fail", "amount_mismatch")
+    other_memo = check(world, {**r, "memo": "another order"})
+    assert (other_memo.result, other_memo.reason) == ("fail", "memo_mismatch")
+    unknown = check(world, r, (str(Keypair().pubkey()),))
+    assert (unknown.result, unknown.reason) == ("fail", "unexpected_fee_payer")
+    assert check(world, r).result == "pass"
+
+
+def test_a_settlement_the_server_did_not_name_is_found_by_its_memo(world):
+    payment, signature = paid(world)
+    world.node.advance(32)
+    found = check(world, row(world, payment, None))
+    assert (found.result, found.detail["found_by"], found.detail["signature"]) == ("pass", "memo_search", signature)
+
+
+def test_a_payment_that_never_landed_expires_with_its_blockhash(world):
+    payment = sign_payment(world, requirements(world))  # signed, never settled
+    r = row(world, payment, None)
+    waiting = check(world, r)
+    assert (waiting.result, waiting.reason) == ("pending", "no_tx_hash")
+    world.node.expire_blockhash()
+    expired = check(world, r)
+    assert (expired.result, expired.reason) == ("fail", "expired")
+    claimed = check(world, {**r, "payment_hash": sol.b58encode(bytes(range(64)))})  # a signature no node has
+    assert (claimed.result, claimed.reason) == ("fail", "expired")

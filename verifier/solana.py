@@ -1,0 +1,169 @@
+"""Settlements of x402 `exact` payments on Solana, checked over Solana JSON-RPC.
+
+The payment (addon/solana.py decoded it at capture) is a transaction the payer signed and the facilitator,
+its fee payer, co-signs and sends; the settlement's `transaction` is that transaction's signature, which
+is the receipt's `payment_hash`. One round's facts come from each endpoint in a few batched calls:
+
+    getSignatureStatuses   the commitment of each signature: processed, confirmed or finalized, and its error
+    getTransaction         (jsonParsed, confirmed) the transfer it made: the parsed `transferChecked`
+    getSignaturesForAddress  for a payment whose server gave no signature: the payee's token account's
+                           recent signatures, whose memo finds the payment's
+    isBlockhashValid       for a payment not landed: is its transaction's blockhash still alive?
+
+and `settlement_check` judges each receipt on one endpoint's facts alone (verifier/agreement.py makes the
+endpoints agree):
+
+- `pass` only when the transaction is **finalized**, did not fail, and transferred exactly the signed
+  amount of the signed mint from the payer (the authority) to the payee's token account (the associated
+  token account of `pay_to`, SPL Token or Token-2022), with the payment's memo, and its fee payer is a
+  facilitator the config names (when it names any);
+- `pending (awaiting_finalization)` while it is processed or confirmed; `pending (tx_not_found)` while no
+  endpoint has it;
+- `fail (expired)` when it has not landed and its blockhash is no longer valid (it lives 150 slots, 60–90
+  s), after which it can never land; without a blockhash, `EXPIRY` seconds after the payment was sent;
+- `fail (tx_failed)` when it landed with an error, and `fail (<mismatch>)` when it moved something else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from receipts.addon import solana as sol
+
+from .evidence import Check
+
+EXPIRY = 150.0        # seconds after the payment was sent: by then its blockhash has expired (none recorded)
+SEARCH_LIMIT = 1000   # signatures of a token account searched for a memo (newest first)
+STATUS_BATCH = 256    # signatures per getSignatureStatuses call (the node's limit)
+TX_BATCH = 100        # getTransaction calls per JSON-RPC batch
+TOKEN_PROGRAMS = ("spl-token", "spl-token-2022")
+
+
+def is_solana(network: str | None) -> bool:
+    return bool(network) and network.startswith("solana:")
+
+
+@dataclass
+class SolanaView:
+    """What one pass learned from one endpoint."""
+    statuses: dict = field(default_factory=dict)      # signature -> its status (None: unknown to the node)
+    transactions: dict = field(default_factory=dict)  # signature -> getTransaction's answer (None: none yet)
+    found: dict = field(default_factory=dict)         # receipt id -> the signature its memo found
+    dead: set = field(default_factory=set)            # blockhashes of unlanded payments the node says expired
+    head_time: float | None = None                    # (no chain time is read: deadlines use this machine's clock)
+
+
+def read_view(net, rows: list[dict], reader) -> SolanaView:
+    """One round's facts from one endpoint (raises RpcError on a fault)."""
+    rpc, view = reader.rpc, SolanaView()
+    view.found = _search_by_memo(rpc, [r for r in rows if not r.get("payment_hash")])
+    signatures = sorted({s for r in rows if (s := r.get("payment_hash") or view.found.get(r["receipt_id"]))})
+    for start in range(0, len(signatures), STATUS_BATCH):
+        part = signatures[start:start + STATUS_BATCH]
+        answer = rpc.call("getSignatureStatuses", [part, {"searchTransactionHistory": True}])
+        view.statuses.update(zip(part, answer["value"]))
+    landed = [s for s in signatures if view.statuses.get(s)]
+    options = {"encoding": "jsonParsed", "commitment": "confirmed", "maxSupportedTransactionVersion": 0}
+    for start in range(0, len(landed), TX_BATCH):
+        part = landed[start:start + TX_BATCH]
+        view.transactions.update(zip(part, rpc.batch([("getTransaction", [s, options]) for s in part])))
+    unlanded = sorted({r["recent_blockhash"] for r in rows if r.get("recent_blockhash") and not view.statuses.get(
+        r.get("payment_hash") or view.found.get(r["receipt_id"]))})
+    for start in range(0, len(unlanded), TX_BATCH):
+        part = unlanded[start:start + TX_BATCH]
+        answers = rpc.batch([("isBlockhashValid", [h, {"commitment": "processed"}]) for h in part])
+        view.dead |= {h for h, a in zip(part, answers) if a["value"] is False}
+    return view
+
+
+def _search_by_memo(rpc, rows: list[dict]) -> dict:
+    """The signatures of payments whose server gave none, found by their memo among the recent
+    signatures of the token account they pay (one call per account)."""
+    found, wanted = {}, {}
+    for r in rows:
+        if r.get("token_account") and r.get("memo"):
+            wanted.setdefault(r["token_account"], []).append(r)
+    for account, mine in sorted(wanted.items()):
+        entries = rpc.call("getSignaturesForAddress", [account, {"limit": SEARCH_LIMIT, "commitment": "confirmed"}])
+        for r in mine:
+            hit = next((e["signature"] for e in entries if _memo_matches(e.get("memo"), r["memo"])), None)
+            if hit:
+                found[r["receipt_id"]] = hit
+    return found
+
+
+def _memo_matches(listed: str | None, memo: str) -> bool:
+    """A node lists a transaction's memos as `[<length>] <text>`, several joined by `; `."""
+    return bool(listed) and any(m == memo or m.endswith(f"] {memo}") for m in listed.split("; "))
+
+
+def settlement_check(r: dict, view: SolanaView, facilitators: tuple[str, ...], now: float) -> Check:
+    """Does a finalized transaction on this endpoint settle this payment?"""
+    signature = r.get("payment_hash") or view.found.get(r["receipt_id"])
+    found_by = "response" if r.get("payment_hash") else "memo_search"
+    detail = {"signature": signature, "found_by": found_by}
+    status = view.statuses.get(signature) if signature else None
+    if status is None:
+        if r.get("recent_blockhash") in view.dead or (
+                not r.get("recent_blockhash") and r.get("paid_at") is not None and now > r["paid_at"] + EXPIRY):
+            return Check("settlement_tx", "fail", "expired", {**detail, "recent_blockhash": r.get("recent_blockhash")})
+        return Check("settlement_tx", "pending", "tx_not_found" if signature else "no_tx_hash", detail)
+    slot, tx = status.get("slot"), view.transactions.get(signature)
+    detail.update(slot=slot, commitment=status.get("confirmationStatus"))
+    if status.get("err") is not None:
+        return Check("settlement_tx", "fail", "tx_failed", {**detail, "error": status["err"]}, slot)
+    if tx is None:
+        return Check("settlement_tx", "pending", "tx_not_found", detail, slot)
+    detail["fee_payer"] = fee_payer(tx)
+    problems = mismatches(r, tx, facilitators)
+    if problems:
+        return Check("settlement_tx", "fail", problems[0][0], {**detail, "problems": [p for _, p in problems]}, slot)
+    if status.get("confirmationStatus") != "finalized":
+        return Check("settlement_tx", "pending", "awaiting_finalization", detail, slot)
+    return Check("settlement_tx", "pass", None, detail, slot)
+
+
+def fee_payer(tx: dict) -> str | None:
+    keys = (((tx.get("transaction") or {}).get("message") or {}).get("accountKeys")) or []
+    first = keys[0] if keys else None
+    return first.get("pubkey") if isinstance(first, dict) else first
+
+
+def transfers(tx: dict) -> list[dict]:
+    """The parsed `transferChecked` instructions of a transaction, top level and inner."""
+    message = (tx.get("transaction") or {}).get("message") or {}
+    inner = [i for group in ((tx.get("meta") or {}).get("innerInstructions") or []) for i in group.get("instructions") or []]
+    return [i["parsed"]["info"] for i in (message.get("instructions") or []) + inner
+            if i.get("program") in TOKEN_PROGRAMS and isinstance(i.get("parsed"), dict)
+            and i["parsed"].get("type") == "transferChecked"]
+
+
+def memos(tx: dict) -> list[str]:
+    message = (tx.get("transaction") or {}).get("message") or {}
+    return [i["parsed"] for i in message.get("instructions") or [] if i.get("program") == "spl-memo"
+            and isinstance(i.get("parsed"), str)]
+
+
+def mismatches(r: dict, tx: dict, facilitators: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(reason, what) for each way the transaction differs from the payment (empty: it settles it)."""
+    if (tx.get("meta") or {}).get("err") is not None:
+        return [("tx_failed", f"the transaction failed: {tx['meta']['err']}")]
+    problems = []
+    payer, mint, amount = r.get("payer"), r.get("asset"), r.get("signed_amount")
+    payees = {sol.ata_address(r.get("pay_to"), mint, program) for program in (sol.TOKEN_PROGRAM, sol.TOKEN_2022_PROGRAM)}
+    mine = [t for t in transfers(tx) if t.get("authority") == payer and t.get("mint") == mint]
+    if not mine:
+        problems.append(("no_transfer", f"no transferChecked of {mint} by {payer}"))
+    elif not any(t.get("destination") in payees for t in mine):
+        problems.append(("unexpected_pay_to", f"paid to token account {mine[0].get('destination')}, not that of {r.get('pay_to')}"))
+    elif amount is not None and not any(_amount(t) == int(amount) for t in mine if t.get("destination") in payees):
+        problems.append(("amount_mismatch", f"transferred {_amount(mine[0])}, the payment signed {amount}"))
+    if r.get("memo") and r["memo"] not in memos(tx):
+        problems.append(("memo_mismatch", f"memo {memos(tx)}, the payment's was {r['memo']!r}"))
+    if facilitators and fee_payer(tx) not in facilitators:
+        problems.append(("unexpected_fee_payer", f"fee payer {fee_payer(tx)}, not a known facilitator"))
+    return problems
+
+
+def _amount(transfer: dict) -> int | None:
+    value = (transfer.get("tokenAmount") or {}).get("amount")
+    return int(value) if isinstance(value, str) and value.isdigit() else None
