@@ -11,7 +11,8 @@ records (headers as stored, redacted; bodies only where `bodies: full` kept thei
   a text cell that a spreadsheet would take for a formula (it begins with `=`, `+`, `-`, `@`, a tab or a
   carriage return, as a captured User-Agent `=HYPERLINK(…)` does) is written with a `'` before it
   (OWASP's advice on CSV injection); numbers stay numbers;
-- jsonl: one JSON object per line; amounts (HUGEINT) as strings, so that no reader turns them into floats.
+- jsonl: one JSON object per line; amounts (HUGEINT) and costs (DECIMAL) as strings, so that no reader turns
+  them into floats.
 
 The connection that writes an export is sandboxed like every reader (storage/db.py): it reads a
 snapshot of the journal, and the one file it can open is the export's temporary file.
@@ -61,7 +62,7 @@ def _select(con, view: str, fmt: str, since: datetime | None) -> tuple[str, dict
             cols.append(f"{inert(f'to_json({q})::VARCHAR')} AS {q}")
         elif fmt == "csv" and typ == "VARCHAR":
             cols.append(f"{inert(q)} AS {q}")
-        elif fmt == "jsonl" and typ in ("HUGEINT", "UHUGEINT"):
+        elif fmt == "jsonl" and (typ in ("HUGEINT", "UHUGEINT") or typ.startswith("DECIMAL")):
             cols.append(f"{q}::VARCHAR AS {q}")
         else:
             cols.append(q)

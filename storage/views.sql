@@ -220,7 +220,7 @@ grp AS (
            arg_max(network, seen_at)                                    AS network,
            bool_or(success)                                             AS success,
            count(DISTINCT tx_hash)                                      AS settlements,
-           list(DISTINCT lower(tx_hash) ORDER BY lower(tx_hash)) FILTER (WHERE tx_hash IS NOT NULL) AS txs,
+           list(DISTINCT tx_hash ORDER BY tx_hash) FILTER (WHERE tx_hash IS NOT NULL) AS txs,  -- (EVM: lower case at capture; base58 keeps its case)
            max(amount)                                                  AS max_settled
     FROM settlements WHERE in_scope(scoped, logical_id) GROUP BY logical_id
 ), last_check AS (  -- the latest verdict, as a whole (arg_max skips NULLs, so pack the fields)

@@ -158,6 +158,7 @@ async def pay_async(
     headers: dict[str, str] | None = None,
     timeout: float = 60.0,
     spend_controls: Any = None,
+    x402_client: Any = None,
 ) -> PaidCall:
     """Make a paid call (see module doc for ``proxy`` and ``verify``). ``body`` is sent as JSON
     unless it is ``bytes``/``str``.
@@ -165,7 +166,10 @@ async def pay_async(
     ``spend_controls`` is the x402 client's guard (its default only pays known mainnet/testnet
     assets); here the default is ``{"allowed_assets": True}`` (any token, no cap), since the test
     token is unknown to x402. Pass e.g. ``{"allowed_assets": [{"network": "eip155:8453", "asset": TOKEN,
-    "max_amount_per_payment": "10000"}]}`` to keep a cap."""
+    "max_amount_per_payment": "10000"}]}`` to keep a cap.
+
+    ``x402_client``: an ``x402.x402Client`` of your own (e.g. with the exact SVM scheme registered) to pay
+    with, instead of the EVM one built from ``private_key`` and ``spend_controls``."""
     import httpx
     from x402.http.clients.httpx import x402AsyncTransport
 
@@ -188,7 +192,9 @@ async def pay_async(
         async def aclose(self) -> None:
             await inner.aclose()
 
-    transport = x402AsyncTransport(_x402_client(private_key, spend_controls or {"allowed_assets": True}), transport=_Recording())
+    if x402_client is None:
+        x402_client = _x402_client(private_key, spend_controls or {"allowed_assets": True})
+    transport = x402AsyncTransport(x402_client, transport=_Recording())
     kwargs: dict[str, Any] = {}
     if isinstance(body, (bytes, str)):
         kwargs["content"] = body

@@ -1,4 +1,4 @@
-"""A local x402 facilitator: the ``x402`` package's own facilitator and exact EVM scheme, over HTTP.
+"""A local x402 facilitator: the ``x402`` package's own facilitator and exact EVM / SVM schemes, over HTTP.
 
 Endpoints (what ``x402.http.HTTPFacilitatorClient`` calls):
 
@@ -10,6 +10,12 @@ Endpoints (what ``x402.http.HTTPFacilitatorClient`` calls):
 Settlement transactions are signed with the facilitator dev account and sent to anvil:
 ``token.transferWithAuthorization(from,to,value,validAfter,validBefore,nonce,v,r,s)`` for a 65-byte
 EOA signature (the bytes-signature overload for other signatures).
+
+Solana networks (``--network solana:…``, with ``--svm-rpc-url``, e.g. a :class:`testbed.solana_node.SolanaNode`)
+get the SDK's exact SVM scheme: the facilitator simulates the client's partially signed transaction,
+adds the fee payer's signature and sends it. The fee payer's keypair comes from ``TESTBED_SVM_FEE_PAYER_KEY``
+(base58 of the 64-byte keypair, as ``str(solders.keypair.Keypair)`` gives it); ``/supported`` advertises it
+as ``extra.feePayer``. EVM and SVM networks can be served by one facilitator.
 
 Run as a child process by :func:`start_facilitator`; ``python -m testbed.facilitator --help`` to run it
 by itself.
@@ -26,6 +32,12 @@ from typing import Any
 from .chain import FACILITATOR
 
 KEY_ENV = "TESTBED_FACILITATOR_KEY"
+SVM_KEY_ENV = "TESTBED_SVM_FEE_PAYER_KEY"
+
+
+def is_svm(network: str) -> bool:
+    """A Solana CAIP-2 id (``solana:<genesis hash prefix>``)."""
+    return network.startswith("solana:")
 
 
 def _signer_class():
@@ -70,23 +82,51 @@ def make_signer(rpc_url: str, private_key: str, *, confirmation_timeout: float =
     return signer
 
 
-def create_app(rpc_url: str, networks: list[str], private_key: str = FACILITATOR.private_key):
-    """The facilitator as a FastAPI app (sync handlers: the x402 EVM scheme blocks on web3 calls)."""
+def make_svm_signer(rpc_url: str, fee_payer_key: str):
+    """The facilitator's SVM signer (fee payer) for the Solana JSON-RPC node at ``rpc_url``."""
+    from solders.keypair import Keypair
+    from x402.mechanisms.svm.signers import FacilitatorKeypairSigner
+
+    return FacilitatorKeypairSigner(Keypair.from_base58_string(fee_payer_key), rpc_url=rpc_url)
+
+
+def create_app(rpc_url: str | None, networks: list[str], private_key: str = FACILITATOR.private_key, *,
+               svm_rpc_url: str | None = None, svm_fee_payer: str | None = None):
+    """The facilitator as a FastAPI app (sync handlers: the x402 schemes block on RPC calls).
+
+    EVM networks settle on ``rpc_url`` with ``private_key``; ``solana:…`` networks on ``svm_rpc_url``
+    with the fee payer keypair ``svm_fee_payer`` (base58 of its 64 bytes).
+    """
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
     from x402 import x402FacilitatorSync
-    from x402.mechanisms.evm.exact import register_exact_evm_facilitator
     from x402.schemas.helpers import parse_payment_payload, parse_payment_requirements
 
-    signer = make_signer(rpc_url, private_key)
+    evm_networks = [n for n in networks if not is_svm(n)]
+    svm_networks = [n for n in networks if is_svm(n)]
     facilitator = x402FacilitatorSync()
-    register_exact_evm_facilitator(facilitator, signer, networks=networks)
+    signer = svm_signer = None
+    if evm_networks:
+        from x402.mechanisms.evm.exact import register_exact_evm_facilitator
+
+        if not rpc_url:
+            raise ValueError(f"EVM networks {evm_networks} need an RPC URL")
+        signer = make_signer(rpc_url, private_key)
+        register_exact_evm_facilitator(facilitator, signer, networks=evm_networks)
+    if svm_networks:
+        from x402.mechanisms.svm.exact import register_exact_svm_facilitator
+
+        if not svm_rpc_url or not svm_fee_payer:
+            raise ValueError(f"Solana networks {svm_networks} need an SVM RPC URL and a fee payer key")
+        svm_signer = make_svm_signer(svm_rpc_url, svm_fee_payer)
+        register_exact_svm_facilitator(facilitator, svm_signer, networks=svm_networks)
     settlements: list[dict] = []
     lock = threading.Lock()
 
     app = FastAPI(title="testbed x402 facilitator", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.facilitator = facilitator
     app.state.signer = signer
+    app.state.svm_signer = svm_signer
 
     def _parse(body: Any):
         if not isinstance(body, dict) or "paymentPayload" not in body or "paymentRequirements" not in body:
@@ -101,7 +141,12 @@ def create_app(rpc_url: str, networks: list[str], private_key: str = FACILITATOR
 
     @app.get("/healthz")
     def healthz():
-        return {"ok": True, "signer": signer.address, "networks": networks}
+        answer: dict[str, Any] = {"ok": True, "networks": networks}
+        if signer is not None:
+            answer["signer"] = signer.address
+        if svm_signer is not None:
+            answer["feePayers"] = svm_signer.get_addresses()
+        return answer
 
     @app.get("/supported")
     def supported():
@@ -140,31 +185,50 @@ def create_app(rpc_url: str, networks: list[str], private_key: str = FACILITATOR
     return app
 
 
-def start_facilitator(rpc_url: str, networks: str | list[str], *, private_key: str = FACILITATOR.private_key,
-                      timeout: float = 30.0, wait: bool = True):
-    """Start the facilitator as a child process on 127.0.0.1; returns a :class:`~testbed.service.Service`."""
+def start_facilitator(rpc_url: str | None, networks: str | list[str], *,
+                      private_key: str = FACILITATOR.private_key, svm_rpc_url: str | None = None,
+                      svm_fee_payer: str | None = None, timeout: float = 30.0, wait: bool = True):
+    """Start the facilitator as a child process on 127.0.0.1; returns a :class:`~testbed.service.Service`.
+
+    For ``solana:…`` networks pass ``svm_rpc_url`` and ``svm_fee_payer`` (base58 of the 64-byte keypair,
+    handed over in the environment, never on the command line); ``rpc_url`` may then be None.
+    """
     from .service import start_service
 
     nets = [networks] if isinstance(networks, str) else list(networks)
-    args = ["--rpc-url", rpc_url]
+    args: list[str] = []
+    env = {KEY_ENV: private_key}
+    if rpc_url:
+        args += ["--rpc-url", rpc_url]
+    if svm_rpc_url:
+        args += ["--svm-rpc-url", svm_rpc_url]
+    if svm_fee_payer:
+        env[SVM_KEY_ENV] = svm_fee_payer
     for n in nets:
         args += ["--network", n]
-    return start_service("facilitator", "testbed.facilitator", args, env={KEY_ENV: private_key}, timeout=timeout,
-                         wait=wait)
+    return start_service("facilitator", "testbed.facilitator", args, env=env, timeout=timeout, wait=wait)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m testbed.facilitator", description="local x402 facilitator")
-    ap.add_argument("--rpc-url", required=True)
-    ap.add_argument("--network", action="append", required=True, help="CAIP-2, e.g. eip155:8453 (repeatable)")
+    ap.add_argument("--rpc-url", help="EVM JSON-RPC (needed for eip155 networks)")
+    ap.add_argument("--svm-rpc-url", help=f"Solana JSON-RPC (needed for solana: networks; fee payer from ${SVM_KEY_ENV})")
+    ap.add_argument("--network", action="append", required=True,
+                    help="CAIP-2, e.g. eip155:8453 or solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1 (repeatable)")
     ap.add_argument("--fd", type=int, help="serve this inherited listening socket")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args(argv)
     key = os.environ.get(KEY_ENV) or FACILITATOR.private_key
+    if any(not is_svm(n) for n in args.network) and not args.rpc_url:
+        ap.error("--rpc-url is needed for EVM networks")
+    if any(is_svm(n) for n in args.network) and not (args.svm_rpc_url and os.environ.get(SVM_KEY_ENV)):
+        ap.error(f"--svm-rpc-url and ${SVM_KEY_ENV} are needed for solana: networks")
     from .service import serve_fd
 
-    serve_fd(create_app(args.rpc_url, args.network, key), args.fd, host=args.host, port=args.port)
+    app = create_app(args.rpc_url, args.network, key, svm_rpc_url=args.svm_rpc_url,
+                     svm_fee_payer=os.environ.get(SVM_KEY_ENV))
+    serve_fd(app, args.fd, host=args.host, port=args.port)
     return 0
 
 

@@ -22,6 +22,12 @@ With ``X-Testbed-Hide-Settlement: 1`` the payment is settled but the answer carr
 ``PAYMENT-RESPONSE`` (as with an asynchronous facilitator): the settlement is only on chain.
 
 Free routes: ``GET /healthz``, ``GET /v1/models``. Every answer carries a fresh ``x-request-id``.
+
+On a Solana network (``--network solana:…``) the route takes the SDK's exact SVM scheme instead: ``asset``
+is the SPL mint (base58), ``payTo`` the payee's wallet (the client pays its associated token account),
+the price has no EVM token ``name``/``version``, and the facilitator's fee payer comes from its
+``/supported``. ``memo`` (optional) is the memo every payment must carry; without it the client adds a
+random one. ``svm_rpc_url`` (optional) lets the server add a recent blockhash to the offer.
 """
 
 # no "from __future__ import annotations" here: FastAPI must see the real Request annotation
@@ -104,16 +110,24 @@ def chat_stream_events(req: dict) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
+def is_svm(network: str) -> bool:
+    """A Solana CAIP-2 id (``solana:<genesis hash prefix>``)."""
+    return network.startswith("solana:")
+
+
 def create_app(*, facilitator_url: str, network: str, asset: str, pay_to: str, price: int = 10_000,
                token_name: str = TOKEN_NAME, token_version: str = TOKEN_VERSION,
-               max_timeout_seconds: int = 300):
-    """The resource server. The facilitator must already answer ``GET /supported``."""
+               max_timeout_seconds: int = 300, memo: str | None = None, svm_rpc_url: str | None = None):
+    """The resource server. The facilitator must already answer ``GET /supported``.
+
+    ``eip155:…`` networks use the exact EVM scheme (``token_name``/``token_version`` are the token's
+    EIP-712 domain); ``solana:…`` networks the exact SVM scheme (``memo``, ``svm_rpc_url`` optional).
+    """
     import httpx
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, StreamingResponse
     from x402.http import FacilitatorConfig, HTTPFacilitatorClient, PaymentOption, RouteConfig
     from x402.http.middleware.fastapi import payment_middleware
-    from x402.mechanisms.evm.exact import ExactEvmServerScheme
     from x402.server import x402ResourceServer
 
     facilitator = HTTPFacilitatorClient(FacilitatorConfig(
@@ -121,14 +135,22 @@ def create_app(*, facilitator_url: str, network: str, asset: str, pay_to: str, p
         http_client=httpx.AsyncClient(timeout=60.0, trust_env=False, follow_redirects=True),
     ))
     resource_server = x402ResourceServer(facilitator)
-    resource_server.register(network, ExactEvmServerScheme())
+    if is_svm(network):
+        from x402.mechanisms.svm.exact import ExactSvmServerScheme
+
+        resource_server.register(network, ExactSvmServerScheme(svm_rpc_url))
+        extra = {"memo": memo} if memo else {}
+    else:
+        from x402.mechanisms.evm.exact import ExactEvmServerScheme
+
+        resource_server.register(network, ExactEvmServerScheme())
+        extra = {"name": token_name, "version": token_version}
     routes = {
         f"POST {CHAT_PATH}": RouteConfig(
             accepts=PaymentOption(
                 scheme="exact",
                 pay_to=pay_to,
-                price={"amount": str(int(price)), "asset": asset,
-                       "extra": {"name": token_name, "version": token_version}},
+                price={"amount": str(int(price)), "asset": asset, "extra": extra},
                 network=network,
                 max_timeout_seconds=max_timeout_seconds,
             ),
@@ -215,17 +237,22 @@ def _fail_status(request) -> int:
 
 
 def start_server(*, facilitator_url: str, network: str, asset: str, pay_to: str, price: int = 10_000,
-                 tls: dict | None = None, url_host: str | None = None, timeout: float = 30.0,
-                 wait: bool = True):
+                 tls: dict | None = None, url_host: str | None = None, memo: str | None = None,
+                 svm_rpc_url: str | None = None, timeout: float = 30.0, wait: bool = True):
     """Start the resource server as a child process; returns a :class:`~testbed.service.Service`.
 
     ``tls={"cert": path, "key": path}`` serves HTTPS (its URL then uses ``localhost``, which the
-    test certificates from ``tests/support/certs.py`` name).
+    test certificates from ``tests/support/certs.py`` name). ``memo`` and ``svm_rpc_url`` are for
+    ``solana:…`` networks (see :func:`create_app`).
     """
     from .service import start_service
 
     args = ["--facilitator-url", facilitator_url, "--network", network, "--asset", asset,
             "--pay-to", pay_to, "--price", str(int(price))]
+    if memo:
+        args += ["--memo", memo]
+    if svm_rpc_url:
+        args += ["--svm-rpc-url", svm_rpc_url]
     if tls:
         args += ["--ssl-certfile", str(tls["cert"]), "--ssl-keyfile", str(tls["key"])]
     return start_service("server", "testbed.server", args, tls=bool(tls),
@@ -254,8 +281,8 @@ def _wait_for_facilitator(url: str, timeout: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m testbed.server", description="paid fake chat server (x402)")
     ap.add_argument("--facilitator-url", required=True)
-    ap.add_argument("--network", required=True, help="CAIP-2, e.g. eip155:8453")
-    ap.add_argument("--asset", required=True, help="token address")
+    ap.add_argument("--network", required=True, help="CAIP-2, e.g. eip155:8453 or solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1")
+    ap.add_argument("--asset", required=True, help="token address (SPL mint on solana:)")
     ap.add_argument("--pay-to", required=True)
     ap.add_argument("--price", type=int, default=10_000, help="atomic units")
     ap.add_argument("--fd", type=int, help="serve this inherited listening socket")
@@ -264,12 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ssl-certfile")
     ap.add_argument("--ssl-keyfile")
     ap.add_argument("--facilitator-timeout", type=float, default=30.0)
+    ap.add_argument("--memo", help="solana: the memo every payment carries (default: a random one per payment)")
+    ap.add_argument("--svm-rpc-url", help="solana: JSON-RPC for a recent blockhash in the offer (optional)")
     args = ap.parse_args(argv)
     from .service import serve_fd
 
     _wait_for_facilitator(args.facilitator_url, args.facilitator_timeout)
     app = create_app(facilitator_url=args.facilitator_url, network=args.network, asset=args.asset,
-                     pay_to=args.pay_to, price=args.price)
+                     pay_to=args.pay_to, price=args.price, memo=args.memo, svm_rpc_url=args.svm_rpc_url)
     serve_fd(app, args.fd, host=args.host, port=args.port, ssl_certfile=args.ssl_certfile,
              ssl_keyfile=args.ssl_keyfile)
     return 0

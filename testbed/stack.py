@@ -6,7 +6,18 @@
         call = s.pay(s.chat_url, {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
         call.status, call.payment_response["transaction"]
 
-``python -m testbed.stack`` starts it, prints where everything is (as JSON), and runs until Ctrl-C.
+``solana_stack()`` is the same on Solana: a local SVM node (:class:`testbed.solana_node.SolanaNode`), a
+USDC-like SPL mint, the facilitator with the exact SVM scheme (fee payer) and the server asking for it:
+
+    from testbed.stack import solana_stack
+
+    with solana_stack() as s:
+        call = s.pay(proxy=None)                 # the x402 httpx client with the exact SVM scheme
+        call.payment_response["transaction"]     # the settlement's signature (base58)
+        s.balance(s.payee)                       # the payee's token balance, atomic units
+
+``python -m testbed.stack`` starts it, prints where everything is (as JSON), and runs until Ctrl-C
+(``--solana`` for the Solana stack).
 """
 
 from __future__ import annotations
@@ -133,6 +144,154 @@ def paid_stack(
                         services=[fac, srv])
 
 
+@dataclass
+class SolanaStack:
+    """The Solana paid stack (see :func:`solana_stack`). Keys are ``solders`` objects: ``str()`` gives base58."""
+
+    node: Any                # testbed.solana_node.SolanaNode, serving JSON-RPC on 127.0.0.1
+    mint: Any                # Pubkey of the 6-decimal test mint (SPL Token program)
+    mint_authority: Any      # Keypair that may mint more
+    payer: Any               # Keypair: the client's wallet, owner of the funded token account
+    payee: Any               # Pubkey: the server's payTo (its token account exists)
+    fee_payer: Any           # Keypair: the facilitator's fee payer, funded with SOL
+    network: str
+    facilitator_url: str
+    server_url: str
+    price: int
+    memo: str | None = None
+    services: list = field(default_factory=list, repr=False)
+
+    @property
+    def rpc_url(self) -> str:
+        return self.node.url
+
+    @property
+    def chat_url(self) -> str:
+        return self.server_url + CHAT_PATH
+
+    @property
+    def pay_to(self) -> str:
+        return str(self.payee)
+
+    @property
+    def asset(self) -> str:
+        return str(self.mint)
+
+    def balance(self, owner: Any) -> int:
+        """``owner``'s balance of the test mint (atomic units); ``owner`` a Pubkey, Keypair or base58 string."""
+        from solders.pubkey import Pubkey
+
+        if hasattr(owner, "pubkey"):
+            owner = owner.pubkey()
+        elif isinstance(owner, str):
+            owner = Pubkey.from_string(owner)
+        return self.node.token_balance(owner, self.mint)
+
+    def token_account(self, owner: Any):
+        """``owner``'s associated token account for the test mint."""
+        from .solana_node import ata_address
+
+        return ata_address(owner.pubkey() if hasattr(owner, "pubkey") else owner, self.mint)
+
+    def x402_client(self, payer: Any = None, *, max_amount: int | None = None):
+        """An async ``x402.x402Client`` paying as ``payer`` (default the stack's) with the exact SVM scheme,
+        reading the node for the mint and blockhash; it may spend up to ``max_amount`` (default 100 x price)
+        of the test mint per payment (x402 pays only its known assets unless told)."""
+        from x402 import x402Client
+        from x402.mechanisms.svm.exact import register_exact_svm_client
+        from x402.mechanisms.svm.signers import KeypairSigner
+
+        client = x402Client()
+        register_exact_svm_client(client, KeypairSigner(payer or self.payer), networks=self.network,
+                                  rpc_url=self.node.url)
+        client.set_spend_controls({"allowed_assets": [
+            {"network": self.network, "asset": str(self.mint),
+             "max_amount_per_payment": str(max_amount if max_amount is not None else self.price * 100)}]})
+        return client
+
+    def pay(self, url: str | None = None, body: Any = None, proxy: str | None | bool = None, *,
+            payer: Any = None, **kwargs: Any):
+        """A paid call as ``payer`` (default the stack's payer) with the x402 httpx client; see
+        :func:`testbed.client.pay` for ``proxy``, ``verify``, ``headers``… ``call.payment_response
+        ["transaction"]`` is the settlement's base58 signature."""
+        from .client import pay
+
+        if body is None:
+            body = {"model": "testbed-echo-1", "messages": [{"role": "user", "content": "hello"}]}
+        kwargs.setdefault("x402_client", self.x402_client(payer))
+        return pay(url or self.chat_url, body, proxy=proxy, **kwargs)
+
+    def settlements(self) -> list[dict]:
+        """Every answer the facilitator's /settle gave so far."""
+        from .node import _NO_PROXY_OPENER
+
+        with _NO_PROXY_OPENER.open(self.facilitator_url + "/settlements", timeout=10) as r:
+            return json.loads(r.read())
+
+    def describe(self) -> dict:
+        return {
+            "network": self.network, "rpc_url": self.rpc_url, "mint": str(self.mint), "price": str(self.price),
+            "facilitator_url": self.facilitator_url, "server_url": self.server_url, "chat_url": self.chat_url,
+            "accounts": {
+                "payer": {"pubkey": str(self.payer.pubkey()), "keypair": str(self.payer)},
+                "payee": {"pubkey": str(self.payee)},
+                "fee_payer": {"pubkey": str(self.fee_payer.pubkey()), "keypair": str(self.fee_payer)},
+                "mint_authority": {"pubkey": str(self.mint_authority.pubkey()), "keypair": str(self.mint_authority)},
+            },
+        }
+
+
+SOLANA_DEVNET = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
+"""The CAIP-2 id the Solana stack uses: x402 knows only the public clusters' ids, the RPC URL points to the local node."""
+
+
+@contextlib.contextmanager
+def solana_stack(
+    *,
+    price: int = 10_000,
+    payer_funds: int = 10 * 10**6,
+    fee_payer_lamports: int = 10**9,
+    memo: str | None = None,
+    network: str = SOLANA_DEVNET,
+    node: Any = None,
+    tls: dict | None = None,
+    timeout: float = 30.0,
+) -> Iterator[SolanaStack]:
+    """Start a Solana node (in this process, on 127.0.0.1; or use ``node``, already started), a 6-decimal
+    mint, fund the payer's token account with ``payer_funds``, create the payee's token account, give the
+    fee payer ``fee_payer_lamports``, then the facilitator (exact SVM, that fee payer) and the server
+    (``price`` atomic units per chat; ``memo`` the memo every payment must carry, default a random one).
+
+    ``tls={"cert":…, "key":…}`` serves the resource server over HTTPS (URL host ``localhost``).
+    Everything started here is stopped when the block exits, also on errors.
+    """
+    from solders.keypair import Keypair
+
+    from .facilitator import start_facilitator
+    from .server import start_server
+    from .solana_node import SolanaNode
+
+    with contextlib.ExitStack() as stack:
+        if node is None:
+            node = stack.enter_context(SolanaNode())
+        fee_payer, payer, payee, authority = Keypair(), Keypair(), Keypair().pubkey(), Keypair()
+        # the node is set up while the Python services boot (the facilitator reads it only per payment)
+        fac = stack.enter_context(start_facilitator(None, network, svm_rpc_url=node.url, svm_fee_payer=str(fee_payer),
+                                                    timeout=timeout, wait=False))
+        node.airdrop(fee_payer.pubkey(), fee_payer_lamports)
+        mint = node.create_mint(authority.pubkey(), decimals=6)
+        srv = stack.enter_context(start_server(
+            facilitator_url=fac.url, network=network, asset=str(mint), pay_to=str(payee), price=price,
+            tls=tls, memo=memo, timeout=timeout, wait=False))
+        node.mint_to(mint, authority, payer.pubkey(), payer_funds)
+        node.create_ata(payee, mint)
+        fac.wait_ready(timeout)
+        srv.wait_ready(timeout)
+        yield SolanaStack(node=node, mint=mint, mint_authority=authority, payer=payer, payee=payee,
+                          fee_payer=fee_payer, network=network, facilitator_url=fac.url, server_url=srv.url,
+                          price=price, memo=memo, services=[fac, srv])
+
+
 def _interrupt(*_: Any) -> None:
     raise KeyboardInterrupt
 
@@ -143,8 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m testbed.stack", description="run the paid test stack")
     ap.add_argument("--chain-id", type=int, default=8453)
     ap.add_argument("--price", type=int, default=10_000)
+    ap.add_argument("--solana", action="store_true", help="the Solana stack (local SVM node) instead of anvil")
     args = ap.parse_args(argv)
-    with paid_stack(args.chain_id, price=args.price) as s:
+    started = solana_stack(price=args.price) if args.solana else paid_stack(args.chain_id, price=args.price)
+    with started as s:
         print(json.dumps(s.describe(), indent=2), flush=True)
         signal.signal(signal.SIGTERM, _interrupt)
         with contextlib.suppress(KeyboardInterrupt):

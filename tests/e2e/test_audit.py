@@ -297,6 +297,7 @@ def test_exports_round_trip_and_keep_secrets_out(planted, tmp_path):
         assert SECRET.encode() not in out.read_bytes()
     jsonl = (tmp_path / "receipts.jsonl").read_text().splitlines()
     assert any('"amount":"20000"' in line for line in jsonl), "amounts are exact strings in JSON lines"
+    assert any('"cost":"0.010000000000000000"' in line for line in jsonl), "and so are costs"
 
     har = tmp_path / "calls.har"
     cli(data, "export", "--format", "har", "--out", str(har))
