@@ -5,7 +5,10 @@ the transaction as fee payer and lands it on a local SVM node (testbed/solana_no
 One paid call is made for the whole module; the tests read what it moved on chain and what the recorder
 filed: the decoded payment (payer = the token authority, asset = the mint, the amount, the fee payer),
 the settlement's base58 signature as the payment hash, and none of the transaction's bytes or the
-payer's signature anywhere in the data directory.
+payer's signature anywhere in the data directory; then `receipts verify` over the node's JSON-RPC.
+
+Real: the x402 SDK's client, server and facilitator; the SVM (LiteSVM) with the SPL programs; every
+signature. Ours: the node's JSON-RPC layer, and commitment modelled by slots (testbed/solana_node.py).
 """
 import base64
 import json
@@ -136,3 +139,25 @@ def test_no_transaction_or_payer_signature_is_kept(stack, proxy, paid):
     for name, secret in secrets.items():
         assert secret.lower() not in surface.lower(), f"{name} is in the query surface"
         assert secret.lower() not in journal.lower(), f"{name} is in the journal"
+
+
+def test_receipts_verify_passes_it_once_finalized(stack, proxy, paid, tmp_path):
+    """`receipts verify` over Solana JSON-RPC (the node's), with the facilitator's fee payer configured:
+    pending while the transaction is only confirmed, passed once it is finalized."""
+    config = tmp_path / "receipts.yaml"
+    config.write_text(json.dumps({"networks": {SOLANA_DEVNET: {
+        "rpc": stack.node.url, "facilitators": [str(stack.fee_payer.pubkey())]}}}))
+
+    def verified():
+        out = receipts_cli("verify", "--once", "--config", str(config), data=proxy.data, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return show(proxy, paid["signature"])["receipt"]
+
+    r = verified()
+    assert (r["proof_status"], r["reason"]) == ("pending", "awaiting_finalization"), r
+    stack.node.advance(32)
+    r = verified()
+    assert (r["proof_status"], r["reason"], r["trust"]) == ("passed", None, "single-node"), r
+    latest = json.loads(sql(proxy, "SELECT \"check\", arg_max(result, observed_at) AS result FROM checks GROUP BY 1"))
+    assert {c["check"]: c["result"] for c in latest} == {"signature": "pass", "terms": "pass", "settlement_tx": "pass",
+                                                          "verdict": "passed"}
