@@ -125,7 +125,7 @@ LEFT JOIN settle USING (logical_id)
 LEFT JOIN chal USING (logical_id)
 LEFT JOIN answer USING (logical_id)
 LEFT JOIN histories h USING (logical_id)
-WHERE p.payer IS NOT NULL AND coalesce(h.verdict.proof_status, 'pending') IN ('pending', 'passed')
+WHERE coalesce(h.verdict.proof_status, 'pending') IN ('pending', 'passed')
   AND pay.logical_id NOT IN (SELECT logical_id FROM og_calls) AND {shard}
 """
 
@@ -168,8 +168,25 @@ def terms_check(r: dict) -> Check:
     return Check("terms", "fail", problems[0][0], {"problems": [p for _, p in problems]})
 
 
+ON_CHAIN = ("eip155:", "solana:")  # the networks whose settlements a chain holds
+
+
+def payment_check(r: dict) -> Check:
+    """A paid call whose payment names no payer: one settled off chain (its network is no chain: a
+    provider's own settlement, whose id is kept), or a shape this verifier cannot read (its decode errors
+    are in `payments.errors`): said once, not left `not_verified`."""
+    network = r.get("network") or ""
+    if network and not network.startswith(ON_CHAIN):
+        return Check("settlement_tx", "off_chain", "off_chain",
+                     {"network": network, "settlement_id": r.get("payment_hash") or r.get("settlement_job_id")})
+    return Check("payment", "pending", "unsupported_payment",
+                 {"scheme": r.get("scheme"), "kind": r.get("kind"), "network": network or None})
+
+
 def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> tuple[str, str | None, str | None]:
     """(proof_status, resolution, reason) from the checks of one receipt."""
+    if any(c.result == "off_chain" for c in checks):
+        return "off_chain", None, "off_chain"
     failed, pending, settled = [], [], False
     for c in checks:
         if c.result == "fail":
@@ -364,8 +381,8 @@ def _chain_views(groups: dict, settings: Settings, readers: dict) -> tuple[dict,
     """Per network of the round: its endpoints' views (None: a fault, nothing is decided)."""
     views, faults = {}, []
     for network, rows in groups.items():
-        net = settings.network(network)
-        if net and net.endpoints:
+        net, rows = settings.network(network), [r for r in rows if r.get("payer")]  # (the others: payment_check)
+        if net and net.endpoints and rows:
             views[network] = _network_views(net, rows, faults, readers)
     return views, faults
 
@@ -429,6 +446,9 @@ def _verify_network(network: str, rows: list[dict], settings: Settings, last: di
     chain_now = min((v.head_time for v in views or () if v.head_time), default=None)
     for r in rows:
         summary.seen += 1
+        if not r.get("payer"):
+            events += _changes(r, [payment_check(r)], last, summary, grace, chain_now or time.time())
+            continue
         checks = [signature_check(r), terms_check(r)]
         if not views:
             checks.append(Check("settlement_tx", "pending", "no_rpc_configured", {"network": network}))
