@@ -217,7 +217,11 @@ def bind_lake(con: duckdb.DuckDBPyConnection, *, views: bool = True, kept: bool 
         return at
     con.execute("INSERT INTO folded.scope_ids FROM touched() WHERE logical_id IS NOT NULL")
     con.execute("CREATE OR REPLACE VIEW main.receipts_live AS FROM receipts_of(true)")
-    con.execute(f"CREATE OR REPLACE VIEW receipts AS FROM lake.{lake.KEPT} AT (VERSION => {int(at)}) "
+    kept_rows = f"FROM lake.{lake.KEPT} AT (VERSION => {int(at)})"
+    if not con.execute("SELECT count(*) FROM folded.scope_ids").fetchone()[0]:  # nothing shipped since: the kept rows
+        con.execute(f"CREATE OR REPLACE VIEW receipts AS {kept_rows}")         # (a scoped computation still scans)
+        return at
+    con.execute(f"CREATE OR REPLACE VIEW receipts AS {kept_rows} "
                 "WHERE receipt_id NOT IN (SELECT logical_id FROM folded.scope_ids) UNION ALL FROM main.receipts_live")
     return at
 
