@@ -73,6 +73,49 @@ def permit2_digest(chain: int, permit: dict) -> bytes:
     return keccak(b"\x19\x01" + domain + struct)
 
 
+# The seller's own signed artifacts (x402 `offer-receipt` extension, v1): domain {name, version "1",
+# chainId from the artifact's network}; the types are the spec's, never sent on the wire.
+ARTIFACT_DOMAIN_TYPE = b"EIP712Domain(string name,string version,uint256 chainId)"
+OFFER = b"Offer(string resourceUrl,string scheme,string network,string asset,address payTo,string amount,uint256 maxTimeoutSeconds,uint256 issuedAt)"
+RECEIPT = b"Receipt(string network,string resourceUrl,string payer,uint256 issuedAt,string transaction)"
+
+
+def _text(value) -> bytes:
+    return keccak(str(value).encode())
+
+
+def artifact_digest(kind: str, payload: dict) -> bytes:
+    """The EIP-712 digest of a signed offer or receipt's payload, as transmitted (absent optional fields
+    are 0 or "", as the spec says)."""
+    chain = chain_id(payload.get("network"))
+    if chain is None:
+        raise ValueError("an EIP-712 artifact needs an eip155 network")
+    if kind == "offer":
+        struct = keccak(keccak(OFFER) + _text(payload["resourceUrl"]) + _text(payload["scheme"]) + _text(payload["network"])
+                        + _text(payload["asset"]) + _address(payload["payTo"]) + _text(payload["amount"])
+                        + _uint(payload.get("maxTimeoutSeconds") or 0) + _uint(payload.get("issuedAt") or 0))
+    else:
+        struct = keccak(keccak(RECEIPT) + _text(payload["network"]) + _text(payload["resourceUrl"]) + _text(payload["payer"])
+                        + _uint(payload["issuedAt"]) + _text(payload.get("transaction") or ""))
+    domain = keccak(keccak(ARTIFACT_DOMAIN_TYPE) + _text(f"x402 {kind}") + _text("1") + _uint(chain))
+    return keccak(b"\x19\x01" + domain + struct)
+
+
+def artifact_signer(kind: str, artifact: object) -> tuple[str | None, str | None]:
+    """(who signed this offer or receipt, None) or (None, why not); never raises. JWS artifacts name their
+    key by a DID URL (`kid`), which is not resolved here."""
+    try:
+        if not isinstance(artifact, dict):
+            return None, f"the {kind} is not an object"
+        if artifact.get("format") == "jws":
+            return None, "a JWS artifact: its key (kid) is not resolved here"
+        if artifact.get("format") != "eip712" or not isinstance(artifact.get("payload"), dict):
+            return None, f"the {kind} is neither eip712 with a payload nor jws"
+        return recover(artifact_digest(kind, artifact["payload"]), str(artifact.get("signature", ""))), None
+    except Exception as exc:  # a malformed artifact is a capture-time note, never an exception
+        return None, f"{kind} signature not recoverable: {exc}"
+
+
 def recover(digest: bytes, signature: str) -> str:
     """The address whose key made this 65-byte signature over `digest` (0x-prefixed, lowercase)."""
     from coincurve import PublicKey

@@ -41,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from . import solana
+from . import eip712, solana
 
 MAX_B64_BYTES = 64 * 1024
 _MAX_INT64 = 2**63 - 1
@@ -278,7 +278,8 @@ def parse_challenge(obj: object) -> dict[str, Any]:
 
 
 def _empty_challenge() -> dict[str, Any]:
-    return {"x402_version": None, "error": None, "resource": None, "accepts": [], "errors": []}
+    return {"x402_version": None, "error": None, "resource": None, "accepts": [], "extensions": None,
+            "offers": [], "errors": []}
 
 
 def _parse_challenge(obj: object) -> dict[str, Any]:
@@ -291,6 +292,12 @@ def _parse_challenge(obj: object) -> dict[str, Any]:
     result["error"] = _str_field(obj, "error", "challenge", errors)
     top = _resource_info(obj.get("resource"), "challenge.resource", errors)
     result["resource"] = top["url"]
+    extensions = _dict_field(obj, "extensions", "challenge", errors)
+    if extensions:  # (bazaar, sign-in-with-x, payment-identifier, offer-receipt …: kept whole)
+        result["extensions"] = extensions
+        info = extensions.get("offer-receipt", {}).get("info") if isinstance(extensions.get("offer-receipt"), dict) else None
+        offers = info.get("offers") if isinstance(info, dict) else None
+        result["offers"] = [seller_artifact("offer", o) for o in offers[:64]] if isinstance(offers, list) else []
     accepts = obj.get("accepts")
     if not isinstance(accepts, list):
         errors.append("challenge.accepts missing or not a list")
@@ -480,7 +487,7 @@ def _signed_tx_sha256(value: object) -> str | None:
 
 def _empty_settlement() -> dict[str, Any]:
     keys = ("success", "tx_hash", "job_id", "network", "payer", "amount",
-            "error_reason", "error_message")
+            "error_reason", "error_message", "extensions", "seller_receipt")
     result: dict[str, Any] = dict.fromkeys(keys)
     result["errors"] = []
     return result
@@ -508,7 +515,21 @@ def _parse_settlement(obj: object) -> dict[str, Any]:
     result["amount"] = _uint_field(obj, "amount", "settlement", errors)
     result["error_reason"] = _str_field(obj, "errorReason", "settlement", errors)
     result["error_message"] = _str_field(obj, "errorMessage", "settlement", errors)
+    extensions = _dict_field(obj, "extensions", "settlement", errors)
+    if extensions:
+        result["extensions"] = extensions  # (kept whole: the seller's own statements)
+        receipt = ((extensions.get("offer-receipt") or {}).get("info") or {}).get("receipt") \
+            if isinstance(extensions.get("offer-receipt"), dict) else None
+        result["seller_receipt"] = seller_artifact("receipt", receipt) if receipt is not None else None
     return result
+
+
+def seller_artifact(kind: str, artifact: object) -> dict[str, Any]:
+    """A signed offer or receipt of the `offer-receipt` extension as it came (its signature is the
+    seller's statement, not a secret), with the address that signed it recovered."""
+    signer, why = eip712.artifact_signer(kind, artifact)
+    shown = artifact if isinstance(artifact, dict) else {"value": artifact}
+    return {**shown, "signer": signer, "signer_error": why}
 
 
 def _transaction(obj: dict, result: dict, errors: list[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import unicodedata
 from datetime import datetime
 from decimal import Decimal
@@ -150,6 +151,7 @@ def receipt_text(r: dict, details: dict) -> str:
     for s in details.get("settlements", []):
         lines.append(f"Settlement    success={safe(s.get('success'))} tx={safe(s.get('tx_hash'))} "
                      f"job={safe(s.get('job_id'))} {safe(s.get('error_reason') or '')}".rstrip())
+        lines += _seller_receipt_lines(s.get("seller_receipt"), r.get("seller_receipt"))
     checks = details.get("checks", [])
     tx = _latest_detail(checks, "settlement_tx") or _latest_detail(checks, "session_settlement")
     if tx.get("block") is not None:
@@ -168,6 +170,18 @@ def receipt_text(r: dict, details: dict) -> str:
             lines.append(f"  {safe(c['observed_at'])}  {safe(c['check'])} = {safe(c['result'])}"
                          + (f" ({safe(c['reason'])})" if c.get("reason") else "") + f"  {safe(c.get('detail'), 300)}")
     return "\n".join(lines)
+
+
+def _seller_receipt_lines(raw, status) -> list[str]:
+    """The seller's signed receipt a settlement carried (the `offer-receipt` extension): evidence."""
+    if not raw:
+        return []
+    doc = json.loads(raw) if isinstance(raw, str) else raw
+    payload = doc.get("payload") if isinstance(doc.get("payload"), dict) else {}
+    said = "  ".join(f"{k}={safe(payload.get(k))}" for k in ("payer", "network", "resourceUrl", "issuedAt", "transaction")
+                     if payload.get(k) not in (None, ""))
+    return [f"  seller's receipt ({safe(status)}, {safe(doc.get('format'))}, signed by "
+            f"{safe(doc.get('signer') or doc.get('signer_error'))}): {said}".rstrip()]
 
 
 def _trust_line(r: dict) -> list[str]:

@@ -99,15 +99,16 @@ FROM (
           WHERE c[4] IS NOT NULL));
 
 -- table: settlements
--- Settlement results servers returned (PAYMENT-RESPONSE / X-PAYMENT-RESPONSE).
+-- Settlement results servers returned (PAYMENT-RESPONSE / X-PAYMENT-RESPONSE). `seller_receipt`: the
+-- seller's signed receipt (the `offer-receipt` extension) as it came, with the address that signed it.
 SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS seen_at,
        x[1] AS header, TRY_CAST(x[2] AS BOOLEAN) AS success, x[3] AS tx_hash, x[4] AS job_id, x[5] AS network,
        x[6] AS payer, TRY_CAST(x[7] AS DECIMAL(38, 0)) AS amount, x[8] AS error_reason, x[9] AS error_message,
-       TRY_CAST(x[10] AS VARCHAR[]) AS errors
+       TRY_CAST(x[10] AS VARCHAR[]) AS errors, x[11]::JSON AS seller_receipt
 FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.settlement.header', '$.settlement.success', '$.settlement.tx_hash', '$.settlement.job_id',
         '$.settlement.network', '$.settlement.payer', '$.settlement.amount', '$.settlement.error_reason',
-        '$.settlement.error_message', '$.settlement.errors']) AS x
+        '$.settlement.error_message', '$.settlement.errors', '$.settlement.seller_receipt']) AS x
       FROM {events} WHERE type = 'response')
 WHERE x[1] IS NOT NULL;
 

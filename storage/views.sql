@@ -221,7 +221,8 @@ grp AS (
            bool_or(success)                                             AS success,
            count(DISTINCT tx_hash)                                      AS settlements,
            list(DISTINCT tx_hash ORDER BY tx_hash) FILTER (WHERE tx_hash IS NOT NULL) AS txs,  -- (EVM: lower case at capture; base58 keeps its case)
-           max(amount)                                                  AS max_settled
+           max(amount)                                                  AS max_settled,
+           bool_or(seller_receipt IS NOT NULL)                          AS has_seller_receipt
     FROM settlements WHERE in_scope(scoped, logical_id) GROUP BY logical_id
 ), last_check AS (  -- the latest verdict, as a whole (arg_max skips NULLs, so pack the fields)
     SELECT logical_id, v.proof_status, v.resolution, v.reason, v.tx, v.session_amount, verdict_at FROM (
@@ -238,6 +239,9 @@ grp AS (
     SELECT receipt_id AS logical_id, arg_max(detail->>'trust', observed_at) AS trust
     FROM checks WHERE "check" IN ('settlement_tx', 'session_settlement') AND result = 'pass' AND in_scope(scoped, receipt_id)
     GROUP BY receipt_id
+), seller AS (  -- the latest result of the check of the seller's signed receipt
+    SELECT receipt_id AS logical_id, arg_max(result, observed_at) AS result
+    FROM checks WHERE "check" = 'seller_receipt' AND in_scope(scoped, receipt_id) GROUP BY receipt_id
 ), sess AS (SELECT * FROM sessions_of(scoped))
 SELECT
     grp.logical_id                                                  AS receipt_id,
@@ -319,6 +323,8 @@ SELECT
     grp.last_seen,
     settle.job_id                                                   AS settlement_job_id,
     settle.success                                                  AS settlement_success,
+    CASE seller.result WHEN 'pass' THEN 'valid' WHEN 'fail' THEN 'invalid'
+         ELSE CASE WHEN settle.has_seller_receipt THEN 'not_verified' ELSE 'absent' END END AS seller_receipt,
     grp.host,
     grp.path,
     grp.app,
@@ -335,6 +341,7 @@ LEFT JOIN settle USING (logical_id)
 LEFT JOIN last_check USING (logical_id)
 LEFT JOIN settled USING (logical_id)
 LEFT JOIN trust USING (logical_id)
+LEFT JOIN seller USING (logical_id)
 LEFT JOIN sess ON sess.session_id = grp.session_id;
 
 -- The logical calls whose receipts the tail changes (folded.tail_*: the events folded on the fly, or those

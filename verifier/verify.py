@@ -34,6 +34,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import orjson
+
 from receipts.storage import db
 from receipts.storage.config import Settings
 from receipts.storage.journal import Journal
@@ -92,7 +94,8 @@ WITH req AS MATERIALIZED (  -- the exchanges of one part's calls (materialized: 
 ), settle AS (  -- each call's settlements (PAYMENT-RESPONSE): the latest tx hash and job id, how many
     SELECT r.logical_id, arg_max(s.tx_hash, s.seen_at) FILTER (WHERE s.tx_hash IS NOT NULL) AS payment_hash,
            arg_max(s.job_id, s.seen_at) FILTER (WHERE s.job_id IS NOT NULL) AS settlement_job_id,
-           count(DISTINCT s.tx_hash) AS settlement_count
+           count(DISTINCT s.tx_hash) AS settlement_count,
+           arg_max(s.seller_receipt, s.seen_at) FILTER (WHERE s.seller_receipt IS NOT NULL) AS seller_receipt
     FROM folded.settlements s JOIN req r USING (receipt_id) GROUP BY r.logical_id
 ), answer AS (  -- the HTTP status of each call's last attempt (calls.status: its latest answer; NULL: none)
     SELECT r.logical_id, arg_max({'status': a.status}, r.ts).status AS status
@@ -116,7 +119,7 @@ SELECT pay.logical_id AS receipt_id, p.payer, p.pay_to, p.asset, p.scheme, p.kin
        CASE WHEN p.scheme = 'exact' THEN p.amount END AS signed_amount,
        CASE WHEN p.scheme = 'upto' THEN p.amount END AS amount_cap,
        c.amount AS max_amount_required, c.pay_to AS challenge_pay_to, c.asset AS challenge_asset,
-       c.network AS challenge_network, settle.payment_hash, settle.settlement_job_id,
+       c.network AS challenge_network, settle.payment_hash, settle.settlement_job_id, settle.seller_receipt,
        coalesce(settle.settlement_count, 0) AS settlement_count, payment_count, answer.status,
        h.verdict.proof_status AS last_status, h.verdict.resolution AS last_resolution,
        h.verdict.reason AS last_reason, h.history
@@ -168,6 +171,28 @@ def terms_check(r: dict) -> Check:
     return Check("terms", "fail", problems[0][0], {"problems": [p for _, p in problems]})
 
 
+def seller_receipt_check(r: dict) -> Check | None:
+    """The seller's signed receipt (the `offer-receipt` extension), when the server sent one: signed by
+    `pay_to` (the spec's simplest authorization; any other signer is not the seller's), and saying what
+    was paid (payer, network, and the settlement transaction when it names one). None: no receipt."""
+    raw = r.get("seller_receipt")
+    if not raw:
+        return None
+    doc = orjson.loads(raw) if isinstance(raw, (str, bytes)) else raw
+    payload = doc.get("payload") if isinstance(doc.get("payload"), dict) else {}
+    detail = {"format": doc.get("format"), "payload": payload, "signer": doc.get("signer")}
+    if not doc.get("signer"):
+        return Check("seller_receipt", "fail", "seller_receipt_unverifiable", {**detail, "why": doc.get("signer_error")})
+    if doc["signer"].lower() != (r.get("pay_to") or "").lower():
+        return Check("seller_receipt", "fail", "seller_receipt_invalid", {**detail, "why": "not signed by pay_to"})
+    said = {"payer": payload.get("payer"), "network": payload.get("network"), "transaction": payload.get("transaction") or None}
+    paid = {"payer": r.get("payer"), "network": r.get("network"), "transaction": r.get("payment_hash")}
+    wrong = [k for k, v in said.items() if v is not None and str(v).lower() != str(paid[k] or "").lower()]
+    if wrong:
+        return Check("seller_receipt", "fail", "seller_receipt_disagrees", {**detail, "differs": wrong})
+    return Check("seller_receipt", "pass", None, detail)
+
+
 ON_CHAIN = ("eip155:", "solana:")  # the networks whose settlements a chain holds
 
 
@@ -187,9 +212,11 @@ def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> t
     """(proof_status, resolution, reason) from the checks of one receipt."""
     if any(c.result == "off_chain" for c in checks):
         return "off_chain", None, "off_chain"
-    failed, pending, settled = [], [], False
+    failed, pending, settled, seller = [], [], False, []
     for c in checks:
-        if c.result == "fail":
+        if c.name == "seller_receipt":  # the seller's word: one that disagrees makes the receipt risky, not failed
+            seller += [c.reason] if c.result == "fail" else []
+        elif c.result == "fail":
             failed.append(c)
         elif c.result == "pending":
             pending.append(c)
@@ -209,6 +236,7 @@ def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> t
         if r.get("settlement_ever_passed"):  # it was on chain, a reorg took it, it never came back
             return "failed", None, "settlement_disappeared"
         risks.append("pending_past_deadline")
+    risks += seller  # (after the payment's own risks)
     if risks or failed:
         if any(c.name == "refund" and c.result == "pass" for c in checks):
             return status, "refunded", (risks or [reason])[0]
@@ -449,7 +477,7 @@ def _verify_network(network: str, rows: list[dict], settings: Settings, last: di
         if not r.get("payer"):
             events += _changes(r, [payment_check(r)], last, summary, grace, chain_now or time.time())
             continue
-        checks = [signature_check(r), terms_check(r)]
+        checks = [signature_check(r), terms_check(r)] + [c for c in [seller_receipt_check(r)] if c]
         if not views:
             checks.append(Check("settlement_tx", "pending", "no_rpc_configured", {"network": network}))
         else:

@@ -414,7 +414,7 @@ def test_settlement_with_tx_hash() -> None:
     assert result == {
         "success": True, "tx_hash": TX_HASH.lower(), "job_id": None,
         "network": "eip155:8453", "payer": PAYER, "amount": "4200",
-        "error_reason": None, "error_message": None, "errors": [],
+        "error_reason": None, "error_message": None, "extensions": None, "seller_receipt": None, "errors": [],
     }
 
 
@@ -529,3 +529,51 @@ def test_parse_svm_exact_payment_and_its_settlement() -> None:
     settled = parse_settlement({"success": True, "transaction": signature, "network": entry["network"]})
     assert settled["tx_hash"] == signature and settled["job_id"] is None
     assert parse_settlement({"success": True, "transaction": "payment-123"})["job_id"] == "payment-123"
+
+
+# ---------------------------------------------------------------- the offer-receipt extension
+
+def _signed(kind: str, payload: dict, account) -> dict:
+    """A seller's EIP-712 offer or receipt, signed with eth_account (the spec's types, §4.3 and §5.3)."""
+    from eth_account.messages import encode_typed_data
+
+    fields = {"offer": [("resourceUrl", "string"), ("scheme", "string"), ("network", "string"), ("asset", "string"),
+                        ("payTo", "address"), ("amount", "string"), ("maxTimeoutSeconds", "uint256"),
+                        ("issuedAt", "uint256")],
+              "receipt": [("network", "string"), ("resourceUrl", "string"), ("payer", "string"),
+                          ("issuedAt", "uint256"), ("transaction", "string")]}[kind]
+    primary = kind.capitalize()
+    typed = {"types": {"EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                                        {"name": "chainId", "type": "uint256"}],
+                       primary: [{"name": n, "type": t} for n, t in fields]},
+             "primaryType": primary, "domain": {"name": f"x402 {kind}", "version": "1", "chainId": 8453},
+             "message": payload}
+    signature = account.sign_message(encode_typed_data(full_message=typed)).signature.hex()
+    return {"format": "eip712", "payload": payload, "signature": "0x" + signature.removeprefix("0x")}
+
+
+def test_the_sellers_signed_offer_and_receipt_are_kept_with_their_signer() -> None:
+    from eth_account import Account
+
+    seller = Account.create()
+    offer = _signed("offer", {"resourceUrl": URL, "scheme": "exact", "network": "eip155:8453", "asset": OPG_BASE,
+                              "payTo": seller.address, "amount": "10000", "maxTimeoutSeconds": 60,
+                              "issuedAt": 1703123456}, seller)
+    challenge = parse_challenge({"x402Version": 2, "accepts": [v2_upto_entry()], "extensions": {
+        "offer-receipt": {"info": {"version": 1, "offers": [offer]}}, "bazaar": {"info": {"input": {}}}}})
+    assert challenge["errors"] == [] and set(challenge["extensions"]) == {"offer-receipt", "bazaar"}
+    assert challenge["offers"][0]["signer"] == seller.address.lower() and challenge["offers"][0]["payload"] == offer["payload"]
+
+    receipt = _signed("receipt", {"network": "eip155:8453", "resourceUrl": URL, "payer": PAYER, "issuedAt": 1703123457,
+                                  "transaction": TX_HASH}, seller)
+    settled = parse_settlement({"success": True, "transaction": TX_HASH, "network": "eip155:8453", "payer": PAYER,
+                                "extensions": {"offer-receipt": {"info": {"version": 1, "receipt": receipt}}}})
+    assert settled["errors"] == [] and settled["seller_receipt"]["signer"] == seller.address.lower()
+    assert settled["seller_receipt"]["payload"]["transaction"] == TX_HASH
+    forged = {**receipt, "payload": {**receipt["payload"], "payer": "0x" + "9" * 40}}  # another payer, same signature
+    other = parse_settlement({"success": True, "transaction": TX_HASH,
+                              "extensions": {"offer-receipt": {"info": {"receipt": forged}}}})
+    assert other["seller_receipt"]["signer"] not in (None, seller.address.lower())
+    jws = parse_settlement({"success": True, "extensions": {"offer-receipt": {"info": {"receipt": {
+        "format": "jws", "signature": "e30.e30.c2ln"}}}}})
+    assert jws["seller_receipt"]["signer"] is None and "kid" in jws["seller_receipt"]["signer_error"]

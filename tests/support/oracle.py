@@ -11,9 +11,11 @@ VIEWS = ("calls", "challenges", "payments", "settlements", "checks", "sessions",
 NEW_ONLY = {"challenges": ["item"],  # columns the fold added, and cost (issue 12)
             "calls": ["cost", "cost_currency", "price_table"],
             "payments": ["memo", "token_account", "recent_blockhash"],  # (Solana payments', issue 14)
+            "settlements": ["seller_receipt"],  # (the offer-receipt extension, issue 14)
             "receipts": ["amount_decimal", "proof_status_at", "settlement_check", "settlement_checked_at",
                          "settlement_txs", "max_settled_amount", "payment_amount", "deadline", "prompt_tokens",
-                         "completion_tokens", "latency_ms", "cost", "cost_currency", "cost_source", "price_table"]}
+                         "completion_tokens", "latency_ms", "cost", "cost_currency", "cost_source", "price_table",
+                         "seller_receipt"]}
 
 
 def rows(con, view: str, exclude=()) -> list[tuple]:

@@ -12,7 +12,9 @@ prints ``READY <port>`` on stdout once listening.  Or import it::
 
 Routes (JSON bodies):
   GET  /health                       {"ok": true}
-  POST /v1/chat/completions          x402 v2 exact/EIP-3009 (PAYMENT-SIGNATURE or X-PAYMENT)
+  POST /v1/chat/completions          x402 v2 exact/EIP-3009 (PAYMENT-SIGNATURE or X-PAYMENT); with
+                                     X-Test-Seller-Key, the settlement carries a signed seller receipt;
+                                     X-Test-Pay-To chooses the challenge's payTo
   POST /v1/free/chat/completions     no payment
   POST /v1/legacy/chat/completions   x402 v1 (402 JSON body, X-PAYMENT, X-PAYMENT-RESPONSE)
   POST /v1/jobid/chat/completions    like v2, settlement ``transaction`` is ``payment-<uuid4>``
@@ -308,8 +310,8 @@ class _Handler(BaseHTTPRequestHandler):
                     self._send(402, x402_wire.challenge_v1(PAY_TO, ASSET, AMOUNT, network=NETWORK_V1,
                                                            resource=resource, extra=EXTRA))
                 else:
-                    chal = x402_wire.challenge_v2(PAY_TO, ASSET, AMOUNT, network=NETWORK,
-                                                  resource=resource, extra=EXTRA)
+                    chal = x402_wire.challenge_v2(self.headers.get("X-Test-Pay-To") or PAY_TO, ASSET, AMOUNT,
+                                                  network=NETWORK, resource=resource, extra=EXTRA)
                     self._send(402, {}, {"PAYMENT-REQUIRED": x402_wire.b64json(chal)})
                 return
             try:
@@ -330,7 +332,12 @@ class _Handler(BaseHTTPRequestHandler):
                 net = payment.get("network") if isinstance(payment.get("network"), str) else NETWORK_V1
                 settle_headers["X-PAYMENT-RESPONSE"] = x402_wire.b64json(x402_wire.settlement(tx, payer, net))
             else:
-                settle_headers["PAYMENT-RESPONSE"] = x402_wire.b64json(x402_wire.settlement(tx, payer, NETWORK))
+                settled = x402_wire.settlement(tx, payer, NETWORK)
+                if self.headers.get("X-Test-Seller-Key"):  # a signed receipt (offer-receipt), as the test asks:
+                    said = self.headers.get("X-Test-Seller-Says-Payer") or payer  # (a lying one names another payer)
+                    settled["extensions"] = x402_wire.seller_receipt(self.headers["X-Test-Seller-Key"], NETWORK, resource,
+                                                                     said, tx)
+                settle_headers["PAYMENT-RESPONSE"] = x402_wire.b64json(settled)
 
         # ---- injected status
         injected = self.headers.get("X-Test-Status")

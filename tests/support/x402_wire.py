@@ -267,6 +267,27 @@ def settlement(
     return out
 
 
+def seller_receipt(key: str, network: str, resource_url: str, payer: str, transaction: str = "",
+                   issued_at: int = 1703123456) -> dict:
+    """A seller's signed receipt (x402 `offer-receipt` extension, EIP-712 with the spec's types), signed
+    with eth_account by `key`, as `extensions` of a SettleResponse."""
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+
+    payload = {"network": network, "resourceUrl": resource_url, "payer": payer, "issuedAt": issued_at,
+               "transaction": transaction}
+    typed = {"types": {"EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                                        {"name": "chainId", "type": "uint256"}],
+                       "Receipt": [{"name": "network", "type": "string"}, {"name": "resourceUrl", "type": "string"},
+                                   {"name": "payer", "type": "string"}, {"name": "issuedAt", "type": "uint256"},
+                                   {"name": "transaction", "type": "string"}]},
+             "primaryType": "Receipt", "domain": {"name": "x402 receipt", "version": "1",
+                                                  "chainId": int(network.split(":")[1])}, "message": payload}
+    signature = Account.from_key(key).sign_message(encode_typed_data(full_message=typed)).signature.hex()
+    return {"offer-receipt": {"info": {"version": 1, "receipt": {
+        "format": "eip712", "payload": payload, "signature": "0x" + signature.removeprefix("0x")}}}}
+
+
 # --------------------------------------------------------------------------
 # random values
 
