@@ -9,6 +9,7 @@ URLs. Pages carry no inline script or style: the Content-Security-Policy forbids
 from __future__ import annotations
 
 import html
+import json
 import re
 from datetime import datetime, timezone
 from urllib.parse import quote, urlencode
@@ -97,6 +98,19 @@ def message_page(title: str, text: str, status: dict) -> str:
 
 # ---- the list -------------------------------------------------------------------------------------
 STATUS_CLASSES = ("passed", "pending", "failed", "unpaid", "risky", "refunded", "retried")
+
+
+def _seller_receipt(r: dict, details: dict) -> str:
+    """The seller's signed receipt (offer-receipt extension) of the latest settlement that carried one."""
+    raw = next((s["seller_receipt"] for s in reversed(details.get("settlements", [])) if s.get("seller_receipt")), None)
+    if not raw:
+        return f'<span id="seller-receipt">{h(r.get("seller_receipt") or "absent")}</span>'
+    doc = json.loads(raw) if isinstance(raw, str) else raw
+    payload = doc.get("payload") if isinstance(doc.get("payload"), dict) else {}
+    said = " · ".join(f"{k} {payload[k]}" for k in ("payer", "resourceUrl", "issuedAt", "transaction") if payload.get(k))
+    return (f'<span id="seller-receipt">{h(r.get("seller_receipt"))}</span> <span class="sub">{h(doc.get("format"))}, '
+            f'signed by <span class="mono">{h(doc.get("signer") or doc.get("signer_error"))}</span></span>'
+            f'<div class="sub">{h(said)}</div>')
 
 
 def status_badge(proof_status, resolution=None, reason=None) -> dict:
@@ -297,7 +311,7 @@ def timeline(r: dict, details: dict) -> list[dict]:
         steps.append({"at": s.get("seen_at"), "kind": "settlement",
                       "title": "server reported settlement " + ("success" if s.get("success") else "failure"),
                       "evidence": [("tx", s.get("tx_hash")), ("job", s.get("job_id")), ("network", s.get("network")),
-                                   ("error", s.get("error_reason"))]})
+                                   ("error", s.get("error_reason")), ("seller's signed receipt", s.get("seller_receipt"))]})
     passes: dict = {}
     for c in details.get("checks", []):
         passes.setdefault(c.get("observed_at"), []).append(c)
@@ -385,6 +399,7 @@ def receipt_page(r: dict, details: dict, doc_json: str, status: dict, explorer: 
         ("Scheme", f"{h(r.get('scheme'))} {h(r.get('kind') or '')}"),
         ("Nonce", _addr(r.get("nonce"))),
         ("Settlement job", _addr(r.get("settlement_job_id"))),
+        ("Seller's receipt", _seller_receipt(r, details)),
     ])
     calls = details.get("calls", [])
     last = calls[-1] if calls else {}

@@ -14,6 +14,7 @@ from eth_account import Account
 from support import upstream as U
 from support import x402_wire as W
 from support.proc import ProxyProcess, receipts_cli, wait_for
+from support.serve import ServeProcess
 
 BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "a receipt, please"}]}
 
@@ -68,3 +69,8 @@ def test_the_sellers_receipt_is_kept_checked_and_shown(tmp_path, tls, upstream):
         doc = json.loads(receipts_cli("show", "--json", calls["valid"], data=proxy.data).stdout)
         kept = json.loads(doc["settlements"][0]["seller_receipt"])
         assert kept["signature"].startswith("0x") and kept["signer"] == seller.address.lower()
+
+    with ServeProcess(tmp_path / "data") as serve:  # the receipt page shows it too (escaped, as every value)
+        page = serve.get("/receipt/" + calls["valid"]).text
+        assert 'id="seller-receipt">valid<' in page and seller.address.lower() in page
+        assert 'id="seller-receipt">invalid<' in serve.get("/receipt/" + calls["lying"]).text
