@@ -136,11 +136,35 @@ def chain_id(network: str | None) -> int | None:
     return None
 
 
+ERC6492_SUFFIX = bytes.fromhex("64926492" * 8)  # ends a signature of a wallet not deployed yet (ERC-6492)
+SMART_WALLET = "smart_wallet"  # the start of signer_error for a contract wallet's signature (verify.py reads it)
+
+
+def smart_wallet(signature: object) -> str | None:
+    """Why a payment signature is a contract wallet's, as signer_error says it (None: an EOA's 65 bytes,
+    or not a hex signature at all). ERC-1271: any other length, checked by the wallet's isValidSignature;
+    ERC-6492: wrapped as abi.encode(factory, factoryCalldata, signature) + a magic suffix, for a wallet
+    that its factory deploys first. Either is checked on chain by the token when it settles."""
+    try:
+        raw = bytes.fromhex(str(signature).removeprefix("0x"))
+    except ValueError:
+        return None
+    if len(raw) in (0, 65):
+        return None
+    if raw.endswith(ERC6492_SUFFIX) and len(raw) >= 32 * 3 + len(ERC6492_SUFFIX):
+        factory = "0x" + raw[12:32].hex()
+        return f"{SMART_WALLET} (ERC-6492, deployed by factory {factory}): checked on chain by its settlement"
+    return f"{SMART_WALLET} (ERC-1271, a {len(raw)}-byte signature): checked on chain by its settlement"
+
+
 def signer(obj: object, network: str | None, asset: str | None, extra: dict | None) -> tuple[str | None, str | None]:
     """(recovered signer, None) or (None, why not) for an EIP-3009 or Permit2 payload; never raises."""
     try:
         payload = obj.get("payload") if isinstance(obj, dict) else None
         payload = payload if isinstance(payload, dict) else {}
+        wallet = smart_wallet(payload.get("signature"))
+        if wallet:
+            return None, wallet
         auth, permit = payload.get("authorization"), payload.get("permit2Authorization")
         if isinstance(permit, dict) and chain_id(network) is not None:
             return recover(permit2_digest(chain_id(network), permit), str(payload.get("signature", ""))), None

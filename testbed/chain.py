@@ -103,6 +103,15 @@ def deploy_token(w3_or_url: Any, deployer: DevAccount = DEPLOYER, *, timeout: fl
     return w3.to_checksum_address(receipt["contractAddress"])
 
 
+def deploy_wallet(w3_or_url: Any, owner: str, deployer: DevAccount = DEPLOYER, *, timeout: float = 30.0) -> str:
+    """Deploy a TestWallet (a smart-contract wallet: ERC-1271 signatures `abi.encode(0, ecdsa)` by `owner`)."""
+    w3 = _w3(w3_or_url)
+    art = load_artifact("TestWallet")
+    factory = w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
+    tx = factory.constructor(w3.to_checksum_address(owner)).build_transaction({"from": deployer.address, "gas": 1_000_000})
+    return w3.to_checksum_address(_send(w3, tx, deployer, timeout)["contractAddress"])
+
+
 def mint(w3_or_url: Any, token: str, to: str, amount: int, *, sender: DevAccount = DEPLOYER,
          timeout: float = 30.0) -> dict:
     """Mint ``amount`` atomic units to ``to`` (anyone may mint the test token); returns the receipt."""

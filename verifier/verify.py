@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from receipts.addon.eip712 import SMART_WALLET
 from receipts.storage import db
 from receipts.storage.config import Settings
 from receipts.storage.journal import Journal
@@ -144,11 +145,23 @@ class Summary:
 
 
 def signature_check(r: dict) -> Check:
+    """The payment's signature: recovered at capture to the payer (an EOA); a contract wallet's (ERC-1271,
+    ERC-6492) is checked on chain by the token when it settles (`by_settlement`), since the signature itself
+    is never stored."""
+    if (r.get("signer_error") or "").startswith(SMART_WALLET):
+        return Check("signature", "pending", "smart_wallet_signature", {"why": r["signer_error"]})
     if r.get("signer"):
         ok = r["signer"].lower() == (r.get("payer") or "").lower()
         return Check("signature", "pass" if ok else "fail", None if ok else "signature_mismatch",
                      {"signer": r["signer"], "payer": r.get("payer")})
     return Check("signature", "pending", "signature_unverifiable", {"why": r.get("signer_error")})
+
+
+def by_settlement(signature: Check, settlement: Check) -> Check:
+    """A contract wallet's signature, proved by the settlement that passed: the token (EIP-3009's
+    `AuthorizationUsed` of the payer and nonce, or Permit2's transfer) accepted it on chain, asking the
+    wallet's isValidSignature (ERC-1271) or deploying it first (ERC-6492)."""
+    return Check("signature", "pass", None, {**signature.detail, "by": "settlement", "tx": settlement.detail.get("tx_hash")})
 
 
 def terms_check(r: dict) -> Check:
@@ -487,6 +500,8 @@ def _verify_network(network: str, rows: list[dict], settings: Settings, last: di
                 summary.statuses["passed"] = summary.statuses.get("passed", 0) + 1
                 continue
             checks += settled
+            if settled[0].result == "pass" and checks[0].reason == "smart_wallet_signature":
+                checks[0] = by_settlement(checks[0], settled[0])
         events += _changes(r, checks, last, summary, grace, chain_now or time.time())
     return events
 

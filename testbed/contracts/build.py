@@ -1,6 +1,6 @@
 """Compile the test bed's Solidity offline with solc-js into committed JSON artifacts.
 
-    .venv/bin/python -m testbed.contracts.build            # rewrite TestUSDC.json
+    .venv/bin/python -m testbed.contracts.build            # rewrite TestUSDC.json and TestWallet.json
     .venv/bin/python -m testbed.contracts.build --check    # exit 1 if the artifact is stale
 
 The compile is ``solcjs --bin --abi --optimize`` (solc 0.8.37, 200 runs, the compiler's default EVM
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CONTRACTS = {"TestUSDC": "TestUSDC.sol"}
+CONTRACTS = {"TestUSDC": "TestUSDC.sol", "TestWallet": "TestWallet.sol"}
 
 
 def artifact_path(name: str = "TestUSDC") -> Path:

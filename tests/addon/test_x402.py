@@ -577,3 +577,22 @@ def test_the_sellers_signed_offer_and_receipt_are_kept_with_their_signer() -> No
     jws = parse_settlement({"success": True, "extensions": {"offer-receipt": {"info": {"receipt": {
         "format": "jws", "signature": "e30.e30.c2ln"}}}}})
     assert jws["seller_receipt"]["signer"] is None and "kid" in jws["seller_receipt"]["signer_error"]
+
+
+# ---------------------------------------------------------------- contract wallets' signatures
+
+def test_a_contract_wallets_signature_is_named_not_recovered() -> None:
+    from eth_abi import encode
+
+    from receipts.addon import eip712
+
+    ecdsa = bytes(range(65))
+    erc1271 = "0x" + encode(["uint256", "bytes"], [0, ecdsa]).hex()
+    factory = "0x" + "ab" * 20
+    erc6492 = "0x" + (encode(["address", "bytes", "bytes"], [factory, b"\x01\x02", ecdsa]) + eip712.ERC6492_SUFFIX).hex()
+    assert eip712.smart_wallet("0x" + ecdsa.hex()) is None and eip712.smart_wallet(None) is None
+    assert eip712.smart_wallet(erc1271).startswith("smart_wallet (ERC-1271, a 192-byte signature)")
+    assert eip712.smart_wallet(erc6492).startswith(f"smart_wallet (ERC-6492, deployed by factory {factory})")
+    payment = {"x402Version": 2, "payload": {"signature": erc6492, "authorization": {"from": PAYER}}}
+    assert eip712.signer(payment, "eip155:8453", OPG_BASE, {"name": "USD Coin", "version": "2"}) == (
+        None, eip712.smart_wallet(erc6492))
