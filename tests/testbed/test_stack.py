@@ -341,6 +341,9 @@ def test_committed_artifact_matches_a_rebuild():
     fresh = compile_contract()
     assert fresh["bytecode"] == committed["bytecode"]
     assert fresh["abi"] == committed["abi"]
+    wallet = load_artifact("TestWallet")
+    assert wallet["sourceSha256"] == source_sha256("TestWallet"), "TestWallet.sol changed: run python -m testbed.contracts.build"
+    assert compile_contract("TestWallet")["bytecode"] == wallet["bytecode"]
 
 
 def test_decode_header_tolerates_missing_padding():
