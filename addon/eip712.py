@@ -138,6 +138,7 @@ def chain_id(network: str | None) -> int | None:
 
 ERC6492_SUFFIX = bytes.fromhex("64926492" * 8)  # ends a signature of a wallet not deployed yet (ERC-6492)
 SMART_WALLET = "smart_wallet"  # the start of signer_error for a contract wallet's signature (verify.py reads it)
+DELEGATION = "delegation"      # … and for an ERC-7710 delegation's (exchange.py)
 
 
 def smart_wallet(signature: object) -> str | None:

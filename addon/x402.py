@@ -381,6 +381,9 @@ def _parse_payload(payload: dict, result: dict, errors: list[str]) -> None:
     if isinstance(payload.get("transaction"), str):
         result["kind"] = "svm"
         _parse_svm(payload["transaction"], result, errors)
+    elif isinstance(payload.get("delegationManager"), str):
+        result["kind"] = "erc7710"
+        _parse_delegation(payload, result, errors)
     elif isinstance(auth, dict):
         result["kind"] = "eip3009"
         _parse_eip3009(auth, result, errors)
@@ -388,7 +391,19 @@ def _parse_payload(payload: dict, result: dict, errors: list[str]) -> None:
         result["kind"] = "permit2"
         _parse_permit2(permit, result, errors)
     else:
-        errors.append("payload has neither authorization, permit2Authorization nor transaction")
+        errors.append("payload has neither authorization, permit2Authorization, delegationManager nor transaction")
+
+
+def _parse_delegation(payload: dict, result: dict, errors: list[str]) -> None:
+    """An ERC-7710 delegation payment: the delegator's smart account lets the facilitator redeem a
+    delegation (`redeemDelegations` on the delegation manager), which transfers the offer's amount to its
+    payTo. The permission context is the signed delegation chain: kept as a hash only."""
+    result["payer"] = _str_field(payload, "delegator", "payload", errors)
+    result["spender"] = payload["delegationManager"]
+    context = payload.get("permissionContext")
+    result["signature_sha256"] = _sha256_text(context) if isinstance(context, str) else None
+    if result["accepted"]:
+        result["pay_to"], result["amount"] = result["accepted"]["pay_to"], result["accepted"]["amount"]
 
 
 def _parse_svm(transaction: str, result: dict, errors: list[str]) -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from receipts.addon.eip712 import SMART_WALLET
+from receipts.addon.eip712 import DELEGATION, SMART_WALLET
 from receipts.storage import db
 from receipts.storage.config import Settings
 from receipts.storage.journal import Journal
@@ -146,9 +146,9 @@ class Summary:
 
 def signature_check(r: dict) -> Check:
     """The payment's signature: recovered at capture to the payer (an EOA); a contract wallet's (ERC-1271,
-    ERC-6492) is checked on chain by the token when it settles (`by_settlement`), since the signature itself
-    is never stored."""
-    if (r.get("signer_error") or "").startswith(SMART_WALLET):
+    ERC-6492) or an ERC-7710 delegation's is checked on chain when it settles (`by_settlement`), since the
+    signature itself is never stored."""
+    if (r.get("signer_error") or "").startswith((SMART_WALLET, DELEGATION)):
         return Check("signature", "pending", "smart_wallet_signature", {"why": r["signer_error"]})
     if r.get("signer"):
         ok = r["signer"].lower() == (r.get("payer") or "").lower()

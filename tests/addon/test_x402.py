@@ -596,3 +596,17 @@ def test_a_contract_wallets_signature_is_named_not_recovered() -> None:
     payment = {"x402Version": 2, "payload": {"signature": erc6492, "authorization": {"from": PAYER}}}
     assert eip712.signer(payment, "eip155:8453", OPG_BASE, {"name": "USD Coin", "version": "2"}) == (
         None, eip712.smart_wallet(erc6492))
+
+
+def test_an_erc7710_delegation_payment() -> None:
+    """{delegationManager, permissionContext, delegator} (x402 exact EVM §3): the delegator pays the offer's
+    amount to its payTo; the permission context (the signed delegation chain) only as a hash."""
+    manager, context = "0x" + "dd" * 20, "0x" + "ab" * 200
+    entry = v2_upto_entry() | {"scheme": "exact", "amount": "10000", "payTo": OG_PAY_TO}
+    result = parse_payment({"x402Version": 2, "accepted": entry,
+                            "payload": {"delegationManager": manager, "permissionContext": context, "delegator": PAYER}})
+    assert result["errors"] == []
+    assert (result["kind"], result["payer"], result["pay_to"], result["amount"], result["spender"]) == (
+        "erc7710", PAYER, OG_PAY_TO, "10000", manager)
+    assert result["signature_sha256"] == hashlib.sha256(context.encode()).hexdigest()
+    assert context not in orjson.dumps(result).decode()

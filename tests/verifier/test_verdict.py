@@ -65,3 +65,18 @@ def test_a_passed_settlement_is_held_while_a_node_only_seems_behind():
     for reason in ("tx_not_found", "tx_not_in_block", "block_hash_mismatch", "nodes_disagree"):  # evidence: demote
         assert not _held(r, Check("settlement_tx", "pending", reason), last)
     assert not _held(r, Check("settlement_tx", "fail", "tx_reverted"), last)
+
+
+def test_a_signature_only_the_chain_can_check_passes_with_its_settlement():
+    from receipts.verifier.evidence import Check
+    from receipts.verifier.verify import by_settlement, signature_check
+
+    for why in ("smart_wallet (ERC-1271, a 192-byte signature): checked on chain by its settlement",
+                "delegation (ERC-7710 via 0xdd): checked on chain by its settlement"):
+        waiting = signature_check({"payer": "0xabc", "signer": None, "signer_error": why})
+        assert (waiting.result, waiting.reason) == ("pending", "smart_wallet_signature")
+        settled = Check("settlement_tx", "pass", None, {"tx_hash": "0x12"}, 7)
+        passed = by_settlement(waiting, settled)
+        assert (passed.result, passed.detail["by"], passed.detail["tx"]) == ("pass", "settlement", "0x12")
+    plain = signature_check({"payer": "0xabc", "signer": None, "signer_error": "the EIP-712 domain is unknown"})
+    assert plain.reason == "signature_unverifiable"
