@@ -610,3 +610,11 @@ def test_an_erc7710_delegation_payment() -> None:
         "erc7710", PAYER, OG_PAY_TO, "10000", manager)
     assert result["signature_sha256"] == hashlib.sha256(context.encode()).hexdigest()
     assert context not in orjson.dumps(result).decode()
+
+
+def test_a_failed_solana_settlement_keeps_its_signature_and_reason() -> None:
+    signature = "5" + "j" * 86
+    for reason in ("invalid_transaction_state", "duplicate_settlement"):
+        failed = parse_settlement({"success": False, "errorReason": reason, "transaction": signature,
+                                   "network": "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1", "payer": ""})
+        assert (failed["success"], failed["tx_hash"], failed["error_reason"]) == (False, signature, reason)
