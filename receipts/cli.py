@@ -372,8 +372,10 @@ def cmd_ship(args) -> int:
     data = _data_dir(args)
     if not os.path.isdir(data):
         raise UserError(f"no data directory at {data}: ship the one `receipts proxy` writes, with --data DIR")
+    if args.tries < 1:
+        raise UserError(f"--tries must be at least 1, not {args.tries}")
     return lake.run_shipper(data, _lake_url(args), name=args.name, once=args.once, interval=args.interval,
-                            seconds=args.seconds, say=_say)
+                            seconds=args.seconds, tries=args.tries, say=_say)
 
 
 def cmd_lake(args) -> int:
@@ -442,7 +444,7 @@ def _bool_flag(p, name: str, dest: str, help_: str) -> None:
 
 
 # what `list --status` takes: a proof status (storage/views.sql `receipts.proof_status`) or a resolution
-STATUSES = ("unpaid", "pending", "passed", "failed", "retried", "refunded", "risky")
+STATUSES = ("unpaid", "pending", "passed", "failed", "off_chain", "retried", "refunded", "risky")
 
 
 class _Version(argparse.Action):
@@ -574,6 +576,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="this data directory's name in the lake, unique across the fleet "
                                   "(default: the host name and a hash of the directory's path)")
     p.add_argument("--once", action="store_true", help="ship what there is, then exit")
+    p.add_argument("--tries", type=int, default=5, help="with --once: failed tries (1 s, 2 s, 4 s … apart) before "
+                                                        "giving up (default 5)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between shipments (default 5)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     p.set_defaults(func=cmd_ship)

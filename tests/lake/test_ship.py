@@ -166,8 +166,8 @@ def test_a_store_that_refuses_then_stalls_and_a_catalog_restart(recorder, upstre
     recorded(recorder, ids)
     s3.stop()  # refuses: nothing listens
     try:
-        gave_up = lake.ship(recorder.data)
-        assert gave_up.returncode == 1 and "gave up after 5 tries" in gave_up.stderr, gave_up.stderr
+        gave_up = lake.ship(recorder.data, "--tries", "2")
+        assert gave_up.returncode == 1 and "gave up after 2 tries" in gave_up.stderr, gave_up.stderr
     finally:
         s3.start()
     assert lake.sql("SELECT count(*) AS n FROM calls")[0]["n"] == 0
