@@ -1,7 +1,7 @@
 """verifier/solana.py against a real SVM (testbed/solana_node.py: LiteSVM with the real SPL programs,
 behind our JSON-RPC layer), with payments signed by the real x402 SDK's SVM client and settled by its
 facilitator. The receipt rows are what `receipts verify` reads for such a payment (TO_VERIFY's columns);
-the e2e test (tests/e2e/test_solana.py) records them through `receipts proxy`."""
+the e2e test (tests/e2e/test_svm_payment.py) records them through `receipts proxy`."""
 import time
 
 import pytest
