@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from eth_hash.auto import keccak
 
+from receipts.storage.records import SMART_WALLET
+
 DOMAIN_TYPE = b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 PERMIT2_DOMAIN_TYPE = b"EIP712Domain(string name,uint256 chainId,address verifyingContract)"
 PERMIT2 = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
@@ -137,8 +139,6 @@ def chain_id(network: str | None) -> int | None:
 
 
 ERC6492_SUFFIX = bytes.fromhex("64926492" * 8)  # ends a signature of a wallet not deployed yet (ERC-6492)
-SMART_WALLET = "smart_wallet"  # the start of signer_error for a contract wallet's signature (verify.py reads it)
-DELEGATION = "delegation"      # … and for an ERC-7710 delegation's (exchange.py)
 
 
 def smart_wallet(signature: object) -> str | None:

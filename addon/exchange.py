@@ -38,6 +38,7 @@ from functools import cached_property
 import orjson
 
 from receipts.storage.config import Settings
+from receipts.storage.records import DELEGATION
 
 from . import bodies
 from . import eip712
@@ -279,7 +280,7 @@ def completed_payment(pay: dict, settings: Settings, challenge: dict | None) -> 
         extra = extra or entry.get("extra")
     known = settings.asset(pay.get("network"), pay.get("asset"))
     if pay.get("kind") == "erc7710":  # the delegation chain is signed inside the permission context (a hash here)
-        signer, why = None, f"{eip712.DELEGATION} (ERC-7710 via {pay.get('spender')}): checked on chain by its settlement"
+        signer, why = None, f"{DELEGATION} (ERC-7710 via {pay.get('spender')}): checked on chain by its settlement"
     elif pay.get("kind") == "svm":  # the transaction names its signer, and its signature was checked (x402.py)
         valid = pay.get("payer_signature_valid")
         signer, why = (pay.get("payer"), None) if valid else (None, "the payer's signature does not verify"

@@ -417,6 +417,8 @@ def _parse_svm(transaction: str, result: dict, errors: list[str]) -> None:
                   payer_signature_valid=tx["payer_signature_valid"])
     if result["accepted"]:
         result["pay_to"] = result["accepted"]["pay_to"]
+        # the token account the offer's payTo is paid at (its associated one): what the transfer must reach
+        result["payee_token_account"] = solana.ata_address(result["pay_to"], tx["mint"], tx["token_program"])
     errors += [f"transaction: {e}" for e in tx["errors"]]
 
 

@@ -173,6 +173,8 @@ def main(argv=None) -> int:
     if args.serve:
         serve(int(args.serve[0]), Path(args.serve[1]))
         return 0
+    from receipts.addon import solana as sol
+
     work = Path(tempfile.mkdtemp(prefix="bench-solana-"))
     info = work / "chain.json"
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
@@ -198,9 +200,10 @@ def main(argv=None) -> int:
             wall, rss, passed = verify_runs(data, config, args.runs, work)
             if passed != n:
                 raise SystemExit(f"bench-solana: verify passed {passed} of {n}")
+            payee = sol.ata_address(chain["pay_to"], chain["mint"], sol.TOKEN_PROGRAM)
             rows = [{"receipt_id": str(i), "payer": p["payer"], "pay_to": chain["pay_to"], "asset": chain["mint"],
-                     "signed_amount": PRICE, "memo": f"bench-{i:08d}", "payment_hash": p["signature"]}
-                    for i, p in enumerate(chain["payments"][:n])]
+                     "signed_amount": PRICE, "memo": f"bench-{i:08d}", "payment_hash": p["signature"],
+                     "payee_token_account": payee} for i, p in enumerate(chain["payments"][:n])]
             rows_file = work / "rows.json"
             rows_file.write_text(json.dumps(rows))
             say(f"{n:,} receipts: the naive loop ×{args.runs}")

@@ -37,7 +37,7 @@ FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
 -- table: payments
 -- The signed x402 payment a request carried (decoded, non-secret fields; the header is kept as a hash).
 -- On Solana: `memo`, `token_account` (the transfer's destination) and `recent_blockhash` (its lifetime)
--- are the transaction's.
+-- are the transaction's; `payee_token_account` is the offer's payTo's associated token account.
 SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS sent_at,
     TRY_CAST(p[1] AS INTEGER) AS x402_version, p[2] AS header, p[3] AS scheme, p[4] AS kind, p[5] AS network,
     p[6] AS payer, p[7] AS pay_to, p[8] AS asset, TRY_CAST(p[9] AS DECIMAL(38, 0)) AS amount,
@@ -45,7 +45,8 @@ SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) 
     TRY_CAST(p[13] AS BIGINT) AS valid_after, TRY_CAST(p[14] AS BIGINT) AS valid_before,
     TRY_CAST(p[15] AS BIGINT) AS deadline, p[16] AS spender, p[17] AS facilitator, p[18] AS payment_identifier,
     p[19] AS header_sha256, p[20] AS signature_sha256, p[21] AS signer, p[22] AS signer_error,
-    TRY_CAST(p[23] AS VARCHAR[]) AS errors, p[25] AS memo, p[26] AS token_account, p[27] AS recent_blockhash
+    TRY_CAST(p[23] AS VARCHAR[]) AS errors, p[25] AS memo, p[26] AS token_account, p[27] AS recent_blockhash,
+    p[28] AS payee_token_account
 FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.payment.x402_version', '$.payment.header', '$.payment.scheme', '$.payment.kind', '$.payment.network',
         '$.payment.payer', '$.payment.pay_to', '$.payment.asset', '$.payment.amount', '$.payment.decimals',
@@ -53,7 +54,7 @@ FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.payment.deadline', '$.payment.spender', '$.payment.facilitator', '$.payment.payment_identifier',
         '$.payment.header_sha256', '$.payment.signature_sha256', '$.payment.signer', '$.payment.signer_error',
         '$.payment.errors', '$.payment', '$.payment.memo', '$.payment.token_account',
-        '$.payment.recent_blockhash']) AS p
+        '$.payment.recent_blockhash', '$.payment.payee_token_account']) AS p
       FROM {events} WHERE type = 'request')
 WHERE p[24] IS NOT NULL;
 

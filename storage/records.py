@@ -30,6 +30,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+# How a payment's `signer_error` begins when only the chain can check its signature (the verifier then
+# passes the signature with the settlement): a contract wallet's (ERC-1271, ERC-6492), a delegation's (ERC-7710).
+SMART_WALLET = "smart_wallet"
+DELEGATION = "delegation"
+
 EVENT_TYPES = ("request", "response", "stream_end", "error", "check")
 
 

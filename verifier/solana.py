@@ -15,7 +15,7 @@ endpoints agree):
 
 - `pass` only when the transaction is **finalized**, did not fail, and transferred exactly the signed
   amount of the signed mint from the payer (the authority) to the payee's token account (the associated
-  token account of `pay_to`, SPL Token or Token-2022), with the payment's memo, and its fee payer is a
+  token account of `pay_to`, SPL Token or Token-2022, derived at capture), with the payment's memo, and its fee payer is a
   facilitator the config names (when it names any);
 - `pending (awaiting_finalization)` while it is processed or confirmed; `pending (tx_not_found)` while no
   endpoint has it;
@@ -26,8 +26,6 @@ endpoints agree):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from receipts.addon import solana as sol
 
 from .evidence import Check
 
@@ -149,13 +147,13 @@ def mismatches(r: dict, tx: dict, facilitators: tuple[str, ...]) -> list[tuple[s
         return [("tx_failed", f"the transaction failed: {tx['meta']['err']}")]
     problems = []
     payer, mint, amount = r.get("payer"), r.get("asset"), r.get("signed_amount")
-    payees = {sol.ata_address(r.get("pay_to"), mint, program) for program in (sol.TOKEN_PROGRAM, sol.TOKEN_2022_PROGRAM)}
+    payee = r.get("payee_token_account")  # (pay_to's associated token account, derived at capture)
     mine = [t for t in transfers(tx) if t.get("authority") == payer and t.get("mint") == mint]
     if not mine:
         problems.append(("no_transfer", f"no transferChecked of {mint} by {payer}"))
-    elif not any(t.get("destination") in payees for t in mine):
+    elif not any(t.get("destination") == payee for t in mine):
         problems.append(("unexpected_pay_to", f"paid to token account {mine[0].get('destination')}, not that of {r.get('pay_to')}"))
-    elif amount is not None and not any(_amount(t) == int(amount) for t in mine if t.get("destination") in payees):
+    elif amount is not None and not any(_amount(t) == int(amount) for t in mine if t.get("destination") == payee):
         problems.append(("amount_mismatch", f"transferred {_amount(mine[0])}, the payment signed {amount}"))
     if r.get("memo") and r["memo"] not in memos(tx):
         problems.append(("memo_mismatch", f"memo {memos(tx)}, the payment's was {r['memo']!r}"))

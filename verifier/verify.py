@@ -36,11 +36,10 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from receipts.addon.eip712 import DELEGATION, SMART_WALLET
 from receipts.storage import db
 from receipts.storage.config import Settings
 from receipts.storage.journal import Journal
-from receipts.storage.records import Event
+from receipts.storage.records import DELEGATION, SMART_WALLET, Event
 
 from . import solana
 from .agreement import agree, agreed_transfers
@@ -90,7 +89,8 @@ WITH req AS MATERIALIZED (  -- the exchanges of one part's calls (materialized: 
                     'scheme': p.scheme, 'kind': p.kind, 'nonce': p.nonce, 'network': p.network,
                     'valid_after': p.valid_after, 'valid_before': p.valid_before, 'signer': p.signer,
                     'signer_error': p.signer_error, 'paid_at': epoch(p.sent_at), 'memo': p.memo,
-                    'token_account': p.token_account, 'recent_blockhash': p.recent_blockhash}, p.sent_at) AS p
+                    'token_account': p.token_account, 'recent_blockhash': p.recent_blockhash,
+                    'payee_token_account': p.payee_token_account}, p.sent_at) AS p
     FROM folded.payments p JOIN req r USING (receipt_id) GROUP BY r.logical_id
 ), settle AS (  -- each call's settlements (PAYMENT-RESPONSE): the latest tx hash and job id, how many
     SELECT r.logical_id, arg_max(s.tx_hash, s.seen_at) FILTER (WHERE s.tx_hash IS NOT NULL) AS payment_hash,
@@ -116,7 +116,7 @@ WITH req AS MATERIALIZED (  -- the exchanges of one part's calls (materialized: 
 )
 SELECT pay.logical_id AS receipt_id, p.payer, p.pay_to, p.asset, p.scheme, p.kind, p.nonce,
        coalesce(p.network, c.network) AS network, p.valid_after, p.valid_before, p.paid_at, p.signer, p.signer_error,
-       p.memo, p.token_account, p.recent_blockhash,
+       p.memo, p.token_account, p.recent_blockhash, p.payee_token_account,
        CASE WHEN p.scheme = 'exact' THEN p.amount END AS signed_amount,
        CASE WHEN p.scheme = 'upto' THEN p.amount END AS amount_cap,
        c.amount AS max_amount_required, c.pay_to AS challenge_pay_to, c.asset AS challenge_asset,

@@ -518,6 +518,7 @@ def test_parse_svm_exact_payment_and_its_settlement() -> None:
         GOLDEN_FIELDS["payer"], GOLDEN_PAY_TO, GOLDEN_FIELDS["mint"], "10000", 6)
     assert result["facilitator"] == GOLDEN_FIELDS["fee_payer"]
     assert result["token_account"] == GOLDEN_FIELDS["destination"] and result["memo"] == "x402 golden"
+    assert result["payee_token_account"] == GOLDEN_FIELDS["destination"]  # (payTo's associated token account)
     assert result["payer_signature_valid"] is True
     assert result["signature_sha256"] == hashlib.sha256(GOLDEN.encode()).hexdigest()
     assert GOLDEN not in orjson.dumps(result).decode()

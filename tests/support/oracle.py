@@ -10,7 +10,7 @@ ORACLE_SQL = (Path(__file__).parent / "views_before_fold.sql").read_text()
 VIEWS = ("calls", "challenges", "payments", "settlements", "checks", "sessions", "receipts")
 NEW_ONLY = {"challenges": ["item"],  # columns the fold added, and cost (issue 12)
             "calls": ["cost", "cost_currency", "price_table"],
-            "payments": ["memo", "token_account", "recent_blockhash"],  # (Solana payments', issue 14)
+            "payments": ["memo", "token_account", "recent_blockhash", "payee_token_account"],  # (Solana payments', issue 14)
             "settlements": ["seller_receipt"],  # (the offer-receipt extension, issue 14)
             "receipts": ["amount_decimal", "proof_status_at", "settlement_check", "settlement_checked_at",
                          "settlement_txs", "max_settled_amount", "payment_amount", "deadline", "prompt_tokens",

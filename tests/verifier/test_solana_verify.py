@@ -39,9 +39,10 @@ def world(node):
 def row(w, payment, signature=None, **over) -> dict:
     """The receipt row of a payment as the verifier reads it (decoded as the recorder decodes it)."""
     tx = sol.decode_transaction(payment.payload["transaction"])
-    return {"receipt_id": "r1", "payer": tx["authority"], "pay_to": str(w.payee), "asset": tx["mint"],
-            "signed_amount": int(tx["amount"]), "memo": tx["memo"], "token_account": tx["destination"],
-            "recent_blockhash": tx["recent_blockhash"], "payment_hash": signature, "paid_at": time.time(), **over}
+    r = {"receipt_id": "r1", "payer": tx["authority"], "pay_to": str(w.payee), "asset": tx["mint"],
+         "signed_amount": int(tx["amount"]), "memo": tx["memo"], "token_account": tx["destination"],
+         "recent_blockhash": tx["recent_blockhash"], "payment_hash": signature, "paid_at": time.time(), **over}
+    return {**r, "payee_token_account": sol.ata_address(r["pay_to"], r["asset"], tx["token_program"])}
 
 
 def check(w, r, facilitators=()):
@@ -74,7 +75,7 @@ def test_what_the_transaction_did_must_be_what_was_paid(world):
     payment, signature = paid(world)
     world.node.advance(32)
     r = row(world, payment, signature)
-    elsewhere = check(world, {**r, "pay_to": str(Keypair().pubkey())})  # a transfer to the wrong account
+    elsewhere = check(world, row(world, payment, signature, pay_to=str(Keypair().pubkey())))  # to the wrong account
     assert (elsewhere.result, elsewhere.reason) == ("fail", "unexpected_pay_to")
     less = check(world, {**r, "signed_amount": AMOUNT + 1})
     assert (less.result, less.reason) == ("fail", "amount_mismatch")
