@@ -62,14 +62,14 @@ WHERE session_id IS NOT NULL GROUP BY session_id;
 -- A settlement the verifier found failed (reverted, wrong logs) moved no money and is not counted.
 CREATE OR REPLACE TEMP TABLE audit_charges AS
 WITH x402 AS (  -- each distinct settlement tx a server reported for a logical call, with its own attempt's payment
-    SELECT DISTINCT ON (s.logical_id, s.tx_hash) s.logical_id, s.tx_hash, p.network,  -- (EVM: lower case at capture)
+    SELECT DISTINCT ON (s.logical_id, tx_key(s.tx_hash)) s.logical_id, tx_key(s.tx_hash) AS tx_hash, p.network,
            p.asset, p.symbol, p.decimals, p.pay_to, p.payer,
            coalesce(s.amount, CASE WHEN p.scheme = 'exact' THEN p.amount END) AS amount
     FROM settlements s
     JOIN audit_calls c USING (receipt_id)
     LEFT JOIN payments p USING (receipt_id)
     WHERE s.tx_hash IS NOT NULL AND c.session_id IS NULL
-    ORDER BY s.logical_id, s.tx_hash, s.seen_at DESC
+    ORDER BY s.logical_id, tx_key(s.tx_hash), s.seen_at DESC
 )
 SELECT r.logical_id AS key, 'x402' AS kind, r.app_name, r.first_seen, x.network, x.asset, x.symbol, x.decimals,
        x.pay_to, x.payer, x.tx_hash AS tx, x.amount,

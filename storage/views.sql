@@ -18,6 +18,10 @@ CREATE OR REPLACE MACRO whole_tokens(amount, decimals) AS
 
 CREATE OR REPLACE MACRO in_scope(scoped, id) AS NOT scoped OR id IN (SELECT logical_id FROM folded.scope_ids);
 
+-- A settlement transaction as one key: an EVM hash (0x-hex) in lower case; a Solana signature (base58) as
+-- it is, its case being part of it.
+CREATE OR REPLACE MACRO tx_key(tx) AS CASE WHEN starts_with(tx, '0x') THEN lower(tx) ELSE tx END;
+
 -- Every event, once (`data`: the event whole, for exports; the tables below hold its fields typed).
 CREATE OR REPLACE VIEW events AS SELECT * FROM folded.events;
 
@@ -220,7 +224,7 @@ grp AS (
            arg_max(network, seen_at)                                    AS network,
            bool_or(success)                                             AS success,
            count(DISTINCT tx_hash)                                      AS settlements,
-           list(DISTINCT tx_hash ORDER BY tx_hash) FILTER (WHERE tx_hash IS NOT NULL) AS txs,  -- (EVM: lower case at capture; base58 keeps its case)
+           list(DISTINCT tx_key(tx_hash) ORDER BY tx_key(tx_hash)) FILTER (WHERE tx_hash IS NOT NULL) AS txs,
            max(amount)                                                  AS max_settled,
            bool_or(seller_receipt IS NOT NULL)                          AS has_seller_receipt
     FROM settlements WHERE in_scope(scoped, logical_id) GROUP BY logical_id

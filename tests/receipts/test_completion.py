@@ -26,4 +26,4 @@ def test_bash_completes_commands_flags_and_their_values():
 def test_fish_gets_the_same_commands():
     fish = subprocess.run([str(BIN / "receipts"), "completion", "fish"], capture_output=True, text=True).stdout
     assert "complete -c receipts -n __fish_use_subcommand -a list" in fish
-    assert "-l status -xa 'unpaid pending passed failed retried refunded risky'" in fish
+    assert "-l status -xa 'unpaid pending passed failed off_chain retried refunded risky'" in fish
