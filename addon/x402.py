@@ -295,8 +295,7 @@ def _parse_challenge(obj: object) -> dict[str, Any]:
     extensions = _dict_field(obj, "extensions", "challenge", errors)
     if extensions:  # (bazaar, sign-in-with-x, payment-identifier, offer-receipt …: kept whole)
         result["extensions"] = extensions
-        info = extensions.get("offer-receipt", {}).get("info") if isinstance(extensions.get("offer-receipt"), dict) else None
-        offers = info.get("offers") if isinstance(info, dict) else None
+        offers = _offer_receipt(extensions).get("offers")
         result["offers"] = [seller_artifact("offer", o) for o in offers[:64]] if isinstance(offers, list) else []
     accepts = obj.get("accepts")
     if not isinstance(accepts, list):
@@ -401,7 +400,8 @@ def _parse_delegation(payload: dict, result: dict, errors: list[str]) -> None:
     result["payer"] = _str_field(payload, "delegator", "payload", errors)
     result["spender"] = payload["delegationManager"]
     context = payload.get("permissionContext")
-    result["signature_sha256"] = _sha256_text(context) if isinstance(context, str) else None
+    if isinstance(context, str) and result["signature_sha256"] is None:  # (a `signature` beside it wins)
+        result["signature_sha256"] = _sha256_text(context)
     if result["accepted"]:
         result["pay_to"], result["amount"] = result["accepted"]["pay_to"], result["accepted"]["amount"]
 
@@ -410,7 +410,8 @@ def _parse_svm(transaction: str, result: dict, errors: list[str]) -> None:
     """A Solana payment: the partly signed transaction (addon/solana.py) says who pays how much of which
     mint to which token account, under which fee payer; the transaction itself is kept as a hash only."""
     tx = solana.decode_transaction(transaction)
-    result["signature_sha256"] = solana.transaction_sha256(transaction)
+    if result["signature_sha256"] is None:  # (the signed transaction is the payment's signature; a `signature` beside it wins)
+        result["signature_sha256"] = solana.transaction_sha256(transaction)
     result.update(payer=tx["authority"], asset=tx["mint"], amount=tx["amount"], decimals=tx["decimals"],
                   facilitator=tx["fee_payer"], token_account=tx["destination"], token_program=tx["token_program"],
                   memo=tx["memo"], recent_blockhash=tx["recent_blockhash"],
@@ -535,10 +536,16 @@ def _parse_settlement(obj: object) -> dict[str, Any]:
     extensions = _dict_field(obj, "extensions", "settlement", errors)
     if extensions:
         result["extensions"] = extensions  # (kept whole: the seller's own statements)
-        receipt = ((extensions.get("offer-receipt") or {}).get("info") or {}).get("receipt") \
-            if isinstance(extensions.get("offer-receipt"), dict) else None
+        receipt = _offer_receipt(extensions).get("receipt")
         result["seller_receipt"] = seller_artifact("receipt", receipt) if receipt is not None else None
     return result
+
+
+def _offer_receipt(extensions: dict) -> dict:
+    """The `info` of the `offer-receipt` extension ({} when absent or not an object)."""
+    ext = extensions.get("offer-receipt")
+    info = ext.get("info") if isinstance(ext, dict) else None
+    return info if isinstance(info, dict) else {}
 
 
 def seller_artifact(kind: str, artifact: object) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -619,3 +620,15 @@ def test_a_failed_solana_settlement_keeps_its_signature_and_reason() -> None:
         failed = parse_settlement({"success": False, "errorReason": reason, "transaction": signature,
                                    "network": "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1", "payer": ""})
         assert (failed["success"], failed["tx_hash"], failed["error_reason"]) == (False, signature, reason)
+
+
+@pytest.mark.parametrize("ext", [{"offer-receipt": []}, {"offer-receipt": {"info": [1]}}, {"offer-receipt": {"info": {
+    "receipt": "a string", "offers": {"not": "a list"}}}}, {"offer-receipt": {"info": {"receipt": {"format": "eip712"}}}}])
+def test_malformed_offer_receipt_extensions_are_notes_not_internal_errors(ext) -> None:
+    settled = parse_settlement({"success": True, "extensions": ext})
+    challenge = parse_challenge({"x402Version": 2, "accepts": [], "extensions": ext})
+    for result in (settled, challenge):
+        assert not any("internal error" in e for e in result["errors"]), result["errors"]
+    assert settled["extensions"] == ext and challenge["offers"] == []
+    if settled["seller_receipt"] is not None:
+        assert settled["seller_receipt"]["signer"] is None and settled["seller_receipt"]["signer_error"]
