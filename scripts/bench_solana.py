@@ -88,31 +88,15 @@ def serve(n: int, out: Path) -> None:
 
 # ---- recording: the recorder's own capture code ------------------------------------------------------
 def record(data: Path, chain: dict, payments: list[dict]) -> None:
-    from receipts.addon import exchange as X
     from receipts.storage import config as cfg
-    from receipts.storage.journal import Journal
-    from receipts.storage.records import Event, uuid7
+    from testbed.bulk import record_paid_calls
     from tests.support import x402_wire as W
 
-    settings = cfg.load(None)
     accepted = {"scheme": "exact", "network": NETWORK, "asset": chain["mint"], "amount": str(PRICE),
                 "payTo": chain["pay_to"], "maxTimeoutSeconds": 60, "extra": {"feePayer": chain["fee_payer"]}}
-    events, t0 = [], time.time() - 60
-    for i, p in enumerate(payments):
-        header = W.b64json({"x402Version": 2, "accepted": accepted, "payload": {"transaction": p["transaction"]}})
-        req = X.Req("POST", "http", "127.0.0.1", 8000, "/v1/chat/completions",
-                    [("PAYMENT-SIGNATURE", header), ("content-type", "application/json")], b'{"model":"m"}',
-                    t0 + i * 0.001, client="127.0.0.1")
-        resp = X.Resp(200, [("PAYMENT-RESPONSE", W.b64json(W.settlement(p["signature"], p["payer"], NETWORK))),
-                            ("content-type", "application/json")], b'{"id":"x","usage":{"total_tokens":3}}',
-                      req.ts + 0.0005, req.ts + 0.0006)
-        rid = uuid7(req.ts)
-        events.append(Event("request", rid, X.request_data(req, settings, logical_id=rid, match="x402", source="bench"),
-                            ts=req.ts))
-        events.append(Event("response", rid, X.response_data(resp, req.ts, settings), ts=resp.ts_end))
-    with Journal(data, "bench", durability="relaxed") as journal:
-        for start in range(0, len(events), 2000):
-            journal.write(events[start:start + 2000])
+    record_paid_calls(data, [(W.b64json({"x402Version": 2, "accepted": accepted, "payload": {"transaction": p["transaction"]}}),
+                              W.b64json(W.settlement(p["signature"], p["payer"], NETWORK))) for p in payments],
+                      cfg.load(None))
 
 
 # ---- the two ways to verify --------------------------------------------------------------------------

@@ -73,17 +73,23 @@ def record(data: Path, token: str, chain: int, payments: list[dict], settings: c
 
     accepted = {"scheme": "exact", "network": f"eip155:{chain}", "asset": token, "amount": "100",
                 "payTo": PAYEE.address, "maxTimeoutSeconds": 60, "extra": {"name": "USD Coin", "version": "2"}}
-    events, t0 = [], time.time() - 60
-    for i, p in enumerate(payments):
-        header = W.b64json({"x402Version": 2, "accepted": accepted, "payload": {
+    record_paid_calls(data, [(
+        W.b64json({"x402Version": 2, "accepted": accepted, "payload": {
             "signature": p["signature"], "authorization": {**p["auth"], "value": "100", "validAfter": "0",
-                                                          "validBefore": str(2**40)}}})
+                                                          "validBefore": str(2**40)}}}),
+        W.b64json(W.settlement(p["tx"], PAYER.address, accepted["network"]))) for p in payments], settings)
+
+
+def record_paid_calls(data: Path, calls: list[tuple[str, str]], settings: cfg.Settings) -> None:
+    """Record paid calls as live capture would, through the recorder's own translation: each a
+    (PAYMENT-SIGNATURE, PAYMENT-RESPONSE) pair of header values, a millisecond apart, a minute ago."""
+    events, t0 = [], time.time() - 60
+    for i, (payment, settlement) in enumerate(calls):
         req = X.Req("POST", "http", "127.0.0.1", 8000, "/v1/chat/completions",
-                    [("PAYMENT-SIGNATURE", header), ("content-type", "application/json")], b'{"model":"m"}',
+                    [("PAYMENT-SIGNATURE", payment), ("content-type", "application/json")], b'{"model":"m"}',
                     t0 + i * 0.001, client="127.0.0.1")
-        resp = X.Resp(200, [("PAYMENT-RESPONSE", W.b64json(W.settlement(p["tx"], PAYER.address, accepted["network"]))),
-                            ("content-type", "application/json")], b'{"id":"x","usage":{"total_tokens":3}}',
-                      req.ts + 0.0005, req.ts + 0.0006)
+        resp = X.Resp(200, [("PAYMENT-RESPONSE", settlement), ("content-type", "application/json")],
+                      b'{"id":"x","usage":{"total_tokens":3}}', req.ts + 0.0005, req.ts + 0.0006)
         rid = uuid7(req.ts)
         events.append(Event("request", rid, X.request_data(req, settings, logical_id=rid, match="x402", source="bench"),
                             ts=req.ts))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from x402 import x402ClientSync, x402FacilitatorSync
@@ -81,3 +82,23 @@ def settle(w: World) -> str:
     result = facilitator(w).settle(sign_payment(w, req), req)
     assert result.success, result
     return result.transaction
+
+
+# ---- fixtures (a test module imports the ones it uses) ----------------------------------------------
+@pytest.fixture
+def no_proxy(monkeypatch):
+    """solana-py's HTTP client honours proxy variables; the node is local."""
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def node(no_proxy):
+    with SolanaNode() as n:
+        yield n
+
+
+@pytest.fixture
+def world(node, request) -> World:
+    """A 6-decimal mint (SPL Token, or Token-2022 when parametrized so), a funded payer, the payee's ATA."""
+    return make_world(node, getattr(request, "param", TOKEN_PROGRAM))

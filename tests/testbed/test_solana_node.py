@@ -23,31 +23,14 @@ from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 from solders.transaction_status import TransactionConfirmationStatus
 
-from support.svm import AMOUNT, FUNDS, MEMO, World, co_signed, facilitator, make_world, requirements, settle, sign_payment
+from support.svm import (AMOUNT, FUNDS, MEMO, World, co_signed, facilitator, no_proxy, node,  # noqa: F401 (fixtures)
+                         requirements, settle, sign_payment, world)
 from testbed.solana_node import MEMO_PROGRAM, TOKEN_2022_PROGRAM, TOKEN_PROGRAM, SolanaNode
 
-pytestmark = pytest.mark.filterwarnings("ignore:Client is deprecated:FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:Client is deprecated:FutureWarning"),
+              pytest.mark.usefixtures("no_proxy")]  # (solana-py follows proxy variables; the node is local)
 
 COMPUTE_BUDGET = Pubkey.from_string("ComputeBudget111111111111111111111111111111")
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    """solana-py's HTTP client honours proxy variables; the node is local."""
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-def node():
-    with SolanaNode() as n:
-        yield n
-
-
-@pytest.fixture
-def world(node, request) -> World:
-    """A 6-decimal mint (SPL Token, or Token-2022 when parametrized so), a funded payer, the payee's ATA."""
-    return make_world(node, getattr(request, "param", TOKEN_PROGRAM))
 
 
 _http = httpx.Client(trust_env=False, timeout=10)  # one keep-alive client: a new one costs ~40 ms

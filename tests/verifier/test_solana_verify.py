@@ -12,28 +12,10 @@ from receipts.verifier import solana as V
 from receipts.verifier.rpc import Rpc
 from receipts.verifier.verify import _Reader
 
-from support.svm import AMOUNT, facilitator, make_world, requirements, sign_payment
+from support.svm import AMOUNT, facilitator, no_proxy, node, requirements, sign_payment, world  # noqa: F401 (fixtures)
 
-pytestmark = pytest.mark.filterwarnings("ignore:Client is deprecated:FutureWarning")
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-def node():
-    from testbed.solana_node import SolanaNode
-
-    with SolanaNode() as n:
-        yield n
-
-
-@pytest.fixture
-def world(node):
-    return make_world(node)
+pytestmark = [pytest.mark.filterwarnings("ignore:Client is deprecated:FutureWarning"),
+              pytest.mark.usefixtures("no_proxy")]  # (solana-py follows proxy variables; the node is local)
 
 
 def row(w, payment, signature=None, **over) -> dict:
