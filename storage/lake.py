@@ -262,8 +262,6 @@ def snapshot(con) -> int:
 def kept_since(con) -> int | None:
     """The snapshot the kept receipts are of, or None when there are none usable: none kept yet, or kept
     by another version of the views."""
-    from . import fold
-
     if KEPT not in _tables(con):
         return None
     meta = dict(con.execute(f"SELECT key, value FROM {ALIAS}.{META} WHERE key IN ('kept_snapshot', 'kept_version')").fetchall())

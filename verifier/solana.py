@@ -54,7 +54,7 @@ def read_view(net, rows: list[dict], reader) -> SolanaView:
     """One round's facts from one endpoint (raises RpcError on a fault)."""
     rpc, view = reader.rpc, SolanaView()
     view.found = _search_by_memo(rpc, [r for r in rows if not r.get("payment_hash")])
-    signatures = sorted({s for r in rows if (s := r.get("payment_hash") or view.found.get(r["receipt_id"]))})
+    signatures = sorted({s for r in rows if (s := _signature(r, view))})
     for start in range(0, len(signatures), STATUS_BATCH):
         part = signatures[start:start + STATUS_BATCH]
         answer = rpc.call("getSignatureStatuses", [part, {"searchTransactionHistory": True}])
@@ -64,13 +64,18 @@ def read_view(net, rows: list[dict], reader) -> SolanaView:
     for start in range(0, len(landed), TX_BATCH):
         part = landed[start:start + TX_BATCH]
         view.transactions.update(zip(part, rpc.batch([("getTransaction", [s, options]) for s in part])))
-    unlanded = sorted({r["recent_blockhash"] for r in rows if r.get("recent_blockhash") and not view.statuses.get(
-        r.get("payment_hash") or view.found.get(r["receipt_id"]))})
+    unlanded = sorted({r["recent_blockhash"] for r in rows
+                       if r.get("recent_blockhash") and not view.statuses.get(_signature(r, view))})
     for start in range(0, len(unlanded), TX_BATCH):
         part = unlanded[start:start + TX_BATCH]
         answers = rpc.batch([("isBlockhashValid", [h, {"commitment": "processed"}]) for h in part])
         view.dead |= {h for h, a in zip(part, answers) if a["value"] is False}
     return view
+
+
+def _signature(r: dict, view: SolanaView) -> str | None:
+    """The payment's transaction: the one its server named, else the one its memo found."""
+    return r.get("payment_hash") or view.found.get(r["receipt_id"])
 
 
 def _search_by_memo(rpc, rows: list[dict]) -> dict:
@@ -96,7 +101,7 @@ def _memo_matches(listed: str | None, memo: str) -> bool:
 
 def settlement_check(r: dict, view: SolanaView, facilitators: tuple[str, ...], now: float) -> Check:
     """Does a finalized transaction on this endpoint settle this payment?"""
-    signature = r.get("payment_hash") or view.found.get(r["receipt_id"])
+    signature = _signature(r, view)
     found_by = "response" if r.get("payment_hash") else "memo_search"
     detail = {"signature": signature, "found_by": found_by}
     status = view.statuses.get(signature) if signature else None
