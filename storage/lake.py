@@ -520,6 +520,27 @@ class _Stop:
 
 
 # ---- maintenance -------------------------------------------------------------------------------------
+_UNDELETABLE = ("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname LIKE 'ducklake%' "
+                "AND NOT has_table_privilege(c.oid, 'DELETE') ORDER BY 1")
+
+
+def check_can_delete(con) -> None:
+    """LakeError, before any step, when this role may not DELETE from a catalog table (a PostgreSQL catalog).
+    Asked up front because PostgreSQL reports a refusal inside DuckLake's transaction only as "current
+    transaction is aborted", which says nothing of why."""
+    import duckdb
+
+    try:
+        rows = con.execute(f"SELECT * FROM postgres_query('__ducklake_metadata_{ALIAS}', {_lit(_UNDELETABLE)})").fetchall()
+    except duckdb.Error:
+        return  # not a PostgreSQL catalog: each step's own error says what is wrong
+    if rows:
+        raise LakeError(f"maintenance needs DELETE on the catalog's tables, and this role has none on {rows[0][0]}"
+                        f"{f' (and {len(rows) - 1} more)' if len(rows) > 1 else ''}: see the README's least "
+                        "privilege; nothing was changed")
+
+
 def maintain(url: str, older_than: float = 3600.0, say=print) -> None:
     """Merge small files, flush rows inlined in the catalog, expire snapshots older than `older_than`
     seconds and delete the files only they used, and objects no snapshot names (a shipper killed before
@@ -530,6 +551,7 @@ def maintain(url: str, older_than: float = 3600.0, say=print) -> None:
     con = open_lake(url, read_only=False)
     try:
         check_tables(con)
+        check_can_delete(con)
         cutoff = f"now() - INTERVAL {int(older_than)} SECOND"
         for label, call in (("flushed inlined rows", f"ducklake_flush_inlined_data('{ALIAS}')"),
                             ("merged small files", f"ducklake_merge_adjacent_files('{ALIAS}')"),
