@@ -7,11 +7,14 @@ EIP-3009 (`exact` on USDC-style tokens), PROTOCOL.md §1 (Permit2: see permit2_d
     domain  {name: extra.name, version: extra.version, chainId, verifyingContract: asset}
     TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,
                               uint256 validBefore,bytes32 nonce)
+
+x402 payment channels (`batch-settlement`): the voucher's digest, storage/channels.py.
 """
 from __future__ import annotations
 
 from eth_hash.auto import keccak
 
+from receipts.storage import channels
 from receipts.storage.records import SMART_WALLET
 
 DOMAIN_TYPE = b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
@@ -163,6 +166,8 @@ def signer(obj: object, network: str | None, asset: str | None, extra: dict | No
     try:
         payload = obj.get("payload") if isinstance(obj, dict) else None
         payload = payload if isinstance(payload, dict) else {}
+        if isinstance(payload.get("voucher"), dict):  # a payment channel's call: its voucher is what is signed
+            return _voucher_signer(payload["voucher"], network)
         wallet = smart_wallet(payload.get("signature"))
         if wallet:
             return None, wallet
@@ -178,3 +183,14 @@ def signer(obj: object, network: str | None, asset: str | None, extra: dict | No
         return recover(eip3009_digest(domain, auth), str(payload.get("signature", ""))), None
     except Exception as exc:  # malformed input is a capture-time note, never an exception
         return None, f"signature not recoverable: {exc}"
+
+
+def _voucher_signer(voucher: dict, network: str | None) -> tuple[str | None, str | None]:
+    chain = chain_id(network)
+    if chain is None:
+        return None, "a channel voucher needs an eip155 network"
+    wallet = smart_wallet(voucher.get("signature"))
+    if wallet:
+        return None, wallet
+    digest = channels.voucher_digest(chain, str(voucher["channelId"]), voucher["maxClaimableAmount"])
+    return recover(digest, str(voucher.get("signature", ""))), None

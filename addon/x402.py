@@ -20,11 +20,17 @@ Wire formats (see /work/shared/PROTOCOL.md, section 1):
   nonce}}`` or Permit2 ``{signature, permit2Authorization: {from, permitted:
   {token, amount}, spender, nonce, deadline, witness: {to, validAfter,
   facilitator?}}}`` or, on Solana (SVM), ``{transaction}``: a partly signed v0 transaction in
-  base64 (decoded by addon/solana.py; kept as a hash).
+  base64 (decoded by addon/solana.py; kept as a hash), or a payment channel's (``batch-settlement``)
+  ``{type: deposit|voucher|refund, channelConfig: {payer, payerAuthorizer, receiver,
+  receiverAuthorizer, token, withdrawDelay, salt}, voucher: {channelId, maxClaimableAmount,
+  signature}, deposit?: {amount, authorization}, amount?}``.
 * Settlement (server -> client): ``X-PAYMENT-RESPONSE`` / ``PAYMENT-RESPONSE``
   = ``{success, transaction, network, payer, errorReason?, errorMessage?,
   amount?}``; ``transaction`` is a tx hash, a Solana signature (base58 of 64
-  bytes), ``""``, or an asynchronous job id such as ``payment-<uuid>``.
+  bytes), ``""``, or an asynchronous job id such as ``payment-<uuid>``.  A payment channel's
+  answer says what the call was charged in ``extra: {chargedAmount, channelState: {channelId,
+  balance, totalClaimed, chargedCumulativeAmount?, …}}``; its ``transaction`` (a deposit's or a
+  refund's, or ``""``) and ``amount`` (what was deposited or refunded) are the channel's, not the call's.
 
 Every public function is total: it never raises, whatever it is given, and
 reports problems as short strings in the result.  Secrets (the signature, a
@@ -40,6 +46,8 @@ import re
 from typing import Any
 
 import orjson
+
+from receipts.storage import channels
 
 from . import eip712, solana
 
@@ -127,7 +135,7 @@ def _is_hex(value: object) -> bool:
 
 def _uint_field(d: dict, key: str, where: str, errors: list[str]) -> str | None:
     value = d.get(key)
-    if value is None:
+    if value is None or value == "":  # ("" is how x402 answers say "no amount", as a channel's vouchers do)
         return None
     result = _uint_str(value)
     if result is None:
@@ -377,7 +385,9 @@ def _parse_payload(payload: dict, result: dict, errors: list[str]) -> None:
         errors.append(f"payload.signature is {_type_name(signature)}, expected string")
     auth = payload.get("authorization")
     permit = payload.get("permit2Authorization")
-    if isinstance(payload.get("transaction"), str):
+    if payload.get("type") in CHANNEL_PAYLOADS and isinstance(payload.get("channelConfig"), dict):
+        _parse_channel(payload, result, errors)
+    elif isinstance(payload.get("transaction"), str):
         result["kind"] = "svm"
         _parse_svm(payload["transaction"], result, errors)
     elif isinstance(payload.get("delegationManager"), str):
@@ -391,6 +401,42 @@ def _parse_payload(payload: dict, result: dict, errors: list[str]) -> None:
         _parse_permit2(permit, result, errors)
     else:
         errors.append("payload has neither authorization, permit2Authorization, delegationManager nor transaction")
+
+
+CHANNEL_PAYLOADS = ("deposit", "voucher", "refund")
+
+
+def _parse_channel(payload: dict, result: dict, errors: list[str]) -> None:
+    """A call paid from a payment channel: the channel's configuration names payer, payee (receiver) and
+    token; the voucher promises the payee a cumulative amount (what this call may bring it to); a deposit
+    names what it puts in. What the call costs is in the answer (chargedAmount). The voucher is the
+    signed part (its signature kept as a hash); its channel id must be the configuration's hash."""
+    result["kind"] = f"channel_{payload['type']}"
+    config, where = payload["channelConfig"], "channelConfig"
+    result["payer"] = _str_field(config, "payer", where, errors)
+    result["pay_to"] = _str_field(config, "receiver", where, errors)
+    result["asset"] = _str_field(config, "token", where, errors)
+    result["spender"] = _str_field(config, "payerAuthorizer", where, errors)  # (may sign vouchers for the payer)
+    voucher = _dict_field(payload, "voucher", "payload", errors) or {}
+    claimed_id = voucher.get("channelId")
+    result["channel_id"] = claimed_id.lower() if isinstance(claimed_id, str) and _BYTES32_RE.fullmatch(claimed_id) else None
+    if result["channel_id"] is None:
+        errors.append("voucher.channelId is not a bytes32 hex string")
+    result["voucher_amount"] = _uint_field(voucher, "maxClaimableAmount", "voucher", errors)
+    if isinstance(voucher.get("signature"), str):
+        result["signature_sha256"] = _sha256_text(voucher["signature"])
+    deposit = payload.get("deposit")
+    if isinstance(deposit, dict):
+        result["deposit_amount"] = _uint_field(deposit, "amount", "deposit", errors)
+    if payload["type"] == "refund" and payload.get("amount") is not None:
+        result["refund_amount"] = _uint_field(payload, "amount", "payload", errors)
+    chain = eip712.chain_id(result["network"])
+    if chain is not None and result["channel_id"]:
+        try:
+            if channels.channel_id(chain, config) != result["channel_id"]:
+                errors.append("voucher.channelId is not the hash of channelConfig")
+        except (KeyError, TypeError, ValueError) as e:
+            errors.append(f"channelConfig is not a channel configuration: {e}")
 
 
 def _parse_delegation(payload: dict, result: dict, errors: list[str]) -> None:
@@ -533,12 +579,30 @@ def _parse_settlement(obj: object) -> dict[str, Any]:
     result["amount"] = _uint_field(obj, "amount", "settlement", errors)
     result["error_reason"] = _str_field(obj, "errorReason", "settlement", errors)
     result["error_message"] = _str_field(obj, "errorMessage", "settlement", errors)
+    extra = obj.get("extra")
+    if isinstance(extra, dict) and ("chargedAmount" in extra or isinstance(extra.get("channelState"), dict)):
+        _channel_settlement(extra, result, errors)
     extensions = _dict_field(obj, "extensions", "settlement", errors)
     if extensions:
         result["extensions"] = extensions  # (kept whole: the seller's own statements)
         receipt = _offer_receipt(extensions).get("receipt")
         result["seller_receipt"] = seller_artifact("receipt", receipt) if receipt is not None else None
     return result
+
+
+def _channel_settlement(extra: dict, result: dict, errors: list[str]) -> None:
+    """A payment channel's answer: the call's charge is `chargedAmount`; the transaction and amount the
+    answer names (a deposit's, a refund's) are the channel's, kept apart as `channel_tx`/`channel_amount`
+    so that neither passes for the call's own settlement or price."""
+    result["channel_tx"], result["tx_hash"] = result["tx_hash"], None
+    result["channel_amount"] = result["amount"]
+    result["amount"] = _uint_field(extra, "chargedAmount", "settlement.extra", errors)
+    state = _dict_field(extra, "channelState", "settlement.extra", errors) or {}
+    channel = state.get("channelId")
+    result["channel_id"] = channel.lower() if isinstance(channel, str) and _BYTES32_RE.fullmatch(channel) else None
+    result["charged_cumulative"] = _uint_field(state, "chargedCumulativeAmount", "settlement.extra.channelState", errors)
+    result["channel_balance"] = _uint_field(state, "balance", "settlement.extra.channelState", errors)
+    result["channel_claimed"] = _uint_field(state, "totalClaimed", "settlement.extra.channelState", errors)
 
 
 def _offer_receipt(extensions: dict) -> dict:

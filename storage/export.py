@@ -31,9 +31,10 @@ import orjson
 from . import db
 from .progress import Progress
 
-VIEWS = ("receipts", "calls", "payments", "settlements", "challenges", "checks", "sessions")
+VIEWS = ("receipts", "calls", "payments", "settlements", "challenges", "checks", "sessions", "channels")
 TIME_COLUMN = {"receipts": "first_seen", "calls": "started_at", "payments": "sent_at", "settlements": "seen_at",
-               "challenges": "seen_at", "checks": "observed_at", "sessions": "first_call_at"}
+               "challenges": "seen_at", "checks": "observed_at", "sessions": "first_call_at",
+               "channels": "opened_at"}
 FORMATS = ("parquet", "csv", "jsonl", "har")
 
 

@@ -64,15 +64,16 @@ def journal_of(data_dir: str | os.PathLike) -> Path:
 
 
 # Where every id that finds a receipt is recorded: the columns the `ids` of the receipts view are made of
-# (storage/views.sql: the calls' ids, the settlements' tx hash and job id, the payments' payer and nonce).
+# (storage/views.sql: the calls' ids, the settlements' tx hash, job id and channel tx, the payments' payer,
+# nonce and channel id).
 # tests/storage/test_queries.py checks that these find every id of every receipt.
 ID_COLUMNS = (("requests", "client_request_id"), ("requests", "idempotency_key"),
               ("requests", "payment_identifier"), ("requests", "upto_session"),
               ("responses", "provider_request_id"), ("responses", "response_id"),
               ("responses", "og_upto_session"), ("responses", "og_settlement_tx_hash"),
               ("stream_ends", "response_id"), ("stream_ends", "og_settlement_tx_hash"),
-              ("settlements", "tx_hash"), ("settlements", "job_id"),
-              ("payments", "payer"), ("payments", "nonce"))
+              ("settlements", "tx_hash"), ("settlements", "job_id"), ("settlements", "channel_tx"),
+              ("payments", "payer"), ("payments", "nonce"), ("payments", "channel_id"))
 IDS = "ids"  # the index of those ids: (id as `receipts show` compares it, the attempt that carries it)
 # tables whose files are sorted, so that a lookup of one value (or range) reads one row group a file: the
 # id index, and the checks (the verifier reads them a range of logical ids at a time)

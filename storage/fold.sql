@@ -38,6 +38,8 @@ FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
 -- The signed x402 payment a request carried (decoded, non-secret fields; the header is kept as a hash).
 -- On Solana: `memo`, `token_account` (the transfer's destination) and `recent_blockhash` (its lifetime)
 -- are the transaction's; `payee_token_account` is the offer's payTo's associated token account.
+-- A payment channel's call (kind channel_deposit/voucher/refund): `channel_id`, the voucher's cumulative
+-- `voucher_amount`, and what a deposit puts in or a refund asks back.
 SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS sent_at,
     TRY_CAST(p[1] AS INTEGER) AS x402_version, p[2] AS header, p[3] AS scheme, p[4] AS kind, p[5] AS network,
     p[6] AS payer, p[7] AS pay_to, p[8] AS asset, TRY_CAST(p[9] AS DECIMAL(38, 0)) AS amount,
@@ -46,7 +48,8 @@ SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) 
     TRY_CAST(p[15] AS BIGINT) AS deadline, p[16] AS spender, p[17] AS facilitator, p[18] AS payment_identifier,
     p[19] AS header_sha256, p[20] AS signature_sha256, p[21] AS signer, p[22] AS signer_error,
     TRY_CAST(p[23] AS VARCHAR[]) AS errors, p[25] AS memo, p[26] AS token_account, p[27] AS recent_blockhash,
-    p[28] AS payee_token_account
+    p[28] AS payee_token_account, p[29] AS channel_id, TRY_CAST(p[30] AS DECIMAL(38, 0)) AS voucher_amount,
+    TRY_CAST(p[31] AS DECIMAL(38, 0)) AS deposit_amount, TRY_CAST(p[32] AS DECIMAL(38, 0)) AS refund_amount
 FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.payment.x402_version', '$.payment.header', '$.payment.scheme', '$.payment.kind', '$.payment.network',
         '$.payment.payer', '$.payment.pay_to', '$.payment.asset', '$.payment.amount', '$.payment.decimals',
@@ -54,7 +57,8 @@ FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.payment.deadline', '$.payment.spender', '$.payment.facilitator', '$.payment.payment_identifier',
         '$.payment.header_sha256', '$.payment.signature_sha256', '$.payment.signer', '$.payment.signer_error',
         '$.payment.errors', '$.payment', '$.payment.memo', '$.payment.token_account',
-        '$.payment.recent_blockhash', '$.payment.payee_token_account']) AS p
+        '$.payment.recent_blockhash', '$.payment.payee_token_account', '$.payment.channel_id',
+        '$.payment.voucher_amount', '$.payment.deposit_amount', '$.payment.refund_amount']) AS p
       FROM {events} WHERE type = 'request')
 WHERE p[24] IS NOT NULL;
 
@@ -102,14 +106,21 @@ FROM (
 -- table: settlements
 -- Settlement results servers returned (PAYMENT-RESPONSE / X-PAYMENT-RESPONSE). `seller_receipt`: the
 -- seller's signed receipt (the `offer-receipt` extension) as it came, with the address that signed it.
+-- A payment channel's answer: `amount` is the call's charge; `channel_tx`/`channel_amount` the deposit or
+-- refund it names; `charged_cumulative`, `channel_balance`, `channel_claimed` the channel as the server saw it.
 SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS seen_at,
        x[1] AS header, TRY_CAST(x[2] AS BOOLEAN) AS success, x[3] AS tx_hash, x[4] AS job_id, x[5] AS network,
        x[6] AS payer, TRY_CAST(x[7] AS DECIMAL(38, 0)) AS amount, x[8] AS error_reason, x[9] AS error_message,
-       TRY_CAST(x[10] AS VARCHAR[]) AS errors, x[11]::JSON AS seller_receipt
+       TRY_CAST(x[10] AS VARCHAR[]) AS errors, x[11]::JSON AS seller_receipt, x[12] AS channel_id,
+       x[13] AS channel_tx, TRY_CAST(x[14] AS DECIMAL(38, 0)) AS channel_amount,
+       TRY_CAST(x[15] AS DECIMAL(38, 0)) AS charged_cumulative, TRY_CAST(x[16] AS DECIMAL(38, 0)) AS channel_balance,
+       TRY_CAST(x[17] AS DECIMAL(38, 0)) AS channel_claimed
 FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.settlement.header', '$.settlement.success', '$.settlement.tx_hash', '$.settlement.job_id',
         '$.settlement.network', '$.settlement.payer', '$.settlement.amount', '$.settlement.error_reason',
-        '$.settlement.error_message', '$.settlement.errors', '$.settlement.seller_receipt']) AS x
+        '$.settlement.error_message', '$.settlement.errors', '$.settlement.seller_receipt',
+        '$.settlement.channel_id', '$.settlement.channel_tx', '$.settlement.channel_amount',
+        '$.settlement.charged_cumulative', '$.settlement.channel_balance', '$.settlement.channel_claimed']) AS x
       FROM {events} WHERE type = 'response')
 WHERE x[1] IS NOT NULL;
 

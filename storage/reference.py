@@ -6,7 +6,7 @@ import tempfile
 
 from . import db, fold
 
-VIEWS = ("receipts", "calls", "challenges", "payments", "settlements", "checks", "sessions", "events")
+VIEWS = ("receipts", "calls", "challenges", "payments", "settlements", "checks", "sessions", "channels", "events")
 
 
 def describe(con, relation: str) -> str:

@@ -117,13 +117,42 @@ FROM folded.offers o JOIN folded.requests r USING (receipt_id);
 
 -- Signed x402 payments sent by clients (decoded, non-secret fields; the header is kept as a hash).
 CREATE OR REPLACE VIEW payments AS
-SELECT p.receipt_id, r.logical_id, p.* EXCLUDE (event_id, receipt_id) REPLACE (p.amount::HUGEINT AS amount)
+SELECT p.receipt_id, r.logical_id, p.* EXCLUDE (event_id, receipt_id) REPLACE (
+    p.amount::HUGEINT AS amount, p.voucher_amount::HUGEINT AS voucher_amount,
+    p.deposit_amount::HUGEINT AS deposit_amount, p.refund_amount::HUGEINT AS refund_amount)
 FROM folded.payments p JOIN folded.requests r USING (receipt_id);
 
 -- Settlement results servers returned (PAYMENT-RESPONSE / X-PAYMENT-RESPONSE).
 CREATE OR REPLACE VIEW settlements AS
-SELECT s.receipt_id, r.logical_id, s.* EXCLUDE (event_id, receipt_id) REPLACE (s.amount::HUGEINT AS amount)
+SELECT s.receipt_id, r.logical_id, s.* EXCLUDE (event_id, receipt_id) REPLACE (
+    s.amount::HUGEINT AS amount, s.channel_amount::HUGEINT AS channel_amount,
+    s.charged_cumulative::HUGEINT AS charged_cumulative, s.channel_balance::HUGEINT AS channel_balance,
+    s.channel_claimed::HUGEINT AS channel_claimed)
 FROM folded.settlements s JOIN folded.requests r USING (receipt_id);
+
+-- x402 payment channels (`batch-settlement`): one row per channel, from the calls paid from it. `charged`
+-- sums what each answer said its call cost; `voucher_amount` is the largest cumulative voucher the payer
+-- signed; `deposited` what deposit calls put in; the rest is the channel as the server last told it.
+-- What the chain says (claims, refunds) is in each call's checks (`receipts verify`).
+CREATE OR REPLACE VIEW channels AS
+WITH p AS (
+    SELECT channel_id, any_value(payer) AS payer, any_value(pay_to) AS pay_to, any_value(asset) AS asset,
+           any_value(network) AS network, any_value(decimals) AS decimals, any_value(symbol) AS symbol,
+           count(DISTINCT logical_id) FILTER (WHERE kind <> 'channel_refund') AS calls,
+           min(sent_at) AS opened_at, max(sent_at) AS last_call_at, max(voucher_amount) AS voucher_amount,
+           coalesce(sum(deposit_amount), 0) AS deposited,
+           bool_or(kind = 'channel_refund') AS refund_asked
+    FROM payments WHERE channel_id IS NOT NULL GROUP BY channel_id
+), s AS (
+    SELECT channel_id, sum(amount) AS charged, max(charged_cumulative) AS charged_cumulative,
+           arg_max(channel_balance, seen_at) AS balance, arg_max(channel_claimed, seen_at) AS claimed,
+           list(DISTINCT channel_tx ORDER BY channel_tx) FILTER (WHERE channel_tx IS NOT NULL) AS channel_txs
+    FROM settlements WHERE channel_id IS NOT NULL GROUP BY channel_id
+)
+SELECT channel_id, p.payer, p.pay_to, p.asset, p.network, p.calls, p.opened_at, p.last_call_at, s.charged,
+       decimal_text(s.charged, p.decimals) AS charged_decimal, p.symbol, p.voucher_amount, s.charged_cumulative,
+       p.deposited, s.balance, s.claimed, p.refund_asked, s.channel_txs
+FROM p LEFT JOIN s USING (channel_id);
 
 -- Verifier observations (written by `receipts verify`).
 CREATE OR REPLACE VIEW checks AS
@@ -200,8 +229,8 @@ grp AS (
     SELECT logical_id, flatten(list(x)) AS _ids FROM (
         SELECT logical_id, [receipt_id, client_request_id, idempotency_key, payment_identifier, provider_request_id,
                             response_id, upto_session, og_settlement_tx_hash] AS x FROM c
-        UNION ALL SELECT logical_id, [tx_hash, job_id] FROM settlements WHERE in_scope(scoped, logical_id)
-        UNION ALL SELECT logical_id, [payer, nonce] FROM payments WHERE in_scope(scoped, logical_id))
+        UNION ALL SELECT logical_id, [tx_hash, job_id, channel_tx] FROM settlements WHERE in_scope(scoped, logical_id)
+        UNION ALL SELECT logical_id, [payer, nonce, channel_id] FROM payments WHERE in_scope(scoped, logical_id))
     GROUP BY logical_id
 ), pay AS (
     SELECT logical_id, arg_max(COLUMNS(* EXCLUDE (logical_id, receipt_id)), sent_at), count(*) AS payments
@@ -226,7 +255,9 @@ grp AS (
            count(DISTINCT tx_hash)                                      AS settlements,
            list(DISTINCT tx_key(tx_hash) ORDER BY tx_key(tx_hash)) FILTER (WHERE tx_hash IS NOT NULL) AS txs,
            max(amount)                                                  AS max_settled,
-           bool_or(seller_receipt IS NOT NULL)                          AS has_seller_receipt
+           bool_or(seller_receipt IS NOT NULL)                          AS has_seller_receipt,
+           arg_max({'channel_id': channel_id, 'tx': channel_tx, 'amount': channel_amount,
+                    'charged_cumulative': charged_cumulative}, seen_at) FILTER (WHERE channel_id IS NOT NULL) AS channel
     FROM settlements WHERE in_scope(scoped, logical_id) GROUP BY logical_id
 ), last_check AS (  -- the latest verdict, as a whole (arg_max skips NULLs, so pack the fields)
     SELECT logical_id, v.proof_status, v.resolution, v.reason, v.tx, v.session_amount, verdict_at FROM (
@@ -281,6 +312,12 @@ SELECT
     sess.calls                                                      AS session_calls,
     sess.deadline                                                   AS session_deadline,
     last_check.session_amount,
+    coalesce(pay.channel_id, settle.channel.channel_id)             AS channel_id,
+    pay.voucher_amount::HUGEINT                                     AS voucher_amount,
+    settle.channel.charged_cumulative::HUGEINT                      AS charged_cumulative,
+    pay.deposit_amount::HUGEINT                                     AS deposit_amount,
+    settle.channel.tx                                               AS channel_tx,
+    settle.channel.amount::HUGEINT                                  AS channel_tx_amount,
     grp.settlement_type,
     grp.tee_id,
     grp.tee_timestamp,
@@ -336,7 +373,8 @@ SELECT
     grp.client_pid,
     grp.client,
     list_sort(list_distinct(list_transform(list_filter(list_concat(idlist._ids, [grp.logical_id, settle.tx_hash,
-        settle.job_id, pay.payer, pay.nonce]), lambda x: x IS NOT NULL), lambda x: lower(x)))) AS ids  -- (sorted: one order wherever it is computed)
+        settle.job_id, pay.payer, pay.nonce, pay.channel_id, settle.channel.tx]), lambda x: x IS NOT NULL),
+        lambda x: lower(x)))) AS ids  -- (sorted: one order wherever it is computed)
 FROM grp
 JOIN idlist USING (logical_id)
 LEFT JOIN pay USING (logical_id)

@@ -10,12 +10,16 @@ ORACLE_SQL = (Path(__file__).parent / "views_before_fold.sql").read_text()
 VIEWS = ("calls", "challenges", "payments", "settlements", "checks", "sessions", "receipts")
 NEW_ONLY = {"challenges": ["item"],  # columns the fold added, and cost (issue 12)
             "calls": ["cost", "cost_currency", "price_table"],
-            "payments": ["memo", "token_account", "recent_blockhash", "payee_token_account"],  # (Solana payments', issue 14)
-            "settlements": ["seller_receipt"],  # (the offer-receipt extension, issue 14)
+            "payments": ["memo", "token_account", "recent_blockhash", "payee_token_account",  # (Solana payments', issue 14)
+                         "channel_id", "voucher_amount", "deposit_amount", "refund_amount"],  # (payment channels')
+            "settlements": ["seller_receipt",  # (the offer-receipt extension, issue 14) and payment channels'
+                            "channel_id", "channel_tx", "channel_amount", "charged_cumulative", "channel_balance",
+                            "channel_claimed"],
             "receipts": ["amount_decimal", "proof_status_at", "settlement_check", "settlement_checked_at",
                          "settlement_txs", "max_settled_amount", "payment_amount", "deadline", "prompt_tokens",
                          "completion_tokens", "latency_ms", "cost", "cost_currency", "cost_source", "price_table",
-                         "seller_receipt"]}
+                         "seller_receipt", "channel_id", "voucher_amount", "charged_cumulative", "deposit_amount",
+                         "channel_tx", "channel_tx_amount"]}
 
 
 def rows(con, view: str, exclude=()) -> list[tuple]:
