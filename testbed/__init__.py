@@ -9,6 +9,8 @@ Everything here is started by code (tests, ``scripts/demo``), never by hand:
                              OpenAI-compatible chat completion
 - :mod:`testbed.client`      a paid call with the ``x402`` httpx client (through a proxy if asked)
 - :mod:`testbed.stack`       ``paid_stack()``: all of the above, started and stopped together
+- :mod:`testbed.channels`    ``channel_stack()``: x402 payment channels (the ``batch-settlement`` scheme of
+                             the SDK's client, server and facilitator) on the test bed's channel contracts
 
 Only 127.0.0.1 is used. The modules that need the ``x402`` package import it lazily, so
 ``testbed.node`` and ``testbed.chain`` work without it.

@@ -9,6 +9,11 @@ this module resolves the proxy itself: ``proxy="http://127.0.0.1:8080"`` explici
 (default) from ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` honouring ``NO_PROXY``, ``proxy=False`` for
 a direct connection. TLS verification: ``verify`` (bool, CA file path or ``ssl.SSLContext``); by
 default the ``SSL_CERT_FILE`` CA if set (as for a recording proxy's CA), else the system default.
+
+Payment channels (the SDK's ``batch-settlement`` scheme): :func:`batch_settlement_client` builds an
+``x402Client`` with the scheme's client registered (pass it to :func:`pay` as ``x402_client``; keep it for
+the channel's later calls, it holds the channel state), and :func:`refund` sends the client's cooperative
+refund request the same way (same proxy and TLS rules), recording its exchanges.
 """
 
 from __future__ import annotations
@@ -145,6 +150,105 @@ def _x402_client(private_key: str, spend_controls: Any):
     client.set_spend_controls(spend_controls)
     register_exact_evm_client(client, EthAccountSigner(Account.from_key(private_key)))
     return client
+
+
+def batch_settlement_client(private_key: str = PAYER.private_key, *, network: str, spend_controls: Any = None,
+                            salt: str | None = None, deposit_multiplier: int | None = None,
+                            deposit_strategy: Any = None):
+    """``(x402Client, scheme)``: an async x402 client paying ``network`` with the SDK's batch-settlement client
+    scheme (EIP-712 vouchers and deposits signed with ``private_key``; the channel state in the scheme's
+    in-memory storage). ``salt`` (bytes32 hex, default zero) picks the channel among those with the same
+    parties; ``deposit_multiplier`` (≥ 3) and ``deposit_strategy`` size the deposits (the SDK's options);
+    ``spend_controls`` as for :func:`pay_async` (default: any asset, no cap)."""
+    from eth_account import Account
+    from x402 import x402Client
+    from x402.mechanisms.evm.batch_settlement.client import (
+        BatchSettlementDepositPolicy,
+        BatchSettlementEvmScheme,
+        BatchSettlementEvmSchemeOptions,
+    )
+    from x402.mechanisms.evm.signers import EthAccountSigner
+
+    scheme = BatchSettlementEvmScheme(EthAccountSigner(Account.from_key(private_key)), BatchSettlementEvmSchemeOptions(
+        deposit_policy=BatchSettlementDepositPolicy(deposit_multiplier) if deposit_multiplier else None,
+        deposit_strategy=deposit_strategy, salt=salt))
+    client = x402Client()
+    client.set_spend_controls(spend_controls or {"allowed_assets": True})
+    client.register(network, scheme)
+    return client, scheme
+
+
+@dataclass
+class RefundCall:
+    """A batch-settlement refund request as the client made it: the probe (402) and the signed request."""
+
+    settle_response: dict | None
+    """Decoded ``PAYMENT-RESPONSE`` of the refund (None if the SDK gave up, see ``error``)."""
+    exchanges: list[Exchange] = field(default_factory=list)
+    body: bytes = b""
+    """The last answer's body."""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool((self.settle_response or {}).get("success"))
+
+    @property
+    def paid(self) -> Exchange | None:
+        return next((e for e in reversed(self.exchanges) if e.request_header(PAYMENT_SIGNATURE)), None)
+
+    @property
+    def payment_signature(self) -> dict | None:
+        """Decoded ``PAYMENT-SIGNATURE`` of the refund request (the refund voucher)."""
+        p = self.paid
+        return decode_header(p.request_header(PAYMENT_SIGNATURE)) if p else None
+
+    @property
+    def tx_hash(self) -> str | None:
+        tx = (self.settle_response or {}).get("transaction")
+        return tx if isinstance(tx, str) and len(tx) == 66 and tx.startswith("0x") else None
+
+
+def refund(url: str, scheme: Any, body: Any = None, *, amount: int | str | None = None, method: str = "POST",
+           proxy: str | None | bool = None, verify: Any = None, headers: dict[str, str] | None = None,
+           timeout: float = 60.0) -> RefundCall:
+    """Ask the server behind ``url`` for a cooperative refund of ``scheme``'s channel (the SDK's
+    ``BatchSettlementEvmScheme.refund``: a probe that must answer 402, then the same request with a
+    zero-charge refund voucher in ``PAYMENT-SIGNATURE``). ``amount`` (atomic units) asks for part of the
+    remainder, default all of it. The requests are ``method`` with ``body`` as JSON (the paid route's own
+    method: the SDK's default fetch would send GET). Never raises for a refused refund: see ``error``."""
+    import httpx
+    from x402.mechanisms.evm.batch_settlement.client import RefundOptions
+    from x402.mechanisms.evm.batch_settlement.client.refund import _RefundResponse
+
+    if proxy is None:
+        proxy = env_proxy(url)
+    exchanges: list[Exchange] = []
+    last_body: list[bytes] = [b""]
+    kwargs: dict[str, Any] = {}
+    if isinstance(body, (bytes, str)):
+        kwargs["content"] = body
+    elif body is not None:
+        kwargs["json"] = body
+
+    with httpx.Client(proxy=proxy or None, verify=_ssl_verify(verify), trust_env=False, timeout=timeout) as http:
+        def fetch(target: str, extra: dict[str, str]) -> Any:
+            response = http.request(method, target, headers={**(headers or {}), **extra}, **kwargs)
+            request = response.request
+            exchanges.append(Exchange(
+                request.method, str(request.url),
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
+                response.status_code,
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw],
+            ))
+            last_body[0] = response.content
+            return _RefundResponse(status=response.status_code, headers=dict(response.headers))
+
+        try:
+            settled = scheme.refund(url, RefundOptions(amount=None if amount is None else str(int(amount)), fetch=fetch))
+        except Exception as e:  # the SDK raises RuntimeError for a refused refund
+            return RefundCall(None, exchanges, last_body[0], f"{type(e).__name__}: {e}")
+    return RefundCall(settled.model_dump(by_alias=True, exclude_none=True, mode="json"), exchanges, last_body[0])
 
 
 async def pay_async(

@@ -6,6 +6,8 @@ Endpoints (what ``x402.http.HTTPFacilitatorClient`` calls):
 - ``POST /verify``    ``{x402Version, paymentPayload, paymentRequirements}`` → ``VerifyResponse``
 - ``POST /settle``    same body → ``SettleResponse`` (``{success, transaction, network, payer, ...}``)
 - ``GET  /healthz``, and ``GET /settlements`` (every settle answer so far, for tests and demos)
+- ``GET  /exchanges`` every /verify and /settle so far as ``{endpoint, request, response, status}`` (the
+  request bodies too: what a resource server sent, e.g. a batch-settlement claim)
 
 Settlement transactions are signed with the facilitator dev account and sent to anvil:
 ``token.transferWithAuthorization(from,to,value,validAfter,validBefore,nonce,v,r,s)`` for a 65-byte
@@ -16,6 +18,13 @@ get the SDK's exact SVM scheme: the facilitator simulates the client's partially
 adds the fee payer's signature and sends it. The fee payer's keypair comes from ``TESTBED_SVM_FEE_PAYER_KEY``
 (base58 of the 64-byte keypair, as ``str(solders.keypair.Keypair)`` gives it); ``/supported`` advertises it
 as ``extra.feePayer``. EVM and SVM networks can be served by one facilitator.
+
+With ``--batch-settlement`` the EVM networks also get the SDK's ``batch-settlement`` scheme (payment
+channels: deposits through the deposit collectors, claims, settles and cooperative refunds against the
+channel contract at the SDK's constant address; see :mod:`testbed.channels`). With
+``$TESTBED_BATCH_AUTHORIZER_KEY`` set, the facilitator holds that receiver-authorizer key: ``/supported``
+advertises its address as ``extra.receiverAuthorizer`` and it signs claims and refunds that come without
+the authorizer's signature.
 
 Run as a child process by :func:`start_facilitator`; ``python -m testbed.facilitator --help`` to run it
 by itself.
@@ -33,6 +42,7 @@ from .chain import FACILITATOR
 
 KEY_ENV = "TESTBED_FACILITATOR_KEY"
 SVM_KEY_ENV = "TESTBED_SVM_FEE_PAYER_KEY"
+BATCH_AUTHORIZER_KEY_ENV = "TESTBED_BATCH_AUTHORIZER_KEY"
 
 
 def is_svm(network: str) -> bool:
@@ -66,6 +76,11 @@ def _signer_class():
             with self._send_lock:
                 return super().send_transaction(*args, **kwargs)
 
+        @property
+        def w3(self):
+            """The Web3 instance: the batch-settlement facilitator reads the ``Settled`` event's amount with it."""
+            return self._w3
+
     return AnvilFacilitatorSigner
 
 
@@ -91,11 +106,14 @@ def make_svm_signer(rpc_url: str, fee_payer_key: str):
 
 
 def create_app(rpc_url: str | None, networks: list[str], private_key: str = FACILITATOR.private_key, *,
-               svm_rpc_url: str | None = None, svm_fee_payer: str | None = None):
+               svm_rpc_url: str | None = None, svm_fee_payer: str | None = None,
+               batch_settlement: bool = False, batch_authorizer_key: str | None = None):
     """The facilitator as a FastAPI app (sync handlers: the x402 schemes block on RPC calls).
 
     EVM networks settle on ``rpc_url`` with ``private_key``; ``solana:…`` networks on ``svm_rpc_url``
-    with the fee payer keypair ``svm_fee_payer`` (base58 of its 64 bytes).
+    with the fee payer keypair ``svm_fee_payer`` (base58 of its 64 bytes). ``batch_settlement`` adds the
+    SDK's batch-settlement scheme on the EVM networks, with ``batch_authorizer_key`` (optional) as the
+    receiver-authorizer key it advertises and signs with.
     """
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
@@ -113,6 +131,12 @@ def create_app(rpc_url: str | None, networks: list[str], private_key: str = FACI
             raise ValueError(f"EVM networks {evm_networks} need an RPC URL")
         signer = make_signer(rpc_url, private_key)
         register_exact_evm_facilitator(facilitator, signer, networks=evm_networks)
+        if batch_settlement:
+            from x402.mechanisms.evm.batch_settlement.authorizer_signer import LocalAuthorizerSigner
+            from x402.mechanisms.evm.batch_settlement.facilitator.scheme import BatchSettlementEvmFacilitator
+
+            authorizer = LocalAuthorizerSigner(batch_authorizer_key) if batch_authorizer_key else None
+            facilitator.register(evm_networks, BatchSettlementEvmFacilitator(signer, authorizer_signer=authorizer))
     if svm_networks:
         from x402.mechanisms.svm.exact import register_exact_svm_facilitator
 
@@ -121,6 +145,7 @@ def create_app(rpc_url: str | None, networks: list[str], private_key: str = FACI
         svm_signer = make_svm_signer(svm_rpc_url, svm_fee_payer)
         register_exact_svm_facilitator(facilitator, svm_signer, networks=svm_networks)
     settlements: list[dict] = []
+    exchanges: list[dict] = []
     lock = threading.Lock()
 
     app = FastAPI(title="testbed x402 facilitator", docs_url=None, redoc_url=None, openapi_url=None)
@@ -152,46 +177,59 @@ def create_app(rpc_url: str | None, networks: list[str], private_key: str = FACI
     def supported():
         return _dump(facilitator.get_supported())
 
+    def _answer(endpoint: str, body: Any, answer: Any, status: int = 200):
+        with lock:
+            exchanges.append({"endpoint": endpoint, "request": body, "response": answer, "status": status})
+        return answer if status == 200 else JSONResponse(answer, status_code=status)
+
     @app.post("/verify")
     def verify(body: dict):
         try:
             payload, requirements = _parse(body)
         except Exception as e:  # malformed request
-            return JSONResponse({"error": f"invalid request: {e}"}, status_code=400)
+            return _answer("/verify", body, {"error": f"invalid request: {e}"}, 400)
         try:
-            return _dump(facilitator.verify(payload, requirements))
+            return _answer("/verify", body, _dump(facilitator.verify(payload, requirements)))
         except Exception as e:
-            return JSONResponse({"error": f"{type(e).__name__}: {e}"}, status_code=500)
+            return _answer("/verify", body, {"error": f"{type(e).__name__}: {e}"}, 500)
 
     @app.post("/settle")
     def settle(body: dict):
         try:
             payload, requirements = _parse(body)
         except Exception as e:
-            return JSONResponse({"error": f"invalid request: {e}"}, status_code=400)
+            return _answer("/settle", body, {"error": f"invalid request: {e}"}, 400)
         try:
             result = _dump(facilitator.settle(payload, requirements))
         except Exception as e:
-            return JSONResponse({"error": f"{type(e).__name__}: {e}"}, status_code=500)
+            return _answer("/settle", body, {"error": f"{type(e).__name__}: {e}"}, 500)
         with lock:
             settlements.append(result)
-        return result
+        return _answer("/settle", body, result)
 
     @app.get("/settlements")
     def list_settlements():
         with lock:
             return list(settlements)
 
+    @app.get("/exchanges")
+    def list_exchanges():
+        with lock:
+            return list(exchanges)
+
     return app
 
 
 def start_facilitator(rpc_url: str | None, networks: str | list[str], *,
                       private_key: str = FACILITATOR.private_key, svm_rpc_url: str | None = None,
-                      svm_fee_payer: str | None = None, timeout: float = 30.0, wait: bool = True):
+                      svm_fee_payer: str | None = None, batch_settlement: bool = False,
+                      batch_authorizer_key: str | None = None, timeout: float = 30.0, wait: bool = True):
     """Start the facilitator as a child process on 127.0.0.1; returns a :class:`~testbed.service.Service`.
 
     For ``solana:…`` networks pass ``svm_rpc_url`` and ``svm_fee_payer`` (base58 of the 64-byte keypair,
     handed over in the environment, never on the command line); ``rpc_url`` may then be None.
+    ``batch_settlement`` adds the batch-settlement scheme on the EVM networks; ``batch_authorizer_key``
+    (in the environment too) makes the facilitator the receiver authorizer.
     """
     from .service import start_service
 
@@ -204,6 +242,10 @@ def start_facilitator(rpc_url: str | None, networks: str | list[str], *,
         args += ["--svm-rpc-url", svm_rpc_url]
     if svm_fee_payer:
         env[SVM_KEY_ENV] = svm_fee_payer
+    if batch_settlement:
+        args.append("--batch-settlement")
+    if batch_authorizer_key:
+        env[BATCH_AUTHORIZER_KEY_ENV] = batch_authorizer_key
     for n in nets:
         args += ["--network", n]
     return start_service("facilitator", "testbed.facilitator", args, env=env, timeout=timeout, wait=wait)
@@ -215,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--svm-rpc-url", help=f"Solana JSON-RPC (needed for solana: networks; fee payer from ${SVM_KEY_ENV})")
     ap.add_argument("--network", action="append", required=True,
                     help="CAIP-2, e.g. eip155:8453 or solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1 (repeatable)")
+    ap.add_argument("--batch-settlement", action="store_true",
+                    help="also the batch-settlement scheme on EVM networks "
+                         f"(receiver authorizer key from ${BATCH_AUTHORIZER_KEY_ENV}, optional)")
     ap.add_argument("--fd", type=int, help="serve this inherited listening socket")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
@@ -227,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     from .service import serve_fd
 
     app = create_app(args.rpc_url, args.network, key, svm_rpc_url=args.svm_rpc_url,
-                     svm_fee_payer=os.environ.get(SVM_KEY_ENV))
+                     svm_fee_payer=os.environ.get(SVM_KEY_ENV), batch_settlement=args.batch_settlement,
+                     batch_authorizer_key=os.environ.get(BATCH_AUTHORIZER_KEY_ENV))
     serve_fd(app, args.fd, host=args.host, port=args.port)
     return 0
 

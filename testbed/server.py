@@ -23,6 +23,24 @@ With ``X-Testbed-Hide-Settlement: 1`` the payment is settled but the answer carr
 
 Free routes: ``GET /healthz``, ``GET /v1/models``. Every answer carries a fresh ``x-request-id``.
 
+``X-Testbed-Charge: <atomic units>`` on a request makes the handler charge that much instead of the price
+(meant for the batch-settlement scheme, where a call costs what it costs up to the price): it answers with the
+SDK's ``Settlement-Overrides: {"amount": …}`` header, which the x402 middleware strips and settles with (the
+price stays the most a call may cost; a charge above it fails to settle).
+
+With ``scheme="batch-settlement"`` (``--scheme batch-settlement``) the route takes the SDK's payment-channel
+scheme instead of exact (EVM only): the first call opens a channel with a deposit, later calls pay with
+cumulative vouchers the server keeps in its channel storage (no transaction per call), and a refund request
+(the client's zero-charge refund voucher) is answered by the middleware without running the handler. The
+receiver-authorizer key comes from ``$TESTBED_SERVER_AUTHORIZER_KEY`` (else the facilitator's advertised
+one is used). The SDK's channel manager is built but its timers never start; these free routes drive it:
+
+- ``GET  /testbed/channels``                 the server's channel records (``Channel.to_dict()``)
+- ``POST /testbed/channels/claim``           claim every channel's charged vouchers now (``claimWithSignature``)
+- ``POST /testbed/channels/settle``          settle the claimed funds to the payee now
+- ``POST /testbed/channels/claim-and-settle`` both
+- ``POST /testbed/channels/refund``          refund channels now (body ``{"channelIds": [...]}``, default all)
+
 On a Solana network (``--network solana:…``) the route takes the SDK's exact SVM scheme instead: ``asset``
 is the SPL mint (base58), ``payTo`` the payee's wallet (the client pays its associated token account),
 the price has no EVM token ``name``/``version``, and the facilitator's fee payer comes from its
@@ -34,6 +52,7 @@ random one. ``svm_rpc_url`` (optional) lets the server add a recent blockhash to
 import argparse
 import hashlib
 import json
+import os
 import sys
 import uuid
 from typing import Any
@@ -46,6 +65,10 @@ MODEL = "testbed-echo-1"
 CREATED = 1_700_000_000
 TOKEN_NAME = "USD Coin"
 TOKEN_VERSION = "2"
+CHARGE_HEADER = "X-Testbed-Charge"
+AUTHORIZER_KEY_ENV = "TESTBED_SERVER_AUTHORIZER_KEY"
+BATCH_SETTLEMENT = "batch-settlement"
+CHANNELS_PATH = "/testbed/channels"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,11 +140,16 @@ def is_svm(network: str) -> bool:
 
 def create_app(*, facilitator_url: str, network: str, asset: str, pay_to: str, price: int = 10_000,
                token_name: str = TOKEN_NAME, token_version: str = TOKEN_VERSION,
-               max_timeout_seconds: int = 300, memo: str | None = None, svm_rpc_url: str | None = None):
+               max_timeout_seconds: int = 300, memo: str | None = None, svm_rpc_url: str | None = None,
+               scheme: str = "exact", receiver_authorizer_key: str | None = None,
+               withdraw_delay: int | None = None, asset_transfer_method: str | None = None):
     """The resource server. The facilitator must already answer ``GET /supported``.
 
     ``eip155:…`` networks use the exact EVM scheme (``token_name``/``token_version`` are the token's
     EIP-712 domain); ``solana:…`` networks the exact SVM scheme (``memo``, ``svm_rpc_url`` optional).
+    ``scheme="batch-settlement"``: the EVM payment-channel scheme, with ``receiver_authorizer_key`` (None:
+    the facilitator's), ``withdraw_delay`` seconds (None: the SDK's 900) and ``asset_transfer_method``
+    (``"eip3009"``, the default, or ``"permit2"``) for deposits.
     """
     import httpx
     from fastapi import FastAPI, Request
@@ -135,7 +163,32 @@ def create_app(*, facilitator_url: str, network: str, asset: str, pay_to: str, p
         http_client=httpx.AsyncClient(timeout=60.0, trust_env=False, follow_redirects=True),
     ))
     resource_server = x402ResourceServer(facilitator)
-    if is_svm(network):
+    channel_scheme = channel_manager = None
+    if scheme == BATCH_SETTLEMENT:
+        if is_svm(network):
+            raise ValueError("batch-settlement is an EVM scheme")
+        from x402.mechanisms.evm.batch_settlement.authorizer_signer import LocalAuthorizerSigner
+        from x402.mechanisms.evm.batch_settlement.server import (
+            BatchSettlementChannelManager,
+            BatchSettlementEvmScheme,
+            BatchSettlementEvmSchemeServerConfig,
+            ChannelManagerConfig,
+        )
+
+        authorizer = LocalAuthorizerSigner(receiver_authorizer_key) if receiver_authorizer_key else None
+        channel_scheme = BatchSettlementEvmScheme(pay_to, BatchSettlementEvmSchemeServerConfig(
+            receiver_authorizer_signer=authorizer, withdraw_delay=withdraw_delay))
+        resource_server.register(network, channel_scheme)
+        # built directly (not scheme.create_channel_manager, which takes the network's default asset)
+        # and never start()ed: claims, settles and refunds happen only when the routes below ask
+        channel_manager = BatchSettlementChannelManager(ChannelManagerConfig(
+            scheme=channel_scheme, facilitator=facilitator, receiver=pay_to, token=asset, network=network))
+        extra = {"name": token_name, "version": token_version}
+        if asset_transfer_method:
+            extra["assetTransferMethod"] = asset_transfer_method
+    elif scheme != "exact":
+        raise ValueError(f"unknown scheme {scheme!r}")
+    elif is_svm(network):
         from x402.mechanisms.svm.exact import ExactSvmServerScheme
 
         resource_server.register(network, ExactSvmServerScheme(svm_rpc_url))
@@ -148,7 +201,7 @@ def create_app(*, facilitator_url: str, network: str, asset: str, pay_to: str, p
     routes = {
         f"POST {CHAT_PATH}": RouteConfig(
             accepts=PaymentOption(
-                scheme="exact",
+                scheme=scheme,
                 pay_to=pay_to,
                 price={"amount": str(int(price)), "asset": asset, "extra": extra},
                 network=network,
@@ -197,7 +250,11 @@ def create_app(*, facilitator_url: str, network: str, asset: str, pay_to: str, p
 
     @app.get("/healthz")
     async def healthz():
-        return {"ok": True, "network": network, "asset": asset, "payTo": pay_to, "price": str(price)}
+        return {"ok": True, "network": network, "asset": asset, "payTo": pay_to, "price": str(price),
+                "scheme": scheme}
+
+    if channel_manager is not None:
+        _channel_routes(app, channel_scheme, channel_manager)
 
     @app.get("/v1/models")
     async def models():
@@ -220,12 +277,64 @@ def create_app(*, facilitator_url: str, network: str, asset: str, pay_to: str, p
                                 status_code=400)
         if not isinstance(req, dict):
             req = {}
+        charge = request.headers.get(CHARGE_HEADER)
+        # the actual cost of this call: the x402 middleware settles this amount instead of the price
+        overrides = {"Settlement-Overrides": json.dumps({"amount": charge.strip()})} if charge else {}
         if req.get("stream"):
             return StreamingResponse(iter(chat_stream_events(req)), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
-        return JSONResponse(chat_completion(req))
+                                     headers={"Cache-Control": "no-cache", **overrides})
+        return JSONResponse(chat_completion(req), headers=overrides)
 
     return app
+
+
+def _channel_routes(app, channel_scheme, manager) -> None:
+    """The free routes that drive the SDK's channel manager now (see the module doc)."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
+    def _failed(e: Exception):
+        return JSONResponse({"error": f"{type(e).__name__}: {e}"}, status_code=500)
+
+    def _claims(results) -> list[dict]:
+        return [{"vouchers": r.vouchers, "transaction": r.transaction} for r in results]
+
+    @app.get(CHANNELS_PATH)
+    async def channels():
+        return {"channels": [c.to_dict() for c in channel_scheme.get_storage().list()]}
+
+    @app.post(CHANNELS_PATH + "/claim")
+    async def claim():
+        try:
+            return {"claims": _claims(await manager.claim())}
+        except Exception as e:
+            return _failed(e)
+
+    @app.post(CHANNELS_PATH + "/settle")
+    async def settle():
+        try:
+            return {"transaction": (await manager.settle()).transaction}
+        except Exception as e:
+            return _failed(e)
+
+    @app.post(CHANNELS_PATH + "/claim-and-settle")
+    async def claim_and_settle():
+        try:
+            done = await manager.claim_and_settle()
+        except Exception as e:
+            return _failed(e)
+        settled = done["settle"]
+        return {"claims": _claims(done["claims"]), "settle": {"transaction": settled.transaction} if settled else None}
+
+    @app.post(CHANNELS_PATH + "/refund")
+    async def refund(request: Request):
+        try:
+            body = json.loads(await request.body() or b"{}")
+            ids = body.get("channelIds") if isinstance(body, dict) else None
+            results = await manager.refund(ids)
+        except Exception as e:
+            return _failed(e)
+        return {"refunds": [{"channel": r.channel, "transaction": r.transaction} for r in results]}
 
 
 def _fail_status(request) -> int:
@@ -238,24 +347,36 @@ def _fail_status(request) -> int:
 
 def start_server(*, facilitator_url: str, network: str, asset: str, pay_to: str, price: int = 10_000,
                  tls: dict | None = None, url_host: str | None = None, memo: str | None = None,
-                 svm_rpc_url: str | None = None, timeout: float = 30.0, wait: bool = True):
+                 svm_rpc_url: str | None = None, scheme: str = "exact", receiver_authorizer_key: str | None = None,
+                 withdraw_delay: int | None = None, asset_transfer_method: str | None = None,
+                 timeout: float = 30.0, wait: bool = True):
     """Start the resource server as a child process; returns a :class:`~testbed.service.Service`.
 
     ``tls={"cert": path, "key": path}`` serves HTTPS (its URL then uses ``localhost``, which the
     test certificates from ``tests/support/certs.py`` name). ``memo`` and ``svm_rpc_url`` are for
-    ``solana:…`` networks (see :func:`create_app`).
+    ``solana:…`` networks (see :func:`create_app`); ``scheme``, ``receiver_authorizer_key`` (handed over in
+    the environment), ``withdraw_delay`` and ``asset_transfer_method`` for ``batch-settlement``.
     """
     from .service import start_service
 
     args = ["--facilitator-url", facilitator_url, "--network", network, "--asset", asset,
             "--pay-to", pay_to, "--price", str(int(price))]
+    env = {}
+    if scheme != "exact":
+        args += ["--scheme", scheme]
+    if receiver_authorizer_key:
+        env[AUTHORIZER_KEY_ENV] = receiver_authorizer_key
+    if withdraw_delay is not None:
+        args += ["--withdraw-delay", str(int(withdraw_delay))]
+    if asset_transfer_method:
+        args += ["--asset-transfer-method", asset_transfer_method]
     if memo:
         args += ["--memo", memo]
     if svm_rpc_url:
         args += ["--svm-rpc-url", svm_rpc_url]
     if tls:
         args += ["--ssl-certfile", str(tls["cert"]), "--ssl-keyfile", str(tls["key"])]
-    return start_service("server", "testbed.server", args, tls=bool(tls),
+    return start_service("server", "testbed.server", args, tls=bool(tls), env=env,
                          url_host=url_host or ("localhost" if tls else None), timeout=timeout, wait=wait)
 
 
@@ -293,12 +414,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--facilitator-timeout", type=float, default=30.0)
     ap.add_argument("--memo", help="solana: the memo every payment carries (default: a random one per payment)")
     ap.add_argument("--svm-rpc-url", help="solana: JSON-RPC for a recent blockhash in the offer (optional)")
+    ap.add_argument("--scheme", default="exact", choices=["exact", BATCH_SETTLEMENT])
+    ap.add_argument("--withdraw-delay", type=int, help="batch-settlement: the channels' withdraw delay (seconds)")
+    ap.add_argument("--asset-transfer-method", choices=["eip3009", "permit2"],
+                    help="batch-settlement: how deposits pull the token (default eip3009)")
     args = ap.parse_args(argv)
+
     from .service import serve_fd
 
     _wait_for_facilitator(args.facilitator_url, args.facilitator_timeout)
     app = create_app(facilitator_url=args.facilitator_url, network=args.network, asset=args.asset,
-                     pay_to=args.pay_to, price=args.price, memo=args.memo, svm_rpc_url=args.svm_rpc_url)
+                     pay_to=args.pay_to, price=args.price, memo=args.memo, svm_rpc_url=args.svm_rpc_url,
+                     scheme=args.scheme, receiver_authorizer_key=os.environ.get(AUTHORIZER_KEY_ENV),
+                     withdraw_delay=args.withdraw_delay, asset_transfer_method=args.asset_transfer_method)
     serve_fd(app, args.fd, host=args.host, port=args.port, ssl_certfile=args.ssl_certfile,
              ssl_keyfile=args.ssl_keyfile)
     return 0

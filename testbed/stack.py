@@ -16,8 +16,18 @@ USDC-like SPL mint, the facilitator with the exact SVM scheme (fee payer) and th
         call.payment_response["transaction"]     # the settlement's signature (base58)
         s.balance(s.payee)                       # the payee's token balance, atomic units
 
+``channel_stack()`` (from :mod:`testbed.channels`, re-exported here) is x402's payment channels: the
+``batch-settlement`` scheme of the SDK's client, server and facilitator on the test bed's channel contracts:
+
+    from testbed.stack import channel_stack
+
+    with channel_stack() as s:
+        s.pay(charge=7_000)          # deposit + first voucher; later calls are vouchers only
+        s.claim_and_settle()         # the server's channel manager, now
+        s.refund()                   # the client's cooperative refund request
+
 ``python -m testbed.stack`` starts it, prints where everything is (as JSON), and runs until Ctrl-C
-(``--solana`` for the Solana stack).
+(``--solana`` for the Solana stack, ``--channels`` for the payment-channel stack).
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from typing import Any, Iterator
 
 from . import chain
 from .chain import FACILITATOR, PAYEE, PAYER, DevAccount
+from .channels import ChannelStack, channel_stack  # noqa: F401  (re-exported)
 from .node import Anvil, start_anvil
 from .server import CHAT_PATH
 
@@ -303,8 +314,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chain-id", type=int, default=8453)
     ap.add_argument("--price", type=int, default=10_000)
     ap.add_argument("--solana", action="store_true", help="the Solana stack (local SVM node) instead of anvil")
+    ap.add_argument("--channels", action="store_true", help="the payment-channel (batch-settlement) stack")
     args = ap.parse_args(argv)
-    started = solana_stack(price=args.price) if args.solana else paid_stack(args.chain_id, price=args.price)
+    if args.solana:
+        started = solana_stack(price=args.price)
+    elif args.channels:
+        started = channel_stack(args.chain_id, price=args.price)
+    else:
+        started = paid_stack(args.chain_id, price=args.price)
     with started as s:
         print(json.dumps(s.describe(), indent=2), flush=True)
         signal.signal(signal.SIGTERM, _interrupt)

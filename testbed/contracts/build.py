@@ -1,6 +1,6 @@
 """Compile the test bed's Solidity offline with solc-js into committed JSON artifacts.
 
-    .venv/bin/python -m testbed.contracts.build            # rewrite TestUSDC.json and TestWallet.json
+    .venv/bin/python -m testbed.contracts.build            # rewrite every artifact (TestUSDC.json, ...)
     .venv/bin/python -m testbed.contracts.build --check    # exit 1 if the artifact is stale
 
 The compile is ``solcjs --bin --abi --optimize`` (solc 0.8.37, 200 runs, the compiler's default EVM
@@ -20,7 +20,15 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CONTRACTS = {"TestUSDC": "TestUSDC.sol", "TestWallet": "TestWallet.sol"}
+CONTRACTS = {
+    "TestUSDC": "TestUSDC.sol",
+    "TestWallet": "TestWallet.sol",
+    # the x402 batch-settlement (payment channel) contracts, placed at the SDK's addresses by testbed.channels
+    "TestChannels": "TestChannels.sol",
+    "TestERC3009DepositCollector": "TestChannels.sol",
+    "TestPermit2DepositCollector": "TestChannels.sol",
+    "TestMulticall3": "TestMulticall3.sol",
+}
 
 
 def artifact_path(name: str = "TestUSDC") -> Path:
@@ -38,29 +46,36 @@ def source_sha256(name: str = "TestUSDC") -> str:
 
 def compile_contract(name: str = "TestUSDC", *, timeout: float = 180.0) -> dict:
     """Compile ``name`` with solc-js now (installs it from npm if missing) and return the artifact."""
+    return compile_contracts([name], timeout=timeout)[name]
+
+
+def compile_contracts(names: list[str] | None = None, *, timeout: float = 180.0) -> dict[str, dict]:
+    """Compile ``names`` (default: all of :data:`CONTRACTS`), each source file once; name -> artifact."""
     from ..node import ensure_node_tools
 
     solcjs = ensure_node_tools().solcjs
-    source = CONTRACTS[name]
-    with tempfile.TemporaryDirectory(prefix="testbed-solc-") as out:
-        cmd = [str(solcjs), "--bin", "--abi", "--optimize", "--output-dir", out, source]
-        done = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=timeout)
-        if done.returncode != 0:
-            raise RuntimeError(f"solcjs failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
-        stem = source.replace(".", "_") + "_" + name
-        bin_hex = (Path(out) / f"{stem}.bin").read_text().strip()
-        abi = json.loads((Path(out) / f"{stem}.abi").read_text())
-        version = subprocess.run([str(solcjs), "--version"], capture_output=True, text=True,
-                                 timeout=timeout).stdout.strip()
-    return {
-        "contractName": name,
-        "sourceFile": source,
-        "sourceSha256": source_sha256(name),
-        "compiler": f"solc-js {version}",
-        "settings": {"optimize": True, "runs": 200},
-        "abi": abi,
-        "bytecode": "0x" + bin_hex,
-    }
+    names = list(CONTRACTS) if names is None else list(names)
+    version = subprocess.run([str(solcjs), "--version"], capture_output=True, text=True,
+                             timeout=timeout).stdout.strip()
+    artifacts: dict[str, dict] = {}
+    for source in dict.fromkeys(CONTRACTS[n] for n in names):
+        with tempfile.TemporaryDirectory(prefix="testbed-solc-") as out:
+            cmd = [str(solcjs), "--bin", "--abi", "--optimize", "--output-dir", out, source]
+            done = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=timeout)
+            if done.returncode != 0:
+                raise RuntimeError(f"solcjs failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
+            for name in (n for n in names if CONTRACTS[n] == source):
+                stem = source.replace(".", "_") + "_" + name
+                artifacts[name] = {
+                    "contractName": name,
+                    "sourceFile": source,
+                    "sourceSha256": source_sha256(name),
+                    "compiler": f"solc-js {version}",
+                    "settings": {"optimize": True, "runs": 200},
+                    "abi": json.loads((Path(out) / f"{stem}.abi").read_text()),
+                    "bytecode": "0x" + (Path(out) / f"{stem}.bin").read_text().strip(),
+                }
+    return {n: artifacts[n] for n in names}
 
 
 def write_artifact(artifact: dict) -> Path:
@@ -93,7 +108,7 @@ def check_or_write(argv: list[str] | None, description: str, fresh, load, write,
 
 
 def main(argv: list[str] | None = None) -> int:
-    return check_or_write(argv, __doc__.splitlines()[0], lambda: ((n, compile_contract(n)) for n in CONTRACTS),
+    return check_or_write(argv, __doc__.splitlines()[0], lambda: compile_contracts().items(),
                           load_artifact, write_artifact, "testbed.contracts.build")
 
 
