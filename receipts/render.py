@@ -151,6 +151,10 @@ def receipt_text(r: dict, details: dict) -> str:
     for s in details.get("settlements", []):
         lines.append(f"Settlement    success={safe(s.get('success'))} tx={safe(s.get('tx_hash'))} "
                      f"job={safe(s.get('job_id'))} {safe(s.get('error_reason') or '')}".rstrip())
+        if s.get("channel_id"):
+            lines.append(f"Channel       {safe(s['channel_id'])}  charged {safe(s.get('amount'))}, "
+                         f"{safe(s.get('charged_cumulative'))} so far; its tx {safe(s.get('channel_tx'))} "
+                         f"({safe(s.get('channel_amount'))})")
         lines += _seller_receipt_lines(s.get("seller_receipt"), r.get("seller_receipt"))
     checks = details.get("checks", [])
     tx = _latest_detail(checks, "settlement_tx") or _latest_detail(checks, "session_settlement")

@@ -266,13 +266,13 @@ grp AS (
                         'session_amount': session_amount},
                        observed_at) AS v
         FROM checks WHERE "check" = 'verdict' AND in_scope(scoped, receipt_id) GROUP BY receipt_id)
-), settled AS (  -- the latest result of the settlement check (x402's, or an OpenGradient session's)
+), settled AS (  -- the latest result of the settlement check (x402's, an OpenGradient session's, a channel's claim)
     SELECT receipt_id AS logical_id, arg_max(result, observed_at) AS result, max(observed_at) AS checked_at
-    FROM checks WHERE "check" IN ('settlement_tx', 'session_settlement') AND in_scope(scoped, receipt_id)
+    FROM checks WHERE "check" IN ('settlement_tx', 'session_settlement', 'channel_claim') AND in_scope(scoped, receipt_id)
     GROUP BY receipt_id
 ), trust AS (  -- what the latest passing settlement check rested on: single-node, or quorum-N endpoints
     SELECT receipt_id AS logical_id, arg_max(detail->>'trust', observed_at) AS trust
-    FROM checks WHERE "check" IN ('settlement_tx', 'session_settlement') AND result = 'pass' AND in_scope(scoped, receipt_id)
+    FROM checks WHERE "check" IN ('settlement_tx', 'session_settlement', 'channel_claim') AND result = 'pass' AND in_scope(scoped, receipt_id)
     GROUP BY receipt_id
 ), seller AS (  -- the latest result of the check of the seller's signed receipt
     SELECT receipt_id AS logical_id, arg_max(result, observed_at) AS result

@@ -35,7 +35,7 @@ from . import tee
 from .evidence import TRANSFER, Check
 from .registry import Registry
 from .rpc import Rpc, RpcError
-from .verify import Summary, in_part, parts, signature_check, terms_check
+from .verify import Summary, changes, in_part, parts, signature_check, terms_check
 
 log = logging.getLogger("receipts.verify")
 
@@ -550,16 +550,6 @@ def verdict(r: dict, checks: list[Check], facts: Facts) -> tuple[str, str | None
 
 
 def _changes(r: dict, checks: list[Check], last: dict, summary: Summary, facts: Facts) -> list[Event]:
-    rid = r["receipt_id"]
-    changed = [{"check": c.name, "result": c.result, "reason": c.reason, "detail": c.detail, "block": c.block}
-               for c in checks if last.get((rid, c.name)) != (c.result, c.reason)]
-    status, resolution, reason = verdict(r, checks, facts)
-    summary.statuses[status] = summary.statuses.get(status, 0) + 1
-    if (r.get("last_status"), r.get("last_resolution"), r.get("last_reason")) != (status, resolution, reason):
-        summary.changed += 1
-        session = next((c for c in checks if c.name == "session_settlement" and c.result == "pass"), None)
-        changed.append({"check": "verdict", "result": status, "status": status, "resolution": resolution,
-                        "reason": reason, "detail": {c.name: c.result for c in checks},
-                        "tx": session.detail["tx"] if session else None,
-                        "session_amount": session.detail["amount"] if session else None})
-    return [Event("check", rid, {"checks": changed})] if changed else []
+    session = next((c for c in checks if c.name == "session_settlement" and c.result == "pass"), None)
+    return changes(r, checks, last, summary, verdict(r, checks, facts), tx=session.detail["tx"] if session else None,
+                   session_amount=session.detail["amount"] if session else None)

@@ -68,6 +68,11 @@ WHERE upto_session IS NOT NULL OR receipt_id IN (  -- that of the exchange's lat
     WHERE receipt_id IN (SELECT receipt_id FROM folded.stream_ends WHERE tee_id IS NOT NULL)
     GROUP BY receipt_id HAVING arg_max(tee_id IS NOT NULL, ts))
 """
+CHANNEL_CALLS = """
+CREATE TABLE channel_calls AS  -- calls paid from a payment channel (payments.channel_id): verifier/channels.py
+SELECT DISTINCT r.logical_id FROM folded.payments p JOIN folded.requests r USING (receipt_id)  -- verifies them
+WHERE p.channel_id IS NOT NULL
+"""
 # Per call of a part: the latest result of each of its checks, and its latest verdict. (The checks' files
 # are sorted by receipt_id, the logical id here: a part reads its own row groups.)
 HISTORIES = """
@@ -130,7 +135,8 @@ LEFT JOIN chal USING (logical_id)
 LEFT JOIN answer USING (logical_id)
 LEFT JOIN histories h USING (logical_id)
 WHERE coalesce(h.verdict.proof_status, 'pending') IN ('pending', 'passed')
-  AND pay.logical_id NOT IN (SELECT logical_id FROM og_calls) AND {shard}
+  AND pay.logical_id NOT IN (SELECT logical_id FROM og_calls)
+  AND pay.logical_id NOT IN (SELECT logical_id FROM channel_calls) AND {shard}
 """
 
 
@@ -142,6 +148,7 @@ class Summary:
     faults: list = field(default_factory=list)
     skipped: int = 0  # receipts of networks whose nodes were at fault: left as they were
     og_calls: int = 0  # the calls with an upto session or a TEE proof: verifier/og.py's pass
+    channel_calls: int = 0  # the calls paid from a payment channel: verifier/channels.py's pass
 
 
 def signature_check(r: dict) -> Check:
@@ -297,7 +304,7 @@ def verify_once(data_dir, settings: Settings, journal: Journal, chunk: int = CHU
         # (a second thread buys little here and costs CPU and memory)
         with db.connect(data_dir, views=False, settings={"threads": 1}) as con, \
                 ThreadPoolExecutor(1, thread_name_prefix="verify-query") as querier:  # done before `con` closes
-            summary.og_calls = querier.submit(_prepare, con).result()
+            summary.og_calls, summary.channel_calls = querier.submit(_prepare, con).result()
             ahead = collections.deque()  # the next rounds: their receipts, and their chain views being read
             for batch, cols in _rounds(con, chunk, querier, shard=shard):
                 ahead.append(_read_chain(batch, cols, settings, readers, chain_reader))
@@ -309,15 +316,20 @@ def verify_once(data_dir, settings: Settings, journal: Journal, chunk: int = CHU
                 from . import og  # on the same connection and thread: the memory of one pass serves both
 
                 querier.submit(og.verify_pass, con, settings, journal, summary).result()
+            if summary.channel_calls and (shard is None or shard[0] == 1):  # the payment channels' pass (one shard: a
+                from . import channels
+
+                querier.submit(channels.verify_pass, con, settings, journal, summary).result()  # channel is judged whole)
     for done in written:  # every check event is durable before the pass returns
         done.result().result(30.0)
     return summary
 
 
-def _prepare(con) -> int:
-    """The pass's table OG_CALLS; returns the number of OpenGradient calls."""
+def _prepare(con) -> tuple[int, int]:
+    """The pass's tables OG_CALLS and CHANNEL_CALLS; returns how many calls each holds."""
     con.execute(OG_CALLS)
-    return con.execute("SELECT count(*) FROM og_calls").fetchone()[0]
+    con.execute(CHANNEL_CALLS)
+    return tuple(con.execute("SELECT (SELECT count(*) FROM og_calls), (SELECT count(*) FROM channel_calls)").fetchone())
 
 
 PART = 2500  # receipts per query: DuckDB's working memory follows the receipts it aggregates at once
@@ -788,14 +800,21 @@ def _payment(r: dict) -> dict:
 
 
 def _changes(r: dict, checks: list[Check], last: dict, summary: Summary, grace: float, chain_now: float) -> list[Event]:
-    """One `check` event holding the checks whose result changed, and the verdict if it changed."""
+    return changes(r, checks, last, summary, verdict(checks, r, chain_now, grace))
+
+
+def changes(r: dict, checks: list[Check], last: dict, summary: Summary, decided: tuple[str, str | None, str | None],
+            **evidence) -> list[Event]:
+    """One `check` event holding the checks whose result changed (`last`: each check's latest result and
+    reason), and the verdict `decided` (status, resolution, reason) if it changed, with `evidence` (the
+    transaction that proves it: `tx`, `session_amount`)."""
     rid = r["receipt_id"]
     changed = [{"check": c.name, "result": c.result, "reason": c.reason, "detail": c.detail, "block": c.block}
                for c in checks if last.get((rid, c.name)) != (c.result, c.reason)]
-    status, resolution, reason = verdict(checks, r, chain_now, grace)
+    status, resolution, reason = decided
     summary.statuses[status] = summary.statuses.get(status, 0) + 1
-    if (r.get("last_status"), r.get("last_resolution"), r.get("last_reason")) != (status, resolution, reason):
+    if (r.get("last_status"), r.get("last_resolution"), r.get("last_reason")) != decided:
         summary.changed += 1
         changed.append({"check": "verdict", "result": status, "status": status, "resolution": resolution,
-                        "reason": reason, "detail": {c.name: c.result for c in checks}})
+                        "reason": reason, "detail": {c.name: c.result for c in checks}, **evidence})
     return [Event("check", rid, {"checks": changed})] if changed else []

@@ -9,6 +9,8 @@ from receipts.verifier import verify as V
 
 # The OpenGradient calls: the x402 pass leaves them to verifier/og.py.
 VIEWS_OG_CALLS = "SELECT DISTINCT logical_id FROM calls WHERE upto_session IS NOT NULL OR tee_id IS NOT NULL"
+# The calls paid from a payment channel: verifier/channels.py's.
+VIEWS_CHANNEL_CALLS = "SELECT DISTINCT logical_id FROM payments WHERE channel_id IS NOT NULL"
 # The offer that applies to a call: of its latest 402, the first `accepts` entry.
 VIEWS_OFFER = """
 SELECT logical_id, arg_max({'amount': amount, 'pay_to': pay_to, 'asset': asset, 'network': network},
@@ -53,7 +55,7 @@ LEFT JOIN chal USING (logical_id)
 LEFT JOIN answer USING (logical_id)
 LEFT JOIN verdict USING (logical_id)
 WHERE p.payer IS NOT NULL AND coalesce(v.proof_status, 'pending') IN ('pending', 'passed')
-  AND pay.logical_id NOT IN ({VIEWS_OG_CALLS})
+  AND pay.logical_id NOT IN ({VIEWS_OG_CALLS}) AND pay.logical_id NOT IN ({VIEWS_CHANNEL_CALLS})
 ORDER BY receipt_id
 """
 # The latest result of each check of each receipt, and whether it ever passed.
