@@ -62,7 +62,6 @@ from typing import Any, Callable
 import solders
 from solders.account import Account
 from solders.clock import Clock
-from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
@@ -298,17 +297,21 @@ def _memo_summary(tx: VersionedTransaction) -> str | None:
 
 
 # --- the node ----------------------------------------------------------------------------------
+# The genesis hash the node claims: devnet's, because the x402 SDK knows only the public clusters' network
+# ids (`solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1` is its first 32 characters); the chain is this process's.
+DEVNET_GENESIS = "EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG"
+
 
 class SolanaNode:
     """A LiteSVM chain served as Solana JSON-RPC on 127.0.0.1 (see the module docstring)."""
 
     def __init__(self, *, confirm_depth: int = 0, finalize_depth: int = 32,
-                 slot_interval: float | None = None, port: int = 0):
+                 slot_interval: float | None = None, port: int = 0, genesis_hash: str = DEVNET_GENESIS):
         if not 0 <= confirm_depth <= finalize_depth:
             raise ValueError("need 0 <= confirm_depth <= finalize_depth")
         self.confirm_depth, self.finalize_depth = confirm_depth, finalize_depth
         self.slot_interval = slot_interval
-        self.genesis_hash = str(Hash.new_unique())
+        self.genesis_hash = genesis_hash  # (what getGenesisHash says: its first 32 characters are the CAIP-2 id)
         self._lock = threading.RLock()
         self._port = port
         self._server: ThreadingHTTPServer | None = None
@@ -534,6 +537,19 @@ class SolanaNode:
                  AccountMeta(authority.pubkey(), True, False)]
         self._setup([Instruction(program, data, metas)], (authority,))
         return ata
+
+    def transfer_tokens(self, mint: Pubkey, owner: Keypair, to: Pubkey, amount: int) -> str:
+        """Send ``amount`` (base units) of ``mint`` from ``owner``'s ATA to ``to``'s (created if needed), as
+        ``owner`` would (TransferChecked, the faucet paying the fee, as for a refund); returns the signature."""
+        program = self.token_program_of(mint)
+        source, destination = ata_address(owner.pubkey(), mint, program), self.create_ata(to, mint)
+        with self._lock:
+            decimals = self._decimals(mint)
+        # TransferChecked: [12, u64 amount, decimals]; source, mint, destination, owner
+        data = bytes([12]) + amount.to_bytes(8, "little") + bytes([decimals])
+        metas = [AccountMeta(source, False, True), AccountMeta(mint, False, False),
+                 AccountMeta(destination, False, True), AccountMeta(owner.pubkey(), True, False)]
+        return self._setup([Instruction(program, data, metas)], (owner,)).signature
 
     def token_balance(self, owner: Pubkey, mint: Pubkey) -> int:
         """``owner``'s balance of ``mint`` in base units (0 without an ATA)."""

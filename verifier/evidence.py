@@ -154,3 +154,10 @@ def mismatches(payment: dict, logs: list[dict]) -> list[str]:
     if payment.get("kind") == "eip3009" and (_addr_topic(payer), (payment.get("nonce") or "").lower()) not in used:
         problems.append("no AuthorizationUsed log for the payer and nonce")
     return problems
+
+
+def refund_matters(r: dict) -> bool:
+    """Refunds matter where money moved and the outcome is bad or unclear: the server answered 5xx or
+    nothing, it settled twice, or the receipt was verified and did not pass."""
+    return (r.get("status") or 0) >= 500 or r.get("status") is None or (r.get("settlement_count") or 0) > 1 \
+        or (r.get("last_status") or "pending") != "passed" and r.get("last_status") is not None

@@ -9,6 +9,9 @@ is the receipt's `payment_hash`. One round's facts come from each endpoint in a 
     getSignaturesForAddress  for a payment whose server gave no signature: the payee's token account's
                            recent signatures, whose memo finds the payment's
     isBlockhashValid       for a payment not landed: is its transaction's blockhash still alive?
+    getGenesisHash         once per endpoint and pass: a node of another chain is a fault, as on EVM
+    (and, where a refund matters, getSignaturesForAddress of the payer's token account: a later transfer
+    back from pay_to makes the receipt `refunded`, as on EVM)
 
 and `settlement_check` judges each receipt on one endpoint's facts alone (verifier/agreement.py makes the
 endpoints agree):
@@ -27,7 +30,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .evidence import Check
+from .agreement import agree, agreed_transfers
+from .evidence import Check, refund_matters
+from .rpc import RpcError
 
 EXPIRY = 150.0        # seconds after the payment was sent: by then its blockhash has expired (none recorded)
 SEARCH_LIMIT = 1000   # signatures of a token account searched for a memo (newest first)
@@ -47,12 +52,15 @@ class SolanaView:
     transactions: dict = field(default_factory=dict)  # signature -> getTransaction's answer (None: none yet)
     found: dict = field(default_factory=dict)         # receipt id -> the signature its memo found
     dead: set = field(default_factory=set)            # blockhashes of unlanded payments the node says expired
+    refunds: dict = field(default_factory=dict)       # receipt id -> transfers back from pay_to to the payer
     head_time: float | None = None                    # (no chain time is read: deadlines use this machine's clock)
 
 
 def read_view(net, rows: list[dict], reader) -> SolanaView:
-    """One round's facts from one endpoint (raises RpcError on a fault)."""
+    """One round's facts from one endpoint (raises RpcError on a fault: a node of another chain is one)."""
     rpc, view = reader.rpc, SolanaView()
+    if reader.genesis is None:
+        reader.genesis = check_genesis(rpc, net.caip2)
     view.found = _search_by_memo(rpc, [r for r in rows if not r.get("payment_hash")])
     signatures = sorted({s for r in rows if (s := _signature(r, view))})
     for start in range(0, len(signatures), STATUS_BATCH):
@@ -64,6 +72,7 @@ def read_view(net, rows: list[dict], reader) -> SolanaView:
     for start in range(0, len(landed), TX_BATCH):
         part = landed[start:start + TX_BATCH]
         view.transactions.update(zip(part, rpc.batch([("getTransaction", [s, options]) for s in part])))
+    _search_refunds(rpc, rows, view, options)
     unlanded = sorted({r["recent_blockhash"] for r in rows
                        if r.get("recent_blockhash") and not view.statuses.get(_signature(r, view))})
     for start in range(0, len(unlanded), TX_BATCH):
@@ -71,6 +80,15 @@ def read_view(net, rows: list[dict], reader) -> SolanaView:
         answers = rpc.batch([("isBlockhashValid", [h, {"commitment": "processed"}]) for h in part])
         view.dead |= {h for h, a in zip(part, answers) if a["value"] is False}
     return view
+
+
+def check_genesis(rpc, network: str) -> str:
+    """The node's genesis hash, if it is the chain `network` names (a Solana CAIP-2 id is the first 32
+    characters of the genesis hash); else RpcError("wrong_chain"), as for an EVM node's chain id."""
+    genesis = rpc.call("getGenesisHash", [])
+    if not isinstance(genesis, str) or genesis[:32] != network.split(":", 1)[1]:
+        raise RpcError("wrong_chain", f"{rpc.url} serves the chain whose genesis is {str(genesis)[:60]}, not {network}")
+    return genesis
 
 
 def _signature(r: dict, view: SolanaView) -> str | None:
@@ -92,6 +110,39 @@ def _search_by_memo(rpc, rows: list[dict]) -> dict:
             if hit:
                 found[r["receipt_id"]] = hit
     return found
+
+
+def _search_refunds(rpc, rows: list[dict], view: SolanaView, options: dict) -> None:
+    """Where a refund matters (evidence.refund_matters), transfers back after the settlement: the recent
+    signatures of the token account the payer paid from (read from the settlement), their transactions'
+    `transferChecked` of the mint by `pay_to` into that account (one search per account)."""
+    wanted: dict[str, list[tuple[dict, int]]] = {}
+    for r in rows:
+        status = view.statuses.get(_signature(r, view) or "")
+        tx = view.transactions.get(_signature(r, view) or "")
+        source = next((t.get("source") for t in transfers(tx) if t.get("authority") == r.get("payer")
+                       and t.get("mint") == r.get("asset")), None) if tx and refund_matters(r) else None
+        if source:
+            wanted.setdefault(source, []).append((r, status.get("slot") or 0))
+    for account, mine in sorted(wanted.items(), key=lambda kv: kv[0]):
+        entries = rpc.call("getSignaturesForAddress", [account, {"limit": SEARCH_LIMIT, "commitment": "confirmed"}])
+        since = min(slot for _, slot in mine)
+        later = [e["signature"] for e in entries if (e.get("slot") or 0) > since and e.get("err") is None][:TX_BATCH]
+        for signature, tx in zip(later, rpc.batch([("getTransaction", [s, options]) for s in later])):
+            for t in transfers(tx or {}):
+                for r, slot in mine:
+                    if (t.get("destination"), t.get("mint"), t.get("authority")) == (account, r.get("asset"), r.get("pay_to")) \
+                            and (tx.get("slot") or 0) > slot:
+                        view.refunds.setdefault(r["receipt_id"], []).append(
+                            {"token": r["asset"], "from": t.get("source"), "to": account, "value": _amount(t),
+                             "block": tx.get("slot"), "tx": signature})
+
+
+def settlement_checks(r: dict, views: list[SolanaView], net, now: float) -> list[Check]:
+    """The settlement check the endpoints agree on, and any refund a quorum of them saw."""
+    check = agree([settlement_check(r, v, net.facilitators, now) for v in views], net.quorum_size)
+    back = agreed_transfers([v.refunds.get(r["receipt_id"], []) for v in views], net.quorum_size)
+    return [check] + ([Check("refund", "pass", None, {"transfers": back}, back[-1]["block"])] if back else [])
 
 
 def _memo_matches(listed: str | None, memo: str) -> bool:

@@ -43,7 +43,7 @@ from receipts.storage.records import DELEGATION, SMART_WALLET, Event
 
 from . import solana
 from .agreement import agree, agreed_transfers
-from .evidence import AUTHORIZATION_USED, TRANSFER, Check, block_of, canonical_settlement, logs_digest
+from .evidence import AUTHORIZATION_USED, TRANSFER, Check, block_of, canonical_settlement, logs_digest, refund_matters
 from .rpc import Rpc, RpcError, warm_up
 
 log = logging.getLogger("receipts.verify")
@@ -419,6 +419,7 @@ class _Reader:
     read_to: int = -1                           # and the last block it read
     head: int | None = None                     # the last head seen
     blocks: dict = field(default_factory=dict)  # the last round's canonical blocks by height
+    genesis: str | None = None                  # a Solana node's genesis hash, once checked against the network id
 
     def next_blocks(self, tokens: dict, head: int, step: int) -> tuple[int, int] | None:
         """The blocks after those last read for these payers, as many as the last round's settlements
@@ -506,8 +507,8 @@ def _verify_network(network: str, rows: list[dict], settings: Settings, last: di
         if not views:
             checks.append(Check("settlement_tx", "pending", "no_rpc_configured", {"network": network}))
         else:
-            settled = ([agree([solana.settlement_check(r, v, net.facilitators, time.time()) for v in views],
-                              net.quorum_size)] if solana.is_solana(network) else _settlement_checks(r, views, net))
+            settled = (solana.settlement_checks(r, views, net, time.time()) if solana.is_solana(network)
+                       else _settlement_checks(r, views, net))
             if _held(r, settled[0], last):
                 summary.statuses["passed"] = summary.statuses.get("passed", 0) + 1
                 continue
@@ -752,12 +753,6 @@ def _runs(blocks, step: int, gap: int = 100) -> list[tuple[int, int]]:
     return [(lo, hi) for lo, hi in out]
 
 
-def _needs_refund_scan(r: dict) -> bool:
-    """Refunds matter where money moved and the outcome is bad or unclear."""
-    return (r.get("status") or 0) >= 500 or r.get("status") is None or (r.get("settlement_count") or 0) > 1 \
-        or (r.get("last_status") or "pending") != "passed" and r.get("last_status") is not None
-
-
 def _scan_logs(rpc: Rpc, view: ChainView, rows: list[dict], blocks: int, step: int = 2000) -> None:
     """Targeted log scans of the last `blocks` blocks, in one batch: AuthorizationUsed of payers whose
     settlement hash is unknown, and Transfers back from payee to payer where a refund may matter."""
@@ -769,7 +764,7 @@ def _scan_logs(rpc: Rpc, view: ChainView, rows: list[dict], blocks: int, step: i
             continue
         if not r.get("payment_hash"):
             lost.setdefault(token, set()).add(_topic(payer))
-        if r.get("pay_to") and _needs_refund_scan(r):
+        if r.get("pay_to") and refund_matters(r):
             to, by = back.setdefault(token, (set(), set()))
             to.add(_topic(r["pay_to"]))
             by.add(_topic(payer))

@@ -30,6 +30,7 @@ class World:
     payer: Keypair      # the client's key, holds the tokens
     payee: Pubkey
     token_program: Pubkey
+    payee_key: Keypair | None = None  # (to send a refund back)
 
     @property
     def payee_ata(self) -> Pubkey:
@@ -43,12 +44,13 @@ class World:
 
 def make_world(node: SolanaNode, token_program: Pubkey = TOKEN_PROGRAM) -> World:
     """A 6-decimal mint (SPL Token or Token-2022), a funded payer, the payee's ATA, a fee payer with SOL."""
-    fee_payer, payer, payee, authority = Keypair(), Keypair(), Keypair().pubkey(), Keypair()
+    fee_payer, payer, payee_key, authority = Keypair(), Keypair(), Keypair(), Keypair()
+    payee = payee_key.pubkey()
     node.airdrop(fee_payer.pubkey(), 10**9)
     mint = node.create_mint(authority.pubkey(), token_program=token_program)
     node.mint_to(mint, authority, payer.pubkey(), FUNDS)
     node.create_ata(payee, mint)
-    return World(node, mint, fee_payer, payer, payee, token_program)
+    return World(node, mint, fee_payer, payer, payee, token_program, payee_key)
 
 
 def requirements(w: World, amount: int = AMOUNT) -> PaymentRequirements:

@@ -12,7 +12,9 @@ from receipts.verifier import solana as V
 from receipts.verifier.rpc import Rpc
 from receipts.verifier.verify import _Reader
 
-from support.svm import AMOUNT, facilitator, no_proxy, node, requirements, sign_payment, world  # noqa: F401 (fixtures)
+from receipts.storage.config import Network
+from receipts.verifier.rpc import RpcError
+from support.svm import AMOUNT, NETWORK, facilitator, no_proxy, node, requirements, sign_payment, world  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Client is deprecated:FutureWarning"),
               pytest.mark.usefixtures("no_proxy")]  # (solana-py follows proxy variables; the node is local)
@@ -27,9 +29,18 @@ def row(w, payment, signature=None, **over) -> dict:
     return {**r, "payee_token_account": sol.ata_address(r["pay_to"], r["asset"], tx["token_program"])}
 
 
+NET = Network(NETWORK)
+
+
 def check(w, r, facilitators=()):
-    view = V.read_view(None, [r], _Reader(Rpc(w.node.url, timeout=5)))
-    return V.settlement_check(r, view, facilitators, time.time())
+    return checks(w, r, facilitators)[0]
+
+
+def checks(w, r, facilitators=()):
+    """The settlement check, and a refund check if a refund was seen."""
+    view = V.read_view(NET, [r], _Reader(Rpc(w.node.url, timeout=5)))
+    net = Network(NETWORK, endpoints=(w.node.url,), facilitators=tuple(facilitators))
+    return V.settlement_checks(r, [view], net, time.time())
 
 
 def paid(w):
@@ -85,3 +96,24 @@ def test_a_payment_that_never_landed_expires_with_its_blockhash(world):
     assert (expired.result, expired.reason) == ("fail", "expired")
     claimed = check(world, {**r, "payment_hash": sol.b58encode(bytes(range(64)))})  # a signature no node has
     assert (claimed.result, claimed.reason) == ("fail", "expired")
+
+
+def test_a_transfer_back_after_a_bad_outcome_is_a_refund(world):
+    """Where a refund matters (here: the server answered 500 after it settled), a later transferChecked
+    of the mint from pay_to back into the account the payer paid from is found and checked."""
+    payment, signature = paid(world)
+    world.node.advance(32)
+    r = row(world, payment, signature, status=500)
+    assert [c.name for c in checks(world, r)] == ["settlement_tx"]  # nothing came back yet
+    back = world.node.transfer_tokens(world.mint, world.payee_key, world.payer.pubkey(), AMOUNT)
+    world.node.advance(32)
+    settled, refund = checks(world, r)
+    assert (settled.result, refund.name, refund.result) == ("pass", "refund", "pass")
+    (t,) = refund.detail["transfers"]
+    assert (t["tx"], t["value"], t["to"]) == (back, AMOUNT, str(world.payer_ata))
+    assert [c.name for c in checks(world, {**r, "status": 200})] == ["settlement_tx"]  # (it mattered only after a bad outcome)
+
+
+def test_a_node_of_another_chain_is_a_fault(world):
+    with pytest.raises(RpcError, match="wrong_chain"):
+        V.read_view(Network("solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"), [], _Reader(Rpc(world.node.url, timeout=5)))
