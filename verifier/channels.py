@@ -97,6 +97,7 @@ class Chain:
     claims: dict = field(default_factory=dict)          # channel id -> [(block, tx, totalClaimed)], in order
     receipts: dict = field(default_factory=dict)        # deposit or refund tx -> its receipt (None: not found)
     error: str | None = None                            # the node failed: nothing of this network is decided
+    unread: str | None = None                           # why the chain is not read (no RPC configured)
 
 
 def verify_pass(con, settings: Settings, journal: Journal, summary: Summary, part: int = PART) -> Summary:
@@ -140,10 +141,10 @@ def gather(exchanges: list[dict], settings: Settings, chains: dict[str, Chain]) 
         chain = chains.setdefault(network, Chain())
         todo = {cid: xs for cid, xs in chans.items() if cid not in chain.claimed}
         net = settings.network(network)
-        if not todo or chain.error:
+        if not todo or chain.error or chain.unread:
             continue
         if not net or not net.rpc or not network.startswith("eip155:"):
-            chain.error = f"no RPC configured for {network or 'an unknown network'}"
+            chain.unread = f"no RPC configured for {network or 'an unknown network'}"
             continue
         try:
             _read_channels(Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(network.split(":")[1]),
@@ -230,6 +231,8 @@ def _channel_facts(xs: list[dict]) -> dict:
 
 def call_checks(x: dict, xs: list[dict], facts: dict, chain: Chain, settings: Settings) -> list[Check]:
     checks = [signature_check(x), voucher_check(x, xs), charge_check(x)]
+    if chain.unread:  # (not a fault: said, and pending, so that no receipt stays unverified)
+        return checks + [Check("channel_claim", "pending", "no_rpc_configured", {"why": chain.unread})]
     if x["kind"] == "channel_deposit" and x.get("success"):
         checks.append(deposit_check(x, chain))
     if x["kind"] == "channel_refund":

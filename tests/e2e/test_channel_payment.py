@@ -104,6 +104,15 @@ def test_the_channels_view_sums_the_channel(stack, proxy, calls):
     assert int(row["deposited"]) == stack.channel()["balance"]
 
 
+def test_without_an_rpc_every_call_says_so(proxy, calls, tmp_path):
+    """A verify pass leaves no channel call `not_verified`: with no RPC for its network, it says why."""
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(json.dumps({"networks": {}}))
+    verify(proxy, bare)
+    rows = by_request(proxy)
+    assert {(rows[i]["proof_status"], rows[i]["reason"]) for i in calls["ids"]} == {("pending", "no_rpc_configured")}
+
+
 def test_open_then_claimed_then_refunded(stack, proxy, calls, config):
     verify(proxy, config)
     rows = by_request(proxy)
