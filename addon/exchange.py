@@ -43,6 +43,7 @@ from receipts.storage.records import DELEGATION
 from . import bodies
 from . import eip712
 from . import fields as F
+from . import mcp
 from . import og
 from . import pricing
 from . import redact as R
@@ -242,6 +243,8 @@ def request_match(header_names: set[str], host: str, path: str, settings: Settin
     `header_names` are lowercased; most traffic stops here, so callers pass what is cheap to get."""
     if settings.capture_x402 and not header_names.isdisjoint(PAID_HEADERS):
         return "x402"
+    if settings.capture_x402 and mcp.looks_like_mcp(header_names, path):
+        return "mcp"  # (only its tools/call is recorded: mcp.call_of, once the body is read)
     return settings.is_ai_call(host, path)
 
 
@@ -266,6 +269,18 @@ def payment(h: Headers) -> tuple[dict | None, list[str]]:
     pay = x402.parse_payment(obj) if err is None else {"errors": [err]}
     pay = {**pay, "header": name, "header_sha256": sha256_hex(value), "_payload": obj}
     return pay, errors + [f"{name}: {e}" for e in pay.get("errors", [])]
+
+
+def mcp_payment(call: dict | None) -> tuple[dict | None, list[str]]:
+    """The decoded payment an MCP `tools/call` carries in `params._meta["x402/payment"]` (the object
+    itself: its hash stands for the header's)."""
+    obj = (call or {}).get("payment")
+    if obj is None:
+        return None, []
+    pay = x402.parse_payment(obj)
+    pay = {**pay, "header": "mcp:_meta", "header_sha256": sha256_hex(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)),
+           "_payload": obj}
+    return pay, [f"mcp _meta {mcp.PAYMENT_KEY}: {e}" for e in pay.get("errors", [])]
 
 
 def completed_payment(pay: dict, settings: Settings, challenge: dict | None) -> dict:
@@ -300,13 +315,14 @@ def _challenge_entry(pay: dict, challenge: dict | None) -> dict | None:
 
 
 def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, source: str,
-                 challenge: dict | None = None, decoded: tuple | None = None) -> dict:
-    """The request payload; `decoded` is `payment(req.h)` when the caller already has it."""
+                 challenge: dict | None = None, decoded: tuple | None = None, mcp_call: dict | None = None) -> dict:
+    """The request payload; `decoded` is `payment(req.h)` (or `mcp_payment(mcp_call)`) when the caller
+    already has it; `mcp_call` the MCP tool call the body makes (mcp.call_of)."""
     h = req.h
     path, query = safe_query(req.path)
     doc = parse_json(req.body) if req.body_error is None else None
     doc = doc if isinstance(doc, dict) else {}
-    pay, errors = decoded if decoded is not None else payment(h)
+    pay, errors = decoded if decoded is not None else payment(h) if mcp_call is None else mcp_payment(mcp_call)
     if pay:
         pay = completed_payment(pay, settings, challenge)
     errors = errors + _oversized(h) + _body_errors(req.body_error)
@@ -322,6 +338,7 @@ def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, s
         "ids": {"client_request_id": _first(h, CLIENT_ID_HEADERS), "idempotency_key": h.get("idempotency-key"),
                 "traceparent": h.get("traceparent")},
         "payment": pay,
+        "mcp": {k: mcp_call[k] for k in ("id", "method", "tool")} if mcp_call else None,
         "upto_session": h.get(SESSION_HEADER),
         "settlement_type": h.get("x-settlement-type"),
         "tee_request_hashes": og.request_hashes(doc) if _is_og(h) else None,
@@ -394,6 +411,9 @@ def response_data(resp: Resp, req_ts: float, settings: Settings, *, stream: bool
     doc = None if stream or resp.body_error else parse_json(resp.body)
     ch, ch_err = challenge(resp, h)
     st, st_err = settlement(h)
+    rpc = mcp.answer_of(doc) if doc is not None and ch is None and st is None else None
+    if rpc:
+        (ch, ch_err), (st, st_err) = mcp_x402(rpc)
     end = resp.ts_start if stream else (resp.ts_end or resp.ts_start)
     found = answer_fields(doc, h)
     body = {"size": None, "sha256": None} if stream else \
@@ -406,10 +426,25 @@ def response_data(resp: Resp, req_ts: float, settings: Settings, *, stream: bool
         "provider_request_id": h.get("x-request-id") or h.get("request-id"),
         "response_id": found["id"], "model": found["model"], "usage": found["usage"],
         "cost": pricing.cost(found["model"] or call[1], found["usage"], call[0], req_ts),
-        "challenge": ch, "settlement": st, "tee": found["tee"], "og": og_fields(h),
+        "challenge": ch, "settlement": st, "mcp": _mcp_answer(rpc), "tee": found["tee"], "og": og_fields(h),
         "tee_output_seen": found["tee_output_seen"],
         "errors": ch_err + st_err + _oversized(h) + _bad_json(resp, h, doc, stream) + _body_errors(resp.body_error),
     }
+
+
+def mcp_x402(rpc: dict) -> tuple[tuple[dict | None, list[str]], tuple[dict | None, list[str]]]:
+    """The x402 challenge and settlement an MCP answer (mcp.answer_of) carries, decoded as a header's are."""
+    ch = st = None
+    if rpc.get("challenge") is not None:
+        ch = {**x402.parse_challenge(rpc["challenge"]), "source": "mcp"}
+    if rpc.get("settlement") is not None:
+        st = {**x402.parse_settlement(rpc["settlement"]), "header": "mcp:_meta"}
+    return ((ch, [f"mcp challenge: {e}" for e in (ch or {}).get("errors", [])]),
+            (st, [f"mcp {mcp.RESPONSE_KEY}: {e}" for e in (st or {}).get("errors", [])]))
+
+
+def _mcp_answer(rpc: dict | None) -> dict | None:
+    return {"id": rpc.get("id"), "is_error": rpc.get("is_error")} if rpc else None
 
 
 def answer_fields(doc: object, h: Headers) -> dict:
@@ -444,14 +479,17 @@ def streamed_summary(tap, h: Headers) -> dict:
         out["errors"] = [f"body of {tap.size} bytes streamed through; fields are read from bodies up to {tap.keep}"]
         return out
     body, error = bodies.decode(bytes(tap.head), h.get("content-encoding"))
-    found = answer_fields(None if error else parse_json(body), h)
+    doc = None if error else parse_json(body)
+    found = answer_fields(doc, h)
     return {**out, "id": found["id"], "model": found["model"], "usage": found["usage"], "tee": found["tee"],
-            "output_text_keccak": found["tee_output_seen"], "errors": _body_errors(error)}
+            "output_text_keccak": found["tee_output_seen"], "errors": _body_errors(error), "jsonrpc": doc}
 
 
 def stream_end_data(summary: dict, req_ts: float, end_ts: float,
                     call: tuple[str | None, str | None] = (None, None)) -> dict:
     """What a streamed answer revealed as it passed through (streamed_summary); `call` as in response_data."""
+    rpc = mcp.answer_of(summary.get("jsonrpc")) if summary.get("jsonrpc") is not None else None
+    (ch, ch_err), (st, st_err) = mcp_x402(rpc) if rpc else ((None, []), (None, []))
     settle = summary.get("settlement") or {}
     og = {"settlement_tx_hash": settle.get("data_settlement_transaction_hash"),
           "walrus_blob_id": settle.get("data_settlement_blob_id"),
@@ -460,7 +498,8 @@ def stream_end_data(summary: dict, req_ts: float, end_ts: float,
     og = {k: v for k, v in og.items() if v}
     keys = ("bytes", "sha256", "events", "done", "id", "model", "usage", "tee", "output_text_sha256",
             "output_text_keccak", "output_chars", "errors")
-    return {**{k: summary.get(k) for k in keys}, "og": og or None,
+    return {**{k: summary.get(k) for k in keys}, "og": og or None, "challenge": ch, "settlement": st,
+            "mcp": _mcp_answer(rpc), "errors": (summary.get("errors") or []) + ch_err + st_err,
             "cost": pricing.cost(summary.get("model") or call[1], summary.get("usage"), call[0], req_ts),
             "latency_ms": round((end_ts - req_ts) * 1000, 3)}
 

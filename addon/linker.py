@@ -5,7 +5,8 @@ An attempt joins an earlier one when they share
 - the client's `Idempotency-Key` (same client address), or
 - client address + method + URL + request-body hash, but only while the earlier attempt has not
   succeeded (it got a 402, a 5xx, or no answer) — so the same prompt sent twice on purpose stays two
-  calls — and within `window` seconds.
+  calls — and within `window` seconds; for an MCP tool call, client + URL + tool + arguments instead of
+  the body (an x402 challenge in its answer is no success).
 The linker also remembers the last challenge of each logical call, so that an x402 v1 payment, which
 does not repeat the asset, can be completed from it. State is small and bounded.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from receipts.storage.config import Settings
 
 from . import exchange as X
+from . import mcp
 
 
 @dataclass
@@ -34,26 +36,33 @@ class Linker:
 
     @staticmethod
     def keys(client: str | None, method: str, url: str, body_sha256: str | None,
-             idempotency_key: str | None, payment_identifier: str | None) -> list[tuple]:
+             idempotency_key: str | None, payment_identifier: str | None,
+             tool_call: tuple | None = None) -> list[tuple]:
         keys: list[tuple] = []
         if payment_identifier:
             keys.append(("pid", payment_identifier))
         if idempotency_key:
             keys.append(("idem", client, idempotency_key))
+        if tool_call:  # an MCP tool call: its paid retry's body differs (the payment in _meta, a new JSON-RPC id)
+            keys.append(("tool", client, url, *tool_call))
         keys.append(("body", client, method, url, body_sha256))
         return keys
 
-    def open(self, req: X.Req, settings: Settings, *, receipt_id: str, match: str,
-             source: str) -> tuple[str, list[tuple], dict]:
-        """A new attempt: (its logical id, its link keys, its request payload), decoding its payment once."""
-        decoded = X.payment(req.h)
+    def open(self, req: X.Req, settings: Settings, *, receipt_id: str, match: str, source: str,
+             mcp_call: dict | None = None) -> tuple[str, list[tuple], dict]:
+        """A new attempt: (its logical id, its link keys, its request payload), decoding its payment once.
+        An MCP request's tool call (`mcp_call`, mcp.call_of) is read from its body if not given."""
+        if match == "mcp" and mcp_call is None:
+            mcp_call = mcp.call_of(req.body)
+        decoded = X.payment(req.h) if mcp_call is None else X.mcp_payment(mcp_call)
         pay = decoded[0] or {}
-        keys = self.keys(req.client, req.method, f"{req.scheme}://{req.host}:{req.port}{req.path}",
-                         X.sha256_hex(req.body) if req.body is not None else None, req.h.get("idempotency-key"),
-                         pay.get("payment_identifier"))
+        url = f"{req.scheme}://{req.host}:{req.port}{req.path}"
+        keys = self.keys(req.client, req.method, url, X.sha256_hex(req.body) if req.body is not None else None,
+                         req.h.get("idempotency-key"), pay.get("payment_identifier"),
+                         (mcp_call["tool"], mcp_call["arguments_sha256"]) if mcp_call else None)
         logical = self.link(keys, receipt_id, req.ts)
         data = X.request_data(req, settings, logical_id=logical, match=match, source=source,
-                              challenge=self.challenge_for(logical), decoded=decoded)
+                              challenge=self.challenge_for(logical), decoded=decoded, mcp_call=mcp_call)
         return logical, keys, data
 
     def link(self, keys: list[tuple], receipt_id: str, ts: float) -> str:
@@ -63,7 +72,7 @@ class Linker:
             entry = self._by_key.get(key)
             if entry is None or ts - entry.ts > self.window:
                 continue
-            if key[0] == "body" and entry.settled:
+            if key[0] in ("body", "tool") and entry.settled:
                 continue
             logical = entry.logical_id
             break

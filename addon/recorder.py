@@ -41,7 +41,7 @@ from receipts.storage.records import Event, uuid7
 
 from . import bodies
 from . import exchange as X
-from . import intercept, pin, pricing, process
+from . import intercept, mcp, pin, pricing, process
 from .limits import ConnectionLimits
 from .linker import Linker
 
@@ -249,6 +249,10 @@ class Recorder:
         st = self._flows.get(flow.id)
         if st is not None:  # recorded at its headers: its body has streamed through by now
             st.request_body = st.upload.record() if st.upload else None
+        elif match == "mcp":  # an MCP request: only a tool call is recorded (the rest passes, unread further)
+            call = mcp.call_of(flow.request.content)
+            if call is not None:
+                return self._record_request(flow, to_req(flow), match, call)
         elif match is not None:
             return self._record_request(flow, to_req(flow), match)
 
@@ -276,8 +280,9 @@ class Recorder:
         if st.tap is not None:
             return self._write_answer(flow, st, self._stream_end(flow, st))
         if not flow.response.stream:  # (streamed by mitmproxy itself, not by this recorder: nothing to read)
-            self.linker.outcome(st.keys, flow.response.status_code < 400)
-            return self._write_answer(flow, st, self._answer(flow, st))
+            events = self._answer(flow, st)
+            self.linker.outcome(st.keys, flow.response.status_code < 400 and not events[-1].data.get("challenge"))
+            return self._write_answer(flow, st, events)
 
     async def _record_upload(self, flow: http.HTTPFlow, match: str) -> None:
         """A large or open-ended upload: recorded before its headers go on, its body hashed as it passes."""
@@ -329,7 +334,8 @@ class Recorder:
         summary = X.streamed_summary(st.tap, _headers(flow.response))
         data = X.stream_end_data(summary, flow.request.timestamp_start, now, st.call)
         self._annotate(flow, st, data, headers=False)
-        self.linker.outcome(st.keys, flow.response.status_code < 400 and bool(data.get("done")))
+        self.linker.outcome(st.keys, flow.response.status_code < 400 and bool(data.get("done"))
+                            and not data.get("challenge"))
         return [Event("stream_end", st.receipt_id, data, ts=now)]
 
     @_guarded
@@ -403,9 +409,9 @@ class Recorder:
             self._pins.pop(next(iter(self._pins)))
 
     # ---- helpers -----------------------------------------------------------------------------
-    async def _record_request(self, flow: http.HTTPFlow, req: X.Req, match: str) -> FlowState:
+    async def _record_request(self, flow: http.HTTPFlow, req: X.Req, match: str, mcp_call: dict | None = None) -> FlowState:
         """Write the request event before the request goes on; refuse a paid one that cannot be written."""
-        st, event = self._start(flow, req, match)
+        st, event = self._start(flow, req, match, mcp_call)
         owner = await self._owner(flow)
         event.data["process"] = owner
         event.data["app_name"] = process.app_name(owner, req.h.get("user-agent"), req.client)
@@ -494,12 +500,15 @@ class Recorder:
         return X.request_match(_header_names(flow.request), X.clean(flow.request.pretty_host),
                                X.clean(flow.request.path), self.settings)
 
-    def _start(self, flow: http.HTTPFlow, req: X.Req, match: str) -> tuple[FlowState, Event]:
+    def _start(self, flow: http.HTTPFlow, req: X.Req, match: str,
+               mcp_call: dict | None = None) -> tuple[FlowState, Event]:
         if match.startswith("x402"):
             self._learn(flow.request.host)
         receipt_id = uuid7(req.ts)
-        logical, keys, data = self.linker.open(req, self.settings, receipt_id=receipt_id, match=match, source="proxy")
-        st = FlowState(receipt_id, logical, keys, paid=X.is_paid(req.h), call=(data.get("host"), data.get("model")))
+        logical, keys, data = self.linker.open(req, self.settings, receipt_id=receipt_id, match=match, source="proxy",
+                                               mcp_call=mcp_call)
+        paid = X.is_paid(req.h) or (mcp_call or {}).get("payment") is not None  # (an MCP payment travels in the body)
+        st = FlowState(receipt_id, logical, keys, paid=paid, call=(data.get("host"), data.get("model")))
         self._flows[flow.id] = st
         flow.metadata["receipt_id"] = receipt_id  # shown in mitmweb, saved with flow files
         return st, Event("request", receipt_id, data, ts=req.ts, id=uuid7())

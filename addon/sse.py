@@ -117,6 +117,7 @@ class SSEParser:
         self._usage = _Usage()
         self._tee: dict[str, Any] | None = None
         self._settlement: dict[str, Any] | None = None
+        self._jsonrpc: dict[str, Any] | None = None  # the JSON-RPC answer of an MCP stream (the last one)
         self._text_hash = hashlib.sha256()
         self._text_keccak = keccak.new(digest_bits=256, update_after_digest=True)  # what an OpenGradient TEE signs as the output
         self._text_seen = False
@@ -266,6 +267,9 @@ class SSEParser:
         kind = obj.get("type") if isinstance(obj.get("type"), str) else event_type
         if kind == "error" or event_type == "error" or isinstance(obj.get("error"), dict):
             self._error(f"error event in stream (event {self._events})")
+        if "jsonrpc" in obj and ("result" in obj or "error" in obj):  # an MCP answer (addon/mcp.py): it ends
+            self._jsonrpc, self._done = obj, True                        # the request's stream
+            return
         if kind == "response.output_text.delta":  # OpenAI Responses API: text deltas, then the response
             self._add_text(obj.get("delta"))
         elif kind.startswith("response.") and isinstance(obj.get("response"), dict):
@@ -368,6 +372,7 @@ class SSEParser:
             "usage": self._usage.as_dict(),
             "tee": dict(self._tee) if self._tee is not None else None,
             "settlement": dict(self._settlement) if self._settlement is not None else None,
+            "jsonrpc": self._jsonrpc,
             "output_text_sha256": self._text_hash.hexdigest() if self._text_seen else None,
             "output_text_keccak": "0x" + self._text_keccak.hexdigest() if self._text_seen or self._tee else None,
             "output_chars": self._output_chars,

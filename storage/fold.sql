@@ -17,7 +17,7 @@ SELECT id, type, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS ts, receipt_id,
 FROM {events};
 
 -- table: requests
--- One row per request (addon/exchange.py `request_data`).
+-- One row per request (addon/exchange.py `request_data`); an MCP tool call's JSON-RPC method, tool and id.
 SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS ts, j[1] AS logical_id,
        j[2] AS client, j[3] AS app, j[25] AS app_name, TRY_CAST(j[22] AS INTEGER) AS client_pid,
        j[23] AS client_exe, j[24] AS client_cmdline, TRY_CAST(j[21] AS VARCHAR[]) AS secrets_in_clear,
@@ -25,13 +25,14 @@ SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) 
        j[9] AS model, j[10] AS request_sha256, TRY_CAST(j[11] AS BIGINT) AS request_bytes,
        j[12] AS client_request_id, j[13] AS idempotency_key, j[14] AS payment_identifier,
        j[15] AS upto_session, j[16] AS settlement_type, j[17] AS source, j[18] IS NOT NULL AS paid,
-       TRY_CAST(j[19] AS VARCHAR[]) AS errors, j[20]::JSON AS tee_request_hashes
+       TRY_CAST(j[19] AS VARCHAR[]) AS errors, j[20]::JSON AS tee_request_hashes, j[26] AS mcp_method,
+       j[27] AS mcp_tool, j[28] AS jsonrpc_id
 FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.logical_id', '$.client', '$.app', '$.method', '$.scheme', '$.host', '$.port', '$.path', '$.model',  -- 1-9
         '$.body.sha256', '$.body.size', '$.ids.client_request_id', '$.ids.idempotency_key',                 -- 10-13
         '$.payment.payment_identifier', '$.upto_session', '$.settlement_type', '$.source', '$.payment',       -- 14-18
         '$.errors', '$.tee_request_hashes', '$.secrets_in_clear', '$.process.pid', '$.process.exe',          -- 19-23
-        '$.process.cmdline', '$.app_name']) AS j                                                               -- 24-25
+        '$.process.cmdline', '$.app_name', '$.mcp.method', '$.mcp.tool', '$.mcp.id']) AS j                    -- 24-28
       FROM {events} WHERE type = 'request');
 
 -- table: payments
@@ -87,7 +88,8 @@ FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
       FROM {events} WHERE type = 'response');
 
 -- table: offers
--- The x402 terms a 402 answer offered: one row per `accepts` entry (`item`: its position, from 0).
+-- The x402 terms a 402 answer offered: one row per `accepts` entry (`item`: its position, from 0). An MCP
+-- answer's challenge (a tool result) is the answer's, or its stream end's when the answer was an event stream.
 SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS seen_at,
        TRY_CAST(c[1] AS INTEGER) AS x402_version, c[2] AS source, c[3] AS error, item,
        a[1] AS scheme, a[2] AS network, a[3] AS asset, TRY_CAST(a[4] AS DECIMAL(38, 0)) AS amount, a[5] AS pay_to,
@@ -100,7 +102,7 @@ FROM (
     FROM (SELECT id, receipt_id, ts, c, TRY_CAST(c[4] AS JSON[]) AS accepts
           FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
                     '$.challenge.x402_version', '$.challenge.source', '$.challenge.error', '$.challenge.accepts']) AS c
-                FROM {events} WHERE type = 'response')
+                FROM {events} WHERE type IN ('response', 'stream_end'))
           WHERE c[4] IS NOT NULL));
 
 -- table: settlements
@@ -108,6 +110,7 @@ FROM (
 -- seller's signed receipt (the `offer-receipt` extension) as it came, with the address that signed it.
 -- A payment channel's answer: `amount` is the call's charge; `channel_tx`/`channel_amount` the deposit or
 -- refund it names; `charged_cumulative`, `channel_balance`, `channel_claimed` the channel as the server saw it.
+-- An MCP settlement (a tool result's `_meta`) is the answer's, or its stream end's (an event stream).
 SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS seen_at,
        x[1] AS header, TRY_CAST(x[2] AS BOOLEAN) AS success, x[3] AS tx_hash, x[4] AS job_id, x[5] AS network,
        x[6] AS payer, TRY_CAST(x[7] AS DECIMAL(38, 0)) AS amount, x[8] AS error_reason, x[9] AS error_message,
@@ -121,7 +124,7 @@ FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.settlement.error_message', '$.settlement.errors', '$.settlement.seller_receipt',
         '$.settlement.channel_id', '$.settlement.channel_tx', '$.settlement.channel_amount',
         '$.settlement.charged_cumulative', '$.settlement.channel_balance', '$.settlement.channel_claimed']) AS x
-      FROM {events} WHERE type = 'response')
+      FROM {events} WHERE type IN ('response', 'stream_end'))
 WHERE x[1] IS NOT NULL;
 
 -- table: stream_ends

@@ -100,6 +100,9 @@ SELECT
     coalesce(f.tee_output_seen, p.tee_output_seen)          AS tee_output_seen,
     p.upstream_pin,
     p.upstream_tee_id,
+    r.mcp_method,
+    r.mcp_tool,
+    r.jsonrpc_id,
     list_concat(coalesce(r.errors, []), coalesce(p.errors, []), coalesce(f.errors, [])) AS parse_errors,
     r.source
 FROM req r
@@ -210,6 +213,7 @@ grp AS (
             FILTER (WHERE cost IS NOT NULL)                        AS priced,
         arg_max(host, started_at)                                  AS host,
         arg_max(path, started_at)                                  AS path,
+        arg_max(mcp_tool, started_at) FILTER (WHERE mcp_tool IS NOT NULL) AS mcp_tool,
         arg_max(app, started_at)                                   AS app,
         arg_max(app_name, started_at)                              AS app_name,
         arg_max(client_pid, started_at)                            AS client_pid,
@@ -368,6 +372,7 @@ SELECT
          ELSE CASE WHEN settle.has_seller_receipt THEN 'not_verified' ELSE 'absent' END END AS seller_receipt,
     grp.host,
     grp.path,
+    grp.mcp_tool,
     grp.app,
     grp.app_name,
     grp.client_pid,

@@ -1,0 +1,82 @@
+"""x402 over MCP (Model Context Protocol, Streamable HTTP): where the payment travels in JSON-RPC bodies.
+
+The x402 MCP transport (x402 spec, transports-v2/mcp.md) puts nothing in HTTP headers:
+- the challenge is a `tools/call` result with `isError: true` whose `structuredContent` is the
+  PaymentRequired object (`content[0].text` holds the same JSON), answered with HTTP 200;
+- the payment is `params._meta["x402/payment"]` of the retried `tools/call` (the PaymentPayload object);
+- the settlement is `result._meta["x402/payment-response"]` (the SettleResponse object).
+Answers are a JSON body or a server-sent event stream whose `message` events carry JSON-RPC messages.
+
+Only a request that cheap signals mark as MCP is looked into (`looks_like_mcp`: its headers or path);
+only its `tools/call` is recorded (`call_of`). Pure functions; none raises.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+PAYMENT_KEY = "x402/payment"
+RESPONSE_KEY = "x402/payment-response"
+HEADERS = frozenset({"mcp-protocol-version", "mcp-session-id"})
+TOOL_CALL = "tools/call"
+MAX_BODY = 1 << 20  # a JSON-RPC request bigger than this is not looked into (MCP tool calls are small)
+
+
+def looks_like_mcp(header_names: set[str], path: str) -> bool:
+    """An MCP Streamable HTTP exchange, by what is cheap to see: its MCP headers, or a path ending `/mcp`."""
+    return not header_names.isdisjoint(HEADERS) or path.partition("?")[0].rstrip("/").endswith("/mcp")
+
+
+def _digest(obj: object) -> str:
+    return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def call_of(body: bytes | None) -> dict | None:
+    """The `tools/call` a request body makes (the first of a batch): {id, method, tool, arguments_sha256,
+    payment (the x402 PaymentPayload object or None)}; None for any other body."""
+    if not body or len(body) > MAX_BODY:
+        return None
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    for msg in doc if isinstance(doc, list) else [doc]:
+        if isinstance(msg, dict) and msg.get("method") == TOOL_CALL:
+            params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+            meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
+            rid = msg.get("id")
+            return {"id": rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
+                    "method": TOOL_CALL, "tool": params.get("name") if isinstance(params.get("name"), str) else None,
+                    "arguments_sha256": _digest(params.get("arguments")),
+                    "payment": meta.get(PAYMENT_KEY) if PAYMENT_KEY in meta else None}
+    return None
+
+
+def answer_of(doc: object) -> dict | None:
+    """What a JSON-RPC answer (a message, or a batch: the first with a result) says of x402: {id,
+    is_error, challenge (the PaymentRequired object or None), settlement (the SettleResponse or None)};
+    None when it is no JSON-RPC answer."""
+    for msg in doc if isinstance(doc, list) else [doc]:
+        if not isinstance(msg, dict) or "jsonrpc" not in msg or not ("result" in msg or "error" in msg):
+            continue
+        result = msg.get("result") if isinstance(msg.get("result"), dict) else {}
+        meta = result.get("_meta") if isinstance(result.get("_meta"), dict) else {}
+        is_error = result.get("isError") is True
+        return {"id": msg.get("id"), "is_error": is_error or "error" in msg,
+                "challenge": _challenge(result) if is_error else None, "settlement": meta.get(RESPONSE_KEY)}
+    return None
+
+
+def _challenge(result: dict) -> Any:
+    """The PaymentRequired of an error result: `structuredContent`, else the JSON text of its first content."""
+    found = result.get("structuredContent")
+    if not (isinstance(found, dict) and "accepts" in found):
+        content = result.get("content") if isinstance(result.get("content"), list) else []
+        text = content[0].get("text") if content and isinstance(content[0], dict) else None
+        try:
+            found = orjson.loads(text) if isinstance(text, str) and len(text) <= MAX_BODY else None
+        except orjson.JSONDecodeError:
+            found = None
+    return found if isinstance(found, dict) and "accepts" in found else None
