@@ -47,6 +47,7 @@ from . import mcp
 from . import og
 from . import pricing
 from . import redact as R
+from . import siwx
 from . import x402
 from .redact import sha256_hex
 
@@ -54,7 +55,8 @@ PAYMENT_HEADERS = ("payment-signature", "x-payment")
 SETTLEMENT_HEADERS = ("payment-response", "x-payment-response")
 CHALLENGE_HEADER = "payment-required"
 SESSION_HEADER = "x-upto-session"
-PAID_HEADERS = PAYMENT_HEADERS + (SESSION_HEADER,)
+SIGN_IN_HEADER = "sign-in-with-x"  # access by an earlier payment (addon/siwx.py): recorded as a paid call is
+PAID_HEADERS = PAYMENT_HEADERS + (SESSION_HEADER, SIGN_IN_HEADER)
 MAX_HEADER_VALUE = 16 * 1024
 SHOWN_HEADER_VALUE = 2048
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -255,7 +257,8 @@ def response_is_x402(resp: Resp, h: Headers) -> bool:
 
 
 def is_paid(h: Headers) -> bool:
-    return bool(h.first_of(PAYMENT_HEADERS)[0] or SESSION_HEADER in h.items)
+    """A paid exchange: forwarded only once recorded (a sign-in by an earlier payment counts as one)."""
+    return bool(h.first_of(PAYMENT_HEADERS)[0] or SESSION_HEADER in h.items or SIGN_IN_HEADER in h.items)
 
 
 # ---- payloads --------------------------------------------------------------------------------
@@ -325,7 +328,8 @@ def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, s
     pay, errors = decoded if decoded is not None else payment(h) if mcp_call is None else mcp_payment(mcp_call)
     if pay:
         pay = completed_payment(pay, settings, challenge)
-    errors = errors + _oversized(h) + _body_errors(req.body_error)
+    sign_in = siwx.decode(h.get(SIGN_IN_HEADER))
+    errors = errors + _oversized(h) + _body_errors(req.body_error) + (sign_in or {}).get("errors", [])
     return {
         "logical_id": logical_id, "source": source, "match": match,
         "client": req.client, "client_port": req.client_port, "app": h.get("user-agent"),
@@ -339,6 +343,7 @@ def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, s
                 "traceparent": h.get("traceparent")},
         "payment": pay,
         "mcp": {k: mcp_call[k] for k in ("id", "method", "tool")} if mcp_call else None,
+        "siwx": sign_in,
         "upto_session": h.get(SESSION_HEADER),
         "settlement_type": h.get("x-settlement-type"),
         "tee_request_hashes": og.request_hashes(doc) if _is_og(h) else None,

@@ -14,7 +14,8 @@ removed ("compact": `X-Api-Key` → `xapikey`). It is secret when
   and `token_type` stay readable); or it ends in `key`;
 - or one of its words is a weak word that means a secret only on its own: key, tok, auth, authn, authz,
   session, sig, pass, private (so `author`, `keyboard`, `design` and `passage` stay readable);
-- or it is `x-payment` (an x402 payment: a signed authorization that says nothing about it in its name);
+- or it is `x-payment` (an x402 payment: a signed authorization that says nothing about it in its name)
+  or `sign-in-with-x` (x402's sign-in: a signature that grants access until it expires);
 - unless it is public: idempotency-key, x-request-id, payment-response, x-payment-response,
   payment-required, x-upto-session, content-type, keep-alive, anything starting `x-tee-` (the TEE's own
   proof), and public keys (`public_key`, `pubkey`).
@@ -52,7 +53,7 @@ SECRET_PARTS = ("secret", "password", "passwd", "passphrase", "cookie", "credent
                 "authoriz", "oauth", "bearer", "apikey", "accesskey", "privatekey", "mnemonic",
                 "seedphrase")
 SECRET_WORDS = frozenset({"key", "tok", "auth", "authn", "authz", "session", "sig", "pass", "private"})
-SECRET_NAMES = frozenset({"xpayment"})
+SECRET_NAMES = frozenset({"xpayment", "signinwithx"})
 PUBLIC_NAMES = frozenset({"idempotencykey", "xrequestid", "paymentresponse", "xpaymentresponse",
                           "paymentrequired", "xuptosession", "contenttype", "keepalive"})
 PUBLIC_PREFIXES = ("xtee",)

@@ -479,7 +479,7 @@ def _signatures(parsed: dict, result: dict, message: bytes | None) -> None:
         empty = not any(signature)
         valid = None
         if not empty and signer is not None and message is not None:
-            valid = _ed25519_valid(signer, signature, message)
+            valid = ed25519_valid(signer, signature, message)
         result["signatures"].append({"signer": b58encode(signer) if signer else None,
                                      "signature": b58encode(signature), "empty": empty,
                                      "valid": valid})
@@ -488,7 +488,7 @@ def _signatures(parsed: dict, result: dict, message: bytes | None) -> None:
         result["tx_signature"] = first["signature"]
 
 
-def _ed25519_valid(key: bytes, signature: bytes, message: bytes) -> bool:
+def ed25519_valid(key: bytes, signature: bytes, message: bytes) -> bool:
     try:
         Ed25519PublicKey.from_public_bytes(key).verify(signature, message)
     except (InvalidSignature, ValueError):
@@ -651,6 +651,6 @@ def settlement_signature_valid(b64: object, signature: object) -> bool | None:
         _read_wire(_Reader(raw), parsed, _empty_transaction())
         if parsed["message"] is None or not parsed["keys"]:
             return None
-        return _ed25519_valid(parsed["keys"][0], sig, parsed["message"])
+        return ed25519_valid(parsed["keys"][0], sig, parsed["message"])
     except Exception:  # _Malformed, or a bug: never raise
         return None

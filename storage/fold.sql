@@ -17,7 +17,8 @@ SELECT id, type, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS ts, receipt_id,
 FROM {events};
 
 -- table: requests
--- One row per request (addon/exchange.py `request_data`); an MCP tool call's JSON-RPC method, tool and id.
+-- One row per request (addon/exchange.py `request_data`); an MCP tool call's JSON-RPC method, tool and id;
+-- an x402 sign-in's account, chain, the signer its signature verifies for (else why not: addon/siwx.py), expiry.
 SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS ts, j[1] AS logical_id,
        j[2] AS client, j[3] AS app, j[25] AS app_name, TRY_CAST(j[22] AS INTEGER) AS client_pid,
        j[23] AS client_exe, j[24] AS client_cmdline, TRY_CAST(j[21] AS VARCHAR[]) AS secrets_in_clear,
@@ -26,13 +27,15 @@ SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) 
        j[12] AS client_request_id, j[13] AS idempotency_key, j[14] AS payment_identifier,
        j[15] AS upto_session, j[16] AS settlement_type, j[17] AS source, j[18] IS NOT NULL AS paid,
        TRY_CAST(j[19] AS VARCHAR[]) AS errors, j[20]::JSON AS tee_request_hashes, j[26] AS mcp_method,
-       j[27] AS mcp_tool, j[28] AS jsonrpc_id
+       j[27] AS mcp_tool, j[28] AS jsonrpc_id, j[29] AS sign_in_address, j[30] AS sign_in_chain,
+       j[31] AS sign_in_signer, j[32] AS sign_in_error, j[33] AS sign_in_expires
 FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.logical_id', '$.client', '$.app', '$.method', '$.scheme', '$.host', '$.port', '$.path', '$.model',  -- 1-9
         '$.body.sha256', '$.body.size', '$.ids.client_request_id', '$.ids.idempotency_key',                 -- 10-13
         '$.payment.payment_identifier', '$.upto_session', '$.settlement_type', '$.source', '$.payment',       -- 14-18
         '$.errors', '$.tee_request_hashes', '$.secrets_in_clear', '$.process.pid', '$.process.exe',          -- 19-23
-        '$.process.cmdline', '$.app_name', '$.mcp.method', '$.mcp.tool', '$.mcp.id']) AS j                    -- 24-28
+        '$.process.cmdline', '$.app_name', '$.mcp.method', '$.mcp.tool', '$.mcp.id',                         -- 24-28
+        '$.siwx.address', '$.siwx.chainId', '$.siwx.signer', '$.siwx.signer_error', '$.siwx.expirationTime']) AS j -- 29-33
       FROM {events} WHERE type = 'request');
 
 -- table: payments

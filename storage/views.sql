@@ -103,6 +103,11 @@ SELECT
     r.mcp_method,
     r.mcp_tool,
     r.jsonrpc_id,
+    r.sign_in_address,
+    r.sign_in_chain,
+    r.sign_in_signer,
+    r.sign_in_error,
+    r.sign_in_expires,
     list_concat(coalesce(r.errors, []), coalesce(p.errors, []), coalesce(f.errors, [])) AS parse_errors,
     r.source
 FROM req r
@@ -214,6 +219,8 @@ grp AS (
         arg_max(host, started_at)                                  AS host,
         arg_max(path, started_at)                                  AS path,
         arg_max(mcp_tool, started_at) FILTER (WHERE mcp_tool IS NOT NULL) AS mcp_tool,
+        arg_max({'address': sign_in_address, 'signer': sign_in_signer, 'error': sign_in_error, 'host': host,
+                 'at': started_at}, started_at) FILTER (WHERE sign_in_address IS NOT NULL) AS sign_in,
         arg_max(app, started_at)                                   AS app,
         arg_max(app_name, started_at)                              AS app_name,
         arg_max(client_pid, started_at)                            AS client_pid,
@@ -282,6 +289,13 @@ grp AS (
     SELECT receipt_id AS logical_id, arg_max(result, observed_at) AS result
     FROM checks WHERE "check" = 'seller_receipt' AND in_scope(scoped, receipt_id) GROUP BY receipt_id
 ), sess AS (SELECT * FROM sessions_of(scoped))
+, granted AS (  -- the payment that granted a sign-in's access: the latest payment by that account to the same
+                -- host before it (x402 `sign-in-with-x`)
+    SELECT g.logical_id, arg_max(r.logical_id, p.sent_at) AS access_by
+    FROM grp g JOIN folded.payments p ON lower(p.payer) = lower(g.sign_in.address) AND p.sent_at < g.sign_in.at
+    JOIN folded.requests r ON r.receipt_id = p.receipt_id AND r.host = g.sign_in.host
+    WHERE g.sign_in IS NOT NULL GROUP BY g.logical_id
+)
 SELECT
     grp.logical_id                                                  AS receipt_id,
     coalesce(grp.client_id, grp.provider_id)                        AS request_id,
@@ -373,6 +387,10 @@ SELECT
     grp.host,
     grp.path,
     grp.mcp_tool,
+    CASE WHEN grp.sign_in IS NULL THEN NULL WHEN grp.sign_in.signer IS NOT NULL THEN 'valid' ELSE 'invalid' END AS sign_in,
+    grp.sign_in.address                                             AS sign_in_address,
+    grp.sign_in.error                                               AS sign_in_error,
+    granted.access_by,
     grp.app,
     grp.app_name,
     grp.client_pid,
@@ -389,6 +407,7 @@ LEFT JOIN last_check USING (logical_id)
 LEFT JOIN settled USING (logical_id)
 LEFT JOIN trust USING (logical_id)
 LEFT JOIN seller USING (logical_id)
+LEFT JOIN granted USING (logical_id)
 LEFT JOIN sess ON sess.session_id = grp.session_id;
 
 -- The logical calls whose receipts the tail changes (folded.tail_*: the events folded on the fly, or those
