@@ -41,6 +41,7 @@ from receipts.storage.config import Settings
 from receipts.storage.records import DELEGATION
 
 from . import bodies
+from . import crawler
 from . import eip712
 from . import fields as F
 from . import mcp
@@ -245,20 +246,26 @@ def request_match(header_names: set[str], host: str, path: str, settings: Settin
     `header_names` are lowercased; most traffic stops here, so callers pass what is cheap to get."""
     if settings.capture_x402 and not header_names.isdisjoint(PAID_HEADERS):
         return "x402"
+    if settings.capture_x402 and not header_names.isdisjoint(crawler.OFFER_HEADERS):
+        return "crawler"
     if settings.capture_x402 and mcp.looks_like_mcp(header_names, path):
         return "mcp"  # (only its tools/call is recorded: mcp.call_of, once the body is read)
     return settings.is_ai_call(host, path)
 
 
 def response_is_x402(resp: Resp, h: Headers) -> bool:
+    """An answer that is part of a payment, whatever its request looked like (x402, pay-per-crawl)."""
     if CHALLENGE_HEADER in h.items or h.first_of(SETTLEMENT_HEADERS)[0] or SESSION_HEADER in h.items:
+        return True
+    if "crawler-charged" in h.items or (resp.status == 402 and "crawler-price" in h.items):
         return True
     return resp.status == 402 and x402.looks_like_v1_challenge(parse_json(resp.body))
 
 
 def is_paid(h: Headers) -> bool:
     """A paid exchange: forwarded only once recorded (a sign-in by an earlier payment counts as one)."""
-    return bool(h.first_of(PAYMENT_HEADERS)[0] or SESSION_HEADER in h.items or SIGN_IN_HEADER in h.items)
+    return bool(h.first_of(PAYMENT_HEADERS)[0] or SESSION_HEADER in h.items or SIGN_IN_HEADER in h.items
+                or h.first_of(crawler.OFFER_HEADERS)[0])
 
 
 # ---- payloads --------------------------------------------------------------------------------
@@ -328,6 +335,8 @@ def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, s
     pay, errors = decoded if decoded is not None else payment(h) if mcp_call is None else mcp_payment(mcp_call)
     if pay:
         pay = completed_payment(pay, settings, challenge)
+    elif h.first_of(crawler.OFFER_HEADERS)[0]:
+        pay, errors = crawler.payment(h.get)
     sign_in = siwx.decode(h.get(SIGN_IN_HEADER))
     errors = errors + _oversized(h) + _body_errors(req.body_error) + (sign_in or {}).get("errors", [])
     return {
@@ -419,6 +428,9 @@ def response_data(resp: Resp, req_ts: float, settings: Settings, *, stream: bool
     rpc = mcp.answer_of(doc) if doc is not None and ch is None and st is None else None
     if rpc:
         (ch, ch_err), (st, st_err) = mcp_x402(rpc)
+    elif ch is None and st is None:  # pay-per-crawl's price and charge (addon/crawler.py)
+        ch, st = crawler.challenge(resp.status, h.get), crawler.settlement(h.get)
+        st_err = (st or {}).get("errors", [])
     end = resp.ts_start if stream else (resp.ts_end or resp.ts_start)
     found = answer_fields(doc, h)
     body = {"size": None, "sha256": None} if stream else \
