@@ -14,6 +14,15 @@ Payment channels (the SDK's ``batch-settlement`` scheme): :func:`batch_settlemen
 ``x402Client`` with the scheme's client registered (pass it to :func:`pay` as ``x402_client``; keep it for
 the channel's later calls, it holds the channel state), and :func:`refund` sends the client's cooperative
 refund request the same way (same proxy and TLS rules), recording its exchanges.
+
+Sign-in-with-x (the SDK's ``sign-in-with-x`` extension, on a server started with ``siwx=True``):
+``pay(..., siwx=True)`` registers the SDK's SIWX client extension (``create_siwx_client_extension``) on the
+x402 client: on a 402 that declares it, the SDK first retries with a ``SIGN-IN-WITH-X`` header (the
+challenge signed with the payer's key, EIP-191), and pays only if that retry is refused too. So a wallet
+that already paid for the resource gets it without paying again. :func:`sign_in` does the sign-in retry
+only and never pays (the refused retry's 402 is the answer); with :func:`forged_siwx_signer` it sends a
+forged proof (another key's signature over a message naming the victim's address). Both keep ``proxy``
+and ``verify`` exactly as :func:`pay` does.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from .chain import PAYER
 PAYMENT_REQUIRED = "PAYMENT-REQUIRED"
 PAYMENT_SIGNATURE = "PAYMENT-SIGNATURE"
 PAYMENT_RESPONSE = "PAYMENT-RESPONSE"
+SIGN_IN_WITH_X = "SIGN-IN-WITH-X"
 
 
 def decode_header(value: str | None) -> Any:
@@ -118,6 +128,22 @@ class PaidCall:
         pr = self.payment_response or {}
         tx = pr.get("transaction")
         return tx if isinstance(tx, str) and len(tx) == 66 and tx.startswith("0x") else None
+
+    @property
+    def signed_in(self) -> Exchange | None:
+        """The (last) exchange that carried a ``SIGN-IN-WITH-X`` proof."""
+        return next((e for e in reversed(self.exchanges) if e.request_header(SIGN_IN_WITH_X)), None)
+
+    @property
+    def sign_in_with_x(self) -> dict | None:
+        """Decoded ``SIGN-IN-WITH-X`` the client sent (the SIWX payload: domain, address, nonce, signature…)."""
+        s = self.signed_in
+        return decode_header(s.request_header(SIGN_IN_WITH_X)) if s else None
+
+    @property
+    def siwx_challenge(self) -> dict | None:
+        """The ``sign-in-with-x`` extension the 402 declared (info, supportedChains, schema)."""
+        return ((self.payment_required or {}).get("extensions") or {}).get("sign-in-with-x")
 
 
 def env_proxy(url: str) -> str | None:
@@ -263,6 +289,7 @@ async def pay_async(
     timeout: float = 60.0,
     spend_controls: Any = None,
     x402_client: Any = None,
+    siwx: Any = False,
 ) -> PaidCall:
     """Make a paid call (see module doc for ``proxy`` and ``verify``). ``body`` is sent as JSON
     unless it is ``bytes``/``str``.
@@ -273,7 +300,12 @@ async def pay_async(
     "max_amount_per_payment": "10000"}]}`` to keep a cap.
 
     ``x402_client``: an ``x402.x402Client`` of your own (e.g. with the exact SVM scheme registered) to pay
-    with, instead of the EVM one built from ``private_key`` and ``spend_controls``."""
+    with, instead of the EVM one built from ``private_key`` and ``spend_controls``.
+
+    ``siwx``: False (default) pays as always; True registers the SDK's sign-in-with-x client extension
+    signing with ``private_key`` (on ``x402_client`` too, if given); a signer (anything the SDK's
+    ``create_siwx_client_hook`` takes, e.g. :func:`forged_siwx_signer`) signs in with that. On a 402 that
+    declares SIWX the SDK first retries with ``SIGN-IN-WITH-X``, and pays only if that is refused."""
     import httpx
     from x402.http.clients.httpx import x402AsyncTransport
 
@@ -298,6 +330,8 @@ async def pay_async(
 
     if x402_client is None:
         x402_client = _x402_client(private_key, spend_controls or {"allowed_assets": True})
+    if siwx is not False and siwx is not None:
+        x402_client.register_extension(siwx_client_extension(private_key if siwx is True else siwx))
     transport = x402AsyncTransport(x402_client, transport=_Recording())
     kwargs: dict[str, Any] = {}
     if isinstance(body, (bytes, str)):
@@ -323,3 +357,118 @@ def pay(url: str, body: Any = None, **kwargs: Any) -> PaidCall:
         return asyncio.run(pay_async(url, body, **kwargs))
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, pay_async(url, body, **kwargs)).result()
+
+
+# ---------------------------------------------------------------------------------------------
+# Sign-in-with-x (the SDK's ``sign-in-with-x`` extension)
+# ---------------------------------------------------------------------------------------------
+
+
+def siwx_signer(private_key: str = PAYER.private_key) -> Any:
+    """The SDK's EVM signer for ``private_key`` (EIP-191 ``personal_sign`` of the SIWE message)."""
+    from eth_account import Account
+    from x402.mechanisms.evm.signers import EthAccountSigner
+
+    return EthAccountSigner(Account.from_key(private_key))
+
+
+def forged_siwx_signer(claimed_address: str, private_key: str) -> Any:
+    """A lying SIWX signer for failure tests: it tells the SDK it is ``claimed_address`` (so the SIWE message
+    and the payload's ``address`` name that wallet) but signs with ``private_key``, another key."""
+    from eth_account import Account
+    from x402.mechanisms.evm.signers import EthAccountSigner
+
+    class _Claiming(EthAccountSigner):
+        @property
+        def address(self) -> str:
+            return claimed_address
+
+    return _Claiming(Account.from_key(private_key))
+
+
+def siwx_client_extension(signer: Any = PAYER.private_key) -> Any:
+    """The SDK's SIWX client extension (``create_siwx_client_extension``) for ``signer`` (a private key hex
+    string, or a signer object the SDK takes)."""
+    from x402.extensions.sign_in_with_x import CreateSIWxClientExtensionOptions, create_siwx_client_extension
+
+    if isinstance(signer, str):
+        signer = siwx_signer(signer)
+    return create_siwx_client_extension(CreateSIWxClientExtensionOptions(signers=[signer]))
+
+
+async def sign_in_async(
+    url: str,
+    body: Any = None,
+    *,
+    method: str = "POST",
+    private_key: str = PAYER.private_key,
+    signer: Any = None,
+    proxy: str | None | bool = None,
+    verify: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> PaidCall:
+    """Sign in with x, never pay: send the request; on a 402 the SDK's HTTP client runs its SIWX client
+    extension (``signer``, default the SDK signer of ``private_key``) on the challenge, and the request is sent
+    again with the ``SIGN-IN-WITH-X`` header it made. The answer is that retry's (200 if the server granted
+    access, else its 402), or the first answer if it was no 402 or the hook made no header.
+    ``proxy``/``verify``/``headers``/``body`` as for :func:`pay_async`."""
+    import httpx
+    from x402 import x402Client
+    from x402.http import x402HTTPClient
+
+    if proxy is None:
+        proxy = env_proxy(url)
+    inner = httpx.AsyncHTTPTransport(proxy=proxy or None, verify=_ssl_verify(verify), trust_env=False)
+    exchanges: list[Exchange] = []
+
+    class _Recording(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            response = await inner.handle_async_request(request)
+            exchanges.append(Exchange(
+                request.method, str(request.url),
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
+                response.status_code,
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw],
+            ))
+            return response
+
+        async def aclose(self) -> None:
+            await inner.aclose()
+
+    x402_http = x402HTTPClient(x402Client().register_extension(siwx_client_extension(signer or private_key)))
+    kwargs: dict[str, Any] = {}
+    if isinstance(body, (bytes, str)):
+        kwargs["content"] = body
+    elif body is not None:
+        kwargs["json"] = body
+    async with httpx.AsyncClient(transport=_Recording(), timeout=timeout, trust_env=False) as http:
+        response = await http.request(method, url, headers=headers, **kwargs)
+        await response.aread()
+        if response.status_code == 402:
+            try:
+                data = response.json()
+            except ValueError:
+                data = None
+            required = x402_http.get_payment_required_response(response.headers.get, data)
+            extra = await x402_http.handle_payment_required(required, str(response.url))
+            if extra:
+                response = await http.request(method, url, headers={**(headers or {}), **extra}, **kwargs)
+                await response.aread()
+        content = response.content
+    return PaidCall(
+        status=response.status_code,
+        headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw],
+        body=content,
+        exchanges=exchanges,
+    )
+
+
+def sign_in(url: str, body: Any = None, **kwargs: Any) -> PaidCall:
+    """Blocking :func:`sign_in_async`."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(sign_in_async(url, body, **kwargs))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, sign_in_async(url, body, **kwargs)).result()

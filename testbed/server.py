@@ -46,6 +46,15 @@ is the SPL mint (base58), ``payTo`` the payee's wallet (the client pays its asso
 the price has no EVM token ``name``/``version``, and the facilitator's fee payer comes from its
 ``/supported``. ``memo`` (optional) is the memo every payment must carry; without it the client adds a
 random one. ``svm_rpc_url`` (optional) lets the server add a recent blockhash to the offer.
+
+With ``siwx=True`` (``--siwx``) the route also declares the SDK's ``sign-in-with-x`` extension
+(``declare_siwx_extension``): the 402's ``extensions["sign-in-with-x"]`` carries a fresh CAIP-122 challenge
+(domain/uri of ``siwx_origin``, nonce, issuedAt, the route's network), the SDK's SIWX resource server
+extension records every settled payer in its ``InMemorySIWxStorage`` (settle hook), and its protected-request
+hook serves a request whose ``SIGN-IN-WITH-X`` header proves (EIP-191 / ed25519) a wallet that already paid
+for the path, without payment. A header that fails (bad signature, wrong domain, stale, unpaid wallet) is
+ignored: the answer is the 402 again. The free route ``GET /testbed/siwx`` lists the hook's events
+(``payment_recorded``, ``access_granted``, ``validation_failed`` with the SDK's reason).
 """
 
 # no "from __future__ import annotations" here: FastAPI must see the real Request annotation
@@ -69,6 +78,7 @@ CHARGE_HEADER = "X-Testbed-Charge"
 AUTHORIZER_KEY_ENV = "TESTBED_SERVER_AUTHORIZER_KEY"
 BATCH_SETTLEMENT = "batch-settlement"
 CHANNELS_PATH = "/testbed/channels"
+SIWX_PATH = "/testbed/siwx"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +152,9 @@ def create_app(*, facilitator_url: str, network: str, asset: str, pay_to: str, p
                token_name: str = TOKEN_NAME, token_version: str = TOKEN_VERSION,
                max_timeout_seconds: int = 300, memo: str | None = None, svm_rpc_url: str | None = None,
                scheme: str = "exact", receiver_authorizer_key: str | None = None,
-               withdraw_delay: int | None = None, asset_transfer_method: str | None = None):
+               withdraw_delay: int | None = None, asset_transfer_method: str | None = None,
+               siwx: bool = False, siwx_origin: str | None = None, siwx_statement: str | None = None,
+               siwx_expiration_seconds: int | None = None):
     """The resource server. The facilitator must already answer ``GET /supported``.
 
     ``eip155:…`` networks use the exact EVM scheme (``token_name``/``token_version`` are the token's
@@ -150,6 +162,9 @@ def create_app(*, facilitator_url: str, network: str, asset: str, pay_to: str, p
     ``scheme="batch-settlement"``: the EVM payment-channel scheme, with ``receiver_authorizer_key`` (None:
     the facilitator's), ``withdraw_delay`` seconds (None: the SDK's 900) and ``asset_transfer_method``
     (``"eip3009"``, the default, or ``"permit2"``) for deposits.
+    ``siwx=True``: the SDK's sign-in-with-x extension on the route (see the module doc); ``siwx_origin`` is the
+    server's origin as its clients see it (``http://127.0.0.1:<port>``; required), ``siwx_statement`` and
+    ``siwx_expiration_seconds`` the SDK's ``DeclareSIWxOptions.statement``/``expiration_seconds``.
     """
     import httpx
     from fastapi import FastAPI, Request
@@ -198,6 +213,10 @@ def create_app(*, facilitator_url: str, network: str, asset: str, pay_to: str, p
 
         resource_server.register(network, ExactEvmServerScheme())
         extra = {"name": token_name, "version": token_version}
+    siwx_extensions = siwx_events = None
+    if siwx:
+        siwx_extensions, siwx_events = _siwx_setup(resource_server, network, siwx_origin, siwx_statement,
+                                                   siwx_expiration_seconds)
     routes = {
         f"POST {CHAT_PATH}": RouteConfig(
             accepts=PaymentOption(
@@ -209,6 +228,7 @@ def create_app(*, facilitator_url: str, network: str, asset: str, pay_to: str, p
             ),
             description="Chat completion (testbed)",
             mime_type="application/json",
+            extensions=siwx_extensions,
         ),
     }
     x402_mw = payment_middleware(routes, resource_server)  # asks the facilitator /supported now
@@ -255,6 +275,11 @@ def create_app(*, facilitator_url: str, network: str, asset: str, pay_to: str, p
 
     if channel_manager is not None:
         _channel_routes(app, channel_scheme, channel_manager)
+
+    if siwx_events is not None:
+        @app.get(SIWX_PATH)
+        async def siwx_log():
+            return {"origin": siwx_origin, "events": siwx_events}
 
     @app.get("/v1/models")
     async def models():
@@ -337,6 +362,43 @@ def _channel_routes(app, channel_scheme, manager) -> None:
         return {"refunds": [{"channel": r.channel, "transaction": r.transaction} for r in results]}
 
 
+def _siwx_setup(resource_server, network: str, origin: str | None, statement: str | None,
+                expiration_seconds: int | None) -> tuple[dict, list]:
+    """The SDK's sign-in-with-x, wired as its docs say: the route's declaration, and the resource server
+    extension (settle hook + protected-request hook) over an in-memory storage. Returns ``(route extensions,
+    the hook's event list)``."""
+    from x402.extensions.sign_in_with_x import (
+        CreateSIWxResourceServerExtensionOptions,
+        DeclareSIWxOptions,
+        InMemorySIWxStorage,
+        create_siwx_resource_server_extension,
+        declare_siwx_extension,
+    )
+
+    if not origin:
+        raise ValueError("siwx needs siwx_origin, the server's origin as its clients see it")
+    events: list = []
+    resource_server.register_extension(create_siwx_resource_server_extension(
+        CreateSIWxResourceServerExtensionOptions(storage=InMemorySIWxStorage(), origin=origin,
+                                                 on_event=events.append)))
+    return declare_siwx_extension(DeclareSIWxOptions(
+        network=network, statement=statement, expiration_seconds=expiration_seconds)), events
+
+
+def _own_origin(args) -> str:
+    """``scheme://host:port`` of the socket this process serves (``--siwx-host``, else ``--host``)."""
+    import socket
+
+    port = args.port
+    if args.fd is not None:
+        dup = socket.fromfd(args.fd, socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            port = dup.getsockname()[1]
+        finally:
+            dup.close()
+    return f"{'https' if args.ssl_certfile else 'http'}://{args.siwx_host or args.host}:{port}"
+
+
 def _fail_status(request) -> int:
     try:
         status = int(request.headers.get(FAIL_STATUS_HEADER, "500"))
@@ -349,13 +411,15 @@ def start_server(*, facilitator_url: str, network: str, asset: str, pay_to: str,
                  tls: dict | None = None, url_host: str | None = None, memo: str | None = None,
                  svm_rpc_url: str | None = None, scheme: str = "exact", receiver_authorizer_key: str | None = None,
                  withdraw_delay: int | None = None, asset_transfer_method: str | None = None,
-                 timeout: float = 30.0, wait: bool = True):
+                 timeout: float = 30.0, wait: bool = True, siwx: bool = False, siwx_origin: str | None = None):
     """Start the resource server as a child process; returns a :class:`~testbed.service.Service`.
 
     ``tls={"cert": path, "key": path}`` serves HTTPS (its URL then uses ``localhost``, which the
     test certificates from ``tests/support/certs.py`` name). ``memo`` and ``svm_rpc_url`` are for
     ``solana:…`` networks (see :func:`create_app`); ``scheme``, ``receiver_authorizer_key`` (handed over in
     the environment), ``withdraw_delay`` and ``asset_transfer_method`` for ``batch-settlement``.
+    ``siwx=True``: the SDK's sign-in-with-x on the route (see :func:`create_app`); its origin is
+    ``siwx_origin``, else the service's own URL (the child reads its port off the socket).
     """
     from .service import start_service
 
@@ -376,6 +440,10 @@ def start_server(*, facilitator_url: str, network: str, asset: str, pay_to: str,
         args += ["--svm-rpc-url", svm_rpc_url]
     if tls:
         args += ["--ssl-certfile", str(tls["cert"]), "--ssl-keyfile", str(tls["key"])]
+    if siwx:
+        args += ["--siwx", "--siwx-host", url_host or ("localhost" if tls else "127.0.0.1")]
+        if siwx_origin:
+            args += ["--siwx-origin", siwx_origin]
     return start_service("server", "testbed.server", args, tls=bool(tls), env=env,
                          url_host=url_host or ("localhost" if tls else None), timeout=timeout, wait=wait)
 
@@ -418,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--withdraw-delay", type=int, help="batch-settlement: the channels' withdraw delay (seconds)")
     ap.add_argument("--asset-transfer-method", choices=["eip3009", "permit2"],
                     help="batch-settlement: how deposits pull the token (default eip3009)")
+    ap.add_argument("--siwx", action="store_true", help="declare the SDK's sign-in-with-x extension on the route")
+    ap.add_argument("--siwx-origin", help="sign-in-with-x: the origin clients use (default: this socket's URL)")
+    ap.add_argument("--siwx-host", help="sign-in-with-x: the host of the default origin (default --host)")
     args = ap.parse_args(argv)
 
     from .service import serve_fd
@@ -426,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(facilitator_url=args.facilitator_url, network=args.network, asset=args.asset,
                      pay_to=args.pay_to, price=args.price, memo=args.memo, svm_rpc_url=args.svm_rpc_url,
                      scheme=args.scheme, receiver_authorizer_key=os.environ.get(AUTHORIZER_KEY_ENV),
-                     withdraw_delay=args.withdraw_delay, asset_transfer_method=args.asset_transfer_method)
+                     withdraw_delay=args.withdraw_delay, asset_transfer_method=args.asset_transfer_method,
+                     siwx=args.siwx, siwx_origin=(args.siwx_origin or _own_origin(args)) if args.siwx else None)
     serve_fd(app, args.fd, host=args.host, port=args.port, ssl_certfile=args.ssl_certfile,
              ssl_keyfile=args.ssl_keyfile)
     return 0

@@ -26,6 +26,15 @@ USDC-like SPL mint, the facilitator with the exact SVM scheme (fee payer) and th
         s.claim_and_settle()         # the server's channel manager, now
         s.refund()                   # the client's cooperative refund request
 
+``paid_stack(siwx=True)`` adds the SDK's sign-in-with-x to the server's route: a wallet that paid once signs
+in on later calls instead of paying again:
+
+    with paid_stack(siwx=True) as s:
+        s.pay(siwx=True)                 # 402, SIWX retry refused (not paid yet), then paid: 3 exchanges
+        s.pay(siwx=True)                 # 402, SIWX retry served: no PAYMENT-SIGNATURE, no money moves
+        s.sign_in(signer=forged_siwx_signer(s.payer.address, other_key)).status   # 402: refused
+        s.siwx_events()                  # the server's SIWX hook events
+
 ``python -m testbed.stack`` starts it, prints where everything is (as JSON), and runs until Ctrl-C
 (``--solana`` for the Solana stack, ``--channels`` for the payment-channel stack).
 """
@@ -57,6 +66,7 @@ class PaidStack:
     payee: DevAccount = PAYEE
     facilitator: DevAccount = FACILITATOR
     services: list = field(default_factory=list, repr=False)
+    siwx: bool = False
 
     @property
     def chain_id(self) -> int:
@@ -105,6 +115,24 @@ class PaidStack:
         with _NO_PROXY_OPENER.open(self.facilitator_url + "/settlements", timeout=10) as r:
             return json.loads(r.read())
 
+    def sign_in(self, url: str | None = None, body: Any = None, proxy: str | None | bool = None, **kwargs: Any):
+        """Sign in with x as the payer, never pay (defaults as :meth:`pay`); see :func:`testbed.client.sign_in`
+        for ``signer``, ``verify``, ``headers``…"""
+        from .client import sign_in
+
+        if body is None:
+            body = {"model": "testbed-echo-1", "messages": [{"role": "user", "content": "hello"}]}
+        kwargs.setdefault("private_key", self.payer.private_key)
+        return sign_in(url or self.chat_url, body, proxy=proxy, **kwargs)
+
+    def siwx_events(self) -> dict:
+        """The server's sign-in-with-x log (``paid_stack(siwx=True)`` only): ``{"origin", "events"}``."""
+        from .node import _NO_PROXY_OPENER
+        from .server import SIWX_PATH
+
+        with _NO_PROXY_OPENER.open(self.server_url + SIWX_PATH, timeout=10) as r:
+            return json.loads(r.read())
+
     def receipts_config(self, confirmations: int, **network: Any) -> dict:
         """Settings for `receipts` reading this chain (its token's decimals, the RPC, the facilitator);
         `network` adds per-network settings such as rpc_timeout or deadline_grace."""
@@ -131,10 +159,12 @@ def paid_stack(
     block_time: float | None = None,
     tls: dict | None = None,
     timeout: float = 30.0,
+    siwx: bool = False,
 ) -> Iterator[PaidStack]:
     """Start anvil (``chain_id``), deploy and fund test USDC, then the facilitator and the server.
 
     ``tls={"cert":…, "key":…}`` serves the resource server over HTTPS (URL host ``localhost``).
+    ``siwx=True``: the server declares the SDK's sign-in-with-x (see :func:`testbed.server.create_app`).
     Everything is stopped when the block exits, also on errors.
     """
     from .facilitator import start_facilitator
@@ -147,12 +177,12 @@ def paid_stack(
         token = chain.deploy_token(anvil.url)
         srv = stack.enter_context(start_server(
             facilitator_url=fac.url, network=anvil.network, asset=token, pay_to=PAYEE.address,
-            price=price, tls=tls, timeout=timeout, wait=False))
+            price=price, tls=tls, timeout=timeout, wait=False, siwx=siwx))
         chain.fund(anvil.url, token, PAYER, payer_funds)
         fac.wait_ready(timeout)
         srv.wait_ready(timeout)
         yield PaidStack(anvil=anvil, token=token, facilitator_url=fac.url, server_url=srv.url, price=price,
-                        services=[fac, srv])
+                        services=[fac, srv], siwx=siwx)
 
 
 @dataclass
