@@ -4,7 +4,8 @@ The x402 MCP transport (x402 spec, transports-v2/mcp.md) puts nothing in HTTP he
 - the challenge is a `tools/call` result with `isError: true` whose `structuredContent` is the
   PaymentRequired object (`content[0].text` holds the same JSON), answered with HTTP 200;
 - the payment is `params._meta["x402/payment"]` of the retried `tools/call` (the PaymentPayload object);
-- the settlement is `result._meta["x402/payment-response"]` (the SettleResponse object).
+- the settlement is `result._meta["x402/payment-response"]` (the SettleResponse object); a failed one is
+  answered as an error result, the SettleResponse inside its PaymentRequired (x402's Python wrapper).
 Answers are a JSON body or a server-sent event stream whose `message` events carry JSON-RPC messages.
 
 Only a request that cheap signals mark as MCP is looked into (`looks_like_mcp`: its headers or path);
@@ -19,7 +20,7 @@ import orjson
 
 PAYMENT_KEY = "x402/payment"
 RESPONSE_KEY = "x402/payment-response"
-HEADERS = frozenset({"mcp-protocol-version", "mcp-session-id"})
+HEADERS = frozenset({"mcp-protocol-version", "mcp-session-id", "mcp-method"})  # (mcp-method: the 2026-07-28 form)
 TOOL_CALL = "tools/call"
 MAX_BODY = 1 << 20  # a JSON-RPC request bigger than this is not looked into (MCP tool calls are small)
 
@@ -64,8 +65,12 @@ def answer_of(doc: object) -> dict | None:
         result = msg.get("result") if isinstance(msg.get("result"), dict) else {}
         meta = result.get("_meta") if isinstance(result.get("_meta"), dict) else {}
         is_error = result.get("isError") is True
-        return {"id": msg.get("id"), "is_error": is_error or "error" in msg,
-                "challenge": _challenge(result) if is_error else None, "settlement": meta.get(RESPONSE_KEY)}
+        challenge = _challenge(result) if is_error else None
+        # a settlement that failed comes back as an error result: x402's Python wrapper puts it inside the
+        # PaymentRequired it answers with (`structuredContent["x402/payment-response"]`), not in `_meta`
+        settlement = meta.get(RESPONSE_KEY, (challenge or {}).get(RESPONSE_KEY))
+        return {"id": msg.get("id"), "is_error": is_error or "error" in msg, "challenge": challenge,
+                "settlement": settlement}
     return None
 
 

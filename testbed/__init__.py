@@ -11,6 +11,11 @@ Everything here is started by code (tests, ``scripts/demo``), never by hand:
 - :mod:`testbed.stack`       ``paid_stack()``: all of the above, started and stopped together
 - :mod:`testbed.channels`    ``channel_stack()``: x402 payment channels (the ``batch-settlement`` scheme of
                              the SDK's client, server and facilitator) on the test bed's channel contracts
+- :mod:`testbed.mcp_bed`     ``mcp_stack()``: x402 over MCP (the ``mcp`` SDK's server and client, x402's
+                             MCP payment wrapper and client; :mod:`testbed.mcp_server`, :mod:`testbed.mcp_client`)
+- :mod:`testbed.l402`        ``l402_stack()``: an Aperture-style L402 server (signed BOLT11 invoices, macaroons),
+                             the ``l402-requests`` client, and a wallet that simulates only the Lightning payment;
+                             :mod:`testbed.crawler`: Cloudflare pay-per-crawl routes on the same server
 
 Only 127.0.0.1 is used. The modules that need the ``x402`` package import it lazily, so
 ``testbed.node`` and ``testbed.chain`` work without it.

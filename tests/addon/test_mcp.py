@@ -103,3 +103,14 @@ def test_the_paid_retry_joins_its_unpaid_call_and_a_new_call_does_not():
     other, _, _ = linker.open(req(tool_call(4, arguments={"city": "Rome"})), SETTINGS, receipt_id="d", match="mcp",
                               source="test")
     assert (again, other) == ("c", "d")
+
+
+def test_a_failed_settlement_inside_the_error_result_is_read():
+    """x402's Python MCP wrapper answers a settlement that failed with an error result whose PaymentRequired
+    holds the SettleResponse (no `_meta`)."""
+    failed = W.settlement("", PAYER, "eip155:8453", success=False, error_reason="invalid_exact_evm_payload_signature")
+    answer = challenge_result(12)
+    answer["result"]["structuredContent"] = {**CHALLENGE, "error": "Payment settlement failed",
+                                             "x402/payment-response": failed}
+    d = X.response_data(resp(answer), 1000.0, SETTINGS)
+    assert (d["settlement"]["success"], d["settlement"]["error_reason"]) == (False, "invalid_exact_evm_payload_signature")
