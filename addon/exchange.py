@@ -44,6 +44,7 @@ from . import bodies
 from . import crawler
 from . import eip712
 from . import fields as F
+from . import l402
 from . import mcp
 from . import og
 from . import pricing
@@ -171,6 +172,8 @@ def safe_headers(h: Headers) -> dict[str, str | list[str]]:
     out: dict[str, str | list[str]] = {}
     for name, values in h.items.items():
         shown = [R.redacted(v) if R.is_secret_name(name) else _cut(v) for v in values]
+        if name == "www-authenticate":  # an L402 challenge's macaroon is half a credential
+            shown = [l402.redact_challenge(v, R.redacted) for v in shown]
         out[name] = shown[0] if len(shown) == 1 else shown
     return out
 
@@ -241,13 +244,17 @@ def _full_body(body: bytes, limit: int, content_type: str | None) -> dict:
 
 
 # ---- classification --------------------------------------------------------------------------
-def request_match(header_names: set[str], host: str, path: str, settings: Settings) -> str | None:
+def request_match(header_names: set[str], host: str, path: str, settings: Settings,
+                  authorization: str | None = None) -> str | None:
     """Why a request is recorded before it is forwarded: x402 / path / rule, or None.
-    `header_names` are lowercased; most traffic stops here, so callers pass what is cheap to get."""
+    `header_names` are lowercased; most traffic stops here, so callers pass what is cheap to get (and the
+    `Authorization` value, whose scheme says an L402 payment)."""
     if settings.capture_x402 and not header_names.isdisjoint(PAID_HEADERS):
         return "x402"
     if settings.capture_x402 and not header_names.isdisjoint(crawler.OFFER_HEADERS):
         return "crawler"
+    if settings.capture_x402 and l402.is_credential(authorization):
+        return "l402"
     if settings.capture_x402 and mcp.looks_like_mcp(header_names, path):
         return "mcp"  # (only its tools/call is recorded: mcp.call_of, once the body is read)
     return settings.is_ai_call(host, path)
@@ -259,13 +266,15 @@ def response_is_x402(resp: Resp, h: Headers) -> bool:
         return True
     if "crawler-charged" in h.items or (resp.status == 402 and "crawler-price" in h.items):
         return True
+    if resp.status == 402 and l402.challenges(h.items.get("www-authenticate", [])):
+        return True
     return resp.status == 402 and x402.looks_like_v1_challenge(parse_json(resp.body))
 
 
 def is_paid(h: Headers) -> bool:
     """A paid exchange: forwarded only once recorded (a sign-in by an earlier payment counts as one)."""
     return bool(h.first_of(PAYMENT_HEADERS)[0] or SESSION_HEADER in h.items or SIGN_IN_HEADER in h.items
-                or h.first_of(crawler.OFFER_HEADERS)[0])
+                or h.first_of(crawler.OFFER_HEADERS)[0] or l402.is_credential(h.get("authorization")))
 
 
 # ---- payloads --------------------------------------------------------------------------------
@@ -291,6 +300,20 @@ def mcp_payment(call: dict | None) -> tuple[dict | None, list[str]]:
     pay = {**pay, "header": "mcp:_meta", "header_sha256": sha256_hex(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)),
            "_payload": obj}
     return pay, [f"mcp _meta {mcp.PAYMENT_KEY}: {e}" for e in pay.get("errors", [])]
+
+
+def l402_payment(authorization: str, challenge: dict | None) -> tuple[dict, list[str]]:
+    """An L402 credential as a payment (addon/l402.py): the payment hash and the preimage's hash, with the
+    amount and payee of the challenge's invoice for that payment hash (when the 402 was seen)."""
+    cred = l402.credential(authorization) or {}
+    invoice = next((i for i in (challenge or {}).get("l402") or [] if i.get("payment_hash") == cred.get("payment_hash")
+                    and cred.get("payment_hash")), {})
+    pay = {"scheme": "l402", "kind": cred.get("scheme"), "network": l402.NETWORK, "nonce": cred.get("payment_hash"),
+           "signature_sha256": cred.get("preimage_sha256"), "pay_to": invoice.get("payee"), "asset": "BTC",
+           "amount": str(invoice["amount_msat"]) if invoice.get("amount_msat") is not None else None,
+           "decimals": l402.DECIMALS, "symbol": "BTC", "valid_before": None, "header": "authorization",
+           "header_sha256": sha256_hex(authorization), "errors": cred.get("errors", [])}
+    return pay, [f"authorization: {e}" for e in pay["errors"]]
 
 
 def completed_payment(pay: dict, settings: Settings, challenge: dict | None) -> dict:
@@ -337,6 +360,8 @@ def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, s
         pay = completed_payment(pay, settings, challenge)
     elif h.first_of(crawler.OFFER_HEADERS)[0]:
         pay, errors = crawler.payment(h.get)
+    elif l402.is_credential(h.get("authorization")):
+        pay, errors = l402_payment(h.get("authorization"), challenge)
     sign_in = siwx.decode(h.get(SIGN_IN_HEADER))
     errors = errors + _oversized(h) + _body_errors(req.body_error) + (sign_in or {}).get("errors", [])
     return {
@@ -428,9 +453,9 @@ def response_data(resp: Resp, req_ts: float, settings: Settings, *, stream: bool
     rpc = mcp.answer_of(doc) if doc is not None and ch is None and st is None else None
     if rpc:
         (ch, ch_err), (st, st_err) = mcp_x402(rpc)
-    elif ch is None and st is None:  # pay-per-crawl's price and charge (addon/crawler.py)
-        ch, st = crawler.challenge(resp.status, h.get), crawler.settlement(h.get)
-        st_err = (st or {}).get("errors", [])
+    elif ch is None and st is None:  # pay-per-crawl's price and charge (addon/crawler.py), L402's invoice
+        ch, st = crawler.challenge(resp.status, h.get) or l402_challenge(resp.status, h), crawler.settlement(h.get)
+        st_err, ch_err = (st or {}).get("errors", []), (ch or {}).get("errors", [])
     end = resp.ts_start if stream else (resp.ts_end or resp.ts_start)
     found = answer_fields(doc, h)
     body = {"size": None, "sha256": None} if stream else \
@@ -447,6 +472,20 @@ def response_data(resp: Resp, req_ts: float, settings: Settings, *, stream: bool
         "tee_output_seen": found["tee_output_seen"],
         "errors": ch_err + st_err + _oversized(h) + _bad_json(resp, h, doc, stream) + _body_errors(resp.body_error),
     }
+
+
+def l402_challenge(status: int, h: Headers) -> dict | None:
+    """A 402's L402/LSAT challenges, as offers (one per invoice: Aperture repeats it under both names)."""
+    found = l402.challenges(h.items.get("www-authenticate", [])) if status == 402 else []
+    invoices = list({c.get("payment_hash") or c["macaroon"]: c for c in found}.values())
+    if not invoices:
+        return None
+    return {"source": "www-authenticate", "x402_version": None, "error": None,
+            "errors": [f"www-authenticate: {e}" for c in invoices for e in c["errors"]],
+            "accepts": [{"scheme": "l402", "network": l402.NETWORK, "asset": "BTC", "pay_to": c.get("payee"),
+                         "amount": str(c["amount_msat"]) if c.get("amount_msat") is not None else None,
+                         "max_timeout_seconds": c.get("expiry"), "resource": None} for c in invoices],
+            "l402": [{k: c.get(k) for k in ("payment_hash", "amount_msat", "payee")} for c in invoices]}
 
 
 def mcp_x402(rpc: dict) -> tuple[tuple[dict | None, list[str]], tuple[dict | None, list[str]]]:

@@ -75,7 +75,7 @@ def _not_yet_recorded(events: list[Event], data_dir: str) -> list[Event]:
 def exchange_events(req: X.Req, resp: X.Resp | None, settings: Settings, linker: Linker, *,
                     seed: str, source: str) -> list[Event]:
     """The events live capture would have written for this exchange ([] if it is not an AI call)."""
-    match = X.request_match(set(req.h.items), req.host, req.path, settings)
+    match = X.request_match(set(req.h.items), req.host, req.path, settings, req.h.get("authorization"))
     if match is None and not (resp and settings.capture_x402 and X.response_is_x402(resp, resp.h)):
         return []
     receipt_id = uuid7(req.ts, seed=seed.encode())

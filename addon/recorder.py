@@ -498,7 +498,7 @@ class Recorder:
 
     def _match(self, flow: http.HTTPFlow) -> str | None:
         return X.request_match(_header_names(flow.request), X.clean(flow.request.pretty_host),
-                               X.clean(flow.request.path), self.settings)
+                               X.clean(flow.request.path), self.settings, flow.request.headers.get("authorization"))
 
     def _start(self, flow: http.HTTPFlow, req: X.Req, match: str,
                mcp_call: dict | None = None) -> tuple[FlowState, Event]:

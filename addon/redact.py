@@ -10,7 +10,7 @@ name is lowercased, split into words at separators and camelCase humps, and also
 removed ("compact": `X-Api-Key` → `xapikey`). It is secret when
 - the compact form contains a strong part: secret, password, passwd, passphrase, cookie, credential,
   signature, authoriz(ation), oauth, bearer, apikey, accesskey, privatekey, mnemonic,
-  seedphrase; or `token` not followed by s/izer/count/usage/limit/type (so `max_tokens`, `tokenizer`
+  seedphrase, macaroon (L402's `Macaroon` header carries the whole credential); or `token` not followed by s/izer/count/usage/limit/type (so `max_tokens`, `tokenizer`
   and `token_type` stay readable); or it ends in `key`;
 - or one of its words is a weak word that means a secret only on its own: key, tok, auth, authn, authz,
   session, sig, pass, private (so `author`, `keyboard`, `design` and `passage` stay readable);
@@ -51,7 +51,7 @@ MAX_EMBEDDED_LEVELS = 4        # JSON in a string in a string …: levels parsed
 
 SECRET_PARTS = ("secret", "password", "passwd", "passphrase", "cookie", "credential", "signature",
                 "authoriz", "oauth", "bearer", "apikey", "accesskey", "privatekey", "mnemonic",
-                "seedphrase")
+                "seedphrase", "macaroon")
 SECRET_WORDS = frozenset({"key", "tok", "auth", "authn", "authz", "session", "sig", "pass", "private"})
 SECRET_NAMES = frozenset({"xpayment", "signinwithx"})
 PUBLIC_NAMES = frozenset({"idempotencykey", "xrequestid", "paymentresponse", "xpaymentresponse",

@@ -64,7 +64,7 @@ CREATE OR REPLACE TEMP TABLE audit_charges AS
 WITH x402 AS (  -- each distinct settlement tx a server reported for a logical call, with its own attempt's payment
     SELECT DISTINCT ON (s.logical_id, tx_key(s.tx_hash)) s.logical_id, tx_key(s.tx_hash) AS tx_hash, p.network,
            p.asset, p.symbol, p.decimals, p.pay_to, p.payer,
-           coalesce(s.amount, CASE WHEN p.scheme = 'exact' THEN p.amount END) AS amount
+           coalesce(s.amount, fixed_amount(p.scheme, p.amount)) AS amount
     FROM settlements s
     JOIN audit_calls c USING (receipt_id)
     LEFT JOIN payments p USING (receipt_id)

@@ -16,6 +16,10 @@ CREATE OR REPLACE MACRO decimal_text(amount, decimals) AS CASE
 CREATE OR REPLACE MACRO whole_tokens(amount, decimals) AS
     CASE WHEN decimals IS NOT NULL THEN TRY_CAST(decimal_text(amount, decimals) AS DECIMAL(38, 18)) END;
 
+-- The amount a payment fixes by itself (an x402 `exact` payment's signed amount, an L402 invoice's), else
+-- NULL (a cap, a share of a session or channel: what was charged comes from the settlement).
+CREATE OR REPLACE MACRO fixed_amount(scheme, amount) AS CASE WHEN scheme IN ('exact', 'l402') THEN amount END;
+
 CREATE OR REPLACE MACRO in_scope(scoped, id) AS NOT scoped OR id IN (SELECT logical_id FROM folded.scope_ids);
 
 -- A settlement transaction as one key: an EVM hash (0x-hex) in lower case; a Solana signature (base58) as
@@ -303,8 +307,8 @@ SELECT
     coalesce(pay.payer, settle.payer, sess.payer)                   AS payer,
     coalesce(pay.pay_to, sess.pay_to)                               AS pay_to,
     coalesce(pay.asset, sess.asset)                                 AS asset,
-    coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END) AS amount,
-    decimal_text(coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END),
+    coalesce(settle.amount, fixed_amount(pay.scheme, pay.amount)) AS amount,
+    decimal_text(coalesce(settle.amount, fixed_amount(pay.scheme, pay.amount)),
                  coalesce(pay.decimals, sess.decimals))             AS amount_decimal,
     CASE WHEN coalesce(pay.scheme, sess.scheme) = 'upto' THEN coalesce(pay.amount, sess.amount_cap) END AS amount_cap,
     chal.max_amount_required,
@@ -322,7 +326,7 @@ SELECT
     chal.challenge_pay_to,
     chal.challenge_network,
     chal.challenge_asset,
-    CASE WHEN pay.scheme = 'exact' THEN pay.amount END             AS signed_amount,
+    fixed_amount(pay.scheme, pay.amount)             AS signed_amount,
     coalesce(pay.payments, 0)                                       AS payment_count,
     coalesce(settle.settlements, 0)                                 AS settlement_count,
     grp.session_id,
@@ -349,14 +353,14 @@ SELECT
     -- what the call cost: what it paid on chain (x402, in whole tokens of its asset); for a call paid on
     -- chain whose own charge is not known (a cap, a share of a session), nothing; for a call not paid on
     -- chain, what the price table says its tokens cost (API-key billing). Unknown is NULL, never 0.
-    CASE WHEN coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END) IS NOT NULL
-         THEN whole_tokens(coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END),
+    CASE WHEN coalesce(settle.amount, fixed_amount(pay.scheme, pay.amount)) IS NOT NULL
+         THEN whole_tokens(coalesce(settle.amount, fixed_amount(pay.scheme, pay.amount)),
                            coalesce(pay.decimals, sess.decimals))
          WHEN pay.logical_id IS NULL AND grp.session_id IS NULL THEN grp.priced.cost END AS cost,
-    CASE WHEN coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END) IS NOT NULL
+    CASE WHEN coalesce(settle.amount, fixed_amount(pay.scheme, pay.amount)) IS NOT NULL
          THEN coalesce(pay.symbol, sess.symbol)
          WHEN pay.logical_id IS NULL AND grp.session_id IS NULL THEN grp.priced.currency END AS cost_currency,
-    CASE WHEN coalesce(settle.amount, CASE WHEN pay.scheme = 'exact' THEN pay.amount END) IS NOT NULL
+    CASE WHEN coalesce(settle.amount, fixed_amount(pay.scheme, pay.amount)) IS NOT NULL
          THEN CASE WHEN coalesce(pay.decimals, sess.decimals) IS NOT NULL THEN 'x402' ELSE 'unknown' END
          WHEN pay.logical_id IS NULL AND grp.session_id IS NULL AND grp.priced.cost IS NOT NULL THEN 'price_table'
          ELSE 'unknown' END                                         AS cost_source,

@@ -95,7 +95,8 @@ WITH req AS MATERIALIZED (  -- the exchanges of one part's calls (materialized: 
                     'valid_after': p.valid_after, 'valid_before': p.valid_before, 'signer': p.signer,
                     'signer_error': p.signer_error, 'paid_at': epoch(p.sent_at), 'memo': p.memo,
                     'token_account': p.token_account, 'recent_blockhash': p.recent_blockhash,
-                    'payee_token_account': p.payee_token_account}, p.sent_at) AS p
+                    'payee_token_account': p.payee_token_account, 'signature_sha256': p.signature_sha256},
+                   p.sent_at) AS p
     FROM folded.payments p JOIN req r USING (receipt_id) GROUP BY r.logical_id
 ), settle AS (  -- each call's settlements (PAYMENT-RESPONSE): the latest tx hash and job id, how many
     SELECT r.logical_id, arg_max(s.tx_hash, s.seen_at) FILTER (WHERE s.tx_hash IS NOT NULL) AS payment_hash,
@@ -121,7 +122,7 @@ WITH req AS MATERIALIZED (  -- the exchanges of one part's calls (materialized: 
 )
 SELECT pay.logical_id AS receipt_id, p.payer, p.pay_to, p.asset, p.scheme, p.kind, p.nonce,
        coalesce(p.network, c.network) AS network, p.valid_after, p.valid_before, p.paid_at, p.signer, p.signer_error,
-       p.memo, p.token_account, p.recent_blockhash, p.payee_token_account,
+       p.memo, p.token_account, p.recent_blockhash, p.payee_token_account, p.signature_sha256,
        CASE WHEN p.scheme = 'exact' THEN p.amount END AS signed_amount,
        CASE WHEN p.scheme = 'upto' THEN p.amount END AS amount_cap,
        c.amount AS max_amount_required, c.pay_to AS challenge_pay_to, c.asset AS challenge_asset,
@@ -214,6 +215,14 @@ def seller_receipt_check(r: dict) -> Check | None:
 
 
 ON_CHAIN = ("eip155:", "solana:")  # the networks whose settlements a chain holds
+
+
+def preimage_check(r: dict) -> Check:
+    """L402: the preimage (its SHA-256, taken at capture; the preimage itself is never kept) is the payment
+    hash the macaroon names: the proof that the Lightning invoice was paid (addon/l402.py)."""
+    ok = bool(r.get("nonce")) and r.get("signature_sha256") == r["nonce"]
+    return Check("preimage", "pass" if ok else "fail", None if ok else "bad_preimage",
+                 {"payment_hash": r.get("nonce"), "preimage_sha256": r.get("signature_sha256"), "trust": "offline"})
 
 
 def payment_check(r: dict) -> Check:
@@ -500,6 +509,11 @@ def _verify_network(network: str, rows: list[dict], settings: Settings, last: di
     chain_now = min((v.head_time for v in views or () if v.head_time), default=None)
     for r in rows:
         summary.seen += 1
+        if r.get("scheme") == "l402":  # proved offline, by its preimage: the payment hash is its reference
+            checks = [preimage_check(r)]
+            events += changes(r, checks, last, summary, verdict(checks, r, chain_now or time.time(), grace),
+                              tx=r.get("nonce"))
+            continue
         if not r.get("payer"):
             events += _changes(r, [payment_check(r)], last, summary, grace, chain_now or time.time())
             continue
