@@ -40,6 +40,7 @@ import orjson
 from receipts.storage.config import Settings
 from receipts.storage.records import DELEGATION
 
+from . import a2a
 from . import bodies
 from . import crawler
 from . import eip712
@@ -256,7 +257,9 @@ def request_match(header_names: set[str], host: str, path: str, settings: Settin
     if settings.capture_x402 and l402.is_credential(authorization):
         return "l402"
     if settings.capture_x402 and mcp.looks_like_mcp(header_names, path):
-        return "mcp"  # (only its tools/call is recorded: mcp.call_of, once the body is read)
+        return "mcp"  # (only its tools/call is recorded: body_call, once the body is read)
+    if settings.capture_x402 and a2a.looks_like_a2a(header_names, path):
+        return "a2a"  # (only its message sends are recorded: body_call)
     return settings.is_ai_call(host, path)
 
 
@@ -290,16 +293,28 @@ def payment(h: Headers) -> tuple[dict | None, list[str]]:
     return pay, errors + [f"{name}: {e}" for e in pay.get("errors", [])]
 
 
-def mcp_payment(call: dict | None) -> tuple[dict | None, list[str]]:
-    """The decoded payment an MCP `tools/call` carries in `params._meta["x402/payment"]` (the object
-    itself: its hash stands for the header's)."""
+# Payments that travel in JSON-RPC bodies, not headers: a request these match is looked into (body_call).
+BODY_PROTOCOLS = {"mcp": "mcp:_meta", "a2a": "a2a:metadata"}  # protocol -> where its payment is (`header`)
+
+
+def body_call(match: str | None, body: bytes | None, path: str) -> dict | None:
+    """The call a request's body makes, for a match whose payment travels in the body: an MCP tool call
+    (mcp.call_of) or an A2A message send (a2a.call_of), with its `protocol`; None for any other body."""
+    found = mcp.call_of(body) if match == "mcp" else a2a.call_of(body, path) if match == "a2a" else None
+    return {**found, "protocol": match} if found else None
+
+
+def body_payment(call: dict | None) -> tuple[dict | None, list[str]]:
+    """The decoded payment a body call carries (the PaymentPayload object itself: its hash stands for the
+    header's): MCP's `params._meta["x402/payment"]`, A2A's message metadata `x402.payment.payload`."""
     obj = (call or {}).get("payment")
     if obj is None:
         return None, []
+    where = BODY_PROTOCOLS[call["protocol"]]
     pay = x402.parse_payment(obj)
-    pay = {**pay, "header": "mcp:_meta", "header_sha256": sha256_hex(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)),
+    pay = {**pay, "header": where, "header_sha256": sha256_hex(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)),
            "_payload": obj}
-    return pay, [f"mcp _meta {mcp.PAYMENT_KEY}: {e}" for e in pay.get("errors", [])]
+    return pay, [f"{where}: {e}" for e in pay.get("errors", [])]
 
 
 def l402_payment(authorization: str, challenge: dict | None) -> tuple[dict, list[str]]:
@@ -348,14 +363,14 @@ def _challenge_entry(pay: dict, challenge: dict | None) -> dict | None:
 
 
 def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, source: str,
-                 challenge: dict | None = None, decoded: tuple | None = None, mcp_call: dict | None = None) -> dict:
-    """The request payload; `decoded` is `payment(req.h)` (or `mcp_payment(mcp_call)`) when the caller
-    already has it; `mcp_call` the MCP tool call the body makes (mcp.call_of)."""
+                 challenge: dict | None = None, decoded: tuple | None = None, call: dict | None = None) -> dict:
+    """The request payload; `decoded` is `payment(req.h)` (or `body_payment(call)`) when the caller already
+    has it; `call` the MCP tool call or A2A message send the body makes (body_call)."""
     h = req.h
     path, query = safe_query(req.path)
     doc = parse_json(req.body) if req.body_error is None else None
     doc = doc if isinstance(doc, dict) else {}
-    pay, errors = decoded if decoded is not None else payment(h) if mcp_call is None else mcp_payment(mcp_call)
+    pay, errors = decoded if decoded is not None else payment(h) if call is None else body_payment(call)
     if pay:
         pay = completed_payment(pay, settings, challenge)
     elif h.first_of(crawler.OFFER_HEADERS)[0]:
@@ -376,7 +391,9 @@ def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, s
         "ids": {"client_request_id": _first(h, CLIENT_ID_HEADERS), "idempotency_key": h.get("idempotency-key"),
                 "traceparent": h.get("traceparent")},
         "payment": pay,
-        "mcp": {k: mcp_call[k] for k in ("id", "method", "tool")} if mcp_call else None,
+        "mcp": {k: call[k] for k in ("id", "method", "tool")} if call and call["protocol"] == "mcp" else None,
+        "a2a": {k: call[k] for k in ("id", "method", "task_id", "context_id", "status")}
+        if call and call["protocol"] == "a2a" else None,
         "siwx": sign_in,
         "upto_session": h.get(SESSION_HEADER),
         "settlement_type": h.get("x-settlement-type"),
@@ -443,16 +460,17 @@ def og_fields(h: Headers) -> dict | None:
 
 
 def response_data(resp: Resp, req_ts: float, settings: Settings, *, stream: bool = False,
-                  call: tuple[str | None, str | None] = (None, None)) -> dict:
+                  call: tuple[str | None, str | None] = (None, None), protocol: str | None = None) -> dict:
     """The response payload; for a stream, only what the headers say (the body follows later).
-    `call`: the request's host and model, for the price of what the answer used (addon/pricing.py)."""
+    `call`: the request's host and model, for the price of what the answer used (addon/pricing.py);
+    `protocol`: the request's, when its payment travels in bodies (BODY_PROTOCOLS)."""
     h = resp.h
     doc = None if stream or resp.body_error else parse_json(resp.body)
     ch, ch_err = challenge(resp, h)
     st, st_err = settlement(h)
-    rpc = mcp.answer_of(doc) if doc is not None and ch is None and st is None else None
-    if rpc:
-        (ch, ch_err), (st, st_err) = mcp_x402(rpc)
+    told = body_answer(protocol, doc) if doc is not None and ch is None and st is None else None
+    if told:
+        (ch, ch_err), (st, st_err) = told["x402"]
     elif ch is None and st is None:  # pay-per-crawl's price and charge (addon/crawler.py), L402's invoice
         ch, st = crawler.challenge(resp.status, h.get) or l402_challenge(resp.status, h), crawler.settlement(h.get)
         st_err, ch_err = (st or {}).get("errors", []), (ch or {}).get("errors", [])
@@ -468,7 +486,7 @@ def response_data(resp: Resp, req_ts: float, settings: Settings, *, stream: bool
         "provider_request_id": h.get("x-request-id") or h.get("request-id"),
         "response_id": found["id"], "model": found["model"], "usage": found["usage"],
         "cost": pricing.cost(found["model"] or call[1], found["usage"], call[0], req_ts),
-        "challenge": ch, "settlement": st, "mcp": _mcp_answer(rpc), "tee": found["tee"], "og": og_fields(h),
+        "challenge": ch, "settlement": st, **_told(told), "tee": found["tee"], "og": og_fields(h),
         "tee_output_seen": found["tee_output_seen"],
         "errors": ch_err + st_err + _oversized(h) + _bad_json(resp, h, doc, stream) + _body_errors(resp.body_error),
     }
@@ -488,19 +506,23 @@ def l402_challenge(status: int, h: Headers) -> dict | None:
             "l402": [{k: c.get(k) for k in ("payment_hash", "amount_msat", "payee")} for c in invoices]}
 
 
-def mcp_x402(rpc: dict) -> tuple[tuple[dict | None, list[str]], tuple[dict | None, list[str]]]:
-    """The x402 challenge and settlement an MCP answer (mcp.answer_of) carries, decoded as a header's are."""
-    ch = st = None
-    if rpc.get("challenge") is not None:
-        ch = {**x402.parse_challenge(rpc["challenge"]), "source": "mcp"}
-    if rpc.get("settlement") is not None:
-        st = {**x402.parse_settlement(rpc["settlement"]), "header": "mcp:_meta"}
-    return ((ch, [f"mcp challenge: {e}" for e in (ch or {}).get("errors", [])]),
-            (st, [f"mcp {mcp.RESPONSE_KEY}: {e}" for e in (st or {}).get("errors", [])]))
+def body_answer(protocol: str | None, doc: object) -> dict | None:
+    """What an MCP or A2A answer says (mcp.answer_of, a2a.answer_of): {protocol, info (stored as the
+    response's `mcp`/`a2a`), x402: ((challenge, errors), (settlement, errors)), decoded as headers' are}."""
+    told = mcp.answer_of(doc) if protocol == "mcp" else a2a.answer_of(doc) if protocol == "a2a" else None
+    if not told:
+        return None
+    where = BODY_PROTOCOLS[protocol]
+    ch = {**x402.parse_challenge(told["challenge"]), "source": protocol} if told.get("challenge") is not None else None
+    st = {**x402.parse_settlement(told["settlement"]), "header": where} if told.get("settlement") is not None else None
+    info = {k: v for k, v in told.items() if k not in ("challenge", "settlement")}
+    return {"protocol": protocol, "info": info,
+            "x402": ((ch, [f"{protocol} challenge: {e}" for e in (ch or {}).get("errors", [])]),
+                     (st, [f"{where} settlement: {e}" for e in (st or {}).get("errors", [])]))}
 
 
-def _mcp_answer(rpc: dict | None) -> dict | None:
-    return {"id": rpc.get("id"), "is_error": rpc.get("is_error")} if rpc else None
+def _told(told: dict | None) -> dict:
+    return {told["protocol"]: told["info"]} if told else {}
 
 
 def answer_fields(doc: object, h: Headers) -> dict:
@@ -542,10 +564,11 @@ def streamed_summary(tap, h: Headers) -> dict:
 
 
 def stream_end_data(summary: dict, req_ts: float, end_ts: float,
-                    call: tuple[str | None, str | None] = (None, None)) -> dict:
-    """What a streamed answer revealed as it passed through (streamed_summary); `call` as in response_data."""
-    rpc = mcp.answer_of(summary.get("jsonrpc")) if summary.get("jsonrpc") is not None else None
-    (ch, ch_err), (st, st_err) = mcp_x402(rpc) if rpc else ((None, []), (None, []))
+                    call: tuple[str | None, str | None] = (None, None), protocol: str | None = None) -> dict:
+    """What a streamed answer revealed as it passed through (streamed_summary); `call` and `protocol` as in
+    response_data."""
+    told = body_answer(protocol, summary.get("jsonrpc")) if summary.get("jsonrpc") is not None else None
+    (ch, ch_err), (st, st_err) = told["x402"] if told else ((None, []), (None, []))
     settle = summary.get("settlement") or {}
     og = {"settlement_tx_hash": settle.get("data_settlement_transaction_hash"),
           "walrus_blob_id": settle.get("data_settlement_blob_id"),
@@ -555,7 +578,7 @@ def stream_end_data(summary: dict, req_ts: float, end_ts: float,
     keys = ("bytes", "sha256", "events", "done", "id", "model", "usage", "tee", "output_text_sha256",
             "output_text_keccak", "output_chars", "errors")
     return {**{k: summary.get(k) for k in keys}, "og": og or None, "challenge": ch, "settlement": st,
-            "mcp": _mcp_answer(rpc), "errors": (summary.get("errors") or []) + ch_err + st_err,
+            **_told(told), "errors": (summary.get("errors") or []) + ch_err + st_err,
             "cost": pricing.cost(summary.get("model") or call[1], summary.get("usage"), call[0], req_ts),
             "latency_ms": round((end_ts - req_ts) * 1000, 3)}
 

@@ -76,34 +76,38 @@ def exchange_events(req: X.Req, resp: X.Resp | None, settings: Settings, linker:
                     seed: str, source: str) -> list[Event]:
     """The events live capture would have written for this exchange ([] if it is not an AI call)."""
     match = X.request_match(set(req.h.items), req.host, req.path, settings, req.h.get("authorization"))
+    protocol = match if match in X.BODY_PROTOCOLS else None
+    call = X.body_call(match, req.body, req.path) if protocol else None
+    if protocol and call is None:  # (an MCP or A2A message that is no tool call or message send: as live)
+        match = protocol = None
     if match is None and not (resp and settings.capture_x402 and X.response_is_x402(resp, resp.h)):
         return []
     receipt_id = uuid7(req.ts, seed=seed.encode())
     logical, keys, data = linker.open(req, settings, receipt_id=receipt_id, match=match or "x402-response",
-                                      source=source)
+                                      source=source, call=call)
     events = [Event("request", receipt_id, data, ts=req.ts, id=stable_id(seed, "request"))]
     if resp is None:
         linker.outcome(keys, False)
         return events
     if (resp.h.get("content-type") or "").lower().startswith("text/event-stream"):
-        events += _stream_events(req, resp, settings, receipt_id, seed, (data.get("host"), data.get("model")))
-        ok = resp.status < 400
+        events += _stream_events(req, resp, settings, receipt_id, seed, (data.get("host"), data.get("model")), protocol)
     else:
-        rdata = X.response_data(resp, req.ts, settings, call=(data.get("host"), data.get("model")))
+        rdata = X.response_data(resp, req.ts, settings, call=(data.get("host"), data.get("model")), protocol=protocol)
         linker.remember_challenge(logical, rdata.get("challenge"))
         events.append(Event("response", receipt_id, rdata, ts=resp.ts_end or resp.ts_start, id=stable_id(seed, "response")))
-        ok = resp.status < 400
-    linker.outcome(keys, ok)
+    told = events[-1].data
+    linker.remember_task(logical, (told.get("a2a") or {}).get("task_id"), req.ts)
+    linker.outcome(keys, resp.status < 400 and not told.get("challenge"))
     return events
 
 
 def _stream_events(req: X.Req, resp: X.Resp, settings: Settings, receipt_id: str, seed: str,
-                   call: tuple) -> list[Event]:
+                   call: tuple, protocol: str | None = None) -> list[Event]:
     head = X.response_data(resp, req.ts, settings, stream=True)
     tap = Tap(sse=True)
     tap(resp.body or b"")
     end = resp.ts_end or resp.ts_start
-    tail = X.stream_end_data(X.streamed_summary(tap, resp.h), req.ts, end, call)
+    tail = X.stream_end_data(X.streamed_summary(tap, resp.h), req.ts, end, call, protocol)
     return [Event("response", receipt_id, head, ts=resp.ts_start, id=stable_id(seed, "response")),
             Event("stream_end", receipt_id, tail, ts=end, id=stable_id(seed, "stream_end"))]
 

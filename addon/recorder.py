@@ -41,7 +41,7 @@ from receipts.storage.records import Event, uuid7
 
 from . import bodies
 from . import exchange as X
-from . import intercept, mcp, pin, pricing, process
+from . import intercept, pin, pricing, process
 from .limits import ConnectionLimits
 from .linker import Linker
 
@@ -78,6 +78,7 @@ class FlowState:
     tap: bodies.Tap | None = None      # an answer streaming through (its response event is written)
     request_body: dict | None = None   # the streamed request body's record, once it ended
     call: tuple = (None, None)         # the request's host and model (what prices its answer)
+    protocol: str | None = None        # MCP or A2A: where the answer's payment fields are (X.BODY_PROTOCOLS)
 
     def take_pending(self) -> list:
         pending, self.pending = self.pending or [], None
@@ -249,8 +250,8 @@ class Recorder:
         st = self._flows.get(flow.id)
         if st is not None:  # recorded at its headers: its body has streamed through by now
             st.request_body = st.upload.record() if st.upload else None
-        elif match == "mcp":  # an MCP request: only a tool call is recorded (the rest passes, unread further)
-            call = mcp.call_of(flow.request.content)
+        elif match in X.BODY_PROTOCOLS:  # MCP, A2A: only a tool call or a message send is recorded
+            call = X.body_call(match, flow.request.content, X.clean(flow.request.path))
             if call is not None:
                 return self._record_request(flow, to_req(flow), match, call)
         elif match is not None:
@@ -324,15 +325,18 @@ class Recorder:
 
     def _answer(self, flow: http.HTTPFlow, st: FlowState) -> list[Event]:
         """The events of a buffered answer (and of its request, if discovered only now)."""
-        data = X.response_data(to_resp(flow), flow.request.timestamp_start, self.settings, call=st.call)
+        data = X.response_data(to_resp(flow), flow.request.timestamp_start, self.settings, call=st.call,
+                               protocol=st.protocol)
         self._annotate(flow, st, data)
         self.linker.remember_challenge(st.logical_id, data.get("challenge"))
+        self.linker.remember_task(st.logical_id, (data.get("a2a") or {}).get("task_id"), time.time())
         return st.take_pending() + [Event("response", st.receipt_id, data, ts=time.time())]
 
     def _stream_end(self, flow: http.HTTPFlow, st: FlowState) -> list[Event]:
         now = time.time()
         summary = X.streamed_summary(st.tap, _headers(flow.response))
-        data = X.stream_end_data(summary, flow.request.timestamp_start, now, st.call)
+        data = X.stream_end_data(summary, flow.request.timestamp_start, now, st.call, st.protocol)
+        self.linker.remember_task(st.logical_id, (data.get("a2a") or {}).get("task_id"), now)
         self._annotate(flow, st, data, headers=False)
         self.linker.outcome(st.keys, flow.response.status_code < 400 and bool(data.get("done"))
                             and not data.get("challenge"))
@@ -409,9 +413,9 @@ class Recorder:
             self._pins.pop(next(iter(self._pins)))
 
     # ---- helpers -----------------------------------------------------------------------------
-    async def _record_request(self, flow: http.HTTPFlow, req: X.Req, match: str, mcp_call: dict | None = None) -> FlowState:
+    async def _record_request(self, flow: http.HTTPFlow, req: X.Req, match: str, call: dict | None = None) -> FlowState:
         """Write the request event before the request goes on; refuse a paid one that cannot be written."""
-        st, event = self._start(flow, req, match, mcp_call)
+        st, event = self._start(flow, req, match, call)
         owner = await self._owner(flow)
         event.data["process"] = owner
         event.data["app_name"] = process.app_name(owner, req.h.get("user-agent"), req.client)
@@ -501,14 +505,15 @@ class Recorder:
                                X.clean(flow.request.path), self.settings, flow.request.headers.get("authorization"))
 
     def _start(self, flow: http.HTTPFlow, req: X.Req, match: str,
-               mcp_call: dict | None = None) -> tuple[FlowState, Event]:
+               call: dict | None = None) -> tuple[FlowState, Event]:
         if match.startswith("x402"):
             self._learn(flow.request.host)
         receipt_id = uuid7(req.ts)
         logical, keys, data = self.linker.open(req, self.settings, receipt_id=receipt_id, match=match, source="proxy",
-                                               mcp_call=mcp_call)
-        paid = X.is_paid(req.h) or (mcp_call or {}).get("payment") is not None  # (an MCP payment travels in the body)
-        st = FlowState(receipt_id, logical, keys, paid=paid, call=(data.get("host"), data.get("model")))
+                                               call=call)
+        paid = X.is_paid(req.h) or (call or {}).get("payment") is not None  # (MCP's and A2A's travel in the body)
+        st = FlowState(receipt_id, logical, keys, paid=paid, call=(data.get("host"), data.get("model")),
+                       protocol=match if match in X.BODY_PROTOCOLS else None)
         self._flows[flow.id] = st
         flow.metadata["receipt_id"] = receipt_id  # shown in mitmweb, saved with flow files
         return st, Event("request", receipt_id, data, ts=req.ts, id=uuid7())

@@ -117,7 +117,9 @@ class SSEParser:
         self._usage = _Usage()
         self._tee: dict[str, Any] | None = None
         self._settlement: dict[str, Any] | None = None
-        self._jsonrpc: dict[str, Any] | None = None  # the JSON-RPC answer of an MCP stream (the last one)
+        self._jsonrpc: dict[str, Any] | None = None  # a JSON-RPC answer of an MCP or A2A stream (see _handle_object)
+        self._jsonrpc_x402 = False                    # it holds x402 fields
+        self._x402_event = False                      # the event being handled does
         self._text_hash = hashlib.sha256()
         self._text_keccak = keccak.new(digest_bits=256, update_after_digest=True)  # what an OpenGradient TEE signs as the output
         self._text_seen = False
@@ -261,14 +263,17 @@ class SSEParser:
             self._error(f"invalid JSON in event {self._events}")
             return
         if isinstance(obj, dict):
+            self._x402_event = "x402" in data
             self._handle_object(event_type, obj)
 
     def _handle_object(self, event_type: str, obj: dict) -> None:
         kind = obj.get("type") if isinstance(obj.get("type"), str) else event_type
         if kind == "error" or event_type == "error" or isinstance(obj.get("error"), dict):
             self._error(f"error event in stream (event {self._events})")
-        if "jsonrpc" in obj and ("result" in obj or "error" in obj):  # an MCP answer (addon/mcp.py): it ends
-            self._jsonrpc, self._done = obj, True                        # the request's stream
+        if "jsonrpc" in obj and ("result" in obj or "error" in obj):  # an MCP or A2A answer (addon/mcp.py,
+            if self._x402_event or not self._jsonrpc_x402:              # addon/a2a.py): the last one that speaks of
+                self._jsonrpc, self._jsonrpc_x402 = obj, self._x402_event  # x402, else the last; it ends an MCP
+            self._done = True                                           # request's stream
             return
         if kind == "response.output_text.delta":  # OpenAI Responses API: text deltas, then the response
             self._add_text(obj.get("delta"))

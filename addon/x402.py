@@ -119,6 +119,8 @@ def _uint_str(value: object) -> str | None:
         return None
     if isinstance(value, int):
         number = value
+    elif isinstance(value, float) and value.is_integer() and 0 <= value < 2**53:  # (protobuf Structs, as A2A's
+        number = int(value)                                                       # metadata, make every number a double)
     elif isinstance(value, str) and _DECIMAL_RE.fullmatch(value.strip()):
         number = int(value.strip())
     else:
@@ -168,6 +170,8 @@ def _version(d: dict, errors: list[str]) -> int | None:
     if value is None:
         errors.append("x402Version missing")
         return None
+    if isinstance(value, float) and value.is_integer():  # (a double, as in A2A's metadata)
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**31:
         return value
     errors.append("x402Version is not a small non-negative integer")

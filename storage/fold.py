@@ -72,6 +72,7 @@ ID_COLUMNS = (("requests", "client_request_id"), ("requests", "idempotency_key")
               ("responses", "provider_request_id"), ("responses", "response_id"),
               ("responses", "og_upto_session"), ("responses", "og_settlement_tx_hash"),
               ("stream_ends", "response_id"), ("stream_ends", "og_settlement_tx_hash"),
+              ("requests", "a2a_task"), ("responses", "a2a_task"), ("stream_ends", "a2a_task"),
               ("settlements", "tx_hash"), ("settlements", "job_id"), ("settlements", "channel_tx"),
               ("payments", "payer"), ("payments", "nonce"), ("payments", "channel_id"))
 IDS = "ids"  # the index of those ids: (id as `receipts show` compares it, the attempt that carries it)

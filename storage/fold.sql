@@ -17,7 +17,8 @@ SELECT id, type, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS ts, receipt_id,
 FROM {events};
 
 -- table: requests
--- One row per request (addon/exchange.py `request_data`); an MCP tool call's JSON-RPC method, tool and id;
+-- One row per request (addon/exchange.py `request_data`); an MCP tool call's or an A2A message send's
+-- JSON-RPC method and id, the MCP tool, the A2A task it is sent to;
 -- an x402 sign-in's account, chain, the signer its signature verifies for (else why not: addon/siwx.py), expiry.
 SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS ts, j[1] AS logical_id,
        j[2] AS client, j[3] AS app, j[25] AS app_name, TRY_CAST(j[22] AS INTEGER) AS client_pid,
@@ -26,16 +27,18 @@ SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) 
        j[9] AS model, j[10] AS request_sha256, TRY_CAST(j[11] AS BIGINT) AS request_bytes,
        j[12] AS client_request_id, j[13] AS idempotency_key, j[14] AS payment_identifier,
        j[15] AS upto_session, j[16] AS settlement_type, j[17] AS source, j[18] IS NOT NULL AS paid,
-       TRY_CAST(j[19] AS VARCHAR[]) AS errors, j[20]::JSON AS tee_request_hashes, j[26] AS mcp_method,
-       j[27] AS mcp_tool, j[28] AS jsonrpc_id, j[29] AS sign_in_address, j[30] AS sign_in_chain,
-       j[31] AS sign_in_signer, j[32] AS sign_in_error, j[33] AS sign_in_expires
+       TRY_CAST(j[19] AS VARCHAR[]) AS errors, j[20]::JSON AS tee_request_hashes,
+       coalesce(j[26], j[34]) AS rpc_method, j[27] AS mcp_tool, coalesce(j[28], j[35]) AS rpc_id,
+       j[29] AS sign_in_address, j[30] AS sign_in_chain, j[31] AS sign_in_signer, j[32] AS sign_in_error,
+       j[33] AS sign_in_expires, j[36] AS a2a_task
 FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.logical_id', '$.client', '$.app', '$.method', '$.scheme', '$.host', '$.port', '$.path', '$.model',  -- 1-9
         '$.body.sha256', '$.body.size', '$.ids.client_request_id', '$.ids.idempotency_key',                 -- 10-13
         '$.payment.payment_identifier', '$.upto_session', '$.settlement_type', '$.source', '$.payment',       -- 14-18
         '$.errors', '$.tee_request_hashes', '$.secrets_in_clear', '$.process.pid', '$.process.exe',          -- 19-23
         '$.process.cmdline', '$.app_name', '$.mcp.method', '$.mcp.tool', '$.mcp.id',                         -- 24-28
-        '$.siwx.address', '$.siwx.chainId', '$.siwx.signer', '$.siwx.signer_error', '$.siwx.expirationTime']) AS j -- 29-33
+        '$.siwx.address', '$.siwx.chainId', '$.siwx.signer', '$.siwx.signer_error', '$.siwx.expirationTime', -- 29-33
+        '$.a2a.method', '$.a2a.id', '$.a2a.task_id']) AS j                                                      -- 34-36
       FROM {events} WHERE type = 'request');
 
 -- table: payments
@@ -79,7 +82,7 @@ SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) 
        p[20] AS processing_hash, TRY_CAST(p[22] AS VARCHAR[]) AS errors, p[23] AS upstream_pin,
        p[24] AS upstream_tee_id, p[25] AS tee_output_seen, p[26] AS request_sha256,
        TRY_CAST(p[27] AS BIGINT) AS request_bytes, TRY_CAST(p[28] AS DECIMAL(38, 18)) AS cost,
-       p[29] AS cost_currency, p[30] AS price_table
+       p[29] AS cost_currency, p[30] AS price_table, p[31] AS a2a_task
 FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.status', '$.latency_ms', '$.model', '$.usage.prompt_tokens', '$.usage.completion_tokens',             -- 1-5
         '$.usage.total_tokens', '$.stream', '$.body.sha256', '$.body.size', '$.provider_request_id',            -- 6-10
@@ -87,7 +90,7 @@ FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.tee.tee_output_hash', '$.tee.tee_signature', '$.og.settlement_tx_hash', '$.og.walrus_blob_id',        -- 16-19
         '$.og.processing_hash', '$.usage', '$.errors', '$.upstream.result', '$.upstream.tee_id',                -- 20-24
         '$.tee_output_seen', '$.request_body.sha256', '$.request_body.size', '$.cost.amount',                   -- 25-28
-        '$.cost.currency', '$.cost.table']) AS p                                                                 -- 29-30
+        '$.cost.currency', '$.cost.table', '$.a2a.task_id']) AS p                                               -- 29-31
       FROM {events} WHERE type = 'response');
 
 -- table: offers
@@ -141,14 +144,14 @@ SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) 
        f[15] AS output_text_sha256, coalesce(TRY_CAST(f[16] AS BOOLEAN), false) AS done,
        TRY_CAST(f[18] AS VARCHAR[]) AS errors, f[19] AS tee_output_seen, f[20] AS response_sha256,
        f[21] AS request_sha256, TRY_CAST(f[22] AS BIGINT) AS request_bytes,
-       TRY_CAST(f[23] AS DECIMAL(38, 18)) AS cost, f[24] AS cost_currency, f[25] AS price_table
+       TRY_CAST(f[23] AS DECIMAL(38, 18)) AS cost, f[24] AS cost_currency, f[25] AS price_table, f[26] AS a2a_task
 FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.latency_ms', '$.model', '$.usage.prompt_tokens', '$.usage.completion_tokens', '$.usage.total_tokens', -- 1-5
         '$.bytes', '$.id', '$.tee.tee_id', '$.tee.tee_timestamp', '$.tee.tee_request_hash',                      -- 6-10
         '$.tee.tee_output_hash', '$.tee.tee_signature', '$.og.settlement_tx_hash', '$.og.walrus_blob_id',        -- 11-14
         '$.output_text_sha256', '$.done', '$.usage', '$.errors', '$.output_text_keccak',                       -- 15-19
         '$.sha256', '$.request_body.sha256', '$.request_body.size', '$.cost.amount', '$.cost.currency',         -- 20-24
-        '$.cost.table']) AS f                                                                                    -- 25
+        '$.cost.table', '$.a2a.task_id']) AS f                                                                   -- 25-26
       FROM {events} WHERE type = 'stream_end');
 
 -- table: errors

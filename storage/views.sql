@@ -104,9 +104,10 @@ SELECT
     coalesce(f.tee_output_seen, p.tee_output_seen)          AS tee_output_seen,
     p.upstream_pin,
     p.upstream_tee_id,
-    r.mcp_method,
+    r.rpc_method,
     r.mcp_tool,
-    r.jsonrpc_id,
+    r.rpc_id,
+    coalesce(r.a2a_task, f.a2a_task, p.a2a_task)              AS a2a_task,
     r.sign_in_address,
     r.sign_in_chain,
     r.sign_in_signer,
@@ -223,6 +224,7 @@ grp AS (
         arg_max(host, started_at)                                  AS host,
         arg_max(path, started_at)                                  AS path,
         arg_max(mcp_tool, started_at) FILTER (WHERE mcp_tool IS NOT NULL) AS mcp_tool,
+        arg_max(a2a_task, started_at) FILTER (WHERE a2a_task IS NOT NULL) AS a2a_task,
         arg_max({'address': sign_in_address, 'signer': sign_in_signer, 'error': sign_in_error, 'host': host,
                  'at': started_at}, started_at) FILTER (WHERE sign_in_address IS NOT NULL) AS sign_in,
         arg_max(app, started_at)                                   AS app,
@@ -243,7 +245,7 @@ grp AS (
 ), idlist AS (  -- every id that finds the logical call, from every attempt and every settlement
     SELECT logical_id, flatten(list(x)) AS _ids FROM (
         SELECT logical_id, [receipt_id, client_request_id, idempotency_key, payment_identifier, provider_request_id,
-                            response_id, upto_session, og_settlement_tx_hash] AS x FROM c
+                            response_id, upto_session, og_settlement_tx_hash, a2a_task] AS x FROM c
         UNION ALL SELECT logical_id, [tx_hash, job_id, channel_tx] FROM settlements WHERE in_scope(scoped, logical_id)
         UNION ALL SELECT logical_id, [payer, nonce, channel_id] FROM payments WHERE in_scope(scoped, logical_id))
     GROUP BY logical_id
@@ -391,6 +393,7 @@ SELECT
     grp.host,
     grp.path,
     grp.mcp_tool,
+    grp.a2a_task,
     CASE WHEN grp.sign_in IS NULL THEN NULL WHEN grp.sign_in.signer IS NOT NULL THEN 'valid' ELSE 'invalid' END AS sign_in,
     grp.sign_in.address                                             AS sign_in_address,
     grp.sign_in.error                                               AS sign_in_error,

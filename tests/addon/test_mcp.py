@@ -59,7 +59,8 @@ def test_the_tool_call_and_its_payment_are_read_from_the_body():
     assert (call["id"], call["method"], call["tool"], call["payment"]) == (7, "tools/call", "weather", PAYMENT)
     assert mcp.call_of(orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})) is None
     assert mcp.call_of(b"not json") is None and mcp.call_of(b"[]") is None
-    data = X.request_data(req(body), SETTINGS, logical_id="l", match="mcp", source="test", mcp_call=call)
+    data = X.request_data(req(body), SETTINGS, logical_id="l", match="mcp", source="test",
+                          call=X.body_call("mcp", body, "/mcp"))
     pay = data["payment"]
     assert (pay["payer"], pay["pay_to"], pay["amount"], pay["header"]) == (PAYER, PAY_TO, "7000", "mcp:_meta")
     assert data["mcp"] == {"id": 7, "method": "tools/call", "tool": "weather"}
@@ -67,17 +68,17 @@ def test_the_tool_call_and_its_payment_are_read_from_the_body():
 
 
 def test_the_challenge_and_the_settlement_are_read_from_the_answer():
-    d = X.response_data(resp(challenge_result(7)), 1000.0, SETTINGS)
+    d = X.response_data(resp(challenge_result(7)), 1000.0, SETTINGS, protocol="mcp")
     assert d["challenge"]["source"] == "mcp" and d["challenge"]["accepts"][0]["pay_to"] == PAY_TO
     assert d["mcp"] == {"id": 7, "is_error": True} and d["settlement"] is None
     # the challenge as text only (no structuredContent) is found too
     text_only = challenge_result(8)
     del text_only["result"]["structuredContent"]
-    assert X.response_data(resp(text_only), 1000.0, SETTINGS)["challenge"]["accepts"][0]["amount"] == "10000"
-    d = X.response_data(resp(paid_result(9)), 1000.0, SETTINGS)
+    assert X.response_data(resp(text_only), 1000.0, SETTINGS, protocol="mcp")["challenge"]["accepts"][0]["amount"] == "10000"
+    d = X.response_data(resp(paid_result(9)), 1000.0, SETTINGS, protocol="mcp")
     assert (d["settlement"]["tx_hash"], d["settlement"]["amount"], d["challenge"]) == (SETTLED["transaction"], "7000", None)
     failed = X.response_data(resp(paid_result(10, W.settlement("", PAYER, "eip155:8453", success=False,
-                                                               error_reason="insufficient_funds"))), 1000.0, SETTINGS)
+                                                               error_reason="insufficient_funds"))), 1000.0, SETTINGS, protocol="mcp")
     assert (failed["settlement"]["success"], failed["settlement"]["error_reason"]) == (False, "insufficient_funds")
 
 
@@ -87,7 +88,7 @@ def test_an_event_stream_answer_gives_the_same_at_its_end():
     parser.close()
     summary = parser.summary()
     assert summary["done"] is True
-    end = X.stream_end_data(summary, 1000.0, 1001.0)
+    end = X.stream_end_data(summary, 1000.0, 1001.0, protocol="mcp")
     assert end["settlement"]["tx_hash"] == SETTLED["transaction"] and end["mcp"]["id"] == 11
 
 
@@ -112,5 +113,5 @@ def test_a_failed_settlement_inside_the_error_result_is_read():
     answer = challenge_result(12)
     answer["result"]["structuredContent"] = {**CHALLENGE, "error": "Payment settlement failed",
                                              "x402/payment-response": failed}
-    d = X.response_data(resp(answer), 1000.0, SETTINGS)
+    d = X.response_data(resp(answer), 1000.0, SETTINGS, protocol="mcp")
     assert (d["settlement"]["success"], d["settlement"]["error_reason"]) == (False, "invalid_exact_evm_payload_signature")

@@ -57,15 +57,15 @@ def test_a_paid_tool_call_is_one_receipt_with_its_payment(stack, proxy, calls, m
     assert (r["payer"].lower(), r["pay_to"].lower(), int(r["amount"])) == \
         (stack.payer.address.lower(), stack.payee.address.lower(), stack.price)
     assert (r["mcp_tool"], r["scheme"], r["attempts"], r["payment_count"]) == ("chat", "exact", 2, 1), r
-    exchanges = sql(proxy, f"SELECT mcp_method, jsonrpc_id, status FROM calls WHERE logical_id = '{r['receipt_id']}' "
+    exchanges = sql(proxy, f"SELECT rpc_method, rpc_id, status FROM calls WHERE logical_id = '{r['receipt_id']}' "
                            "ORDER BY started_at")
-    assert [e["mcp_method"] for e in exchanges] == ["tools/call", "tools/call"]
-    assert exchanges[0]["jsonrpc_id"] != exchanges[1]["jsonrpc_id"]  # (the paid retry is a new JSON-RPC request)
+    assert [e["rpc_method"] for e in exchanges] == ["tools/call", "tools/call"]
+    assert exchanges[0]["rpc_id"] != exchanges[1]["rpc_id"]  # (the paid retry is a new JSON-RPC request)
     assert r["max_amount_required"] is not None  # (the challenge tool result's offer)
 
 
 def test_only_tool_calls_are_recorded_and_a_free_one_is_unpaid(proxy, calls):
-    methods = {row["mcp_method"] for row in sql(proxy, "SELECT DISTINCT mcp_method FROM calls")}
+    methods = {row["rpc_method"] for row in sql(proxy, "SELECT DISTINCT rpc_method FROM calls")}
     assert methods == {"tools/call"}, methods  # (no initialize, notifications, tools/list, GET or DELETE)
     (free,) = sql(proxy, "SELECT * FROM receipts WHERE mcp_tool = 'echo'")
     assert (free["proof_status"], free["payer"]) == ("unpaid", None)
