@@ -38,7 +38,7 @@ from functools import cached_property
 import orjson
 
 from receipts.storage.config import Settings
-from receipts.storage.records import DELEGATION
+from receipts.storage.records import DELEGATION, SIGNED_TX
 
 from . import a2a
 from . import bodies
@@ -47,6 +47,7 @@ from . import eip712
 from . import fields as F
 from . import l402
 from . import mcp
+from . import mpp
 from . import og
 from . import pricing
 from . import redact as R
@@ -256,6 +257,8 @@ def request_match(header_names: set[str], host: str, path: str, settings: Settin
         return "crawler"
     if settings.capture_x402 and l402.is_credential(authorization):
         return "l402"
+    if settings.capture_x402 and mpp.is_credential(authorization):
+        return "mpp"
     if settings.capture_x402 and mcp.looks_like_mcp(header_names, path):
         return "mcp"  # (only its tools/call is recorded: body_call, once the body is read)
     if settings.capture_x402 and a2a.looks_like_a2a(header_names, path):
@@ -269,7 +272,10 @@ def response_is_x402(resp: Resp, h: Headers) -> bool:
         return True
     if "crawler-charged" in h.items or (resp.status == 402 and "crawler-price" in h.items):
         return True
-    if resp.status == 402 and l402.challenges(h.items.get("www-authenticate", [])):
+    if resp.status == 402 and (l402.challenges(h.items.get("www-authenticate", []))
+                               or mpp.challenges(h.items.get("www-authenticate", []))):
+        return True
+    if "payment-receipt" in h.items:
         return True
     return resp.status == 402 and x402.looks_like_v1_challenge(parse_json(resp.body))
 
@@ -277,7 +283,8 @@ def response_is_x402(resp: Resp, h: Headers) -> bool:
 def is_paid(h: Headers) -> bool:
     """A paid exchange: forwarded only once recorded (a sign-in by an earlier payment counts as one)."""
     return bool(h.first_of(PAYMENT_HEADERS)[0] or SESSION_HEADER in h.items or SIGN_IN_HEADER in h.items
-                or h.first_of(crawler.OFFER_HEADERS)[0] or l402.is_credential(h.get("authorization")))
+                or h.first_of(crawler.OFFER_HEADERS)[0] or l402.is_credential(h.get("authorization"))
+                or mpp.is_credential(h.get("authorization")))
 
 
 # ---- payloads --------------------------------------------------------------------------------
@@ -331,6 +338,31 @@ def l402_payment(authorization: str, challenge: dict | None) -> tuple[dict, list
     return pay, [f"authorization: {e}" for e in pay["errors"]]
 
 
+def mpp_payment(authorization: str, settings: Settings) -> tuple[dict, list[str]]:
+    """An MPP credential as a payment (addon/mpp.py): the echoed challenge's terms, the payer of its `source`
+    DID, and the transaction it pays with (its hash; the signed transaction itself is never kept). The payer
+    signed that transaction, so its signature is checked on chain, by the settlement."""
+    cred = mpp.credential(authorization)
+    known = settings.asset(cred.get("network"), cred.get("asset"))
+    pay = {"scheme": mpp.SCHEME, "kind": cred.get("method"), "network": cred.get("network"), "payer": cred.get("payer"),
+           "pay_to": cred.get("pay_to"), "asset": cred.get("asset"), "amount": cred.get("amount"),
+           "nonce": cred.get("challenge_id"), "valid_before": _epoch(cred.get("expires")),
+           "payment_tx": cred.get("payment_tx"), "signature_sha256": cred.get("signature_sha256"),
+           "decimals": known.decimals if known else None, "symbol": known.symbol if known else None,
+           "signer": None, "signer_error": f"{SIGNED_TX} (MPP {cred.get('payload_type')}): checked on chain by its settlement",
+           "header": "authorization", "header_sha256": sha256_hex(authorization), "errors": cred.get("errors", [])}
+    return pay, [f"authorization: {e}" for e in pay["errors"]]
+
+
+def _epoch(iso: str | None) -> int | None:
+    from datetime import datetime
+
+    try:
+        return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()) if iso else None
+    except ValueError:
+        return None
+
+
 def completed_payment(pay: dict, settings: Settings, challenge: dict | None) -> dict:
     """Add what the payment header does not say: a v1 asset (from its challenge), known decimals,
     and who signed it (the signature itself is never kept)."""
@@ -377,6 +409,8 @@ def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, s
         pay, errors = crawler.payment(h.get)
     elif l402.is_credential(h.get("authorization")):
         pay, errors = l402_payment(h.get("authorization"), challenge)
+    elif mpp.is_credential(h.get("authorization")):
+        pay, errors = mpp_payment(h.get("authorization"), settings)
     sign_in = siwx.decode(h.get(SIGN_IN_HEADER))
     errors = errors + _oversized(h) + _body_errors(req.body_error) + (sign_in or {}).get("errors", [])
     return {
@@ -471,8 +505,9 @@ def response_data(resp: Resp, req_ts: float, settings: Settings, *, stream: bool
     told = body_answer(protocol, doc) if doc is not None and ch is None and st is None else None
     if told:
         (ch, ch_err), (st, st_err) = told["x402"]
-    elif ch is None and st is None:  # pay-per-crawl's price and charge (addon/crawler.py), L402's invoice
-        ch, st = crawler.challenge(resp.status, h.get) or l402_challenge(resp.status, h), crawler.settlement(h.get)
+    elif ch is None and st is None:  # pay-per-crawl's price and charge (addon/crawler.py), L402's invoice, MPP's
+        ch = crawler.challenge(resp.status, h.get) or l402_challenge(resp.status, h) or mpp_challenge(resp.status, h)
+        st = crawler.settlement(h.get) or mpp.receipt(h.get("payment-receipt"))
         st_err, ch_err = (st or {}).get("errors", []), (ch or {}).get("errors", [])
     end = resp.ts_start if stream else (resp.ts_end or resp.ts_start)
     found = answer_fields(doc, h)
@@ -504,6 +539,15 @@ def l402_challenge(status: int, h: Headers) -> dict | None:
                          "amount": str(c["amount_msat"]) if c.get("amount_msat") is not None else None,
                          "max_timeout_seconds": c.get("expiry"), "resource": None} for c in invoices],
             "l402": [{k: c.get(k) for k in ("payment_hash", "amount_msat", "payee")} for c in invoices]}
+
+
+def mpp_challenge(status: int, h: Headers) -> dict | None:
+    """A 402's MPP `Payment` challenges, as offers."""
+    found = mpp.challenges(h.items.get("www-authenticate", [])) if status == 402 else []
+    if not found:
+        return None
+    return {"source": "www-authenticate", "x402_version": None, "error": None, "errors": [],
+            "accepts": [mpp.offer(c) for c in found]}
 
 
 def body_answer(protocol: str | None, doc: object) -> dict | None:

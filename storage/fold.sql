@@ -46,7 +46,8 @@ FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
 -- On Solana: `memo`, `token_account` (the transfer's destination) and `recent_blockhash` (its lifetime)
 -- are the transaction's; `payee_token_account` is the offer's payTo's associated token account.
 -- A payment channel's call (kind channel_deposit/voucher/refund): `channel_id`, the voucher's cumulative
--- `voucher_amount`, and what a deposit puts in or a refund asks back.
+-- `voucher_amount`, and what a deposit puts in or a refund asks back. `payment_tx`: the transaction a payment
+-- is itself (an MPP credential's signed transaction, by its hash).
 SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS sent_at,
     TRY_CAST(p[1] AS INTEGER) AS x402_version, p[2] AS header, p[3] AS scheme, p[4] AS kind, p[5] AS network,
     p[6] AS payer, p[7] AS pay_to, p[8] AS asset, TRY_CAST(p[9] AS DECIMAL(38, 0)) AS amount,
@@ -56,7 +57,8 @@ SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) 
     p[19] AS header_sha256, p[20] AS signature_sha256, p[21] AS signer, p[22] AS signer_error,
     TRY_CAST(p[23] AS VARCHAR[]) AS errors, p[25] AS memo, p[26] AS token_account, p[27] AS recent_blockhash,
     p[28] AS payee_token_account, p[29] AS channel_id, TRY_CAST(p[30] AS DECIMAL(38, 0)) AS voucher_amount,
-    TRY_CAST(p[31] AS DECIMAL(38, 0)) AS deposit_amount, TRY_CAST(p[32] AS DECIMAL(38, 0)) AS refund_amount
+    TRY_CAST(p[31] AS DECIMAL(38, 0)) AS deposit_amount, TRY_CAST(p[32] AS DECIMAL(38, 0)) AS refund_amount,
+    p[33] AS payment_tx
 FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.payment.x402_version', '$.payment.header', '$.payment.scheme', '$.payment.kind', '$.payment.network',
         '$.payment.payer', '$.payment.pay_to', '$.payment.asset', '$.payment.amount', '$.payment.decimals',
@@ -65,7 +67,8 @@ FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.payment.header_sha256', '$.payment.signature_sha256', '$.payment.signer', '$.payment.signer_error',
         '$.payment.errors', '$.payment', '$.payment.memo', '$.payment.token_account',
         '$.payment.recent_blockhash', '$.payment.payee_token_account', '$.payment.channel_id',
-        '$.payment.voucher_amount', '$.payment.deposit_amount', '$.payment.refund_amount']) AS p
+        '$.payment.voucher_amount', '$.payment.deposit_amount', '$.payment.refund_amount',
+        '$.payment.payment_tx']) AS p
       FROM {events} WHERE type = 'request')
 WHERE p[24] IS NOT NULL;
 

@@ -31,9 +31,11 @@ import uuid
 from dataclasses import dataclass, field
 
 # How a payment's `signer_error` begins when only the chain can check its signature (the verifier then
-# passes the signature with the settlement): a contract wallet's (ERC-1271, ERC-6492), a delegation's (ERC-7710).
+# passes the signature with the settlement): a contract wallet's (ERC-1271, ERC-6492), a delegation's
+# (ERC-7710), a signed transaction's.
 SMART_WALLET = "smart_wallet"
 DELEGATION = "delegation"
+SIGNED_TX = "signed_transaction"  # the payer signed a whole transaction (MPP's tempo): its settlement proves it
 
 EVENT_TYPES = ("request", "response", "stream_end", "error", "check")
 

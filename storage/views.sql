@@ -16,9 +16,10 @@ CREATE OR REPLACE MACRO decimal_text(amount, decimals) AS CASE
 CREATE OR REPLACE MACRO whole_tokens(amount, decimals) AS
     CASE WHEN decimals IS NOT NULL THEN TRY_CAST(decimal_text(amount, decimals) AS DECIMAL(38, 18)) END;
 
--- The amount a payment fixes by itself (an x402 `exact` payment's signed amount, an L402 invoice's), else
+-- The amount a payment fixes by itself (an x402 `exact` payment's signed amount, an L402 invoice's, an MPP
+-- charge's), else
 -- NULL (a cap, a share of a session or channel: what was charged comes from the settlement).
-CREATE OR REPLACE MACRO fixed_amount(scheme, amount) AS CASE WHEN scheme IN ('exact', 'l402') THEN amount END;
+CREATE OR REPLACE MACRO fixed_amount(scheme, amount) AS CASE WHEN scheme IN ('exact', 'l402', 'mpp') THEN amount END;
 
 CREATE OR REPLACE MACRO in_scope(scoped, id) AS NOT scoped OR id IN (SELECT logical_id FROM folded.scope_ids);
 

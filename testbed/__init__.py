@@ -15,6 +15,8 @@ Everything here is started by code (tests, ``scripts/demo``), never by hand:
                              MCP payment wrapper and client; :mod:`testbed.mcp_server`, :mod:`testbed.mcp_client`)
 - :mod:`testbed.a2a_bed`     ``a2a_stack()``: x402 over A2A (the ``a2a-sdk`` client and a paid agent on the
                              ``a2a-sdk`` server, :mod:`testbed.a2a_agent`)
+- :mod:`testbed.mpp`         ``mpp_stack()``: MPP with the ``pympp`` client and server (:mod:`testbed.mpp_server`)
+                             on anvil's Tempo mode (chain 4217)
 - :mod:`testbed.l402`        ``l402_stack()``: an Aperture-style L402 server (signed BOLT11 invoices, macaroons),
                              the ``l402-requests`` client, and a wallet that simulates only the Lightning payment;
                              :mod:`testbed.crawler`: Cloudflare pay-per-crawl routes on the same server

@@ -39,7 +39,7 @@ import orjson
 from receipts.storage import db
 from receipts.storage.config import Settings
 from receipts.storage.journal import Journal
-from receipts.storage.records import DELEGATION, SMART_WALLET, Event
+from receipts.storage.records import DELEGATION, SIGNED_TX, SMART_WALLET, Event
 
 from . import solana
 from .agreement import agree, agreed_transfers
@@ -95,7 +95,8 @@ WITH req AS MATERIALIZED (  -- the exchanges of one part's calls (materialized: 
                     'valid_after': p.valid_after, 'valid_before': p.valid_before, 'signer': p.signer,
                     'signer_error': p.signer_error, 'paid_at': epoch(p.sent_at), 'memo': p.memo,
                     'token_account': p.token_account, 'recent_blockhash': p.recent_blockhash,
-                    'payee_token_account': p.payee_token_account, 'signature_sha256': p.signature_sha256},
+                    'payee_token_account': p.payee_token_account, 'signature_sha256': p.signature_sha256,
+                    'payment_tx': p.payment_tx},
                    p.sent_at) AS p
     FROM folded.payments p JOIN req r USING (receipt_id) GROUP BY r.logical_id
 ), settle AS (  -- each call's settlements (PAYMENT-RESPONSE): the latest tx hash and job id, how many
@@ -122,8 +123,8 @@ WITH req AS MATERIALIZED (  -- the exchanges of one part's calls (materialized: 
 )
 SELECT pay.logical_id AS receipt_id, p.payer, p.pay_to, p.asset, p.scheme, p.kind, p.nonce,
        coalesce(p.network, c.network) AS network, p.valid_after, p.valid_before, p.paid_at, p.signer, p.signer_error,
-       p.memo, p.token_account, p.recent_blockhash, p.payee_token_account, p.signature_sha256,
-       CASE WHEN p.scheme = 'exact' THEN p.amount END AS signed_amount,
+       p.memo, p.token_account, p.recent_blockhash, p.payee_token_account, p.signature_sha256, p.payment_tx,
+       CASE WHEN p.scheme IN ('exact', 'mpp') THEN p.amount END AS signed_amount,
        CASE WHEN p.scheme = 'upto' THEN p.amount END AS amount_cap,
        c.amount AS max_amount_required, c.pay_to AS challenge_pay_to, c.asset AS challenge_asset,
        c.network AS challenge_network, settle.payment_hash, settle.settlement_job_id, settle.seller_receipt,
@@ -156,7 +157,7 @@ def signature_check(r: dict) -> Check:
     """The payment's signature: recovered at capture to the payer (an EOA); a contract wallet's (ERC-1271,
     ERC-6492) or an ERC-7710 delegation's is checked on chain when it settles (`by_settlement`), since the
     signature itself is never stored."""
-    if (r.get("signer_error") or "").startswith((SMART_WALLET, DELEGATION)):
+    if (r.get("signer_error") or "").startswith((SMART_WALLET, DELEGATION, SIGNED_TX)):
         return Check("signature", "pending", "smart_wallet_signature", {"why": r["signer_error"]})
     if r.get("signer"):
         ok = r["signer"].lower() == (r.get("payer") or "").lower()
@@ -181,6 +182,9 @@ def terms_check(r: dict) -> Check:
     signed = r.get("signed_amount") if r.get("signed_amount") is not None else r.get("amount_cap")
     if r.get("max_amount_required") is not None and signed is not None and signed > r["max_amount_required"]:
         problems.append(("overcharged", f"signed {signed}, the challenge asked {r['max_amount_required']}"))
+    if r.get("payment_tx") and r.get("payment_hash") and r["payment_tx"] != r["payment_hash"].lower():
+        problems.append(("reference_mismatch", f"the receipt names {r['payment_hash']}, the payment's own "
+                                               f"transaction is {r['payment_tx']}"))
     if r.get("challenge_network") and r.get("network") and r["challenge_network"] != r["network"]:
         problems.append(("unexpected_network", f"paid on {r['network']}, the challenge said {r['challenge_network']}"))
     paid_at = r.get("paid_at")  # seconds since the epoch
@@ -252,6 +256,7 @@ def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> t
         elif c.name == "settlement_tx":
             settled = True
     status = "failed" if failed else "pending" if pending else "passed"
+    pending.sort(key=lambda c: c.reason == "smart_wallet_signature")  # (it waits on the settlement: say why that waits)
     first = (failed or pending or [None])[0]
     reason = first.reason if first else None
     risks = []

@@ -12,7 +12,7 @@ NEW_ONLY = {"challenges": ["item"],  # columns the fold added, and cost (issue 1
             "calls": ["cost", "cost_currency", "price_table", "rpc_method", "mcp_tool", "rpc_id", "a2a_task",
                       "sign_in_address", "sign_in_chain", "sign_in_signer", "sign_in_error", "sign_in_expires"],
             "payments": ["memo", "token_account", "recent_blockhash", "payee_token_account",  # (Solana payments', issue 14)
-                         "channel_id", "voucher_amount", "deposit_amount", "refund_amount"],  # (payment channels')
+                         "channel_id", "voucher_amount", "deposit_amount", "refund_amount", "payment_tx"],  # (payment channels')
             "settlements": ["seller_receipt",  # (the offer-receipt extension, issue 14) and payment channels'
                             "channel_id", "channel_tx", "channel_amount", "charged_cumulative", "channel_balance",
                             "channel_claimed"],
