@@ -154,30 +154,37 @@ def gather(exchanges: list[dict], settings: Settings, chains: dict[str, Chain]) 
             log.error("receipts verify: %s: %s — its channels stay undecided", network, exc)
 
 
+BATCH = 500  # JSON-RPC calls (or channel ids in one log filter) per request: hosted nodes cap batches
+
+
+def _batched(rpc: Rpc, calls: list[tuple[str, list]]) -> list:
+    return [answer for start in range(0, len(calls), BATCH) for answer in rpc.batch(calls[start:start + BATCH])]
+
+
 def _read_channels(rpc: Rpc, net, chans: dict[str, list[dict]], chain: Chain, step: int = 2000) -> None:
     chain.head = int(rpc.call("eth_blockNumber", []), 16)
     chain.confirmed = max(0, chain.head - max(1, net.confirmations) + 1)
     ids = sorted(chans)
     at = hex(chain.confirmed)
-    states = rpc.batch([("eth_call", [{"to": CONTRACT, "data": "0x" + (CHANNELS + bytes.fromhex(i[2:])).hex()}, at])
-                        for i in ids])
+    states = _batched(rpc, [("eth_call", [{"to": CONTRACT, "data": "0x" + (CHANNELS + bytes.fromhex(i[2:])).hex()}, at])
+                            for i in ids])
     for cid, state in zip(ids, states):
         chain.claimed[cid] = int((state or "0x")[66:130] or "0", 16)  # (balance, totalClaimed)
     txs = sorted({x["channel_tx"] for xs in chans.values() for x in xs if x.get("channel_tx")} - set(chain.receipts))
-    chain.receipts.update(zip(txs, rpc.batch([("eth_getTransactionReceipt", [t]) for t in txs])))
+    chain.receipts.update(zip(txs, _batched(rpc, [("eth_getTransactionReceipt", [t]) for t in txs])))
     claimed = [cid for cid in ids if chain.claimed[cid]]
-    if not claimed:
-        return
+    deposits = {x["channel_tx"] for xs in chans.values() for x in xs if x["kind"] == "channel_deposit" and x.get("channel_tx")}
     calls = [("eth_getLogs", [{"address": CONTRACT, "fromBlock": hex(lo), "toBlock": hex(min(lo + step - 1, chain.confirmed)),
-                               "topics": [None, claimed]}])
+                               "topics": [None, claimed[start:start + BATCH]]}])
+             for start in range(0, len(claimed), BATCH)
              for lo in range(max(0, chain.head - net.scan_blocks), chain.confirmed + 1, step)]
-    found = {(lg["transactionHash"].lower(), int(lg["blockNumber"], 16)) for logs in rpc.batch(calls) for lg in logs or []}
-    ordered = sorted(found, key=lambda t: t[1])
-    bodies = rpc.batch([("eth_getTransactionByHash", [tx]) for tx, _ in ordered])
+    found = {(lg["transactionHash"].lower(), int(lg["blockNumber"], 16)) for logs in _batched(rpc, calls) for lg in logs or []}
+    ordered = sorted(((tx, b) for tx, b in found if tx not in deposits), key=lambda t: t[1])  # (a deposit claims nothing)
+    bodies = _batched(rpc, [("eth_getTransactionByHash", [tx]) for tx, _ in ordered])
     chain_id = int(net.caip2.split(":")[1])
     for (tx, block), body in zip(ordered, bodies):
         for cid, total in claims_in(bytes.fromhex(((body or {}).get("input") or "0x")[2:]), chain_id):
-            if cid in chain.claimed:
+            if cid in chans:  # (this part's channels: an earlier part's have their claims already)
                 chain.claims.setdefault(cid, []).append((block, tx, total))
 
 
@@ -204,6 +211,7 @@ def decide(exchanges: list[dict], last: dict, settings: Settings, chains: dict[s
         by_channel.setdefault(x["channel_id"], []).append(x)
     for cid, xs in by_channel.items():
         facts = _channel_facts(xs)
+        _running(xs)
         latest = {x["logical_id"]: x for x in xs if x["in_part"]}  # (ordered by time: the last one wins)
         for logical_id, x in latest.items():
             prior = last.get((logical_id, "verdict"))
@@ -222,6 +230,18 @@ def decide(exchanges: list[dict], last: dict, settings: Settings, chains: dict[s
                           tx=claim.detail.get("tx") if claim else None)
 
 
+def _running(xs: list[dict]) -> None:
+    """Each exchange's `before`: the largest voucher (a refund's aside) and charge of the channel's earlier
+    exchanges (`xs` is in time order: one pass, whatever the channel's length)."""
+    promised = charged = 0
+    for x in xs:
+        x["before"] = (promised, charged)
+        if x["kind"] != "channel_refund":
+            promised = max(promised, x["voucher_amount"] or 0)
+        if x.get("success"):
+            charged = max(charged, x["charged_cumulative"] or 0)
+
+
 def _channel_facts(xs: list[dict]) -> dict:
     taken = [x for x in xs if x.get("success")]
     return {"max_voucher": max((x["voucher_amount"] or 0 for x in xs), default=0),
@@ -230,7 +250,7 @@ def _channel_facts(xs: list[dict]) -> dict:
 
 
 def call_checks(x: dict, xs: list[dict], facts: dict, chain: Chain, settings: Settings) -> list[Check]:
-    checks = [signature_check(x), voucher_check(x, xs), charge_check(x)]
+    checks = [signature_check(x), voucher_check(x), charge_check(x)]
     if chain.unread:  # (not a fault: said, and pending, so that no receipt stays unverified)
         return checks + [Check("channel_claim", "pending", "no_rpc_configured", {"why": chain.unread})]
     if x["kind"] == "channel_deposit" and x.get("success"):
@@ -253,12 +273,11 @@ def signature_check(x: dict) -> Check:
                  {"signer": x["signer"], "payer": x.get("payer"), "payer_authorizer": x.get("payer_authorizer")})
 
 
-def voucher_check(x: dict, xs: list[dict]) -> Check:
+def voucher_check(x: dict) -> Check:
     """Vouchers are cumulative: none promises less than an earlier one of the channel (a refund's, which
-    settles what was charged, excepted), nor less than the channel had been charged before it."""
-    before = [y for y in xs if (y["paid_at"], y["receipt_id"]) < (x["paid_at"], x["receipt_id"])]
-    promised = max((y["voucher_amount"] or 0 for y in before if y["kind"] != "channel_refund"), default=0)
-    charged = max((y["charged_cumulative"] or 0 for y in before if y.get("success")), default=0)
+    settles what was charged, excepted), nor less than the channel had been charged before it
+    (`x["before"]`: _running)."""
+    promised, charged = x["before"]
     amount = x["voucher_amount"]
     detail = {"voucher": str(amount), "earlier_voucher": str(promised), "charged_before": str(charged)}
     if amount is None:
