@@ -376,7 +376,7 @@ def completed_payment(pay: dict, settings: Settings, challenge: dict | None) -> 
     known = settings.asset(pay.get("network"), pay.get("asset"))
     if pay.get("kind") == "erc7710":  # the delegation chain is signed inside the permission context (a hash here)
         signer, why = None, f"{DELEGATION} (ERC-7710 via {pay.get('spender')}): checked on chain by its settlement"
-    elif pay.get("kind") == "svm":  # the transaction names its signer, and its signature was checked (x402.py)
+    elif pay.get("kind") in ("svm", "svm_upto"):  # the transaction names its signer, its signature checked (x402.py)
         valid = pay.get("payer_signature_valid")
         signer, why = (pay.get("payer"), None) if valid else (None, "the payer's signature does not verify"
                                                               if valid is False else "the payer has not signed")

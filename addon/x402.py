@@ -391,6 +391,8 @@ def _parse_payload(payload: dict, result: dict, errors: list[str]) -> None:
     permit = payload.get("permit2Authorization")
     if payload.get("type") in CHANNEL_PAYLOADS and isinstance(payload.get("channelConfig"), dict):
         _parse_channel(payload, result, errors)
+    elif isinstance(payload.get("openTransaction"), str):
+        _parse_svm_upto(payload, result, errors)
     elif isinstance(payload.get("transaction"), str):
         result["kind"] = "svm"
         _parse_svm(payload["transaction"], result, errors)
@@ -441,6 +443,30 @@ def _parse_channel(payload: dict, result: dict, errors: list[str]) -> None:
                 errors.append("voucher.channelId is not the hash of channelConfig")
         except (KeyError, TypeError, ValueError) as e:
             errors.append(f"channelConfig is not a channel configuration: {e}")
+
+
+def _parse_svm_upto(payload: dict, result: dict, errors: list[str]) -> None:
+    """x402 `upto` on Solana: the payer opens a payment channel holding the cap (its signed part of the
+    `openTransaction`, kept as a hash), from which the facilitator, after the call, pays the charge to the
+    offer's payTo and refunds the rest: the settlement's transaction is that claim, its amount the charge."""
+    result["kind"] = "svm_upto"
+    result["payer"] = _str_field(payload, "from", "payload", errors)
+    result["amount"] = _uint_field(payload, "maxAmount", "payload", errors)  # (the cap)
+    result["nonce"] = _uint_field(payload, "nonce", "payload", errors)
+    result["valid_after"] = _int_field(payload, "validAfter", "payload", errors)
+    result["valid_before"] = _int_field(payload, "expiresAt", "payload", errors)
+    result["spender"] = _str_field(payload, "authorizedSigner", "payload", errors)  # (signs the charge's voucher)
+    result["channel_id"] = _str_field(payload, "channelId", "payload", errors)
+    tx = solana.decode_transaction(payload["openTransaction"])
+    if result["signature_sha256"] is None:
+        result["signature_sha256"] = solana.transaction_sha256(payload["openTransaction"])
+    mine = [sig for sig in tx["signatures"] if sig.get("signer") == result["payer"]]
+    result.update(facilitator=tx["fee_payer"], memo=tx["memo"], recent_blockhash=tx["recent_blockhash"],
+                  payer_signature_valid=bool(mine) and all(sig.get("valid") for sig in mine))
+    if result["accepted"]:
+        result["pay_to"], result["asset"] = result["accepted"]["pay_to"], result["accepted"]["asset"]
+        program = ((result["accepted"].get("extra") or {}).get("tokenProgram")) or solana.TOKEN_PROGRAM
+        result["payee_token_account"] = solana.ata_address(result["pay_to"], result["asset"], program)
 
 
 def _parse_delegation(payload: dict, result: dict, errors: list[str]) -> None:

@@ -156,7 +156,7 @@ WITH p AS (
            min(sent_at) AS opened_at, max(sent_at) AS last_call_at, max(voucher_amount) AS voucher_amount,
            coalesce(sum(deposit_amount), 0) AS deposited,
            bool_or(kind = 'channel_refund') AS refund_asked
-    FROM payments WHERE channel_id IS NOT NULL GROUP BY channel_id
+    FROM payments WHERE channel_id IS NOT NULL AND kind LIKE 'channel_%' GROUP BY channel_id
 ), s AS (
     SELECT channel_id, sum(amount) AS charged, max(charged_cumulative) AS charged_cumulative,
            arg_max(channel_balance, seen_at) AS balance, arg_max(channel_claimed, seen_at) AS claimed,

@@ -277,9 +277,16 @@ def _render_instruction(keys: list[Pubkey], ix: Any, stack_height: int | None, p
 
 def _render_inner(keys: list[Pubkey], inner: list, parsed: bool) -> list[dict]:
     return [
-        {"index": i, "instructions": [_render_instruction(keys, x.instruction, x.stack_height, parsed) for x in group]}
+        {"index": i, "instructions": [_render_instruction(keys, _inner_field(x, "instruction"),
+                                                          _inner_field(x, "stack_height"), parsed) for x in group]}
         for i, group in enumerate(inner) if group
     ]
+
+
+def _inner_field(inner_ix: Any, name: str) -> Any:
+    """A field of a solders InnerInstruction: a method in solders 0.27, a property in older releases."""
+    value = getattr(inner_ix, name)
+    return value() if callable(value) else value
 
 
 def _memo_summary(tx: VersionedTransaction) -> str | None:

@@ -58,7 +58,7 @@ EXCHANGES = """
 WITH part AS MATERIALIZED (SELECT logical_id FROM channel_calls WHERE {part}),
 chan AS MATERIALIZED (
     SELECT DISTINCT p.channel_id FROM folded.payments p JOIN folded.requests r USING (receipt_id)
-    WHERE r.logical_id IN (SELECT logical_id FROM part) AND p.channel_id IS NOT NULL
+    WHERE r.logical_id IN (SELECT logical_id FROM part) AND p.channel_id IS NOT NULL AND p.kind LIKE 'channel_%'
 ), ex AS (
     SELECT p.receipt_id, r.logical_id, epoch(p.sent_at) AS paid_at, p.kind, p.channel_id, p.network, p.payer,
            p.pay_to, p.asset, p.spender AS payer_authorizer, p.signer, p.signer_error,

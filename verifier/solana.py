@@ -201,6 +201,8 @@ def mismatches(r: dict, tx: dict, facilitators: tuple[str, ...]) -> list[tuple[s
     """(reason, what) for each way the transaction differs from the payment (empty: it settles it)."""
     if (tx.get("meta") or {}).get("err") is not None:
         return [("tx_failed", f"the transaction failed: {tx['meta']['err']}")]
+    if r.get("kind") == "svm_upto":
+        return _upto_mismatches(r, tx, facilitators)
     problems = []
     payer, mint, amount = r.get("payer"), r.get("asset"), r.get("signed_amount")
     payee = r.get("payee_token_account")  # (pay_to's associated token account, derived at capture)
@@ -216,6 +218,39 @@ def mismatches(r: dict, tx: dict, facilitators: tuple[str, ...]) -> list[tuple[s
     if facilitators and fee_payer(tx) not in facilitators:
         problems.append(("unexpected_fee_payer", f"fee payer {fee_payer(tx)}, not a known facilitator"))
     return problems
+
+
+def _upto_mismatches(r: dict, tx: dict, facilitators: tuple[str, ...]) -> list[tuple[str, str]]:
+    """`upto` on Solana: the settlement is the facilitator's claim on the payer's channel, which pays the
+    charge out of the escrow (the channel's authority, not the payer's). What it must show: pay_to's token
+    account of the mint gained exactly the charge the server reported, which is at most the cap; read from
+    the transaction's token balances (the real program may batch its payouts in one instruction)."""
+    problems = []
+    gained = balance_change(tx, r.get("payee_token_account"), r.get("asset"))
+    charged, cap = r.get("settled_amount"), r.get("amount_cap")
+    if gained is None or gained <= 0 and (charged or 0) > 0:
+        problems.append(("no_transfer", f"no {r.get('asset')} reached the token account of {r.get('pay_to')}"))
+    elif charged is not None and gained != int(charged):
+        problems.append(("amount_mismatch", f"pay_to gained {gained}, the server reported {charged}"))
+    elif cap is not None and gained > int(cap):
+        problems.append(("overcharged", f"pay_to gained {gained}, more than the cap {cap}"))
+    if facilitators and fee_payer(tx) not in facilitators:
+        problems.append(("unexpected_fee_payer", f"fee payer {fee_payer(tx)}, not a known facilitator"))
+    return problems
+
+
+def balance_change(tx: dict, account: str | None, mint: str | None) -> int | None:
+    """How much of `mint` the token account `account` gained in the transaction (None: not in it)."""
+    meta, keys = tx.get("meta") or {}, (((tx.get("transaction") or {}).get("message") or {}).get("accountKeys")) or []
+    names = [k.get("pubkey") if isinstance(k, dict) else k for k in keys]
+    if account not in names:
+        return None
+    index = names.index(account)
+
+    def held(entries) -> int:
+        return sum(int((e.get("uiTokenAmount") or {}).get("amount") or 0) for e in entries or []
+                   if e.get("accountIndex") == index and e.get("mint") == mint)
+    return held(meta.get("postTokenBalances")) - held(meta.get("preTokenBalances"))
 
 
 def _amount(transfer: dict) -> int | None:

@@ -71,7 +71,7 @@ WHERE upto_session IS NOT NULL OR receipt_id IN (  -- that of the exchange's lat
 CHANNEL_CALLS = """
 CREATE TABLE channel_calls AS  -- calls paid from a payment channel (payments.channel_id): verifier/channels.py
 SELECT DISTINCT r.logical_id FROM folded.payments p JOIN folded.requests r USING (receipt_id)  -- verifies them
-WHERE p.channel_id IS NOT NULL
+WHERE p.channel_id IS NOT NULL AND p.kind LIKE 'channel_%'
 """
 # Per call of a part: the latest result of each of its checks, and its latest verdict. (The checks' files
 # are sorted by receipt_id, the logical id here: a part reads its own row groups.)
@@ -103,6 +103,7 @@ WITH req AS MATERIALIZED (  -- the exchanges of one part's calls (materialized: 
     SELECT r.logical_id, arg_max(s.tx_hash, s.seen_at) FILTER (WHERE s.tx_hash IS NOT NULL) AS payment_hash,
            arg_max(s.job_id, s.seen_at) FILTER (WHERE s.job_id IS NOT NULL) AS settlement_job_id,
            count(DISTINCT s.tx_hash) AS settlement_count,
+           arg_max(s.amount::HUGEINT, s.seen_at) FILTER (WHERE s.amount IS NOT NULL) AS settled_amount,
            arg_max(s.seller_receipt, s.seen_at) FILTER (WHERE s.seller_receipt IS NOT NULL) AS seller_receipt
     FROM folded.settlements s JOIN req r USING (receipt_id) GROUP BY r.logical_id
 ), answer AS (  -- the HTTP status of each call's last attempt (calls.status: its latest answer; NULL: none)
@@ -128,6 +129,7 @@ SELECT pay.logical_id AS receipt_id, p.payer, p.pay_to, p.asset, p.scheme, p.kin
        CASE WHEN p.scheme = 'upto' THEN p.amount END AS amount_cap,
        c.amount AS max_amount_required, c.pay_to AS challenge_pay_to, c.asset AS challenge_asset,
        c.network AS challenge_network, settle.payment_hash, settle.settlement_job_id, settle.seller_receipt,
+       settle.settled_amount,
        coalesce(settle.settlement_count, 0) AS settlement_count, payment_count, answer.status,
        h.verdict.proof_status AS last_status, h.verdict.resolution AS last_resolution,
        h.verdict.reason AS last_reason, h.history

@@ -10,7 +10,7 @@ from receipts.verifier import verify as V
 # The OpenGradient calls: the x402 pass leaves them to verifier/og.py.
 VIEWS_OG_CALLS = "SELECT DISTINCT logical_id FROM calls WHERE upto_session IS NOT NULL OR tee_id IS NOT NULL"
 # The calls paid from a payment channel: verifier/channels.py's.
-VIEWS_CHANNEL_CALLS = "SELECT DISTINCT logical_id FROM payments WHERE channel_id IS NOT NULL"
+VIEWS_CHANNEL_CALLS = "SELECT DISTINCT logical_id FROM payments WHERE channel_id IS NOT NULL AND kind LIKE 'channel_%'"
 # The offer that applies to a call: of its latest 402, the first `accepts` entry.
 VIEWS_OFFER = """
 SELECT logical_id, arg_max({'amount': amount, 'pay_to': pay_to, 'asset': asset, 'network': network},
@@ -36,7 +36,8 @@ WITH pay AS (
 ), settle AS (
     SELECT logical_id, arg_max(tx_hash, seen_at) FILTER (WHERE tx_hash IS NOT NULL) AS payment_hash,
            arg_max(job_id, seen_at) FILTER (WHERE job_id IS NOT NULL) AS settlement_job_id,
-           count(DISTINCT tx_hash) AS settlement_count
+           count(DISTINCT tx_hash) AS settlement_count,
+           arg_max(amount, seen_at) FILTER (WHERE amount IS NOT NULL) AS settled_amount
     FROM settlements GROUP BY logical_id
 ), chal AS ({VIEWS_OFFER}
 ), answer AS (  -- the status of the last attempt, NULL if it had no answer (packed: arg_max skips NULLs)
@@ -49,7 +50,7 @@ SELECT pay.logical_id AS receipt_id, p.payer, p.pay_to, p.asset, p.scheme, p.kin
        c.amount AS max_amount_required, c.pay_to AS challenge_pay_to, c.asset AS challenge_asset,
        c.network AS challenge_network, settle.payment_hash, settle.settlement_job_id,
        coalesce(settle.settlement_count, 0) AS settlement_count, payment_count, answer.status,
-       v.proof_status AS last_status, v.resolution AS last_resolution, v.reason AS last_reason, p.signature_sha256, p.payment_tx
+       v.proof_status AS last_status, v.resolution AS last_resolution, v.reason AS last_reason, p.signature_sha256, p.payment_tx, settle.settled_amount
 FROM pay
 LEFT JOIN settle USING (logical_id)
 LEFT JOIN chal USING (logical_id)
