@@ -27,6 +27,8 @@ PERMIT_WITNESS = (b"PermitWitnessTransferFrom(TokenPermissions permitted,address
                   b"uint256 deadline,Witness witness)")
 TRANSFER_WITH_AUTHORIZATION = (b"TransferWithAuthorization(address from,address to,uint256 value,"
                                b"uint256 validAfter,uint256 validBefore,bytes32 nonce)")
+RECEIVE_WITH_AUTHORIZATION = (b"ReceiveWithAuthorization(address from,address to,uint256 value,"
+                              b"uint256 validAfter,uint256 validBefore,bytes32 nonce)")  # (auth-capture's)
 
 
 def _uint(value) -> bytes:
@@ -52,8 +54,8 @@ def domain_separator(name: str, version: str, chain_id: int, contract: str) -> b
                   + _address(contract))
 
 
-def eip3009_digest(domain: bytes, auth: dict) -> bytes:
-    struct = keccak(keccak(TRANSFER_WITH_AUTHORIZATION) + _address(auth["from"]) + _address(auth["to"])
+def eip3009_digest(domain: bytes, auth: dict, kind: bytes = TRANSFER_WITH_AUTHORIZATION) -> bytes:
+    struct = keccak(keccak(kind) + _address(auth["from"]) + _address(auth["to"])
                     + _uint(auth["value"]) + _uint(auth["validAfter"]) + _uint(auth["validBefore"])
                     + _bytes32(auth["nonce"]))
     return keccak(b"\x19\x01" + domain + struct)
@@ -180,7 +182,9 @@ def signer(obj: object, network: str | None, asset: str | None, extra: dict | No
         if chain is None or not asset or not isinstance(extra, dict) or "name" not in extra or "version" not in extra:
             return None, "the EIP-712 domain is unknown (network, asset, or extra name/version missing)"
         domain = domain_separator(str(extra["name"]), str(extra["version"]), chain, asset)
-        return recover(eip3009_digest(domain, auth), str(payload.get("signature", ""))), None
+        scheme = (obj.get("accepted") or {}).get("scheme") if isinstance(obj.get("accepted"), dict) else None
+        kind = RECEIVE_WITH_AUTHORIZATION if scheme == "auth-capture" else TRANSFER_WITH_AUTHORIZATION
+        return recover(eip3009_digest(domain, auth, kind), str(payload.get("signature", ""))), None
     except Exception as exc:  # malformed input is a capture-time note, never an exception
         return None, f"signature not recoverable: {exc}"
 

@@ -47,7 +47,7 @@ from typing import Any
 
 import orjson
 
-from receipts.storage import channels
+from receipts.storage import authcapture, channels
 
 from . import eip712, solana
 
@@ -399,6 +399,10 @@ def _parse_payload(payload: dict, result: dict, errors: list[str]) -> None:
     elif isinstance(payload.get("delegationManager"), str):
         result["kind"] = "erc7710"
         _parse_delegation(payload, result, errors)
+    elif isinstance(auth, dict) and result["scheme"] == "auth-capture":
+        result["kind"] = "auth_capture"
+        _parse_eip3009(auth, result, errors)
+        _parse_auth_capture(payload, result, errors)
     elif isinstance(auth, dict):
         result["kind"] = "eip3009"
         _parse_eip3009(auth, result, errors)
@@ -467,6 +471,27 @@ def _parse_svm_upto(payload: dict, result: dict, errors: list[str]) -> None:
         result["pay_to"], result["asset"] = result["accepted"]["pay_to"], result["accepted"]["asset"]
         program = ((result["accepted"].get("extra") or {}).get("tokenProgram")) or solana.TOKEN_PROGRAM
         result["payee_token_account"] = solana.ata_address(result["pay_to"], result["asset"], program)
+
+
+def _parse_auth_capture(payload: dict, result: dict, errors: list[str]) -> None:
+    """An auth-capture (escrow) payment (storage/authcapture.py): the authorization goes to the escrow's
+    collector (`spender`) for the cap; the merchant is the offer's payTo; the operator (`facilitator`)
+    captures later. `channel_id` is the escrow's id of the payment; the nonce must be its payer-agnostic
+    hash, which binds every term."""
+    result["spender"], result["pay_to"] = result["pay_to"], (result["accepted"] or {}).get("pay_to")
+    entry = result["accepted"] or {}
+    extra = entry.get("extra") or {}
+    result["facilitator"] = extra.get("captureAuthorizer") if isinstance(extra.get("captureAuthorizer"), str) else None
+    chain = eip712.chain_id(result["network"])
+    escrow = str(extra.get("authCaptureEscrow") or authcapture.ESCROWS[0]).lower()
+    try:
+        wire = {"payTo": entry["pay_to"], "asset": entry["asset"], "amount": entry["amount"], "extra": extra}
+        info = authcapture.payment_info(wire, payload)
+        result["channel_id"] = authcapture.payment_id(chain, escrow, info)
+        if (result.get("nonce") or "") != authcapture.payment_id(chain, escrow, info, payer_agnostic=True):
+            errors.append("authorization.nonce is not the escrow's hash of the payment's terms")
+    except (KeyError, TypeError, ValueError) as e:
+        errors.append(f"auth-capture terms incomplete: {e}")
 
 
 def _parse_delegation(payload: dict, result: dict, errors: list[str]) -> None:

@@ -21,6 +21,11 @@ CREATE OR REPLACE MACRO whole_tokens(amount, decimals) AS
 -- NULL (a cap, a share of a session or channel: what was charged comes from the settlement).
 CREATE OR REPLACE MACRO fixed_amount(scheme, amount) AS CASE WHEN scheme IN ('exact', 'l402', 'mpp') THEN amount END;
 
+-- What a call was charged: what its settlement said, else the amount its payment fixed; for an auth-capture
+-- (escrow) payment, what the operator captured (the verifier's `session_amount`): its settlement is the hold.
+CREATE OR REPLACE MACRO call_amount(scheme, settled, paid, captured) AS
+    CASE WHEN scheme = 'auth-capture' THEN captured ELSE coalesce(settled, fixed_amount(scheme, paid)) END;
+
 CREATE OR REPLACE MACRO in_scope(scoped, id) AS NOT scoped OR id IN (SELECT logical_id FROM folded.scope_ids);
 
 -- A settlement transaction as one key: an EVM hash (0x-hex) in lower case; a Solana signature (base58) as
@@ -310,10 +315,10 @@ SELECT
     coalesce(pay.payer, settle.payer, sess.payer)                   AS payer,
     coalesce(pay.pay_to, sess.pay_to)                               AS pay_to,
     coalesce(pay.asset, sess.asset)                                 AS asset,
-    coalesce(settle.amount, fixed_amount(pay.scheme, pay.amount)) AS amount,
-    decimal_text(coalesce(settle.amount, fixed_amount(pay.scheme, pay.amount)),
+    call_amount(pay.scheme, settle.amount, pay.amount, last_check.session_amount) AS amount,
+    decimal_text(call_amount(pay.scheme, settle.amount, pay.amount, last_check.session_amount),
                  coalesce(pay.decimals, sess.decimals))             AS amount_decimal,
-    CASE WHEN coalesce(pay.scheme, sess.scheme) = 'upto' THEN coalesce(pay.amount, sess.amount_cap) END AS amount_cap,
+    CASE WHEN coalesce(pay.scheme, sess.scheme) IN ('upto', 'auth-capture') THEN coalesce(pay.amount, sess.amount_cap) END AS amount_cap,
     chal.max_amount_required,
     coalesce(pay.decimals, sess.decimals)                           AS decimals,
     coalesce(pay.symbol, sess.symbol)                               AS symbol,
@@ -356,14 +361,14 @@ SELECT
     -- what the call cost: what it paid on chain (x402, in whole tokens of its asset); for a call paid on
     -- chain whose own charge is not known (a cap, a share of a session), nothing; for a call not paid on
     -- chain, what the price table says its tokens cost (API-key billing). Unknown is NULL, never 0.
-    CASE WHEN coalesce(settle.amount, fixed_amount(pay.scheme, pay.amount)) IS NOT NULL
-         THEN whole_tokens(coalesce(settle.amount, fixed_amount(pay.scheme, pay.amount)),
+    CASE WHEN call_amount(pay.scheme, settle.amount, pay.amount, last_check.session_amount) IS NOT NULL
+         THEN whole_tokens(call_amount(pay.scheme, settle.amount, pay.amount, last_check.session_amount),
                            coalesce(pay.decimals, sess.decimals))
          WHEN pay.logical_id IS NULL AND grp.session_id IS NULL THEN grp.priced.cost END AS cost,
-    CASE WHEN coalesce(settle.amount, fixed_amount(pay.scheme, pay.amount)) IS NOT NULL
+    CASE WHEN call_amount(pay.scheme, settle.amount, pay.amount, last_check.session_amount) IS NOT NULL
          THEN coalesce(pay.symbol, sess.symbol)
          WHEN pay.logical_id IS NULL AND grp.session_id IS NULL THEN grp.priced.currency END AS cost_currency,
-    CASE WHEN coalesce(settle.amount, fixed_amount(pay.scheme, pay.amount)) IS NOT NULL
+    CASE WHEN call_amount(pay.scheme, settle.amount, pay.amount, last_check.session_amount) IS NOT NULL
          THEN CASE WHEN coalesce(pay.decimals, sess.decimals) IS NOT NULL THEN 'x402' ELSE 'unknown' END
          WHEN pay.logical_id IS NULL AND grp.session_id IS NULL AND grp.priced.cost IS NOT NULL THEN 'price_table'
          ELSE 'unknown' END                                         AS cost_source,

@@ -151,7 +151,7 @@ def mismatches(payment: dict, logs: list[dict]) -> list[str]:
             problems.append(f"transferred {value}, more than the signed cap {amount}")
     elif value != amount:
         problems.append(f"transferred {value}, signed {amount}")
-    if payment.get("kind") == "eip3009" and (_addr_topic(payer), (payment.get("nonce") or "").lower()) not in used:
+    if payment.get("kind") in ("eip3009", "auth_capture") and (_addr_topic(payer), (payment.get("nonce") or "").lower()) not in used:
         problems.append("no AuthorizationUsed log for the payer and nonce")
     return problems
 

@@ -36,10 +36,12 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from receipts.storage import db
+from receipts.storage import authcapture, db
 from receipts.storage.config import Settings
 from receipts.storage.journal import Journal
 from receipts.storage.records import DELEGATION, SIGNED_TX, SMART_WALLET, Event
+
+from receipts.storage import authcapture
 
 from . import solana
 from .agreement import agree, agreed_transfers
@@ -96,7 +98,7 @@ WITH req AS MATERIALIZED (  -- the exchanges of one part's calls (materialized: 
                     'signer_error': p.signer_error, 'paid_at': epoch(p.sent_at), 'memo': p.memo,
                     'token_account': p.token_account, 'recent_blockhash': p.recent_blockhash,
                     'payee_token_account': p.payee_token_account, 'signature_sha256': p.signature_sha256,
-                    'payment_tx': p.payment_tx},
+                    'payment_tx': p.payment_tx, 'spender': p.spender, 'channel_id': p.channel_id},
                    p.sent_at) AS p
     FROM folded.payments p JOIN req r USING (receipt_id) GROUP BY r.logical_id
 ), settle AS (  -- each call's settlements (PAYMENT-RESPONSE): the latest tx hash and job id, how many
@@ -125,7 +127,8 @@ WITH req AS MATERIALIZED (  -- the exchanges of one part's calls (materialized: 
 SELECT pay.logical_id AS receipt_id, p.payer, p.pay_to, p.asset, p.scheme, p.kind, p.nonce,
        coalesce(p.network, c.network) AS network, p.valid_after, p.valid_before, p.paid_at, p.signer, p.signer_error,
        p.memo, p.token_account, p.recent_blockhash, p.payee_token_account, p.signature_sha256, p.payment_tx,
-       CASE WHEN p.scheme IN ('exact', 'mpp') THEN p.amount END AS signed_amount,
+       p.spender, p.channel_id,
+       CASE WHEN p.scheme IN ('exact', 'mpp', 'auth-capture') THEN p.amount END AS signed_amount,
        CASE WHEN p.scheme = 'upto' THEN p.amount END AS amount_cap,
        c.amount AS max_amount_required, c.pay_to AS challenge_pay_to, c.asset AS challenge_asset,
        c.network AS challenge_network, settle.payment_hash, settle.settlement_job_id, settle.seller_receipt,
@@ -490,6 +493,7 @@ class ChainView:
     transfers: list = field(default_factory=list)        # decoded Transfer logs, with block and tx
     authorizations: dict = field(default_factory=dict)   # (token, authorizer, nonce) -> tx hash
     blocks: dict = field(default_factory=dict)           # height -> its canonical Block (None: none there)
+    escrow: dict = field(default_factory=dict)           # auth-capture payment id -> its escrow events since
 
     def settlement_tx(self, r: dict) -> tuple[str | None, str]:
         """The tx hash the server gave, else the one a log scan found (AuthorizationUsed of the nonce)."""
@@ -536,6 +540,13 @@ def _verify_network(network: str, rows: list[dict], settings: Settings, last: di
             checks += settled
             if settled[0].result == "pass" and checks[0].reason == "smart_wallet_signature":
                 checks[0] = by_settlement(checks[0], settled[0])
+            if r.get("kind") == "auth_capture" and settled[0].result == "pass":
+                checks.append(capture_check(r, views))
+        captured = next((c for c in checks if c.name == "capture" and c.result == "pass"), None)
+        if captured:  # (the call's charge: what was captured; its tx, the capture's)
+            events += changes(r, checks, last, summary, verdict(checks, r, chain_now or time.time(), grace),
+                              tx=captured.detail["tx"], session_amount=captured.detail["captured"])
+            continue
         events += _changes(r, checks, last, summary, grace, chain_now or time.time())
     return events
 
@@ -623,7 +634,25 @@ def _chain_view(net, rows: list[dict], reader: _Reader) -> ChainView:
         part = rest[start:start + 500]
         view.receipts.update(zip(part, rpc.batch([("eth_getTransactionReceipt", [h]) for h in part])))
     _read_blocks(reader, view, net)
+    _scan_escrow(rpc, view, rows, net.scan_blocks)
     return view
+
+
+def _scan_escrow(rpc: Rpc, view: ChainView, rows: list[dict], blocks: int, step: int = 2000) -> None:
+    """The escrow's capture, void, reclaim and refund events of this round's auth-capture payments (by the
+    payment's id, topic 1), from the known escrow deployments, over the last `blocks` blocks."""
+    ids = sorted({r["channel_id"].lower() for r in rows if r.get("kind") == "auth_capture" and r.get("channel_id")})
+    calls = [("eth_getLogs", [{"address": list(authcapture.ESCROWS), "fromBlock": hex(lo),
+                               "toBlock": hex(min(lo + step - 1, view.head)),
+                               "topics": [list(authcapture.AFTER), ids[start:start + 500]]}])
+             for start in range(0, len(ids), 500) for lo in range(max(0, view.head - blocks), view.head + 1, step)]
+    for logs in rpc.batch(calls) if calls else []:
+        for lg in logs or []:
+            topics = [t.lower() for t in lg.get("topics") or []]
+            if len(topics) >= 2 and topics[0] in authcapture.AFTER:
+                view.escrow.setdefault(topics[1], []).append(
+                    {"event": authcapture.AFTER[topics[0]], "amount": int((lg.get("data") or "0x")[2:66] or "0", 16),
+                     "tx": lg["transactionHash"].lower(), "block": int(lg["blockNumber"], 16)})
 
 
 def _read_blocks(reader: "_Reader", view: ChainView, net) -> None:
@@ -810,9 +839,30 @@ def _scan_logs(rpc: Rpc, view: ChainView, rows: list[dict], blocks: int, step: i
 
 
 def _payment(r: dict) -> dict:
+    """What the settlement transaction must show: the payer's transfer to pay_to (for an auth-capture payment,
+    to the escrow's collector, `spender`: the merchant is paid when the operator captures)."""
     amount = r.get("signed_amount") if r.get("signed_amount") is not None else r.get("amount_cap")
-    return {"asset": r.get("asset"), "payer": r.get("payer"), "pay_to": r.get("pay_to"), "amount": amount,
+    pay_to = r.get("spender") if r.get("kind") == "auth_capture" else r.get("pay_to")
+    return {"asset": r.get("asset"), "payer": r.get("payer"), "pay_to": pay_to, "amount": amount,
             "scheme": r.get("scheme"), "kind": r.get("kind"), "nonce": r.get("nonce")}
+
+
+def capture_check(r: dict, views: list) -> Check:
+    """An auth-capture payment once its hold is settled: what the escrow's events for its id say since
+    (storage/authcapture.py): captured (the merchant was paid: pass, with the amount), voided or reclaimed with
+    nothing captured (fail: the payer got it back), or nothing yet (pending: awaiting_capture). Read from
+    the first endpoint's scan (trust `single-node`)."""
+    events = views[0].escrow.get((r.get("channel_id") or "").lower(), []) if views else []
+    sums = {kind: sum(e["amount"] for e in events if e["event"] == kind)
+            for kind in ("captured", "voided", "reclaimed", "refunded")}
+    detail = {"payment_id": r.get("channel_id"), **{k: str(v) for k, v in sums.items()}, "trust": "single-node",
+              "txs": [e["tx"] for e in events]}
+    if sums["captured"]:
+        last = [e for e in events if e["event"] == "captured"][-1]
+        return Check("capture", "pass", None, {**detail, "tx": last["tx"]}, last["block"])
+    if sums["voided"] or sums["reclaimed"]:
+        return Check("capture", "fail", "voided" if sums["voided"] else "reclaimed", detail)
+    return Check("capture", "pending", "awaiting_capture", detail)
 
 
 def _changes(r: dict, checks: list[Check], last: dict, summary: Summary, grace: float, chain_now: float) -> list[Event]:

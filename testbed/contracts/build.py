@@ -28,6 +28,10 @@ CONTRACTS = {
     "TestERC3009DepositCollector": "TestChannels.sol",
     "TestPermit2DepositCollector": "TestChannels.sol",
     "TestMulticall3": "TestMulticall3.sol",
+    # the x402 auth-capture (escrow) contracts, placed at the npm client's addresses by testbed.auth_capture
+    "TestAuthCaptureEscrow": "TestAuthCapture.sol",
+    "TestERC3009TokenCollector": "TestAuthCapture.sol",
+    "TestOperatorRefundCollector": "TestAuthCapture.sol",
 }
 
 

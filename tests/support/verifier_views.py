@@ -30,7 +30,8 @@ WITH pay AS (
            arg_max({{'payer': payer, 'pay_to': pay_to, 'asset': asset, 'amount': amount, 'scheme': scheme,
                     'kind': kind, 'nonce': nonce, 'network': network, 'valid_after': valid_after,
                     'valid_before': valid_before, 'signer': signer, 'signer_error': signer_error,
-                    'paid_at': epoch(sent_at), 'signature_sha256': signature_sha256, 'payment_tx': payment_tx}},
+                    'paid_at': epoch(sent_at), 'signature_sha256': signature_sha256, 'payment_tx': payment_tx,
+                    'spender': spender, 'channel_id': channel_id}},
                    sent_at) AS p
     FROM payments GROUP BY logical_id
 ), settle AS (
@@ -45,12 +46,12 @@ WITH pay AS (
 ), verdict AS ({VIEWS_VERDICT})
 SELECT pay.logical_id AS receipt_id, p.payer, p.pay_to, p.asset, p.scheme, p.kind, p.nonce,
        coalesce(p.network, c.network) AS network, p.valid_after, p.valid_before, p.paid_at, p.signer, p.signer_error,
-       CASE WHEN p.scheme IN ('exact', 'mpp') THEN p.amount END AS signed_amount,
+       CASE WHEN p.scheme IN ('exact', 'mpp', 'auth-capture') THEN p.amount END AS signed_amount,
        CASE WHEN p.scheme = 'upto' THEN p.amount END AS amount_cap,
        c.amount AS max_amount_required, c.pay_to AS challenge_pay_to, c.asset AS challenge_asset,
        c.network AS challenge_network, settle.payment_hash, settle.settlement_job_id,
        coalesce(settle.settlement_count, 0) AS settlement_count, payment_count, answer.status,
-       v.proof_status AS last_status, v.resolution AS last_resolution, v.reason AS last_reason, p.signature_sha256, p.payment_tx, settle.settled_amount
+       v.proof_status AS last_status, v.resolution AS last_resolution, v.reason AS last_reason, p.signature_sha256, p.payment_tx, settle.settled_amount, p.spender, p.channel_id
 FROM pay
 LEFT JOIN settle USING (logical_id)
 LEFT JOIN chal USING (logical_id)
