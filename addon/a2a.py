@@ -24,11 +24,12 @@ from typing import Any
 
 import orjson
 
+from .bodies import small_json
+
 HEADERS = frozenset({"a2a-version", "a2a-extensions", "x-a2a-extensions"})
 PATHS = ("/message:send", "/message:stream")
 SEND_METHODS = frozenset({"SendMessage", "SendStreamingMessage", "message/send", "message/stream"})
 PREFIX = "x402.payment."
-MAX_BODY = 1 << 20
 MAX_DEPTH = 12
 
 
@@ -39,12 +40,7 @@ def looks_like_a2a(header_names: set[str], path: str) -> bool:
 def call_of(body: bytes | None, path: str = "") -> dict | None:
     """The message send a request body makes: {id, method, task_id, context_id, payment (the PaymentPayload
     object or None), status, message_sha256}; None for anything else (GetTask, the agent card, …)."""
-    if not body or len(body) > MAX_BODY:
-        return None
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
+    doc = small_json(body)
     if not isinstance(doc, dict):
         return None
     if doc.get("method") in SEND_METHODS:

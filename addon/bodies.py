@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import zlib
 
+import orjson
+
 import brotli
 
 try:
@@ -125,3 +127,16 @@ class Tap:
     def record(self) -> dict:
         """The body as seen on the wire: size and SHA-256 (the body record of a streamed body)."""
         return {"size": self.size, "sha256": self.hash.hexdigest(), "streamed": True}
+
+
+SMALL_JSON = 1 << 20  # a request body looked into for a payment (MCP, A2A) is no bigger than this
+
+
+def small_json(body: bytes | None) -> object | None:
+    """A small body's JSON (None when absent, too big to look into, or not JSON)."""
+    if not body or len(body) > SMALL_JSON:
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None

@@ -18,11 +18,13 @@ from typing import Any
 
 import orjson
 
+from .bodies import SMALL_JSON, small_json
+
 PAYMENT_KEY = "x402/payment"
 RESPONSE_KEY = "x402/payment-response"
 HEADERS = frozenset({"mcp-protocol-version", "mcp-session-id", "mcp-method"})  # (mcp-method: the 2026-07-28 form)
 TOOL_CALL = "tools/call"
-MAX_BODY = 1 << 20  # a JSON-RPC request bigger than this is not looked into (MCP tool calls are small)
+
 
 
 def looks_like_mcp(header_names: set[str], path: str) -> bool:
@@ -37,12 +39,7 @@ def _digest(obj: object) -> str:
 def call_of(body: bytes | None) -> dict | None:
     """The `tools/call` a request body makes (the first of a batch): {id, method, tool, arguments_sha256,
     payment (the x402 PaymentPayload object or None)}; None for any other body."""
-    if not body or len(body) > MAX_BODY:
-        return None
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
+    doc = small_json(body)
     for msg in doc if isinstance(doc, list) else [doc]:
         if isinstance(msg, dict) and msg.get("method") == TOOL_CALL:
             params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
@@ -81,7 +78,7 @@ def _challenge(result: dict) -> Any:
         content = result.get("content") if isinstance(result.get("content"), list) else []
         text = content[0].get("text") if content and isinstance(content[0], dict) else None
         try:
-            found = orjson.loads(text) if isinstance(text, str) and len(text) <= MAX_BODY else None
+            found = orjson.loads(text) if isinstance(text, str) and len(text) <= SMALL_JSON else None
         except orjson.JSONDecodeError:
             found = None
     return found if isinstance(found, dict) and "accepts" in found else None
