@@ -26,7 +26,6 @@ HEADERS = frozenset({"mcp-protocol-version", "mcp-session-id", "mcp-method"})  #
 TOOL_CALL = "tools/call"
 
 
-
 def looks_like_mcp(header_names: set[str], path: str) -> bool:
     """An MCP Streamable HTTP exchange, by what is cheap to see: its MCP headers, or a path ending `/mcp`."""
     return not header_names.isdisjoint(HEADERS) or path.partition("?")[0].rstrip("/").endswith("/mcp")
