@@ -455,7 +455,7 @@ class Recorder:
 
     def _hook_failed(self, hook: str, flow: http.HTTPFlow, exc: Exception) -> None:
         st = self._flows.get(flow.id)
-        paid = st.paid if st is not None else _carries_payment(flow.request)
+        paid = st.paid if st is not None else self._may_be_paid(flow)
         refuse = paid and hook in REFUSABLE
         log.error("receipts: internal error in the %s hook of flow %s (%s: %s); %s", hook, flow.id,
                   type(exc).__name__, exc, "the paid exchange was refused (503)" if refuse else
@@ -465,6 +465,15 @@ class Recorder:
             self._refuse(flow, st, hook, "internal-error")
         elif st is not None:
             st.recorded = False  # never stamp what may not be recorded
+
+    def _may_be_paid(self, flow: http.HTTPFlow) -> bool:
+        """Before the recorder knew (its hook failed first): whether the request carries a payment in its
+        headers (x402, a sign-in, an L402 or MPP credential, a crawler's price), or may in its body (MCP, A2A:
+        taken as paid). Unsure is paid."""
+        try:
+            return X.is_paid(_headers(flow.request)) or self._match(flow) in X.BODY_PROTOCOLS
+        except Exception:  # noqa: BLE001 — fail closed
+            return True
 
     def _refuse(self, flow: http.HTTPFlow, st: FlowState | None, hook: str, kind: str = "journal-unavailable") -> None:
         """Answer the client with a 503 instead of passing the paid exchange on."""
@@ -578,10 +587,6 @@ def _once(body: bytes):
 
 def _header_names(request: http.Request) -> set[str]:
     return {k.decode("latin-1").lower() for k, _ in request.headers.fields}
-
-
-def _carries_payment(request: http.Request) -> bool:
-    return not _header_names(request).isdisjoint(X.PAID_HEADERS)
 
 
 def _headers(message: http.Message) -> X.Headers:

@@ -108,3 +108,33 @@ def test_an_internal_error_refuses_a_paid_exchange_and_lets_an_unpaid_one_pass(t
     failures = [r for r in caplog.records if "internal error in the" in r.getMessage()]
     assert len(failures) == 2
     assert f.id in failures[0].getMessage() and g.id in failures[1].getMessage(), "logged once, with the flow's id"
+
+
+@pytest.mark.parametrize("kind", ["mpp", "l402", "crawler", "mcp"])
+def test_an_internal_error_before_the_record_refuses_every_kind_of_paid_request(tmp_path, monkeypatch, kind):
+    """Payments that are not x402 headers (an MPP or L402 credential in Authorization, a crawler's price, an MCP
+    tool call's `_meta`) are refused too when the recorder fails before it knows them. The bug is INJECTED."""
+    from receipts.addon import exchange
+
+    def broken(*a, **k):
+        raise RuntimeError("injected")
+
+    rec = Recorder()
+    with taddons.context(rec) as tctx:
+        tctx.configure(rec, receipts_data=str(tmp_path), receipts_seal_interval="0.01")
+        monkeypatch.setattr(exchange, "request_data", broken)
+        g = free_flow()
+        if kind == "mpp":
+            g.request.headers["authorization"] = "Payment eyJjaGFsbGVuZ2UiOnt9fQ"
+        elif kind == "l402":
+            g.request.headers["authorization"] = "L402 AgEEbHNhdA:" + "ab" * 32
+        elif kind == "crawler":
+            g.request.headers["crawler-exact-price"] = "USD 0.01"
+        else:
+            g.request.path = "/mcp"
+            g.request.headers["mcp-protocol-version"] = "2025-11-25"
+            g.request.content = b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"t","_meta":{"x402/payment":{}}}}'
+        g.response = None
+        hook(rec.request(g))
+        assert g.response is not None and g.response.status_code == 503, "a paid request is never forwarded"
+    rec.done()
