@@ -49,6 +49,7 @@ from . import l402
 from . import mcp
 from . import mpp
 from . import og
+from . import ohttp
 from . import pricing
 from . import redact as R
 from . import siwx
@@ -263,6 +264,8 @@ def request_match(header_names: set[str], host: str, path: str, settings: Settin
         return "mcp"  # (only its tools/call is recorded: body_call, once the body is read)
     if settings.capture_x402 and a2a.looks_like_a2a(header_names, path):
         return "a2a"  # (only its message sends are recorded: body_call)
+    if ohttp.looks_like_ohttp(path):
+        return "ohttp"  # (sealed: only its headers and sizes are known)
     return settings.is_ai_call(host, path)
 
 
@@ -429,6 +432,7 @@ def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, s
         "a2a": {k: call[k] for k in ("id", "method", "task_id", "context_id", "status")}
         if call and call["protocol"] == "a2a" else None,
         "siwx": sign_in,
+        "ohttp": ohttp.request_fields(h.get, req.path),
         "upto_session": h.get(SESSION_HEADER),
         "settlement_type": h.get("x-settlement-type"),
         "tee_request_hashes": og.request_hashes(doc) if _is_og(h) else None,

@@ -12,6 +12,8 @@ from decimal import Decimal
 
 import orjson
 
+from receipts.addon import ohttp
+
 
 def safe(value, limit: int = 400) -> str:
     if value is None:
@@ -207,6 +209,11 @@ def _og_lines(r: dict, details: dict) -> list[str]:
         lines.append(f"  session total {safe(shown)} for {safe(r.get('session_calls'))} calls; this call's share: "
                      f"unknown (only the total is on chain)   permit deadline {safe(r.get('session_deadline'))}   "
                      f"opened by {safe(r.get('session_opened_by'))}")
+    if r.get("reason") == "sealed" or r.get("ohttp_tee_id"):
+        relay = r.get("relay_receipt") or ("this call" if r.get("payment_count") else "not seen by this recorder")
+        lines.append(f"Sealed        OHTTP for TEE {safe(r.get('ohttp_tee_id'))} (as the client names it)   "
+                     f"relay's payment: {safe(relay)}")
+        lines.append(f"  unknowable  {ohttp.UNKNOWABLE}")
     if not r.get("tee_id"):
         return lines
     result = {c["check"]: c for c in checks}

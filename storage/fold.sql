@@ -19,7 +19,8 @@ FROM {events};
 -- table: requests
 -- One row per request (addon/exchange.py `request_data`); an MCP tool call's or an A2A message send's
 -- JSON-RPC method and id, the MCP tool, the A2A task it is sent to;
--- an x402 sign-in's account, chain, the signer its signature verifies for (else why not: addon/siwx.py), expiry.
+-- an x402 sign-in's account, chain, the signer its signature verifies for (else why not: addon/siwx.py), expiry;
+-- an OHTTP call's (addon/ohttp.py: `ohttp`, its body sealed) TEE, as the client names it.
 SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) AS ts, j[1] AS logical_id,
        j[2] AS client, j[3] AS app, j[25] AS app_name, TRY_CAST(j[22] AS INTEGER) AS client_pid,
        j[23] AS client_exe, j[24] AS client_cmdline, TRY_CAST(j[21] AS VARCHAR[]) AS secrets_in_clear,
@@ -30,7 +31,7 @@ SELECT id AS event_id, receipt_id, make_timestamp(CAST(ts * 1000000 AS BIGINT)) 
        TRY_CAST(j[19] AS VARCHAR[]) AS errors, j[20]::JSON AS tee_request_hashes,
        coalesce(j[26], j[34]) AS rpc_method, j[27] AS mcp_tool, coalesce(j[28], j[35]) AS rpc_id,
        j[29] AS sign_in_address, j[30] AS sign_in_chain, j[31] AS sign_in_signer, j[32] AS sign_in_error,
-       j[33] AS sign_in_expires, j[36] AS a2a_task
+       j[33] AS sign_in_expires, j[36] AS a2a_task, j[37] IS NOT NULL AS ohttp, j[38] AS ohttp_tee_id
 FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.logical_id', '$.client', '$.app', '$.method', '$.scheme', '$.host', '$.port', '$.path', '$.model',  -- 1-9
         '$.body.sha256', '$.body.size', '$.ids.client_request_id', '$.ids.idempotency_key',                 -- 10-13
@@ -38,7 +39,7 @@ FROM (SELECT id, receipt_id, ts, json_extract_string(data, [
         '$.errors', '$.tee_request_hashes', '$.secrets_in_clear', '$.process.pid', '$.process.exe',          -- 19-23
         '$.process.cmdline', '$.app_name', '$.mcp.method', '$.mcp.tool', '$.mcp.id',                         -- 24-28
         '$.siwx.address', '$.siwx.chainId', '$.siwx.signer', '$.siwx.signer_error', '$.siwx.expirationTime', -- 29-33
-        '$.a2a.method', '$.a2a.id', '$.a2a.task_id']) AS j                                                      -- 34-36
+        '$.a2a.method', '$.a2a.id', '$.a2a.task_id', '$.ohttp', '$.ohttp.tee_id']) AS j                          -- 34-38
       FROM {events} WHERE type = 'request');
 
 -- table: payments

@@ -179,6 +179,13 @@ def _copy_rows(cur: duckdb.DuckDBPyConnection, src: str, into: str, logical_ids:
             for table in ("requests", "responses"):
                 copy(table, *_one_of("receipt_id", "m", list(members)))
             attempts += sorted(members)
+    sealed = [r[0] for r in cur.execute(f"SELECT request_sha256 FROM {into}.requests WHERE ohttp AND "
+                                        f"request_sha256 IS NOT NULL").fetchall()]
+    if sealed:  # the relay hops of sealed calls (views.sql `relayed`): their requests say enough
+        same, params = _one_of("request_sha256", "h", sealed)
+        cur.execute(inline(f"INSERT INTO {into}.requests SELECT * FROM {src}.requests WHERE {same} AND "
+                           f"(paid OR upto_session IS NOT NULL) AND receipt_id NOT IN "
+                           f"(SELECT receipt_id FROM {into}.requests)", params))
     # a request's `paid` says it carried a payment, which is what makes a `payments` row (storage/fold.sql)
     paid = [r[0] for r in cur.execute(f"SELECT receipt_id FROM {into}.requests WHERE paid").fetchall()]
     for table, keys in (("payments", paid), ("offers", attempts), ("settlements", attempts),

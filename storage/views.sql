@@ -119,6 +119,8 @@ SELECT
     r.sign_in_signer,
     r.sign_in_error,
     r.sign_in_expires,
+    r.ohttp,
+    r.ohttp_tee_id,
     list_concat(coalesce(r.errors, []), coalesce(p.errors, []), coalesce(f.errors, [])) AS parse_errors,
     r.source
 FROM req r
@@ -246,7 +248,10 @@ grp AS (
         arg_max(tee_id, started_at) FILTER (WHERE tee_id IS NOT NULL) AS tee_id,
         arg_max(tee_timestamp, started_at) FILTER (WHERE tee_id IS NOT NULL) AS tee_timestamp,
         arg_max(og_settlement_tx_hash, started_at) FILTER (WHERE og_settlement_tx_hash IS NOT NULL) AS anchor_tx,
-        arg_max(og_walrus_blob_id, started_at) FILTER (WHERE og_walrus_blob_id IS NOT NULL) AS anchor_blob_id
+        arg_max(og_walrus_blob_id, started_at) FILTER (WHERE og_walrus_blob_id IS NOT NULL) AS anchor_blob_id,
+        arg_max(ohttp_tee_id, started_at) FILTER (WHERE ohttp)      AS ohttp_tee_id,
+        arg_max(request_sha256, started_at) FILTER (WHERE ohttp)    AS ohttp_sha256,
+        bool_or(ohttp)                                              AS ohttp
     FROM c GROUP BY logical_id
 ), idlist AS (  -- every id that finds the logical call, from every attempt and every settlement
     SELECT logical_id, flatten(list(x)) AS _ids FROM (
@@ -307,6 +312,10 @@ grp AS (
     FROM grp g JOIN folded.payments p ON lower(p.payer) = lower(g.sign_in.address) AND p.sent_at < g.sign_in.at
     JOIN folded.requests r ON r.receipt_id = p.receipt_id AND r.host = g.sign_in.host
     WHERE g.sign_in IS NOT NULL GROUP BY g.logical_id
+), relayed AS (  -- an OHTTP call's relay hop: the paid call that forwarded the same sealed bytes (addon/ohttp.py)
+    SELECT g.logical_id, arg_max(r.logical_id, r.ts) AS relay_receipt
+    FROM grp g JOIN folded.requests r ON r.request_sha256 = g.ohttp_sha256 AND r.logical_id <> g.logical_id
+    WHERE g.ohttp_sha256 IS NOT NULL AND (r.paid OR r.upto_session IS NOT NULL) GROUP BY g.logical_id
 )
 SELECT
     grp.logical_id                                                  AS receipt_id,
@@ -381,7 +390,8 @@ SELECT
     last_check.resolution,
     CASE WHEN last_check.logical_id IS NOT NULL THEN last_check.reason
          WHEN pay.logical_id IS NOT NULL OR settle.logical_id IS NOT NULL
-              OR grp.session_id IS NOT NULL THEN 'not_verified' END     AS reason,
+              OR grp.session_id IS NOT NULL THEN 'not_verified'
+         WHEN grp.ohttp THEN 'sealed' END                           AS reason,  -- (OHTTP: the proof is in the ciphertext)
     CASE WHEN last_check.proof_status = 'passed' THEN trust.trust END AS trust,
     last_check.verdict_at                                           AS proof_status_at,
     settled.result                                                  AS settlement_check,
@@ -404,6 +414,8 @@ SELECT
     grp.sign_in.address                                             AS sign_in_address,
     grp.sign_in.error                                               AS sign_in_error,
     granted.access_by,
+    grp.ohttp_tee_id,
+    relayed.relay_receipt,
     grp.app,
     grp.app_name,
     grp.client_pid,
@@ -421,6 +433,7 @@ LEFT JOIN settled USING (logical_id)
 LEFT JOIN trust USING (logical_id)
 LEFT JOIN seller USING (logical_id)
 LEFT JOIN granted USING (logical_id)
+LEFT JOIN relayed USING (logical_id)
 LEFT JOIN sess ON sess.session_id = grp.session_id;
 
 -- The logical calls whose receipts the tail changes (folded.tail_*: the events folded on the fly, or those

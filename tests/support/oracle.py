@@ -10,7 +10,8 @@ ORACLE_SQL = (Path(__file__).parent / "views_before_fold.sql").read_text()
 VIEWS = ("calls", "challenges", "payments", "settlements", "checks", "sessions", "receipts")
 NEW_ONLY = {"challenges": ["item"],  # columns the fold added, and cost (issue 12)
             "calls": ["cost", "cost_currency", "price_table", "rpc_method", "mcp_tool", "rpc_id", "a2a_task",
-                      "sign_in_address", "sign_in_chain", "sign_in_signer", "sign_in_error", "sign_in_expires"],
+                      "sign_in_address", "sign_in_chain", "sign_in_signer", "sign_in_error", "sign_in_expires",
+                      "ohttp", "ohttp_tee_id"],
             "payments": ["memo", "token_account", "recent_blockhash", "payee_token_account",  # (Solana payments', issue 14)
                          "channel_id", "voucher_amount", "deposit_amount", "refund_amount", "payment_tx"],  # (payment channels')
             "settlements": ["seller_receipt",  # (the offer-receipt extension, issue 14) and payment channels'
@@ -21,7 +22,7 @@ NEW_ONLY = {"challenges": ["item"],  # columns the fold added, and cost (issue 1
                          "completion_tokens", "latency_ms", "cost", "cost_currency", "cost_source", "price_table",
                          "seller_receipt", "channel_id", "voucher_amount", "charged_cumulative", "deposit_amount",
                          "channel_tx", "channel_tx_amount", "mcp_tool", "a2a_task", "sign_in", "sign_in_address",
-                         "sign_in_error", "access_by"]}
+                         "sign_in_error", "access_by", "ohttp_tee_id", "relay_receipt"]}
 
 
 def rows(con, view: str, exclude=()) -> list[tuple]:
