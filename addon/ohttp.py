@@ -33,7 +33,16 @@ def request_fields(get, path: str) -> dict | None:
     content_type = (get("content-type") or "").partition(";")[0].strip().lower()
     if content_type != REQUEST_TYPE and not looks_like_ohttp(path):
         return None
-    tee_id = get(TEE_HEADER)
-    return {"tee_id": tee_id.strip().lower() if tee_id else None,
+    return {"tee_id": _tee_id(get(TEE_HEADER)),
             "stream": (get(STREAM_HEADER) or "").strip().lower() == "true",
             "sealed": content_type == REQUEST_TYPE}
+
+
+def _tee_id(value: str | None) -> str | None:
+    """The TEE id as the TEE's own proofs write it: `0x` and 64 lowercase hex digits (the SDK sends the
+    digits alone); any other value as it came, stripped."""
+    text = (value or "").strip().lower()
+    digits = text.removeprefix("0x")
+    if len(digits) == 64 and all(c in "0123456789abcdef" for c in digits):
+        return "0x" + digits
+    return text or None

@@ -47,7 +47,7 @@ __all__ = [
     "fund_opg", "opg_balance", "opg_allowance", "nonce_bitmap", "nonce_used",
     "upto_authorization", "sign_permit2", "settle_upto", "address_of", "sign_opg_permit",
     "settle_upto_with_permit", "opg_nonce", "decode_revert",
-    "register_tee", "set_tee_enabled", "get_tee", "settle_individual", "batch_settle",
+    "register_tee", "set_tee_enabled", "set_ohttp_config", "get_tee", "settle_individual", "batch_settle",
     "TxReverted", "ChainError", "receipt", "selector",
 ]
 
@@ -520,6 +520,17 @@ def set_tee_enabled(og_url: str, registry: str, tee_id: bytes | str, enabled: bo
                     owner: Any = TEE_OPERATOR) -> str:
     """``setEnabled(teeId, enabled)`` from the TEE's owner; returns the tx hash."""
     data = _calldata("TestTEERegistry", "setEnabled", _bytes32(tee_id), bool(enabled))
+    return _transact(og_url, owner, registry, data)
+
+
+def set_ohttp_config(og_url: str, registry: str, tee_id: bytes | str, *, key_id: int, kem_id: int, kdf_id: int,
+                     aead_id: int, public_key: bytes, key_config: bytes, signature: bytes = b"",
+                     owner: Any = TEE_OPERATOR) -> str:
+    """``setOHTTPConfig(teeId, keyId, kemId, kdfId, aeadId, publicKey, keyConfig, signature)`` from the TEE's
+    owner: the HPKE key a client encrypts Oblivious HTTP requests to (the test registry does not check
+    ``signature``). Returns the tx hash."""
+    data = _calldata("TestTEERegistry", "setOHTTPConfig", _bytes32(tee_id), int(key_id), int(kem_id), int(kdf_id),
+                     int(aead_id), bytes(public_key), bytes(key_config), bytes(signature))
     return _transact(og_url, owner, registry, data)
 
 

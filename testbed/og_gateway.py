@@ -48,6 +48,8 @@ Test controls, never used by the SDK (not payment-gated):
   the batch now; answers what was settled
 - ``GET /_testbed/state``: sessions (open and settled), individual and batch settlements, calls
 - ``GET /health``, ``GET /signing-key`` as the real gateway has them
+- Oblivious HTTP (:mod:`testbed.og_ohttp`): ``POST /v1/ohttp`` (paid by the same upto session option),
+  ``GET /v1/ohttp/config``, and the controls ``GET``/``POST /_testbed/ohttp`` (its log, its settings)
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ from eth_utils import keccak, to_checksum_address
 log = logging.getLogger("og_gateway")
 
 CHAT_PATH = "/v1/chat/completions"
+OHTTP_PATH = "/v1/ohttp"
 NETWORK = "eip155:8453"
 OPG_ADDRESS = "0xFbC2051AE2265686a469421b2C5A2D5462FbF5eB"
 SESSION_CAP = 100_000_000_000_000_000
@@ -1025,6 +1028,10 @@ def install_payment_middleware(app, gw: Gateway, facilitator: LocalFacilitator):
     routes = {f"POST {CHAT_PATH}": RouteConfig(
         accepts=[option], extensions={**declare_erc20_approval_gas_sponsoring_extension()},
         mime_type="application/json", description="Chat completion")}
+    # Oblivious HTTP (testbed/og_ohttp.py): paid like the chat, as the real gateway's "POST /v1/ohttp" route
+    routes[f"POST {OHTTP_PATH}"] = RouteConfig(
+        accepts=[option], extensions={**declare_erc20_approval_gas_sponsoring_extension()},
+        mime_type="message/ohttp-req", description="Anonymous chat completion (Oblivious HTTP)")
     def cost(_ctx: dict) -> int:  # read at each call: /_testbed/config may change it
         return int(cfg.get("cost_per_request", COST_PER_REQUEST))
 
@@ -1067,6 +1074,11 @@ def main(argv: list[str] | None = None) -> int:
     facilitator = LocalFacilitator(cfg["base_rpc"], cfg["facilitator_key"], data)
     gw = Gateway(cfg, key, spare, faults)
     app = build_app(gw, data, facilitator)
+    # Oblivious HTTP: an X25519 key of this run (its public half goes into the registry's ohttpConfig)
+    from og_ohttp import HpkeKey, install_ohttp_routes
+
+    install_ohttp_routes(app, HpkeKey(), calls=lambda: gw.calls,
+                         cost=lambda: int(cfg.get("cost_per_request", COST_PER_REQUEST)))
     install_payment_middleware(app, gw, facilitator)
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

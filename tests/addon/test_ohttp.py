@@ -46,8 +46,9 @@ def test_what_is_kept_of_a_sealed_request():
 def test_a_stream_and_the_relay_hop_that_names_no_path():
     streamed = headers(("X-OHTTP-Stream", "true"))
     assert ohttp.request_fields(dict((k.lower(), v) for k, v in streamed).get, "/api/v1/chat/ohttp")["stream"] is True
-    gateway_hop = ohttp.request_fields({"content-type": "message/ohttp-req; v=1", "x-tee-id": TEE}.get, "/v1/ohttp")
-    assert gateway_hop == {"tee_id": TEE, "stream": False, "sealed": True}
+    gateway_hop = ohttp.request_fields({"content-type": "message/ohttp-req; v=1", "x-tee-id": TEE[2:]}.get, "/v1/ohttp")
+    assert gateway_hop == {"tee_id": TEE, "stream": False, "sealed": True}  # (the SDK sends the digits alone)
+    assert ohttp.request_fields({"x-tee-id": " tee-7 "}.get, "/api/v1/chat/ohttp")["tee_id"] == "tee-7"
 
 
 def test_other_requests_have_no_ohttp_fields():
