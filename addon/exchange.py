@@ -347,7 +347,10 @@ def mpp_payment(authorization: str, settings: Settings) -> tuple[dict, list[str]
     signed that transaction, so its signature is checked on chain, by the settlement."""
     cred = mpp.credential(authorization)
     known = settings.asset(cred.get("network"), cred.get("asset"))
-    pay = {"scheme": mpp.SCHEME, "kind": cred.get("method"), "network": cred.get("network"), "payer": cred.get("payer"),
+    kind = f"{cred.get('method')}_session_{cred['session_action']}" if cred.get("session_action") else cred.get("method")
+    pay = {"scheme": mpp.SCHEME, "kind": kind, "channel_id": cred.get("channel_id"),
+           "voucher_amount": cred.get("voucher_amount"), "deposit_amount": cred.get("deposit_amount"),
+           "network": cred.get("network"), "payer": cred.get("payer"),
            "pay_to": cred.get("pay_to"), "asset": cred.get("asset"), "amount": cred.get("amount"),
            "nonce": cred.get("challenge_id"), "valid_before": _epoch(cred.get("expires")),
            "payment_tx": cred.get("payment_tx"), "signature_sha256": cred.get("signature_sha256"),

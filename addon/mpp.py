@@ -11,6 +11,10 @@
   `tempo` method the reference is the transaction on the Tempo chain (eip155:4217, a TIP-20
   `transferWithMemo`), which the EVM verifier checks like any token transfer; other methods (stripe, card,
   lightning) settle off chain, and their reference is the provider's.
+- A `session` intent (mppx) pays from a payment channel on Tempo: `open` (a signed transaction depositing
+  into the escrow, and the first voucher), `voucher` per call (a signature over the cumulative amount),
+  `topUp`, `close`. Its receipts name the channel and the running `spent`. Recorded and linked by channel;
+  not verified yet (the charge of one call is not on chain; the close's settlement is the channel's).
 Pure; none raises.
 """
 from __future__ import annotations
@@ -87,14 +91,35 @@ def credential(authorization: str) -> dict:
     did = _DID.fullmatch(str(doc.get("source") or ""))
     signed = payload.get("signature") if payload.get("type") == "transaction" else None
     tx = payload.get("hash") if payload.get("type") == "hash" else _keccak_hex(signed)
-    return {"method": _str(echo.get("method")), "intent": _str(echo.get("intent")), "challenge_id": _str(echo.get("id")),
+    session = _session(payload)
+    if session:  # (its signed transaction, an open's or a top-up's, and its voucher signature are secrets)
+        signed, tx = payload.get("signature"), _keccak_hex(payload.get("transaction"))
+    return {**session, "method": _str(echo.get("method")), "intent": _str(echo.get("intent")), "challenge_id": _str(echo.get("id")),
             "realm": _str(echo.get("realm")), "expires": _str(echo.get("expires")), "source": _str(doc.get("source")),
             "payer": did.group(2) if did else None, "payload_type": _str(payload.get("type")),
             "network": network(echo.get("method"), request), "asset": _str(request.get("currency")),
-            "amount": _str(request.get("amount")), "pay_to": _str(request.get("recipient")),
+            "amount": None if session else _str(request.get("amount")), "pay_to": _str(request.get("recipient")),
             "payment_tx": tx.lower() if isinstance(tx, str) and _TX_HASH.fullmatch(tx) else None,
             "signature_sha256": hashlib.sha256(str(signed).encode()).hexdigest() if signed is not None else None,
             "errors": [] if echo else ["Authorization: Payment names no challenge"]}
+
+
+def _session(payload: dict) -> dict:
+    """A session intent's step (mppx: `action` open, voucher, topUp or close, on a payment channel): the
+    channel, the cumulative amount the voucher signs, a top-up's deposit. Nothing lands on chain per call:
+    the per-call charge is the receipt's `spent` minus the last one, and the channel's open, top-ups and
+    close are its transactions. {} for a charge."""
+    action = payload.get("action")
+    if not isinstance(action, str) or not isinstance(payload.get("channelId"), str):
+        return {}
+    channel = payload["channelId"].lower()
+    return {"session_action": action, "channel_id": channel if _TX_HASH.fullmatch(channel) else None,
+            "voucher_amount": _digits(payload.get("cumulativeAmount")),
+            "deposit_amount": _digits(payload.get("additionalDeposit"))}
+
+
+def _digits(value: object) -> str | None:
+    return value if isinstance(value, str) and value.isdigit() and len(value) <= 78 else None
 
 
 def _keccak_hex(signed: object) -> str | None:
@@ -113,6 +138,14 @@ def receipt(value: str | None) -> dict | None:
     if not isinstance(doc, dict):
         return {"header": "payment-receipt", "success": None, "errors": ["payment-receipt is not base64url JSON"]}
     ref = _str(doc.get("reference"))
+    if isinstance(doc.get("channelId"), str):  # a session's: the reference is the channel, not a transaction
+        tx = _str(doc.get("txHash"))
+        return {"header": "payment-receipt", "success": doc.get("status") == "success", "network": None,
+                "payer": None, "tx_hash": None, "job_id": None, "amount": None,
+                "channel_id": doc["channelId"].lower(), "charged_cumulative": _digits(doc.get("spent")),
+                "channel_tx": tx.lower() if tx and _TX_HASH.fullmatch(tx) else None,
+                "error_reason": None if doc.get("status") == "success" else _str(doc.get("status")),
+                "error_message": None, "errors": []}
     is_tx = bool(ref) and _TX_HASH.fullmatch(ref) is not None
     return {"header": "payment-receipt", "success": doc.get("status") == "success", "network": None, "payer": None,
             "tx_hash": ref.lower() if is_tx else None, "job_id": None if is_tx else ref, "amount": None,
