@@ -265,6 +265,17 @@ class AuthCaptureServerScheme:
     def __init__(self, receiver_authorizer: str | None = None, *, escrow: str = AUTH_CAPTURE_ESCROW):
         self.receiver_authorizer = to_checksum_address(receiver_authorizer) if receiver_authorizer else None
         self.escrow = to_checksum_address(escrow)
+        self._anchor = 0
+
+    def _deadline_anchor(self, shortest: int) -> int:
+        """The time the deadlines count from: fixed until half the shortest window is gone, so that a 402 and
+        the paid retry a moment later carry the same requirements (counted from each request's own second, a
+        retry across a second boundary matched nothing and was refused with 'No matching payment
+        requirements')."""
+        now = int(time.time())
+        if now - self._anchor > shortest // 2:
+            self._anchor = now
+        return self._anchor
 
     def parse_price(self, price: Any, network: str):
         from x402.schemas import AssetAmount
@@ -277,12 +288,13 @@ class AuthCaptureServerScheme:
 
     def enhance_payment_requirements(self, requirements, supported_kind, extension_keys):
         merged = {**(getattr(supported_kind, "extra", None) or {}), **(requirements.extra or {})}
-        now = int(time.time())
+        windows = {rel: int(merged.pop(rel)) for rel in ("captureDeadlineSeconds", "refundDeadlineSeconds")
+                   if rel in merged}
+        anchor = self._deadline_anchor(min(windows.values(), default=0))
         for rel, absolute in (("captureDeadlineSeconds", "captureDeadline"),
                               ("refundDeadlineSeconds", "refundDeadline")):
-            if rel in merged:
-                offset = merged.pop(rel)
-                merged.setdefault(absolute, now + int(offset))
+            if rel in windows:
+                merged.setdefault(absolute, anchor + windows[rel])
         if self.receiver_authorizer:
             merged["receiverAuthorizer"] = self.receiver_authorizer
         merged.setdefault("operatorType", "delegated")
