@@ -17,6 +17,7 @@ Only a request that cheap signals mark as A2A is looked into (`looks_like_a2a`),
 recorded (`call_of`). The unpaid message, the challenge and the paid one form one receipt: the paid one
 names the challenge's task (linked by task id). Pure; none raises.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,10 +55,15 @@ def call_of(body: bytes | None, path: str = "") -> dict | None:
         return None
     meta = message.get("metadata") if isinstance(message.get("metadata"), dict) else {}
     parts = message.get("parts")
-    return {"id": rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None, "method": method,
-            "task_id": _text(message.get("taskId")), "context_id": _text(message.get("contextId")),
-            "payment": meta.get(PREFIX + "payload"), "status": _text(meta.get(PREFIX + "status")),
-            "message_sha256": hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()}
+    return {
+        "id": rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
+        "method": method,
+        "task_id": _text(message.get("taskId")),
+        "context_id": _text(message.get("contextId")),
+        "payment": meta.get(PREFIX + "payload"),
+        "status": _text(meta.get(PREFIX + "status")),
+        "message_sha256": hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest(),
+    }
 
 
 def answer_of(doc: object) -> dict | None:
@@ -71,9 +77,15 @@ def answer_of(doc: object) -> dict | None:
     meta = meta or {}
     receipts = meta.get(PREFIX + "receipts")
     receipts = receipts if isinstance(receipts, list) else []
-    return {"task_id": task_id, "state": state, "status": _text(meta.get(PREFIX + "status")),
-            "challenge": meta.get(PREFIX + "required"), "settlement": receipts[-1] if receipts else None,
-            "receipts": len(receipts), "error": _text(meta.get(PREFIX + "error"))}
+    return {
+        "task_id": task_id,
+        "state": state,
+        "status": _text(meta.get(PREFIX + "status")),
+        "challenge": meta.get(PREFIX + "required"),
+        "settlement": receipts[-1] if receipts else None,
+        "receipts": len(receipts),
+        "error": _text(meta.get(PREFIX + "error")),
+    }
 
 
 def _text(value: object) -> str | None:

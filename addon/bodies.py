@@ -8,14 +8,14 @@ A body is attacker-controlled. Two rules keep the recorder's memory bounded what
   `Tap`): each chunk goes on at once, the tap counts and hashes it and keeps only the first `keep`
   bytes, which are parsed (usage, ids) once the body ends, if it fits.
 """
+
 from __future__ import annotations
 
 import hashlib
 import zlib
 
-import orjson
-
 import brotli
+import orjson
 
 try:
     from compression import zstd  # Python 3.14
@@ -25,7 +25,7 @@ except ImportError:  # mitmproxy depends on the backport
 from .sse import SSEParser
 
 DECODE_LIMIT = 16 << 20  # most bytes a decoded body may take in memory
-KEEP = 1 << 20           # bytes of a streamed body kept for parsing
+KEEP = 1 << 20  # bytes of a streamed body kept for parsing
 _CHUNK = 64 << 10
 
 
@@ -75,7 +75,7 @@ def _zlib(data: bytes, wbits: int, limit: int) -> bytes:
 def _brotli(data: bytes, limit: int) -> bytes:
     d, out = brotli.Decompressor(), bytearray()
     for i in range(0, len(data), _CHUNK):
-        out += d.process(data[i:i + _CHUNK], output_buffer_limit=limit + 1 - len(out))
+        out += d.process(data[i : i + _CHUNK], output_buffer_limit=limit + 1 - len(out))
         while len(out) <= limit and not d.can_accept_more_data() and not d.is_finished():
             out += d.process(b"", output_buffer_limit=limit + 1 - len(out))
         if len(out) > limit:
@@ -116,7 +116,7 @@ class Tap:
             if self.parser is not None:
                 self.parser.feed(chunk)
             elif len(self.head) <= self.keep:
-                self.head += chunk[:self.keep + 1 - len(self.head)]
+                self.head += chunk[: self.keep + 1 - len(self.head)]
         return chunk
 
     @property

@@ -41,11 +41,11 @@ def _bech32(invoice: str) -> tuple[str, list[int]]:
         raise InvoiceError("mixed case")
     s = invoice.lower()
     if s.startswith("lightning:"):
-        s = s[len("lightning:"):]
+        s = s[len("lightning:") :]
     pos = s.rfind("1")
     if pos < 1 or pos + 7 > len(s):
         raise InvoiceError("no bech32 separator")
-    hrp, data = s[:pos], s[pos + 1:]
+    hrp, data = s[:pos], s[pos + 1 :]
     if any(c not in CHARSET for c in data):
         raise InvoiceError("invalid bech32 character")
     values = [CHARSET.index(c) for c in data]
@@ -100,16 +100,27 @@ def decode(invoice: str) -> dict:
     if len(data) < 7 + _SIGNATURE_GROUPS:
         raise InvoiceError("too short")
     body, sig = data[:-_SIGNATURE_GROUPS], _to_bytes(data[-_SIGNATURE_GROUPS:])
-    out: dict = {"currency": currency, "amount_msat": _amount_msat(hrp[2 + len(currency):]),
-                 "timestamp": _to_int(body[:7]), "expiry": 3600, "min_final_cltv_expiry": 18,
-                 "payment_hash": None, "payment_secret": None, "description": None, "description_hash": None,
-                 "features": None, "payee": None, "signature": sig[:64].hex(), "recovery_flag": sig[64]}
+    out: dict = {
+        "currency": currency,
+        "amount_msat": _amount_msat(hrp[2 + len(currency) :]),
+        "timestamp": _to_int(body[:7]),
+        "expiry": 3600,
+        "min_final_cltv_expiry": 18,
+        "payment_hash": None,
+        "payment_secret": None,
+        "description": None,
+        "description_hash": None,
+        "features": None,
+        "payee": None,
+        "signature": sig[:64].hex(),
+        "recovery_flag": sig[64],
+    }
     i = 7
     while i < len(body):
         if i + 3 > len(body):
             raise InvoiceError("truncated tagged field")
         tag, length = CHARSET[body[i]], body[i + 1] * 32 + body[i + 2]
-        field = body[i + 3:i + 3 + length]
+        field = body[i + 3 : i + 3 + length]
         if len(field) != length:
             raise InvoiceError("truncated tagged field")
         i += 3 + length
@@ -130,7 +141,8 @@ def decode(invoice: str) -> dict:
     if out["payee"]:
         try:
             ok = PublicKey(bytes.fromhex(out["payee"])).verify(
-                cdata_to_der(deserialize_compact(sig[:64])), message, hasher=lambda m: hashlib.sha256(m).digest())
+                cdata_to_der(deserialize_compact(sig[:64])), message, hasher=lambda m: hashlib.sha256(m).digest()
+            )
         except Exception as e:
             raise InvoiceError(f"bad signature: {e}") from e
         if not ok:

@@ -8,6 +8,7 @@ Cloudflare bills the charge to the crawler's account: nothing lands on a chain, 
 `off_chain` (network `cloudflare:pay-per-crawl`). Amounts are kept in millionths of the currency
 (6 decimals), as USDC amounts are. Pure; none raises.
 """
+
 from __future__ import annotations
 
 import re
@@ -39,9 +40,17 @@ def payment(get) -> tuple[dict | None, list[str]]:
         if value is None:
             continue
         found = price(value)
-        pay = {"scheme": SCHEME, "kind": name.removeprefix("crawler-").replace("-", "_"), "network": NETWORK,
-               "asset": found[0] if found else None, "amount": str(found[1]) if found else None,
-               "decimals": DECIMALS, "symbol": found[0] if found else None, "header": name, "errors": []}
+        pay = {
+            "scheme": SCHEME,
+            "kind": name.removeprefix("crawler-").replace("-", "_"),
+            "network": NETWORK,
+            "asset": found[0] if found else None,
+            "amount": str(found[1]) if found else None,
+            "decimals": DECIMALS,
+            "symbol": found[0] if found else None,
+            "header": name,
+            "errors": [],
+        }
         if not found:
             pay["errors"].append(f"{name}: not a price such as `USD 0.01`: {value[:80]!r}")
         return pay, pay["errors"]
@@ -53,9 +62,23 @@ def challenge(status: int, get) -> dict | None:
     found = price(get("crawler-price")) if status == 402 and get("crawler-price") is not None else None
     if not found:
         return None
-    return {"source": "crawler-price", "x402_version": None, "error": None, "errors": [],
-            "accepts": [{"scheme": SCHEME, "network": NETWORK, "asset": found[0], "amount": str(found[1]),
-                         "pay_to": None, "max_timeout_seconds": None, "resource": None}]}
+    return {
+        "source": "crawler-price",
+        "x402_version": None,
+        "error": None,
+        "errors": [],
+        "accepts": [
+            {
+                "scheme": SCHEME,
+                "network": NETWORK,
+                "asset": found[0],
+                "amount": str(found[1]),
+                "pay_to": None,
+                "max_timeout_seconds": None,
+                "resource": None,
+            }
+        ],
+    }
 
 
 def settlement(get) -> dict | None:
@@ -64,7 +87,15 @@ def settlement(get) -> dict | None:
     if charged is None and error is None:
         return None
     found = price(charged) if charged is not None else None
-    return {"header": "crawler-charged" if charged is not None else "crawler-error", "success": found is not None,
-            "network": NETWORK, "amount": str(found[1]) if found else None, "tx_hash": None, "job_id": None,
-            "payer": None, "error_reason": (error or None) if found is None else None, "error_message": None,
-            "errors": [] if found or charged is None else [f"crawler-charged: not a price: {charged[:80]!r}"]}
+    return {
+        "header": "crawler-charged" if charged is not None else "crawler-error",
+        "success": found is not None,
+        "network": NETWORK,
+        "amount": str(found[1]) if found else None,
+        "tx_hash": None,
+        "job_id": None,
+        "payer": None,
+        "error_reason": (error or None) if found is None else None,
+        "error_message": None,
+        "errors": [] if found or charged is None else [f"crawler-charged: not a price: {charged[:80]!r}"],
+    }

@@ -10,6 +10,7 @@ EIP-3009 (`exact` on USDC-style tokens), PROTOCOL.md §1 (Permit2: see permit2_d
 
 x402 payment channels (`batch-settlement`): the voucher's digest, storage/channels.py.
 """
+
 from __future__ import annotations
 
 from eth_hash.auto import keccak
@@ -23,12 +24,18 @@ PERMIT2 = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
 TOKEN_PERMISSIONS = b"TokenPermissions(address token,uint256 amount)"
 WITNESS_UPTO = b"Witness(address to,address facilitator,uint256 validAfter)"
 WITNESS_EXACT = b"Witness(address to,uint256 validAfter)"
-PERMIT_WITNESS = (b"PermitWitnessTransferFrom(TokenPermissions permitted,address spender,uint256 nonce,"
-                  b"uint256 deadline,Witness witness)")
-TRANSFER_WITH_AUTHORIZATION = (b"TransferWithAuthorization(address from,address to,uint256 value,"
-                               b"uint256 validAfter,uint256 validBefore,bytes32 nonce)")
-RECEIVE_WITH_AUTHORIZATION = (b"ReceiveWithAuthorization(address from,address to,uint256 value,"
-                              b"uint256 validAfter,uint256 validBefore,bytes32 nonce)")  # (auth-capture's)
+PERMIT_WITNESS = (
+    b"PermitWitnessTransferFrom(TokenPermissions permitted,address spender,uint256 nonce,"
+    b"uint256 deadline,Witness witness)"
+)
+TRANSFER_WITH_AUTHORIZATION = (
+    b"TransferWithAuthorization(address from,address to,uint256 value,"
+    b"uint256 validAfter,uint256 validBefore,bytes32 nonce)"
+)
+RECEIVE_WITH_AUTHORIZATION = (
+    b"ReceiveWithAuthorization(address from,address to,uint256 value,"
+    b"uint256 validAfter,uint256 validBefore,bytes32 nonce)"
+)  # (auth-capture's)
 
 
 def _uint(value) -> bytes:
@@ -50,14 +57,21 @@ def _bytes32(value: str) -> bytes:
 
 
 def domain_separator(name: str, version: str, chain_id: int, contract: str) -> bytes:
-    return keccak(keccak(DOMAIN_TYPE) + keccak(name.encode()) + keccak(version.encode()) + _uint(chain_id)
-                  + _address(contract))
+    return keccak(
+        keccak(DOMAIN_TYPE) + keccak(name.encode()) + keccak(version.encode()) + _uint(chain_id) + _address(contract)
+    )
 
 
 def eip3009_digest(domain: bytes, auth: dict, kind: bytes = TRANSFER_WITH_AUTHORIZATION) -> bytes:
-    struct = keccak(keccak(kind) + _address(auth["from"]) + _address(auth["to"])
-                    + _uint(auth["value"]) + _uint(auth["validAfter"]) + _uint(auth["validBefore"])
-                    + _bytes32(auth["nonce"]))
+    struct = keccak(
+        keccak(kind)
+        + _address(auth["from"])
+        + _address(auth["to"])
+        + _uint(auth["value"])
+        + _uint(auth["validAfter"])
+        + _uint(auth["validBefore"])
+        + _bytes32(auth["nonce"])
+    )
     return keccak(b"\x19\x01" + domain + struct)
 
 
@@ -67,15 +81,26 @@ def permit2_digest(chain: int, permit: dict) -> bytes:
     witness = permit["witness"]
     if "facilitator" in witness:
         witness_type = WITNESS_UPTO
-        witness_hash = keccak(keccak(WITNESS_UPTO) + _address(witness["to"]) + _address(witness["facilitator"])
-                              + _uint(witness.get("validAfter", 0)))
+        witness_hash = keccak(
+            keccak(WITNESS_UPTO)
+            + _address(witness["to"])
+            + _address(witness["facilitator"])
+            + _uint(witness.get("validAfter", 0))
+        )
     else:
         witness_type = WITNESS_EXACT
         witness_hash = keccak(keccak(WITNESS_EXACT) + _address(witness["to"]) + _uint(witness.get("validAfter", 0)))
-    permitted = keccak(keccak(TOKEN_PERMISSIONS) + _address(permit["permitted"]["token"])
-                       + _uint(permit["permitted"]["amount"]))
-    struct = keccak(keccak(PERMIT_WITNESS + TOKEN_PERMISSIONS + witness_type) + permitted
-                    + _address(permit["spender"]) + _uint(permit["nonce"]) + _uint(permit["deadline"]) + witness_hash)
+    permitted = keccak(
+        keccak(TOKEN_PERMISSIONS) + _address(permit["permitted"]["token"]) + _uint(permit["permitted"]["amount"])
+    )
+    struct = keccak(
+        keccak(PERMIT_WITNESS + TOKEN_PERMISSIONS + witness_type)
+        + permitted
+        + _address(permit["spender"])
+        + _uint(permit["nonce"])
+        + _uint(permit["deadline"])
+        + witness_hash
+    )
     domain = keccak(keccak(PERMIT2_DOMAIN_TYPE) + keccak(b"Permit2") + _uint(chain) + _address(PERMIT2))
     return keccak(b"\x19\x01" + domain + struct)
 
@@ -98,12 +123,26 @@ def artifact_digest(kind: str, payload: dict) -> bytes:
     if chain is None:
         raise ValueError("an EIP-712 artifact needs an eip155 network")
     if kind == "offer":
-        struct = keccak(keccak(OFFER) + _text(payload["resourceUrl"]) + _text(payload["scheme"]) + _text(payload["network"])
-                        + _text(payload["asset"]) + _address(payload["payTo"]) + _text(payload["amount"])
-                        + _uint(payload.get("maxTimeoutSeconds") or 0) + _uint(payload.get("issuedAt") or 0))
+        struct = keccak(
+            keccak(OFFER)
+            + _text(payload["resourceUrl"])
+            + _text(payload["scheme"])
+            + _text(payload["network"])
+            + _text(payload["asset"])
+            + _address(payload["payTo"])
+            + _text(payload["amount"])
+            + _uint(payload.get("maxTimeoutSeconds") or 0)
+            + _uint(payload.get("issuedAt") or 0)
+        )
     else:
-        struct = keccak(keccak(RECEIPT) + _text(payload["network"]) + _text(payload["resourceUrl"]) + _text(payload["payer"])
-                        + _uint(payload["issuedAt"]) + _text(payload.get("transaction") or ""))
+        struct = keccak(
+            keccak(RECEIPT)
+            + _text(payload["network"])
+            + _text(payload["resourceUrl"])
+            + _text(payload["payer"])
+            + _uint(payload["issuedAt"])
+            + _text(payload.get("transaction") or "")
+        )
     domain = keccak(keccak(ARTIFACT_DOMAIN_TYPE) + _text(f"x402 {kind}") + _text("1") + _uint(chain))
     return keccak(b"\x19\x01" + domain + struct)
 

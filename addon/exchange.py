@@ -29,6 +29,7 @@ A body is described by `size` and `sha256` of what the app sees (Content-Encodin
 marks a body described as sent instead (an encoding that expands past the decode limit, or cannot be
 undone), `streamed` one hashed as it passed through (addon/bodies.py).
 """
+
 from __future__ import annotations
 
 import base64
@@ -40,20 +41,9 @@ import orjson
 from receipts.storage.config import Settings
 from receipts.storage.records import DELEGATION, SIGNED_TX
 
-from . import a2a
-from . import bodies
-from . import crawler
-from . import eip712
+from . import a2a, bodies, crawler, eip712, l402, mcp, mpp, og, ohttp, pricing, siwx, x402
 from . import fields as F
-from . import l402
-from . import mcp
-from . import mpp
-from . import og
-from . import ohttp
-from . import pricing
 from . import redact as R
-from . import siwx
-from . import x402
 from .redact import sha256_hex
 
 PAYMENT_HEADERS = ("payment-signature", "x-payment")
@@ -71,11 +61,12 @@ CLIENT_ID_HEADERS = ("x-request-id", "x-client-request-id")
 @dataclass
 class Req:
     """A request as any source sees it: mitmproxy flow, HAR entry, flow file."""
+
     method: str
     scheme: str
     host: str
     port: int
-    path: str                       # with the query string
+    path: str  # with the query string
     headers: list[tuple[str, str]]
     body: bytes | None
     ts: float
@@ -83,10 +74,10 @@ class Req:
     client: str | None = None
     client_port: int | None = None
     raw_b64: dict[str, list[str]] | None = None  # values that were not UTF-8, exactly (see above)
-    body_error: str | None = None                 # why `body` is the wire form (addon/bodies.py)
+    body_error: str | None = None  # why `body` is the wire form (addon/bodies.py)
 
     @cached_property
-    def h(self) -> "Headers":
+    def h(self) -> Headers:
         return Headers.of(self.headers)
 
 
@@ -94,7 +85,7 @@ class Req:
 class Resp:
     status: int
     headers: list[tuple[str, str]]
-    body: bytes | None              # None when streamed through
+    body: bytes | None  # None when streamed through
     ts_start: float
     ts_end: float | None = None
     reason: str = ""
@@ -103,17 +94,18 @@ class Resp:
     body_error: str | None = None
 
     @cached_property
-    def h(self) -> "Headers":
+    def h(self) -> Headers:
         return Headers.of(self.headers)
 
 
 @dataclass
 class Headers:
     """Lowercased multi-map; remembers duplicates so they can be reported."""
+
     items: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, pairs: list[tuple[str, str]]) -> "Headers":
+    def of(cls, pairs: list[tuple[str, str]]) -> Headers:
         h = cls()
         for name, value in pairs:
             h.items.setdefault(str(name).lower(), []).append(str(value))
@@ -247,8 +239,9 @@ def _full_body(body: bytes, limit: int, content_type: str | None) -> dict:
 
 
 # ---- classification --------------------------------------------------------------------------
-def request_match(header_names: set[str], host: str, path: str, settings: Settings,
-                  authorization: str | None = None) -> str | None:
+def request_match(
+    header_names: set[str], host: str, path: str, settings: Settings, authorization: str | None = None
+) -> str | None:
     """Why a request is recorded before it is forwarded: x402 / path / rule, or None.
     `header_names` are lowercased; most traffic stops here, so callers pass what is cheap to get (and the
     `Authorization` value, whose scheme says an L402 payment)."""
@@ -275,8 +268,9 @@ def response_is_x402(resp: Resp, h: Headers) -> bool:
         return True
     if "crawler-charged" in h.items or (resp.status == 402 and "crawler-price" in h.items):
         return True
-    if resp.status == 402 and (l402.challenges(h.items.get("www-authenticate", []))
-                               or mpp.challenges(h.items.get("www-authenticate", []))):
+    if resp.status == 402 and (
+        l402.challenges(h.items.get("www-authenticate", [])) or mpp.challenges(h.items.get("www-authenticate", []))
+    ):
         return True
     if "payment-receipt" in h.items:
         return True
@@ -285,9 +279,14 @@ def response_is_x402(resp: Resp, h: Headers) -> bool:
 
 def is_paid(h: Headers) -> bool:
     """A paid exchange: forwarded only once recorded (a sign-in by an earlier payment counts as one)."""
-    return bool(h.first_of(PAYMENT_HEADERS)[0] or SESSION_HEADER in h.items or SIGN_IN_HEADER in h.items
-                or h.first_of(crawler.OFFER_HEADERS)[0] or l402.is_credential(h.get("authorization"))
-                or mpp.is_credential(h.get("authorization")))
+    return bool(
+        h.first_of(PAYMENT_HEADERS)[0]
+        or SESSION_HEADER in h.items
+        or SIGN_IN_HEADER in h.items
+        or h.first_of(crawler.OFFER_HEADERS)[0]
+        or l402.is_credential(h.get("authorization"))
+        or mpp.is_credential(h.get("authorization"))
+    )
 
 
 # ---- payloads --------------------------------------------------------------------------------
@@ -322,8 +321,12 @@ def body_payment(call: dict | None) -> tuple[dict | None, list[str]]:
         return None, []
     where = BODY_PROTOCOLS[call["protocol"]]
     pay = x402.parse_payment(obj)
-    pay = {**pay, "header": where, "header_sha256": sha256_hex(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)),
-           "_payload": obj}
+    pay = {
+        **pay,
+        "header": where,
+        "header_sha256": sha256_hex(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)),
+        "_payload": obj,
+    }
     return pay, [f"{where}: {e}" for e in pay.get("errors", [])]
 
 
@@ -331,13 +334,30 @@ def l402_payment(authorization: str, challenge: dict | None) -> tuple[dict, list
     """An L402 credential as a payment (addon/l402.py): the payment hash and the preimage's hash, with the
     amount and payee of the challenge's invoice for that payment hash (when the 402 was seen)."""
     cred = l402.credential(authorization) or {}
-    invoice = next((i for i in (challenge or {}).get("l402") or [] if i.get("payment_hash") == cred.get("payment_hash")
-                    and cred.get("payment_hash")), {})
-    pay = {"scheme": "l402", "kind": cred.get("scheme"), "network": l402.NETWORK, "nonce": cred.get("payment_hash"),
-           "signature_sha256": cred.get("preimage_sha256"), "pay_to": invoice.get("payee"), "asset": "BTC",
-           "amount": str(invoice["amount_msat"]) if invoice.get("amount_msat") is not None else None,
-           "decimals": l402.DECIMALS, "symbol": "BTC", "valid_before": None, "header": "authorization",
-           "header_sha256": sha256_hex(authorization), "errors": cred.get("errors", [])}
+    invoice = next(
+        (
+            i
+            for i in (challenge or {}).get("l402") or []
+            if i.get("payment_hash") == cred.get("payment_hash") and cred.get("payment_hash")
+        ),
+        {},
+    )
+    pay = {
+        "scheme": "l402",
+        "kind": cred.get("scheme"),
+        "network": l402.NETWORK,
+        "nonce": cred.get("payment_hash"),
+        "signature_sha256": cred.get("preimage_sha256"),
+        "pay_to": invoice.get("payee"),
+        "asset": "BTC",
+        "amount": str(invoice["amount_msat"]) if invoice.get("amount_msat") is not None else None,
+        "decimals": l402.DECIMALS,
+        "symbol": "BTC",
+        "valid_before": None,
+        "header": "authorization",
+        "header_sha256": sha256_hex(authorization),
+        "errors": cred.get("errors", []),
+    }
     return pay, [f"authorization: {e}" for e in pay["errors"]]
 
 
@@ -347,16 +367,32 @@ def mpp_payment(authorization: str, settings: Settings) -> tuple[dict, list[str]
     signed that transaction, so its signature is checked on chain, by the settlement."""
     cred = mpp.credential(authorization)
     known = settings.asset(cred.get("network"), cred.get("asset"))
-    kind = f"{cred.get('method')}_session_{cred['session_action']}" if cred.get("session_action") else cred.get("method")
-    pay = {"scheme": mpp.SCHEME, "kind": kind, "channel_id": cred.get("channel_id"),
-           "voucher_amount": cred.get("voucher_amount"), "deposit_amount": cred.get("deposit_amount"),
-           "network": cred.get("network"), "payer": cred.get("payer"),
-           "pay_to": cred.get("pay_to"), "asset": cred.get("asset"), "amount": cred.get("amount"),
-           "nonce": cred.get("challenge_id"), "valid_before": _epoch(cred.get("expires")),
-           "payment_tx": cred.get("payment_tx"), "signature_sha256": cred.get("signature_sha256"),
-           "decimals": known.decimals if known else None, "symbol": known.symbol if known else None,
-           "signer": None, "signer_error": f"{SIGNED_TX} (MPP {cred.get('payload_type')}): checked on chain by its settlement",
-           "header": "authorization", "header_sha256": sha256_hex(authorization), "errors": cred.get("errors", [])}
+    kind = (
+        f"{cred.get('method')}_session_{cred['session_action']}" if cred.get("session_action") else cred.get("method")
+    )
+    pay = {
+        "scheme": mpp.SCHEME,
+        "kind": kind,
+        "channel_id": cred.get("channel_id"),
+        "voucher_amount": cred.get("voucher_amount"),
+        "deposit_amount": cred.get("deposit_amount"),
+        "network": cred.get("network"),
+        "payer": cred.get("payer"),
+        "pay_to": cred.get("pay_to"),
+        "asset": cred.get("asset"),
+        "amount": cred.get("amount"),
+        "nonce": cred.get("challenge_id"),
+        "valid_before": _epoch(cred.get("expires")),
+        "payment_tx": cred.get("payment_tx"),
+        "signature_sha256": cred.get("signature_sha256"),
+        "decimals": known.decimals if known else None,
+        "symbol": known.symbol if known else None,
+        "signer": None,
+        "signer_error": f"{SIGNED_TX} (MPP {cred.get('payload_type')}): checked on chain by its settlement",
+        "header": "authorization",
+        "header_sha256": sha256_hex(authorization),
+        "errors": cred.get("errors", []),
+    }
     return pay, [f"authorization: {e}" for e in pay["errors"]]
 
 
@@ -376,20 +412,31 @@ def completed_payment(pay: dict, settings: Settings, challenge: dict | None) -> 
     extra = (pay.get("accepted") or {}).get("extra")
     entry = _challenge_entry(pay, challenge) if not (pay.get("asset") and extra) else None
     if entry:
-        pay = {**pay, "asset": pay.get("asset") or entry.get("asset"),
-               "pay_to": pay.get("pay_to") or entry.get("pay_to")}
+        pay = {
+            **pay,
+            "asset": pay.get("asset") or entry.get("asset"),
+            "pay_to": pay.get("pay_to") or entry.get("pay_to"),
+        }
         extra = extra or entry.get("extra")
     known = settings.asset(pay.get("network"), pay.get("asset"))
     if pay.get("kind") == "erc7710":  # the delegation chain is signed inside the permission context (a hash here)
         signer, why = None, f"{DELEGATION} (ERC-7710 via {pay.get('spender')}): checked on chain by its settlement"
     elif pay.get("kind") in ("svm", "svm_upto"):  # the transaction names its signer, its signature checked (x402.py)
         valid = pay.get("payer_signature_valid")
-        signer, why = (pay.get("payer"), None) if valid else (None, "the payer's signature does not verify"
-                                                              if valid is False else "the payer has not signed")
+        signer, why = (
+            (pay.get("payer"), None)
+            if valid
+            else (None, "the payer's signature does not verify" if valid is False else "the payer has not signed")
+        )
     else:
         signer, why = eip712.signer(raw, pay.get("network"), pay.get("asset"), extra) if raw else (None, None)
-    return {**pay, "decimals": known.decimals if known else pay.get("decimals"),
-            "symbol": known.symbol if known else None, "signer": signer, "signer_error": why}
+    return {
+        **pay,
+        "decimals": known.decimals if known else pay.get("decimals"),
+        "symbol": known.symbol if known else None,
+        "signer": signer,
+        "signer_error": why,
+    }
 
 
 def _challenge_entry(pay: dict, challenge: dict | None) -> dict | None:
@@ -400,8 +447,17 @@ def _challenge_entry(pay: dict, challenge: dict | None) -> dict | None:
     return None
 
 
-def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, source: str,
-                 challenge: dict | None = None, decoded: tuple | None = None, call: dict | None = None) -> dict:
+def request_data(
+    req: Req,
+    settings: Settings,
+    *,
+    logical_id: str,
+    match: str,
+    source: str,
+    challenge: dict | None = None,
+    decoded: tuple | None = None,
+    call: dict | None = None,
+) -> dict:
     """The request payload; `decoded` is `payment(req.h)` (or `body_payment(call)`) when the caller already
     has it; `call` the MCP tool call or A2A message send the body makes (body_call)."""
     h = req.h
@@ -420,20 +476,34 @@ def request_data(req: Req, settings: Settings, *, logical_id: str, match: str, s
     sign_in = siwx.decode(h.get(SIGN_IN_HEADER))
     errors = errors + _oversized(h) + _body_errors(req.body_error) + (sign_in or {}).get("errors", [])
     return {
-        "logical_id": logical_id, "source": source, "match": match,
-        "client": req.client, "client_port": req.client_port, "app": h.get("user-agent"),
-        "method": req.method, "scheme": req.scheme, "host": req.host, "port": req.port,
-        "path": path, "query": query, "http_version": req.http_version,
-        "headers": safe_headers(h), "raw_b64": public_raw(req.raw_b64),
+        "logical_id": logical_id,
+        "source": source,
+        "match": match,
+        "client": req.client,
+        "client_port": req.client_port,
+        "app": h.get("user-agent"),
+        "method": req.method,
+        "scheme": req.scheme,
+        "host": req.host,
+        "port": req.port,
+        "path": path,
+        "query": query,
+        "http_version": req.http_version,
+        "headers": safe_headers(h),
+        "raw_b64": public_raw(req.raw_b64),
         "body": body_record(req.body, settings, h.get("content-type"), wire=req.body_error is not None),
         "model": doc.get("model") if isinstance(doc.get("model"), str) else None,
         "stream": doc.get("stream") is True,
-        "ids": {"client_request_id": _first(h, CLIENT_ID_HEADERS), "idempotency_key": h.get("idempotency-key"),
-                "traceparent": h.get("traceparent")},
+        "ids": {
+            "client_request_id": _first(h, CLIENT_ID_HEADERS),
+            "idempotency_key": h.get("idempotency-key"),
+            "traceparent": h.get("traceparent"),
+        },
         "payment": pay,
         "mcp": {k: call[k] for k in ("id", "method", "tool")} if call and call["protocol"] == "mcp" else None,
         "a2a": {k: call[k] for k in ("id", "method", "task_id", "context_id", "status")}
-        if call and call["protocol"] == "a2a" else None,
+        if call and call["protocol"] == "a2a"
+        else None,
         "siwx": sign_in,
         "ohttp": ohttp.request_fields(h.get, req.path),
         "upto_session": h.get(SESSION_HEADER),
@@ -450,6 +520,7 @@ def secrets_in_clear(req: Req) -> list[str] | None:
     names += [f"?{name}" for name in R.secret_pair_names(req.path.partition("?")[2])]
     return names or None
 
+
 def _is_og(h: Headers) -> bool:
     """OpenGradient SDK requests name their settlement type (or run under a session)."""
     return "x-settlement-type" in h.items or SESSION_HEADER in h.items
@@ -460,8 +531,12 @@ def _first(h: Headers, names: tuple[str, ...]) -> str | None:
 
 
 def _oversized(h: Headers) -> list[str]:
-    return [f"header {n} is {len(v)} bytes; its value was cut" for n, vs in h.items.items()
-            for v in vs if len(v) > MAX_HEADER_VALUE]
+    return [
+        f"header {n} is {len(v)} bytes; its value was cut"
+        for n, vs in h.items.items()
+        for v in vs
+        if len(v) > MAX_HEADER_VALUE
+    ]
 
 
 def challenge(resp: Resp, h: Headers) -> tuple[dict | None, list[str]]:
@@ -492,16 +567,25 @@ def settlement(h: Headers) -> tuple[dict | None, list[str]]:
 
 
 def og_fields(h: Headers) -> dict | None:
-    og = {"settlement_tx_hash": h.get("x-settlement-tx-hash"),
-          "walrus_blob_id": h.get("x-settlement-walrus-blob-id"),
-          "processing_hash": h.get("x-processing-hash"),
-          "upto_session": h.get(SESSION_HEADER)}
+    og = {
+        "settlement_tx_hash": h.get("x-settlement-tx-hash"),
+        "walrus_blob_id": h.get("x-settlement-walrus-blob-id"),
+        "processing_hash": h.get("x-processing-hash"),
+        "upto_session": h.get(SESSION_HEADER),
+    }
     og = {k: v for k, v in og.items() if v}
     return og or None
 
 
-def response_data(resp: Resp, req_ts: float, settings: Settings, *, stream: bool = False,
-                  call: tuple[str | None, str | None] = (None, None), protocol: str | None = None) -> dict:
+def response_data(
+    resp: Resp,
+    req_ts: float,
+    settings: Settings,
+    *,
+    stream: bool = False,
+    call: tuple[str | None, str | None] = (None, None),
+    protocol: str | None = None,
+) -> dict:
     """The response payload; for a stream, only what the headers say (the body follows later).
     `call`: the request's host and model, for the price of what the answer used (addon/pricing.py);
     `protocol`: the request's, when its payment travels in bodies (BODY_PROTOCOLS)."""
@@ -518,17 +602,31 @@ def response_data(resp: Resp, req_ts: float, settings: Settings, *, stream: bool
         st_err, ch_err = (st or {}).get("errors", []), (ch or {}).get("errors", [])
     end = resp.ts_start if stream else (resp.ts_end or resp.ts_start)
     found = answer_fields(doc, h)
-    body = {"size": None, "sha256": None} if stream else \
-        body_record(resp.body, settings, h.get("content-type"), wire=resp.body_error is not None)
+    body = (
+        {"size": None, "sha256": None}
+        if stream
+        else body_record(resp.body, settings, h.get("content-type"), wire=resp.body_error is not None)
+    )
     return {
-        "status": resp.status, "reason": resp.reason, "http_version": resp.http_version,
-        "headers": safe_headers(h), "raw_b64": public_raw(resp.raw_b64), "content_type": h.get("content-type"),
-        "body": body, "stream": stream,
+        "status": resp.status,
+        "reason": resp.reason,
+        "http_version": resp.http_version,
+        "headers": safe_headers(h),
+        "raw_b64": public_raw(resp.raw_b64),
+        "content_type": h.get("content-type"),
+        "body": body,
+        "stream": stream,
         "latency_ms": round((end - req_ts) * 1000, 3) if end and req_ts else None,
         "provider_request_id": h.get("x-request-id") or h.get("request-id"),
-        "response_id": found["id"], "model": found["model"], "usage": found["usage"],
+        "response_id": found["id"],
+        "model": found["model"],
+        "usage": found["usage"],
         "cost": pricing.cost(found["model"] or call[1], found["usage"], call[0], req_ts),
-        "challenge": ch, "settlement": st, **_told(told), "tee": found["tee"], "og": og_fields(h),
+        "challenge": ch,
+        "settlement": st,
+        **_told(told),
+        "tee": found["tee"],
+        "og": og_fields(h),
         "tee_output_seen": found["tee_output_seen"],
         "errors": ch_err + st_err + _oversized(h) + _bad_json(resp, h, doc, stream) + _body_errors(resp.body_error),
     }
@@ -540,12 +638,25 @@ def l402_challenge(status: int, h: Headers) -> dict | None:
     invoices = list({c.get("payment_hash") or c["macaroon"]: c for c in found}.values())
     if not invoices:
         return None
-    return {"source": "www-authenticate", "x402_version": None, "error": None,
-            "errors": [f"www-authenticate: {e}" for c in invoices for e in c["errors"]],
-            "accepts": [{"scheme": "l402", "network": l402.NETWORK, "asset": "BTC", "pay_to": c.get("payee"),
-                         "amount": str(c["amount_msat"]) if c.get("amount_msat") is not None else None,
-                         "max_timeout_seconds": c.get("expiry"), "resource": None} for c in invoices],
-            "l402": [{k: c.get(k) for k in ("payment_hash", "amount_msat", "payee")} for c in invoices]}
+    return {
+        "source": "www-authenticate",
+        "x402_version": None,
+        "error": None,
+        "errors": [f"www-authenticate: {e}" for c in invoices for e in c["errors"]],
+        "accepts": [
+            {
+                "scheme": "l402",
+                "network": l402.NETWORK,
+                "asset": "BTC",
+                "pay_to": c.get("payee"),
+                "amount": str(c["amount_msat"]) if c.get("amount_msat") is not None else None,
+                "max_timeout_seconds": c.get("expiry"),
+                "resource": None,
+            }
+            for c in invoices
+        ],
+        "l402": [{k: c.get(k) for k in ("payment_hash", "amount_msat", "payee")} for c in invoices],
+    }
 
 
 def mpp_challenge(status: int, h: Headers) -> dict | None:
@@ -553,8 +664,13 @@ def mpp_challenge(status: int, h: Headers) -> dict | None:
     found = mpp.challenges(h.items.get("www-authenticate", [])) if status == 402 else []
     if not found:
         return None
-    return {"source": "www-authenticate", "x402_version": None, "error": None, "errors": [],
-            "accepts": [mpp.offer(c) for c in found]}
+    return {
+        "source": "www-authenticate",
+        "x402_version": None,
+        "error": None,
+        "errors": [],
+        "accepts": [mpp.offer(c) for c in found],
+    }
 
 
 def body_answer(protocol: str | None, doc: object) -> dict | None:
@@ -567,9 +683,14 @@ def body_answer(protocol: str | None, doc: object) -> dict | None:
     ch = {**x402.parse_challenge(told["challenge"]), "source": protocol} if told.get("challenge") is not None else None
     st = {**x402.parse_settlement(told["settlement"]), "header": where} if told.get("settlement") is not None else None
     info = {k: v for k, v in told.items() if k not in ("challenge", "settlement")}
-    return {"protocol": protocol, "info": info,
-            "x402": ((ch, [f"{protocol} challenge: {e}" for e in (ch or {}).get("errors", [])]),
-                     (st, [f"{where} settlement: {e}" for e in (st or {}).get("errors", [])]))}
+    return {
+        "protocol": protocol,
+        "info": info,
+        "x402": (
+            (ch, [f"{protocol} challenge: {e}" for e in (ch or {}).get("errors", [])]),
+            (st, [f"{where} settlement: {e}" for e in (st or {}).get("errors", [])]),
+        ),
+    }
 
 
 def _told(told: dict | None) -> dict:
@@ -581,8 +702,13 @@ def answer_fields(doc: object, h: Headers) -> dict:
     doc = doc if isinstance(doc, dict) else {}
     tee = (F.tee_from_body(doc) if doc else None) or _tee_headers(h)
     rid, model = F.answer_ids(doc)
-    return {"id": rid, "model": model, "usage": F.usage_from_body(doc) if doc else None, "tee": tee,
-            "tee_output_seen": og.output_hash(doc) if tee else None}
+    return {
+        "id": rid,
+        "model": model,
+        "usage": F.usage_from_body(doc) if doc else None,
+        "tee": tee,
+        "tee_output_seen": og.output_hash(doc) if tee else None,
+    }
 
 
 def _tee_headers(h: Headers) -> dict | None:
@@ -610,28 +736,61 @@ def streamed_summary(tap, h: Headers) -> dict:
     body, error = bodies.decode(bytes(tap.head), h.get("content-encoding"))
     doc = None if error else parse_json(body)
     found = answer_fields(doc, h)
-    return {**out, "id": found["id"], "model": found["model"], "usage": found["usage"], "tee": found["tee"],
-            "output_text_keccak": found["tee_output_seen"], "errors": _body_errors(error), "jsonrpc": doc}
+    return {
+        **out,
+        "id": found["id"],
+        "model": found["model"],
+        "usage": found["usage"],
+        "tee": found["tee"],
+        "output_text_keccak": found["tee_output_seen"],
+        "errors": _body_errors(error),
+        "jsonrpc": doc,
+    }
 
 
-def stream_end_data(summary: dict, req_ts: float, end_ts: float,
-                    call: tuple[str | None, str | None] = (None, None), protocol: str | None = None) -> dict:
+def stream_end_data(
+    summary: dict,
+    req_ts: float,
+    end_ts: float,
+    call: tuple[str | None, str | None] = (None, None),
+    protocol: str | None = None,
+) -> dict:
     """What a streamed answer revealed as it passed through (streamed_summary); `call` and `protocol` as in
     response_data."""
     told = body_answer(protocol, summary.get("jsonrpc")) if summary.get("jsonrpc") is not None else None
     (ch, ch_err), (st, st_err) = told["x402"] if told else ((None, []), (None, []))
     settle = summary.get("settlement") or {}
-    og = {"settlement_tx_hash": settle.get("data_settlement_transaction_hash"),
-          "walrus_blob_id": settle.get("data_settlement_blob_id"),
-          "settlement_job_id": settle.get("settlement_job_id"),
-          "settlement_error": settle.get("data_settlement_error")}
+    og = {
+        "settlement_tx_hash": settle.get("data_settlement_transaction_hash"),
+        "walrus_blob_id": settle.get("data_settlement_blob_id"),
+        "settlement_job_id": settle.get("settlement_job_id"),
+        "settlement_error": settle.get("data_settlement_error"),
+    }
     og = {k: v for k, v in og.items() if v}
-    keys = ("bytes", "sha256", "events", "done", "id", "model", "usage", "tee", "output_text_sha256",
-            "output_text_keccak", "output_chars", "errors")
-    return {**{k: summary.get(k) for k in keys}, "og": og or None, "challenge": ch, "settlement": st,
-            **_told(told), "errors": (summary.get("errors") or []) + ch_err + st_err,
-            "cost": pricing.cost(summary.get("model") or call[1], summary.get("usage"), call[0], req_ts),
-            "latency_ms": round((end_ts - req_ts) * 1000, 3)}
+    keys = (
+        "bytes",
+        "sha256",
+        "events",
+        "done",
+        "id",
+        "model",
+        "usage",
+        "tee",
+        "output_text_sha256",
+        "output_text_keccak",
+        "output_chars",
+        "errors",
+    )
+    return {
+        **{k: summary.get(k) for k in keys},
+        "og": og or None,
+        "challenge": ch,
+        "settlement": st,
+        **_told(told),
+        "errors": (summary.get("errors") or []) + ch_err + st_err,
+        "cost": pricing.cost(summary.get("model") or call[1], summary.get("usage"), call[0], req_ts),
+        "latency_ms": round((end_ts - req_ts) * 1000, 3),
+    }
 
 
 def error_data(kind: str, message: str, phase: str) -> dict:
@@ -641,12 +800,20 @@ def error_data(kind: str, message: str, phase: str) -> dict:
 def classify_error(message: str) -> str:
     """A stable kind for mitmproxy's error messages."""
     text = message.lower()
-    for needle, kind in (("client disconnected", "client_disconnected"), ("killed", "connection_killed"),
-                         ("timed out", "upstream_timeout"), ("timeout", "upstream_timeout"),
-                         ("refused", "upstream_refused"), ("connect call failed", "upstream_refused"),
-                         ("name or service not known", "upstream_unresolved"), ("certificate", "tls_failed"),
-                         ("tls", "tls_failed"), ("ssl", "tls_failed"), ("reset", "connection_reset"),
-                         ("closed", "connection_closed")):
+    for needle, kind in (
+        ("client disconnected", "client_disconnected"),
+        ("killed", "connection_killed"),
+        ("timed out", "upstream_timeout"),
+        ("timeout", "upstream_timeout"),
+        ("refused", "upstream_refused"),
+        ("connect call failed", "upstream_refused"),
+        ("name or service not known", "upstream_unresolved"),
+        ("certificate", "tls_failed"),
+        ("tls", "tls_failed"),
+        ("ssl", "tls_failed"),
+        ("reset", "connection_reset"),
+        ("closed", "connection_closed"),
+    ):
         if needle in text:
             return kind
     return "error"

@@ -47,8 +47,7 @@ def token_count(value: object) -> int | None:
     return None
 
 
-def _usage_triplet(prompt: int | None, completion: int | None,
-                   total: int | None) -> dict[str, int | None]:
+def _usage_triplet(prompt: int | None, completion: int | None, total: int | None) -> dict[str, int | None]:
     if total is None and prompt is not None and completion is not None:
         total = prompt + completion
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
@@ -58,9 +57,11 @@ def _usage_triplet(prompt: int | None, completion: int | None,
 # (prompt_tokens, completion_tokens, total_tokens); OpenAI Responses and Anthropic (input_tokens,
 # output_tokens, and total_tokens in Responses); Gemini's usageMetadata (promptTokenCount,
 # candidatesTokenCount, totalTokenCount). Cached, reasoning and thought token details are not counted apart.
-USAGE_NAMES = {"prompt_tokens": ("prompt_tokens", "input_tokens", "promptTokenCount"),
-               "completion_tokens": ("completion_tokens", "output_tokens", "candidatesTokenCount"),
-               "total_tokens": ("total_tokens", "totalTokenCount")}
+USAGE_NAMES = {
+    "prompt_tokens": ("prompt_tokens", "input_tokens", "promptTokenCount"),
+    "completion_tokens": ("completion_tokens", "output_tokens", "candidatesTokenCount"),
+    "total_tokens": ("total_tokens", "totalTokenCount"),
+}
 
 
 def usage_counts(usage: object) -> dict[str, int | None] | None:
@@ -73,7 +74,9 @@ def usage_counts(usage: object) -> dict[str, int | None] | None:
         value = next((usage[n] for n in names if usage.get(n) is not None), None)
         named |= value is not None
         counts[key] = token_count(value)
-    return _usage_triplet(counts["prompt_tokens"], counts["completion_tokens"], counts["total_tokens"]) if named else None
+    return (
+        _usage_triplet(counts["prompt_tokens"], counts["completion_tokens"], counts["total_tokens"]) if named else None
+    )
 
 
 def usage_from_body(obj: object) -> dict[str, int | None] | None:

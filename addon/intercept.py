@@ -12,6 +12,7 @@ not seen. `capture.intercept: all` opens every host.
 mitmproxy's `allow_hosts` takes regular expressions matched against `host:port`; `allow_hosts()` turns
 host globs into them. Plain-HTTP requests are always seen (nothing to open).
 """
+
 from __future__ import annotations
 
 import os

@@ -12,6 +12,7 @@ SHA-256 (`signature_sha256`: the payment hash again when the proof is good), and
 payee, from the challenge whose invoice has the same payment hash. Lightning pays off chain: no one else
 can see the payment; the preimage is its proof. Pure; none raises.
 """
+
 from __future__ import annotations
 
 import base64
@@ -40,8 +41,13 @@ def challenges(values: list[str]) -> list[dict]:
             found = {"scheme": m.group(1).lower(), "macaroon": m.group(2), "errors": []}
             try:
                 inv = bolt11.decode(m.group(3))
-                found.update(payment_hash=inv["payment_hash"], amount_msat=inv["amount_msat"], payee=inv["payee"],
-                             expiry=inv["expiry"], currency=inv["currency"])
+                found.update(
+                    payment_hash=inv["payment_hash"],
+                    amount_msat=inv["amount_msat"],
+                    payee=inv["payee"],
+                    expiry=inv["expiry"],
+                    currency=inv["currency"],
+                )
             except Exception as exc:  # (a bad invoice is a note: bolt11.InvoiceError, or worse)
                 found["errors"].append(f"invoice: {exc}")
             out.append(found)
@@ -55,13 +61,20 @@ def credential(authorization: str | None) -> dict | None:
         return None
     m = _CREDENTIAL.match(authorization or "")
     if not m:
-        return {"scheme": authorization.lstrip()[:4].lower(), "payment_hash": None, "preimage_sha256": None,
-                "errors": ["Authorization: not `L402 <macaroon>:<64 hex preimage>`"]}
+        return {
+            "scheme": authorization.lstrip()[:4].lower(),
+            "payment_hash": None,
+            "preimage_sha256": None,
+            "errors": ["Authorization: not `L402 <macaroon>:<64 hex preimage>`"],
+        }
     first = m.group(2).split(",")[0]
     payment_hash = macaroon_payment_hash(first)
-    return {"scheme": m.group(1).lower(), "payment_hash": payment_hash,
-            "preimage_sha256": hashlib.sha256(bytes.fromhex(m.group(3))).hexdigest(),
-            "errors": [] if payment_hash else ["the macaroon's identifier names no payment hash"]}
+    return {
+        "scheme": m.group(1).lower(),
+        "payment_hash": payment_hash,
+        "preimage_sha256": hashlib.sha256(bytes.fromhex(m.group(3))).hexdigest(),
+        "errors": [] if payment_hash else ["the macaroon's identifier names no payment hash"],
+    }
 
 
 def macaroon_payment_hash(b64: str) -> str | None:
@@ -79,7 +92,7 @@ def macaroon_payment_hash(b64: str) -> str | None:
         if kind == 0:  # end of the header section: no identifier
             return None
         length, i = _varint(raw, i)
-        data, i = raw[i:i + length], i + length
+        data, i = raw[i : i + length], i + length
         if kind == 2:
             return data[2:34].hex() if len(data) >= 34 and data[:2] == b"\0\0" else None
     return None

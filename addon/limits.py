@@ -9,6 +9,7 @@ mitmproxy only tells the addon when complete request headers arrived (`requesthe
 `http_connect` for a CONNECT), so "a request started" means its headers are complete: a client that
 dribbles headers byte by byte is closed at the timeout like one that sends nothing.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,8 +24,8 @@ log = logging.getLogger("receipts")
 @dataclass(slots=True)
 class _Conn:
     address: str
-    active: int = 0                   # exchanges under way
-    deadline: float | None = None     # when it is closed unless a request's headers arrive first
+    active: int = 0  # exchanges under way
+    deadline: float | None = None  # when it is closed unless a request's headers arrive first
     why: str = "header_timeout"
 
 
@@ -32,10 +33,9 @@ class ConnectionLimits:
     """Counts and deadlines are updated on each hook (a float assignment); one task sweeps the
     connections past their deadline a few times a second."""
 
-    def __init__(self, per_client: int, header_timeout: float, idle_timeout: float,
-                 close: Callable[[str, str], None]):
+    def __init__(self, per_client: int, header_timeout: float, idle_timeout: float, close: Callable[[str, str], None]):
         self.per_client, self.header_timeout, self.idle_timeout = per_client, header_timeout, idle_timeout
-        self._close = close                           # close(connection id, why)
+        self._close = close  # close(connection id, why)
         self._conns: dict[str, _Conn] = {}
         self._per_address: dict[str, int] = {}
         self._sweeper: asyncio.Task | None = None

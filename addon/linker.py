@@ -11,6 +11,7 @@ An attempt joins an earlier one when they share
 The linker also remembers the last challenge of each logical call, so that an x402 v1 payment, which
 does not repeat the asset, can be completed from it. State is small and bounded.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -25,7 +26,7 @@ from . import exchange as X
 class _Entry:
     logical_id: str
     ts: float
-    settled: bool = False   # the last attempt succeeded: new identical requests start a new call
+    settled: bool = False  # the last attempt succeeded: new identical requests start a new call
 
 
 class Linker:
@@ -35,9 +36,16 @@ class Linker:
         self._challenges: OrderedDict[str, dict] = OrderedDict()
 
     @staticmethod
-    def keys(client: str | None, method: str, url: str, body_sha256: str | None,
-             idempotency_key: str | None, payment_identifier: str | None,
-             tool_call: tuple | None = None, task: str | None = None) -> list[tuple]:
+    def keys(
+        client: str | None,
+        method: str,
+        url: str,
+        body_sha256: str | None,
+        idempotency_key: str | None,
+        payment_identifier: str | None,
+        tool_call: tuple | None = None,
+        task: str | None = None,
+    ) -> list[tuple]:
         keys: list[tuple] = []
         if payment_identifier:
             keys.append(("pid", payment_identifier))
@@ -50,8 +58,9 @@ class Linker:
         keys.append(("body", client, method, url, body_sha256))
         return keys
 
-    def open(self, req: X.Req, settings: Settings, *, receipt_id: str, match: str, source: str,
-             call: dict | None = None) -> tuple[str, list[tuple], dict]:
+    def open(
+        self, req: X.Req, settings: Settings, *, receipt_id: str, match: str, source: str, call: dict | None = None
+    ) -> tuple[str, list[tuple], dict]:
         """A new attempt: (its logical id, its link keys, its request payload), decoding its payment once.
         The call a body makes (MCP, A2A: `call`, X.body_call) is read from the body if not given."""
         if match in X.BODY_PROTOCOLS and call is None:
@@ -60,12 +69,27 @@ class Linker:
         pay = decoded[0] or {}
         url = f"{req.scheme}://{req.host}:{req.port}{req.path}"
         tool = (call["tool"], call["arguments_sha256"]) if call and call["protocol"] == "mcp" else None
-        keys = self.keys(req.client, req.method, url, X.sha256_hex(req.body) if req.body is not None else None,
-                         req.h.get("idempotency-key"), pay.get("payment_identifier"), tool,
-                         (call or {}).get("task_id"))
+        keys = self.keys(
+            req.client,
+            req.method,
+            url,
+            X.sha256_hex(req.body) if req.body is not None else None,
+            req.h.get("idempotency-key"),
+            pay.get("payment_identifier"),
+            tool,
+            (call or {}).get("task_id"),
+        )
         logical = self.link(keys, receipt_id, req.ts)
-        data = X.request_data(req, settings, logical_id=logical, match=match, source=source,
-                              challenge=self.challenge_for(logical), decoded=decoded, call=call)
+        data = X.request_data(
+            req,
+            settings,
+            logical_id=logical,
+            match=match,
+            source=source,
+            challenge=self.challenge_for(logical),
+            decoded=decoded,
+            call=call,
+        )
         return logical, keys, data
 
     def remember_task(self, logical_id: str, task: str | None, ts: float) -> None:

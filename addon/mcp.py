@@ -11,6 +11,7 @@ Answers are a JSON body or a server-sent event stream whose `message` events car
 Only a request that cheap signals mark as MCP is looked into (`looks_like_mcp`: its headers or path);
 only its `tools/call` is recorded (`call_of`). Pure functions; none raises.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,10 +45,13 @@ def call_of(body: bytes | None) -> dict | None:
             params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
             meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
             rid = msg.get("id")
-            return {"id": rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
-                    "method": TOOL_CALL, "tool": params.get("name") if isinstance(params.get("name"), str) else None,
-                    "arguments_sha256": _digest(params.get("arguments")),
-                    "payment": meta.get(PAYMENT_KEY) if PAYMENT_KEY in meta else None}
+            return {
+                "id": rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
+                "method": TOOL_CALL,
+                "tool": params.get("name") if isinstance(params.get("name"), str) else None,
+                "arguments_sha256": _digest(params.get("arguments")),
+                "payment": meta.get(PAYMENT_KEY) if PAYMENT_KEY in meta else None,
+            }
     return None
 
 
@@ -65,8 +69,12 @@ def answer_of(doc: object) -> dict | None:
         # a settlement that failed comes back as an error result: x402's Python wrapper puts it inside the
         # PaymentRequired it answers with (`structuredContent["x402/payment-response"]`), not in `_meta`
         settlement = meta.get(RESPONSE_KEY, (challenge or {}).get(RESPONSE_KEY))
-        return {"id": msg.get("id"), "is_error": is_error or "error" in msg, "challenge": challenge,
-                "settlement": settlement}
+        return {
+            "id": msg.get("id"),
+            "is_error": is_error or "error" in msg,
+            "challenge": challenge,
+            "settlement": settlement,
+        }
     return None
 
 

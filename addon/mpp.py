@@ -17,6 +17,7 @@
   not verified yet (the charge of one call is not on chain; the close's settlement is the channel's).
 Pure; none raises.
 """
+
 from __future__ import annotations
 
 import base64
@@ -53,8 +54,10 @@ def challenges(values: list[str]) -> list[dict]:
         starts = [m.end() for m in _CHALLENGE_START.finditer(value)]
         for i, start in enumerate(starts):
             end = starts[i + 1] if i + 1 < len(starts) else len(value)
-            params = {m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
-                      for m in _PARAM.finditer(value[start:end])}
+            params = {
+                m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
+                for m in _PARAM.finditer(value[start:end])
+            }
             request = _b64url_json(params.get("request"))
             out.append({**params, "request": request if isinstance(request, dict) else None})
     return out
@@ -63,10 +66,17 @@ def challenges(values: list[str]) -> list[dict]:
 def offer(c: dict) -> dict:
     """An MPP challenge as an offer (the shape of an x402 `accepts` entry)."""
     request = c.get("request") or {}
-    return {"scheme": SCHEME, "network": network(c.get("method"), request), "asset": _str(request.get("currency")),
-            "amount": _str(request.get("amount")), "pay_to": _str(request.get("recipient")),
-            "max_timeout_seconds": None, "resource": _str((request.get("_mppx_scope") or {}).get("resource"))
-            if isinstance(request.get("_mppx_scope"), dict) else None}
+    return {
+        "scheme": SCHEME,
+        "network": network(c.get("method"), request),
+        "asset": _str(request.get("currency")),
+        "amount": _str(request.get("amount")),
+        "pay_to": _str(request.get("recipient")),
+        "max_timeout_seconds": None,
+        "resource": _str((request.get("_mppx_scope") or {}).get("resource"))
+        if isinstance(request.get("_mppx_scope"), dict)
+        else None,
+    }
 
 
 def network(method: object, request: dict) -> str:
@@ -75,7 +85,11 @@ def network(method: object, request: dict) -> str:
     details = request.get("methodDetails") if isinstance(request.get("methodDetails"), dict) else {}
     if method in ("tempo", "evm"):
         chain = details.get("chainId", 4217 if method == "tempo" else None)
-        return f"eip155:{int(chain)}" if isinstance(chain, (int, float)) and not isinstance(chain, bool) else f"mpp:{method}"
+        return (
+            f"eip155:{int(chain)}"
+            if isinstance(chain, (int, float)) and not isinstance(chain, bool)
+            else f"mpp:{method}"
+        )
     return f"mpp:{method}" if isinstance(method, str) else "mpp"
 
 
@@ -94,14 +108,24 @@ def credential(authorization: str) -> dict:
     session = _session(payload)
     if session:  # (its signed transaction, an open's or a top-up's, and its voucher signature are secrets)
         signed, tx = payload.get("signature"), _keccak_hex(payload.get("transaction"))
-    return {**session, "method": _str(echo.get("method")), "intent": _str(echo.get("intent")), "challenge_id": _str(echo.get("id")),
-            "realm": _str(echo.get("realm")), "expires": _str(echo.get("expires")), "source": _str(doc.get("source")),
-            "payer": did.group(2) if did else None, "payload_type": _str(payload.get("type")),
-            "network": network(echo.get("method"), request), "asset": _str(request.get("currency")),
-            "amount": None if session else _str(request.get("amount")), "pay_to": _str(request.get("recipient")),
-            "payment_tx": tx.lower() if isinstance(tx, str) and _TX_HASH.fullmatch(tx) else None,
-            "signature_sha256": hashlib.sha256(str(signed).encode()).hexdigest() if signed is not None else None,
-            "errors": [] if echo else ["Authorization: Payment names no challenge"]}
+    return {
+        **session,
+        "method": _str(echo.get("method")),
+        "intent": _str(echo.get("intent")),
+        "challenge_id": _str(echo.get("id")),
+        "realm": _str(echo.get("realm")),
+        "expires": _str(echo.get("expires")),
+        "source": _str(doc.get("source")),
+        "payer": did.group(2) if did else None,
+        "payload_type": _str(payload.get("type")),
+        "network": network(echo.get("method"), request),
+        "asset": _str(request.get("currency")),
+        "amount": None if session else _str(request.get("amount")),
+        "pay_to": _str(request.get("recipient")),
+        "payment_tx": tx.lower() if isinstance(tx, str) and _TX_HASH.fullmatch(tx) else None,
+        "signature_sha256": hashlib.sha256(str(signed).encode()).hexdigest() if signed is not None else None,
+        "errors": [] if echo else ["Authorization: Payment names no challenge"],
+    }
 
 
 def _session(payload: dict) -> dict:
@@ -113,9 +137,12 @@ def _session(payload: dict) -> dict:
     if not isinstance(action, str) or not isinstance(payload.get("channelId"), str):
         return {}
     channel = payload["channelId"].lower()
-    return {"session_action": action, "channel_id": channel if _TX_HASH.fullmatch(channel) else None,
-            "voucher_amount": _digits(payload.get("cumulativeAmount")),
-            "deposit_amount": _digits(payload.get("additionalDeposit"))}
+    return {
+        "session_action": action,
+        "channel_id": channel if _TX_HASH.fullmatch(channel) else None,
+        "voucher_amount": _digits(payload.get("cumulativeAmount")),
+        "deposit_amount": _digits(payload.get("additionalDeposit")),
+    }
 
 
 def _digits(value: object) -> str | None:
@@ -140,17 +167,34 @@ def receipt(value: str | None) -> dict | None:
     ref = _str(doc.get("reference"))
     if isinstance(doc.get("channelId"), str):  # a session's: the reference is the channel, not a transaction
         tx = _str(doc.get("txHash"))
-        return {"header": "payment-receipt", "success": doc.get("status") == "success", "network": None,
-                "payer": None, "tx_hash": None, "job_id": None, "amount": None,
-                "channel_id": doc["channelId"].lower(), "charged_cumulative": _digits(doc.get("spent")),
-                "channel_tx": tx.lower() if tx and _TX_HASH.fullmatch(tx) else None,
-                "error_reason": None if doc.get("status") == "success" else _str(doc.get("status")),
-                "error_message": None, "errors": []}
-    is_tx = bool(ref) and _TX_HASH.fullmatch(ref) is not None
-    return {"header": "payment-receipt", "success": doc.get("status") == "success", "network": None, "payer": None,
-            "tx_hash": ref.lower() if is_tx else None, "job_id": None if is_tx else ref, "amount": None,
+        return {
+            "header": "payment-receipt",
+            "success": doc.get("status") == "success",
+            "network": None,
+            "payer": None,
+            "tx_hash": None,
+            "job_id": None,
+            "amount": None,
+            "channel_id": doc["channelId"].lower(),
+            "charged_cumulative": _digits(doc.get("spent")),
+            "channel_tx": tx.lower() if tx and _TX_HASH.fullmatch(tx) else None,
             "error_reason": None if doc.get("status") == "success" else _str(doc.get("status")),
-            "error_message": None, "errors": []}
+            "error_message": None,
+            "errors": [],
+        }
+    is_tx = bool(ref) and _TX_HASH.fullmatch(ref) is not None
+    return {
+        "header": "payment-receipt",
+        "success": doc.get("status") == "success",
+        "network": None,
+        "payer": None,
+        "tx_hash": ref.lower() if is_tx else None,
+        "job_id": None if is_tx else ref,
+        "amount": None,
+        "error_reason": None if doc.get("status") == "success" else _str(doc.get("status")),
+        "error_message": None,
+        "errors": [],
+    }
 
 
 def _str(value: object) -> str | None:

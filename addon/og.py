@@ -8,6 +8,7 @@ keeping bodies, the recorder keeps:
 - the keccak256 of the answer it saw (the message text, or the tool calls as the gateway hashes them).
 Hashes are not secrets: nothing here can be turned back into a prompt.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,10 +52,18 @@ def _message(msg: dict) -> dict | None:
         out = {"role": "assistant", "content": msg.get("content") or ""}
         calls = msg.get("tool_calls")
         if isinstance(calls, list) and calls:
-            out["tool_calls"] = [{"id": c.get("id", ""), "type": c.get("type", "function"),
-                                  "function": {"name": (c.get("function") or {}).get("name", ""),
-                                               "arguments": (c.get("function") or {}).get("arguments", "")}}
-                                 for c in calls if isinstance(c, dict)]
+            out["tool_calls"] = [
+                {
+                    "id": c.get("id", ""),
+                    "type": c.get("type", "function"),
+                    "function": {
+                        "name": (c.get("function") or {}).get("name", ""),
+                        "arguments": (c.get("function") or {}).get("arguments", ""),
+                    },
+                }
+                for c in calls
+                if isinstance(c, dict)
+            ]
         return out
     if role == "tool":
         return {"role": "tool", "content": msg.get("content"), "tool_call_id": msg.get("tool_call_id")}
@@ -106,9 +115,19 @@ def pydantic_form(doc: dict) -> dict | None:
         return None
     return {
         "model": doc["model"],
-        "messages": [{"role": m.get("role"), "content": m.get("content"), "tool_calls": m.get("tool_calls"),
-                      "tool_call_id": m.get("tool_call_id"), "name": m.get("name")} for m in messages],
-        "temperature": temperature, "max_tokens": max_tokens, "stop": doc.get("stop"),
+        "messages": [
+            {
+                "role": m.get("role"),
+                "content": m.get("content"),
+                "tool_calls": m.get("tool_calls"),
+                "tool_call_id": m.get("tool_call_id"),
+                "name": m.get("name"),
+            }
+            for m in messages
+        ],
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "stop": doc.get("stop"),
         "tools": [{"type": t.get("type", "function"), "function": t.get("function")} for t in tools] if tools else None,
         "tool_choice": doc.get("tool_choice", "auto"),
     }

@@ -13,6 +13,7 @@ byte for byte the client's, so the two share `request_sha256`). What cannot be k
 prompt, the answer, the tokens and their cost, and whether the TEE's signature over the answer is valid.
 Pure; none raises.
 """
+
 from __future__ import annotations
 
 PATH_SUFFIX = "/chat/ohttp"
@@ -33,9 +34,11 @@ def request_fields(get, path: str) -> dict | None:
     content_type = (get("content-type") or "").partition(";")[0].strip().lower()
     if content_type != REQUEST_TYPE and not looks_like_ohttp(path):
         return None
-    return {"tee_id": _tee_id(get(TEE_HEADER)),
-            "stream": (get(STREAM_HEADER) or "").strip().lower() == "true",
-            "sealed": content_type == REQUEST_TYPE}
+    return {
+        "tee_id": _tee_id(get(TEE_HEADER)),
+        "stream": (get(STREAM_HEADER) or "").strip().lower() == "true",
+        "sealed": content_type == REQUEST_TYPE,
+    }
 
 
 def _tee_id(value: str | None) -> str | None:

@@ -8,6 +8,7 @@ anyway, note the result), `off`.
 
 `PinCheck.check` is pure given the registry records; the registry is read by the caller (cached).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 
 @dataclass(frozen=True)
 class PinResult:
-    result: str                 # match | mismatch | unregistered | disabled
+    result: str  # match | mismatch | unregistered | disabled
     cert_sha256: str
     tee_id: str | None = None
     endpoint: str | None = None
@@ -27,17 +28,21 @@ class PinResult:
         return self.result == "match"
 
     def as_dict(self) -> dict:
-        return {"result": self.result, "cert_sha256": self.cert_sha256, "tee_id": self.tee_id,
-                "endpoint": self.endpoint}
+        return {
+            "result": self.result,
+            "cert_sha256": self.cert_sha256,
+            "tee_id": self.tee_id,
+            "endpoint": self.endpoint,
+        }
 
     def explain(self) -> str:
         where = f"TEE {self.tee_id} ({self.endpoint})" if self.tee_id else "no registered TEE"
         return {
             "match": f"upstream certificate matches the registry's tlsCertificate of {where}",
             "mismatch": f"upstream certificate (sha256 {self.cert_sha256[:16]}…) does not match the registry's "
-                        f"tlsCertificate of {where}: refusing, it may not be the TEE it claims to be",
+            f"tlsCertificate of {where}: refusing, it may not be the TEE it claims to be",
             "unregistered": f"no TEE in the registry has the endpoint of this upstream "
-                            f"(certificate sha256 {self.cert_sha256[:16]}…)",
+            f"(certificate sha256 {self.cert_sha256[:16]}…)",
             "disabled": f"the upstream certificate is that of {where}, but the registry marks it disabled",
         }[self.result]
 

@@ -11,10 +11,11 @@ what the price table says a call's tokens cost, or nothing (`cost_source` is the
 The import of the table (about half a second, Pydantic) is started in the background when the proxy
 starts (`warm_up`), so that the first priced call does not wait for all of it.
 """
+
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 CURRENCY = "USD"  # the table's prices are in US dollars
@@ -31,14 +32,19 @@ def cost(model: str | None, usage: dict | None, host: str | None, ts: float | No
         return None
     calc_price, Usage, version = table
     tokens = Usage(input_tokens=usage.get("prompt_tokens") or 0, output_tokens=usage.get("completion_tokens") or 0)
-    when = datetime.fromtimestamp(ts, timezone.utc) if ts else None
+    when = datetime.fromtimestamp(ts, UTC) if ts else None
     for api_url in ((f"https://{host}",) if host else ()) + (None,):  # by the provider's API URL, else by model
         try:
             found = calc_price(tokens, model, provider_api_url=api_url, genai_request_timestamp=when)
         except (LookupError, ValueError):
             continue
-        return {"amount": _text(found.total_price), "currency": CURRENCY, "table": version,
-                "provider": found.provider.id, "model": found.model.id}
+        return {
+            "amount": _text(found.total_price),
+            "currency": CURRENCY,
+            "table": version,
+            "provider": found.provider.id,
+            "model": found.model.id,
+        }
     return None
 
 

@@ -10,6 +10,7 @@ and the call keeps its client address and user agent.
 A command line often carries credentials (`curl -H "Authorization: Bearer …"`, `--api-key`,
 `OPENAI_API_KEY=…`): it is stored only after addon/redact.py has replaced every secret by its tag.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -26,7 +27,7 @@ def _hex_endpoint(text: str) -> tuple[str, int] | None:
     try:
         addr, port = text.split(":")
         raw = bytes.fromhex(addr)
-        words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+        words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
         ip = ipaddress.ip_address(words)
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
             ip = ip.ipv4_mapped

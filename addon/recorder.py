@@ -17,6 +17,7 @@ with `X-Receipts-Error` instead (the request is not forwarded; an upstream answe
 Unpaid traffic keeps flowing, unrecorded, with the failure logged once per flow. A response is
 stamped with `X-Receipt-Id` only once its request and answer are both in the journal.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,9 +40,8 @@ from receipts.storage.journal import Journal, Throttle
 from receipts.storage.private import private_umask, secure_data_dir
 from receipts.storage.records import Event, uuid7
 
-from . import bodies
+from . import bodies, intercept, pin, pricing, process
 from . import exchange as X
-from . import intercept, pin, pricing, process
 from .limits import ConnectionLimits
 from .linker import Linker
 
@@ -54,7 +54,10 @@ OPTIONS = {  # option name -> (settings field, help)
     "receipts_capture_x402": ("capture_x402", "Record anything carrying x402 headers: true | false."),
     "receipts_seal_interval": ("seal_interval", "Seconds before written events become visible to queries."),
     "receipts_body_max_bytes": ("body_max_bytes", "Largest body kept in full mode."),
-    "receipts_compact_after": ("compact_after", "Sealed segments that trigger a fold into the tables before its 2-second timer."),
+    "receipts_compact_after": (
+        "compact_after",
+        "Sealed segments that trigger a fold into the tables before its 2-second timer.",
+    ),
     "receipts_compact_grace": ("compact_grace", "Seconds a folded segment is kept before it is emptied for reuse."),
     "receipts_pin": ("og_pin", "Reverse mode: enforce | record | off, the TEE registry's certificate pin."),
     "receipts_stream_above": ("stream_bodies_above", "Recorded bodies larger than this many bytes stream through."),
@@ -71,14 +74,14 @@ class FlowState:
     logical_id: str
     keys: list
     paid: bool
-    recorded: bool = False             # its request event is in the journal
-    refused: str | None = None         # the hook in which the recorder answered it with a 503
-    pending: list | None = None        # events to write with the next ones (a request discovered late)
-    upload: bodies.Tap | None = None   # a request body streaming through
-    tap: bodies.Tap | None = None      # an answer streaming through (its response event is written)
-    request_body: dict | None = None   # the streamed request body's record, once it ended
-    call: tuple = (None, None)         # the request's host and model (what prices its answer)
-    protocol: str | None = None        # MCP or A2A: where the answer's payment fields are (X.BODY_PROTOCOLS)
+    recorded: bool = False  # its request event is in the journal
+    refused: str | None = None  # the hook in which the recorder answered it with a 503
+    pending: list | None = None  # events to write with the next ones (a request discovered late)
+    upload: bodies.Tap | None = None  # a request body streaming through
+    tap: bodies.Tap | None = None  # an answer streaming through (its response event is written)
+    request_body: dict | None = None  # the streamed request body's record, once it ended
+    call: tuple = (None, None)  # the request's host and model (what prices its answer)
+    protocol: str | None = None  # MCP or A2A: where the answer's payment fields are (X.BODY_PROTOCOLS)
 
     def take_pending(self) -> list:
         pending, self.pending = self.pending or [], None
@@ -95,18 +98,38 @@ def to_req(flow: http.HTTPFlow) -> X.Req:
     if path_raw:
         raw = {**(raw or {}), ":path": [path_raw]}
     body, error = _content(r)
-    return X.Req(method=X.clean(r.method), scheme=X.clean(r.scheme), host=X.clean(r.pretty_host), port=r.port,
-                 path=path, headers=headers, body=body, ts=r.timestamp_start, http_version=X.clean(r.http_version),
-                 client=peer[0], client_port=peer[1], raw_b64=raw, body_error=error)
+    return X.Req(
+        method=X.clean(r.method),
+        scheme=X.clean(r.scheme),
+        host=X.clean(r.pretty_host),
+        port=r.port,
+        path=path,
+        headers=headers,
+        body=body,
+        ts=r.timestamp_start,
+        http_version=X.clean(r.http_version),
+        client=peer[0],
+        client_port=peer[1],
+        raw_b64=raw,
+        body_error=error,
+    )
 
 
 def to_resp(flow: http.HTTPFlow, streamed: bool = False) -> X.Resp:
     r = flow.response
     headers, raw = X.decode_fields(r.headers.fields)
     body, error = (None, None) if streamed else _content(r)
-    return X.Resp(status=r.status_code, headers=headers, body=body, ts_start=r.timestamp_start,
-                  ts_end=r.timestamp_end, reason=X.clean(r.reason), http_version=X.clean(r.http_version),
-                  raw_b64=raw, body_error=error)
+    return X.Resp(
+        status=r.status_code,
+        headers=headers,
+        body=body,
+        ts_start=r.timestamp_start,
+        ts_end=r.timestamp_end,
+        reason=X.clean(r.reason),
+        http_version=X.clean(r.http_version),
+        raw_b64=raw,
+        body_error=error,
+    )
 
 
 def _content(message: http.Message) -> tuple[bytes | None, str | None]:
@@ -124,12 +147,13 @@ def _guarded(hook):
     name = hook.__name__
 
     @functools.wraps(hook)
-    def run(self: "Recorder", flow: http.HTTPFlow):
+    def run(self: Recorder, flow: http.HTTPFlow):
         try:
             work = hook(self, flow)
-        except Exception as exc:  # noqa: BLE001 — the catch-all that keeps the paid path closed
+        except Exception as exc:
             return self._hook_failed(name, flow, exc)
         return None if work is None else self._guard(name, flow, work)
+
     return run
 
 
@@ -152,10 +176,14 @@ class Recorder:
     def load(self, loader) -> None:
         pricing.warm_up()  # (the price table's import, off the first priced call's path)
         private_umask()  # what the recorder (and mitmproxy, DuckDB) writes is the user's only: storage/private.py
-        loader.add_option("receipts_config", Optional[str], None,
-                          "Path of mitm_config.yaml (default: the one beside the addon).")
+        loader.add_option(
+            "receipts_config",
+            Optional[str],
+            None,  # noqa: UP045 (mitmproxy types options by typing.Optional)
+            "Path of mitm_config.yaml (default: the one beside the addon).",
+        )
         for name, (_, help_) in OPTIONS.items():
-            loader.add_option(name, Optional[str], None, help_)
+            loader.add_option(name, Optional[str], None, help_)  # noqa: UP045
         loader.add_option("receipts_ai_paths", Sequence[str], [], "More AI paths to record (path suffixes).")
         loader.add_option("receipts_rules", Sequence[str], [], "More traffic to record, as HOSTGLOB/PATHGLOB.")
 
@@ -170,8 +198,9 @@ class Recorder:
         self._learned = set(intercept.read_learned(settings.data_dir))
         if self.journal is None:
             self.journal = self._open_journal(settings)
-        self.limits = ConnectionLimits(settings.max_client_connections, settings.header_timeout,
-                                       settings.idle_timeout, _close_connection)
+        self.limits = ConnectionLimits(
+            settings.max_client_connections, settings.header_timeout, settings.idle_timeout, _close_connection
+        )
         self._registry = _registry_cache(settings) if _reverse(ctx.options) and settings.og_pin != "off" else None
 
     def _settings(self) -> cfg.Settings:
@@ -184,18 +213,25 @@ class Recorder:
             raise exceptions.OptionsError(str(exc)) from None
 
     def _open_journal(self, settings: cfg.Settings) -> Journal:
-        journal = Journal(settings.data_dir, "proxy", durability=settings.durability,
-                          seal_interval=settings.seal_interval, compact_after=settings.compact_after,
-                          compact_grace=settings.compact_grace)
+        journal = Journal(
+            settings.data_dir,
+            "proxy",
+            durability=settings.durability,
+            seal_interval=settings.seal_interval,
+            compact_after=settings.compact_after,
+            compact_grace=settings.compact_grace,
+        )
         try:
             secure_data_dir(settings.data_dir, settings.ca_path)  # 0700; tightened if an older version left it open
             journal.start()
             ensure_database_file(settings.data_dir)
         except OSError as exc:
             raise exceptions.OptionsError(
-                f"cannot use data directory {settings.data_dir}: {exc.strerror or exc}.") from None
-        log.info("receipts: recording into %s (writer %s, %s durability)",
-                 journal.root, journal.writer, settings.durability)
+                f"cannot use data directory {settings.data_dir}: {exc.strerror or exc}."
+            ) from None
+        log.info(
+            "receipts: recording into %s (writer %s, %s durability)", journal.root, journal.writer, settings.durability
+        )
         return journal
 
     def done(self) -> None:
@@ -209,7 +245,7 @@ class Recorder:
     def client_connected(self, client) -> None:
         try:
             why = self.limits.connected(client.id, (client.peername or ("?",))[0])
-        except Exception as exc:  # noqa: BLE001 — never let bookkeeping break a connection
+        except Exception as exc:
             log.error("receipts: internal error in client_connected (%s: %s)", type(exc).__name__, exc)
             return
         if why:
@@ -325,8 +361,9 @@ class Recorder:
 
     def _answer(self, flow: http.HTTPFlow, st: FlowState) -> list[Event]:
         """The events of a buffered answer (and of its request, if discovered only now)."""
-        data = X.response_data(to_resp(flow), flow.request.timestamp_start, self.settings, call=st.call,
-                               protocol=st.protocol)
+        data = X.response_data(
+            to_resp(flow), flow.request.timestamp_start, self.settings, call=st.call, protocol=st.protocol
+        )
         self._annotate(flow, st, data)
         self.linker.remember_challenge(st.logical_id, data.get("challenge"))
         self.linker.remember_task(st.logical_id, (data.get("a2a") or {}).get("task_id"), time.time())
@@ -338,8 +375,9 @@ class Recorder:
         data = X.stream_end_data(summary, flow.request.timestamp_start, now, st.call, st.protocol)
         self.linker.remember_task(st.logical_id, (data.get("a2a") or {}).get("task_id"), now)
         self._annotate(flow, st, data, headers=False)
-        self.linker.outcome(st.keys, flow.response.status_code < 400 and bool(data.get("done"))
-                            and not data.get("challenge"))
+        self.linker.outcome(
+            st.keys, flow.response.status_code < 400 and bool(data.get("done")) and not data.get("challenge")
+        )
         return [Event("stream_end", st.receipt_id, data, ts=now)]
 
     @_guarded
@@ -371,15 +409,24 @@ class Recorder:
             sni = X.clean(data.context.client.sni or "") or None
             msg = X.clean(str(data.conn.error or "client refused the proxy's certificate"))
             server = data.context.server.address or (None, None)
-            payload = {**X.error_data("client_tls_refused", msg, "tls"), "host": sni or server[0], "port": server[1],
-                       "client": peer[0]}
+            payload = {
+                **X.error_data("client_tls_refused", msg, "tls"),
+                "host": sni or server[0],
+                "port": server[1],
+                "client": peer[0],
+            }
             self.journal.append([Event("error", uuid7(), payload)])
-        except Exception as exc:  # noqa: BLE001 — a trace we could not keep; nothing to refuse
+        except Exception as exc:
             log.error("receipts: could not record a refused certificate (%s: %s)", type(exc).__name__, exc)
             return
-        log.warning("receipts: client %s refused the proxy certificate for %s (%s): if it pins certificates, "
-                    "use reverse-proxy mode; otherwise make it trust %s", peer[0], sni, msg,
-                    self.settings.ca_cert)
+        log.warning(
+            "receipts: client %s refused the proxy certificate for %s (%s): if it pins certificates, "
+            "use reverse-proxy mode; otherwise make it trust %s",
+            peer[0],
+            sni,
+            msg,
+            self.settings.ca_cert,
+        )
 
     async def tls_start_server(self, data) -> None:
         """Reverse mode: the upstream must present the certificate the TEE registry lists for it."""
@@ -450,16 +497,25 @@ class Recorder:
     async def _guard(self, hook: str, flow: http.HTTPFlow, work) -> None:
         try:
             await work
-        except Exception as exc:  # noqa: BLE001 — see _guarded
+        except Exception as exc:
             self._hook_failed(hook, flow, exc)
 
     def _hook_failed(self, hook: str, flow: http.HTTPFlow, exc: Exception) -> None:
         st = self._flows.get(flow.id)
         paid = st.paid if st is not None else self._may_be_paid(flow)
         refuse = paid and hook in REFUSABLE
-        log.error("receipts: internal error in the %s hook of flow %s (%s: %s); %s", hook, flow.id,
-                  type(exc).__name__, exc, "the paid exchange was refused (503)" if refuse else
-                  "the exchange passes unrecorded" if not paid else "the exchange was already under way")
+        log.error(
+            "receipts: internal error in the %s hook of flow %s (%s: %s); %s",
+            hook,
+            flow.id,
+            type(exc).__name__,
+            exc,
+            "the paid exchange was refused (503)"
+            if refuse
+            else "the exchange passes unrecorded"
+            if not paid
+            else "the exchange was already under way",
+        )
         log.debug("receipts: traceback of that error", exc_info=exc)
         if refuse:
             self._refuse(flow, st, hook, "internal-error")
@@ -472,7 +528,7 @@ class Recorder:
         taken as paid). Unsure is paid."""
         try:
             return X.is_paid(_headers(flow.request)) or self._match(flow) in X.BODY_PROTOCOLS
-        except Exception:  # noqa: BLE001 — fail closed
+        except Exception:
             return True
 
     def _refuse(self, flow: http.HTTPFlow, st: FlowState | None, hook: str, kind: str = "journal-unavailable") -> None:
@@ -494,7 +550,8 @@ class Recorder:
             return None
         if conn.id not in self._owners:
             self._owners[conn.id] = asyncio.ensure_future(
-                asyncio.to_thread(process.owner_of, conn.peername[:2], conn.sockname[1]))
+                asyncio.to_thread(process.owner_of, conn.peername[:2], conn.sockname[1])
+            )
         try:
             return await asyncio.wait_for(asyncio.shield(self._owners[conn.id]), 0.25)
         except Exception:  # timed out, or /proc could not be read: the call keeps address and user agent
@@ -510,19 +567,30 @@ class Recorder:
         return {**found.as_dict(), "mode": self.settings.og_pin}
 
     def _match(self, flow: http.HTTPFlow) -> str | None:
-        return X.request_match(_header_names(flow.request), X.clean(flow.request.pretty_host),
-                               X.clean(flow.request.path), self.settings, flow.request.headers.get("authorization"))
+        return X.request_match(
+            _header_names(flow.request),
+            X.clean(flow.request.pretty_host),
+            X.clean(flow.request.path),
+            self.settings,
+            flow.request.headers.get("authorization"),
+        )
 
-    def _start(self, flow: http.HTTPFlow, req: X.Req, match: str,
-               call: dict | None = None) -> tuple[FlowState, Event]:
+    def _start(self, flow: http.HTTPFlow, req: X.Req, match: str, call: dict | None = None) -> tuple[FlowState, Event]:
         if match.startswith("x402"):
             self._learn(flow.request.host)
         receipt_id = uuid7(req.ts)
-        logical, keys, data = self.linker.open(req, self.settings, receipt_id=receipt_id, match=match, source="proxy",
-                                               call=call)
+        logical, keys, data = self.linker.open(
+            req, self.settings, receipt_id=receipt_id, match=match, source="proxy", call=call
+        )
         paid = X.is_paid(req.h) or (call or {}).get("payment") is not None  # (MCP's and A2A's travel in the body)
-        st = FlowState(receipt_id, logical, keys, paid=paid, call=(data.get("host"), data.get("model")),
-                       protocol=match if match in X.BODY_PROTOCOLS else None)
+        st = FlowState(
+            receipt_id,
+            logical,
+            keys,
+            paid=paid,
+            call=(data.get("host"), data.get("model")),
+            protocol=match if match in X.BODY_PROTOCOLS else None,
+        )
         self._flows[flow.id] = st
         flow.metadata["receipt_id"] = receipt_id  # shown in mitmweb, saved with flow files
         return st, Event("request", receipt_id, data, ts=req.ts, id=uuid7())
@@ -549,9 +617,11 @@ class Recorder:
                 await asyncio.wrap_future(fut)
             fut.result()
             return True
-        except Exception as exc:  # noqa: BLE001 — any failure to write means: not recorded
-            self._alarm.error("receipts: JOURNAL WRITE FAILED, refusing paid requests (503), unpaid traffic "
-                            "passes unrecorded: %s", exc)
+        except Exception as exc:
+            self._alarm.error(
+                "receipts: JOURNAL WRITE FAILED, refusing paid requests (503), unpaid traffic passes unrecorded: %s",
+                exc,
+            )
             return False
 
     def _stamp(self, flow: http.HTTPFlow, st: FlowState) -> None:
@@ -560,14 +630,24 @@ class Recorder:
             flow.response.headers["X-Receipt-Id"] = st.receipt_id
 
 
-def _refusal(kind: str = "journal-unavailable", reason: str | None = None, streamed: bool = False,
-             answer: bool = False) -> http.Response:
-    why = reason or ("the journal cannot be written" if kind == "journal-unavailable" else
-                     "an internal error occurred while recording it")
+def _refusal(
+    kind: str = "journal-unavailable", reason: str | None = None, streamed: bool = False, answer: bool = False
+) -> http.Response:
+    why = reason or (
+        "the journal cannot be written"
+        if kind == "journal-unavailable"
+        else "an internal error occurred while recording it"
+    )
     what = "did not pass on the answer to this paid request" if answer else "did not forward this paid request"
-    body = orjson.dumps({"error": {"type": f"receipts_{kind.replace('-', '_')}",
-                                   "message": f"The receipts recorder {what} because it could not record it "
-                                              f"({why}). Fix the cause, then retry."}})
+    body = orjson.dumps(
+        {
+            "error": {
+                "type": f"receipts_{kind.replace('-', '_')}",
+                "message": f"The receipts recorder {what} because it could not record it "
+                f"({why}). Fix the cause, then retry.",
+            }
+        }
+    )
     resp = http.Response.make(503, body, {"content-type": "application/json", "x-receipts-error": kind})
     if streamed:  # replaces an answer whose body is on its way: that body is dropped, this one is sent
         resp.stream = _once(body)
@@ -582,6 +662,7 @@ def _once(body: bytes):
             return b""
         sent.append(True)
         return body
+
     return emit
 
 
@@ -643,4 +724,3 @@ def _der(cert) -> bytes:
 
 def _journal_settings(s: cfg.Settings) -> tuple:
     return s.data_dir, s.durability, s.seal_interval, s.compact_after, s.compact_grace
-

@@ -34,6 +34,7 @@ removed ("compact": `X-Api-Key` → `xapikey`). It is secret when
   name is secret (`--api-key x`, `--token=x`), credentials in URLs (`https://user:pass@host`), and values
   that look like known key formats wherever they appear (`KEY_FORMATS`, `Bearer <token>`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,17 +46,42 @@ from urllib.parse import unquote_plus
 
 import orjson
 
-MAX_DEPTH = 64                 # JSON containers deeper than this become "[too deep]"
-MAX_EMBEDDED = 1 << 20         # longest string value parsed as an embedded JSON document
-MAX_EMBEDDED_LEVELS = 4        # JSON in a string in a string …: levels parsed
+MAX_DEPTH = 64  # JSON containers deeper than this become "[too deep]"
+MAX_EMBEDDED = 1 << 20  # longest string value parsed as an embedded JSON document
+MAX_EMBEDDED_LEVELS = 4  # JSON in a string in a string …: levels parsed
 
-SECRET_PARTS = ("secret", "password", "passwd", "passphrase", "cookie", "credential", "signature",
-                "authoriz", "oauth", "bearer", "apikey", "accesskey", "privatekey", "mnemonic",
-                "seedphrase", "macaroon")
+SECRET_PARTS = (
+    "secret",
+    "password",
+    "passwd",
+    "passphrase",
+    "cookie",
+    "credential",
+    "signature",
+    "authoriz",
+    "oauth",
+    "bearer",
+    "apikey",
+    "accesskey",
+    "privatekey",
+    "mnemonic",
+    "seedphrase",
+    "macaroon",
+)
 SECRET_WORDS = frozenset({"key", "tok", "auth", "authn", "authz", "session", "sig", "pass", "private"})
 SECRET_NAMES = frozenset({"xpayment", "signinwithx"})
-PUBLIC_NAMES = frozenset({"idempotencykey", "xrequestid", "paymentresponse", "xpaymentresponse",
-                          "paymentrequired", "xuptosession", "contenttype", "keepalive"})
+PUBLIC_NAMES = frozenset(
+    {
+        "idempotencykey",
+        "xrequestid",
+        "paymentresponse",
+        "xpaymentresponse",
+        "paymentrequired",
+        "xuptosession",
+        "contenttype",
+        "keepalive",
+    }
+)
 PUBLIC_PREFIXES = ("xtee",)
 PUBLIC_PARTS = ("publickey", "pubkey")
 _TOKEN = re.compile(r"token(?!s|izer|count|usage|limit|type)")
@@ -88,8 +114,13 @@ def is_secret_name(name: str) -> bool:
     compact = "".join(words)
     if compact in PUBLIC_NAMES or compact.startswith(PUBLIC_PREFIXES) or any(p in compact for p in PUBLIC_PARTS):
         return False
-    return (compact in SECRET_NAMES or any(p in compact for p in SECRET_PARTS) or bool(_TOKEN.search(compact))
-            or compact.endswith("key") or not SECRET_WORDS.isdisjoint(words))
+    return (
+        compact in SECRET_NAMES
+        or any(p in compact for p in SECRET_PARTS)
+        or bool(_TOKEN.search(compact))
+        or compact.endswith("key")
+        or not SECRET_WORDS.isdisjoint(words)
+    )
 
 
 # ---- name=value pairs: query strings, form bodies, NAME=value ------------------------------------
@@ -106,8 +137,13 @@ def redact_pairs(text: str) -> str:
 
 def secret_pair_names(text: str) -> list[str]:
     """Names (never values) of the secret parameters of a query string or form body."""
-    return sorted({name for name, eq, _ in (item.partition("=") for item in text.split("&"))
-                   if eq and is_secret_name(unquote_plus(name))})
+    return sorted(
+        {
+            name
+            for name, eq, _ in (item.partition("=") for item in text.split("&"))
+            if eq and is_secret_name(unquote_plus(name))
+        }
+    )
 
 
 # ---- multipart/form-data -------------------------------------------------------------------------
@@ -126,7 +162,7 @@ def redact_multipart(body: bytes, content_type: str) -> bytes:
         name = _PART_NAME.search(head)
         if sep and name and is_secret_name(name.group(1).decode("utf-8", "replace")):
             end = b"\r\n" if content.endswith(b"\r\n") else b""
-            pieces[i] = head + sep + redacted(content[:len(content) - len(end)]).encode() + end
+            pieces[i] = head + sep + redacted(content[: len(content) - len(end)]).encode() + end
     return delimiter.join(pieces)
 
 
@@ -183,8 +219,10 @@ def _redact(value: object, depth: int, level: int = 0) -> object:
     if depth > MAX_DEPTH:
         return "[too deep]"
     if isinstance(value, dict):
-        return {key: (redaction_tag(item) if is_secret_name(str(key)) else _redact(item, depth + 1, level))
-                for key, item in value.items()}
+        return {
+            key: (redaction_tag(item) if is_secret_name(str(key)) else _redact(item, depth + 1, level))
+            for key, item in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [_redact(item, depth + 1, level) for item in value]
     if isinstance(value, str):
@@ -206,11 +244,13 @@ _JSON_PAIR = re.compile(r'"((?:[^"\\]|\\.)*)"(\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}\]
 def redact_json_text(text: str) -> str:
     """JSON-looking text that does not parse (cut, malformed): every `"key": value` of a secret key has
     its value replaced by a tag, as far as the text lets the pairs be found."""
+
     def one(m: re.Match) -> str:
         key = m.group(1)
         if not is_secret_name(key.replace('\\"', '"')):
             return m.group(0)
         return f'"{key}"{m.group(2)}"{redacted(m.group(3))}"'
+
     return _JSON_PAIR.sub(one, text)
 
 
@@ -255,7 +295,7 @@ def _header_value(arg: str) -> str:
     name, colon, value = arg.partition(":")
     if colon and is_secret_name(name.strip()):
         shown = value.lstrip(" \t")
-        return f"{name}:{value[:len(value) - len(shown)]}{redacted(shown.strip())}" if shown else arg
+        return f"{name}:{value[: len(value) - len(shown)]}{redacted(shown.strip())}" if shown else arg
     return redact_text(arg)
 
 
@@ -276,7 +316,7 @@ def _flag(arg: str):
             if arg == flag:
                 return None, how, False
             if arg.startswith(flag + "=") and flag.startswith("--"):
-                return arg[len(flag) + 1:], how, False
+                return arg[len(flag) + 1 :], how, False
             if len(flag) == 2 and arg.startswith(flag) and len(arg) > 2:  # glued: -H'…', -uuser:pass
                 return arg[2:], how, False
     if arg in ("Bearer", "bearer"):  # `Bearer` and its token as two arguments
@@ -308,5 +348,5 @@ def redact_argv(argv: list[str]) -> list[str]:
             out.append(arg)
             pending = how, optional
         else:
-            out.append(arg[:len(arg) - len(value)] + how(value))
+            out.append(arg[: len(arg) - len(value)] + how(value))
     return out

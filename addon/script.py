@@ -9,6 +9,7 @@ files, receipts.duckdb) is private to you, and it makes the data directory (and 
 it starts (storage/private.py). mitmproxy creates its confdir's CA before scripts load: that directory is
 mitmproxy's (its CA key is private already; `receipts proxy` keeps its CA in `<data>/ca`).
 """
+
 import sys
 from pathlib import Path
 

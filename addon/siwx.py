@@ -9,6 +9,7 @@ make (EIP-4361 text for EVM accounts, signed with EIP-191 `personal_sign`; the C
 accounts, signed with ed25519). Which earlier payment granted the access is found by the views (the
 latest payment of that address to the same host). Pure; never raises.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,21 @@ from eth_hash.auto import keccak
 from . import eip712, solana, x402
 
 HEADER = "sign-in-with-x"
-FIELDS = ("domain", "address", "uri", "version", "chainId", "type", "nonce", "issuedAt", "statement",
-          "expirationTime", "notBefore", "requestId", "resources")
+FIELDS = (
+    "domain",
+    "address",
+    "uri",
+    "version",
+    "chainId",
+    "type",
+    "nonce",
+    "issuedAt",
+    "statement",
+    "expirationTime",
+    "notBefore",
+    "requestId",
+    "resources",
+)
 
 
 def decode(value: str | None) -> dict | None:
@@ -81,8 +95,13 @@ def siws_message(f: dict) -> str:
 
 
 def _tail(f: dict, chain_reference: str) -> list[str]:
-    lines = [f"URI: {f['uri']}", f"Version: {f['version']}", f"Chain ID: {chain_reference}", f"Nonce: {f['nonce']}",
-             f"Issued At: {f['issuedAt']}"]
+    lines = [
+        f"URI: {f['uri']}",
+        f"Version: {f['version']}",
+        f"Chain ID: {chain_reference}",
+        f"Nonce: {f['nonce']}",
+        f"Issued At: {f['issuedAt']}",
+    ]
     for key, label in (("expirationTime", "Expiration Time"), ("notBefore", "Not Before"), ("requestId", "Request ID")):
         if f.get(key):
             lines.append(f"{label}: {f[key]}")

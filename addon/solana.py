@@ -53,10 +53,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 MAX_B64_BYTES = 64 * 1024
 PACKET_DATA_SIZE = 1232  # Solana's limit on a serialized transaction (larger: an error, still decoded)
-MAX_WIRE_BYTES = 4096    # larger wire transactions are refused (bounds the summary's size)
+MAX_WIRE_BYTES = 4096  # larger wire transactions are refused (bounds the summary's size)
 MAX_ERRORS = 32
-MAX_SIGNATURES = 127     # a legacy header's first byte must stay below 0x80
-MAX_ACCOUNT_KEYS = 256   # instructions address accounts with a u8
+MAX_SIGNATURES = 127  # a legacy header's first byte must stay below 0x80
+MAX_ACCOUNT_KEYS = 256  # instructions address accounts with a u8
 MAX_INSTRUCTIONS = 256
 MAX_LOOKUPS = 256
 _MAX_B58_CHARS = 1024
@@ -83,8 +83,12 @@ _PROGRAM_NAMES: dict[str, str] = {
     SYSTEM_PROGRAM: "system",
 }
 _TOKEN_PROGRAMS = (TOKEN_PROGRAM, TOKEN_2022_PROGRAM)
-_COMPUTE_BUDGET_KINDS = {1: "request_heap_frame", 2: "set_compute_unit_limit",
-                         3: "set_compute_unit_price", 4: "set_loaded_accounts_data_size_limit"}
+_COMPUTE_BUDGET_KINDS = {
+    1: "request_heap_frame",
+    2: "set_compute_unit_limit",
+    3: "set_compute_unit_price",
+    4: "set_loaded_accounts_data_size_limit",
+}
 _TOKEN_KINDS = {3: "transfer", 12: "transfer_checked"}
 _TRANSFER_CHECKED = 12
 _TRANSFER_ROLES = ("source", "mint", "destination", "authority")
@@ -259,9 +263,10 @@ class _Reader:
     def take(self, n: int, what: str) -> bytes:
         end = self.pos + n
         if end > len(self.data):
-            raise _Malformed(f"truncated: {what} needs {n} bytes at offset {self.pos}, "
-                             f"{len(self.data) - self.pos} left")
-        chunk = self.data[self.pos:end]
+            raise _Malformed(
+                f"truncated: {what} needs {n} bytes at offset {self.pos}, {len(self.data) - self.pos} left"
+            )
+        chunk = self.data[self.pos : end]
         self.pos = end
         return chunk
 
@@ -296,18 +301,36 @@ class _Reader:
 # transaction
 
 
-_TRANSFER_KEYS = ("token_program", "source", "mint", "destination", "authority", "payer",
-                  "amount", "decimals")
+_TRANSFER_KEYS = ("token_program", "source", "mint", "destination", "authority", "payer", "amount", "decimals")
 
 
 def _empty_transaction() -> dict[str, Any]:
-    keys = ("size", "version", "num_required_signatures", "num_readonly_signed",
-            "num_readonly_unsigned", "fee_payer", "recent_blockhash", "message_sha256",
-            "tx_signature", "payer_signature_valid", "memo", "compute_unit_limit",
-            "compute_unit_price") + _TRANSFER_KEYS
+    keys = (
+        "size",
+        "version",
+        "num_required_signatures",
+        "num_readonly_signed",
+        "num_readonly_unsigned",
+        "fee_payer",
+        "recent_blockhash",
+        "message_sha256",
+        "tx_signature",
+        "payer_signature_valid",
+        "memo",
+        "compute_unit_limit",
+        "compute_unit_price",
+    ) + _TRANSFER_KEYS
     result: dict[str, Any] = dict.fromkeys(keys)
-    result.update(account_keys=[], signers=[], signatures=[], instructions=[],
-                  address_table_lookups=[], transfers=0, memos=0, errors=[])
+    result.update(
+        account_keys=[],
+        signers=[],
+        signatures=[],
+        instructions=[],
+        address_table_lookups=[],
+        transfers=0,
+        memos=0,
+        errors=[],
+    )
     return result
 
 
@@ -384,8 +407,7 @@ def _decode_raw(raw: object) -> dict[str, Any]:
     if len(raw) > PACKET_DATA_SIZE:
         errors.append(f"transaction is {len(raw)} bytes, over Solana's {PACKET_DATA_SIZE}")
     reader = _Reader(raw)
-    parsed: dict[str, Any] = {"signatures": [], "message": None, "keys": [],
-                              "instructions": [], "lookups": []}
+    parsed: dict[str, Any] = {"signatures": [], "message": None, "keys": [], "instructions": [], "lookups": []}
     try:
         _read_wire(reader, parsed, result)
     except _Malformed as exc:
@@ -394,7 +416,7 @@ def _decode_raw(raw: object) -> dict[str, Any]:
         errors.append(f"{reader.remaining()} trailing bytes after the message")
     _summarize(parsed, result)
     if len(errors) > MAX_ERRORS:
-        errors[MAX_ERRORS - 1:] = [f"and {len(errors) - MAX_ERRORS + 1} more errors"]
+        errors[MAX_ERRORS - 1 :] = [f"and {len(errors) - MAX_ERRORS + 1} more errors"]
     return result
 
 
@@ -428,7 +450,7 @@ def _read_wire(reader: _Reader, parsed: dict, result: dict) -> None:
             writable = reader.u8_list("lookup writable indexes")
             readonly = reader.u8_list("lookup readonly indexes")
             parsed["lookups"].append((table, writable, readonly))
-    parsed["message"] = reader.data[start:reader.pos]
+    parsed["message"] = reader.data[start : reader.pos]
 
 
 def _summarize(parsed: dict, result: dict) -> None:
@@ -441,7 +463,8 @@ def _summarize(parsed: dict, result: dict) -> None:
         result["message_sha256"] = hashlib.sha256(message).hexdigest()
     result["address_table_lookups"] = [
         {"account_key": b58encode(table), "writable_indexes": writable, "readonly_indexes": readonly}
-        for table, writable, readonly in parsed["lookups"]]
+        for table, writable, readonly in parsed["lookups"]
+    ]
     if message is not None:
         _check_header(parsed, result)
     _signatures(parsed, result, message)
@@ -458,8 +481,10 @@ def _check_header(parsed: dict, result: dict) -> None:
     required = result["num_required_signatures"]
     keys = len(parsed["keys"])
     if required + result["num_readonly_unsigned"] > keys:
-        errors.append(f"header needs {required} signers + {result['num_readonly_unsigned']} "
-                      f"readonly unsigned keys, only {keys} account keys")
+        errors.append(
+            f"header needs {required} signers + {result['num_readonly_unsigned']} "
+            f"readonly unsigned keys, only {keys} account keys"
+        )
     if required == 0:
         errors.append("no required signatures (no fee payer)")
     elif result["num_readonly_signed"] >= required:
@@ -480,9 +505,14 @@ def _signatures(parsed: dict, result: dict, message: bytes | None) -> None:
         valid = None
         if not empty and signer is not None and message is not None:
             valid = ed25519_valid(signer, signature, message)
-        result["signatures"].append({"signer": b58encode(signer) if signer else None,
-                                     "signature": b58encode(signature), "empty": empty,
-                                     "valid": valid})
+        result["signatures"].append(
+            {
+                "signer": b58encode(signer) if signer else None,
+                "signature": b58encode(signature),
+                "empty": empty,
+                "valid": valid,
+            }
+        )
     first = result["signatures"][0] if result["signatures"] else None
     if first is not None and not first["empty"]:
         result["tx_signature"] = first["signature"]
@@ -521,8 +551,9 @@ class _Resolver:
         return f"account index {index} (out of range)"
 
 
-def _instruction(index: int, program: int, accounts: list[int], data: bytes,
-                 resolver: _Resolver, result: dict) -> dict[str, Any]:
+def _instruction(
+    index: int, program: int, accounts: list[int], data: bytes, resolver: _Resolver, result: dict
+) -> dict[str, Any]:
     errors: list[str] = result["errors"]
     where = f"instruction {index}"
     program_id = resolver.key(program)
@@ -535,8 +566,14 @@ def _instruction(index: int, program: int, accounts: list[int], data: bytes,
         errors.append(f"{where}: account index {bad[0]} out of range")
     name = _PROGRAM_NAMES.get(program_id or "")
     tag = data[0] if data else None
-    summary = {"program_id": program_id, "program": name, "kind": None, "tag": tag,
-               "accounts": [resolver.key(i) for i in accounts], "data_len": len(data)}
+    summary = {
+        "program_id": program_id,
+        "program": name,
+        "kind": None,
+        "tag": tag,
+        "accounts": [resolver.key(i) for i in accounts],
+        "data_len": len(data),
+    }
     if name == "compute_budget":
         summary["kind"] = _COMPUTE_BUDGET_KINDS.get(tag)
         _compute_budget(where, data, result)
@@ -567,8 +604,9 @@ def _compute_budget(where: str, data: bytes, result: dict) -> None:
     result[field] = int.from_bytes(data[1:], "little")
 
 
-def _transfer_checked(where: str, program_id: str, accounts: list[int], data: bytes,
-                      resolver: _Resolver, result: dict) -> None:
+def _transfer_checked(
+    where: str, program_id: str, accounts: list[int], data: bytes, resolver: _Resolver, result: dict
+) -> None:
     errors: list[str] = result["errors"]
     result["transfers"] += 1
     if result["transfers"] > 1:
@@ -584,8 +622,7 @@ def _transfer_checked(where: str, program_id: str, accounts: list[int], data: by
     for role, index in zip(_TRANSFER_ROLES, accounts):
         key = resolver.key(index)
         if key is None:
-            errors.append(f"{where}: TransferChecked {role} is {resolver.describe(index)}, "
-                          "not resolvable offline")
+            errors.append(f"{where}: TransferChecked {role} is {resolver.describe(index)}, not resolvable offline")
         result[role] = key
     result["payer"] = result["authority"]
 
@@ -646,8 +683,7 @@ def settlement_signature_valid(b64: object, signature: object) -> bool | None:
         sig = _b58_of_len(signature, _SIGNATURE_LEN) if is_signature(signature) else None
         if raw is None or sig is None or len(raw) > MAX_WIRE_BYTES:
             return None
-        parsed: dict[str, Any] = {"signatures": [], "message": None, "keys": [],
-                                  "instructions": [], "lookups": []}
+        parsed: dict[str, Any] = {"signatures": [], "message": None, "keys": [], "instructions": [], "lookups": []}
         _read_wire(_Reader(raw), parsed, _empty_transaction())
         if parsed["message"] is None or not parsed["keys"]:
             return None

@@ -42,8 +42,12 @@ MAX_ERRORS = 20
 _EOL = re.compile(rb"\r\n|\r|\n")
 
 TEE_KEYS = ("tee_signature", "tee_request_hash", "tee_output_hash", "tee_timestamp", "tee_id")
-SETTLEMENT_KEYS = ("data_settlement_transaction_hash", "data_settlement_blob_id",
-                   "settlement_job_id", "data_settlement_error")
+SETTLEMENT_KEYS = (
+    "data_settlement_transaction_hash",
+    "data_settlement_blob_id",
+    "settlement_job_id",
+    "data_settlement_error",
+)
 
 
 def _pick(obj: dict, keys: tuple[str, ...]) -> dict[str, Any] | None:
@@ -67,8 +71,11 @@ class _Usage:
         if counts is None:
             return
         self.seen = True
-        self.prompt, self.completion, self.total = (counts["prompt_tokens"], counts["completion_tokens"],
-                                                    counts["total_tokens"])
+        self.prompt, self.completion, self.total = (
+            counts["prompt_tokens"],
+            counts["completion_tokens"],
+            counts["total_tokens"],
+        )
 
     def anthropic(self, usage: dict) -> None:
         prompt = token_count(usage.get("input_tokens"))
@@ -88,8 +95,7 @@ class _Usage:
         total = self.total
         if total is None and self.prompt is not None and self.completion is not None:
             total = self.prompt + self.completion
-        return {"prompt_tokens": self.prompt, "completion_tokens": self.completion,
-                "total_tokens": total}
+        return {"prompt_tokens": self.prompt, "completion_tokens": self.completion, "total_tokens": total}
 
 
 class SSEParser:
@@ -118,10 +124,12 @@ class SSEParser:
         self._tee: dict[str, Any] | None = None
         self._settlement: dict[str, Any] | None = None
         self._jsonrpc: dict[str, Any] | None = None  # a JSON-RPC answer of an MCP or A2A stream (see _handle_object)
-        self._jsonrpc_x402 = False                    # it holds x402 fields
-        self._x402_event = False                      # the event being handled does
+        self._jsonrpc_x402 = False  # it holds x402 fields
+        self._x402_event = False  # the event being handled does
         self._text_hash = hashlib.sha256()
-        self._text_keccak = keccak.new(digest_bits=256, update_after_digest=True)  # what an OpenGradient TEE signs as the output
+        self._text_keccak = keccak.new(
+            digest_bits=256, update_after_digest=True
+        )  # what an OpenGradient TEE signs as the output
         self._text_seen = False
         self._output_chars = 0
         self._errors: list[str] = []
@@ -159,7 +167,7 @@ class SSEParser:
         self._skip_lf = data.endswith(b"\r")
         pos = 0
         for match in _EOL.finditer(data):
-            self._end_line(data[pos:match.start()])
+            self._end_line(data[pos : match.start()])
             pos = match.end()
         self._append_partial(data[pos:])
 
@@ -271,9 +279,9 @@ class SSEParser:
         if kind == "error" or event_type == "error" or isinstance(obj.get("error"), dict):
             self._error(f"error event in stream (event {self._events})")
         if "jsonrpc" in obj and ("result" in obj or "error" in obj):  # an MCP or A2A answer (addon/mcp.py,
-            if self._x402_event or not self._jsonrpc_x402:              # addon/a2a.py): the last one that speaks of
+            if self._x402_event or not self._jsonrpc_x402:  # addon/a2a.py): the last one that speaks of
                 self._jsonrpc, self._jsonrpc_x402 = obj, self._x402_event  # x402, else the last; it ends an MCP
-            self._done = True                                           # request's stream
+            self._done = True  # request's stream
             return
         if kind == "response.output_text.delta":  # OpenAI Responses API: text deltas, then the response
             self._add_text(obj.get("delta"))

@@ -64,11 +64,29 @@ _B64_TRANSLATE = bytes.maketrans(b"-_", b"+/")
 # v1 network names and their CAIP-2 ids: the x402 SDK's v1 tables (x402 2.25.0,
 # mechanisms/evm/v1/constants.py and mechanisms/svm/constants.py), plus "sepolia".
 _V1_EVM_CHAIN_IDS: dict[str, int] = {
-    "base": 8453, "base-sepolia": 84532, "ethereum": 1, "sepolia": 11155111, "polygon": 137,
-    "polygon-amoy": 80002, "avalanche": 43114, "avalanche-fuji": 43113, "abstract": 2741,
-    "abstract-testnet": 11124, "iotex": 4689, "sei": 1329, "sei-testnet": 1328, "peaq": 3338,
-    "story": 1513, "educhain": 656476, "skale-base-sepolia": 1444673419, "megaeth": 4326,
-    "monad": 143, "monad-testnet": 10143, "stable": 988, "stable-testnet": 2201, "celo": 42220,
+    "base": 8453,
+    "base-sepolia": 84532,
+    "ethereum": 1,
+    "sepolia": 11155111,
+    "polygon": 137,
+    "polygon-amoy": 80002,
+    "avalanche": 43114,
+    "avalanche-fuji": 43113,
+    "abstract": 2741,
+    "abstract-testnet": 11124,
+    "iotex": 4689,
+    "sei": 1329,
+    "sei-testnet": 1328,
+    "peaq": 3338,
+    "story": 1513,
+    "educhain": 656476,
+    "skale-base-sepolia": 1444673419,
+    "megaeth": 4326,
+    "monad": 143,
+    "monad-testnet": 10143,
+    "stable": 988,
+    "stable-testnet": 2201,
+    "celo": 42220,
     "flare": 14,
 }
 SOLANA_MAINNET = "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"
@@ -120,7 +138,7 @@ def _uint_str(value: object) -> str | None:
     if isinstance(value, int):
         number = value
     elif isinstance(value, float) and value.is_integer() and 0 <= value < 2**53:  # (protobuf Structs, as A2A's
-        number = int(value)                                                       # metadata, make every number a double)
+        number = int(value)  # metadata, make every number a double)
     elif isinstance(value, str) and _DECIMAL_RE.fullmatch(value.strip()):
         number = int(value.strip())
     else:
@@ -239,8 +257,19 @@ def caip2(network: object) -> str | None:
 
 
 def _empty_entry() -> dict[str, Any]:
-    keys = ("scheme", "network", "network_raw", "amount", "asset", "pay_to",
-            "max_timeout_seconds", "resource", "description", "mime_type", "extra")
+    keys = (
+        "scheme",
+        "network",
+        "network_raw",
+        "amount",
+        "asset",
+        "pay_to",
+        "max_timeout_seconds",
+        "resource",
+        "description",
+        "mime_type",
+        "extra",
+    )
     return dict.fromkeys(keys)
 
 
@@ -260,8 +289,9 @@ def _resource_info(value: object, where: str, errors: list[str]) -> dict[str, st
     return info
 
 
-def _normalize_entry(d: dict, where: str, errors: list[str],
-                     fallback: dict[str, str | None] | None = None) -> dict[str, Any]:
+def _normalize_entry(
+    d: dict, where: str, errors: list[str], fallback: dict[str, str | None] | None = None
+) -> dict[str, Any]:
     """Normalize one accepts entry (v1 or v2) to snake_case, CAIP-2 network."""
     entry = _empty_entry()
     entry["scheme"] = _str_field(d, "scheme", where, errors)
@@ -275,10 +305,10 @@ def _normalize_entry(d: dict, where: str, errors: list[str],
     own = _resource_info(d.get("resource"), f"{where}.resource", errors)
     fallback = fallback or {}
     entry["resource"] = own["url"] or fallback.get("url")
-    entry["description"] = (_str_field(d, "description", where, errors)
-                            or own["description"] or fallback.get("description"))
-    entry["mime_type"] = (_str_field(d, "mimeType", where, errors)
-                          or own["mime_type"] or fallback.get("mime_type"))
+    entry["description"] = (
+        _str_field(d, "description", where, errors) or own["description"] or fallback.get("description")
+    )
+    entry["mime_type"] = _str_field(d, "mimeType", where, errors) or own["mime_type"] or fallback.get("mime_type")
     extra = _dict_field(d, "extra", where, errors)
     entry["extra"] = dict(extra) if extra is not None else None
     return entry
@@ -290,8 +320,15 @@ def parse_challenge(obj: object) -> dict[str, Any]:
 
 
 def _empty_challenge() -> dict[str, Any]:
-    return {"x402_version": None, "error": None, "resource": None, "accepts": [], "extensions": None,
-            "offers": [], "errors": []}
+    return {
+        "x402_version": None,
+        "error": None,
+        "resource": None,
+        "accepts": [],
+        "extensions": None,
+        "offers": [],
+        "errors": [],
+    }
 
 
 def _parse_challenge(obj: object) -> dict[str, Any]:
@@ -332,10 +369,26 @@ def looks_like_v1_challenge(obj: object) -> bool:
 
 
 def _empty_payment() -> dict[str, Any]:
-    keys = ("x402_version", "scheme", "network", "payer", "pay_to", "asset", "amount",
-            "nonce", "valid_after", "valid_before", "deadline", "spender", "facilitator",
-            "accepted", "resource", "payment_identifier", "signature_sha256",
-            "signed_tx_sha256")
+    keys = (
+        "x402_version",
+        "scheme",
+        "network",
+        "payer",
+        "pay_to",
+        "asset",
+        "amount",
+        "nonce",
+        "valid_after",
+        "valid_before",
+        "deadline",
+        "spender",
+        "facilitator",
+        "accepted",
+        "resource",
+        "payment_identifier",
+        "signature_sha256",
+        "signed_tx_sha256",
+    )
     result: dict[str, Any] = dict.fromkeys(keys)
     result.update(kind="unknown", extensions=[], errors=[])
     return result
@@ -429,7 +482,9 @@ def _parse_channel(payload: dict, result: dict, errors: list[str]) -> None:
     result["spender"] = _str_field(config, "payerAuthorizer", where, errors)  # (may sign vouchers for the payer)
     voucher = _dict_field(payload, "voucher", "payload", errors) or {}
     claimed_id = voucher.get("channelId")
-    result["channel_id"] = claimed_id.lower() if isinstance(claimed_id, str) and _BYTES32_RE.fullmatch(claimed_id) else None
+    result["channel_id"] = (
+        claimed_id.lower() if isinstance(claimed_id, str) and _BYTES32_RE.fullmatch(claimed_id) else None
+    )
     if result["channel_id"] is None:
         errors.append("voucher.channelId is not a bytes32 hex string")
     result["voucher_amount"] = _uint_field(voucher, "maxClaimableAmount", "voucher", errors)
@@ -465,8 +520,12 @@ def _parse_svm_upto(payload: dict, result: dict, errors: list[str]) -> None:
     if result["signature_sha256"] is None:
         result["signature_sha256"] = solana.transaction_sha256(payload["openTransaction"])
     mine = [sig for sig in tx["signatures"] if sig.get("signer") == result["payer"]]
-    result.update(facilitator=tx["fee_payer"], memo=tx["memo"], recent_blockhash=tx["recent_blockhash"],
-                  payer_signature_valid=bool(mine) and all(sig.get("valid") for sig in mine))
+    result.update(
+        facilitator=tx["fee_payer"],
+        memo=tx["memo"],
+        recent_blockhash=tx["recent_blockhash"],
+        payer_signature_valid=bool(mine) and all(sig.get("valid") for sig in mine),
+    )
     if result["accepted"]:
         result["pay_to"], result["asset"] = result["accepted"]["pay_to"], result["accepted"]["asset"]
         program = ((result["accepted"].get("extra") or {}).get("tokenProgram")) or solana.TOKEN_PROGRAM
@@ -511,12 +570,22 @@ def _parse_svm(transaction: str, result: dict, errors: list[str]) -> None:
     """A Solana payment: the partly signed transaction (addon/solana.py) says who pays how much of which
     mint to which token account, under which fee payer; the transaction itself is kept as a hash only."""
     tx = solana.decode_transaction(transaction)
-    if result["signature_sha256"] is None:  # (the signed transaction is the payment's signature; a `signature` beside it wins)
+    if (
+        result["signature_sha256"] is None
+    ):  # (the signed transaction is the payment's signature; a `signature` beside it wins)
         result["signature_sha256"] = solana.transaction_sha256(transaction)
-    result.update(payer=tx["authority"], asset=tx["mint"], amount=tx["amount"], decimals=tx["decimals"],
-                  facilitator=tx["fee_payer"], token_account=tx["destination"], token_program=tx["token_program"],
-                  memo=tx["memo"], recent_blockhash=tx["recent_blockhash"],
-                  payer_signature_valid=tx["payer_signature_valid"])
+    result.update(
+        payer=tx["authority"],
+        asset=tx["mint"],
+        amount=tx["amount"],
+        decimals=tx["decimals"],
+        facilitator=tx["fee_payer"],
+        token_account=tx["destination"],
+        token_program=tx["token_program"],
+        memo=tx["memo"],
+        recent_blockhash=tx["recent_blockhash"],
+        payer_signature_valid=tx["payer_signature_valid"],
+    )
     if result["accepted"]:
         result["pay_to"] = result["accepted"]["pay_to"]
         # the token account the offer's payTo is paid at (its associated one): what the transfer must reach
@@ -542,8 +611,11 @@ def _parse_permit2(permit: dict, result: dict, errors: list[str]) -> None:
     where = "permit2Authorization"
     result["payer"] = _str_field(permit, "from", where, errors)
     result["spender"] = _str_field(permit, "spender", where, errors)
-    result["nonce"] = _uint_field(permit, "nonce", where, errors) if not _is_hex(permit.get("nonce")) \
-        else str(int(permit["nonce"], 16))  # (the upto spec's own example writes it in hex)
+    result["nonce"] = (
+        _uint_field(permit, "nonce", where, errors)
+        if not _is_hex(permit.get("nonce"))
+        else str(int(permit["nonce"], 16))
+    )  # (the upto spec's own example writes it in hex)
     result["deadline"] = _int_field(permit, "deadline", where, errors)
     permitted = _dict_field(permit, "permitted", where, errors)
     if permitted is not None:
@@ -605,8 +677,18 @@ def _signed_tx_sha256(value: object) -> str | None:
 
 
 def _empty_settlement() -> dict[str, Any]:
-    keys = ("success", "tx_hash", "job_id", "network", "payer", "amount",
-            "error_reason", "error_message", "extensions", "seller_receipt")
+    keys = (
+        "success",
+        "tx_hash",
+        "job_id",
+        "network",
+        "payer",
+        "amount",
+        "error_reason",
+        "error_message",
+        "extensions",
+        "seller_receipt",
+    )
     result: dict[str, Any] = dict.fromkeys(keys)
     result["errors"] = []
     return result
@@ -655,7 +737,9 @@ def _channel_settlement(extra: dict, result: dict, errors: list[str]) -> None:
     state = _dict_field(extra, "channelState", "settlement.extra", errors) or {}
     channel = state.get("channelId")
     result["channel_id"] = channel.lower() if isinstance(channel, str) and _BYTES32_RE.fullmatch(channel) else None
-    result["charged_cumulative"] = _uint_field(state, "chargedCumulativeAmount", "settlement.extra.channelState", errors)
+    result["charged_cumulative"] = _uint_field(
+        state, "chargedCumulativeAmount", "settlement.extra.channelState", errors
+    )
     result["channel_balance"] = _uint_field(state, "balance", "settlement.extra.channelState", errors)
     result["channel_claimed"] = _uint_field(state, "totalClaimed", "settlement.extra.channelState", errors)
 

@@ -7,6 +7,7 @@ recorded tables and views (the same ones `receipts sql` queries):
     con = receipts.connect("./data")
     con.sql("SELECT app_name, sum(amount) FROM receipts GROUP BY ALL").df()
 """
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,7 @@ from pathlib import Path
 # checkout's root is searched for them too (only there: it is the folder holding pyproject.toml).
 _checkout = Path(__file__).resolve().parent.parent
 if (_checkout / "pyproject.toml").is_file() and (_checkout / "storage").is_dir():
-    __path__.append(str(_checkout))  # noqa: F821 (a package's own search path)
+    __path__.append(str(_checkout))
 
 
 def connect(data_dir: str | os.PathLike = "./data"):

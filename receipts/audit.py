@@ -9,11 +9,12 @@ table row, `<script>` or `[x](javascript:…)` cannot become markup).
 Amounts are exact: the integer of atomic units, and beside it the human amount computed with Decimal
 from the asset's decimals; never floats.
 """
+
 from __future__ import annotations
 
 import html
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import orjson
@@ -25,47 +26,124 @@ AMOUNT_FIELDS = ("amount", "verified", "reported", "authorized", "charged", "cha
 # Each problem section: title, what it means (shown under the title), and its columns
 # (field, header); `money` columns are shown as human amount + atomic units.
 PROBLEMS = [
-    ("risky_failed", "Risky or failed",
-     "Paid calls whose latest verdict from `receipts verify` is `failed`, or whose resolution is `risky` "
-     "(money moved but the outcome is bad or unknown). Evidence: the latest result of each check.",
-     [("receipt_id", "receipt"), ("app_name", "app"), ("first_seen", "first seen"), ("host", "host"),
-      ("proof_status", "status"), ("resolution", "resolution"), ("reason", "reason"), ("last_status", "HTTP"),
-      ("amount", "amount"), ("txs", "settlement tx"), ("evidence", "evidence")]),
-    ("overcharges", "Overcharges against the challenge",
-     "Calls that signed or settled more than the 402 challenge asked for the same asset (or that the "
-     "verifier judged `overcharged`).",
-     [("receipt_id", "receipt"), ("app_name", "app"), ("first_seen", "first seen"), ("host", "host"),
-      ("challenge_amount", "challenge asked"), ("charged", "charged"), ("excess", "excess"),
-      ("proof_status", "status"), ("reason", "reason")]),
-    ("never_settled", "Settlements never found",
-     "Paid calls (or OpenGradient sessions) with no settlement transaction known: the server reported none "
-     "and the verifier found none on chain, or found that the reported one is not there. `not_verified`: "
-     "`receipts verify` has not looked yet.",
-     [("key", "receipt / session"), ("kind", "kind"), ("app_name", "app"), ("first_seen", "first seen"),
-      ("host", "host"), ("payer", "payer"), ("pay_to", "payee"), ("amount", "signed (or cap)"),
-      ("calls", "calls"), ("reason", "reason")]),
-    ("double_charges", "Double charges",
-     "One logical call (its 402, paid attempts and retries) that was settled more than once.",
-     [("receipt_id", "receipt"), ("app_name", "app"), ("first_seen", "first seen"), ("host", "host"),
-      ("settlements", "settlements"), ("txs", "settlement txs"), ("charged", "charged in total"),
-      ("reason", "reason")]),
-    ("secrets_in_clear", "Secrets sent over plain HTTP",
-     "Calls that carried secret headers or query parameters (API keys, Authorization, payment signatures) "
-     "over unencrypted HTTP. Names only: the values were never stored.",
-     [("app_name", "app"), ("host", "host"), ("port", "port"), ("path", "path"), ("secrets", "secrets"),
-      ("calls", "calls"), ("first_seen", "first seen"), ("last_seen", "last seen"), ("example_receipt", "example")]),
-    ("pinned_clients", "Clients that refused the proxy's certificate (pinning)",
-     "TLS handshakes a client aborted because it did not accept the proxy's certificate: it pins its "
-     "server's certificate (use `receipts proxy --reverse`) or does not trust the CA. Nothing of these calls "
-     "was recorded; the failed handshake happens before any request, so no app is known (not filtered by "
-     "`--app`).",
-     [("client", "client"), ("host", "server name"), ("refusals", "refusals"), ("first_seen", "first seen"),
-      ("last_seen", "last seen"), ("message", "error")]),
-    ("no_usage", "Calls with no usage reported",
-     "Answered calls (HTTP 2xx) whose response carried no token usage: what was consumed cannot be "
-     "checked against what was paid.",
-     [("app_name", "app"), ("host", "host"), ("model", "model"), ("calls", "calls"), ("first_seen", "first seen"),
-      ("last_seen", "last seen"), ("example_receipt", "example")]),
+    (
+        "risky_failed",
+        "Risky or failed",
+        "Paid calls whose latest verdict from `receipts verify` is `failed`, or whose resolution is `risky` "
+        "(money moved but the outcome is bad or unknown). Evidence: the latest result of each check.",
+        [
+            ("receipt_id", "receipt"),
+            ("app_name", "app"),
+            ("first_seen", "first seen"),
+            ("host", "host"),
+            ("proof_status", "status"),
+            ("resolution", "resolution"),
+            ("reason", "reason"),
+            ("last_status", "HTTP"),
+            ("amount", "amount"),
+            ("txs", "settlement tx"),
+            ("evidence", "evidence"),
+        ],
+    ),
+    (
+        "overcharges",
+        "Overcharges against the challenge",
+        "Calls that signed or settled more than the 402 challenge asked for the same asset (or that the "
+        "verifier judged `overcharged`).",
+        [
+            ("receipt_id", "receipt"),
+            ("app_name", "app"),
+            ("first_seen", "first seen"),
+            ("host", "host"),
+            ("challenge_amount", "challenge asked"),
+            ("charged", "charged"),
+            ("excess", "excess"),
+            ("proof_status", "status"),
+            ("reason", "reason"),
+        ],
+    ),
+    (
+        "never_settled",
+        "Settlements never found",
+        "Paid calls (or OpenGradient sessions) with no settlement transaction known: the server reported none "
+        "and the verifier found none on chain, or found that the reported one is not there. `not_verified`: "
+        "`receipts verify` has not looked yet.",
+        [
+            ("key", "receipt / session"),
+            ("kind", "kind"),
+            ("app_name", "app"),
+            ("first_seen", "first seen"),
+            ("host", "host"),
+            ("payer", "payer"),
+            ("pay_to", "payee"),
+            ("amount", "signed (or cap)"),
+            ("calls", "calls"),
+            ("reason", "reason"),
+        ],
+    ),
+    (
+        "double_charges",
+        "Double charges",
+        "One logical call (its 402, paid attempts and retries) that was settled more than once.",
+        [
+            ("receipt_id", "receipt"),
+            ("app_name", "app"),
+            ("first_seen", "first seen"),
+            ("host", "host"),
+            ("settlements", "settlements"),
+            ("txs", "settlement txs"),
+            ("charged", "charged in total"),
+            ("reason", "reason"),
+        ],
+    ),
+    (
+        "secrets_in_clear",
+        "Secrets sent over plain HTTP",
+        "Calls that carried secret headers or query parameters (API keys, Authorization, payment signatures) "
+        "over unencrypted HTTP. Names only: the values were never stored.",
+        [
+            ("app_name", "app"),
+            ("host", "host"),
+            ("port", "port"),
+            ("path", "path"),
+            ("secrets", "secrets"),
+            ("calls", "calls"),
+            ("first_seen", "first seen"),
+            ("last_seen", "last seen"),
+            ("example_receipt", "example"),
+        ],
+    ),
+    (
+        "pinned_clients",
+        "Clients that refused the proxy's certificate (pinning)",
+        "TLS handshakes a client aborted because it did not accept the proxy's certificate: it pins its "
+        "server's certificate (use `receipts proxy --reverse`) or does not trust the CA. Nothing of these calls "
+        "was recorded; the failed handshake happens before any request, so no app is known (not filtered by "
+        "`--app`).",
+        [
+            ("client", "client"),
+            ("host", "server name"),
+            ("refusals", "refusals"),
+            ("first_seen", "first seen"),
+            ("last_seen", "last seen"),
+            ("message", "error"),
+        ],
+    ),
+    (
+        "no_usage",
+        "Calls with no usage reported",
+        "Answered calls (HTTP 2xx) whose response carried no token usage: what was consumed cannot be "
+        "checked against what was paid.",
+        [
+            ("app_name", "app"),
+            ("host", "host"),
+            ("model", "model"),
+            ("calls", "calls"),
+            ("first_seen", "first seen"),
+            ("last_seen", "last seen"),
+            ("example_receipt", "example"),
+        ],
+    ),
 ]
 
 
@@ -91,9 +169,15 @@ def _cell(row: dict, field: str, evidence: dict) -> str:
         return money(value, row.get("decimals"), row.get("symbol"), row.get("asset"))
     if field == "evidence":
         items = evidence.get(row.get("receipt_id"), [])
-        return "; ".join(f"{c['check']}={c['result']}" + (f" ({c['reason']})" if c.get("reason") else "")
-                         + (f" {c['detail']}" if c.get("detail") and c.get("result") != "pass" else "")
-                         for c in items) or "—"
+        return (
+            "; ".join(
+                f"{c['check']}={c['result']}"
+                + (f" ({c['reason']})" if c.get("reason") else "")
+                + (f" {c['detail']}" if c.get("detail") and c.get("result") != "pass" else "")
+                for c in items
+            )
+            or "—"
+        )
     if isinstance(value, list):
         return ", ".join(str(v) for v in value) if value else "—"
     if isinstance(value, datetime):
@@ -110,63 +194,182 @@ def tables(rep: dict, limit: int | None) -> list[dict]:
     """The report as a list of titled tables of strings (escaped later by each format)."""
     s = rep["summary"]
     counts = problem_counts(rep)
-    out = [{
-        "title": "Summary", "note": None,
-        "columns": ["calls", "receipts (logical calls)", "paid", "apps", "first seen", "last seen", "problems found"],
-        "rows": [[str(s["calls"]), str(s["receipts"]), str(s["paid_receipts"]), str(s["apps"]), _ts(s["first_seen"]),
-                  _ts(s["last_seen"]), str(sum(counts.values()))]]}]
-    out.append({"title": "Problems", "note": "Each section below lists its rows; 0 means nothing of the kind "
-                                             "was found in the recorded traffic.",
-                "columns": ["section", "rows"], "rows": [[title, str(counts[name])] for name, title, *_ in PROBLEMS]})
-    out.append({"title": "Apps", "note": "Grouped by app: the local process (executable and script) that made "
-                                         "the calls when it could be found, else the user agent, else the client address.",
-                "columns": ["app", "executable", "calls", "receipts", "paid receipts", "hosts", "first seen", "last seen"],
-                "rows": [[_cell(a, f, {}) for f in ("app_name", "exe", "calls", "receipts", "paid_receipts", "hosts",
-                                                    "first_seen", "last_seen")] for a in rep["apps"]]})
-    out.append({"title": "Tokens and cost per app and model",
-                "note": "Every call, paid on chain or billed by API key. List price: what the price table says the "
-                        "tokens of the calls not paid on chain cost. Paid on chain: calls whose money is in the "
-                        "totals below. Cost unknown: the table does not know the model, no usage was reported, or "
-                        "a call's own share of a session or cap is not known; never counted as 0.",
-                "columns": ["app", "model", "receipts", "tokens", "list price", "paid on chain", "cost unknown"],
-                "rows": [[render.safe(u["app_name"]), render.safe(u["model"]), str(u["receipts"]),
-                          "—" if u["tokens"] is None else f"{u['tokens']:,}",
-                          "—" if u["list_price"] is None else f"{render.decimal_text(u['list_price'])} {u['list_currency']}",
-                          str(u["paid_on_chain"]), str(u["cost_unknown"])] for u in rep["usage"]]})
-    out.append({"title": "Totals paid per asset and payee",
-                "note": "Exact amounts: human units (from the asset's decimals) and the integer of atomic units in "
-                        "brackets. Verified: settlements the verifier found on chain. Reported: settlements a server "
-                        "reported, not (yet) verified. Authorized: signed payments (or a session's cap) with no "
-                        "settlement known. A settlement the verifier found failed moved nothing and is not counted.",
-                "columns": ["network", "asset", "payee", "paid calls", "settlements", "verified on chain",
-                            "reported, not verified", "authorized, no settlement"],
-                "rows": [[render.safe(t["network"]), render.safe(t["symbol"] or t["asset"]), render.safe(t["pay_to"]),
-                          str(t["paid_calls"]), str(t["settlements"])]
-                         + [money(t[k], t["decimals"], t["symbol"], t["asset"]) for k in ("verified", "reported", "authorized")]
-                         for t in rep["totals"]]})
-    out.append({"title": "Totals per app", "note": None,
-                "columns": ["app", "network", "asset", "paid calls", "verified on chain", "reported, not verified",
-                            "authorized, no settlement"],
-                "rows": [[render.safe(t["app_name"]), render.safe(t["network"]), render.safe(t["symbol"] or t["asset"]),
-                          str(t["paid_calls"])]
-                         + [money(t[k], t["decimals"], t["symbol"], t["asset"]) for k in ("verified", "reported", "authorized")]
-                         for t in rep["totals_by_app"]]})
-    out.append({"title": "Receipts by status and resolution",
-                "note": "Logical calls (a 402, its paid retry and any further retries are one) by `proof_status` and "
-                        "`resolution` (see the README's statuses).",
-                "columns": ["app", "proof status", "resolution", "receipts"],
-                "rows": [[_cell(r, f, {}) for f in ("app_name", "proof_status", "resolution", "receipts")]
-                         for r in rep["statuses"]]})
-    out.append({"title": "Calls by HTTP answer", "note": "HTTP exchanges by status; none: no answer came (the error says why).",
-                "columns": ["app", "HTTP status", "error", "calls"],
-                "rows": [[_cell(r, "app_name", {}), "none" if r["status"] is None else str(r["status"]),
-                          _cell(r, "error", {}), str(r["calls"])] for r in rep["http_statuses"]]})
+    out = [
+        {
+            "title": "Summary",
+            "note": None,
+            "columns": [
+                "calls",
+                "receipts (logical calls)",
+                "paid",
+                "apps",
+                "first seen",
+                "last seen",
+                "problems found",
+            ],
+            "rows": [
+                [
+                    str(s["calls"]),
+                    str(s["receipts"]),
+                    str(s["paid_receipts"]),
+                    str(s["apps"]),
+                    _ts(s["first_seen"]),
+                    _ts(s["last_seen"]),
+                    str(sum(counts.values())),
+                ]
+            ],
+        }
+    ]
+    out.append(
+        {
+            "title": "Problems",
+            "note": "Each section below lists its rows; 0 means nothing of the kind was found in the recorded traffic.",
+            "columns": ["section", "rows"],
+            "rows": [[title, str(counts[name])] for name, title, *_ in PROBLEMS],
+        }
+    )
+    out.append(
+        {
+            "title": "Apps",
+            "note": "Grouped by app: the local process (executable and script) that made "
+            "the calls when it could be found, else the user agent, else the client address.",
+            "columns": ["app", "executable", "calls", "receipts", "paid receipts", "hosts", "first seen", "last seen"],
+            "rows": [
+                [
+                    _cell(a, f, {})
+                    for f in (
+                        "app_name",
+                        "exe",
+                        "calls",
+                        "receipts",
+                        "paid_receipts",
+                        "hosts",
+                        "first_seen",
+                        "last_seen",
+                    )
+                ]
+                for a in rep["apps"]
+            ],
+        }
+    )
+    out.append(
+        {
+            "title": "Tokens and cost per app and model",
+            "note": "Every call, paid on chain or billed by API key. List price: what the price table says the "
+            "tokens of the calls not paid on chain cost. Paid on chain: calls whose money is in the "
+            "totals below. Cost unknown: the table does not know the model, no usage was reported, or "
+            "a call's own share of a session or cap is not known; never counted as 0.",
+            "columns": ["app", "model", "receipts", "tokens", "list price", "paid on chain", "cost unknown"],
+            "rows": [
+                [
+                    render.safe(u["app_name"]),
+                    render.safe(u["model"]),
+                    str(u["receipts"]),
+                    "—" if u["tokens"] is None else f"{u['tokens']:,}",
+                    "—" if u["list_price"] is None else f"{render.decimal_text(u['list_price'])} {u['list_currency']}",
+                    str(u["paid_on_chain"]),
+                    str(u["cost_unknown"]),
+                ]
+                for u in rep["usage"]
+            ],
+        }
+    )
+    out.append(
+        {
+            "title": "Totals paid per asset and payee",
+            "note": "Exact amounts: human units (from the asset's decimals) and the integer of atomic units in "
+            "brackets. Verified: settlements the verifier found on chain. Reported: settlements a server "
+            "reported, not (yet) verified. Authorized: signed payments (or a session's cap) with no "
+            "settlement known. A settlement the verifier found failed moved nothing and is not counted.",
+            "columns": [
+                "network",
+                "asset",
+                "payee",
+                "paid calls",
+                "settlements",
+                "verified on chain",
+                "reported, not verified",
+                "authorized, no settlement",
+            ],
+            "rows": [
+                [
+                    render.safe(t["network"]),
+                    render.safe(t["symbol"] or t["asset"]),
+                    render.safe(t["pay_to"]),
+                    str(t["paid_calls"]),
+                    str(t["settlements"]),
+                ]
+                + [money(t[k], t["decimals"], t["symbol"], t["asset"]) for k in ("verified", "reported", "authorized")]
+                for t in rep["totals"]
+            ],
+        }
+    )
+    out.append(
+        {
+            "title": "Totals per app",
+            "note": None,
+            "columns": [
+                "app",
+                "network",
+                "asset",
+                "paid calls",
+                "verified on chain",
+                "reported, not verified",
+                "authorized, no settlement",
+            ],
+            "rows": [
+                [
+                    render.safe(t["app_name"]),
+                    render.safe(t["network"]),
+                    render.safe(t["symbol"] or t["asset"]),
+                    str(t["paid_calls"]),
+                ]
+                + [money(t[k], t["decimals"], t["symbol"], t["asset"]) for k in ("verified", "reported", "authorized")]
+                for t in rep["totals_by_app"]
+            ],
+        }
+    )
+    out.append(
+        {
+            "title": "Receipts by status and resolution",
+            "note": "Logical calls (a 402, its paid retry and any further retries are one) by `proof_status` and "
+            "`resolution` (see the README's statuses).",
+            "columns": ["app", "proof status", "resolution", "receipts"],
+            "rows": [
+                [_cell(r, f, {}) for f in ("app_name", "proof_status", "resolution", "receipts")]
+                for r in rep["statuses"]
+            ],
+        }
+    )
+    out.append(
+        {
+            "title": "Calls by HTTP answer",
+            "note": "HTTP exchanges by status; none: no answer came (the error says why).",
+            "columns": ["app", "HTTP status", "error", "calls"],
+            "rows": [
+                [
+                    _cell(r, "app_name", {}),
+                    "none" if r["status"] is None else str(r["status"]),
+                    _cell(r, "error", {}),
+                    str(r["calls"]),
+                ]
+                for r in rep["http_statuses"]
+            ],
+        }
+    )
     for name, title, note, cols in PROBLEMS:
         rows = rep[name]
         shown = rows if not limit else rows[:limit]
-        out.append({"title": f"{title} ({len(rows)})", "note": note, "columns": [h for _, h in cols],
-                    "rows": [[_cell(r, f, rep["evidence"]) for f, _ in cols] for r in shown],
-                    "more": len(rows) - len(shown), "empty": "None found."})
+        out.append(
+            {
+                "title": f"{title} ({len(rows)})",
+                "note": note,
+                "columns": [h for _, h in cols],
+                "rows": [[_cell(r, f, rep["evidence"]) for f, _ in cols] for r in shown],
+                "more": len(rows) - len(shown),
+                "empty": "None found.",
+            }
+        )
     return out
 
 
@@ -181,10 +384,14 @@ def md_escape(value: str) -> str:
 
 
 def markdown(rep: dict, meta: dict, limit: int | None) -> str:
-    lines = ["# Audit of recorded AI calls", "",
-             f"Data directory: {md_escape(meta['data'])}  ",
-             f"Generated: {md_escape(meta['generated'])}  ",
-             f"Filters: app = {md_escape(meta['app'] or 'all')}, since = {md_escape(meta['since'] or 'the beginning')}", ""]
+    lines = [
+        "# Audit of recorded AI calls",
+        "",
+        f"Data directory: {md_escape(meta['data'])}  ",
+        f"Generated: {md_escape(meta['generated'])}  ",
+        f"Filters: app = {md_escape(meta['app'] or 'all')}, since = {md_escape(meta['since'] or 'the beginning')}",
+        "",
+    ]
     for t in tables(rep, limit):
         lines += [f"## {md_escape(t['title'])}", ""]
         if t.get("note"):
@@ -223,12 +430,16 @@ def prose(text: str) -> str:
 
 
 def to_html(rep: dict, meta: dict, limit: int | None) -> str:
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
-             "<title>Audit of recorded AI calls</title>", f"<style>{STYLE}</style></head><body>",
-             "<h1>Audit of recorded AI calls</h1>",
-             f"<p>Data directory: {h(meta['data'])}<br>Generated: {h(meta['generated'])}<br>"
-             f"Filters: app = {h(meta['app'] or 'all')}, since = {h(meta['since'] or 'the beginning')}</p>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
+        "<title>Audit of recorded AI calls</title>",
+        f"<style>{STYLE}</style></head><body>",
+        "<h1>Audit of recorded AI calls</h1>",
+        f"<p>Data directory: {h(meta['data'])}<br>Generated: {h(meta['generated'])}<br>"
+        f"Filters: app = {h(meta['app'] or 'all')}, since = {h(meta['since'] or 'the beginning')}</p>",
+    ]
     for t in tables(rep, limit):
         parts.append(f"<h2>{h(t['title'])}</h2>")
         if t.get("note"):
@@ -251,7 +462,7 @@ def _json_row(row: dict) -> dict:
     out = {}
     for k, v in row.items():
         if isinstance(v, datetime):
-            v = v.replace(tzinfo=timezone.utc).isoformat()
+            v = v.replace(tzinfo=UTC).isoformat()
         if isinstance(v, Decimal):  # a cost (DECIMAL(38, 18)): exact text
             v = render.decimal_text(v)
         if k in AMOUNT_FIELDS:
@@ -276,12 +487,23 @@ def to_json(rep: dict, meta: dict, limit: int | None) -> str:
 FORMATS = {"md": markdown, "html": to_html, "json": to_json}
 
 
-def run(data_dir: str, fmt: str = "md", since: datetime | None = None, app: str | None = None,
-        limit: int | None = 1000, since_text: str | None = None) -> tuple[str, dict]:
+def run(
+    data_dir: str,
+    fmt: str = "md",
+    since: datetime | None = None,
+    app: str | None = None,
+    limit: int | None = 1000,
+    since_text: str | None = None,
+) -> tuple[str, dict]:
     """The report in `fmt` and the raw figures (for the caller's summary line)."""
     from receipts.storage import audit
 
     rep = audit.report(data_dir, since=since, app=app)
-    meta = {"data": str(data_dir), "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "app": app, "since": since_text, "limit": limit or None}
+    meta = {
+        "data": str(data_dir),
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "app": app,
+        "since": since_text,
+        "limit": limit or None,
+    }
     return FORMATS[fmt](rep, meta, limit), rep

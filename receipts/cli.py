@@ -1,5 +1,6 @@
 """The `receipts` command. Each subcommand is a thin call into one library function; expected errors
 become one line (`Error: …`) and exit status 1."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,7 @@ import os
 import stat
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from . import render
 
@@ -41,22 +42,37 @@ def _connect(args, views: bool = True):
     if isinstance(source, db.Lake):
         return db.connect(source, views=views)
     fold.catch_up(source, lambda m: print(f"receipts: {m}", file=sys.stderr, flush=True))
-    return db.connect(source, views=views, journal=False)  # a snapshot of the tables: no journal file can be opened afterwards
+    return db.connect(
+        source, views=views, journal=False
+    )  # a snapshot of the tables: no journal file can be opened afterwards
 
 
 # ---- subcommands ---------------------------------------------------------------------------------
 def cmd_proxy(args) -> int:
     from receipts.storage import config as cfg
+
     from . import proxy
 
     overrides = {
-        "listen_host": args.listen_host, "listen_port": args.listen_port, "data_dir": args.data,
-        "ca_dir": args.ca_dir, "bodies": args.bodies, "durability": args.durability,
-        "stamp_receipt_id": args.stamp, "capture_x402": args.x402, "intercept": args.intercept, "upstream_ca": args.upstream_ca,
-        "seal_interval": args.seal_interval, "body_max_bytes": args.body_max_bytes,
-        "compact_after": args.compact_after, "compact_grace": args.compact_grace, "og_pin": args.pin,
-        "stream_bodies_above": args.stream_above, "max_client_connections": args.max_client_connections,
-        "header_timeout": args.header_timeout, "idle_timeout": args.idle_timeout,
+        "listen_host": args.listen_host,
+        "listen_port": args.listen_port,
+        "data_dir": args.data,
+        "ca_dir": args.ca_dir,
+        "bodies": args.bodies,
+        "durability": args.durability,
+        "stamp_receipt_id": args.stamp,
+        "capture_x402": args.x402,
+        "intercept": args.intercept,
+        "upstream_ca": args.upstream_ca,
+        "seal_interval": args.seal_interval,
+        "body_max_bytes": args.body_max_bytes,
+        "compact_after": args.compact_after,
+        "compact_grace": args.compact_grace,
+        "og_pin": args.pin,
+        "stream_bodies_above": args.stream_above,
+        "max_client_connections": args.max_client_connections,
+        "header_timeout": args.header_timeout,
+        "idle_timeout": args.idle_timeout,
     }
     settings = cfg.with_extras(cfg.load(args.config, overrides), args.rule, args.ai_path)
     config = args.config or (str(cfg.DEFAULT_CONFIG) if cfg.DEFAULT_CONFIG.exists() else None)
@@ -68,13 +84,15 @@ def cmd_env(args) -> int:
 
     from . import env
 
-    settings = cfg.load(args.config, {"data_dir": _data_dir(args), "ca_dir": args.ca_dir,
-                                      "listen_port": args.listen_port})
+    settings = cfg.load(
+        args.config, {"data_dir": _data_dir(args), "ca_dir": args.ca_dir, "listen_port": args.listen_port}
+    )
     try:
         bundle = env.trust_bundle(settings)
     except FileNotFoundError:
-        raise UserError(f"there is no proxy CA in {settings.ca_path} yet: start the proxy once "
-                        f"(scripts/proxy), it makes it") from None
+        raise UserError(
+            f"there is no proxy CA in {settings.ca_path} yet: start the proxy once (scripts/proxy), it makes it"
+        ) from None
     sys.stdout.write(env.shell_lines(env.variables(settings, bundle), args.shell))
     return 0
 
@@ -109,15 +127,19 @@ def cmd_show(args) -> int:
     if not out:  # the beginning of an id, as `list` shortens them
         starting = queries.by_prefix(con, args.id)
         if len(starting) > 1:
-            listed = starting[:queries.PREFIX_LISTED]
-            raise UserError(f"{render.safe(args.id)!s} is the beginning of ids of {len(starting)}"
-                            f"{'+' if len(starting) > len(listed) else ''} receipts: {', '.join(listed)}; "
-                            f"give more of it")
+            listed = starting[: queries.PREFIX_LISTED]
+            raise UserError(
+                f"{render.safe(args.id)!s} is the beginning of ids of {len(starting)}"
+                f"{'+' if len(starting) > len(listed) else ''} receipts: {', '.join(listed)}; "
+                f"give more of it"
+            )
         out = queries.computed(con, starting)
     if not out:
         short = len(args.id.strip().removesuffix("…")) < queries.PREFIX_AT_LEAST
-        raise UserError(f"no receipt matches {render.safe(args.id)!s}" + (
-            f" (the beginning of an id needs {queries.PREFIX_AT_LEAST} characters)" if short else ""))
+        raise UserError(
+            f"no receipt matches {render.safe(args.id)!s}"
+            + (f" (the beginning of an id needs {queries.PREFIX_AT_LEAST} characters)" if short else "")
+        )
     if args.json:
         items = [render.receipt_document(r, d) for r, d in out]
         print(render.to_json(items[0] if len(items) == 1 else items))
@@ -137,8 +159,11 @@ def cmd_list(args) -> int:
     if args.json:
         print(render.to_json([render.jsonable(x) for x in items]))
     else:
-        print(render.table([label for label, _ in LIST_TEXT], [tuple(show(x) for _, show in LIST_TEXT) for x in items],
-                           width=24))
+        print(
+            render.table(
+                [label for label, _ in LIST_TEXT], [tuple(show(x) for _, show in LIST_TEXT) for x in items], width=24
+            )
+        )
     return 0
 
 
@@ -160,15 +185,26 @@ LIST_TEXT = (
 
 
 # `receipts tail`'s columns: (label, the calls view's column, width)
-TAIL_COLUMNS = (("started (UTC)", "started_at", 23), ("receipt", "receipt_id", 36), ("method", "method", 6),
-                ("host", "host", 24), ("path", "path", 26), ("status", "status", 6), ("model", "model", 18),
-                ("tokens", "total_tokens", 7), ("paid", "paid", 5), ("error", "error", 40))
+TAIL_COLUMNS = (
+    ("started (UTC)", "started_at", 23),
+    ("receipt", "receipt_id", 36),
+    ("method", "method", 6),
+    ("host", "host", 24),
+    ("path", "path", 26),
+    ("status", "status", 6),
+    ("model", "model", 18),
+    ("tokens", "total_tokens", 7),
+    ("paid", "paid", 5),
+    ("error", "error", 40),
+)
 TAIL_LOOKBACK = timedelta(seconds=120)  # a call is printed when it is seen, even if it started this much earlier
 
 
 def _tail_line(values) -> str:
-    return "  ".join(render.safe(v, w).ljust(w) if i < len(TAIL_COLUMNS) - 1 else render.safe(v, w)
-                     for i, (v, (_, _, w)) in enumerate(zip(values, TAIL_COLUMNS))).rstrip()
+    return "  ".join(
+        render.safe(v, w).ljust(w) if i < len(TAIL_COLUMNS) - 1 else render.safe(v, w)
+        for i, (v, (_, _, w)) in enumerate(zip(values, TAIL_COLUMNS))
+    ).rstrip()
 
 
 def cmd_tail(args) -> int:
@@ -178,12 +214,15 @@ def cmd_tail(args) -> int:
     if not os.path.isdir(data):
         raise UserError(f"no data directory at {data}: start `receipts proxy` first, or pass --data DIR")
     try:
-        since = queries.parse_since(args.since) if args.since else datetime.now(timezone.utc).replace(tzinfo=None)
+        since = queries.parse_since(args.since) if args.since else datetime.now(UTC).replace(tzinfo=None)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     deadline = (time.monotonic() + args.seconds) if args.seconds else None
-    print(f"receipts: calls from {render.safe(since)} UTC on, as they are recorded (Ctrl-C to stop)",
-          file=sys.stderr, flush=True)
+    print(
+        f"receipts: calls from {render.safe(since)} UTC on, as they are recorded (Ctrl-C to stop)",
+        file=sys.stderr,
+        flush=True,
+    )
     print(_tail_line([label for label, _, _ in TAIL_COLUMNS]), flush=True)
     printed: dict[str, datetime] = {}  # the calls printed, by receipt id (those older than the lookback go)
     newest = since
@@ -204,8 +243,8 @@ def cmd_tail(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from receipts.storage import config as cfg
     from receipts.addon import ingest
+    from receipts.storage import config as cfg
     from receipts.storage.private import secure_data_dir
 
     settings = cfg.load(args.config, {"data_dir": args.data})
@@ -214,9 +253,11 @@ def cmd_ingest(args) -> int:
         summary = ingest.ingest_file(args.file, settings)
     except ingest.IngestError as exc:
         raise UserError(str(exc)) from None
-    print(f"receipts: recorded {summary['calls']} new calls ({summary['already']} already recorded, "
-          f"{summary['skipped']} exchanges were not AI calls) "
-          f"from {render.safe(args.file)}")
+    print(
+        f"receipts: recorded {summary['calls']} new calls ({summary['already']} already recorded, "
+        f"{summary['skipped']} exchanges were not AI calls) "
+        f"from {render.safe(args.file)}"
+    )
     return 0
 
 
@@ -229,7 +270,7 @@ def cmd_verify(args) -> int:
     lake = getattr(args, "lake", None) or (os.environ.get("RECEIPTS_LAKE") if args.shard else None)
     shard = _shard(args.shard) if args.shard else None
     if shard and not lake:
-        raise UserError("--shard verifies a share of a lake: give --lake too (README, \"A fleet\")")
+        raise UserError('--shard verifies a share of a lake: give --lake too (README, "A fleet")')
     if lake:  # the verifier's own data directory: its checks are written there, then shipped
         os.makedirs(data, mode=0o700, exist_ok=True)
     elif not os.path.isdir(data):
@@ -254,9 +295,12 @@ def _shard(text: str) -> tuple[int, int]:
 
 def _report_pass(s) -> None:
     counts = ", ".join(f"{n} {k}" for k, n in sorted(s.statuses.items())) or "nothing to verify"
-    print(f"receipts verify: {s.seen} receipts checked ({counts}); {s.changed} changed"
-          + (f"; {s.skipped} left as they were (node fault)" if s.skipped else "")
-          + "".join(f"\n  fault: {render.safe(f)}" for f in s.faults), flush=True)
+    print(
+        f"receipts verify: {s.seen} receipts checked ({counts}); {s.changed} changed"
+        + (f"; {s.skipped} left as they were (node fault)" if s.skipped else "")
+        + "".join(f"\n  fault: {render.safe(f)}" for f in s.faults),
+        flush=True,
+    )
 
 
 def _verify_passes(args, data: str, settings) -> int:
@@ -278,11 +322,11 @@ def _verify_passes(args, data: str, settings) -> int:
 def _verify_lake(args, data: str, settings, url: str, shard) -> int:
     """Passes over the lake: each reads the lake, writes its checks to this data directory's journal, and
     ships them before the next pass reads (one that could not ship first does not decide again)."""
+    import duckdb
+
     from receipts.storage import db, lake
     from receipts.storage.journal import Journal
     from receipts.verifier.verify import verify_once
-
-    import duckdb
 
     deadline = time.monotonic() + args.seconds if args.seconds else None
     with lake.ship_lock(data):
@@ -293,18 +337,25 @@ def _verify_lake(args, data: str, settings, url: str, shard) -> int:
             lake.claim(con, owner, data)
             while True:
                 lake.ship_once(con, data, owner)  # (what an interrupted pass left, first)
-                with Journal(data, "verifier", durability=settings.durability, seal_interval=0.2, fold=args.follow) as journal:
+                with Journal(
+                    data, "verifier", durability=settings.durability, seal_interval=0.2, fold=args.follow
+                ) as journal:
                     s = verify_once(db.Lake(url), settings, journal, shard=shard)
                 got = lake.ship_once(con, data, owner)
                 _report_pass(s)
-                print(f"receipts verify: shipped {got.events:,} events to the lake as {owner.name!r}"
-                      + (f" (shard {shard[0]}/{shard[1]})" if shard else ""), flush=True)
+                print(
+                    f"receipts verify: shipped {got.events:,} events to the lake as {owner.name!r}"
+                    + (f" (shard {shard[0]}/{shard[1]})" if shard else ""),
+                    flush=True,
+                )
                 if not args.follow or (deadline and time.monotonic() > deadline):
                     return 1 if s.faults and not args.follow else 0
                 time.sleep(args.interval)
         except (duckdb.Error, OSError) as e:  # (its checks are in its journal: the next run ships them first)
-            raise UserError(f"the lake failed during a pass: {str(e).strip().splitlines()[0]}; the checks made are kept "
-                            f"in {data} and shipped by the next run") from None
+            raise UserError(
+                f"the lake failed during a pass: {str(e).strip().splitlines()[0]}; the checks made are kept "
+                f"in {data} and shipped by the next run"
+            ) from None
         finally:
             con.close()
 
@@ -333,8 +384,10 @@ def cmd_audit(args) -> int:
     if args.out and args.out != "-":
         write_private(args.out, text)
         found = sum(audit.problem_counts(rep).values())
-        print(f"receipts audit: {rep['summary']['receipts']} receipts, {found} problem rows; wrote {render.safe(args.out)}",
-              file=sys.stderr)
+        print(
+            f"receipts audit: {rep['summary']['receipts']} receipts, {found} problem rows; wrote {render.safe(args.out)}",
+            file=sys.stderr,
+        )
     else:
         sys.stdout.write(text)
     return 0
@@ -350,15 +403,19 @@ def cmd_export(args) -> int:
     except (ValueError, OSError) as exc:
         raise UserError(str(exc).splitlines()[0]) from None
     if args.out and args.out != "-":
-        print(f"receipts export: {done['rows']} {done['view']} rows as {done['format']} to {render.safe(args.out)}",
-              file=sys.stderr)
+        print(
+            f"receipts export: {done['rows']} {done['view']} rows as {done['format']} to {render.safe(args.out)}",
+            file=sys.stderr,
+        )
     return 0
 
 
 def _lake_url(args) -> str:
     url = args.lake or os.environ.get("RECEIPTS_LAKE")
     if not url:
-        raise UserError("no lake given: pass --lake 'postgres:dbname=… host=…' or set RECEIPTS_LAKE (README, \"A fleet\")")
+        raise UserError(
+            "no lake given: pass --lake 'postgres:dbname=… host=…' or set RECEIPTS_LAKE (README, \"A fleet\")"
+        )
     return url
 
 
@@ -374,8 +431,16 @@ def cmd_ship(args) -> int:
         raise UserError(f"no data directory at {data}: ship the one `receipts proxy` writes, with --data DIR")
     if args.tries < 1:
         raise UserError(f"--tries must be at least 1, not {args.tries}")
-    return lake.run_shipper(data, _lake_url(args), name=args.name, once=args.once, interval=args.interval,
-                            seconds=args.seconds, tries=args.tries, say=_say)
+    return lake.run_shipper(
+        data,
+        _lake_url(args),
+        name=args.name,
+        once=args.once,
+        interval=args.interval,
+        seconds=args.seconds,
+        tries=args.tries,
+        say=_say,
+    )
 
 
 def cmd_lake(args) -> int:
@@ -416,11 +481,15 @@ def cmd_serve(args) -> int:
         raise UserError(f"--port must be a number from 0 to 65535, not {args.port}")
     for name in args.allow_host or ():
         if not server.ALLOW_HOST.match(name.lower()):
-            raise UserError(f"--allow-host takes a host name or an address, with :PORT or not, not {render.safe(name)!r}")
+            raise UserError(
+                f"--allow-host takes a host name or an address, with :PORT or not, not {render.safe(name)!r}"
+            )
     token = args.token or os.environ.get("RECEIPTS_SERVE_TOKEN") or None
     if token is not None and not server.TOKEN.match(token):
-        raise UserError("the token must be 16 to 200 letters, digits or -._~ (python -c 'import secrets; "
-                        "print(secrets.token_urlsafe(32))' makes one)")
+        raise UserError(
+            "the token must be 16 to 200 letters, digits or -._~ (python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))' makes one)"
+        )
     settings = cfg.load(args.config, {"data_dir": _data_dir(args)})
     try:
         return server.run(data, args.host, args.port, args.cache, settings, args.refresh, args.allow_host or (), token)
@@ -464,8 +533,12 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data", help="data directory (default: $RECEIPTS_DATA or ./data)")
     lake = argparse.ArgumentParser(add_help=False)
-    lake.add_argument("--lake", metavar="CATALOG", help="read a lake instead of a data directory: "
-                      "'postgres:dbname=… host=…' (default: $RECEIPTS_LAKE unless --data is given)")
+    lake.add_argument(
+        "--lake",
+        metavar="CATALOG",
+        help="read a lake instead of a data directory: "
+        "'postgres:dbname=… host=…' (default: $RECEIPTS_LAKE unless --data is given)",
+    )
     top = argparse.ArgumentParser(prog="receipts", description="Receipts for paid AI calls.")
     top.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = top.add_subparsers(dest="command", required=True)
@@ -481,16 +554,25 @@ def parser() -> argparse.ArgumentParser:
     _bool_flag(p, "x402", "x402", "record anything carrying x402 headers (--no-x402 to turn off)")
     p.add_argument("--ai-path", action="append", help="another AI path suffix to record (repeatable)")
     p.add_argument("--rule", action="append", help="also record HOSTGLOB/PATHGLOB (repeatable)")
-    p.add_argument("--intercept", choices=("known", "all"),
-                   help="which HTTPS hosts to open: known (the AI hosts, rules' hosts, x402 hosts seen before; "
-                        "others pass through as TLS) or all")
+    p.add_argument(
+        "--intercept",
+        choices=("known", "all"),
+        help="which HTTPS hosts to open: known (the AI hosts, rules' hosts, x402 hosts seen before; "
+        "others pass through as TLS) or all",
+    )
     p.add_argument("--upstream-ca", help="extra CA bundle to trust for upstream servers")
-    p.add_argument("--reverse", metavar="URL", help="reverse-proxy mode: clients call the proxy as if it were URL "
-                                                    "(for clients that ignore HTTPS_PROXY or pin certificates)")
+    p.add_argument(
+        "--reverse",
+        metavar="URL",
+        help="reverse-proxy mode: clients call the proxy as if it were URL "
+        "(for clients that ignore HTTPS_PROXY or pin certificates)",
+    )
     p.add_argument("--pin", help="with --reverse: enforce | record | off, the TEE registry's certificate pin")
     p.add_argument("--seal-interval", help="seconds before events are visible to queries")
     p.add_argument("--body-max-bytes", help="largest body kept with --bodies full")
-    p.add_argument("--compact-after", help="sealed segments that trigger a fold into the tables before its 2-second timer")
+    p.add_argument(
+        "--compact-after", help="sealed segments that trigger a fold into the tables before its 2-second timer"
+    )
     p.add_argument("--compact-grace", help="seconds a folded segment is kept before it is emptied for reuse")
     p.add_argument("--stream-above", help="recorded bodies larger than this many bytes stream through")
     p.add_argument("--max-client-connections", help="open connections allowed per client address")
@@ -498,8 +580,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", help="seconds a kept-alive connection may wait for its next request")
     p.set_defaults(func=cmd_proxy)
 
-    p = sub.add_parser("env", parents=[common], help="print the variables that send a shell's apps through the "
-                                                      "proxy: eval \"$(receipts env)\"")
+    p = sub.add_parser(
+        "env",
+        parents=[common],
+        help='print the variables that send a shell\'s apps through the proxy: eval "$(receipts env)"',
+    )
     p.add_argument("--config", help="settings file (the proxy's port; default: mitm_config.yaml)")
     p.add_argument("--ca-dir", help="where the proxy's CA lives (default: DATA/ca)")
     p.add_argument("--listen-port", help="the proxy's port, if not the configured one")
@@ -543,10 +628,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=2.0, help="seconds between passes with --follow")
     p.add_argument("--seconds", type=float, default=None, help="with --follow: stop after this many seconds")
     p.add_argument("--config")
-    p.add_argument("--lake", metavar="CATALOG", help="verify the receipts of a lake; the checks are written to --data "
-                                                     "and shipped to the lake")
-    p.add_argument("--shard", metavar="k/K", help="with --lake: only shard k of K (by network and payer); run one "
-                                                  "verifier per shard, on any hosts")
+    p.add_argument(
+        "--lake",
+        metavar="CATALOG",
+        help="verify the receipts of a lake; the checks are written to --data and shipped to the lake",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="k/K",
+        help="with --lake: only shard k of K (by network and payer); run one verifier per shard, on any hosts",
+    )
     p.add_argument("--name", help="with --lake: this verifier's name in the lake (as `receipts ship --name`)")
     p.set_defaults(func=cmd_verify)
 
@@ -560,24 +651,39 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="30m, 2h, 7d, or an ISO date/time (UTC)")
     p.add_argument("--format", choices=("md", "html", "json"), default="md")
     p.add_argument("--out", help="write the report to this file (default: standard output)")
-    p.add_argument("--limit", type=int, default=1000, help="rows shown per problem section (0: all; counts are always complete)")
+    p.add_argument(
+        "--limit", type=int, default=1000, help="rows shown per problem section (0: all; counts are always complete)"
+    )
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("export", parents=[common, lake], help="export receipts (or another view) as Parquet, CSV, JSON lines or HAR")
+    p = sub.add_parser(
+        "export", parents=[common, lake], help="export receipts (or another view) as Parquet, CSV, JSON lines or HAR"
+    )
     p.add_argument("--format", choices=("parquet", "csv", "jsonl", "har"), required=True)
     p.add_argument("--since", help="30m, 2h, 7d, or an ISO date/time (UTC)")
     p.add_argument("--out", help="file to write (default: standard output; Parquet needs a file)")
-    p.add_argument("--view", default="receipts", help="receipts (default), calls, payments, settlements, challenges, "
-                                                      "checks or sessions (HAR is always built from the calls)")
+    p.add_argument(
+        "--view",
+        default="receipts",
+        help="receipts (default), calls, payments, settlements, challenges, "
+        "checks or sessions (HAR is always built from the calls)",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("ship", parents=[common], help="copy this data directory's tables into a lake, exactly once")
     p.add_argument("--lake", metavar="CATALOG", help="the lake: 'postgres:dbname=… host=…' (default: $RECEIPTS_LAKE)")
-    p.add_argument("--name", help="this data directory's name in the lake, unique across the fleet "
-                                  "(default: the host name and a hash of the directory's path)")
+    p.add_argument(
+        "--name",
+        help="this data directory's name in the lake, unique across the fleet "
+        "(default: the host name and a hash of the directory's path)",
+    )
     p.add_argument("--once", action="store_true", help="ship what there is, then exit")
-    p.add_argument("--tries", type=int, default=5, help="with --once: failed tries (1 s, 2 s, 4 s … apart) before "
-                                                        "giving up (default 5)")
+    p.add_argument(
+        "--tries",
+        type=int,
+        default=5,
+        help="with --once: failed tries (1 s, 2 s, 4 s … apart) before giving up (default 5)",
+    )
     p.add_argument("--interval", type=float, default=5.0, help="seconds between shipments (default 5)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     p.set_defaults(func=cmd_ship)
@@ -586,11 +692,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("init", "maintain"))
     p.add_argument("--lake", metavar="CATALOG", help="the lake: 'postgres:dbname=… host=…' (default: $RECEIPTS_LAKE)")
     p.add_argument("--data-path", help="with init: where its Parquet files go (s3://bucket/prefix/)")
-    p.add_argument("--older-than", type=float, default=3600.0,
-                   help="with maintain: seconds a snapshot or an orphaned file is kept (default 3600)")
+    p.add_argument(
+        "--older-than",
+        type=float,
+        default=3600.0,
+        help="with maintain: seconds a snapshot or an orphaned file is kept (default 3600)",
+    )
     p.set_defaults(func=cmd_lake)
 
-    p = sub.add_parser("completion", help="print a shell completion script: eval \"$(receipts completion bash)\"")
+    p = sub.add_parser("completion", help='print a shell completion script: eval "$(receipts completion bash)"')
     p.add_argument("shell", choices=("bash", "zsh", "fish"))
     p.set_defaults(func=cmd_completion)
 
@@ -599,13 +709,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--config", help="settings file (explorer links per network; default: mitm_config.yaml)")
     p.add_argument("--cache", help=argparse.SUPPRESS)  # (ignored, with a note: nothing is cached on disk any more)
-    p.add_argument("--refresh", type=float, default=1.0,
-                   help="seconds between checks for new data (default 1; a new snapshot is read when there is)")
-    p.add_argument("--allow-host", action="append", metavar="NAME[:PORT]",
-                   help="another name the page may be opened at (a Host header to answer; repeatable)")
-    p.add_argument("--token", help="the token other machines must give (default: $RECEIPTS_SERVE_TOKEN, else one is "
-                                   "made and printed when --host is not a loopback address; the variable keeps it "
-                                   "out of the process list)")
+    p.add_argument(
+        "--refresh",
+        type=float,
+        default=1.0,
+        help="seconds between checks for new data (default 1; a new snapshot is read when there is)",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="NAME[:PORT]",
+        help="another name the page may be opened at (a Host header to answer; repeatable)",
+    )
+    p.add_argument(
+        "--token",
+        help="the token other machines must give (default: $RECEIPTS_SERVE_TOKEN, else one is "
+        "made and printed when --host is not a loopback address; the variable keeps it "
+        "out of the process list)",
+    )
     p.set_defaults(func=cmd_serve)
     return top
 
@@ -623,8 +744,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         cfg = sys.modules.get("receipts.storage.config")  # (imported by the commands that read the configuration)
         lake = sys.modules.get("receipts.storage.lake")  # (imported by the commands that use a lake)
-        if not isinstance(exc, UserError) and not (cfg and isinstance(exc, cfg.ConfigError)) \
-                and not (lake and isinstance(exc, lake.LakeError)):
+        if (
+            not isinstance(exc, UserError)
+            and not (cfg and isinstance(exc, cfg.ConfigError))
+            and not (lake and isinstance(exc, lake.LakeError))
+        ):
             raise
         print(f"Error: {exc}", file=sys.stderr)
         return 1

@@ -1,6 +1,7 @@
 """Shell completion, written from the command-line parser itself (so it never drifts from the commands):
 `receipts completion bash|zsh|fish` prints a script to source. It completes the commands, their flags,
 and the values of flags that take a fixed set (`--status`, `--format`, `--view`, `--intercept`, …)."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,30 +32,37 @@ def script(parser: argparse.ArgumentParser, shell: str) -> str:
 def _bash(table: dict, zsh: bool) -> str:
     cases = []
     for cmd, flags in table.items():
-        values = "".join(f"            {flag}) COMPREPLY=($(compgen -W {shlex.quote(' '.join(v))} -- \"$cur\")); return;;\n"
-                         for flag, v in flags.items() if v)
-        cases.append(f"        {cmd})\n          case \"$prev\" in\n{values}          esac\n"
-                     f"          COMPREPLY=($(compgen -W {shlex.quote(' '.join(flags))} -- \"$cur\"));;\n")
+        values = "".join(
+            f'            {flag}) COMPREPLY=($(compgen -W {shlex.quote(" ".join(v))} -- "$cur")); return;;\n'
+            for flag, v in flags.items()
+            if v
+        )
+        cases.append(
+            f'        {cmd})\n          case "$prev" in\n{values}          esac\n'
+            f'          COMPREPLY=($(compgen -W {shlex.quote(" ".join(flags))} -- "$cur"));;\n'
+        )
     head = "autoload -U +X bashcompinit && bashcompinit\n" if zsh else ""
-    return (f"# receipts completion ({'zsh' if zsh else 'bash'}): eval \"$(receipts completion {'zsh' if zsh else 'bash'})\"\n"
-            + head +
-            "_receipts() {\n"
-            "    local cur=\"${COMP_WORDS[COMP_CWORD]}\" prev=\"${COMP_WORDS[COMP_CWORD-1]}\"\n"
-            "    if [ \"$COMP_CWORD\" -eq 1 ]; then\n"
-            f"        COMPREPLY=($(compgen -W {shlex.quote(' '.join([*table, '--version', '--help']))} -- \"$cur\")); return\n"
-            "    fi\n"
-            "    case \"${COMP_WORDS[1]}\" in\n" + "".join(cases) + "    esac\n}\n"
-            "complete -o default -F _receipts receipts\n")
+    return (
+        f'# receipts completion ({"zsh" if zsh else "bash"}): eval "$(receipts completion {"zsh" if zsh else "bash"})"\n'
+        + head
+        + "_receipts() {\n"
+        '    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"\n'
+        '    if [ "$COMP_CWORD" -eq 1 ]; then\n'
+        f'        COMPREPLY=($(compgen -W {shlex.quote(" ".join([*table, "--version", "--help"]))} -- "$cur")); return\n'
+        "    fi\n"
+        '    case "${COMP_WORDS[1]}" in\n' + "".join(cases) + "    esac\n}\n"
+        "complete -o default -F _receipts receipts\n"
+    )
 
 
 def _fish(table: dict) -> str:
-    lines = ["# receipts completion (fish): receipts completion fish | source",
-             "complete -c receipts -f"]
+    lines = ["# receipts completion (fish): receipts completion fish | source", "complete -c receipts -f"]
     for cmd in table:
         lines.append(f"complete -c receipts -n __fish_use_subcommand -a {shlex.quote(cmd)}")
     for cmd, flags in table.items():
         for flag, values in flags.items():
             extra = f" -xa {shlex.quote(' '.join(values))}" if values else ""
-            lines.append(f"complete -c receipts -n {shlex.quote('__fish_seen_subcommand_from ' + cmd)} "
-                         f"-l {flag[2:]}{extra}")
+            lines.append(
+                f"complete -c receipts -n {shlex.quote('__fish_seen_subcommand_from ' + cmd)} -l {flag[2:]}{extra}"
+            )
     return "\n".join(lines) + "\n"

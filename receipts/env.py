@@ -11,6 +11,7 @@
   (and 24) honour HTTPS_PROXY in `fetch` and `https`; on older Node, NODE_OPTIONS requires the preload
   (receipts/node/preload.cjs), which routes `fetch` through undici's EnvHttpProxyAgent.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,9 +59,17 @@ def variables(settings: Settings, bundle: Path, host: str | None = None) -> dict
     url = f"http://{host}:{settings.listen_port}"
     trusts = {name: str(bundle.resolve()) for name in CA_VARIABLES}
     trusts["NODE_EXTRA_CA_CERTS"] = str(settings.ca_cert.resolve())  # (Node adds it to its own roots)
-    return {"HTTPS_PROXY": url, "https_proxy": url, "HTTP_PROXY": url, "http_proxy": url,
-            "NO_PROXY": "", "no_proxy": "", **trusts, "NODE_USE_ENV_PROXY": "1",
-            "NODE_OPTIONS": node_options(os.environ.get("NODE_OPTIONS", ""))}
+    return {
+        "HTTPS_PROXY": url,
+        "https_proxy": url,
+        "HTTP_PROXY": url,
+        "http_proxy": url,
+        "NO_PROXY": "",
+        "no_proxy": "",
+        **trusts,
+        "NODE_USE_ENV_PROXY": "1",
+        "NODE_OPTIONS": node_options(os.environ.get("NODE_OPTIONS", "")),
+    }
 
 
 def node_options(current: str) -> str:

@@ -1,4 +1,5 @@
 """`receipts proxy`: mitmdump with the recorder addon, configured from mitm_config.yaml and flags."""
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,16 @@ def mitmdump_args(settings: Settings, config_path: str | None, mode: str = "regu
         sets["receipts_config"] = str(config_path)
     if settings.upstream_ca:
         sets["ssl_verify_upstream_trusted_ca"] = settings.upstream_ca
-    args = ["--mode", mode, "--listen-host", settings.listen_host, "--listen-port", str(settings.listen_port),
-            "-s", str(SCRIPT)]
+    args = [
+        "--mode",
+        mode,
+        "--listen-host",
+        settings.listen_host,
+        "--listen-port",
+        str(settings.listen_port),
+        "-s",
+        str(SCRIPT),
+    ]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
     if not mode.startswith("reverse"):  # (reverse mode opens its one upstream, and checks its pin first)
@@ -75,16 +84,21 @@ def _pin_note(settings: Settings) -> str:
 def _usable(settings: Settings) -> None:
     """Make the CA and data directories (private) and check that the journal's can be written, before the
     proxy starts: one sentence (ConfigError) rather than a traceback or mitmproxy's startup errors."""
-    for what, path in (("CA directory", settings.ca_path), ("data directory", settings.data_dir),
-                       ("data directory", Path(settings.data_dir) / "journal")):
+    for what, path in (
+        ("CA directory", settings.ca_path),
+        ("data directory", settings.data_dir),
+        ("data directory", Path(settings.data_dir) / "journal"),
+    ):
         try:
             make_private_dir(path)
             probe = Path(path) / f".probe-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise ConfigError(f"cannot use the {what} {path}: {exc.strerror or exc}. Choose another "
-                              f"({'--ca-dir' if what == 'CA directory' else '--data'}) or fix its permissions.") from None
+            raise ConfigError(
+                f"cannot use the {what} {path}: {exc.strerror or exc}. Choose another "
+                f"({'--ca-dir' if what == 'CA directory' else '--data'}) or fix its permissions."
+            ) from None
 
 
 def run(settings: Settings, config_path: str | None, reverse: str | None = None) -> int:
@@ -96,9 +110,13 @@ def run(settings: Settings, config_path: str | None, reverse: str | None = None)
     _usable(settings)
     fold.catch_up(settings.data_dir, lambda m: print(f"receipts: {m}", file=sys.stderr, flush=True))
     if reverse:
-        print(f"receipts: recording into {Path(settings.data_dir).resolve()}\n"
-              f"receipts: reverse proxy for {reverse} ({_pin_note(settings)}); point the client at\n"
-              f"  https://{settings.listen_host}:{settings.listen_port} (or http://)", file=sys.stderr, flush=True)
+        print(
+            f"receipts: recording into {Path(settings.data_dir).resolve()}\n"
+            f"receipts: reverse proxy for {reverse} ({_pin_note(settings)}); point the client at\n"
+            f"  https://{settings.listen_host}:{settings.listen_port} (or http://)",
+            file=sys.stderr,
+            flush=True,
+        )
         mitmdump(mitmdump_args(settings, config_path, mode=f"reverse:{reverse}"))
         return 0
     from mitmproxy.certs import CertStore
@@ -106,9 +124,14 @@ def run(settings: Settings, config_path: str | None, reverse: str | None = None)
     from . import env
 
     CertStore.from_store(settings.ca_path, "mitmproxy", 2048)  # the CA mitmdump would make at start, made now:
-    bundle = env.trust_bundle(settings)                          # the trust bundle names it
-    print(f"receipts: recording into {Path(settings.data_dir).resolve()}\n"
-          f"receipts: point the apps of a shell at it with these lines (or: eval \"$(receipts env)\"):\n"
-          + env.shell_lines(env.variables(settings, bundle)), end="", file=sys.stderr, flush=True)
+    bundle = env.trust_bundle(settings)  # the trust bundle names it
+    print(
+        f"receipts: recording into {Path(settings.data_dir).resolve()}\n"
+        f'receipts: point the apps of a shell at it with these lines (or: eval "$(receipts env)"):\n'
+        + env.shell_lines(env.variables(settings, bundle)),
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
     mitmdump(mitmdump_args(settings, config_path))
     return 0

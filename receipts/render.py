@@ -1,6 +1,7 @@
 """How records are shown in a terminal, and as JSON/CSV. Captured values are attacker-controlled:
 every value passes through `safe()`, which makes control characters (terminal escape sequences,
 carriage returns, bidi overrides) visible instead of letting them act."""
+
 from __future__ import annotations
 
 import csv
@@ -113,28 +114,42 @@ def receipt_text(r: dict, details: dict) -> str:
     """A receipt laid out like a transfer record on a block explorer."""
     amount = human_amount(r.get("amount"), r.get("decimals"))
     cap = human_amount(r.get("amount_cap"), r.get("decimals"))
-    paid = "—" if r.get("amount") is None else (
-        f"{amount} {r.get('symbol') or ''} (atomic {r['amount']}, {r['decimals']} decimals)".replace("  ", " ") if amount else f"{r['amount']} atomic units (decimals unknown)")
-    status = r["proof_status"] + (f" · {r['resolution']}" if r.get("resolution") else "") + (
-        f" ({r['reason']})" if r.get("reason") else "")
+    paid = (
+        "—"
+        if r.get("amount") is None
+        else (
+            f"{amount} {r.get('symbol') or ''} (atomic {r['amount']}, {r['decimals']} decimals)".replace("  ", " ")
+            if amount
+            else f"{r['amount']} atomic units (decimals unknown)"
+        )
+    )
+    status = (
+        r["proof_status"]
+        + (f" · {r['resolution']}" if r.get("resolution") else "")
+        + (f" ({r['reason']})" if r.get("reason") else "")
+    )
     lines = [
         f"Receipt       {safe(r['receipt_id'])}",
         f"Proof status  {safe(status)}",
         *_trust_line(r),
-        f"Amount        {safe(paid)}" + (f"   cap {safe(cap or r['amount_cap'])}" if r.get("amount_cap") is not None else ""),
+        f"Amount        {safe(paid)}"
+        + (f"   cap {safe(cap or r['amount_cap'])}" if r.get("amount_cap") is not None else ""),
         f"From (payer)  {safe(r.get('payer'))}",
         f"To (pay_to)   {safe(r.get('pay_to'))}",
         f"Asset         {safe(r.get('asset'))}",
         f"Network       {safe(r.get('network'))}   scheme {safe(r.get('scheme'))}",
-        f"Tx hash       {safe(r.get('payment_hash'))}" + (
-            f"   (settlement job {safe(r['settlement_job_id'])})" if r.get("settlement_job_id") else ""),
+        f"Tx hash       {safe(r.get('payment_hash'))}"
+        + (f"   (settlement job {safe(r['settlement_job_id'])})" if r.get("settlement_job_id") else ""),
         f"Nonce         {safe(r.get('nonce'))}",
         f"Request id    {safe(r.get('request_id'))}",
         f"Session       {safe(r.get('session_id'))}",
         *_og_lines(r, details),
         f"Model         {safe(r.get('model'))}   tokens {safe(r.get('total_tokens'))}"
-        + (f" ({safe(r.get('prompt_tokens'))} in, {safe(r.get('completion_tokens'))} out)"
-           if r.get("prompt_tokens") is not None else "")
+        + (
+            f" ({safe(r.get('prompt_tokens'))} in, {safe(r.get('completion_tokens'))} out)"
+            if r.get("prompt_tokens") is not None
+            else ""
+        )
         + (f"   latency {r['latency_ms']:.0f} ms" if r.get("latency_ms") is not None else ""),
         f"Cost          {safe(cost_text(r))}",
         f"Endpoint      {safe(r.get('host'))}{safe(r.get('path'))}   last status {safe(r.get('status'))}",
@@ -144,37 +159,51 @@ def receipt_text(r: dict, details: dict) -> str:
         f"Attempts      {r.get('attempts')}",
     ]
     for i, c in enumerate(details.get("calls", []), 1):
-        flags = [x for x in ("paid" if c.get("paid") else None, "stream" if c.get("stream") else None,
-                             c.get("error")) if x]
-        lines.append(f"  {i}. {safe(c['receipt_id'])}  {safe(c['started_at'])}  {safe(c['method'])} "
-                     f"→ {safe(c['status'])}  {safe(c.get('latency_ms'))} ms  {safe(', '.join(flags)) if flags else ''}".rstrip())
+        flags = [
+            x for x in ("paid" if c.get("paid") else None, "stream" if c.get("stream") else None, c.get("error")) if x
+        ]
+        lines.append(
+            f"  {i}. {safe(c['receipt_id'])}  {safe(c['started_at'])}  {safe(c['method'])} "
+            f"→ {safe(c['status'])}  {safe(c.get('latency_ms'))} ms  {safe(', '.join(flags)) if flags else ''}".rstrip()
+        )
         for err in c.get("parse_errors") or []:
             lines.append(f"     parse error: {safe(err)}")
     for s in details.get("settlements", []):
-        lines.append(f"Settlement    success={safe(s.get('success'))} tx={safe(s.get('tx_hash'))} "
-                     f"job={safe(s.get('job_id'))} {safe(s.get('error_reason') or '')}".rstrip())
+        lines.append(
+            f"Settlement    success={safe(s.get('success'))} tx={safe(s.get('tx_hash'))} "
+            f"job={safe(s.get('job_id'))} {safe(s.get('error_reason') or '')}".rstrip()
+        )
         if s.get("channel_id"):
-            lines.append(f"Channel       {safe(s['channel_id'])}  charged {safe(s.get('amount'))}, "
-                         f"{safe(s.get('charged_cumulative'))} so far; its tx {safe(s.get('channel_tx'))} "
-                         f"({safe(s.get('channel_amount'))})")
+            lines.append(
+                f"Channel       {safe(s['channel_id'])}  charged {safe(s.get('amount'))}, "
+                f"{safe(s.get('charged_cumulative'))} so far; its tx {safe(s.get('channel_tx'))} "
+                f"({safe(s.get('channel_amount'))})"
+            )
         lines += _seller_receipt_lines(s.get("seller_receipt"), r.get("seller_receipt"))
     checks = details.get("checks", [])
     tx = _latest_detail(checks, "settlement_tx") or _latest_detail(checks, "session_settlement")
     if tx.get("block") is not None:
-        lines.append(f"Block         {safe(tx['block'])}   confirmations {safe(tx.get('confirmations'))} of "
-                     f"{safe(tx.get('required', 'the network'))}   sent by {safe(tx.get('sender'))}")
+        lines.append(
+            f"Block         {safe(tx['block'])}   confirmations {safe(tx.get('confirmations'))} of "
+            f"{safe(tx.get('required', 'the network'))}   sent by {safe(tx.get('sender'))}"
+        )
     path = [c for c in checks if c["check"] == "verdict"]
     if path:
         lines.append("Status path")
         for c in path:
             extra = " · ".join(x for x in (c.get("resolution"), c.get("reason")) if x)
-            lines.append(f"  {safe(c['observed_at'])}  {safe(c['proof_status'])}" + (f"  ({safe(extra)})" if extra else ""))
+            lines.append(
+                f"  {safe(c['observed_at'])}  {safe(c['proof_status'])}" + (f"  ({safe(extra)})" if extra else "")
+            )
     evidence = [c for c in checks if c["check"] != "verdict"]
     if evidence:
         lines.append("Evidence")
         for c in evidence:
-            lines.append(f"  {safe(c['observed_at'])}  {safe(c['check'])} = {safe(c['result'])}"
-                         + (f" ({safe(c['reason'])})" if c.get("reason") else "") + f"  {safe(c.get('detail'), 300)}")
+            lines.append(
+                f"  {safe(c['observed_at'])}  {safe(c['check'])} = {safe(c['result'])}"
+                + (f" ({safe(c['reason'])})" if c.get("reason") else "")
+                + f"  {safe(c.get('detail'), 300)}"
+            )
     return "\n".join(lines)
 
 
@@ -184,10 +213,15 @@ def _seller_receipt_lines(raw, status) -> list[str]:
         return []
     doc = json.loads(raw) if isinstance(raw, str) else raw
     payload = doc.get("payload") if isinstance(doc.get("payload"), dict) else {}
-    said = "  ".join(f"{k}={safe(payload.get(k))}" for k in ("payer", "network", "resourceUrl", "issuedAt", "transaction")
-                     if payload.get(k) not in (None, ""))
-    return [f"  seller's receipt ({safe(status)}, {safe(doc.get('format'))}, signed by "
-            f"{safe(doc.get('signer') or doc.get('signer_error'))}): {said}".rstrip()]
+    said = "  ".join(
+        f"{k}={safe(payload.get(k))}"
+        for k in ("payer", "network", "resourceUrl", "issuedAt", "transaction")
+        if payload.get(k) not in (None, "")
+    )
+    return [
+        f"  seller's receipt ({safe(status)}, {safe(doc.get('format'))}, signed by "
+        f"{safe(doc.get('signer') or doc.get('signer_error'))}): {said}".rstrip()
+    ]
 
 
 def _trust_line(r: dict) -> list[str]:
@@ -195,8 +229,11 @@ def _trust_line(r: dict) -> list[str]:
     trust = r.get("trust")
     if not trust:
         return []
-    what = "one endpoint's word: a node that lies consistently is not caught" if trust == "single-node" else \
-        f"{trust.removeprefix('quorum-')} endpoints gave the same evidence"
+    what = (
+        "one endpoint's word: a node that lies consistently is not caught"
+        if trust == "single-node"
+        else f"{trust.removeprefix('quorum-')} endpoints gave the same evidence"
+    )
     return [f"Trust         {safe(trust)}   ({safe(what)})"]
 
 
@@ -205,33 +242,55 @@ def _og_lines(r: dict, details: dict) -> list[str]:
     checks, lines = details.get("checks", []), []
     if r.get("session_id"):
         total = human_amount(r.get("session_amount"), r.get("decimals"))
-        shown = f"{total} {r.get('symbol') or ''} (atomic {r['session_amount']})" if total else safe(r.get("session_amount"))
-        lines.append(f"  session total {safe(shown)} for {safe(r.get('session_calls'))} calls; this call's share: "
-                     f"unknown (only the total is on chain)   permit deadline {safe(r.get('session_deadline'))}   "
-                     f"opened by {safe(r.get('session_opened_by'))}")
+        shown = (
+            f"{total} {r.get('symbol') or ''} (atomic {r['session_amount']})"
+            if total
+            else safe(r.get("session_amount"))
+        )
+        lines.append(
+            f"  session total {safe(shown)} for {safe(r.get('session_calls'))} calls; this call's share: "
+            f"unknown (only the total is on chain)   permit deadline {safe(r.get('session_deadline'))}   "
+            f"opened by {safe(r.get('session_opened_by'))}"
+        )
     if r.get("reason") == "sealed" or r.get("ohttp_tee_id"):
         relay = r.get("relay_receipt") or ("this call" if r.get("payment_count") else "not seen by this recorder")
-        lines.append(f"Sealed        OHTTP for TEE {safe(r.get('ohttp_tee_id'))} (as the client names it)   "
-                     f"relay's payment: {safe(relay)}")
+        lines.append(
+            f"Sealed        OHTTP for TEE {safe(r.get('ohttp_tee_id'))} (as the client names it)   "
+            f"relay's payment: {safe(relay)}"
+        )
         lines.append(f"  unknowable  {ohttp.UNKNOWABLE}")
     if not r.get("tee_id"):
         return lines
     result = {c["check"]: c for c in checks}
+
     def res(name: str) -> str:
         c = result.get(name)
         return "—" if c is None else safe(c["result"]) + (f" ({safe(c['reason'])})" if c.get("reason") else "")
+
     form = _latest_detail(checks, "tee_request_hash").get("form")
     lines.append(f"TEE           {safe(r['tee_id'])}   signed at {safe(r.get('tee_timestamp'))}")
-    lines.append(f"  proof       request hash {res('tee_request_hash')}" + (f" [form {safe(form)}]" if form else "")
-                 + f", output hash {res('tee_output_hash')}, signature {res('tee_signature')}")
+    lines.append(
+        f"  proof       request hash {res('tee_request_hash')}"
+        + (f" [form {safe(form)}]" if form else "")
+        + f", output hash {res('tee_output_hash')}, signature {res('tee_signature')}"
+    )
     anchor = _latest_detail(checks, "anchor")
     kind = r.get("settlement_type") or "unknown"
-    where = {"individual": f"tx {safe(anchor.get('tx') or r.get('anchor_tx'))}",
-             "batch": f"root {safe(anchor.get('root'))} in tx {safe(anchor.get('tx'))}, blob {safe(anchor.get('blob_id'))}",
-             }.get(kind, "nothing is anchored on chain")
-    deadline = f"   deadline {safe(anchor['deadline'])}" if anchor.get("deadline") and res("anchor").startswith("pending") else ""
-    lines.append(f"Anchor        {safe(kind)}: {where}   {res('anchor') if kind in ('individual', 'batch') else ''}{deadline}".rstrip())
-    pins = {(c.get("upstream_pin"), c.get("upstream_tee_id")) for c in details.get("calls", []) if c.get("upstream_pin")}
+    where = {
+        "individual": f"tx {safe(anchor.get('tx') or r.get('anchor_tx'))}",
+        "batch": f"root {safe(anchor.get('root'))} in tx {safe(anchor.get('tx'))}, blob {safe(anchor.get('blob_id'))}",
+    }.get(kind, "nothing is anchored on chain")
+    deadline = (
+        f"   deadline {safe(anchor['deadline'])}"
+        if anchor.get("deadline") and res("anchor").startswith("pending")
+        else ""
+    )
+    lines.append(
+        f"Anchor        {safe(kind)}: {where}   {res('anchor') if kind in ('individual', 'batch') else ''}{deadline}".rstrip()
+    )
+    pins = {
+        (c.get("upstream_pin"), c.get("upstream_tee_id")) for c in details.get("calls", []) if c.get("upstream_pin")
+    }
     for pin, tee in sorted(pins, key=str):
         lines.append(f"Upstream pin  {safe(pin)} (TEE {safe(tee)})")
     return lines

@@ -50,8 +50,8 @@ QUIET_CPU_S = 0.05    # CPU seconds a settled proxy may use in that window (an e
 SETTLE_MAX_S = 15.0
 
 sys.path.insert(0, str(SUPPORT))
-import upstream as fake  # noqa: E402  (tests/support/upstream.py: constants of the fake x402 server)
-import x402_wire  # noqa: E402
+import upstream as fake
+import x402_wire
 
 # The fake upstream writes a response's headers and its body with two separate send() calls.  On a
 # keep-alive connection that hits Nagle's algorithm + the client's delayed ACK: every response then

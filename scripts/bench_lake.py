@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -28,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 
-from scripts.bench_tables import QUERIES, WRITER, generate_fresh  # noqa: E402
-from testbed.lakebed import Postgres, SeaweedFS  # noqa: E402
+from scripts.bench_tables import QUERIES, WRITER, generate_fresh
+from testbed.lakebed import Postgres, SeaweedFS
 
 
 def say(msg: str) -> None:

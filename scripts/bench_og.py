@@ -24,15 +24,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
-from eth_hash.auto import keccak  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from eth_hash.auto import keccak
 
-from receipts.storage import config as cfg  # noqa: E402
-from testbed.blobstore import start_blobstore  # noqa: E402
-from testbed.og_chain import batch_settle, deploy_og_contracts, register_tee  # noqa: E402
-from testbed.node import start_anvil  # noqa: E402
-from receipts.verifier import og, tee  # noqa: E402
+from receipts.storage import config as cfg
+from testbed.blobstore import start_blobstore
+from testbed.og_chain import batch_settle, deploy_og_contracts, register_tee
+from testbed.node import start_anvil
+from receipts.verifier import og, tee
 
 PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 REGISTRY_ABI = [{"type": "function", "name": "getTEE", "stateMutability": "view",

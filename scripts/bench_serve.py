@@ -32,9 +32,9 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import duckdb  # noqa: E402
-import httpx  # noqa: E402
-import orjson  # noqa: E402
+import duckdb
+import httpx
+import orjson
 
 BIN = Path(sys.executable).parent
 GOAL_MS = 100.0
@@ -97,7 +97,7 @@ class Serve:
 
 def quantiles(times: list[float]) -> dict:
     times = sorted(times)
-    q = lambda p: times[min(len(times) - 1, int(round(p * (len(times) - 1))))]  # noqa: E731
+    q = lambda p: times[min(len(times) - 1, int(round(p * (len(times) - 1))))]
     return {"n": len(times), "p50": statistics.median(times), "p95": q(0.95), "p99": q(0.99), "max": times[-1]}
 
 

@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-from receipts.storage import config as cfg  # noqa: E402
-from testbed.bulk import record, settle_many  # noqa: E402
-from testbed.chain import deploy_token, fund  # noqa: E402
-from testbed.node import start_anvil  # noqa: E402
-from receipts.verifier.evidence import settlement  # noqa: E402
+from receipts.storage import config as cfg
+from testbed.bulk import record, settle_many
+from testbed.chain import deploy_token, fund
+from testbed.node import start_anvil
+from receipts.verifier.evidence import settlement
 
 BIN = Path(sys.executable).parent
 

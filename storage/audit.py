@@ -7,6 +7,7 @@ The audit reads no journal itself: the connection (storage/db.py) binds the fold
 events not folded yet, and the statements query the views over them. It can open no file of the
 journal (`journal=False`).
 """
+
 from __future__ import annotations
 
 import os
@@ -18,10 +19,31 @@ import duckdb
 
 from . import db
 
-SECTIONS = ("summary", "apps", "usage", "totals", "totals_by_app", "statuses", "http_statuses", "risky_failed",
-            "overcharges", "never_settled", "double_charges", "secrets_in_clear", "pinned_clients", "no_usage")
-PROBLEMS = ("risky_failed", "overcharges", "never_settled", "double_charges", "secrets_in_clear",
-            "pinned_clients", "no_usage")
+SECTIONS = (
+    "summary",
+    "apps",
+    "usage",
+    "totals",
+    "totals_by_app",
+    "statuses",
+    "http_statuses",
+    "risky_failed",
+    "overcharges",
+    "never_settled",
+    "double_charges",
+    "secrets_in_clear",
+    "pinned_clients",
+    "no_usage",
+)
+PROBLEMS = (
+    "risky_failed",
+    "overcharges",
+    "never_settled",
+    "double_charges",
+    "secrets_in_clear",
+    "pinned_clients",
+    "no_usage",
+)
 MEMORY_LIMIT = "500MB"  # DuckDB's, for the audit's temp tables: a million calls stay under 1 GB of RSS
 TABLES = ("calls", "receipts", "sessions", "charges")  # the statements that build the audit's temp tables, in order
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.M)
@@ -37,7 +59,9 @@ def statements() -> dict[str, str]:
 def connect(data_dir: str | os.PathLike) -> duckdb.DuckDBPyConnection:
     """The audit's connection: the views over the folded tables, no journal file open to it."""
     # (tables are built in parallel; rows are ordered by SQL. Past MEMORY_LIMIT DuckDB spills to disk.)
-    return db.connect(data_dir, journal=False, settings={"preserve_insertion_order": False, "memory_limit": MEMORY_LIMIT})
+    return db.connect(
+        data_dir, journal=False, settings={"preserve_insertion_order": False, "memory_limit": MEMORY_LIMIT}
+    )
 
 
 def build(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
@@ -63,13 +87,21 @@ def report(data_dir: str | os.PathLike, since: datetime | None = None, app: str 
             query = sql[f"section_{name}"]
             rows = _dicts(con.execute(db.inline(query, {k: v for k, v in params.items() if f"${k}" in query})))
             out[name] = rows[0] if name == "summary" else rows
-        listed = sorted({r["receipt_id"] for s in ("risky_failed", "overcharges", "double_charges") for r in out[s]}
-                        | {r["key"] for r in out["never_settled"] if r["kind"] == "x402"})
-        con.execute(db.inline("CREATE OR REPLACE TEMP TABLE audit_ids AS SELECT unnest($ids::VARCHAR[]) AS id", {"ids": listed}))
+        listed = sorted(
+            {r["receipt_id"] for s in ("risky_failed", "overcharges", "double_charges") for r in out[s]}
+            | {r["key"] for r in out["never_settled"] if r["kind"] == "x402"}
+        )
+        con.execute(
+            db.inline("CREATE OR REPLACE TEMP TABLE audit_ids AS SELECT unnest($ids::VARCHAR[]) AS id", {"ids": listed})
+        )
         evidence: dict[str, list[dict]] = {}
         for row in _dicts(con.execute(sql["evidence"])):
             evidence.setdefault(row.pop("receipt_id"), []).append(row)
         out["evidence"] = evidence
-        out["known_apps"] = [r[0] for r in con.execute(
-            "SELECT DISTINCT app_name FROM audit_calls WHERE app_name IS NOT NULL ORDER BY 1").fetchall()]
+        out["known_apps"] = [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT app_name FROM audit_calls WHERE app_name IS NOT NULL ORDER BY 1"
+            ).fetchall()
+        ]
     return out

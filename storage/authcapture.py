@@ -7,15 +7,20 @@ the escrow's token collector for the cap, whose nonce is the escrow's payer-agno
 every term. The escrow names the payment by the same hash with the payer in it (its id: topic 1 of every
 escrow event). Pure; none raises (callers catch).
 """
+
 from __future__ import annotations
 
 from eth_hash.auto import keccak
 
-ESCROWS = ("0xf96815976523e00e65be8f34ca5e64b4f41eb19c",  # v1.1 (the npm client's default)
-           "0xbdea0d1bcc5966192b070fdf62ab4ef5b4420cff")  # v1.0
-PAYMENT_INFO = (b"PaymentInfo(address operator,address payer,address receiver,address token,uint120 maxAmount,"
-                b"uint48 preApprovalExpiry,uint48 authorizationExpiry,uint48 refundExpiry,uint16 minFeeBps,"
-                b"uint16 maxFeeBps,address feeReceiver,uint256 salt)")
+ESCROWS = (
+    "0xf96815976523e00e65be8f34ca5e64b4f41eb19c",  # v1.1 (the npm client's default)
+    "0xbdea0d1bcc5966192b070fdf62ab4ef5b4420cff",
+)  # v1.0
+PAYMENT_INFO = (
+    b"PaymentInfo(address operator,address payer,address receiver,address token,uint120 maxAmount,"
+    b"uint48 preApprovalExpiry,uint48 authorizationExpiry,uint48 refundExpiry,uint16 minFeeBps,"
+    b"uint16 maxFeeBps,address feeReceiver,uint256 salt)"
+)
 ZERO = "0x" + "00" * 20
 # the escrow's events of a payment after its authorization (topic 1: the payment's id)
 CAPTURED = "0x" + keccak(b"PaymentCaptured(bytes32,uint256,uint256,address)").hex()
@@ -35,9 +40,20 @@ def payment_info(accepted: dict, payload: dict) -> list:
     """The PaymentInfo a payment commits to, rebuilt from the offer (`accepted`, the wire's camelCase
     entry) and the payload, in the struct's order."""
     extra, auth = accepted.get("extra") or {}, payload["authorization"]
-    return [extra["captureAuthorizer"], auth["from"], accepted["payTo"], accepted["asset"], int(accepted["amount"]),
-            int(auth["validBefore"]), int(extra["captureDeadline"]), int(extra["refundDeadline"]),
-            int(extra["minFeeBps"]), int(extra["maxFeeBps"]), extra["feeRecipient"], payload["salt"]]
+    return [
+        extra["captureAuthorizer"],
+        auth["from"],
+        accepted["payTo"],
+        accepted["asset"],
+        int(accepted["amount"]),
+        int(auth["validBefore"]),
+        int(extra["captureDeadline"]),
+        int(extra["refundDeadline"]),
+        int(extra["minFeeBps"]),
+        int(extra["maxFeeBps"]),
+        extra["feeRecipient"],
+        payload["salt"],
+    ]
 
 
 def payment_id(chain: int, escrow: str, info: list, payer_agnostic: bool = False) -> str:

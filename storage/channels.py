@@ -6,13 +6,16 @@ the channel contract's domain, so the id binds every field and the chain. The pa
 vouchers `Voucher(channelId, maxClaimableAmount)` in the same domain; the receiver claims up to the
 latest one, and the contract books the channel's `totalClaimed`.
 """
+
 from __future__ import annotations
 
 from eth_hash.auto import keccak
 
 BATCH_SETTLEMENT = "0x4020074e9df2ce1dee5a9c1b5c3f541d02a10003"  # the channel contract (one address on every chain)
-CONFIG = (b"ChannelConfig(address payer,address payerAuthorizer,address receiver,address receiverAuthorizer,"
-          b"address token,uint40 withdrawDelay,bytes32 salt)")
+CONFIG = (
+    b"ChannelConfig(address payer,address payerAuthorizer,address receiver,address receiverAuthorizer,"
+    b"address token,uint40 withdrawDelay,bytes32 salt)"
+)
 CONFIG_FIELDS = ("payer", "payerAuthorizer", "receiver", "receiverAuthorizer", "token", "withdrawDelay", "salt")
 VOUCHER = b"Voucher(bytes32 channelId,uint128 maxClaimableAmount)"
 _DOMAIN = b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
@@ -31,8 +34,9 @@ def _word(value) -> bytes:
 
 
 def domain(chain: int) -> bytes:
-    return keccak(keccak(_DOMAIN) + keccak(b"x402 Batch Settlement") + keccak(b"1") + _word(chain)
-                  + _word(BATCH_SETTLEMENT))
+    return keccak(
+        keccak(_DOMAIN) + keccak(b"x402 Batch Settlement") + keccak(b"1") + _word(chain) + _word(BATCH_SETTLEMENT)
+    )
 
 
 def channel_id(chain: int, config: dict) -> str:

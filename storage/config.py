@@ -3,6 +3,7 @@
 Every setting is documented line by line in mitm_config.yaml at the repository root; this module
 holds the defaults and the validation, so that a bad value gives one sentence a user can act on.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -22,15 +23,40 @@ INTERCEPT_MODES = ("known", "all")
 # The HTTPS hosts the proxy opens by default (capture.hosts): the inference APIs that are known, and loopback
 # (local servers and gateways). Every other HTTPS host passes through as TLS, unopened.
 DEFAULT_AI_HOSTS = (
-    "api.openai.com", "*.openai.azure.com", "api.anthropic.com", "generativelanguage.googleapis.com",
-    "*-aiplatform.googleapis.com", "bedrock-runtime.*.amazonaws.com", "api.mistral.ai", "api.groq.com",
-    "api.together.xyz", "api.together.ai", "api.fireworks.ai", "openrouter.ai", "api.deepseek.com", "api.x.ai",
-    "api.cohere.com", "api.cohere.ai", "api.perplexity.ai", "api.cerebras.ai", "api.deepinfra.com",
-    "router.huggingface.co", "api-inference.huggingface.co", "*.opengradient.ai",
-    "localhost", "127.0.0.1", "::1",
+    "api.openai.com",
+    "*.openai.azure.com",
+    "api.anthropic.com",
+    "generativelanguage.googleapis.com",
+    "*-aiplatform.googleapis.com",
+    "bedrock-runtime.*.amazonaws.com",
+    "api.mistral.ai",
+    "api.groq.com",
+    "api.together.xyz",
+    "api.together.ai",
+    "api.fireworks.ai",
+    "openrouter.ai",
+    "api.deepseek.com",
+    "api.x.ai",
+    "api.cohere.com",
+    "api.cohere.ai",
+    "api.perplexity.ai",
+    "api.cerebras.ai",
+    "api.deepinfra.com",
+    "router.huggingface.co",
+    "api-inference.huggingface.co",
+    "*.opengradient.ai",
+    "localhost",
+    "127.0.0.1",
+    "::1",
 )
-DEFAULT_AI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages",
-                    "/v1/embeddings", "/chat/completions")
+DEFAULT_AI_PATHS = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/responses",
+    "/v1/messages",
+    "/v1/embeddings",
+    "/chat/completions",
+)
 # the repository's mitm_config.yaml (storage/ beside it); installed, the copy in the receipts package
 # (storage/ is receipts/storage/ there; receipts/mitm_config.yaml links to the root file in a checkout)
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "mitm_config.yaml"
@@ -43,6 +69,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Rule:
     """Extra traffic to record: a host glob and a path glob (fnmatch, case-insensitive host)."""
+
     host: str = "*"
     path: str = "*"
 
@@ -61,15 +88,16 @@ class Asset:
 @dataclass(frozen=True)
 class Network:
     """A chain the verifier reads: CAIP-2 id, JSON-RPC endpoints, confirmations, known facilitators."""
+
     caip2: str
     endpoints: tuple[str, ...] = ()  # JSON-RPC URLs (a single URL string is taken as one)
     confirmations: int = 1
     facilitators: tuple[str, ...] = ()
-    scan_blocks: int = 10_000   # how far back log scans look (settlements without a tx hash, refunds)
+    scan_blocks: int = 10_000  # how far back log scans look (settlements without a tx hash, refunds)
     deadline_grace: float = 600.0  # seconds past validBefore before an unsettled payment is risky
-    rpc_timeout: float = 10.0      # seconds to wait for one JSON-RPC answer (then retried with backoff)
-    explorer: str | None = None    # block explorer URL of a transaction, `{tx}` standing for its hash (receipts serve)
-    quorum: int | None = None      # endpoints that must agree for `passed` (None: all of them)
+    rpc_timeout: float = 10.0  # seconds to wait for one JSON-RPC answer (then retried with backoff)
+    explorer: str | None = None  # block explorer URL of a transaction, `{tx}` standing for its hash (receipts serve)
+    quorum: int | None = None  # endpoints that must agree for `passed` (None: all of them)
     rpc_max_bytes: int = 64 << 20  # the biggest JSON-RPC answer read (bigger: the node is at fault)
 
     def __post_init__(self) -> None:
@@ -118,11 +146,11 @@ class Settings:
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
     data_dir: str = "./data"
-    ca_dir: str | None = None           # None: <data_dir>/ca
+    ca_dir: str | None = None  # None: <data_dir>/ca
     capture_x402: bool = True
     ai_paths: tuple[str, ...] = DEFAULT_AI_PATHS
     rules: tuple[Rule, ...] = ()
-    intercept: str = "known"            # known: open only intercept_hosts, rules' hosts and learned x402 hosts
+    intercept: str = "known"  # known: open only intercept_hosts, rules' hosts and learned x402 hosts
     intercept_hosts: tuple[str, ...] = DEFAULT_AI_HOSTS
     bodies: str = "hash"
     body_max_bytes: int = 1 << 20
@@ -133,9 +161,9 @@ class Settings:
     compact_after: int = 64
     compact_grace: float = 60.0
     stream_bodies_above: int = 4 << 20  # bodies of recorded calls larger (or of unknown length) stream through
-    max_client_connections: int = 256   # open connections per client address; more are closed at once
-    header_timeout: float = 20.0        # seconds from connect to a request's complete headers
-    idle_timeout: float = 120.0         # seconds a kept-alive connection may wait for its next request
+    max_client_connections: int = 256  # open connections per client address; more are closed at once
+    header_timeout: float = 20.0  # seconds from connect to a request's complete headers
+    idle_timeout: float = 120.0  # seconds a kept-alive connection may wait for its next request
     assets: tuple[Asset, ...] = ()
     networks: tuple[Network, ...] = ()
     # OpenGradient: the TEE registry (and the settlement relay) on the OpenGradient chain, the blob
@@ -266,8 +294,9 @@ def _assets(value) -> tuple[Asset, ...]:
     out = []
     for item in value:
         try:
-            out.append(Asset(str(item["network"]), str(item["address"]), str(item.get("symbol", "")),
-                             int(item["decimals"])))
+            out.append(
+                Asset(str(item["network"]), str(item["address"]), str(item.get("symbol", "")), int(item["decimals"]))
+            )
         except (KeyError, TypeError, ValueError):
             raise ConfigError(f"asset entry {item!r} needs network, address and an integer decimals.") from None
     return tuple(out)
@@ -285,19 +314,33 @@ def _networks(value) -> tuple[Network, ...]:
     for caip2, item in value.items():
         item = item or {}
         if not _SUPPORTED_NETWORK.fullmatch(str(caip2)) or not isinstance(item, dict):
-            raise ConfigError(f"network {caip2!r} must be an eip155:<chain id> or solana:<genesis hash> key with a "
-                              f"mapping of settings.")
+            raise ConfigError(
+                f"network {caip2!r} must be an eip155:<chain id> or solana:<genesis hash> key with a "
+                f"mapping of settings."
+            )
         solana = str(caip2).startswith("solana:")  # (its addresses are base58: their case is part of them)
         explorer = _explorer(caip2, item.get("explorer"))
         endpoints, quorum = _endpoints(caip2, item.get("rpc"), item.get("quorum"))
         max_bytes = _positive(f"network {caip2!r}: rpc_max_bytes", item.get("rpc_max_bytes", 64 << 20), int)
         try:
-            out.append(Network(str(caip2), endpoints, int(item.get("confirmations", 1)),
-                               tuple(str(f) if solana else str(f).lower() for f in item.get("facilitators") or ()),
-                               int(item.get("scan_blocks", 10_000)), float(item.get("deadline_grace", 600)),
-                               float(item.get("rpc_timeout", 10)), explorer, quorum, max_bytes))
+            out.append(
+                Network(
+                    str(caip2),
+                    endpoints,
+                    int(item.get("confirmations", 1)),
+                    tuple(str(f) if solana else str(f).lower() for f in item.get("facilitators") or ()),
+                    int(item.get("scan_blocks", 10_000)),
+                    float(item.get("deadline_grace", 600)),
+                    float(item.get("rpc_timeout", 10)),
+                    explorer,
+                    quorum,
+                    max_bytes,
+                )
+            )
         except (TypeError, ValueError):
-            raise ConfigError(f"network {caip2!r}: confirmations and scan_blocks must be whole numbers, deadline_grace a number.") from None
+            raise ConfigError(
+                f"network {caip2!r}: confirmations and scan_blocks must be whole numbers, deadline_grace a number."
+            ) from None
     return tuple(out)
 
 
@@ -309,8 +352,10 @@ def _endpoints(caip2, rpc, quorum) -> tuple[tuple[str, ...], int | None]:
     if quorum is None:
         return endpoints, None
     if isinstance(quorum, bool) or not isinstance(quorum, int) or not 1 <= quorum <= max(1, len(endpoints)):
-        raise ConfigError(f"network {caip2!r}: quorum must be a whole number from 1 to the number of rpc URLs "
-                          f"({len(endpoints)}), not {quorum!r}.")
+        raise ConfigError(
+            f"network {caip2!r}: quorum must be a whole number from 1 to the number of rpc URLs "
+            f"({len(endpoints)}), not {quorum!r}."
+        )
     return endpoints, quorum
 
 
@@ -319,8 +364,10 @@ def _explorer(caip2, value) -> str | None:
         return None
     text = str(value)
     if not text.startswith(("https://", "http://")) or "{tx}" not in text:
-        raise ConfigError(f"network {caip2!r}: explorer must be an http(s) URL with {{tx}} where the transaction "
-                          f"hash goes, such as https://basescan.org/tx/{{tx}}, not {value!r}.")
+        raise ConfigError(
+            f"network {caip2!r}: explorer must be an http(s) URL with {{tx}} where the transaction "
+            f"hash goes, such as https://basescan.org/tx/{{tx}}, not {value!r}."
+        )
     return text
 
 
@@ -348,14 +395,21 @@ def _flatten(raw: dict) -> dict:
         raise ConfigError("opengradient must be a mapping with network, registry, relay, blob_url and pin.")
     unknown = set(og) - {"network", "registry", "relay", "blob_url", "pin", "anchor_deadline"}
     if unknown:
-        raise ConfigError(f"unknown opengradient setting {sorted(unknown)[0]!r} "
-                          "(known: network, registry, relay, blob_url, pin, anchor_deadline).")
+        raise ConfigError(
+            f"unknown opengradient setting {sorted(unknown)[0]!r} "
+            "(known: network, registry, relay, blob_url, pin, anchor_deadline)."
+        )
     flat.update({f"og_{k}": v for k, v in og.items()})
     capture = raw.get("capture") or {}
     if not isinstance(capture, dict):
         raise ConfigError("capture must be a mapping with x402, ai_paths, rules, intercept and hosts.")
-    names = {"x402": "capture_x402", "ai_paths": "ai_paths", "rules": "rules", "intercept": "intercept",
-             "hosts": "intercept_hosts"}
+    names = {
+        "x402": "capture_x402",
+        "ai_paths": "ai_paths",
+        "rules": "rules",
+        "intercept": "intercept",
+        "hosts": "intercept_hosts",
+    }
     for key, target in names.items():
         if key in capture:
             flat[target] = capture[key]
@@ -371,10 +425,15 @@ def _validated(values: dict) -> dict:
     if unknown:
         raise ConfigError(f"unknown setting {sorted(unknown)[0]!r}; see mitm_config.yaml for the list.")
     conv = {
-        "listen_host": _host, "listen_port": _port,
-        "data_dir": str, "ca_dir": lambda v: None if v in (None, "") else str(v),
-        "capture_x402": lambda v: _bool("capture.x402", v), "ai_paths": _paths, "rules": _rules,
-        "intercept": lambda v: _choice("capture.intercept", v, INTERCEPT_MODES), "intercept_hosts": _hosts,
+        "listen_host": _host,
+        "listen_port": _port,
+        "data_dir": str,
+        "ca_dir": lambda v: None if v in (None, "") else str(v),
+        "capture_x402": lambda v: _bool("capture.x402", v),
+        "ai_paths": _paths,
+        "rules": _rules,
+        "intercept": lambda v: _choice("capture.intercept", v, INTERCEPT_MODES),
+        "intercept_hosts": _hosts,
         "bodies": lambda v: _choice("bodies", v, BODY_MODES),
         "body_max_bytes": lambda v: _positive("body_max_bytes", v, int),
         "durability": lambda v: _choice("durability", v, DURABILITY),
@@ -422,8 +481,7 @@ def read_file(path: str | os.PathLike | None) -> dict:
     return _validated(_flatten(raw))
 
 
-def load(config: str | os.PathLike | None = None, overrides: dict | None = None,
-         env: dict | None = None) -> Settings:
+def load(config: str | os.PathLike | None = None, overrides: dict | None = None, env: dict | None = None) -> Settings:
     """Defaults < config file (mitm_config.yaml by default) < RECEIPTS_DATA < overrides (flags)."""
     env = os.environ if env is None else env
     if config is None and DEFAULT_CONFIG.exists():

@@ -12,6 +12,7 @@ a plain SELECT can call `read_text('/etc/shadow')`, which only the sandbox stops
 tell reading from writing, so a COPY into a place it allows (the journal) is stopped by the check alone.
 (A statement-type check by itself let `PRAGMA import_database` and `EXPLAIN ANALYZE COPY … TO` through.)
 """
+
 from __future__ import annotations
 
 import atexit
@@ -25,15 +26,15 @@ import shutil
 import stat
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
 import duckdb
 
-from .journal import journal_dir
 from . import fold
 from .fold import tables_dir
+from .journal import journal_dir
 from .layout import ensure_anchors
 
 log = logging.getLogger("receipts.db")
@@ -42,8 +43,21 @@ VIEWS = ("events", "calls", "challenges", "payments", "settlements", "checks", "
 # PRAGMAs that only read: the version and platform, the catalog (tables, columns, functions, collations)
 # and the database's size. Every other PRAGMA is refused by `receipts sql`: some change settings, and
 # `import_database` runs the SQL files of a directory.
-READ_PRAGMAS = frozenset({"version", "platform", "user_agent", "table_info", "show_tables", "show_tables_expanded",
-                          "show_databases", "database_list", "database_size", "functions", "collations"})
+READ_PRAGMAS = frozenset(
+    {
+        "version",
+        "platform",
+        "user_agent",
+        "table_info",
+        "show_tables",
+        "show_tables_expanded",
+        "show_databases",
+        "database_list",
+        "database_size",
+        "functions",
+        "collations",
+    }
+)
 
 
 # Table functions that change the connection although its configuration is locked (DuckDB 1.5.5 lets
@@ -52,8 +66,16 @@ STATE_FUNCTIONS = frozenset({"enable_logging", "disable_logging", "truncate_duck
 # Functions of the lake's extensions that reach past its tables: PostgreSQL itself (the catalog's server,
 # read-only here, but every table the role may read), and DuckLake's maintenance (refused by the read-only
 # catalog anyway). `receipts sql --lake` reads the views and tables only.
-LAKE_FUNCTIONS = frozenset({"postgres_query", "postgres_execute", "postgres_attach", "postgres_scan",
-                            "postgres_scan_pushdown", "postgres_clear_cache"})
+LAKE_FUNCTIONS = frozenset(
+    {
+        "postgres_query",
+        "postgres_execute",
+        "postgres_attach",
+        "postgres_scan",
+        "postgres_scan_pushdown",
+        "postgres_clear_cache",
+    }
+)
 
 
 class QueryRejected(ValueError):
@@ -121,7 +143,9 @@ def sandbox(con: duckdb.DuckDBPyConnection, directories=(), paths=()) -> duckdb.
 
     The order matters: the allowed places can only be set while external access is on, and nothing can
     be set once the configuration is locked."""
-    con.execute(f"SET allowed_directories = {_list(d if '://' in str(d) else str(Path(d).resolve()) for d in directories)}")
+    con.execute(
+        f"SET allowed_directories = {_list(d if '://' in str(d) else str(Path(d).resolve()) for d in directories)}"
+    )
     con.execute(f"SET allowed_paths = {_list(os.path.abspath(p) for p in paths)}")  # (as the COPY names it)
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
@@ -131,14 +155,21 @@ def sandbox(con: duckdb.DuckDBPyConnection, directories=(), paths=()) -> duckdb.
 @dataclass(frozen=True)
 class Lake:
     """A lake (storage/lake.py) given to a reader in place of a data directory (`--lake`)."""
+
     url: str
 
     def __str__(self) -> str:
         return f"lake {self.url}"
 
 
-def connect(data_dir: "str | os.PathLike | Lake", *, views: bool = True, journal: bool = True, write=(),
-            settings: dict | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    data_dir: str | os.PathLike | Lake,
+    *,
+    views: bool = True,
+    journal: bool = True,
+    write=(),
+    settings: dict | None = None,
+) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the tables and views over `data_dir`, sandboxed (`sandbox()`).
 
     Every query of the connection sees the same moment (`bind`): the fold's tables as its manifest names
@@ -204,8 +235,11 @@ def bind_lake(con: duckdb.DuckDBPyConnection, *, views: bool = True, kept: bool 
     con.execute("CREATE SCHEMA IF NOT EXISTS folded")
     for table in fold.TABLES:
         con.execute(f"CREATE OR REPLACE VIEW folded.{table} AS FROM lake.{table} AT (VERSION => {int(at)})")
-        new = (f"FROM ducklake_table_insertions('{lake.ALIAS}', 'main', '{table}', {since + 1}, {int(at)})"
-               if since is not None and since < at else f"FROM lake.{table} LIMIT 0")
+        new = (
+            f"FROM ducklake_table_insertions('{lake.ALIAS}', 'main', '{table}', {since + 1}, {int(at)})"
+            if since is not None and since < at
+            else f"FROM lake.{table} LIMIT 0"
+        )
         con.execute(f"CREATE OR REPLACE TABLE folded.tail_{table} AS {new}")
     con.execute("CREATE OR REPLACE TABLE folded.scope_ids (logical_id VARCHAR)")
     if not views:
@@ -219,15 +253,24 @@ def bind_lake(con: duckdb.DuckDBPyConnection, *, views: bool = True, kept: bool 
     con.execute("CREATE OR REPLACE VIEW main.receipts_live AS FROM receipts_of(true)")
     kept_rows = f"FROM lake.{lake.KEPT} AT (VERSION => {int(at)})"
     if not con.execute("SELECT count(*) FROM folded.scope_ids").fetchone()[0]:  # nothing shipped since: the kept rows
-        con.execute(f"CREATE OR REPLACE VIEW receipts AS {kept_rows}")         # (a scoped computation still scans)
+        con.execute(f"CREATE OR REPLACE VIEW receipts AS {kept_rows}")  # (a scoped computation still scans)
         return at
-    con.execute(f"CREATE OR REPLACE VIEW receipts AS {kept_rows} "
-                "WHERE receipt_id NOT IN (SELECT logical_id FROM folded.scope_ids) UNION ALL FROM main.receipts_live")
+    con.execute(
+        f"CREATE OR REPLACE VIEW receipts AS {kept_rows} "
+        "WHERE receipt_id NOT IN (SELECT logical_id FROM folded.scope_ids) UNION ALL FROM main.receipts_live"
+    )
     return at
 
 
-def bind(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike, *, views: bool = True,
-         manifest: "fold.Manifest | None" = None, tail: "fold.Tail | None" = None, tries: int = 5) -> int:
+def bind(
+    con: duckdb.DuckDBPyConnection,
+    data_dir: str | os.PathLike,
+    *,
+    views: bool = True,
+    manifest: fold.Manifest | None = None,
+    tail: fold.Tail | None = None,
+    tries: int = 5,
+) -> int:
     """Define in `con` the tables (`folded.<table>`: their Parquet files, then their rows of the tail,
     folded here into `folded.tail_<table>`) and, with `views`, the views over them, `receipts` included.
 
@@ -247,8 +290,12 @@ def bind(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike, *, views: 
         if manifest or fold.Manifest.load(data_dir).generation == m.generation:
             break
     for table in fold.TABLES:
-        con.execute(f"CREATE OR REPLACE VIEW folded.{table} AS " + " UNION ALL ".join(
-            [_read_parquet(m.paths(data_dir, table))] * bool(m.files.get(table)) + [f"FROM folded.tail_{table}"]))
+        con.execute(
+            f"CREATE OR REPLACE VIEW folded.{table} AS "
+            + " UNION ALL ".join(
+                [_read_parquet(m.paths(data_dir, table))] * bool(m.files.get(table)) + [f"FROM folded.tail_{table}"]
+            )
+        )
     n = con.execute("SELECT count(*) FROM folded.tail").fetchone()[0]
     con.execute("CREATE OR REPLACE TABLE folded.scope_ids (logical_id VARCHAR)")
     if views:
@@ -257,7 +304,7 @@ def bind(con: duckdb.DuckDBPyConnection, data_dir: str | os.PathLike, *, views: 
     return n
 
 
-def _bind_receipts(con, data_dir, m: "fold.Manifest", tail_events: int) -> None:
+def _bind_receipts(con, data_dir, m: fold.Manifest, tail_events: int) -> None:
     """`receipts`: the rows the fold keeps (the newest of each), except those of the logical calls the tail
     touched, which each query computes (`main.receipts_live`: a view, so a query that reads no receipt
     pays nothing). Kept rows of another version of views.sql
@@ -271,13 +318,28 @@ def _bind_receipts(con, data_dir, m: "fold.Manifest", tail_events: int) -> None:
         return
     base, deltas = kept[0], kept[1:]
     # the fold writes the HUGEINT columns as DECIMAL(38, 0) (fold._exact), and no other column has that type
-    money = [c for c, t in con.execute(f"SELECT column_name, column_type FROM (DESCRIBE FROM read_parquet({_lit(base)}))"
-                                       ).fetchall() if t == "DECIMAL(38,0)"]
+    money = [
+        c
+        for c, t in con.execute(
+            f"SELECT column_name, column_type FROM (DESCRIBE FROM read_parquet({_lit(base)}))"
+        ).fetchall()
+        if t == "DECIMAL(38,0)"
+    ]
     back = f" REPLACE ({', '.join(f'{c}::HUGEINT AS {c}' for c in money)})" if money else ""
-    newest = ("(SELECT * EXCLUDE (filename) FROM read_parquet([" + ", ".join(_lit(f) for f in deltas) + "], filename = true) "
-              "QUALIFY row_number() OVER (PARTITION BY receipt_id ORDER BY filename DESC) = 1)") if deltas else None
-    parts = [f"SELECT *{back} FROM read_parquet({_lit(base)}) WHERE receipt_id NOT IN (SELECT logical_id FROM folded.scope_ids)"
-             + (f" AND receipt_id NOT IN (SELECT receipt_id FROM {newest})" if newest else "")]
+    newest = (
+        (
+            "(SELECT * EXCLUDE (filename) FROM read_parquet(["
+            + ", ".join(_lit(f) for f in deltas)
+            + "], filename = true) "
+            "QUALIFY row_number() OVER (PARTITION BY receipt_id ORDER BY filename DESC) = 1)"
+        )
+        if deltas
+        else None
+    )
+    parts = [
+        f"SELECT *{back} FROM read_parquet({_lit(base)}) WHERE receipt_id NOT IN (SELECT logical_id FROM folded.scope_ids)"
+        + (f" AND receipt_id NOT IN (SELECT receipt_id FROM {newest})" if newest else "")
+    ]
     if newest:
         parts.append(f"SELECT *{back} FROM {newest} WHERE receipt_id NOT IN (SELECT logical_id FROM folded.scope_ids)")
     if tail_events:  # (with no tail, nothing is computed live: the kept rows are all there is)
@@ -311,7 +373,7 @@ def literal(value) -> str:
         return f"{value!r}::DOUBLE"
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
     if isinstance(value, str):
         try:
@@ -365,8 +427,10 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statemen
     if kind == "PRAGMA" and _read_pragma(words):
         return st
     if kind == "PRAGMA" and words and words[0][1].upper() == "PRAGMA":
-        raise QueryRejected(f"PRAGMA {words[1][1] if len(words) > 1 else ''} is not allowed here; "
-                            f"only PRAGMAs that read: {', '.join(sorted(READ_PRAGMAS))}")
+        raise QueryRejected(
+            f"PRAGMA {words[1][1] if len(words) > 1 else ''} is not allowed here; "
+            f"only PRAGMAs that read: {', '.join(sorted(READ_PRAGMAS))}"
+        )
     if kind == "EXPLAIN" and _explains_a_query(con, st.query, words):
         return st
     if kind == "EXPLAIN":
@@ -387,8 +451,11 @@ def _words(sql: str) -> list[tuple[int, str]]:
     raw = sql.encode()
     tokens = duckdb.tokenize(sql)
     ends = [offset for offset, _ in tokens[1:]] + [len(raw)]
-    return [(offset, _token_text(raw[offset:end].decode(errors="replace").strip(), kind))
-            for (offset, kind), end in zip(tokens, ends) if kind != duckdb.token_type.comment]
+    return [
+        (offset, _token_text(raw[offset:end].decode(errors="replace").strip(), kind))
+        for (offset, kind), end in zip(tokens, ends)
+        if kind != duckdb.token_type.comment
+    ]
 
 
 def _token_text(text: str, kind) -> str:
@@ -411,17 +478,23 @@ def _refuse_pragmas(words: list[tuple[int, str]]) -> None:
             continue
         statement, start = words[start:i], i + 1
         first = statement[0][1].upper() if statement else ""  # (EXPLAIN's statement is parsed on its own)
-        pragma = next((j for j, (_, w) in enumerate(statement) if w.upper() == "PRAGMA"
-                       and (j == 0 or first == "EXPLAIN")), None)
+        pragma = next(
+            (j for j, (_, w) in enumerate(statement) if w.upper() == "PRAGMA" and (j == 0 or first == "EXPLAIN")), None
+        )
         if pragma is not None and not _read_pragma(statement[pragma:]):
             name = statement[pragma + 1][1] if pragma + 1 < len(statement) else ""
-            raise QueryRejected(f"PRAGMA {name} is not allowed here; "
-                                f"only PRAGMAs that read: {', '.join(sorted(READ_PRAGMAS))}")
+            raise QueryRejected(
+                f"PRAGMA {name} is not allowed here; only PRAGMAs that read: {', '.join(sorted(READ_PRAGMAS))}"
+            )
 
 
 def _read_pragma(words: list[tuple[int, str]]) -> bool:
-    return (len(words) > 1 and words[0][1].upper() == "PRAGMA" and words[1][1].lower() in READ_PRAGMAS
-            and not any(text == "=" for _, text in words))
+    return (
+        len(words) > 1
+        and words[0][1].upper() == "PRAGMA"
+        and words[1][1].lower() in READ_PRAGMAS
+        and not any(text == "=" for _, text in words)
+    )
 
 
 def _explains_a_query(con: duckdb.DuckDBPyConnection, sql: str, words: list[tuple[int, str]]) -> bool:
@@ -440,7 +513,7 @@ def _explains_a_query(con: duckdb.DuckDBPyConnection, sql: str, words: list[tupl
         if start >= len(words):
             continue
         try:
-            inner = con.extract_statements(sql.encode()[words[start][0]:].decode())
+            inner = con.extract_statements(sql.encode()[words[start][0] :].decode())
             if len(inner) == 1 and inner[0].type.name == "SELECT":
                 return True
         except (duckdb.Error, ValueError):

@@ -17,13 +17,14 @@ records (headers as stored, redacted; bodies only where `bodies: full` kept thei
 The connection that writes an export is sandboxed like every reader (storage/db.py): it reads a
 snapshot of the journal, and the one file it can open is the export's temporary file.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -32,9 +33,16 @@ from . import db
 from .progress import Progress
 
 VIEWS = ("receipts", "calls", "payments", "settlements", "challenges", "checks", "sessions", "channels")
-TIME_COLUMN = {"receipts": "first_seen", "calls": "started_at", "payments": "sent_at", "settlements": "seen_at",
-               "challenges": "seen_at", "checks": "observed_at", "sessions": "first_call_at",
-               "channels": "opened_at"}
+TIME_COLUMN = {
+    "receipts": "first_seen",
+    "calls": "started_at",
+    "payments": "sent_at",
+    "settlements": "seen_at",
+    "challenges": "seen_at",
+    "checks": "observed_at",
+    "sessions": "first_call_at",
+    "channels": "opened_at",
+}
 FORMATS = ("parquet", "csv", "jsonl", "har")
 
 
@@ -49,8 +57,10 @@ def _quote(path: str) -> str:
 def inert(expr: str) -> str:
     """SQL of the text `expr` made inert for a spreadsheet: a `'` before a formula's first character
     (`=`, `+`, `-`, `@`, tab, carriage return; OWASP, "CSV Injection")."""
-    return (f"CASE WHEN left({expr}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) "
-            f"THEN concat(chr(39), {expr}) ELSE {expr} END")
+    return (
+        f"CASE WHEN left({expr}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) "
+        f"THEN concat(chr(39), {expr}) ELSE {expr} END"
+    )
 
 
 def _select(con, view: str, fmt: str, since: datetime | None) -> tuple[str, dict]:
@@ -71,8 +81,9 @@ def _select(con, view: str, fmt: str, since: datetime | None) -> tuple[str, dict
     return f"SELECT {', '.join(cols)} FROM {view} {where} ORDER BY ALL", ({"since": since} if since else {})
 
 
-def export(data_dir: str | os.PathLike, fmt: str, out: str | None, since: datetime | None = None,
-           view: str = "receipts") -> dict:
+def export(
+    data_dir: str | os.PathLike, fmt: str, out: str | None, since: datetime | None = None, view: str = "receipts"
+) -> dict:
     """Write the export to `out` (a file; `-` or None: standard output, except for Parquet)."""
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -84,8 +95,9 @@ def export(data_dir: str | os.PathLike, fmt: str, out: str | None, since: dateti
     target = None if to_stdout else Path(out)
     if target is not None and target.is_dir():
         raise ExportError(f"--out {out} is a directory; give a file name")
-    fd, tmp = tempfile.mkstemp(prefix=".receipts-export-", suffix=f".{fmt}",
-                               dir=str(target.parent) if target is not None else None)
+    fd, tmp = tempfile.mkstemp(
+        prefix=".receipts-export-", suffix=f".{fmt}", dir=str(target.parent) if target is not None else None
+    )
     os.close(fd)
     try:
         with db.connect(data_dir, journal=False, write=[tmp]) as con:
@@ -108,8 +120,9 @@ BIG_EXPORT = 100_000  # rows: a COPY this big takes seconds
 
 def _copy(con, path: str, fmt: str, since: datetime | None, view: str) -> int:
     sql, params = _select(con, view, fmt, since)
-    options = {"parquet": "FORMAT parquet, COMPRESSION zstd", "csv": "FORMAT csv, HEADER true",
-               "jsonl": "FORMAT json"}[fmt] + ", USE_TMP_FILE false"  # (a file of its own beside it: not allowed)
+    options = {"parquet": "FORMAT parquet, COMPRESSION zstd", "csv": "FORMAT csv, HEADER true", "jsonl": "FORMAT json"}[
+        fmt
+    ] + ", USE_TMP_FILE false"  # (a file of its own beside it: not allowed)
     sql = db.inline(sql, params)  # (before the path, which is the user's text, joins it)
     rows = con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
     if rows >= BIG_EXPORT:  # one COPY statement: no count as it goes, so say what it is doing
@@ -152,12 +165,14 @@ def _content(body: dict | None, mime: str | None, size) -> dict:
     elif body.get("base64") is not None:
         content["text"], content["encoding"] = body["base64"], "base64"
     if body.get("sha256"):
-        content["comment"] = f"sha256 {body['sha256']}" + (" (body not kept: bodies: hash)" if "text" not in content else "")
+        content["comment"] = f"sha256 {body['sha256']}" + (
+            " (body not kept: bodies: hash)" if "text" not in content else ""
+        )
     return content
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def har_entry(receipt_id: str, ts: float, req: dict, resp: dict | None, fin: dict | None, err: dict | None) -> dict:
@@ -171,30 +186,64 @@ def har_entry(receipt_id: str, ts: float, req: dict, resp: dict | None, fin: dic
     req_headers = _headers(req.get("headers"))
     mime = next((h["value"] for h in req_headers if h["name"].lower() == "content-type"), "")
     body = req.get("body") or {}
-    request = {"method": req.get("method") or "GET", "url": url, "httpVersion": req.get("http_version") or "HTTP/1.1",
-               "cookies": [], "headers": req_headers,
-               "queryString": [{"name": n, "value": v} for n, _, v in (p.partition("=") for p in (query or "").split("&") if p)],
-               "headersSize": -1, "bodySize": body.get("size") if body.get("size") is not None else -1}
+    request = {
+        "method": req.get("method") or "GET",
+        "url": url,
+        "httpVersion": req.get("http_version") or "HTTP/1.1",
+        "cookies": [],
+        "headers": req_headers,
+        "queryString": [
+            {"name": n, "value": v} for n, _, v in (p.partition("=") for p in (query or "").split("&") if p)
+        ],
+        "headersSize": -1,
+        "bodySize": body.get("size") if body.get("size") is not None else -1,
+    }
     if body.get("size"):
         post = _content(body, mime, body.get("size"))
-        request["postData"] = {"mimeType": mime, "text": post.get("text", ""), **({"comment": post["comment"]} if "comment" in post else {})}
+        request["postData"] = {
+            "mimeType": mime,
+            "text": post.get("text", ""),
+            **({"comment": post["comment"]} if "comment" in post else {}),
+        }
         if post.get("encoding"):
             request["postData"]["encoding"] = post["encoding"]  # a HAR extension that `receipts ingest` reads
     if resp:
         size = (fin or {}).get("bytes") if resp.get("stream") else None
-        response = {"status": resp.get("status") or 0, "statusText": resp.get("reason") or "",
-                    "httpVersion": resp.get("http_version") or "HTTP/1.1", "cookies": [],
-                    "headers": _headers(resp.get("headers")), "redirectURL": "",
-                    "content": _content(resp.get("body"), resp.get("content_type"), size),
-                    "headersSize": -1, "bodySize": -1}
+        response = {
+            "status": resp.get("status") or 0,
+            "statusText": resp.get("reason") or "",
+            "httpVersion": resp.get("http_version") or "HTTP/1.1",
+            "cookies": [],
+            "headers": _headers(resp.get("headers")),
+            "redirectURL": "",
+            "content": _content(resp.get("body"), resp.get("content_type"), size),
+            "headersSize": -1,
+            "bodySize": -1,
+        }
     else:  # no answer came: HAR's convention for a failed request
-        response = {"status": 0, "statusText": "", "httpVersion": "", "cookies": [], "headers": [], "redirectURL": "",
-                    "content": {"size": 0, "mimeType": ""}, "headersSize": -1, "bodySize": -1,
-                    "_error": f"{(err or {}).get('kind')}: {(err or {}).get('message')}" if err else None}
+        response = {
+            "status": 0,
+            "statusText": "",
+            "httpVersion": "",
+            "cookies": [],
+            "headers": [],
+            "redirectURL": "",
+            "content": {"size": 0, "mimeType": ""},
+            "headersSize": -1,
+            "bodySize": -1,
+            "_error": f"{(err or {}).get('kind')}: {(err or {}).get('message')}" if err else None,
+        }
     latency = (fin or {}).get("latency_ms") or (resp or {}).get("latency_ms") or 0
-    entry = {"startedDateTime": _iso(ts), "time": float(latency), "request": request, "response": response,
-             "cache": {}, "timings": {"send": 0, "wait": float(latency), "receive": 0},
-             "_receiptId": receipt_id, "_logicalId": req.get("logical_id")}
+    entry = {
+        "startedDateTime": _iso(ts),
+        "time": float(latency),
+        "request": request,
+        "response": response,
+        "cache": {},
+        "timings": {"send": 0, "wait": float(latency), "receive": 0},
+        "_receiptId": receipt_id,
+        "_logicalId": req.get("logical_id"),
+    }
     if req.get("client"):
         entry["_clientAddress"] = req["client"]
     return entry

@@ -23,6 +23,7 @@ first fold, file by file, with progress shown; each file is named in the manifes
 removed after. Segments that an interrupted old compaction had already copied are skipped (its sidecar
 names them), so nothing is counted twice.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,10 +32,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 import orjson
 
@@ -46,12 +47,14 @@ log = logging.getLogger("receipts.fold")
 
 TABLES_DIR = "tables"
 MANIFEST = "manifest.json"
-FOLD_EVERY = 2.0          # seconds between folds of a running writer
-BATCH_BYTES = 64 << 20    # JSON read per fold step (a long backlog is folded in steps)
-MERGE_AT = 16             # files of one table that are merged into one
-MERGE_ROWS = 4_000_000    # files bigger than this are left alone by merges
-MEMORY_LIMIT = "600MB"    # DuckDB's memory of one fold (1M calls migrate at 816 MiB peak RSS; 400MB made some steps run twice)
-RETIRE_AFTER = 600.0      # seconds a file replaced by a merge stays on disk
+FOLD_EVERY = 2.0  # seconds between folds of a running writer
+BATCH_BYTES = 64 << 20  # JSON read per fold step (a long backlog is folded in steps)
+MERGE_AT = 16  # files of one table that are merged into one
+MERGE_ROWS = 4_000_000  # files bigger than this are left alone by merges
+MEMORY_LIMIT = (
+    "600MB"  # DuckDB's memory of one fold (1M calls migrate at 816 MiB peak RSS; 400MB made some steps run twice)
+)
+RETIRE_AFTER = 600.0  # seconds a file replaced by a merge stays on disk
 THREADS: int | None = 1  # DuckDB threads of a fold: background work, one core (None: one per core)
 
 
@@ -67,14 +70,27 @@ def journal_of(data_dir: str | os.PathLike) -> Path:
 # (storage/views.sql: the calls' ids, the settlements' tx hash, job id and channel tx, the payments' payer,
 # nonce and channel id).
 # tests/storage/test_queries.py checks that these find every id of every receipt.
-ID_COLUMNS = (("requests", "client_request_id"), ("requests", "idempotency_key"),
-              ("requests", "payment_identifier"), ("requests", "upto_session"),
-              ("responses", "provider_request_id"), ("responses", "response_id"),
-              ("responses", "og_upto_session"), ("responses", "og_settlement_tx_hash"),
-              ("stream_ends", "response_id"), ("stream_ends", "og_settlement_tx_hash"),
-              ("requests", "a2a_task"), ("responses", "a2a_task"), ("stream_ends", "a2a_task"),
-              ("settlements", "tx_hash"), ("settlements", "job_id"), ("settlements", "channel_tx"),
-              ("payments", "payer"), ("payments", "nonce"), ("payments", "channel_id"))
+ID_COLUMNS = (
+    ("requests", "client_request_id"),
+    ("requests", "idempotency_key"),
+    ("requests", "payment_identifier"),
+    ("requests", "upto_session"),
+    ("responses", "provider_request_id"),
+    ("responses", "response_id"),
+    ("responses", "og_upto_session"),
+    ("responses", "og_settlement_tx_hash"),
+    ("stream_ends", "response_id"),
+    ("stream_ends", "og_settlement_tx_hash"),
+    ("requests", "a2a_task"),
+    ("responses", "a2a_task"),
+    ("stream_ends", "a2a_task"),
+    ("settlements", "tx_hash"),
+    ("settlements", "job_id"),
+    ("settlements", "channel_tx"),
+    ("payments", "payer"),
+    ("payments", "nonce"),
+    ("payments", "channel_id"),
+)
 IDS = "ids"  # the index of those ids: (id as `receipts show` compares it, the attempt that carries it)
 # tables whose files are sorted, so that a lookup of one value (or range) reads one row group a file: the
 # id index, and the checks (the verifier reads them a range of logical ids at a time)
@@ -90,9 +106,13 @@ def statements() -> dict[str, str]:
     for part in text.split("-- table: ")[1:]:
         name, _, body = part.partition("\n")
         out[name.strip()] = body.strip().rstrip(";")
-    out[IDS] = ("SELECT DISTINCT id, receipt_id FROM (" + " UNION ALL ".join(
-        f"SELECT lower({column}) AS id, receipt_id FROM {{t}}{table}" for table, column in ID_COLUMNS)
-        + ") WHERE id IS NOT NULL")
+    out[IDS] = (
+        "SELECT DISTINCT id, receipt_id FROM ("
+        + " UNION ALL ".join(
+            f"SELECT lower({column}) AS id, receipt_id FROM {{t}}{table}" for table, column in ID_COLUMNS
+        )
+        + ") WHERE id IS NOT NULL"
+    )
     return out
 
 
@@ -122,29 +142,42 @@ def receipts_version() -> str:
 @dataclass
 class Manifest:
     generation: int = 0
-    files: dict[str, list[str]] = field(default_factory=dict)        # table -> file names
-    folded: dict[str, list] = field(default_factory=dict)            # segment -> [first event id, folded at]
-    migrated: list[str] = field(default_factory=list)                # old event Parquet files folded
-    retired: list[list] = field(default_factory=list)                # [table/file, replaced at]
-    receipts_version: str | None = None                                # receipts_version() of the kept receipts
-    tables_version: str | None = None                                  # tables_version() of the typed tables
+    files: dict[str, list[str]] = field(default_factory=dict)  # table -> file names
+    folded: dict[str, list] = field(default_factory=dict)  # segment -> [first event id, folded at]
+    migrated: list[str] = field(default_factory=list)  # old event Parquet files folded
+    retired: list[list] = field(default_factory=list)  # [table/file, replaced at]
+    receipts_version: str | None = None  # receipts_version() of the kept receipts
+    tables_version: str | None = None  # tables_version() of the typed tables
 
     @classmethod
-    def load(cls, data_dir) -> "Manifest":
+    def load(cls, data_dir) -> Manifest:
         try:
             raw = orjson.loads((tables_dir(data_dir) / MANIFEST).read_bytes())
         except FileNotFoundError:
             return cls()
-        return cls(raw["generation"], raw["files"], raw["folded"], raw.get("migrated", []), raw.get("retired", []),
-                   raw.get("receipts_version"), raw.get("tables_version"))
+        return cls(
+            raw["generation"],
+            raw["files"],
+            raw["folded"],
+            raw.get("migrated", []),
+            raw.get("retired", []),
+            raw.get("receipts_version"),
+            raw.get("tables_version"),
+        )
 
     def save(self, data_dir) -> None:
         self.generation += 1
         path = tables_dir(data_dir) / MANIFEST
         tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
-        body = {"generation": self.generation, "files": self.files, "folded": self.folded,
-                "migrated": self.migrated, "retired": self.retired, "receipts_version": self.receipts_version,
-                "tables_version": self.tables_version}
+        body = {
+            "generation": self.generation,
+            "files": self.files,
+            "folded": self.folded,
+            "migrated": self.migrated,
+            "retired": self.retired,
+            "receipts_version": self.receipts_version,
+            "tables_version": self.tables_version,
+        }
         _write_synced(tmp, orjson.dumps(body))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
@@ -177,6 +210,7 @@ def first_id(path: Path) -> str | None:
 class Tail:
     """Events the manifest does not hold: sealed segments (with their first event id) and old-format
     Parquet files."""
+
     segments: list[tuple[Path, str]]
     legacy: list[Path]
     journal: Path
@@ -189,14 +223,18 @@ class Tail:
         parts = []
         if self.segments:
             files = ", ".join(_lit(p) for p, _ in self.segments)
-            parts.append(f"SELECT id, type, ts, receipt_id, writer, seq, data FROM read_json([{files}], "
-                         f"format = 'newline_delimited', columns = {columns_sql()})")
+            parts.append(
+                f"SELECT id, type, ts, receipt_id, writer, seq, data FROM read_json([{files}], "
+                f"format = 'newline_delimited', columns = {columns_sql()})"
+            )
         if self.legacy:
             files = ", ".join(_lit(p) for p in self.legacy)
             parts.append(f"SELECT id, type, ts, receipt_id, writer, seq, data FROM read_parquet([{files}])")
         if not parts:  # no events: the empty anchor segment gives the columns their types
-            parts.append(f"SELECT * FROM read_json({_lit(self.journal.resolve() / ANCHOR_JSON)}, "
-                         f"format = 'newline_delimited', columns = {columns_sql()})")
+            parts.append(
+                f"SELECT * FROM read_json({_lit(self.journal.resolve() / ANCHOR_JSON)}, "
+                f"format = 'newline_delimited', columns = {columns_sql()})"
+            )
         return "(" + " UNION ALL ".join(parts) + ")"
 
 
@@ -219,8 +257,11 @@ def tail(data_dir, manifest: Manifest) -> Tail:
             continue
         segments.append((path.resolve(), first))
     migrated = set(manifest.migrated)
-    legacy = [p.resolve() for p in sorted(parquet_dir(journal).glob("date=*/*.parquet"))
-              if not p.name.startswith("_anchor") and _rel(journal, p) not in migrated]
+    legacy = [
+        p.resolve()
+        for p in sorted(parquet_dir(journal).glob("date=*/*.parquet"))
+        if not p.name.startswith("_anchor") and _rel(journal, p) not in migrated
+    ]
     return Tail(segments, legacy, journal)
 
 
@@ -249,8 +290,9 @@ class FoldLock:
         os.close(self.fd)  # (releases the lock)
 
 
-def fold(data_dir, *, grace: float = 60.0, progress: Callable[[str], None] | None = None,
-         wait: bool = False) -> int | None:
+def fold(
+    data_dir, *, grace: float = 60.0, progress: Callable[[str], None] | None = None, wait: bool = False
+) -> int | None:
     """Fold every sealed event not folded yet, retire what is due, merge small files.
     The number of events folded, or None when another process holds the fold (nothing done here)."""
     with FoldLock(data_dir, wait) as held:
@@ -285,6 +327,7 @@ def _fold_locked(data_dir, grace: float, progress) -> int:
     _drop_retired_files(data_dir, manifest)
     if steps or changed:
         from .db import write_database_file  # (db reads the tables this module keeps)
+
         write_database_file(data_dir)
     return total
 
@@ -292,8 +335,10 @@ def _fold_locked(data_dir, grace: float, progress) -> int:
 def _steps(t: Tail):
     """The tail in steps of about BATCH_BYTES of JSON (old Parquet files count 16× their size: their JSON
     is compressed, and a step computes the receipts of every call it touches)."""
-    for items, weight, make in ((t.legacy, 16, lambda b: Tail([], b, t.journal)),
-                                (t.segments, 1, lambda b: Tail(b, [], t.journal))):
+    for items, weight, make in (
+        (t.legacy, 16, lambda b: Tail([], b, t.journal)),
+        (t.segments, 1, lambda b: Tail(b, [], t.journal)),
+    ):
         batch, size = [], 0
         for item in items:
             batch.append(item)
@@ -363,8 +408,7 @@ def _refold(data_dir, manifest: Manifest, progress) -> None:
     if progress:
         progress("folding the tables again: the fold's fields changed since this data directory was folded")
     events = ", ".join(_lit(p) for p in manifest.paths(data_dir, "events"))
-    source = (f"(SELECT id, type, epoch_us(ts) / 1e6 AS ts, receipt_id, writer, seq, data "
-              f"FROM read_parquet([{events}]))")
+    source = f"(SELECT id, type, epoch_us(ts) / 1e6 AS ts, receipt_id, writer, seq, data FROM read_parquet([{events}]))"
     gen = manifest.generation + 1
     with _connection() as con:
         for table, sql in statements().items():
@@ -373,8 +417,10 @@ def _refold(data_dir, manifest: Manifest, progress) -> None:
             name = f"{gen:08d}-{uuid7()}.parquet"
             select = sql.replace("{events}", source).replace("{t}", "new_")
             fresh = [name] if _copy(con, select, tables_dir(data_dir) / table / name, ORDER.get(table)) else []
-            con.execute(f"CREATE VIEW new_{table} AS " + (f"FROM read_parquet({_lit(tables_dir(data_dir) / table / name)})"
-                                                          if fresh else f"{select} LIMIT 0"))
+            con.execute(
+                f"CREATE VIEW new_{table} AS "
+                + (f"FROM read_parquet({_lit(tables_dir(data_dir) / table / name)})" if fresh else f"{select} LIMIT 0")
+            )
             manifest.retired += [[f"{table}/{n}", time.time()] for n in manifest.files.get(table, [])]
             manifest.files[table] = fresh
     manifest.tables_version = tables_version()
@@ -414,8 +460,9 @@ def _copy(con, select: str, target: Path, order: str | None = None) -> bool:
     tmp = target.with_name(f".{target.name}.tmp")
     if order:
         select = f"SELECT * FROM ({select}) ORDER BY {order}"
-    rows = con.execute(f"COPY ({select}) TO {_lit(tmp)} "
-                       f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_SIZE})").fetchone()[0]
+    rows = con.execute(
+        f"COPY ({select}) TO {_lit(tmp)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_SIZE})"
+    ).fetchone()[0]
     if not rows:
         tmp.unlink(missing_ok=True)
         return False
@@ -455,8 +502,10 @@ def _merge(con, data_dir, manifest: Manifest) -> bool:
         files = ", ".join(_lit(tables_dir(data_dir) / table / n) for n in small)
         select = f"SELECT * FROM read_parquet([{files}])"
         if table == RECEIPTS:  # the newest row of each receipt (file names sort in commit order)
-            select = (f"SELECT * EXCLUDE (filename) FROM read_parquet([{files}], filename = true) "
-                      "QUALIFY row_number() OVER (PARTITION BY receipt_id ORDER BY filename DESC) = 1")
+            select = (
+                f"SELECT * EXCLUDE (filename) FROM read_parquet([{files}], filename = true) "
+                "QUALIFY row_number() OVER (PARTITION BY receipt_id ORDER BY filename DESC) = 1"
+            )
         _copy(con, select, tables_dir(data_dir) / table / name, ORDER.get(table))
         manifest.files[table] = [n for n in names if n not in small] + [name]
         manifest.retired += [[f"{table}/{n}", time.time()] for n in small]
@@ -471,7 +520,8 @@ def _rows(con, path: Path) -> int:
     key = str(path)
     if key not in _row_counts:
         _row_counts[key] = con.execute(
-            f"SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata({_lit(key)})").fetchone()[0]
+            f"SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata({_lit(key)})"
+        ).fetchone()[0]
     return _row_counts[key]
 
 
@@ -537,6 +587,7 @@ class Folder:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="fold", daemon=True)
         from .journal import Throttle
+
         self._errors = Throttle(60.0, log)
 
     def start(self) -> None:

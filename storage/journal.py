@@ -21,6 +21,7 @@ returns a future. In `strict` mode it resolves only after they are also fsync'd 
 crash of the machine); one fsync serves every append that arrived while the previous one ran (group
 commit). In `relaxed` mode it resolves at once; fsync happens at sealing.
 """
+
 from __future__ import annotations
 
 import errno
@@ -42,7 +43,7 @@ DURABILITY = ("full", "strict", "relaxed")
 _DONE: Future = Future()  # shared by every append that waits for nothing
 _DONE.set_result(None)
 SYNC_DELAY = 0.05  # seconds an unawaited write may wait for its fsync (strict and full modes)
-RETRY = 1.0       # seconds between attempts to rebuild a broken journal (and between repeated errors)
+RETRY = 1.0  # seconds between attempts to rebuild a broken journal (and between repeated errors)
 
 
 def _failed(exc: BaseException) -> Future:
@@ -78,14 +79,16 @@ class _Slots:
     def take(self) -> Path:
         with self.lock:
             if not self.free:  # the fold empties folded slots (maybe in another process): look again
-                self.free = [p for p in sorted(self.root.glob(f"{self.writer}-*.jsonl"))
-                             if p.stem.rsplit("-", 1)[-1].isdigit() and p.stat().st_size == 0]
+                self.free = [
+                    p
+                    for p in sorted(self.root.glob(f"{self.writer}-*.jsonl"))
+                    if p.stem.rsplit("-", 1)[-1].isdigit() and p.stat().st_size == 0
+                ]
             if self.free:
                 return self.free.pop(0)
             path = self.root / f"{self.writer}-{self.next_no:06d}.jsonl"
             self.next_no += 1
             return path
-
 
 
 def _fsync_dir(path: Path) -> None:
@@ -125,10 +128,18 @@ class Journal:
     exists again; errors are logged at most once per RETRY seconds.
     """
 
-    def __init__(self, data_dir: str | os.PathLike, writer: str = "proxy", *,
-                 durability: str = "strict", seal_interval: float = 1.0,
-                 seal_bytes: int = 8 << 20, compact_after: int = 64, compact_grace: float = 60.0,
-                 fold: bool = True):
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        writer: str = "proxy",
+        *,
+        durability: str = "strict",
+        seal_interval: float = 1.0,
+        seal_bytes: int = 8 << 20,
+        compact_after: int = 64,
+        compact_grace: float = 60.0,
+        fold: bool = True,
+    ):
         if durability not in DURABILITY:
             raise ValueError(f"durability must be one of {', '.join(DURABILITY)}, not {durability!r}")
         self.root = journal_dir(data_dir)
@@ -139,22 +150,23 @@ class Journal:
         self.name = writer  # the writer name asked for; start() takes it, or the first free `<name>N`
         self.writer = ""
         self._cv = threading.Condition()
-        self._waiting: list[Future] = []   # appends waiting for the next fsync
+        self._waiting: list[Future] = []  # appends waiting for the next fsync
         self._dirty_since: float | None = None  # first write not yet fsync'd
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._folder = None
-        self._folds = fold                 # whether this writer runs the fold (storage/fold.py Folder)
-        self._broken: str | None = None    # why nothing can be written now (see the class docstring)
+        self._folds = fold  # whether this writer runs the fold (storage/fold.py Folder)
+        self._broken: str | None = None  # why nothing can be written now (see the class docstring)
         self._retry_at = 0.0
         self._logged = Throttle(10 * RETRY)
         self.last_error: str | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
-    def start(self, writer: str | None = None) -> "Journal":
+    def start(self, writer: str | None = None) -> Journal:
         """Take the writer name (or the first free `<name>N`), recover leftovers, start writing."""
         self.open_dir.mkdir(parents=True, exist_ok=True)
         from .layout import ensure_anchors  # the files every view needs to exist
+
         ensure_anchors(self.root)
         self._lock_fd, self.writer = self._claim(writer or self.name)
         self._slots = _Slots(self.root, self.writer)
@@ -181,7 +193,7 @@ class Journal:
         os.close(self._fd)
         os.close(self._lock_fd)
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self.start() if self._thread is None else self
 
     def __exit__(self, *exc) -> None:
@@ -251,8 +263,10 @@ class Journal:
         if self._broken is None and os.fstat(self._fd).st_nlink > 0:
             return
         if self._broken is None:
-            self._break(f"the journal's open segment disappeared from {self.open_dir}: the data directory "
-                        "was removed, replaced or unmounted")
+            self._break(
+                f"the journal's open segment disappeared from {self.open_dir}: the data directory "
+                "was removed, replaced or unmounted"
+            )
         raise OSError(errno.EIO, self._broken)
 
     def _segment_in_place(self) -> bool:
@@ -286,6 +300,7 @@ class Journal:
         if not self._folds:
             return
         from .fold import Folder
+
         self._folder = Folder(self.root.parent, self.compact_grace)
         self._folder.start()
 
@@ -395,11 +410,13 @@ class Journal:
             return
         with self._cv:
             if not self._segment_in_place():
-                self._break(f"the journal's open segment disappeared from {self.open_dir}: the data "
-                            "directory was removed, replaced or unmounted")
+                self._break(
+                    f"the journal's open segment disappeared from {self.open_dir}: the data "
+                    "directory was removed, replaced or unmounted"
+                )
             elif fd == self._fd:
                 self._synced = max(self._synced, covered[0])
-                del self._tail[:covered[1]]
+                del self._tail[: covered[1]]
             broken = self._broken
         if broken:
             _fail(waiting, broken)
@@ -410,8 +427,12 @@ class Journal:
     def _sync_due(self) -> bool:
         """Writes nobody waits for are fsync'd SYNC_DELAY after the first of them (not in relaxed
         mode), so that under load one fsync covers many, and fsync rarely competes with writes."""
-        return (self.durability != "relaxed" and self._dirty_since is not None and self._broken is None
-                and time.monotonic() - self._dirty_since >= SYNC_DELAY)
+        return (
+            self.durability != "relaxed"
+            and self._dirty_since is not None
+            and self._broken is None
+            and time.monotonic() - self._dirty_since >= SYNC_DELAY
+        )
 
     def _wait_time(self) -> float:
         now = time.monotonic()
@@ -500,6 +521,7 @@ class Journal:
             return False
         self.open_dir.mkdir(parents=True, exist_ok=True)
         from .layout import ensure_anchors
+
         ensure_anchors(self.root)
         fd = self._try_lock(self.writer)
         if fd is None:

@@ -26,6 +26,7 @@ Credentials never come from the catalog URL or the config: PostgreSQL's from lib
 AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL); any of them may instead be in
 a private file that RECEIPTS_LAKE_SECRETS names (`load_secrets()`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -85,10 +86,14 @@ def _extension_files() -> list[tuple[str, str]]:
     site = sysconfig.get_paths()["purelib"]
     out = []
     for wheel, name in EXTENSIONS:
-        found = glob.glob(os.path.join(site, f"duckdb_extension_{wheel}", "extensions", f"v{DUCKDB}", "*.duckdb_extension"))
+        found = glob.glob(
+            os.path.join(site, f"duckdb_extension_{wheel}", "extensions", f"v{DUCKDB}", "*.duckdb_extension")
+        )
         if not found:
-            raise LakeError(f"the {wheel} extension of DuckDB is not installed: run scripts/bootstrap --lake "
-                            f"(or pip install 'receipts[lake]')")
+            raise LakeError(
+                f"the {wheel} extension of DuckDB is not installed: run scripts/bootstrap --lake "
+                f"(or pip install 'receipts[lake]')"
+            )
         out.append((found[0], name))
     return out
 
@@ -101,8 +106,18 @@ def extension_dir() -> str:
 
 
 SECRETS_FILE = "RECEIPTS_LAKE_SECRETS"  # a private file of NAME=value lines: the AWS variables, PGPASSWORD
-SECRET_NAMES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
-                "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "PGPASSWORD", "PGSSLMODE", "PGSSLROOTCERT")
+SECRET_NAMES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "PGPASSWORD",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+)
 
 
 def load_secrets() -> None:
@@ -154,8 +169,13 @@ def open_lake(url: str, *, read_only: bool, data_path: str | None = None):
 
     files = _extension_files()
     load_secrets()
-    con = duckdb.connect(config={"extension_directory": extension_dir(), "autoinstall_known_extensions": False,
-                                 "autoload_known_extensions": False})
+    con = duckdb.connect(
+        config={
+            "extension_directory": extension_dir(),
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+        }
+    )
     try:
         for path, name in files:
             try:
@@ -173,8 +193,10 @@ def open_lake(url: str, *, read_only: bool, data_path: str | None = None):
             con.execute(f"ATTACH {_lit(catalog(url))} AS {ALIAS}{opts}")
         except duckdb.Error as e:
             if "creating a new DuckLake is explicitly disabled" in str(e):
-                raise LakeError(f"there is no lake at {url} yet: make it with `receipts lake init --lake … "
-                                f"--data-path s3://bucket/prefix/`") from None
+                raise LakeError(
+                    f"there is no lake at {url} yet: make it with `receipts lake init --lake … "
+                    f"--data-path s3://bucket/prefix/`"
+                ) from None
             raise LakeError(f"cannot open the lake {url}: {_first_line(e)}") from None
         return con
     except BaseException:
@@ -184,7 +206,9 @@ def open_lake(url: str, *, read_only: bool, data_path: str | None = None):
 
 def data_path(con) -> str:
     """Where the lake's Parquet files are, as its catalog says."""
-    row = con.execute(f"SELECT value FROM __ducklake_metadata_{ALIAS}.ducklake_metadata WHERE key = 'data_path'").fetchone()
+    row = con.execute(
+        f"SELECT value FROM __ducklake_metadata_{ALIAS}.ducklake_metadata WHERE key = 'data_path'"
+    ).fetchone()
     if not row or not row[0]:
         raise LakeError("the lake's catalog names no data path: run `receipts lake init` on it")
     return row[0]
@@ -221,9 +245,11 @@ def init(url: str, path: str) -> list[str]:
                 con.execute(f"CREATE TABLE {ALIAS}.{table} ({', '.join(f'{_ident(c)} {t}' for c, t in cols)})")
                 created.append(table)
             local.close()
-        for name, ddl in ((LEDGER, "writer VARCHAR, seq_lo BIGINT, seq_hi BIGINT, events BIGINT, shipped_at TIMESTAMP"),
-                          (NAMES, "name VARCHAR, owner VARCHAR, host VARCHAR, data_dir VARCHAR, claimed_at TIMESTAMP"),
-                          (META, "key VARCHAR, value VARCHAR")):
+        for name, ddl in (
+            (LEDGER, "writer VARCHAR, seq_lo BIGINT, seq_hi BIGINT, events BIGINT, shipped_at TIMESTAMP"),
+            (NAMES, "name VARCHAR, owner VARCHAR, host VARCHAR, data_dir VARCHAR, claimed_at TIMESTAMP"),
+            (META, "key VARCHAR, value VARCHAR"),
+        ):
             if name not in have:
                 con.execute(f"CREATE TABLE {ALIAS}.{name} ({ddl})")
                 created.append(name)
@@ -235,7 +261,9 @@ def init(url: str, path: str) -> list[str]:
 
 
 def _tables(con) -> list[str]:
-    return [r[0] for r in con.execute(f"SELECT table_name FROM duckdb_tables() WHERE database_name = '{ALIAS}'").fetchall()]
+    return [
+        r[0] for r in con.execute(f"SELECT table_name FROM duckdb_tables() WHERE database_name = '{ALIAS}'").fetchall()
+    ]
 
 
 def _ident(name: str) -> str:
@@ -247,11 +275,15 @@ def check_tables(con) -> None:
     have = set(_tables(con))
     missing = [t for t in (*TABLES, LEDGER, NAMES, META) if t not in have]
     if missing:
-        raise LakeError(f"the lake has no {missing[0]} table: run `receipts lake init --lake … --data-path s3://…` first")
+        raise LakeError(
+            f"the lake has no {missing[0]} table: run `receipts lake init --lake … --data-path s3://…` first"
+        )
     row = con.execute(f"SELECT value FROM {ALIAS}.{META} WHERE key = 'tables_version'").fetchone()
     if not row or row[0] != fold.tables_version():
-        raise LakeError(f"the lake's tables were made by another version of the fold ({row[0] if row else 'none'}, "
-                        f"this is {fold.tables_version()}): ship to a new lake, or upgrade every shipper together")
+        raise LakeError(
+            f"the lake's tables were made by another version of the fold ({row[0] if row else 'none'}, "
+            f"this is {fold.tables_version()}): ship to a new lake, or upgrade every shipper together"
+        )
 
 
 def snapshot(con) -> int:
@@ -264,7 +296,9 @@ def kept_since(con) -> int | None:
     by another version of the views."""
     if KEPT not in _tables(con):
         return None
-    meta = dict(con.execute(f"SELECT key, value FROM {ALIAS}.{META} WHERE key IN ('kept_snapshot', 'kept_version')").fetchall())
+    meta = dict(
+        con.execute(f"SELECT key, value FROM {ALIAS}.{META} WHERE key IN ('kept_snapshot', 'kept_version')").fetchall()
+    )
     if meta.get("kept_version") != fold.receipts_version() or not str(meta.get("kept_snapshot", "")).isdigit():
         return None
     return int(meta["kept_snapshot"])
@@ -281,8 +315,10 @@ def keep_receipts(con) -> int:
     try:
         con.execute(f"CREATE OR REPLACE TABLE {ALIAS}.{KEPT} AS FROM main.receipts_live")
         con.execute(f"DELETE FROM {ALIAS}.{META} WHERE key IN ('kept_snapshot', 'kept_version')")
-        con.execute(f"INSERT INTO {ALIAS}.{META} VALUES ('kept_snapshot', '{int(at)}'), "
-                    f"('kept_version', {_lit(fold.receipts_version())})")
+        con.execute(
+            f"INSERT INTO {ALIAS}.{META} VALUES ('kept_snapshot', '{int(at)}'), "
+            f"('kept_version', {_lit(fold.receipts_version())})"
+        )
         n = con.execute(f"SELECT count(*) FROM {ALIAS}.{KEPT}").fetchone()[0]
         con.execute("COMMIT")
         return n
@@ -295,7 +331,7 @@ def keep_receipts(con) -> int:
 # ---- owning a ship name ------------------------------------------------------------------------------
 @dataclass
 class Owner:
-    name: str   # the ship name: the prefix of every writer this data directory ships
+    name: str  # the ship name: the prefix of every writer this data directory ships
     token: str  # this data directory's owner token (kept in ship.json)
 
 
@@ -314,8 +350,10 @@ def local_owner(data_dir, name: str | None) -> Owner:
     it shipped under before, or the default). A directory that shipped under one name keeps it."""
     state = read_state(data_dir)
     if state.get("name") and name and name != state["name"]:
-        raise LakeError(f"{data_dir} ships as {state['name']!r}, not {name!r}: one data directory, one name "
-                        f"(its events are already in the lake under that name)")
+        raise LakeError(
+            f"{data_dir} ships as {state['name']!r}, not {name!r}: one data directory, one name "
+            f"(its events are already in the lake under that name)"
+        )
     owner = Owner(state.get("name") or name or default_name(data_dir), state.get("owner") or str(uuid.uuid4()))
     if not state.get("owner"):
         write_state(data_dir, {"name": owner.name, "owner": owner.token})
@@ -360,26 +398,32 @@ def claim(con, owner: Owner, data_dir) -> None:
     """Take the ship name in the lake, or LakeError if another owner has it. The first claim committed
     wins (DuckLake numbers rows in commit order): a claim that lost a race sees the winner and refuses."""
     for attempt in range(2):
-        rows = con.execute(f"SELECT owner, host, data_dir, claimed_at FROM {ALIAS}.{NAMES} "
-                           f"WHERE name = {_lit(owner.name)} ORDER BY rowid LIMIT 1").fetchall()
+        rows = con.execute(
+            f"SELECT owner, host, data_dir, claimed_at FROM {ALIAS}.{NAMES} "
+            f"WHERE name = {_lit(owner.name)} ORDER BY rowid LIMIT 1"
+        ).fetchall()
         if rows and rows[0][0] == owner.token:
             return
         if rows:
             _, host, where, since = rows[0]
-            raise LakeError(f"the ship name {owner.name!r} belongs to another data directory ({where} on {host}, "
-                            f"since {since:%Y-%m-%d %H:%M}): give this one its own with --name")
+            raise LakeError(
+                f"the ship name {owner.name!r} belongs to another data directory ({where} on {host}, "
+                f"since {since:%Y-%m-%d %H:%M}): give this one its own with --name"
+            )
         if attempt == 0:
-            con.execute(f"INSERT INTO {ALIAS}.{NAMES} VALUES ({_lit(owner.name)}, {_lit(owner.token)}, "
-                        f"{_lit(socket.gethostname())}, {_lit(os.path.realpath(data_dir))}, now()::TIMESTAMP)")
+            con.execute(
+                f"INSERT INTO {ALIAS}.{NAMES} VALUES ({_lit(owner.name)}, {_lit(owner.token)}, "
+                f"{_lit(socket.gethostname())}, {_lit(os.path.realpath(data_dir))}, now()::TIMESTAMP)"
+            )
 
 
 # ---- shipping ----------------------------------------------------------------------------------------
 @dataclass
 class Shipped:
-    events: int    # events shipped by this call
+    events: int  # events shipped by this call
     commits: int
-    backlog: int   # events the lake did not have when it began
-    lag: float     # seconds since the oldest of those was recorded (0 when none)
+    backlog: int  # events the lake did not have when it began
+    lag: float  # seconds since the oldest of those was recorded (0 when none)
 
 
 def ship_once(con, data_dir, owner: Owner, *, batch: int = BATCH_EVENTS, progress=None) -> Shipped:
@@ -394,10 +438,14 @@ def ship_once(con, data_dir, owner: Owner, *, batch: int = BATCH_EVENTS, progres
     prefix = owner.name + "/"
     # What the ledger does not cover, found once: this process owns the name (ship_lock), so no other
     # shipper adds to the ledger of these writers while it runs.
-    con.execute(f"CREATE OR REPLACE TEMP TABLE done AS SELECT substr(writer, {len(prefix) + 1}) AS writer, seq_lo, seq_hi "
-                f"FROM {ALIAS}.{LEDGER} WHERE starts_with(writer, {_lit(prefix)})")
-    con.execute("CREATE OR REPLACE TEMP TABLE todo AS SELECT e.id, e.writer, e.seq, e.ts FROM folded.events e "
-                "WHERE NOT EXISTS (SELECT 1 FROM done d WHERE d.writer = e.writer AND e.seq BETWEEN d.seq_lo AND d.seq_hi)")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE done AS SELECT substr(writer, {len(prefix) + 1}) AS writer, seq_lo, seq_hi "
+        f"FROM {ALIAS}.{LEDGER} WHERE starts_with(writer, {_lit(prefix)})"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE todo AS SELECT e.id, e.writer, e.seq, e.ts FROM folded.events e "
+        "WHERE NOT EXISTS (SELECT 1 FROM done d WHERE d.writer = e.writer AND e.seq BETWEEN d.seq_lo AND d.seq_hi)"
+    )
     backlog, oldest = con.execute("SELECT count(*), epoch(min(ts)) FROM todo").fetchone()
     lag = max(0.0, time.time() - oldest) if backlog else 0.0
     shipped = commits = 0
@@ -416,25 +464,35 @@ def ship_once(con, data_dir, owner: Owner, *, batch: int = BATCH_EVENTS, progres
 def _ship_batch(con, prefix: str, batch: int) -> int:
     """One commit: the first `batch` events of `todo` (by writer and seq), their rows in every table,
     the ids they add, and the ledger's runs of them."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE b AS SELECT id, writer, seq FROM todo ORDER BY writer, seq LIMIT {int(batch)}")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE b AS SELECT id, writer, seq FROM todo ORDER BY writer, seq LIMIT {int(batch)}"
+    )
     for table, sql in fold.statements().items():
         if table == "events":
-            con.execute(f"CREATE OR REPLACE TEMP TABLE b_events AS SELECT * REPLACE ({_lit(prefix)} || writer AS writer) "
-                        f"FROM folded.events WHERE id IN (SELECT id FROM b)")
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE b_events AS SELECT * REPLACE ({_lit(prefix)} || writer AS writer) "
+                f"FROM folded.events WHERE id IN (SELECT id FROM b)"
+            )
         elif table == fold.IDS:
             con.execute(f"CREATE OR REPLACE TEMP TABLE b_{table} AS {sql.replace('{t}', 'b_')}")
         else:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE b_{table} AS FROM folded.{table} WHERE event_id IN (SELECT id FROM b)")
-    con.execute("CREATE OR REPLACE TEMP TABLE b_runs AS SELECT writer, min(seq) AS seq_lo, max(seq) AS seq_hi, count(*) AS events "
-                "FROM (SELECT writer, seq, seq - row_number() OVER (PARTITION BY writer ORDER BY seq) AS run FROM b) "
-                "GROUP BY writer, run")
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE b_{table} AS FROM folded.{table} WHERE event_id IN (SELECT id FROM b)"
+            )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE b_runs AS SELECT writer, min(seq) AS seq_lo, max(seq) AS seq_hi, count(*) AS events "
+        "FROM (SELECT writer, seq, seq - row_number() OVER (PARTITION BY writer ORDER BY seq) AS run FROM b) "
+        "GROUP BY writer, run"
+    )
     _fault("before_upload")
     con.execute("BEGIN TRANSACTION")
     try:
         for table in TABLES:
             con.execute(f"INSERT INTO {ALIAS}.{table} BY NAME SELECT * FROM b_{table}")
-        con.execute(f"INSERT INTO {ALIAS}.{LEDGER} SELECT {_lit(prefix)} || writer, seq_lo, seq_hi, events, "
-                    f"now()::TIMESTAMP FROM b_runs")
+        con.execute(
+            f"INSERT INTO {ALIAS}.{LEDGER} SELECT {_lit(prefix)} || writer, seq_lo, seq_hi, events, "
+            f"now()::TIMESTAMP FROM b_runs"
+        )
         _fault("after_upload")
         con.execute("COMMIT")
     except BaseException:
@@ -456,8 +514,17 @@ def _fault(point: str) -> None:
 RETRY_MAX = 60.0  # seconds between tries at most (backoff doubles from 1 s)
 
 
-def run_shipper(data_dir, url: str, *, name: str | None = None, once: bool = False, interval: float = 5.0,
-                seconds: float | None = None, tries: int = 5, say=print) -> int:
+def run_shipper(
+    data_dir,
+    url: str,
+    *,
+    name: str | None = None,
+    once: bool = False,
+    interval: float = 5.0,
+    seconds: float | None = None,
+    tries: int = 5,
+    say=print,
+) -> int:
     """Ship `data_dir` to the lake every `interval` seconds (or once), retrying failures with backoff,
     until SIGTERM/SIGINT or `seconds`. With `once`, gives up (LakeError) after `tries` failed tries."""
     import duckdb
@@ -475,12 +542,25 @@ def run_shipper(data_dir, url: str, *, name: str | None = None, once: bool = Fal
                     check_tables(con)
                     claim(con, owner, data_dir)
                 got = ship_once(con, data_dir, owner, progress=say if once else None)
-                write_state(data_dir, {"name": owner.name, "owner": owner.token, "shipped_at": time.time(),
-                                       "last": {"events": got.events, "commits": got.commits,
-                                                "backlog": got.backlog, "lag_s": got.lag}})
+                write_state(
+                    data_dir,
+                    {
+                        "name": owner.name,
+                        "owner": owner.token,
+                        "shipped_at": time.time(),
+                        "last": {
+                            "events": got.events,
+                            "commits": got.commits,
+                            "backlog": got.backlog,
+                            "lag_s": got.lag,
+                        },
+                    },
+                )
                 if got.events or once:
-                    say(f"shipped {got.events:,} events in {got.commits} commit(s); lag before: "
-                        f"{got.backlog:,} events, {got.lag:.1f} s")
+                    say(
+                        f"shipped {got.events:,} events in {got.commits} commit(s); lag before: "
+                        f"{got.backlog:,} events, {got.lag:.1f} s"
+                    )
                 failures, wait = 0, interval
                 if once:
                     return 0
@@ -520,9 +600,11 @@ class _Stop:
 
 
 # ---- maintenance -------------------------------------------------------------------------------------
-_UNDELETABLE = ("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname LIKE 'ducklake%' "
-                "AND NOT has_table_privilege(c.oid, 'DELETE') ORDER BY 1")
+_UNDELETABLE = (
+    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname LIKE 'ducklake%' "
+    "AND NOT has_table_privilege(c.oid, 'DELETE') ORDER BY 1"
+)
 
 
 def check_can_delete(con) -> None:
@@ -532,13 +614,17 @@ def check_can_delete(con) -> None:
     import duckdb
 
     try:
-        rows = con.execute(f"SELECT * FROM postgres_query('__ducklake_metadata_{ALIAS}', {_lit(_UNDELETABLE)})").fetchall()
+        rows = con.execute(
+            f"SELECT * FROM postgres_query('__ducklake_metadata_{ALIAS}', {_lit(_UNDELETABLE)})"
+        ).fetchall()
     except duckdb.Error:
         return  # not a PostgreSQL catalog: each step's own error says what is wrong
     if rows:
-        raise LakeError(f"maintenance needs DELETE on the catalog's tables, and this role has none on {rows[0][0]}"
-                        f"{f' (and {len(rows) - 1} more)' if len(rows) > 1 else ''}: see the README's least "
-                        "privilege; nothing was changed")
+        raise LakeError(
+            f"maintenance needs DELETE on the catalog's tables, and this role has none on {rows[0][0]}"
+            f"{f' (and {len(rows) - 1} more)' if len(rows) > 1 else ''}: see the README's least "
+            "privilege; nothing was changed"
+        )
 
 
 def maintain(url: str, older_than: float = 3600.0, say=print) -> None:
@@ -553,26 +639,40 @@ def maintain(url: str, older_than: float = 3600.0, say=print) -> None:
         check_tables(con)
         check_can_delete(con)
         cutoff = f"now() - INTERVAL {int(older_than)} SECOND"
-        for label, call in (("flushed inlined rows", f"ducklake_flush_inlined_data('{ALIAS}')"),
-                            ("merged small files", f"ducklake_merge_adjacent_files('{ALIAS}')"),
-                            ("expired snapshots", f"ducklake_expire_snapshots('{ALIAS}', older_than => {cutoff})"),
-                            ("removed files of expired snapshots", f"ducklake_cleanup_old_files('{ALIAS}', older_than => {cutoff})"),
-                            ("removed orphaned files", f"ducklake_delete_orphaned_files('{ALIAS}', older_than => {cutoff})")):
+        for label, call in (
+            ("flushed inlined rows", f"ducklake_flush_inlined_data('{ALIAS}')"),
+            ("merged small files", f"ducklake_merge_adjacent_files('{ALIAS}')"),
+            ("expired snapshots", f"ducklake_expire_snapshots('{ALIAS}', older_than => {cutoff})"),
+            ("removed files of expired snapshots", f"ducklake_cleanup_old_files('{ALIAS}', older_than => {cutoff})"),
+            ("removed orphaned files", f"ducklake_delete_orphaned_files('{ALIAS}', older_than => {cutoff})"),
+        ):
             t = time.monotonic()
             try:
-                n = con.execute(f"SELECT count(*) FROM {call}").fetchone()[0]  # (its rows hold TIMESTAMPTZ: pytz to fetch)
+                n = con.execute(f"SELECT count(*) FROM {call}").fetchone()[
+                    0
+                ]  # (its rows hold TIMESTAMPTZ: pytz to fetch)
             except duckdb.Error as e:
-                hint = (" (maintenance needs DELETE on the catalog's tables and s3:DeleteObject: see the README's "
-                        "least privilege)") if "permission denied" in str(e).lower() or "403" in str(e) else ""
-                raise LakeError(f"maintenance stopped before `{label}`: {_first_line(e)[:300]}{hint}; "
-                                f"the steps before it are done, and that step changed nothing") from None
+                hint = (
+                    (
+                        " (maintenance needs DELETE on the catalog's tables and s3:DeleteObject: see the README's "
+                        "least privilege)"
+                    )
+                    if "permission denied" in str(e).lower() or "403" in str(e)
+                    else ""
+                )
+                raise LakeError(
+                    f"maintenance stopped before `{label}`: {_first_line(e)[:300]}{hint}; "
+                    f"the steps before it are done, and that step changed nothing"
+                ) from None
             say(f"{label}: {n} ({time.monotonic() - t:.1f} s)")
         t = time.monotonic()
         try:
             n = keep_receipts(con)
         except duckdb.Error as e:
-            raise LakeError(f"maintenance stopped before keeping the receipts: {_first_line(e)[:300]}; the steps "
-                            f"before it are done, and readers compute every receipt meanwhile") from None
+            raise LakeError(
+                f"maintenance stopped before keeping the receipts: {_first_line(e)[:300]}; the steps "
+                f"before it are done, and readers compute every receipt meanwhile"
+            ) from None
         say(f"kept receipts: {n} ({time.monotonic() - t:.1f} s)")
     finally:
         con.close()

@@ -4,13 +4,19 @@ The journal always holds one empty JSON segment: it gives an empty tail its colu
 It is created once and never removed. (`parquet/` holds events in the format before the fold, folded
 and removed by the first fold.)
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 EVENT_COLUMNS = {  # the envelope as DuckDB types (records.py documents each field)
-    "id": "VARCHAR", "type": "VARCHAR", "ts": "DOUBLE", "receipt_id": "VARCHAR",
-    "writer": "VARCHAR", "seq": "BIGINT", "data": "JSON",
+    "id": "VARCHAR",
+    "type": "VARCHAR",
+    "ts": "DOUBLE",
+    "receipt_id": "VARCHAR",
+    "writer": "VARCHAR",
+    "seq": "BIGINT",
+    "data": "JSON",
 }
 ANCHOR_JSON = "_anchor.jsonl"
 

@@ -11,6 +11,7 @@ business reading them. Three things make it hold:
   starts (`secure_data_dir`, logged once): the data directory itself, and what the project keeps in it
   (`journal/`, `receipts.duckdb`, the CA directory). Other files a user keeps there are left as they are.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,7 +24,13 @@ log = logging.getLogger("receipts")
 
 UMASK = 0o077
 DIR_MODE = 0o700
-OURS = ("journal", "tables", "receipts.duckdb", "receipts.duckdb.wal", "ca")  # what the project keeps in a data directory
+OURS = (
+    "journal",
+    "tables",
+    "receipts.duckdb",
+    "receipts.duckdb.wal",
+    "ca",
+)  # what the project keeps in a data directory
 
 
 def private_umask() -> None:
@@ -71,6 +78,10 @@ def secure_data_dir(data_dir: str | os.PathLike, ca_dir: str | os.PathLike | Non
     make_private_dir(data)
     changed = _private(data) + tighten(p for p in [*(data / name for name in OURS), ca_dir] if p and Path(p).exists())
     if existed and changed:
-        log.warning("receipts: %s was readable by other users; made %d files and directories private to their "
-                    "owner (0600 files, 0700 directories)", data, changed)
+        log.warning(
+            "receipts: %s was readable by other users; made %d files and directories private to their "
+            "owner (0600 files, 0700 directories)",
+            data,
+            changed,
+        )
     return data

@@ -3,16 +3,25 @@
 Quiet for work that ends within `after` seconds; then a line at most every `every` seconds, and one at
 the end. Lines, not a redrawn bar: they read the same in a terminal, in CI logs and piped to a file.
 """
+
 from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class Progress:
-    def __init__(self, what: str, total: int | None = None, unit: str = "", say: Callable[[str], None] | None = None,
-                 after: float = 1.0, every: float = 2.0, clock=time.monotonic):
+    def __init__(
+        self,
+        what: str,
+        total: int | None = None,
+        unit: str = "",
+        say: Callable[[str], None] | None = None,
+        after: float = 1.0,
+        every: float = 2.0,
+        clock=time.monotonic,
+    ):
         self.what, self.total, self.unit = what, total, unit
         self._say = say or (lambda text: print(f"receipts: {text}", file=sys.stderr, flush=True))
         self._clock, self._every = clock, every
@@ -40,5 +49,7 @@ class Progress:
         left = ""
         if self.total and not final and rate > 0:
             left = f", about {max(0.0, (self.total - self.done) / rate):.0f} s left"
-        self._say(f"{self.what}: {self.done:,}{of} {self.unit}{pct}{' done' if final else ''} "
-                  f"in {now - self._start:.0f} s{left}".replace("  ", " "))
+        self._say(
+            f"{self.what}: {self.done:,}{of} {self.unit}{pct}{' done' if final else ''} "
+            f"in {now - self._start:.0f} s{left}".replace("  ", " ")
+        )

@@ -17,11 +17,12 @@ over a large journal). Instead:
 A receipt page of `receipts serve` (`one_receipt()`) reads the receipt's row from the snapshot's `receipts`
 table and computes its details the same way (`scratch()`).
 """
+
 from __future__ import annotations
 
 import contextlib
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 
@@ -42,7 +43,9 @@ DETAILS = {  # what a receipt shows besides its row (`receipts show`, the receip
 _LIST_AT_MOST = 64  # values compared with list_contains inside their min..max range; more: a join
 
 
-def rows(con: duckdb.DuckDBPyConnection, sql: str | duckdb.Statement, params: dict | None = None) -> tuple[list[str], list[tuple]]:
+def rows(
+    con: duckdb.DuckDBPyConnection, sql: str | duckdb.Statement, params: dict | None = None
+) -> tuple[list[str], list[tuple]]:
     cur = con.execute(inline(sql, params)) if isinstance(sql, str) else con.execute(sql)
     return [d[0] for d in cur.description], cur.fetchall()
 
@@ -65,8 +68,10 @@ def _one_of(column: str, name: str, values: list[str]) -> tuple[str, dict]:
     if len(values) == 1:
         return f"{column} = ${name}", {name: values[0]}
     if len(values) <= _LIST_AT_MOST:
-        return (f"{column} BETWEEN ${name}_lo AND ${name}_hi AND list_contains(${name}, {column})",
-                {name: values, f"{name}_lo": values[0], f"{name}_hi": values[-1]})
+        return (
+            f"{column} BETWEEN ${name}_lo AND ${name}_hi AND list_contains(${name}, {column})",
+            {name: values, f"{name}_lo": values[0], f"{name}_hi": values[-1]},
+        )
     return f"{column} IN (SELECT unnest(${name}))", {name: values}
 
 
@@ -81,11 +86,15 @@ def candidates(con: duckdb.DuckDBPyConnection, ident: str, prefix: bool = False)
     match = "{c} >= $k AND {c} < $hi AND starts_with({c}, $k)" if prefix else "{c} = $k"
     hits = [f"SELECT receipt_id FROM folded.ids WHERE {match.format(c='id')}"]
     hits += [f"SELECT receipt_id FROM folded.{table} WHERE {match.format(c=column)}" for table, column in UUID_COLUMNS]
-    attempts = [r[0] for r in con.execute(inline(" UNION ".join(hits), {"k": key, "hi": key + "\U0010ffff"})).fetchall()]
+    attempts = [
+        r[0] for r in con.execute(inline(" UNION ".join(hits), {"k": key, "hi": key + "\U0010ffff"})).fetchall()
+    ]
     if not attempts:
         return []
     where, params = _one_of("receipt_id", "a", attempts)
-    return sorted({r[0] for r in con.execute(inline(f"SELECT logical_id FROM folded.requests WHERE {where}", params)).fetchall()})
+    return sorted(
+        {r[0] for r in con.execute(inline(f"SELECT logical_id FROM folded.requests WHERE {where}", params)).fetchall()}
+    )
 
 
 def computed(con: duckdb.DuckDBPyConnection, logical_ids: list[str]) -> list[tuple[dict, dict]]:
@@ -94,8 +103,11 @@ def computed(con: duckdb.DuckDBPyConnection, logical_ids: list[str]) -> list[tup
     with scratch(con, logical_ids) as cur:
         if cur is None:
             return []
-        found = dicts(cur, "SELECT * FROM receipts WHERE list_contains($l, receipt_id) "
-                           "ORDER BY first_seen, receipt_id", {"l": sorted(set(logical_ids))})
+        found = dicts(
+            cur,
+            "SELECT * FROM receipts WHERE list_contains($l, receipt_id) ORDER BY first_seen, receipt_id",
+            {"l": sorted(set(logical_ids))},
+        )
         return [(row, details(cur, row["receipt_id"])) for row in found]
 
 
@@ -130,8 +142,17 @@ def scratch(con: duckdb.DuckDBPyConnection, logical_ids: list[str], pool: list[s
         cur.close()
 
 
-_SCRATCH_TABLES = ("events", "requests", "responses", "payments", "offers", "settlements", "stream_ends", "errors",
-                   "checks")  # (`events` stays empty: no view of a receipt reads it)
+_SCRATCH_TABLES = (
+    "events",
+    "requests",
+    "responses",
+    "payments",
+    "offers",
+    "settlements",
+    "stream_ends",
+    "errors",
+    "checks",
+)  # (`events` stays empty: no view of a receipt reads it)
 
 
 def _new_scratch(cur: duckdb.DuckDBPyConnection, home: str) -> str:
@@ -158,6 +179,7 @@ def _new_scratch(cur: duckdb.DuckDBPyConnection, home: str) -> str:
 def _copy_rows(cur: duckdb.DuckDBPyConnection, src: str, into: str, logical_ids: list[str]) -> bool:
     """Copy from schema `src` into the empty tables of schema `into` the rows the views need to compute
     these logical calls; False if none of them was recorded."""
+
     def copy(table: str, where: str, params: dict) -> None:
         cur.execute(inline(f"INSERT INTO {into}.{table} SELECT * FROM {src}.{table} WHERE {where}", params))
 
@@ -166,31 +188,56 @@ def _copy_rows(cur: duckdb.DuckDBPyConnection, src: str, into: str, logical_ids:
     if not attempts:
         return False
     copy("responses", *_one_of("receipt_id", "a", attempts))
-    sessions = [r[0] for r in cur.execute(
-        f"SELECT upto_session FROM {into}.requests WHERE upto_session IS NOT NULL "
-        f"UNION SELECT og_upto_session FROM {into}.responses WHERE og_upto_session IS NOT NULL").fetchall()]
+    sessions = [
+        r[0]
+        for r in cur.execute(
+            f"SELECT upto_session FROM {into}.requests WHERE upto_session IS NOT NULL "
+            f"UNION SELECT og_upto_session FROM {into}.responses WHERE og_upto_session IS NOT NULL"
+        ).fetchall()
+    ]
     if sessions:  # every attempt of those sessions (named by its request, or by its answer)
         by_request, params = _one_of("upto_session", "s", sessions)
         by_answer, _ = _one_of("og_upto_session", "s", sessions)
-        members = {r[0] for r in cur.execute(inline(f"SELECT receipt_id FROM {src}.requests WHERE {by_request} UNION "
-                                                    f"SELECT receipt_id FROM {src}.responses WHERE {by_answer}",
-                                                    params)).fetchall()} - set(attempts)
+        members = {
+            r[0]
+            for r in cur.execute(
+                inline(
+                    f"SELECT receipt_id FROM {src}.requests WHERE {by_request} UNION "
+                    f"SELECT receipt_id FROM {src}.responses WHERE {by_answer}",
+                    params,
+                )
+            ).fetchall()
+        } - set(attempts)
         if members:
             for table in ("requests", "responses"):
                 copy(table, *_one_of("receipt_id", "m", list(members)))
             attempts += sorted(members)
-    sealed = [r[0] for r in cur.execute(f"SELECT request_sha256 FROM {into}.requests WHERE ohttp AND "
-                                        f"request_sha256 IS NOT NULL").fetchall()]
+    sealed = [
+        r[0]
+        for r in cur.execute(
+            f"SELECT request_sha256 FROM {into}.requests WHERE ohttp AND request_sha256 IS NOT NULL"
+        ).fetchall()
+    ]
     if sealed:  # the relay hops of sealed calls (views.sql `relayed`): their requests say enough
         same, params = _one_of("request_sha256", "h", sealed)
-        cur.execute(inline(f"INSERT INTO {into}.requests SELECT * FROM {src}.requests WHERE {same} AND "
-                           f"(paid OR upto_session IS NOT NULL) AND receipt_id NOT IN "
-                           f"(SELECT receipt_id FROM {into}.requests)", params))
+        cur.execute(
+            inline(
+                f"INSERT INTO {into}.requests SELECT * FROM {src}.requests WHERE {same} AND "
+                f"(paid OR upto_session IS NOT NULL) AND receipt_id NOT IN "
+                f"(SELECT receipt_id FROM {into}.requests)",
+                params,
+            )
+        )
     # a request's `paid` says it carried a payment, which is what makes a `payments` row (storage/fold.sql)
     paid = [r[0] for r in cur.execute(f"SELECT receipt_id FROM {into}.requests WHERE paid").fetchall()]
-    for table, keys in (("payments", paid), ("offers", attempts), ("settlements", attempts),
-                        ("stream_ends", attempts), ("errors", attempts),
-                        ("checks", attempts + logical_ids)):  # (the verifier's, keyed by the logical id)
+    for table, keys in (
+        ("payments", paid),
+        ("offers", attempts),
+        ("settlements", attempts),
+        ("stream_ends", attempts),
+        ("errors", attempts),
+        ("checks", attempts + logical_ids),
+    ):  # (the verifier's, keyed by the logical id)
         if keys:
             copy(table, *_one_of("receipt_id", "k", keys))
     return True
@@ -204,7 +251,7 @@ def found(con: duckdb.DuckDBPyConnection, ident: str) -> list[tuple[dict, dict]]
 
 
 PREFIX_AT_LEAST = 6  # characters of an id that `receipts show` takes as its beginning
-PREFIX_LISTED = 10   # receipts an ambiguous beginning names
+PREFIX_LISTED = 10  # receipts an ambiguous beginning names
 
 
 def by_prefix(con: duckdb.DuckDBPyConnection, prefix: str, at_most: int = PREFIX_LISTED) -> list[str]:
@@ -214,7 +261,7 @@ def by_prefix(con: duckdb.DuckDBPyConnection, prefix: str, at_most: int = PREFIX
     key = normalized(con, prefix.strip().removesuffix("…"))
     if len(key) < PREFIX_AT_LEAST:
         return []
-    return candidates(con, key, prefix=True)[:at_most + 1]
+    return candidates(con, key, prefix=True)[: at_most + 1]
 
 
 def details(con: duckdb.DuckDBPyConnection, receipt_id: str) -> dict[str, list[dict]]:
@@ -222,8 +269,9 @@ def details(con: duckdb.DuckDBPyConnection, receipt_id: str) -> dict[str, list[d
     return {name: dicts(con, sql, {"id": receipt_id}) for name, sql in DETAILS.items()}
 
 
-def one_receipt(con: duckdb.DuckDBPyConnection, receipt_id: str, pool: list[str] | None = None
-                ) -> tuple[dict, dict] | None:
+def one_receipt(
+    con: duckdb.DuckDBPyConnection, receipt_id: str, pool: list[str] | None = None
+) -> tuple[dict, dict] | None:
     """The receipt whose own id (its logical call's) this is, as `receipts` has it in `con` (a snapshot of
     `receipts serve`), and its details computed over only its rows (`scratch()`, from `pool`); None if
     there is none."""
@@ -242,24 +290,28 @@ def receipt(con: duckdb.DuckDBPyConnection, receipt_id: str) -> tuple[dict, dict
 
 
 # ---- lists ---------------------------------------------------------------------------------------------
-LIST_COLUMNS = ("receipt_id, first_seen, host, path, model, status, proof_status, resolution, total_tokens, "
-                "latency_ms, cost, cost_currency, cost_source, amount, decimals, symbol, asset, payer, pay_to, "
-                "payment_hash")
+LIST_COLUMNS = (
+    "receipt_id, first_seen, host, path, model, status, proof_status, resolution, total_tokens, "
+    "latency_ms, cost, cost_currency, cost_source, amount, decimals, symbol, asset, payer, pay_to, "
+    "payment_hash"
+)
 
 
-def list_receipts(con: duckdb.DuckDBPyConnection, status: str | None = None,
-                  since: datetime | None = None, limit: int = 50) -> list[dict]:
+def list_receipts(
+    con: duckdb.DuckDBPyConnection, status: str | None = None, since: datetime | None = None, limit: int = 50
+) -> list[dict]:
     """`receipts list`: newest first, with the filters of the web page's list (`serve_where()`)."""
     where, params = serve_where({"status": status, "since": since})
-    sql = (f"SELECT {LIST_COLUMNS} FROM receipts WHERE {where} "
-           "ORDER BY first_seen DESC, receipt_id DESC LIMIT $limit")
+    sql = f"SELECT {LIST_COLUMNS} FROM receipts WHERE {where} ORDER BY first_seen DESC, receipt_id DESC LIMIT $limit"
     return dicts(con, sql, {**params, "limit": limit})
 
 
 def new_calls(con: duckdb.DuckDBPyConnection, after: datetime | None) -> list[dict]:
     """Calls that started after `after` (for `receipts tail`)."""
-    sql = ("SELECT receipt_id, logical_id, started_at, method, host, path, status, model, total_tokens, paid, error"
-           " FROM calls WHERE started_at > coalesce($after, TIMESTAMP '1970-01-01') ORDER BY started_at")
+    sql = (
+        "SELECT receipt_id, logical_id, started_at, method, host, path, status, model, total_tokens, paid, error"
+        " FROM calls WHERE started_at > coalesce($after, TIMESTAMP '1970-01-01') ORDER BY started_at"
+    )
     return dicts(con, sql, {"after": after})
 
 
@@ -268,22 +320,25 @@ def parse_since(text: str) -> datetime:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     t = text.strip()
     if t[:-1].isdigit() and t[-1:] in units:
-        return (datetime.now(timezone.utc) - timedelta(seconds=int(t[:-1]) * units[t[-1]])).replace(tzinfo=None)
+        return (datetime.now(UTC) - timedelta(seconds=int(t[:-1]) * units[t[-1]])).replace(tzinfo=None)
     try:
         moment = datetime.fromisoformat(t.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"--since takes a duration such as 30m, 2h, 7d or a date such as 2026-11-24, not {text!r}") from None
-    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+        raise ValueError(
+            f"--since takes a duration such as 30m, 2h, 7d or a date such as 2026-11-24, not {text!r}"
+        ) from None
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 # ---- the web page's list, counts and charts (over `receipts`: in `receipts serve`, the table of its rows) --
-SERVE_COLUMNS = ("receipt_id, first_seen, last_seen, app_name, host, path, model, total_tokens, latency_ms, "
-                 "cost, cost_currency, cost_source, price_table, status, "
-                 "proof_status, resolution, reason, amount, amount_cap, decimals, symbol, asset, network, payer, "
-                 "pay_to, payment_hash, session_id, session_amount, session_opened_by, attempts")
+SERVE_COLUMNS = (
+    "receipt_id, first_seen, last_seen, app_name, host, path, model, total_tokens, latency_ms, "
+    "cost, cost_currency, cost_source, price_table, status, "
+    "proof_status, resolution, reason, amount, amount_cap, decimals, symbol, asset, network, payer, "
+    "pay_to, payment_hash, session_id, session_amount, session_opened_by, attempts"
+)
 # what a call cost, counted once: a settled/signed amount, or a session's total at the call that opened it
-SPEND = ("coalesce(amount, 0) + CASE WHEN receipt_id = session_opened_by THEN coalesce(session_amount, 0) "
-         "ELSE 0 END")
+SPEND = "coalesce(amount, 0) + CASE WHEN receipt_id = session_opened_by THEN coalesce(session_amount, 0) ELSE 0 END"
 
 
 def serve_where(f: dict) -> tuple[str, dict]:
@@ -316,17 +371,26 @@ def serve_where(f: dict) -> tuple[str, dict]:
 
 # In a snapshot of `receipts serve`, every id of every receipt by its hash (`h`), with the row of the
 # receipt in the `receipts` table (`r`, its rowid), ordered by hash so that a lookup reads one row group.
-RECEIPT_IDS = ("CREATE TABLE receipt_ids AS SELECT hash(id) AS h, r FROM "
-               "(SELECT unnest(ids) AS id, rowid AS r FROM receipts) ORDER BY h")
+RECEIPT_IDS = (
+    "CREATE TABLE receipt_ids AS SELECT hash(id) AS h, r FROM "
+    "(SELECT unnest(ids) AS id, rowid AS r FROM receipts) ORDER BY h"
+)
 
 
 def search(con: duckdb.DuckDBPyConnection, ident: str) -> list[str]:
     """In a snapshot of `receipts serve`: the ids of the receipts `ident` finds (as `FIND`), through
     `receipt_ids` (a hash can collide: the receipt's ids are compared too)."""
     key = normalized(con, ident)
-    return [r[0] for r in con.execute(inline(
-        "SELECT receipt_id FROM receipts WHERE rowid IN (SELECT r FROM receipt_ids WHERE h = hash($k)) "
-        "AND list_contains(ids, $k) ORDER BY receipt_id", {"k": key})).fetchall()]
+    return [
+        r[0]
+        for r in con.execute(
+            inline(
+                "SELECT receipt_id FROM receipts WHERE rowid IN (SELECT r FROM receipt_ids WHERE h = hash($k)) "
+                "AND list_contains(ids, $k) ORDER BY receipt_id",
+                {"k": key},
+            )
+        ).fetchall()
+    ]
 
 
 def serve_list(con, f: dict, limit: int = 50, before: tuple | None = None) -> list[dict]:
@@ -336,8 +400,11 @@ def serve_list(con, f: dict, limit: int = 50, before: tuple | None = None) -> li
     if before:
         where += " AND (first_seen < $bt OR (first_seen = $bt AND receipt_id < $bid))"
         params.update(bt=before[0], bid=before[1])
-    return dicts(con, f"SELECT {SERVE_COLUMNS} FROM receipts WHERE {where} "
-                      "ORDER BY first_seen DESC, receipt_id DESC LIMIT $limit", {**params, "limit": limit})
+    return dicts(
+        con,
+        f"SELECT {SERVE_COLUMNS} FROM receipts WHERE {where} ORDER BY first_seen DESC, receipt_id DESC LIMIT $limit",
+        {**params, "limit": limit},
+    )
 
 
 def serve_count(con, f: dict) -> int:
@@ -349,37 +416,53 @@ def serve_facets(con) -> dict[str, list[tuple]]:
     """The values each filter offers, most frequent first, with their counts."""
     out = {}
     for key, column in (("app", "app_name"), ("host", "host"), ("model", "model")):
-        out[key] = rows(con, f"SELECT {column}, count(*) FROM receipts WHERE {column} IS NOT NULL "
-                             "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 200")[1]
-    out["status"] = rows(con, "SELECT s, count(*) FROM (SELECT proof_status AS s FROM receipts UNION ALL "
-                              "SELECT resolution FROM receipts WHERE resolution IS NOT NULL) GROUP BY 1 ORDER BY 2 DESC")[1]
+        out[key] = rows(
+            con,
+            f"SELECT {column}, count(*) FROM receipts WHERE {column} IS NOT NULL "
+            "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 200",
+        )[1]
+    out["status"] = rows(
+        con,
+        "SELECT s, count(*) FROM (SELECT proof_status AS s FROM receipts UNION ALL "
+        "SELECT resolution FROM receipts WHERE resolution IS NOT NULL) GROUP BY 1 ORDER BY 2 DESC",
+    )[1]
     return out
 
 
 def serve_span(con, f: dict) -> tuple:
     where, params = serve_where(f)
-    return con.execute(inline(f"SELECT min(first_seen), max(first_seen) FROM receipts WHERE {where}", params)).fetchone()
+    return con.execute(
+        inline(f"SELECT min(first_seen), max(first_seen) FROM receipts WHERE {where}", params)
+    ).fetchone()
 
 
 def spend_over_time(con, f: dict, bucket: str, by: str = "app_name") -> list[dict]:
     """Spend per time bucket ('hour', 'day', 'week') and `by` (app_name or pay_to), per asset."""
     assert by in ("app_name", "pay_to") and bucket in ("hour", "day", "week")
     where, params = serve_where(f)
-    return dicts(con, f"""SELECT date_trunc('{bucket}', first_seen) AS t, coalesce({by}, '—') AS key,
+    return dicts(
+        con,
+        f"""SELECT date_trunc('{bucket}', first_seen) AS t, coalesce({by}, '—') AS key,
                                  asset, network, any_value(symbol) AS symbol, any_value(decimals) AS decimals,
                                  sum({SPEND}) AS spend, count(*) AS calls
                           FROM receipts WHERE {where} AND asset IS NOT NULL
-                          GROUP BY ALL HAVING sum({SPEND}) > 0 ORDER BY t""", params)
+                          GROUP BY ALL HAVING sum({SPEND}) > 0 ORDER BY t""",
+        params,
+    )
 
 
 def spend_by(con, f: dict, by: str = "pay_to", limit: int = 12) -> list[dict]:
     """Total spend per payee (or app) and asset, largest first."""
     assert by in ("app_name", "pay_to")
     where, params = serve_where(f)
-    return dicts(con, f"""SELECT coalesce({by}, '—') AS key, asset, network, any_value(symbol) AS symbol,
+    return dicts(
+        con,
+        f"""SELECT coalesce({by}, '—') AS key, asset, network, any_value(symbol) AS symbol,
                                  any_value(decimals) AS decimals, sum({SPEND}) AS spend, count(*) AS calls
                           FROM receipts WHERE {where} AND asset IS NOT NULL
-                          GROUP BY ALL HAVING sum({SPEND}) > 0 ORDER BY spend DESC LIMIT {int(limit)}""", params)
+                          GROUP BY ALL HAVING sum({SPEND}) > 0 ORDER BY spend DESC LIMIT {int(limit)}""",
+        params,
+    )
 
 
 USAGE_MEASURES = {  # the usage charts: what each sums (or takes the 95th percentile of) per bucket and group
@@ -396,20 +479,29 @@ def usage_over_time(con, f: dict, measure: str, bucket: str, by: str = "model") 
     assert measure in USAGE_MEASURES and by in ("model", "app_name") and bucket in ("hour", "day", "week")
     where, params = serve_where(f)
     unit = "cost_currency" if measure == "cost" else "NULL::VARCHAR"
-    return dicts(con, f"""SELECT date_trunc('{bucket}', first_seen) AS t, coalesce({by}, '—') AS key,
+    return dicts(
+        con,
+        f"""SELECT date_trunc('{bucket}', first_seen) AS t, coalesce({by}, '—') AS key,
                                  {unit} AS unit, {USAGE_MEASURES[measure]} AS value, count(*) AS calls
                           FROM receipts WHERE {where} GROUP BY ALL
-                          HAVING {USAGE_MEASURES[measure]} > 0 ORDER BY t""", params)
+                          HAVING {USAGE_MEASURES[measure]} > 0 ORDER BY t""",
+        params,
+    )
 
 
 def paid_calls(con, f: dict) -> int:
     """How many of the calls the filters match were paid on chain (the spend charts are shown for them)."""
     where, params = serve_where(f)
-    return con.execute(inline(f"SELECT count(*) FROM receipts WHERE {where} AND asset IS NOT NULL", params)).fetchone()[0]
+    return con.execute(inline(f"SELECT count(*) FROM receipts WHERE {where} AND asset IS NOT NULL", params)).fetchone()[
+        0
+    ]
 
 
 def status_counts(con, f: dict) -> list[dict]:
     """Receipts per proof status and resolution."""
     where, params = serve_where(f)
-    return dicts(con, f"SELECT proof_status, resolution, count(*) AS n FROM receipts WHERE {where} "
-                      "GROUP BY ALL ORDER BY n DESC", params)
+    return dicts(
+        con,
+        f"SELECT proof_status, resolution, count(*) AS n FROM receipts WHERE {where} GROUP BY ALL ORDER BY n DESC",
+        params,
+    )

@@ -21,6 +21,7 @@ Envelope fields (see storage/views.sql for how each is read):
 - `writer` and `seq`: who wrote it and its position in that writer's sequence (set by the journal);
 - `data`: the typed payload, documented beside the code that builds it (addon/exchange.py, verifier/).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -75,5 +76,12 @@ class Event:
             raise ValueError(f"unknown event type {self.type!r}")
 
     def envelope(self, writer: str, seq: int) -> dict:
-        return {"id": self.id, "type": self.type, "ts": self.ts, "receipt_id": self.receipt_id,
-                "writer": writer, "seq": seq, "data": self.data}
+        return {
+            "id": self.id,
+            "type": self.type,
+            "ts": self.ts,
+            "receipt_id": self.receipt_id,
+            "writer": writer,
+            "seq": seq,
+            "data": self.data,
+        }

@@ -1,5 +1,6 @@
 """The tables reference of the README: every table and view with its columns and types, as DuckDB
 describes them (`python -m receipts.storage.reference` prints it; a test checks that the README holds it)."""
+
 from __future__ import annotations
 
 import tempfile

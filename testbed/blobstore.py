@@ -93,7 +93,7 @@ def _handler_for(store: BlobStore) -> type[http.server.BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
         server_version = "testbed-blobstore/1"
 
-        def log_message(self, format, *args):  # noqa: A002 - quiet
+        def log_message(self, format, *args):
             pass
 
         def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:

@@ -69,7 +69,7 @@ def _batch(url: str, calls: list) -> list:
 
 def record(data: Path, token: str, chain: int, payments: list[dict], settings: cfg.Settings) -> None:
     """The events live capture writes for each paid call (the same pure translation)."""
-    from tests.support import x402_wire as W  # noqa: PLC0415 — the test suite's wire helpers
+    from tests.support import x402_wire as W
 
     accepted = {"scheme": "exact", "network": f"eip155:{chain}", "asset": token, "amount": "100",
                 "payTo": PAYEE.address, "maxTimeoutSeconds": 60, "extra": {"name": "USD Coin", "version": "2"}}

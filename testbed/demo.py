@@ -50,7 +50,7 @@ def start_proxy(data: Path, config: Path, *extra: str) -> tuple[subprocess.Popen
 
 def calls(stack, proxy: str) -> dict[str, str]:
     """A handful of paid calls through the recorder; returns label → an id that finds the receipt."""
-    chat = lambda text: {"model": "demo-model", "messages": [{"role": "user", "content": text}]}  # noqa: E731
+    chat = lambda text: {"model": "demo-model", "messages": [{"role": "user", "content": text}]}
     found = {}
     ok = stack.pay(body=chat("What is a receipt?"), proxy=proxy)
     found["paid call"] = ok.tx_hash

@@ -338,7 +338,7 @@ def decode_tempo_transaction(raw_tx: str) -> dict:
     if raw[:1] != b"\x76":
         raise ValueError(f"not a Tempo transaction (type byte {raw[:1].hex() or 'none'}, want 76)")
     items = rlp.decode(raw[1:])
-    as_int = lambda b: int.from_bytes(b, "big")  # noqa: E731
+    as_int = lambda b: int.from_bytes(b, "big")
     out: dict[str, Any] = {"type": "0x76"}
     for name, value in zip(TEMPO_TX_FIELDS, items[:13]):
         if name == "calls":

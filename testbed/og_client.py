@@ -160,7 +160,7 @@ async def run(args: argparse.Namespace) -> int:
             try:
                 line = await _one_call(llm, step.get("model") or args.model, text, stream, settlement)
                 line["ok"] = True
-            except Exception as e:  # noqa: BLE001 - reported per call
+            except Exception as e:
                 failed += 1
                 line = {"stream": stream, "settlement": settlement, "ok": False,
                         "error": f"{type(e).__name__}: {e}"}

@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             choice = (result.body.get("choices") or [{}])[0]
             line.update(ok=True, answer=result.content, finish_reason=choice.get("finish_reason"),
                         usage=result.body.get("usage"), proof=_proof(result.proof), frames=result.stream_frames)
-        except Exception as e:  # noqa: BLE001 - reported per call
+        except Exception as e:
             failed += 1
             line.update(ok=False, error=f"{type(e).__name__}: {e}")
         line.update(seconds=round(time.monotonic() - started, 3), tee=tee_info, wire=list(session.wire))

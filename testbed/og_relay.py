@@ -238,7 +238,7 @@ def build_app(relay: Relay):
             return problem(entry, 400 if not body else 413, "empty or too large encapsulated request")
         try:
             tee = await relay.resolve(tee_id)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             return problem(entry, 502, f"registry lookup failed: {type(e).__name__}: {e}")
         if tee is None:
             return problem(entry, 404, f"TEE {tee_id} is not active in the registry")
@@ -255,7 +255,7 @@ def build_app(relay: Relay):
         try:
             upstream = await client.send(client.build_request("POST", url, content=body, headers=headers),
                                          stream=True)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             return problem(entry, 502, f"gateway unreachable or payment failed: {type(e).__name__}: {e}")
         finally:
             EXCHANGES.reset(marker)

@@ -7,8 +7,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support.certs import make_ca, make_server_cert  # noqa: E402
-from support.upstream import start_upstream  # noqa: E402
+from support.certs import make_ca, make_server_cert
+from support.upstream import start_upstream
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ evidence, and does not count as dissent).
 The check that comes out names its trust: `single-node` when it rests on one endpoint's word,
 `quorum-N` when N endpoints gave the same evidence.
 """
+
 from __future__ import annotations
 
 from .evidence import Check
@@ -26,8 +27,17 @@ def trust(agreed: int) -> str:
 def evidence_key(c: Check) -> tuple:
     """What endpoints must agree on for their checks to count as one answer."""
     d, settled = c.detail, (c.result, c.reason) in SETTLED
-    return ("settled" if settled else c.result, None if settled else c.reason, d.get("tx_hash"), c.block,
-            d.get("block_hash"), d.get("canonical_hash"), d.get("sender"), d.get("logs"), tuple(d.get("problems") or ()))
+    return (
+        "settled" if settled else c.result,
+        None if settled else c.reason,
+        d.get("tx_hash"),
+        c.block,
+        d.get("block_hash"),
+        d.get("canonical_hash"),
+        d.get("sender"),
+        d.get("logs"),
+        tuple(d.get("problems") or ()),
+    )
 
 
 def agree(checks: list[Check], quorum: int) -> Check:
@@ -41,8 +51,12 @@ def agree(checks: list[Check], quorum: int) -> Check:
     deciding = [g for g in groups.values() if len(g) >= quorum]
     if len(deciding) != 1:
         reason = "quorum_not_reached" if len(groups) == 1 else "nodes_disagree"
-        return Check("settlement_tx", "pending", reason, {"trust": None, "quorum": quorum, "endpoints": len(checks),
-                                                          "answers": _answers(groups)})
+        return Check(
+            "settlement_tx",
+            "pending",
+            reason,
+            {"trust": None, "quorum": quorum, "endpoints": len(checks), "answers": _answers(groups)},
+        )
     group = deciding[0]
     final = [c for c in group if c.result == "pass"]
     chosen, agreed = (final[0], len(final)) if len(final) >= quorum else (_unfinal(group), len(group))
@@ -56,8 +70,16 @@ def _unfinal(group: list[Check]) -> Check:
 
 def _answers(groups: dict) -> list[dict]:
     """What each group of endpoints said, shortly (the detail of a disagreement)."""
-    return [{"result": g[0].result, "reason": g[0].reason, "block": g[0].block,
-             "block_hash": g[0].detail.get("block_hash"), "endpoints": len(g)} for g in groups.values()]
+    return [
+        {
+            "result": g[0].result,
+            "reason": g[0].reason,
+            "block": g[0].block,
+            "block_hash": g[0].detail.get("block_hash"),
+            "endpoints": len(g),
+        }
+        for g in groups.values()
+    ]
 
 
 def agreed_transfers(seen: list[list[dict]], quorum: int) -> list[dict]:

@@ -24,6 +24,7 @@ when the chain shows the payee claimed more than any voucher the recorder saw (`
 one was signed outside the proxy) or more than the answers charged (`claim_above_charges`).
 Read from the network's first endpoint (trust `single-node`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -91,13 +92,14 @@ PART = 2500  # calls per part
 @dataclass
 class Chain:
     """What one network's node said of these channels (gathered a part at a time, each channel once)."""
+
     head: int = 0
-    confirmed: int = 0                                  # the newest block with the network's confirmations
-    claimed: dict = field(default_factory=dict)         # channel id -> totalClaimed at `confirmed`
-    claims: dict = field(default_factory=dict)          # channel id -> [(block, tx, totalClaimed)], in order
-    receipts: dict = field(default_factory=dict)        # deposit or refund tx -> its receipt (None: not found)
-    error: str | None = None                            # the node failed: nothing of this network is decided
-    unread: str | None = None                           # why the chain is not read (no RPC configured)
+    confirmed: int = 0  # the newest block with the network's confirmations
+    claimed: dict = field(default_factory=dict)  # channel id -> totalClaimed at `confirmed`
+    claims: dict = field(default_factory=dict)  # channel id -> [(block, tx, totalClaimed)], in order
+    receipts: dict = field(default_factory=dict)  # deposit or refund tx -> its receipt (None: not found)
+    error: str | None = None  # the node failed: nothing of this network is decided
+    unread: str | None = None  # why the chain is not read (no RPC configured)
 
 
 def verify_pass(con, settings: Settings, journal: Journal, summary: Summary, part: int = PART) -> Summary:
@@ -119,6 +121,7 @@ def verify_pass(con, settings: Settings, journal: Journal, summary: Summary, par
 def read(con, lo: str | None, hi: str | None) -> tuple[list[dict], dict]:
     """Every paid exchange of the channels the part's calls paid from, and the part's latest checks
     ((receipt id, check) -> (result, reason); the verdict's with its status and resolution)."""
+
     def sql(template: str) -> str:
         return template.replace("{part}", in_part(lo, hi)).replace("{part_checks}", in_part(lo, hi, "receipt_id"))
 
@@ -126,8 +129,10 @@ def read(con, lo: str | None, hi: str | None) -> tuple[list[dict], dict]:
     cols = [d[0] for d in cur.description]
     rows = [dict(zip(cols, row)) for row in cur.fetchall()]
     last = {}
-    for rid, name, l in con.execute(sql(LAST_CHECKS)).fetchall():
-        last[(rid, name)] = (l["result"], l["reason"]) if name != "verdict" else (l["status"], l["resolution"], l["reason"])
+    for rid, name, v in con.execute(sql(LAST_CHECKS)).fetchall():
+        last[(rid, name)] = (
+            (v["result"], v["reason"]) if name != "verdict" else (v["status"], v["resolution"], v["reason"])
+        )
     return rows, last
 
 
@@ -147,8 +152,12 @@ def gather(exchanges: list[dict], settings: Settings, chains: dict[str, Chain]) 
             chain.unread = f"no RPC configured for {network or 'an unknown network'}"
             continue
         try:
-            _read_channels(Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(network.split(":")[1]),
-                               max_bytes=net.rpc_max_bytes), net, todo, chain)
+            _read_channels(
+                Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(network.split(":")[1]), max_bytes=net.rpc_max_bytes),
+                net,
+                todo,
+                chain,
+            )
         except RpcError as exc:
             chain.error = str(exc)
             log.error("receipts verify: %s: %s — its channels stay undecided", network, exc)
@@ -158,7 +167,7 @@ BATCH = 500  # JSON-RPC calls (or channel ids in one log filter) per request: ho
 
 
 def _batched(rpc: Rpc, calls: list[tuple[str, list]]) -> list:
-    return [answer for start in range(0, len(calls), BATCH) for answer in rpc.batch(calls[start:start + BATCH])]
+    return [answer for start in range(0, len(calls), BATCH) for answer in rpc.batch(calls[start : start + BATCH])]
 
 
 def _read_channels(rpc: Rpc, net, chans: dict[str, list[dict]], chain: Chain, step: int = 2000) -> None:
@@ -166,20 +175,40 @@ def _read_channels(rpc: Rpc, net, chans: dict[str, list[dict]], chain: Chain, st
     chain.confirmed = max(0, chain.head - max(1, net.confirmations) + 1)
     ids = sorted(chans)
     at = hex(chain.confirmed)
-    states = _batched(rpc, [("eth_call", [{"to": CONTRACT, "data": "0x" + (CHANNELS + bytes.fromhex(i[2:])).hex()}, at])
-                            for i in ids])
+    states = _batched(
+        rpc, [("eth_call", [{"to": CONTRACT, "data": "0x" + (CHANNELS + bytes.fromhex(i[2:])).hex()}, at]) for i in ids]
+    )
     for cid, state in zip(ids, states):
         chain.claimed[cid] = int((state or "0x")[66:130] or "0", 16)  # (balance, totalClaimed)
     txs = sorted({x["channel_tx"] for xs in chans.values() for x in xs if x.get("channel_tx")} - set(chain.receipts))
     chain.receipts.update(zip(txs, _batched(rpc, [("eth_getTransactionReceipt", [t]) for t in txs])))
     claimed = [cid for cid in ids if chain.claimed[cid]]
-    deposits = {x["channel_tx"] for xs in chans.values() for x in xs if x["kind"] == "channel_deposit" and x.get("channel_tx")}
-    calls = [("eth_getLogs", [{"address": CONTRACT, "fromBlock": hex(lo), "toBlock": hex(min(lo + step - 1, chain.confirmed)),
-                               "topics": [None, claimed[start:start + BATCH]]}])
-             for start in range(0, len(claimed), BATCH)
-             for lo in range(max(0, chain.head - net.scan_blocks), chain.confirmed + 1, step)]
-    found = {(lg["transactionHash"].lower(), int(lg["blockNumber"], 16)) for logs in _batched(rpc, calls) for lg in logs or []}
-    ordered = sorted(((tx, b) for tx, b in found if tx not in deposits), key=lambda t: t[1])  # (a deposit claims nothing)
+    deposits = {
+        x["channel_tx"] for xs in chans.values() for x in xs if x["kind"] == "channel_deposit" and x.get("channel_tx")
+    }
+    calls = [
+        (
+            "eth_getLogs",
+            [
+                {
+                    "address": CONTRACT,
+                    "fromBlock": hex(lo),
+                    "toBlock": hex(min(lo + step - 1, chain.confirmed)),
+                    "topics": [None, claimed[start : start + BATCH]],
+                }
+            ],
+        )
+        for start in range(0, len(claimed), BATCH)
+        for lo in range(max(0, chain.head - net.scan_blocks), chain.confirmed + 1, step)
+    ]
+    found = {
+        (lg["transactionHash"].lower(), int(lg["blockNumber"], 16))
+        for logs in _batched(rpc, calls)
+        for lg in logs or []
+    }
+    ordered = sorted(
+        ((tx, b) for tx, b in found if tx not in deposits), key=lambda t: t[1]
+    )  # (a deposit claims nothing)
     bodies = _batched(rpc, [("eth_getTransactionByHash", [tx]) for tx, _ in ordered])
     chain_id = int(net.caip2.split(":")[1])
     for (tx, block), body in zip(ordered, bodies):
@@ -196,8 +225,10 @@ def claims_in(data: bytes, chain_id: int) -> list[tuple[str, int]]:
             return [c for inner in decode(["bytes[]"], data[4:])[0] for c in claims_in(inner, chain_id)]
         if data[:4] in (CLAIM, CLAIM_WITH_SIGNATURE):
             entries = decode([_CLAIMS] if data[:4] == CLAIM else [_CLAIMS, "bytes"], data[4:])[0]
-            return [(channels.channel_id(chain_id, dict(zip(channels.CONFIG_FIELDS, config))), int(total))
-                    for (config, _), _, total in entries]
+            return [
+                (channels.channel_id(chain_id, dict(zip(channels.CONFIG_FIELDS, config))), int(total))
+                for (config, _), _, total in entries
+            ]
     except Exception:  # (calldata is anyone's: what does not decode is no claim)
         return []
     return []
@@ -222,12 +253,22 @@ def decide(exchanges: list[dict], last: dict, settings: Settings, chains: dict[s
             if chain.error:
                 summary.skipped += 1
                 continue
-            r = {"receipt_id": logical_id, "last_status": prior[0] if prior else None,
-                 "last_resolution": prior[1] if prior else None, "last_reason": prior[2] if prior else None}
+            r = {
+                "receipt_id": logical_id,
+                "last_status": prior[0] if prior else None,
+                "last_resolution": prior[1] if prior else None,
+                "last_reason": prior[2] if prior else None,
+            }
             checks = call_checks(x, xs, facts, chain, settings)
             claim = next((c for c in checks if c.name == "channel_claim" and c.result == "pass"), None)
-            yield changes(r, checks, last, summary, verdict(checks, facts, chain.claimed.get(cid)),
-                          tx=claim.detail.get("tx") if claim else None)
+            yield changes(
+                r,
+                checks,
+                last,
+                summary,
+                verdict(checks, facts, chain.claimed.get(cid)),
+                tx=claim.detail.get("tx") if claim else None,
+            )
 
 
 def _running(xs: list[dict]) -> None:
@@ -244,9 +285,11 @@ def _running(xs: list[dict]) -> None:
 
 def _channel_facts(xs: list[dict]) -> dict:
     taken = [x for x in xs if x.get("success")]
-    return {"max_voucher": max((x["voucher_amount"] or 0 for x in xs), default=0),
-            "charged": max((x["charged_cumulative"] or 0 for x in taken), default=0),
-            "deposited": sum(x["deposit_amount"] or 0 for x in taken if x["kind"] == "channel_deposit")}
+    return {
+        "max_voucher": max((x["voucher_amount"] or 0 for x in xs), default=0),
+        "charged": max((x["charged_cumulative"] or 0 for x in taken), default=0),
+        "deposited": sum(x["deposit_amount"] or 0 for x in taken if x["kind"] == "channel_deposit"),
+    }
 
 
 def call_checks(x: dict, xs: list[dict], facts: dict, chain: Chain, settings: Settings) -> list[Check]:
@@ -269,8 +312,12 @@ def signature_check(x: dict) -> Check:
     if not x.get("signer"):
         return Check("signature", "pending", "signature_unverifiable", {"why": x.get("signer_error")})
     ok = x["signer"].lower() in allowed
-    return Check("signature", "pass" if ok else "fail", None if ok else "signature_mismatch",
-                 {"signer": x["signer"], "payer": x.get("payer"), "payer_authorizer": x.get("payer_authorizer")})
+    return Check(
+        "signature",
+        "pass" if ok else "fail",
+        None if ok else "signature_mismatch",
+        {"signer": x["signer"], "payer": x.get("payer"), "payer_authorizer": x.get("payer_authorizer")},
+    )
 
 
 def voucher_check(x: dict) -> Check:
@@ -289,8 +336,12 @@ def voucher_check(x: dict) -> Check:
 
 def charge_check(x: dict) -> Check:
     if x.get("success"):
-        return Check("charge", "pass", None, {"charged": _text(x.get("charged")),
-                                             "charged_cumulative": _text(x.get("charged_cumulative"))})
+        return Check(
+            "charge",
+            "pass",
+            None,
+            {"charged": _text(x.get("charged")), "charged_cumulative": _text(x.get("charged_cumulative"))},
+        )
     if x.get("success") is False:
         return Check("charge", "fail", "payment_refused", {"error_reason": x.get("error_reason")})
     if x.get("status") is not None:
@@ -339,8 +390,15 @@ def deposit_check(x: dict, chain: Chain) -> Check:
 
 def claim_check(x: dict, facts: dict, chain: Chain) -> Check:
     owed, claimed = x.get("charged_cumulative"), chain.claimed.get(x["channel_id"], 0)
-    detail = {"channel": x["channel_id"], "owed": _text(owed), "claimed": str(claimed), "block": chain.confirmed,
-              "max_voucher": str(facts["max_voucher"]), "charged": str(facts["charged"]), "trust": "single-node"}
+    detail = {
+        "channel": x["channel_id"],
+        "owed": _text(owed),
+        "claimed": str(claimed),
+        "block": chain.confirmed,
+        "max_voucher": str(facts["max_voucher"]),
+        "charged": str(facts["charged"]),
+        "trust": "single-node",
+    }
     if owed is None:
         return Check("channel_claim", "pending", "charge_unknown", detail)
     if claimed < owed:
@@ -357,8 +415,14 @@ def refund_check(x: dict, facts: dict, chain: Chain) -> Check:
     back = _moved(receipt, (x["asset"] or "").lower(), (x["payer"] or "").lower(), CONTRACT)
     claimed = chain.claimed.get(x["channel_id"], 0)
     due = x["refund_amount"] if x.get("refund_amount") is not None else facts["deposited"] - claimed
-    detail = {"tx": x["channel_tx"], "refunded": str(back), "deposited": str(facts["deposited"]),
-              "claimed": str(claimed), "due": str(due), "trust": "single-node"}
+    detail = {
+        "tx": x["channel_tx"],
+        "refunded": str(back),
+        "deposited": str(facts["deposited"]),
+        "claimed": str(claimed),
+        "due": str(due),
+        "trust": "single-node",
+    }
     block = int(receipt["blockNumber"], 16)
     if back != due:
         return Check("refund", "fail", "refund_short" if back < due else "refund_over", detail, block)

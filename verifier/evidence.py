@@ -5,6 +5,7 @@ and `AuthorizationUsed(authorizer, nonce)` logs; Permit2 settlements leave the `
 proxy's `Settled()`). Every function here takes JSON-RPC shaped dicts (hex strings) and returns a
 `Check` with a result (`pass`, `fail`, `pending`), a stable reason code and the evidence.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,8 @@ AUTHORIZATION_USED = "0x98de503528ee59b575ef0c0a2576a82497bfc029a5685b209e9ec333
 @dataclass(slots=True)
 class Check:
     name: str
-    result: str                     # pass | fail | pending
-    reason: str | None = None       # stable code, e.g. tx_reverted
+    result: str  # pass | fail | pending
+    reason: str | None = None  # stable code, e.g. tx_reverted
     detail: dict = field(default_factory=dict)
     block: int | None = None
 
@@ -43,15 +44,21 @@ def token_logs(logs: list[dict], token: str) -> tuple[list[dict], set[tuple[str,
             continue
         kind = topics[0].lower()
         if kind == TRANSFER:
-            moved.append({"from": "0x" + topics[1][-40:].lower(), "to": "0x" + topics[2][-40:].lower(),
-                          "value": _word(log.get("data"))})
+            moved.append(
+                {
+                    "from": "0x" + topics[1][-40:].lower(),
+                    "to": "0x" + topics[2][-40:].lower(),
+                    "value": _word(log.get("data")),
+                }
+            )
         elif kind == AUTHORIZATION_USED:
             used.add((topics[1].lower(), topics[2].lower()))
     return moved, used
 
 
-def settlement(payment: dict, tx_hash: str, receipt: dict | None, head: int, required: int,
-               facilitator: str | None = None) -> Check:
+def settlement(
+    payment: dict, tx_hash: str, receipt: dict | None, head: int, required: int, facilitator: str | None = None
+) -> Check:
     """Does this transaction settle this payment, and is it final, as far as the receipt says (its
     confirmations counted from `head`)? The verifier asks more: `canonical_settlement`."""
     if receipt is None:
@@ -64,9 +71,10 @@ def settlement(payment: dict, tx_hash: str, receipt: dict | None, head: int, req
 @dataclass(frozen=True, slots=True)
 class Block:
     """The canonical block at a height, as one node gave it (`eth_getBlockByNumber`)."""
+
     number: int
-    hash: str                       # lower-case
-    transactions: frozenset[str]    # the hashes of its transactions, lower-case
+    hash: str  # lower-case
+    transactions: frozenset[str]  # the hashes of its transactions, lower-case
 
 
 def block_of(answer: dict | None) -> Block | None:
@@ -78,8 +86,15 @@ def block_of(answer: dict | None) -> Block | None:
     return Block(_word(answer["number"]), (answer.get("hash") or "").lower(), hashes)
 
 
-def canonical_settlement(payment: dict, tx_hash: str, receipt: dict | None, blocks: dict, head: int,
-                         required: int, facilitator: str | None = None) -> Check:
+def canonical_settlement(
+    payment: dict,
+    tx_hash: str,
+    receipt: dict | None,
+    blocks: dict,
+    head: int,
+    required: int,
+    facilitator: str | None = None,
+) -> Check:
     """Does this transaction settle this payment, on the canonical chain, finally?
 
     `blocks` holds the canonical blocks one node gave, by height (None: it has no block there). The
@@ -95,8 +110,9 @@ def canonical_settlement(payment: dict, tx_hash: str, receipt: dict | None, bloc
     if canonical is None or canonical.number != number:
         return Check("settlement_tx", "pending", "block_not_found", detail, number)
     if not claimed or canonical.hash != claimed:
-        return Check("settlement_tx", "pending", "block_hash_mismatch",
-                     {**detail, "canonical_hash": canonical.hash}, number)
+        return Check(
+            "settlement_tx", "pending", "block_hash_mismatch", {**detail, "canonical_hash": canonical.hash}, number
+        )
     if tx_hash.lower() not in canonical.transactions:
         return Check("settlement_tx", "pending", "tx_not_in_block", detail, number)
     final = blocks.get(number + max(1, required) - 1) is not None
@@ -111,17 +127,28 @@ def logs_digest(payment: dict, logs: list[dict]) -> str:
     """A short digest of the payment's logs in the transaction (the token's Transfer and
     AuthorizationUsed logs whose first argument is the payer): what endpoints must agree on."""
     token, payer = (payment.get("asset") or "").lower(), _addr_topic(payment.get("payer") or "")
-    mine = sorted((_word(lg.get("logIndex")), [t.lower() for t in lg.get("topics") or ()], (lg.get("data") or "").lower())
-                  for lg in logs if (lg.get("address") or "").lower() == token and len(lg.get("topics") or ()) >= 2
-                  and lg["topics"][0].lower() in (TRANSFER, AUTHORIZATION_USED) and lg["topics"][1].lower() == payer)
+    mine = sorted(
+        (_word(lg.get("logIndex")), [t.lower() for t in lg.get("topics") or ()], (lg.get("data") or "").lower())
+        for lg in logs
+        if (lg.get("address") or "").lower() == token
+        and len(lg.get("topics") or ()) >= 2
+        and lg["topics"][0].lower() in (TRANSFER, AUTHORIZATION_USED)
+        and lg["topics"][1].lower() == payer
+    )
     return hashlib.sha256(orjson.dumps(mine)).hexdigest()[:16]
 
 
-def _judge(payment: dict, tx_hash: str, receipt: dict, confirmations: int, final: bool, required: int,
-           facilitator: str | None) -> Check:
+def _judge(
+    payment: dict, tx_hash: str, receipt: dict, confirmations: int, final: bool, required: int, facilitator: str | None
+) -> Check:
     name, block = "settlement_tx", _word(receipt["blockNumber"])
-    detail = {"tx_hash": tx_hash, "block": block, "confirmations": confirmations, "required": required,
-              "sender": receipt.get("from")}
+    detail = {
+        "tx_hash": tx_hash,
+        "block": block,
+        "confirmations": confirmations,
+        "required": required,
+        "sender": receipt.get("from"),
+    }
     if _word(receipt.get("status", "0x0")) != 1:
         return Check(name, "fail", "tx_reverted", detail, block)
     problems = mismatches(payment, receipt.get("logs") or [])
@@ -151,7 +178,10 @@ def mismatches(payment: dict, logs: list[dict]) -> list[str]:
             problems.append(f"transferred {value}, more than the signed cap {amount}")
     elif value != amount:
         problems.append(f"transferred {value}, signed {amount}")
-    if payment.get("kind") in ("eip3009", "auth_capture") and (_addr_topic(payer), (payment.get("nonce") or "").lower()) not in used:
+    if (
+        payment.get("kind") in ("eip3009", "auth_capture")
+        and (_addr_topic(payer), (payment.get("nonce") or "").lower()) not in used
+    ):
         problems.append("no AuthorizationUsed log for the payer and nonce")
     return problems
 
@@ -159,5 +189,10 @@ def mismatches(payment: dict, logs: list[dict]) -> list[str]:
 def refund_matters(r: dict) -> bool:
     """Refunds matter where money moved and the outcome is bad or unclear: the server answered 5xx or
     nothing, it settled twice, or the receipt was verified and did not pass."""
-    return (r.get("status") or 0) >= 500 or r.get("status") is None or (r.get("settlement_count") or 0) > 1 \
-        or (r.get("last_status") or "pending") != "passed" and r.get("last_status") is not None
+    return (
+        (r.get("status") or 0) >= 500
+        or r.get("status") is None
+        or (r.get("settlement_count") or 0) > 1
+        or (r.get("last_status") or "pending") != "passed"
+        and r.get("last_status") is not None
+    )

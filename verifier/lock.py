@@ -6,6 +6,7 @@ written inside, for the message) for as long as it runs; the kernel releases it 
 ends, however it ends. (The journal's own `open/verifier.lock` is the lock of its writer *name*,
 which a second verifier would simply not take: it would write as `verifier2`.)
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -14,6 +14,7 @@ pass in verify.py leaves them alone), one `check` event per receipt and pass, on
   `batch` — the call's leaf proves up to a BatchSettlement root (tree fetched from the blob store);
   `private` — nothing is anchored, no check.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,7 +44,10 @@ UPTO_PROXY = "0x4020a4f3b7b90cca423b9fabcc0ce57c6c240002"
 PERMIT2 = "0x000000000022d473030f116ddee9f6b43ac78ba3"
 SETTLED = "0x" + keccak(b"Settled()").hex()
 SETTLE_ARGS = ["((address,uint256),uint256,uint256)", "uint256", "address", "(address,address,uint256)", "bytes"]
-SETTLE = "0x" + keccak(b"settle(((address,uint256),uint256,uint256),uint256,address,(address,address,uint256),bytes)").hex()[:8]
+SETTLE = (
+    "0x"
+    + keccak(b"settle(((address,uint256),uint256,uint256),uint256,address,(address,address,uint256),bytes)").hex()[:8]
+)
 NONCE_BITMAP = keccak(b"nonceBitmap(address,uint256)")[:4]
 INDIVIDUAL = "0x" + keccak(b"IndividualSettlement(bytes32,address,bytes32,bytes32,uint256,bytes,bytes)").hex()
 BATCH = "0x" + keccak(b"BatchSettlement(bytes32,uint256,bytes)").hex()
@@ -142,17 +146,18 @@ PART = 2500  # calls per part: the pass holds one part's rows (and what the chai
 class Facts:
     """What one pass learned from the chains and the blob store (shared by all receipts of the pass;
     gathered a part at a time, each thing once)."""
-    tee_keys: dict = field(default_factory=dict)         # tee_id -> TeeKey | None
+
+    tee_keys: dict = field(default_factory=dict)  # tee_id -> TeeKey | None
     registry_error: str | None = None
-    registry_fault: bool = False                         # registry_error is a node fault, not missing settings
-    sessions: dict = field(default_factory=dict)         # (payer, nonce) -> settlement evidence
-    scanned: set = field(default_factory=set)            # (payer, nonce) of the sessions looked for
-    session_error: dict = field(default_factory=dict)    # network -> (reason, why): no_rpc_configured or rpc_unavailable
-    base_head: dict = field(default_factory=dict)        # network -> (block, timestamp)
-    anchors: dict = field(default_factory=dict)          # individual tx -> receipt or None (this part's)
-    leaves: dict | None = None                           # leaf hash -> batch evidence (None: not read yet)
-    og_head: tuple | None = None                         # (block, timestamp) of the OpenGradient chain
-    og_error: tuple[str, str] | None = None              # (reason, why): no_rpc_configured or rpc_unavailable
+    registry_fault: bool = False  # registry_error is a node fault, not missing settings
+    sessions: dict = field(default_factory=dict)  # (payer, nonce) -> settlement evidence
+    scanned: set = field(default_factory=set)  # (payer, nonce) of the sessions looked for
+    session_error: dict = field(default_factory=dict)  # network -> (reason, why): no_rpc_configured or rpc_unavailable
+    base_head: dict = field(default_factory=dict)  # network -> (block, timestamp)
+    anchors: dict = field(default_factory=dict)  # individual tx -> receipt or None (this part's)
+    leaves: dict | None = None  # leaf hash -> batch evidence (None: not read yet)
+    og_head: tuple | None = None  # (block, timestamp) of the OpenGradient chain
+    og_error: tuple[str, str] | None = None  # (reason, why): no_rpc_configured or rpc_unavailable
 
 
 def verify_pass(con, settings: Settings, journal: Journal, summary: Summary, part: int = PART) -> Summary:
@@ -186,6 +191,7 @@ def read(con, lo: str | None, hi: str | None) -> tuple[list[dict], dict]:
     """The receipts of the OpenGradient calls (the table og_calls of `con`) whose logical id is in
     [lo, hi) that are not final yet (TO_VERIFY), and the latest result and reason of each of their
     checks, by (receipt id, check)."""
+
     def sql(template: str) -> str:
         return template.replace("{part}", in_part(lo, hi)).replace("{part_checks}", in_part(lo, hi, "receipt_id"))
 
@@ -194,13 +200,14 @@ def read(con, lo: str | None, hi: str | None) -> tuple[list[dict], dict]:
     rows = [_row(dict(zip(cols, r))) for r in cur.fetchall()]
     if not rows:
         return [], {}
-    last = {(rid, name): (l["result"], l["reason"]) for rid, name, l in con.execute(sql(LAST_CHECKS)).fetchall()}
+    last = {(rid, name): (v["result"], v["reason"]) for rid, name, v in con.execute(sql(LAST_CHECKS)).fetchall()}
     return rows, last
 
 
 def _row(r: dict) -> dict:
-    r["request_hashes"] = json.loads(r["request_hashes"]) if isinstance(r.get("request_hashes"), str) else (
-        r.get("request_hashes") or {})
+    r["request_hashes"] = (
+        json.loads(r["request_hashes"]) if isinstance(r.get("request_hashes"), str) else (r.get("request_hashes") or {})
+    )
     return r
 
 
@@ -249,7 +256,10 @@ def _session_settlements(rows: list[dict], settings: Settings, facts: Facts) -> 
             continue
         rpc, net = _rpc(settings, network), settings.network(network)
         if rpc is None:
-            facts.session_error[network] = ("no_rpc_configured", f"{network}: no RPC configured, session settlements cannot be checked")
+            facts.session_error[network] = (
+                "no_rpc_configured",
+                f"{network}: no RPC configured, session settlements cannot be checked",
+            )
             continue
         try:
             _scan_sessions(rpc, net, sessions, facts)
@@ -273,8 +283,19 @@ def _scan_sessions(rpc: Rpc, net, sessions: dict, facts: Facts, step: int = 2000
     for token, pairs in by_token.items():
         payers, payees = sorted({_topic(p) for p, _ in pairs}), sorted({_topic(q) for _, q in pairs if q})
         for lo in range(max(0, head - net.scan_blocks), head + 1, step):
-            calls.append(("eth_getLogs", [{"address": token, "fromBlock": hex(lo), "toBlock": hex(min(lo + step - 1, head)),
-                                           "topics": [TRANSFER, payers, payees]}]))
+            calls.append(
+                (
+                    "eth_getLogs",
+                    [
+                        {
+                            "address": token,
+                            "fromBlock": hex(lo),
+                            "toBlock": hex(min(lo + step - 1, head)),
+                            "topics": [TRANSFER, payers, payees],
+                        }
+                    ],
+                )
+            )
     txs = sorted({lg["transactionHash"].lower() for logs in rpc.batch(calls) for lg in logs or []})
     if not txs:
         return
@@ -285,8 +306,22 @@ def _scan_sessions(rpc: Rpc, net, sessions: dict, facts: Facts, step: int = 2000
         if found and (found["payer"], found["nonce"]) in sessions:
             facts.sessions[(found["payer"], found["nonce"])] = found
     bits = [(key, int(key[1])) for key in facts.sessions]
-    answers = rpc.batch([("eth_call", [{"to": PERMIT2, "data": "0x" + (NONCE_BITMAP + bytes.fromhex(
-        _topic(payer)[2:]) + (nonce >> 8).to_bytes(32, "big")).hex()}, "latest"]) for (payer, _), nonce in bits])
+    answers = rpc.batch(
+        [
+            (
+                "eth_call",
+                [
+                    {
+                        "to": PERMIT2,
+                        "data": "0x"
+                        + (NONCE_BITMAP + bytes.fromhex(_topic(payer)[2:]) + (nonce >> 8).to_bytes(32, "big")).hex(),
+                    },
+                    "latest",
+                ],
+            )
+            for (payer, _), nonce in bits
+        ]
+    )
     for (key, nonce), word in zip(bits, answers):
         facts.sessions[key]["nonce_bit_set"] = bool(int(word or "0x0", 16) >> (nonce & 0xFF) & 1)
 
@@ -300,34 +335,57 @@ def _session_evidence(tx_hash: str, tx: dict | None, receipt: dict | None, head:
         return None
     try:
         ((token, cap), nonce, deadline), amount, owner, (to, facilitator, valid_after), _sig = decode(
-            SETTLE_ARGS, bytes.fromhex(data[10:]))
+            SETTLE_ARGS, bytes.fromhex(data[10:])
+        )
     except Exception:  # not the calldata we know: not evidence
         return None
     logs = receipt.get("logs") or []
-    moved = [lg for lg in logs if (lg.get("topics") or [""])[0].lower() == TRANSFER
-             and lg["address"].lower() == token.lower() and len(lg["topics"]) == 3
-             and lg["topics"][1].lower() == _topic(owner) and lg["topics"][2].lower() == _topic(to)]
+    moved = [
+        lg
+        for lg in logs
+        if (lg.get("topics") or [""])[0].lower() == TRANSFER
+        and lg["address"].lower() == token.lower()
+        and len(lg["topics"]) == 3
+        and lg["topics"][1].lower() == _topic(owner)
+        and lg["topics"][2].lower() == _topic(to)
+    ]
     block = int(receipt["blockNumber"], 16) if receipt.get("blockNumber") else None
-    return {"tx": tx_hash, "payer": owner.lower(), "nonce": str(nonce), "token": token.lower(), "cap": cap,
-            "amount": amount, "pay_to": to.lower(), "facilitator": facilitator.lower(),
-            "sender": (tx.get("from") or "").lower(), "deadline": deadline, "valid_after": valid_after,
-            "status": int(receipt.get("status") or "0x0", 16), "block": block,
-            "confirmations": head - block + 1 if block is not None else 0,
-            "settled_event": any((lg.get("topics") or [""])[0].lower() == SETTLED
-                                 and lg["address"].lower() == UPTO_PROXY for lg in logs),
-            "transferred": sum(int(lg.get("data") or "0x0", 16) for lg in moved)}
+    return {
+        "tx": tx_hash,
+        "payer": owner.lower(),
+        "nonce": str(nonce),
+        "token": token.lower(),
+        "cap": cap,
+        "amount": amount,
+        "pay_to": to.lower(),
+        "facilitator": facilitator.lower(),
+        "sender": (tx.get("from") or "").lower(),
+        "deadline": deadline,
+        "valid_after": valid_after,
+        "status": int(receipt.get("status") or "0x0", 16),
+        "block": block,
+        "confirmations": head - block + 1 if block is not None else 0,
+        "settled_event": any(
+            (lg.get("topics") or [""])[0].lower() == SETTLED and lg["address"].lower() == UPTO_PROXY for lg in logs
+        ),
+        "transferred": sum(int(lg.get("data") or "0x0", 16) for lg in moved),
+    }
 
 
 def _anchors(rows: list[dict], settings: Settings, facts: Facts) -> None:
-    individual = sorted({r["anchor_tx"].lower() for r in rows if r.get("settlement_type") == "individual"
-                         and r.get("anchor_tx")})
+    individual = sorted(
+        {r["anchor_tx"].lower() for r in rows if r.get("settlement_type") == "individual" and r.get("anchor_tx")}
+    )
     batch = [r for r in rows if r.get("settlement_type") == "batch" and r.get("tee_id")]
     facts.anchors = {}  # (this part's)
     if not individual and not batch or facts.og_error:
         return
     rpc = _rpc(settings, settings.og_network)
     if rpc is None:
-        facts.og_error = ("no_rpc_configured", f"{settings.og_network}: no RPC configured, proof anchors cannot be checked")
+        facts.og_error = (
+            "no_rpc_configured",
+            f"{settings.og_network}: no RPC configured, proof anchors cannot be checked",
+        )
         return
     try:
         if facts.og_head is None:  # (the pass's first: every part is decided against the same head)
@@ -347,9 +405,20 @@ def _batch_leaves(rpc: Rpc, settings: Settings, facts: Facts, step: int = 5000) 
     batch per pass, then each receipt is a dictionary lookup and a proof of a few hashes."""
     net = settings.network(settings.og_network)
     head = facts.og_head[0]
-    calls = [("eth_getLogs", [{"address": settings.og_relay, "topics": [BATCH], "fromBlock": hex(lo),
-                               "toBlock": hex(min(lo + step - 1, head))}])
-             for lo in range(max(0, head - net.scan_blocks), head + 1, step)]
+    calls = [
+        (
+            "eth_getLogs",
+            [
+                {
+                    "address": settings.og_relay,
+                    "topics": [BATCH],
+                    "fromBlock": hex(lo),
+                    "toBlock": hex(min(lo + step - 1, head)),
+                }
+            ],
+        )
+        for lo in range(max(0, head - net.scan_blocks), head + 1, step)
+    ]
     for logs in rpc.batch(calls):
         for lg in logs or []:
             root = bytes.fromhex(lg["topics"][1][2:])
@@ -358,8 +427,13 @@ def _batch_leaves(rpc: Rpc, settings: Settings, facts: Facts, step: int = 5000) 
             dump = _blob(settings.og_blob_url, blob_id)
             tree = tee.tree_index(dump) if dump else {}
             for leaf, proof in tree.items():
-                facts.leaves[leaf] = {"root": "0x" + root.hex(), "tx": lg["transactionHash"].lower(),
-                                      "block": int(lg["blockNumber"], 16), "blob_id": blob_id, "proof": proof}
+                facts.leaves[leaf] = {
+                    "root": "0x" + root.hex(),
+                    "tx": lg["transactionHash"].lower(),
+                    "block": int(lg["blockNumber"], 16),
+                    "blob_id": blob_id,
+                    "proof": proof,
+                }
 
 
 def _blob(base: str | None, blob_id: str) -> dict | None:
@@ -413,13 +487,21 @@ def session_check(r: dict, facts: Facts, settings: Settings) -> Check:
         problems.append("overcharged")
     if not found.get("nonce_bit_set"):
         problems.append("nonce_not_used")
-    if found["sender"] != found["facilitator"] or (net and net.facilitators and found["sender"] not in net.facilitators):
+    if found["sender"] != found["facilitator"] or (
+        net and net.facilitators and found["sender"] not in net.facilitators
+    ):
         problems.append("unexpected_sender")
-    detail = {k: found[k] for k in ("tx", "amount", "cap", "pay_to", "facilitator", "sender", "block",
-                                    "confirmations", "nonce_bit_set")}
-    detail.update(amount=str(found["amount"]), cap=str(found["cap"]), required=net.confirmations if net else 1,
-                  share="unknown: only the session total is on chain",
-                  trust="single-node")  # read from the network's first endpoint only (not its quorum)
+    detail = {
+        k: found[k]
+        for k in ("tx", "amount", "cap", "pay_to", "facilitator", "sender", "block", "confirmations", "nonce_bit_set")
+    }
+    detail.update(
+        amount=str(found["amount"]),
+        cap=str(found["cap"]),
+        required=net.confirmations if net else 1,
+        share="unknown: only the session total is on chain",
+        trust="single-node",
+    )  # read from the network's first endpoint only (not its quorum)
     if problems:
         return Check("session_settlement", "fail", problems[0], {**detail, "problems": problems}, found["block"])
     if found["confirmations"] < (net.confirmations if net else 1):
@@ -433,21 +515,27 @@ def tee_checks(r: dict, facts: Facts) -> list[Check]:
     forms = {name: h for name, h in (r.get("request_hashes") or {}).items()}
     match = next((name for name, h in forms.items() if _same(h, reported_req)), None)
     if not forms:
-        out.append(Check("tee_request_hash", "pending", "request_not_captured",
-                         {"why": "the recorder kept no canonical hashes of this request"}))
+        out.append(
+            Check(
+                "tee_request_hash",
+                "pending",
+                "request_not_captured",
+                {"why": "the recorder kept no canonical hashes of this request"},
+            )
+        )
     elif match:
         out.append(Check("tee_request_hash", "pass", None, {"form": match, "hash": reported_req}))
     else:
-        out.append(Check("tee_request_hash", "fail", "request_hash_mismatch",
-                         {"signed": reported_req, "seen": forms}))
+        out.append(Check("tee_request_hash", "fail", "request_hash_mismatch", {"signed": reported_req, "seen": forms}))
     seen = r.get("output_seen")
     if not seen:
         out.append(Check("tee_output_hash", "pending", "output_not_captured", {}))
     elif _same(seen, r.get("tee_output_hash")):
         out.append(Check("tee_output_hash", "pass", None, {"hash": seen}))
     else:
-        out.append(Check("tee_output_hash", "fail", "output_hash_mismatch",
-                         {"signed": r.get("tee_output_hash"), "seen": seen}))
+        out.append(
+            Check("tee_output_hash", "fail", "output_hash_mismatch", {"signed": r.get("tee_output_hash"), "seen": seen})
+        )
     out.append(signature_of(r, facts))
     return out
 
@@ -465,7 +553,11 @@ def signature_of(r: dict, facts: Facts) -> Check:
         return Check("tee_signature", "fail", "tee_id_not_key_hash", detail)
     if not key.enabled:
         return Check("tee_signature", "fail", "tee_disabled", detail)
-    req, out, sig = tee.hex32(r.get("tee_request_hash")), tee.hex32(r.get("tee_output_hash")), tee.b64(r.get("tee_signature"))
+    req, out, sig = (
+        tee.hex32(r.get("tee_request_hash")),
+        tee.hex32(r.get("tee_output_hash")),
+        tee.b64(r.get("tee_signature")),
+    )
     if req is None or out is None or sig is None or r.get("tee_timestamp") is None:
         return Check("tee_signature", "fail", "proof_fields_malformed", detail)
     if not tee.signature_valid(key.public_key, sig, tee.signed_message(req, out, int(r["tee_timestamp"]))):
@@ -488,7 +580,9 @@ def anchor_check(r: dict, facts: Facts, settings: Settings) -> Check | None:
     if found:
         ok = tee.root_from_proof(leaf, found["proof"]).hex() == found["root"][2:]
         detail = {**{k: found[k] for k in ("root", "tx", "blob_id")}, "proof_length": len(found["proof"])}
-        return Check("anchor", "pass" if ok else "fail", None if ok else "proof_does_not_reach_root", detail, found["block"])
+        return Check(
+            "anchor", "pass" if ok else "fail", None if ok else "proof_does_not_reach_root", detail, found["block"]
+        )
     detail = {"settlement_type": "batch", "deadline": deadline, "chain_time": now}
     if not settings.og_relay:
         return Check("anchor", "pending", "no_relay_configured", detail)
@@ -511,18 +605,32 @@ def _individual(r: dict, facts: Facts, relay: str | None, now: float, deadline: 
         topics = [t.lower() for t in lg.get("topics") or []]
         if topics[:1] != [INDIVIDUAL] or len(topics) < 2 or (relay and lg["address"].lower() != relay.lower()):
             continue
-        input_hash, output_hash, timestamp, _blob_id, _sig = decode(["bytes32", "bytes32", "uint256", "bytes", "bytes"],
-                                                                     bytes.fromhex(lg["data"][2:]))
-        same = (topics[1] == "0x" + (tee.hex32(r["tee_id"]) or b"").hex() and _same("0x" + input_hash.hex(), r.get("tee_request_hash"))
-                and _same("0x" + output_hash.hex(), r.get("tee_output_hash")) and timestamp == int(r.get("tee_timestamp") or -1))
-        return Check("anchor", "pass" if same else "fail", None if same else "anchor_mismatch",
-                     {**detail, "relay": lg["address"].lower()}, block)
+        input_hash, output_hash, timestamp, _blob_id, _sig = decode(
+            ["bytes32", "bytes32", "uint256", "bytes", "bytes"], bytes.fromhex(lg["data"][2:])
+        )
+        same = (
+            topics[1] == "0x" + (tee.hex32(r["tee_id"]) or b"").hex()
+            and _same("0x" + input_hash.hex(), r.get("tee_request_hash"))
+            and _same("0x" + output_hash.hex(), r.get("tee_output_hash"))
+            and timestamp == int(r.get("tee_timestamp") or -1)
+        )
+        return Check(
+            "anchor",
+            "pass" if same else "fail",
+            None if same else "anchor_mismatch",
+            {**detail, "relay": lg["address"].lower()},
+            block,
+        )
     return Check("anchor", "fail", "no_individual_settlement_event", detail, block)
 
 
 def _leaf(r: dict) -> bytes | None:
-    tee_id, req, out, sig = (tee.hex32(r.get("tee_id")), tee.hex32(r.get("tee_request_hash")),
-                             tee.hex32(r.get("tee_output_hash")), tee.b64(r.get("tee_signature")))
+    tee_id, req, out, sig = (
+        tee.hex32(r.get("tee_id")),
+        tee.hex32(r.get("tee_request_hash")),
+        tee.hex32(r.get("tee_output_hash")),
+        tee.b64(r.get("tee_signature")),
+    )
     if None in (tee_id, req, out, sig) or r.get("tee_timestamp") is None:
         return None
     return tee.leaf_hash(tee_id, req, out, sig, int(r["tee_timestamp"]))
@@ -551,5 +659,12 @@ def verdict(r: dict, checks: list[Check], facts: Facts) -> tuple[str, str | None
 
 def _changes(r: dict, checks: list[Check], last: dict, summary: Summary, facts: Facts) -> list[Event]:
     session = next((c for c in checks if c.name == "session_settlement" and c.result == "pass"), None)
-    return changes(r, checks, last, summary, verdict(r, checks, facts), tx=session.detail["tx"] if session else None,
-                   session_amount=session.detail["amount"] if session else None)
+    return changes(
+        r,
+        checks,
+        last,
+        summary,
+        verdict(r, checks, facts),
+        tx=session.detail["tx"] if session else None,
+        session_amount=session.detail["amount"] if session else None,
+    )

@@ -5,6 +5,7 @@ check needs; unknown ids come back as None) and `records()` (every registered TE
 and TLS certificate — what the reverse proxy's pin needs). Both only use calls that do not revert
 for unknown ids, so one batch answers for many TEEs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,8 +16,10 @@ from eth_hash.auto import keccak
 from .rpc import Rpc
 
 TEE_TYPES = (0, 1)  # LLM proxy, validator
-TEE_INFO = ("(address,address,string,bytes,bytes,bytes32,uint8,bool,uint256,uint256,"
-            "(uint8,uint16,uint16,uint16,bytes,bytes,uint256))")
+TEE_INFO = (
+    "(address,address,string,bytes,bytes,bytes32,uint8,bool,uint256,uint256,"
+    "(uint8,uint16,uint16,uint16,bytes,bytes,uint256))"
+)
 
 
 def _selector(signature: str) -> bytes:
@@ -67,14 +70,20 @@ class Registry:
         self.rpc, self.address = rpc, address
 
     def _calls(self, datas: list[bytes]) -> list[bytes]:
-        return [_hex(r) for r in self.rpc.batch(
-            [("eth_call", [{"to": self.address, "data": "0x" + d.hex()}, "latest"]) for d in datas])]
+        return [
+            _hex(r)
+            for r in self.rpc.batch(
+                [("eth_call", [{"to": self.address, "data": "0x" + d.hex()}, "latest"]) for d in datas]
+            )
+        ]
 
     def keys(self, tee_ids: list[str]) -> dict[str, TeeKey | None]:
         """Public key and enabled flag of each TEE id (None: not registered, or not a 32-byte id)."""
         ids = [t.lower() for t in tee_ids]
         valid = [t for t in ids if _valid(t)]
-        answers = self._calls([sel + encode(["bytes32"], [_id(t)]) for t in valid for sel in (GET_PUBLIC_KEY, IS_ENABLED)])
+        answers = self._calls(
+            [sel + encode(["bytes32"], [_id(t)]) for t in valid for sel in (GET_PUBLIC_KEY, IS_ENABLED)]
+        )
         out: dict[str, TeeKey | None] = {t: None for t in ids}
         for i, tee_id in enumerate(valid):
             key = decode(["bytes"], answers[2 * i])[0]
@@ -88,9 +97,24 @@ class Registry:
         ids = sorted({x for raw in lists for x in decode(["bytes32[]"], raw)[0]})
         out = []
         for tee_id, raw in zip(ids, self._calls([GET_TEE + encode(["bytes32"], [x]) for x in ids])):
-            (owner, pay, endpoint, key, cert, pcr, kind, enabled, registered, heartbeat, _ohttp), = decode([TEE_INFO], raw)
-            out.append(TeeRecord("0x" + tee_id.hex(), owner.lower(), pay.lower(), endpoint, key, cert, "0x" + pcr.hex(),
-                                 kind, enabled, registered, heartbeat))
+            ((owner, pay, endpoint, key, cert, pcr, kind, enabled, registered, heartbeat, _ohttp),) = decode(
+                [TEE_INFO], raw
+            )
+            out.append(
+                TeeRecord(
+                    "0x" + tee_id.hex(),
+                    owner.lower(),
+                    pay.lower(),
+                    endpoint,
+                    key,
+                    cert,
+                    "0x" + pcr.hex(),
+                    kind,
+                    enabled,
+                    registered,
+                    heartbeat,
+                )
+            )
         return out
 
 

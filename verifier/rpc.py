@@ -7,6 +7,7 @@ node that is behind all raise `RpcError` (after retries with backoff), never ret
 Answers are bounded: one bigger than `max_bytes` raises `RpcError("too_large")` after reading at
 most that much (a node cannot make the verifier hold an answer of any size).
 """
+
 from __future__ import annotations
 
 import http.client
@@ -16,7 +17,6 @@ import urllib.request
 from dataclasses import dataclass
 
 import orjson
-
 
 MAX_BYTES = 64 << 20  # the default bound of one answer (a batch of 500 receipts is ~2 MB)
 CHUNK_BYTES = 1 << 20
@@ -36,8 +36,8 @@ class Rpc:
     timeout: float = 5.0
     retries: int = 3
     backoff: float = 0.25
-    chain_id: int | None = None    # expected; checked once per client
-    max_bytes: int = MAX_BYTES     # the biggest answer read
+    chain_id: int | None = None  # expected; checked once per client
+    max_bytes: int = MAX_BYTES  # the biggest answer read
 
     def __post_init__(self) -> None:
         self._checked = self.chain_id is None
@@ -67,7 +67,10 @@ class Rpc:
             try:
                 return self._send(calls)
             except RpcError as exc:
-                if exc.kind not in ("timeout", "rate_limited", "server_error", "unreachable") or attempt == self.retries:
+                if (
+                    exc.kind not in ("timeout", "rate_limited", "server_error", "unreachable")
+                    or attempt == self.retries
+                ):
                     raise
                 time.sleep(delay)
                 delay *= 2
@@ -76,8 +79,9 @@ class Rpc:
     def _send(self, calls: list[tuple[str, list]]) -> list[object]:
         first = self._next_id
         self._next_id += len(calls)
-        body = orjson.dumps([{"jsonrpc": "2.0", "id": first + i, "method": m, "params": p}
-                             for i, (m, p) in enumerate(calls)])
+        body = orjson.dumps(
+            [{"jsonrpc": "2.0", "id": first + i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]
+        )
         req = urllib.request.Request(self.url, body, {"content-type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:

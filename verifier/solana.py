@@ -26,6 +26,7 @@ endpoints agree):
   s), after which it can never land; without a blockhash, `EXPIRY` seconds after the payment was sent;
 - `fail (tx_failed)` when it landed with an error, and `fail (<mismatch>)` when it moved something else.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,10 +35,10 @@ from .agreement import agree, agreed_transfers
 from .evidence import Check, refund_matters
 from .rpc import RpcError
 
-EXPIRY = 150.0        # seconds after the payment was sent: by then its blockhash has expired (none recorded)
-SEARCH_LIMIT = 1000   # signatures of a token account searched for a memo (newest first)
-STATUS_BATCH = 256    # signatures per getSignatureStatuses call (the node's limit)
-TX_BATCH = 100        # getTransaction calls per JSON-RPC batch
+EXPIRY = 150.0  # seconds after the payment was sent: by then its blockhash has expired (none recorded)
+SEARCH_LIMIT = 1000  # signatures of a token account searched for a memo (newest first)
+STATUS_BATCH = 256  # signatures per getSignatureStatuses call (the node's limit)
+TX_BATCH = 100  # getTransaction calls per JSON-RPC batch
 TOKEN_PROGRAMS = ("spl-token", "spl-token-2022")
 
 
@@ -48,12 +49,13 @@ def is_solana(network: str | None) -> bool:
 @dataclass
 class SolanaView:
     """What one pass learned from one endpoint."""
-    statuses: dict = field(default_factory=dict)      # signature -> its status (None: unknown to the node)
+
+    statuses: dict = field(default_factory=dict)  # signature -> its status (None: unknown to the node)
     transactions: dict = field(default_factory=dict)  # signature -> getTransaction's answer (None: none yet)
-    found: dict = field(default_factory=dict)         # receipt id -> the signature its memo found
-    dead: set = field(default_factory=set)            # blockhashes of unlanded payments the node says expired
-    refunds: dict = field(default_factory=dict)       # receipt id -> transfers back from pay_to to the payer
-    head_time: float | None = None                    # (no chain time is read: deadlines use this machine's clock)
+    found: dict = field(default_factory=dict)  # receipt id -> the signature its memo found
+    dead: set = field(default_factory=set)  # blockhashes of unlanded payments the node says expired
+    refunds: dict = field(default_factory=dict)  # receipt id -> transfers back from pay_to to the payer
+    head_time: float | None = None  # (no chain time is read: deadlines use this machine's clock)
 
 
 def read_view(net, rows: list[dict], reader) -> SolanaView:
@@ -64,19 +66,24 @@ def read_view(net, rows: list[dict], reader) -> SolanaView:
     view.found = _search_by_memo(rpc, [r for r in rows if not r.get("payment_hash")])
     signatures = sorted({s for r in rows if (s := _signature(r, view))})
     for start in range(0, len(signatures), STATUS_BATCH):
-        part = signatures[start:start + STATUS_BATCH]
+        part = signatures[start : start + STATUS_BATCH]
         answer = rpc.call("getSignatureStatuses", [part, {"searchTransactionHistory": True}])
         view.statuses.update(zip(part, answer["value"]))
     landed = [s for s in signatures if view.statuses.get(s)]
     options = {"encoding": "jsonParsed", "commitment": "confirmed", "maxSupportedTransactionVersion": 0}
     for start in range(0, len(landed), TX_BATCH):
-        part = landed[start:start + TX_BATCH]
+        part = landed[start : start + TX_BATCH]
         view.transactions.update(zip(part, rpc.batch([("getTransaction", [s, options]) for s in part])))
     _search_refunds(rpc, rows, view, options)
-    unlanded = sorted({r["recent_blockhash"] for r in rows
-                       if r.get("recent_blockhash") and not view.statuses.get(_signature(r, view))})
+    unlanded = sorted(
+        {
+            r["recent_blockhash"]
+            for r in rows
+            if r.get("recent_blockhash") and not view.statuses.get(_signature(r, view))
+        }
+    )
     for start in range(0, len(unlanded), TX_BATCH):
-        part = unlanded[start:start + TX_BATCH]
+        part = unlanded[start : start + TX_BATCH]
         answers = rpc.batch([("isBlockhashValid", [h, {"commitment": "processed"}]) for h in part])
         view.dead |= {h for h, a in zip(part, answers) if a["value"] is False}
     return view
@@ -120,8 +127,18 @@ def _search_refunds(rpc, rows: list[dict], view: SolanaView, options: dict) -> N
     for r in rows:
         status = view.statuses.get(_signature(r, view) or "")
         tx = view.transactions.get(_signature(r, view) or "")
-        source = next((t.get("source") for t in transfers(tx) if t.get("authority") == r.get("payer")
-                       and t.get("mint") == r.get("asset")), None) if tx and refund_matters(r) else None
+        source = (
+            next(
+                (
+                    t.get("source")
+                    for t in transfers(tx)
+                    if t.get("authority") == r.get("payer") and t.get("mint") == r.get("asset")
+                ),
+                None,
+            )
+            if tx and refund_matters(r)
+            else None
+        )
         if source:
             wanted.setdefault(source, []).append((r, status.get("slot") or 0))
     for account, mine in sorted(wanted.items(), key=lambda kv: kv[0]):
@@ -131,11 +148,21 @@ def _search_refunds(rpc, rows: list[dict], view: SolanaView, options: dict) -> N
         for signature, tx in zip(later, rpc.batch([("getTransaction", [s, options]) for s in later])):
             for t in transfers(tx or {}):
                 for r, slot in mine:
-                    if (t.get("destination"), t.get("mint"), t.get("authority")) == (account, r.get("asset"), r.get("pay_to")) \
-                            and (tx.get("slot") or 0) > slot:
+                    if (t.get("destination"), t.get("mint"), t.get("authority")) == (
+                        account,
+                        r.get("asset"),
+                        r.get("pay_to"),
+                    ) and (tx.get("slot") or 0) > slot:
                         view.refunds.setdefault(r["receipt_id"], []).append(
-                            {"token": r["asset"], "from": t.get("source"), "to": account, "value": _amount(t),
-                             "block": tx.get("slot"), "tx": signature})
+                            {
+                                "token": r["asset"],
+                                "from": t.get("source"),
+                                "to": account,
+                                "value": _amount(t),
+                                "block": tx.get("slot"),
+                                "tx": signature,
+                            }
+                        )
 
 
 def settlement_checks(r: dict, views: list[SolanaView], net, now: float) -> list[Check]:
@@ -158,7 +185,8 @@ def settlement_check(r: dict, view: SolanaView, facilitators: tuple[str, ...], n
     status = view.statuses.get(signature) if signature else None
     if status is None:
         if r.get("recent_blockhash") in view.dead or (
-                not r.get("recent_blockhash") and r.get("paid_at") is not None and now > r["paid_at"] + EXPIRY):
+            not r.get("recent_blockhash") and r.get("paid_at") is not None and now > r["paid_at"] + EXPIRY
+        ):
             return Check("settlement_tx", "fail", "expired", {**detail, "recent_blockhash": r.get("recent_blockhash")})
         return Check("settlement_tx", "pending", "tx_not_found" if signature else "no_tx_hash", detail)
     slot, tx = status.get("slot"), view.transactions.get(signature)
@@ -185,16 +213,25 @@ def fee_payer(tx: dict) -> str | None:
 def transfers(tx: dict) -> list[dict]:
     """The parsed `transferChecked` instructions of a transaction, top level and inner."""
     message = (tx.get("transaction") or {}).get("message") or {}
-    inner = [i for group in ((tx.get("meta") or {}).get("innerInstructions") or []) for i in group.get("instructions") or []]
-    return [i["parsed"]["info"] for i in (message.get("instructions") or []) + inner
-            if i.get("program") in TOKEN_PROGRAMS and isinstance(i.get("parsed"), dict)
-            and i["parsed"].get("type") == "transferChecked"]
+    inner = [
+        i for group in ((tx.get("meta") or {}).get("innerInstructions") or []) for i in group.get("instructions") or []
+    ]
+    return [
+        i["parsed"]["info"]
+        for i in (message.get("instructions") or []) + inner
+        if i.get("program") in TOKEN_PROGRAMS
+        and isinstance(i.get("parsed"), dict)
+        and i["parsed"].get("type") == "transferChecked"
+    ]
 
 
 def memos(tx: dict) -> list[str]:
     message = (tx.get("transaction") or {}).get("message") or {}
-    return [i["parsed"] for i in message.get("instructions") or [] if i.get("program") == "spl-memo"
-            and isinstance(i.get("parsed"), str)]
+    return [
+        i["parsed"]
+        for i in message.get("instructions") or []
+        if i.get("program") == "spl-memo" and isinstance(i.get("parsed"), str)
+    ]
 
 
 def mismatches(r: dict, tx: dict, facilitators: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -210,7 +247,9 @@ def mismatches(r: dict, tx: dict, facilitators: tuple[str, ...]) -> list[tuple[s
     if not mine:
         problems.append(("no_transfer", f"no transferChecked of {mint} by {payer}"))
     elif not any(t.get("destination") == payee for t in mine):
-        problems.append(("unexpected_pay_to", f"paid to token account {mine[0].get('destination')}, not that of {r.get('pay_to')}"))
+        problems.append(
+            ("unexpected_pay_to", f"paid to token account {mine[0].get('destination')}, not that of {r.get('pay_to')}")
+        )
     elif amount is not None and not any(_amount(t) == int(amount) for t in mine if t.get("destination") == payee):
         problems.append(("amount_mismatch", f"transferred {_amount(mine[0])}, the payment signed {amount}"))
     if r.get("memo") and r["memo"] not in memos(tx):
@@ -248,8 +287,12 @@ def balance_change(tx: dict, account: str | None, mint: str | None) -> int | Non
     index = names.index(account)
 
     def held(entries) -> int:
-        return sum(int((e.get("uiTokenAmount") or {}).get("amount") or 0) for e in entries or []
-                   if e.get("accountIndex") == index and e.get("mint") == mint)
+        return sum(
+            int((e.get("uiTokenAmount") or {}).get("amount") or 0)
+            for e in entries or []
+            if e.get("accountIndex") == index and e.get("mint") == mint
+        )
+
     return held(meta.get("postTokenBalances")) - held(meta.get("preTokenBalances"))
 
 

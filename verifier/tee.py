@@ -7,6 +7,7 @@
   uint256 timestamp]` in an OpenZeppelin StandardMerkleTree: leaf = keccak256(keccak256(abi.encode(
   values))), parents hash the sorted pair of their children.
 """
+
 from __future__ import annotations
 
 import base64

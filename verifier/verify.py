@@ -23,6 +23,7 @@ verdict and the latest result of each of its checks, are then queried a part (PA
 (ChainView), another queries the next part, and a third appends the check events. Then, on the same
 connection, verifier/og.py verifies the OG_CALLS a part at a time.
 """
+
 from __future__ import annotations
 
 import collections
@@ -40,8 +41,6 @@ from receipts.storage import authcapture, db
 from receipts.storage.config import Settings
 from receipts.storage.journal import Journal
 from receipts.storage.records import DELEGATION, SIGNED_TX, SMART_WALLET, Event
-
-from receipts.storage import authcapture
 
 from . import solana
 from .agreement import agree, agreed_transfers
@@ -86,10 +85,13 @@ FROM (SELECT receipt_id, "check", bool_or(result = 'pass') AS ever_passed,
                      observed_at) AS last  -- (packed: arg_max would skip a NULL reason)
       FROM folded.checks WHERE {part_checks} GROUP BY receipt_id, "check")
 GROUP BY receipt_id"""
-TO_VERIFY = """
+TO_VERIFY = (
+    """
 WITH req AS MATERIALIZED (  -- the exchanges of one part's calls (materialized: a few thousand rows, read many times)
     SELECT receipt_id, logical_id, ts FROM folded.requests WHERE {part}
-), histories AS (""" + HISTORIES + """
+), histories AS ("""
+    + HISTORIES
+    + """
 ), pay AS (  -- each call's latest payment, and how many it sent (payments: one per paid request)
     SELECT r.logical_id, count(*) AS payment_count,
            arg_max({'payer': p.payer, 'pay_to': p.pay_to, 'asset': p.asset, 'amount': p.amount::HUGEINT,
@@ -145,6 +147,7 @@ WHERE coalesce(h.verdict.proof_status, 'pending') IN ('pending', 'passed')
   AND pay.logical_id NOT IN (SELECT logical_id FROM og_calls)
   AND pay.logical_id NOT IN (SELECT logical_id FROM channel_calls) AND {shard}
 """
+)
 
 
 @dataclass
@@ -166,8 +169,12 @@ def signature_check(r: dict) -> Check:
         return Check("signature", "pending", "smart_wallet_signature", {"why": r["signer_error"]})
     if r.get("signer"):
         ok = r["signer"].lower() == (r.get("payer") or "").lower()
-        return Check("signature", "pass" if ok else "fail", None if ok else "signature_mismatch",
-                     {"signer": r["signer"], "payer": r.get("payer")})
+        return Check(
+            "signature",
+            "pass" if ok else "fail",
+            None if ok else "signature_mismatch",
+            {"signer": r["signer"], "payer": r.get("payer")},
+        )
     return Check("signature", "pending", "signature_unverifiable", {"why": r.get("signer_error")})
 
 
@@ -175,7 +182,9 @@ def by_settlement(signature: Check, settlement: Check) -> Check:
     """A contract wallet's signature, proved by the settlement that passed: the token (EIP-3009's
     `AuthorizationUsed` of the payer and nonce, or Permit2's transfer) accepted it on chain, asking the
     wallet's isValidSignature (ERC-1271) or deploying it first (ERC-6492)."""
-    return Check("signature", "pass", None, {**signature.detail, "by": "settlement", "tx": settlement.detail.get("tx_hash")})
+    return Check(
+        "signature", "pass", None, {**signature.detail, "by": "settlement", "tx": settlement.detail.get("tx_hash")}
+    )
 
 
 def terms_check(r: dict) -> Check:
@@ -188,14 +197,22 @@ def terms_check(r: dict) -> Check:
     if r.get("max_amount_required") is not None and signed is not None and signed > r["max_amount_required"]:
         problems.append(("overcharged", f"signed {signed}, the challenge asked {r['max_amount_required']}"))
     if r.get("payment_tx") and r.get("payment_hash") and r["payment_tx"] != r["payment_hash"].lower():
-        problems.append(("reference_mismatch", f"the receipt names {r['payment_hash']}, the payment's own "
-                                               f"transaction is {r['payment_tx']}"))
+        problems.append(
+            (
+                "reference_mismatch",
+                f"the receipt names {r['payment_hash']}, the payment's own transaction is {r['payment_tx']}",
+            )
+        )
     if r.get("challenge_network") and r.get("network") and r["challenge_network"] != r["network"]:
         problems.append(("unexpected_network", f"paid on {r['network']}, the challenge said {r['challenge_network']}"))
     paid_at = r.get("paid_at")  # seconds since the epoch
     if paid_at and ((r.get("valid_after") or 0) > paid_at + 60 or (r.get("valid_before") or paid_at) < paid_at - 60):
-        problems.append(("outside_time_window", f"sent at {int(paid_at)}, valid from {r.get('valid_after')} "
-                                                f"to {r.get('valid_before')}"))
+        problems.append(
+            (
+                "outside_time_window",
+                f"sent at {int(paid_at)}, valid from {r.get('valid_after')} to {r.get('valid_before')}",
+            )
+        )
     if not problems:
         return Check("terms", "pass", None, {"challenge_checked": r.get("max_amount_required") is not None})
     return Check("terms", "fail", problems[0][0], {"problems": [p for _, p in problems]})
@@ -212,10 +229,16 @@ def seller_receipt_check(r: dict) -> Check | None:
     payload = doc.get("payload") if isinstance(doc.get("payload"), dict) else {}
     detail = {"format": doc.get("format"), "payload": payload, "signer": doc.get("signer")}
     if not doc.get("signer"):
-        return Check("seller_receipt", "fail", "seller_receipt_unverifiable", {**detail, "why": doc.get("signer_error")})
+        return Check(
+            "seller_receipt", "fail", "seller_receipt_unverifiable", {**detail, "why": doc.get("signer_error")}
+        )
     if doc["signer"].lower() != (r.get("pay_to") or "").lower():
         return Check("seller_receipt", "fail", "seller_receipt_invalid", {**detail, "why": "not signed by pay_to"})
-    said = {"payer": payload.get("payer"), "network": payload.get("network"), "transaction": payload.get("transaction") or None}
+    said = {
+        "payer": payload.get("payer"),
+        "network": payload.get("network"),
+        "transaction": payload.get("transaction") or None,
+    }
     paid = {"payer": r.get("payer"), "network": r.get("network"), "transaction": r.get("payment_hash")}
     wrong = [k for k, v in said.items() if v is not None and str(v).lower() != str(paid[k] or "").lower()]
     if wrong:
@@ -230,8 +253,12 @@ def preimage_check(r: dict) -> Check:
     """L402: the preimage (its SHA-256, taken at capture; the preimage itself is never kept) is the payment
     hash the macaroon names: the proof that the Lightning invoice was paid (addon/l402.py)."""
     ok = bool(r.get("nonce")) and r.get("signature_sha256") == r["nonce"]
-    return Check("preimage", "pass" if ok else "fail", None if ok else "bad_preimage",
-                 {"payment_hash": r.get("nonce"), "preimage_sha256": r.get("signature_sha256"), "trust": "offline"})
+    return Check(
+        "preimage",
+        "pass" if ok else "fail",
+        None if ok else "bad_preimage",
+        {"payment_hash": r.get("nonce"), "preimage_sha256": r.get("signature_sha256"), "trust": "offline"},
+    )
 
 
 def payment_check(r: dict) -> Check:
@@ -240,10 +267,18 @@ def payment_check(r: dict) -> Check:
     are in `payments.errors`): said once, not left `not_verified`."""
     network = r.get("network") or ""
     if network and not network.startswith(ON_CHAIN):
-        return Check("settlement_tx", "off_chain", "off_chain",
-                     {"network": network, "settlement_id": r.get("payment_hash") or r.get("settlement_job_id")})
-    return Check("payment", "pending", "unsupported_payment",
-                 {"scheme": r.get("scheme"), "kind": r.get("kind"), "network": network or None})
+        return Check(
+            "settlement_tx",
+            "off_chain",
+            "off_chain",
+            {"network": network, "settlement_id": r.get("payment_hash") or r.get("settlement_job_id")},
+        )
+    return Check(
+        "payment",
+        "pending",
+        "unsupported_payment",
+        {"scheme": r.get("scheme"), "kind": r.get("kind"), "network": network or None},
+    )
 
 
 def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> tuple[str, str | None, str | None]:
@@ -276,9 +311,8 @@ def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> t
             return "failed", None, "settlement_disappeared"
         risks.append("pending_past_deadline")
     risks += seller  # (after the payment's own risks)
-    if risks or failed:
-        if any(c.name == "refund" and c.result == "pass" for c in checks):
-            return status, "refunded", (risks or [reason])[0]
+    if (risks or failed) and any(c.name == "refund" and c.result == "pass" for c in checks):
+        return status, "refunded", (risks or [reason])[0]
     if risks:
         return status, "risky", risks[0]
     if status == "passed" and (r.get("payment_count") or 0) > 1:
@@ -309,20 +343,26 @@ def _rare_collections(allocations: int = 50_000):
         gc.set_threshold(*before)
 
 
-def verify_once(data_dir, settings: Settings, journal: Journal, chunk: int = CHUNK,
-                shard: tuple[int, int] | None = None) -> Summary:
+def verify_once(
+    data_dir, settings: Settings, journal: Journal, chunk: int = CHUNK, shard: tuple[int, int] | None = None
+) -> Summary:
     """One pass over every receipt that is not final yet: the x402 receipts `chunk` at a time, then the
     OpenGradient ones (verifier/og.py). `data_dir` may be a lake (storage/db.py `Lake`). With `shard`
     (k, K), only the x402 receipts of shard k (`in_shard`), and the OpenGradient ones in shard 1 only."""
     summary, readers, written = Summary(), {}, []
-    with _rare_collections(), ThreadPoolExecutor(1, thread_name_prefix="verify-chain") as chain_reader, \
-            ThreadPoolExecutor(1, thread_name_prefix="verify-write") as writer:  # appends wait on the journal's lock
+    with (
+        _rare_collections(),
+        ThreadPoolExecutor(1, thread_name_prefix="verify-chain") as chain_reader,
+        ThreadPoolExecutor(1, thread_name_prefix="verify-write") as writer,
+    ):  # appends wait on the journal's lock
         chain_reader.submit(warm_up)  # while the tables are read
         # Every DuckDB call of the pass runs on `querier`, one thread: DuckDB's allocator then reuses the
         # memory of one query for the next (queried from another thread, the peak is ~20 MB more).
         # (a second thread buys little here and costs CPU and memory)
-        with db.connect(data_dir, views=False, settings={"threads": 1}) as con, \
-                ThreadPoolExecutor(1, thread_name_prefix="verify-query") as querier:  # done before `con` closes
+        with (
+            db.connect(data_dir, views=False, settings={"threads": 1}) as con,
+            ThreadPoolExecutor(1, thread_name_prefix="verify-query") as querier,
+        ):  # done before `con` closes
             summary.og_calls, summary.channel_calls = querier.submit(_prepare, con).result()
             ahead = collections.deque()  # the next rounds: their receipts, and their chain views being read
             for batch, cols in _rounds(con, chunk, querier, shard=shard):
@@ -331,14 +371,18 @@ def verify_once(data_dir, settings: Settings, journal: Journal, chunk: int = CHU
                     _decide_round(ahead.popleft(), settings, summary, journal, writer, written)
             while ahead:
                 _decide_round(ahead.popleft(), settings, summary, journal, writer, written)
-            if summary.og_calls and (shard is None or shard[0] == 1):  # the OpenGradient pass (and its heavier imports) only where it has work,
+            if summary.og_calls and (
+                shard is None or shard[0] == 1
+            ):  # the OpenGradient pass (and its heavier imports) only where it has work,
                 from . import og  # on the same connection and thread: the memory of one pass serves both
 
                 querier.submit(og.verify_pass, con, settings, journal, summary).result()
             if summary.channel_calls and (shard is None or shard[0] == 1):  # the payment channels' pass (one shard: a
                 from . import channels
 
-                querier.submit(channels.verify_pass, con, settings, journal, summary).result()  # channel is judged whole)
+                querier.submit(
+                    channels.verify_pass, con, settings, journal, summary
+                ).result()  # channel is judged whole)
     for done in written:  # every check event is durable before the pass returns
         done.result().result(30.0)
     return summary
@@ -363,21 +407,28 @@ def parts(con, calls: str, part: int) -> list[tuple[str | None, str | None]]:
     """The logical ids of `calls` (a relation with a `logical_id`) cut in ranges [lo, hi) of `part` calls
     each (None: unbounded), in order."""
     firsts = con.execute(db.inline(PARTS.replace("{calls}", calls), {"part": part})).fetchall()
-    starts = [None] + [lo for lo, in firsts[1:]]
+    starts = [None] + [lo for (lo,) in firsts[1:]]
     return list(zip(starts, starts[1:] + [None]))
 
 
 def in_part(lo: str | None, hi: str | None, column: str = "logical_id") -> str:
     """SQL: `column` is in [lo, hi) (None: unbounded; the first part also takes NULL)."""
-    where = {(False, False): "true", (False, True): f"{column} IS NULL OR {column} < $hi",
-             (True, False): f"{column} >= $lo", (True, True): f"{column} >= $lo AND {column} < $hi"}
+    where = {
+        (False, False): "true",
+        (False, True): f"{column} IS NULL OR {column} < $hi",
+        (True, False): f"{column} >= $lo",
+        (True, True): f"{column} >= $lo AND {column} < $hi",
+    }
     return "(" + db.inline(where[lo is not None, hi is not None], {"lo": lo, "hi": hi}) + ")"
 
 
 def to_verify(lo: str | None, hi: str | None, shard: tuple[int, int] | None = None) -> str:
     """TO_VERIFY for the calls whose logical id is in [lo, hi) (`in_part`), of one shard."""
-    return (TO_VERIFY.replace("{part}", in_part(lo, hi)).replace("{part_checks}", in_part(lo, hi, "receipt_id"))
-            .replace("{shard}", in_shard(shard)))
+    return (
+        TO_VERIFY.replace("{part}", in_part(lo, hi))
+        .replace("{part_checks}", in_part(lo, hi, "receipt_id"))
+        .replace("{shard}", in_shard(shard))
+    )
 
 
 def in_shard(shard: tuple[int, int] | None) -> str:
@@ -386,7 +437,7 @@ def in_shard(shard: tuple[int, int] | None) -> str:
     if shard is None:
         return "true"
     k, total = shard
-    return (f"hash(coalesce(p.network, c.network, ''), lower(coalesce(p.payer, ''))) % {int(total)} = {int(k) - 1}")
+    return f"hash(coalesce(p.network, c.network, ''), lower(coalesce(p.payer, ''))) % {int(total)} = {int(k) - 1}"
 
 
 def _rounds(con, chunk: int, pool: ThreadPoolExecutor, part: int | None = None, shard: tuple[int, int] | None = None):
@@ -407,7 +458,7 @@ def _rounds(con, chunk: int, pool: ThreadPoolExecutor, part: int | None = None, 
         if i + 1 < len(parts_):
             ahead = pool.submit(query, *parts_[i + 1])
         for start in range(0, len(rows), chunk):
-            yield rows[start:start + chunk], cols
+            yield rows[start : start + chunk], cols
 
 
 DEPTH = 1  # rounds whose chain views are read while one is decided
@@ -431,14 +482,15 @@ def _read_chain(batch: list[tuple], cols: list[str], settings: Settings, readers
 @dataclass
 class _Reader:
     """One network's node during a pass, and where the last round's settlements were."""
+
     rpc: Rpc
-    near: tuple[int, int] | None = None   # first and last block of the last round's settlements
+    near: tuple[int, int] | None = None  # first and last block of the last round's settlements
     carry: dict = field(default_factory=dict)  # receipts the last round read but did not want, of
-    carry_for: dict | None = None               # these payers (by token),
-    read_to: int = -1                           # and the last block it read
-    head: int | None = None                     # the last head seen
+    carry_for: dict | None = None  # these payers (by token),
+    read_to: int = -1  # and the last block it read
+    head: int | None = None  # the last head seen
     blocks: dict = field(default_factory=dict)  # the last round's canonical blocks by height
-    genesis: str | None = None                  # a Solana node's genesis hash, once checked against the network id
+    genesis: str | None = None  # a Solana node's genesis hash, once checked against the network id
 
     def next_blocks(self, tokens: dict, head: int, step: int) -> tuple[int, int] | None:
         """The blocks after those last read for these payers, as many as the last round's settlements
@@ -487,13 +539,14 @@ def _history(rows) -> dict:
 @dataclass
 class ChainView:
     """What one pass learned from a node: head, receipts by tx hash, and the tokens' recent logs."""
+
     head: int
-    head_time: float | None = None                        # the head block's timestamp: deadlines are chain time
+    head_time: float | None = None  # the head block's timestamp: deadlines are chain time
     receipts: dict = field(default_factory=dict)
-    transfers: list = field(default_factory=list)        # decoded Transfer logs, with block and tx
-    authorizations: dict = field(default_factory=dict)   # (token, authorizer, nonce) -> tx hash
-    blocks: dict = field(default_factory=dict)           # height -> its canonical Block (None: none there)
-    escrow: dict = field(default_factory=dict)           # auth-capture payment id -> its escrow events since
+    transfers: list = field(default_factory=list)  # decoded Transfer logs, with block and tx
+    authorizations: dict = field(default_factory=dict)  # (token, authorizer, nonce) -> tx hash
+    blocks: dict = field(default_factory=dict)  # height -> its canonical Block (None: none there)
+    escrow: dict = field(default_factory=dict)  # auth-capture payment id -> its escrow events since
 
     def settlement_tx(self, r: dict) -> tuple[str | None, str]:
         """The tx hash the server gave, else the one a log scan found (AuthorizationUsed of the nonce)."""
@@ -506,12 +559,16 @@ class ChainView:
         if not self.transfers:  # no refund scan this round
             return []
         token, payer, pay_to = ((r.get(k) or "").lower() for k in ("asset", "payer", "pay_to"))
-        return [t for t in self.transfers if t["token"] == token and t["from"] == pay_to and t["to"] == payer
-                and t["block"] >= since_block]
+        return [
+            t
+            for t in self.transfers
+            if t["token"] == token and t["from"] == pay_to and t["to"] == payer and t["block"] >= since_block
+        ]
 
 
-def _verify_network(network: str, rows: list[dict], settings: Settings, last: dict, summary: Summary,
-                    views: list | None) -> list[Event]:
+def _verify_network(
+    network: str, rows: list[dict], settings: Settings, last: dict, summary: Summary, views: list | None
+) -> list[Event]:
     """The checks of one network's receipts of a round, given each endpoint's view of the chain (None:
     no endpoint is configured)."""
     net = settings.network(network)
@@ -522,8 +579,9 @@ def _verify_network(network: str, rows: list[dict], settings: Settings, last: di
         summary.seen += 1
         if r.get("scheme") == "l402":  # proved offline, by its preimage: the payment hash is its reference
             checks = [preimage_check(r)]
-            events += changes(r, checks, last, summary, verdict(checks, r, chain_now or time.time(), grace),
-                              tx=r.get("nonce"))
+            events += changes(
+                r, checks, last, summary, verdict(checks, r, chain_now or time.time(), grace), tx=r.get("nonce")
+            )
             continue
         if not r.get("payer") or "_session_" in (r.get("kind") or ""):  # (MPP session steps: not verified yet)
             events += _changes(r, [payment_check(r)], last, summary, grace, chain_now or time.time())
@@ -532,8 +590,11 @@ def _verify_network(network: str, rows: list[dict], settings: Settings, last: di
         if not views:
             checks.append(Check("settlement_tx", "pending", "no_rpc_configured", {"network": network}))
         else:
-            settled = (solana.settlement_checks(r, views, net, time.time()) if solana.is_solana(network)
-                       else _settlement_checks(r, views, net))
+            settled = (
+                solana.settlement_checks(r, views, net, time.time())
+                if solana.is_solana(network)
+                else _settlement_checks(r, views, net)
+            )
             if _held(r, settled[0], last):
                 summary.statuses["passed"] = summary.statuses.get("passed", 0) + 1
                 continue
@@ -544,8 +605,15 @@ def _verify_network(network: str, rows: list[dict], settings: Settings, last: di
                 checks.append(capture_check(r, views))
         captured = next((c for c in checks if c.name == "capture" and c.result == "pass"), None)
         if captured:  # (the call's charge: what was captured; its tx, the capture's)
-            events += changes(r, checks, last, summary, verdict(checks, r, chain_now or time.time(), grace),
-                              tx=captured.detail["tx"], session_amount=captured.detail["captured"])
+            events += changes(
+                r,
+                checks,
+                last,
+                summary,
+                verdict(checks, r, chain_now or time.time(), grace),
+                tx=captured.detail["tx"],
+                session_amount=captured.detail["captured"],
+            )
             continue
         events += _changes(r, checks, last, summary, grace, chain_now or time.time())
     return events
@@ -553,8 +621,12 @@ def _verify_network(network: str, rows: list[dict], settings: Settings, last: di
 
 def _held(r: dict, check: Check, last: dict) -> bool:
     """A settlement that passed stays passed while the nodes only seem behind (BEHIND)."""
-    return check.result == "pending" and check.reason in BEHIND and \
-        last.get((r["receipt_id"], "settlement_tx")) == ("pass", None) and r.get("last_status") == "passed"
+    return (
+        check.result == "pending"
+        and check.reason in BEHIND
+        and last.get((r["receipt_id"], "settlement_tx")) == ("pass", None)
+        and r.get("last_status") == "passed"
+    )
 
 
 def _settlement_checks(r: dict, views: list, net) -> list[Check]:
@@ -572,11 +644,22 @@ def _endpoint_check(r: dict, view: ChainView, net) -> Check:
     """The settlement check from one endpoint's evidence alone."""
     tx, found_by = view.settlement_tx(r)
     if tx is None:
-        return Check("settlement_tx", "pending", "no_tx_hash" if not r.get("payment_hash") else "tx_not_found",
-                     {"job_id": r.get("settlement_job_id"), "scanned_from_block": max(0, view.head - net.scan_blocks)})
+        return Check(
+            "settlement_tx",
+            "pending",
+            "no_tx_hash" if not r.get("payment_hash") else "tx_not_found",
+            {"job_id": r.get("settlement_job_id"), "scanned_from_block": max(0, view.head - net.scan_blocks)},
+        )
     payment, receipt = _payment(r), view.receipts.get(tx)
-    check = canonical_settlement(payment, tx, receipt, view.blocks, view.head, net.confirmations,
-                                 net.facilitators[0] if len(net.facilitators) == 1 else None)
+    check = canonical_settlement(
+        payment,
+        tx,
+        receipt,
+        view.blocks,
+        view.head,
+        net.confirmations,
+        net.facilitators[0] if len(net.facilitators) == 1 else None,
+    )
     check.detail["found_by"] = found_by  # the detail is a new dict of this check's
     if receipt and len(net.endpoints) > 1:  # what the endpoints' logs must agree on (one has no one to agree with)
         check.detail["logs"] = logs_digest(payment, receipt.get("logs") or [])
@@ -599,15 +682,23 @@ def _network_views(net, rows: list[dict], faults: list[str], readers: dict) -> l
             views.append((solana.read_view if solana.is_solana(net.caip2) else _chain_view)(net, rows, readers[key]))
         except (RpcError, TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
             readers[key] = _Reader(readers[key].rpc)  # what it read before is not to be built on
-            errors.append(str(exc) if isinstance(exc, RpcError) else
-                          f"bad_response: {url} answered data of the wrong shape ({type(exc).__name__}: {str(exc)[:100]})")
+            errors.append(
+                str(exc)
+                if isinstance(exc, RpcError)
+                else f"bad_response: {url} answered data of the wrong shape ({type(exc).__name__}: {str(exc)[:100]})"
+            )
     if len(views) >= net.quorum_size:
         for e in errors:  # the others agree without it
             log.warning("receipts verify: %s: %s — decided by the endpoints that answered", net.caip2, e)
         return views
-    fault = errors[0] if len(net.endpoints) == 1 else (
-        f"quorum_not_reached: {len(views)} of {len(net.endpoints)} endpoints answered, {net.quorum_size} must "
-        f"agree ({'; '.join(errors)})")
+    fault = (
+        errors[0]
+        if len(net.endpoints) == 1
+        else (
+            f"quorum_not_reached: {len(views)} of {len(net.endpoints)} endpoints answered, {net.quorum_size} must "
+            f"agree ({'; '.join(errors)})"
+        )
+    )
     faults.append(f"{net.caip2}: {fault}")
     log.error("receipts verify: %s: %s — nothing about this network is decided until it answers", net.caip2, fault)
     return None
@@ -627,11 +718,14 @@ def _chain_view(net, rows: list[dict], reader: _Reader) -> ChainView:
     _scan_logs(rpc, view, rows, net.scan_blocks)
     hashes = sorted({h for r in rows if (h := view.settlement_tx(r)[0])})
     if len(hashes) > BULK:
-        view.receipts.update(_receipts_from_logs(reader, view.head, rows, set(hashes), net,
-                                                 (ahead[0], ahead[1], logs) if ahead else None))
+        view.receipts.update(
+            _receipts_from_logs(
+                reader, view.head, rows, set(hashes), net, (ahead[0], ahead[1], logs) if ahead else None
+            )
+        )
     rest = [h for h in hashes if h not in view.receipts]
     for start in range(0, len(rest), 500):
-        part = rest[start:start + 500]
+        part = rest[start : start + 500]
         view.receipts.update(zip(part, rpc.batch([("eth_getTransactionReceipt", [h]) for h in part])))
     _read_blocks(reader, view, net)
     _scan_escrow(rpc, view, rows, net.scan_blocks)
@@ -642,20 +736,36 @@ def _scan_escrow(rpc: Rpc, view: ChainView, rows: list[dict], blocks: int, step:
     """The escrow's capture, void, reclaim and refund events of this round's auth-capture payments (by the
     payment's id, topic 1), from the known escrow deployments, over the last `blocks` blocks."""
     ids = sorted({r["channel_id"].lower() for r in rows if r.get("kind") == "auth_capture" and r.get("channel_id")})
-    calls = [("eth_getLogs", [{"address": list(authcapture.ESCROWS), "fromBlock": hex(lo),
-                               "toBlock": hex(min(lo + step - 1, view.head)),
-                               "topics": [list(authcapture.AFTER), ids[start:start + 500]]}])
-             for start in range(0, len(ids), 500) for lo in range(max(0, view.head - blocks), view.head + 1, step)]
+    calls = [
+        (
+            "eth_getLogs",
+            [
+                {
+                    "address": list(authcapture.ESCROWS),
+                    "fromBlock": hex(lo),
+                    "toBlock": hex(min(lo + step - 1, view.head)),
+                    "topics": [list(authcapture.AFTER), ids[start : start + 500]],
+                }
+            ],
+        )
+        for start in range(0, len(ids), 500)
+        for lo in range(max(0, view.head - blocks), view.head + 1, step)
+    ]
     for logs in rpc.batch(calls) if calls else []:
         for lg in logs or []:
             topics = [t.lower() for t in lg.get("topics") or []]
             if len(topics) >= 2 and topics[0] in authcapture.AFTER:
                 view.escrow.setdefault(topics[1], []).append(
-                    {"event": authcapture.AFTER[topics[0]], "amount": int((lg.get("data") or "0x")[2:66] or "0", 16),
-                     "tx": lg["transactionHash"].lower(), "block": int(lg["blockNumber"], 16)})
+                    {
+                        "event": authcapture.AFTER[topics[0]],
+                        "amount": int((lg.get("data") or "0x")[2:66] or "0", 16),
+                        "tx": lg["transactionHash"].lower(),
+                        "block": int(lg["blockNumber"], 16),
+                    }
+                )
 
 
-def _read_blocks(reader: "_Reader", view: ChainView, net) -> None:
+def _read_blocks(reader: _Reader, view: ChainView, net) -> None:
     """The canonical blocks this round's settlements need, each asked for once (a block's many
     settlements share it, and the last round's blocks are kept): the block at each settlement's
     height, and the block `confirmations - 1` above it, whose existence makes it final. Where a
@@ -672,8 +782,10 @@ def _read_blocks(reader: "_Reader", view: ChainView, net) -> None:
     light = sorted(heights - known.keys() - full)
     for size, wanted, whole in ((500, light, False), (20, sorted(full), True)):
         for start in range(0, len(wanted), size):
-            part = wanted[start:start + size]
-            for height, answer in zip(part, reader.rpc.batch([("eth_getBlockByNumber", [hex(h), whole]) for h in part])):
+            part = wanted[start : start + size]
+            for height, answer in zip(
+                part, reader.rpc.batch([("eth_getBlockByNumber", [hex(h), whole]) for h in part])
+            ):
                 known[height] = block_of(answer)
                 if whole:
                     _senders(answer, view.receipts)
@@ -701,8 +813,15 @@ _WORD = re.compile(r"0[xX][0-9a-fA-F]{64}")  # a 32-byte topic (nodes reject mal
 LOG_STEP = 2000  # blocks per eth_getLogs call
 
 
-def _receipts_from_logs(reader: "_Reader", head: int, rows: list[dict], wanted: set[str], net,
-                        ahead: tuple | None = None, step: int = LOG_STEP) -> dict:
+def _receipts_from_logs(
+    reader: _Reader,
+    head: int,
+    rows: list[dict],
+    wanted: set[str],
+    net,
+    ahead: tuple | None = None,
+    step: int = LOG_STEP,
+) -> dict:
     """Receipts of many settlements at once, from the tokens' Transfer and AuthorizationUsed logs whose
     first topic is one of the payers (a log exists only if its transaction succeeded, and carries the
     block), read a whole block at a time for just the blocks that hold this round's settlements.
@@ -723,16 +842,23 @@ def _receipts_from_logs(reader: "_Reader", head: int, rows: list[dict], wanted: 
         blocks = reader.next_blocks(tokens, head, step)
         if not blocks or not wanted - found.keys():
             break
-        answers = ahead[2] if n == 0 and ahead and ahead[:2] == (tokens, blocks) else \
-            reader.rpc.batch(_payer_log_calls(tokens, [blocks]))
+        answers = (
+            ahead[2]
+            if n == 0 and ahead and ahead[:2] == (tokens, blocks)
+            else reader.rpc.batch(_payer_log_calls(tokens, [blocks]))
+        )
         unclaimed.update(_gather(answers, wanted, found))
         read_to, reader.read_to, reader.carry_for = blocks[1], blocks[1], tokens  # the next read goes on from here
     missing = wanted - found.keys()
     if missing:
         nonces: dict[str, set] = {}
         for r in rows:
-            if r.get("kind") == "eip3009" and _WORD.fullmatch(r.get("nonce") or "") and r.get("asset") and (
-                    r.get("payment_hash") or "").lower() in missing:
+            if (
+                r.get("kind") == "eip3009"
+                and _WORD.fullmatch(r.get("nonce") or "")
+                and r.get("asset")
+                and (r.get("payment_hash") or "").lower() in missing
+            ):
                 nonces.setdefault(r["asset"].lower(), set()).add(r["nonce"].lower())
         first = max(0, head - net.scan_blocks)
         windows = [(lo, min(lo + step - 1, head)) for lo in range(first, head + 1, step)]
@@ -741,10 +867,26 @@ def _receipts_from_logs(reader: "_Reader", head: int, rows: list[dict], wanted: 
             some = sorted(nonces.get(token, ()))
             for i in range(0, len(payers), 100):
                 for j in range(0, len(some), 500):  # nodes cap the alternatives per topic (geth: 1000)
-                    calls += [("eth_getLogs", [{"address": token, "fromBlock": hex(lo), "toBlock": hex(hi), "topics": [
-                        AUTHORIZATION_USED, payers[i:i + 100], some[j:j + 500]]}]) for lo, hi in windows]
-        blocks = {int(lg["blockNumber"], 16) for logs in reader.rpc.batch(calls) for lg in logs or []
-                  if lg["transactionHash"].lower() in missing}
+                    calls += [
+                        (
+                            "eth_getLogs",
+                            [
+                                {
+                                    "address": token,
+                                    "fromBlock": hex(lo),
+                                    "toBlock": hex(hi),
+                                    "topics": [AUTHORIZATION_USED, payers[i : i + 100], some[j : j + 500]],
+                                }
+                            ],
+                        )
+                        for lo, hi in windows
+                    ]
+        blocks = {
+            int(lg["blockNumber"], 16)
+            for logs in reader.rpc.batch(calls)
+            for lg in logs or []
+            if lg["transactionHash"].lower() in missing
+        }
         runs = _runs(blocks, step)
         unclaimed.update(_gather(reader.rpc.batch(_payer_log_calls(tokens, runs)), wanted, found))
         read_to = max([read_to if read_to is not None else -1] + [hi for _, hi in runs])
@@ -770,9 +912,22 @@ def _payer_topics(rows: list[dict]) -> dict[str, list[str]]:
 
 def _payer_log_calls(tokens: dict, ranges: list[tuple[int, int]]) -> list[tuple[str, list]]:
     """eth_getLogs calls for the payers' Transfer and AuthorizationUsed logs in `ranges`."""
-    return [("eth_getLogs", [{"address": token, "fromBlock": hex(lo), "toBlock": hex(hi),
-                              "topics": [[TRANSFER, AUTHORIZATION_USED], payers[i:i + 100]]}])
-            for token, payers in tokens.items() for i in range(0, len(payers), 100) for lo, hi in ranges]
+    return [
+        (
+            "eth_getLogs",
+            [
+                {
+                    "address": token,
+                    "fromBlock": hex(lo),
+                    "toBlock": hex(hi),
+                    "topics": [[TRANSFER, AUTHORIZATION_USED], payers[i : i + 100]],
+                }
+            ],
+        )
+        for token, payers in tokens.items()
+        for i in range(0, len(payers), 100)
+        for lo, hi in ranges
+    ]
 
 
 def _gather(answers: list, wanted: set[str], found: dict) -> dict:
@@ -783,12 +938,23 @@ def _gather(answers: list, wanted: set[str], found: dict) -> dict:
             tx = lg["transactionHash"].lower()
             into = found if tx in wanted else others
             if tx not in into:
-                into[tx] = {"status": "0x1", "blockNumber": lg["blockNumber"], "blockHash": lg.get("blockHash"),
-                            "from": None, "logs": []}
+                into[tx] = {
+                    "status": "0x1",
+                    "blockNumber": lg["blockNumber"],
+                    "blockHash": lg.get("blockHash"),
+                    "from": None,
+                    "logs": [],
+                }
             elif into[tx]["blockHash"] != lg.get("blockHash"):  # one transaction, two blocks: not canonical
                 into[tx]["blockHash"] = None
-            into[tx]["logs"].append({"address": lg["address"], "topics": lg["topics"], "data": lg.get("data"),
-                                     "logIndex": lg.get("logIndex")})
+            into[tx]["logs"].append(
+                {
+                    "address": lg["address"],
+                    "topics": lg["topics"],
+                    "data": lg.get("data"),
+                    "logIndex": lg.get("logIndex"),
+                }
+            )
     return others
 
 
@@ -825,15 +991,26 @@ def _scan_logs(rpc: Rpc, view: ChainView, rows: list[dict], blocks: int, step: i
         if token in back:
             filters.append({"address": token, "topics": [TRANSFER, sorted(back[token][0]), sorted(back[token][1])]})
     first = max(0, view.head - blocks)
-    calls = [("eth_getLogs", [{**f, "fromBlock": hex(lo), "toBlock": hex(min(lo + step - 1, view.head))}])
-             for f in filters for lo in range(first, view.head + 1, step)]
+    calls = [
+        ("eth_getLogs", [{**f, "fromBlock": hex(lo), "toBlock": hex(min(lo + step - 1, view.head))}])
+        for f in filters
+        for lo in range(first, view.head + 1, step)
+    ]
     for logs in rpc.batch(calls):
         for lg in logs or []:
             topics = [t.lower() for t in lg.get("topics") or []]
             token, block, tx = lg["address"].lower(), int(lg["blockNumber"], 16), lg["transactionHash"].lower()
             if topics[0] == TRANSFER and len(topics) == 3:
-                view.transfers.append({"token": token, "from": "0x" + topics[1][-40:], "to": "0x" + topics[2][-40:],
-                                       "value": int(lg.get("data") or "0x0", 16), "block": block, "tx": tx})
+                view.transfers.append(
+                    {
+                        "token": token,
+                        "from": "0x" + topics[1][-40:],
+                        "to": "0x" + topics[2][-40:],
+                        "value": int(lg.get("data") or "0x0", 16),
+                        "block": block,
+                        "tx": tx,
+                    }
+                )
             elif topics[0] == AUTHORIZATION_USED and len(topics) == 3:
                 view.authorizations[(token, "0x" + topics[1][-40:], topics[2])] = tx
 
@@ -843,8 +1020,15 @@ def _payment(r: dict) -> dict:
     to the escrow's collector, `spender`: the merchant is paid when the operator captures)."""
     amount = r.get("signed_amount") if r.get("signed_amount") is not None else r.get("amount_cap")
     pay_to = r.get("spender") if r.get("kind") == "auth_capture" else r.get("pay_to")
-    return {"asset": r.get("asset"), "payer": r.get("payer"), "pay_to": pay_to, "amount": amount,
-            "scheme": r.get("scheme"), "kind": r.get("kind"), "nonce": r.get("nonce")}
+    return {
+        "asset": r.get("asset"),
+        "payer": r.get("payer"),
+        "pay_to": pay_to,
+        "amount": amount,
+        "scheme": r.get("scheme"),
+        "kind": r.get("kind"),
+        "nonce": r.get("nonce"),
+    }
 
 
 def capture_check(r: dict, views: list) -> Check:
@@ -853,10 +1037,16 @@ def capture_check(r: dict, views: list) -> Check:
     nothing captured (fail: the payer got it back), or nothing yet (pending: awaiting_capture). Read from
     the first endpoint's scan (trust `single-node`)."""
     events = views[0].escrow.get((r.get("channel_id") or "").lower(), []) if views else []
-    sums = {kind: sum(e["amount"] for e in events if e["event"] == kind)
-            for kind in ("captured", "voided", "reclaimed", "refunded")}
-    detail = {"payment_id": r.get("channel_id"), **{k: str(v) for k, v in sums.items()}, "trust": "single-node",
-              "txs": [e["tx"] for e in events]}
+    sums = {
+        kind: sum(e["amount"] for e in events if e["event"] == kind)
+        for kind in ("captured", "voided", "reclaimed", "refunded")
+    }
+    detail = {
+        "payment_id": r.get("channel_id"),
+        **{k: str(v) for k, v in sums.items()},
+        "trust": "single-node",
+        "txs": [e["tx"] for e in events],
+    }
     if sums["captured"]:
         last = [e for e in events if e["event"] == "captured"][-1]
         return Check("capture", "pass", None, {**detail, "tx": last["tx"]}, last["block"])
@@ -869,18 +1059,31 @@ def _changes(r: dict, checks: list[Check], last: dict, summary: Summary, grace: 
     return changes(r, checks, last, summary, verdict(checks, r, chain_now, grace))
 
 
-def changes(r: dict, checks: list[Check], last: dict, summary: Summary, decided: tuple[str, str | None, str | None],
-            **evidence) -> list[Event]:
+def changes(
+    r: dict, checks: list[Check], last: dict, summary: Summary, decided: tuple[str, str | None, str | None], **evidence
+) -> list[Event]:
     """One `check` event holding the checks whose result changed (`last`: each check's latest result and
     reason), and the verdict `decided` (status, resolution, reason) if it changed, with `evidence` (the
     transaction that proves it: `tx`, `session_amount`)."""
     rid = r["receipt_id"]
-    changed = [{"check": c.name, "result": c.result, "reason": c.reason, "detail": c.detail, "block": c.block}
-               for c in checks if last.get((rid, c.name)) != (c.result, c.reason)]
+    changed = [
+        {"check": c.name, "result": c.result, "reason": c.reason, "detail": c.detail, "block": c.block}
+        for c in checks
+        if last.get((rid, c.name)) != (c.result, c.reason)
+    ]
     status, resolution, reason = decided
     summary.statuses[status] = summary.statuses.get(status, 0) + 1
     if (r.get("last_status"), r.get("last_resolution"), r.get("last_reason")) != decided:
         summary.changed += 1
-        changed.append({"check": "verdict", "result": status, "status": status, "resolution": resolution,
-                        "reason": reason, "detail": {c.name: c.result for c in checks}, **evidence})
+        changed.append(
+            {
+                "check": "verdict",
+                "result": status,
+                "status": status,
+                "resolution": resolution,
+                "reason": reason,
+                "detail": {c.name: c.result for c in checks},
+                **evidence,
+            }
+        )
     return [Event("check", rid, {"checks": changed})] if changed else []

@@ -18,6 +18,7 @@ Who is answered (`App.handle()`, before anything else):
   token: `?token=…` (the answer then sets an HttpOnly, SameSite=Strict cookie, sent by the page's later
   requests), that cookie, or `Authorization: Bearer …`; compared in constant time; else 401.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,7 +33,7 @@ import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -47,12 +48,20 @@ from .snapshot import Reading, Snapshots
 
 log = logging.getLogger("receipts.serve")
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'"  # an SVG opened on its own: no script either
-HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-           "X-Frame-Options": "DENY", "Cross-Origin-Resource-Policy": "same-origin",
-           "Cross-Origin-Opener-Policy": "same-origin", "Cache-Control": "no-store"}
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 MAX_LIMIT = 500
 
@@ -84,8 +93,10 @@ def parse_filters(query: dict[str, list[str]]) -> dict:
             try:
                 f[key] = queries.parse_since(value)
             except ValueError:
-                raise BadRequest(f"{key} takes a duration such as 30m, 2h, 7d or a date such as 2026-11-24, "
-                                 f"not {render.safe(value, 80)}") from None
+                raise BadRequest(
+                    f"{key} takes a duration such as 30m, 2h, 7d or a date such as 2026-11-24, "
+                    f"not {render.safe(value, 80)}"
+                ) from None
             f[key + "_text"] = value
     before, before_id = (query.get("before") or [""])[0], (query.get("before_id") or [""])[0]
     if before and before_id:
@@ -141,14 +152,23 @@ class App:
         directory was last seen to hold nothing newer (`refreshed_at`, UTC)."""
         s = self.snapshots
         snap = s.current
-        out = {"state": s.state, "data": self.data_dir, "version": s.version, "error": s.error,
-               "build_seconds": s.first_seconds, "receipts": snap.receipts if snap else None,
-               "refreshed_at": datetime.fromtimestamp(s.checked_at, timezone.utc).strftime("%H:%M:%S")
-               if s.checked_at else None}
+        out = {
+            "state": s.state,
+            "data": self.data_dir,
+            "version": s.version,
+            "error": s.error,
+            "build_seconds": s.first_seconds,
+            "receipts": snap.receipts if snap else None,
+            "refreshed_at": datetime.fromtimestamp(s.checked_at, UTC).strftime("%H:%M:%S") if s.checked_at else None,
+        }
         if snap:
-            out["snapshot"] = {"number": snap.number, "generation": snap.generation,
-                               "tail_segments": snap.tail_segments, "seconds": round(snap.seconds, 4),
-                               "taken_at": datetime.fromtimestamp(snap.taken_at, timezone.utc).isoformat()}
+            out["snapshot"] = {
+                "number": snap.number,
+                "generation": snap.generation,
+                "tail_segments": snap.tail_segments,
+                "seconds": round(snap.seconds, 4),
+                "taken_at": datetime.fromtimestamp(snap.taken_at, UTC).isoformat(),
+            }
         return out
 
     def _memoized(self, r: Reading, key: tuple, compute):
@@ -169,13 +189,21 @@ class App:
         headers = headers if headers is not None else {}
         host = headers.get("Host")
         if self.allowed_hosts is not None and (host or "").lower() not in self.allowed_hosts:
-            return Response(403, b"unexpected Host header: open the page at the address receipts serve printed "
-                                 b"(another name needs --allow-host)\n", "text/plain; charset=utf-8")
+            return Response(
+                403,
+                b"unexpected Host header: open the page at the address receipts serve printed "
+                b"(another name needs --allow-host)\n",
+                "text/plain; charset=utf-8",
+            )
         via = self._authenticated(urlsplit(target).query, headers)
         if via is None:
-            return Response(401, b"this page needs its token: open the address receipts serve printed "
-                                 b"(/?token=...), or send Authorization: Bearer <token>\n",
-                            "text/plain; charset=utf-8", {"WWW-Authenticate": 'Bearer realm="receipts serve"'})
+            return Response(
+                401,
+                b"this page needs its token: open the address receipts serve printed "
+                b"(/?token=...), or send Authorization: Bearer <token>\n",
+                "text/plain; charset=utf-8",
+                {"WWW-Authenticate": 'Bearer realm="receipts serve"'},
+            )
         if method not in ("GET", "HEAD"):
             return Response(405, b"read-only\n", "text/plain; charset=utf-8", {"Allow": "GET, HEAD"})
         resp = self._route(target)
@@ -187,7 +215,9 @@ class App:
         """How the request showed the token ("query", "header", "cookie"; "open" when none is needed), or None."""
         if self.token is None:
             return "open"
-        given = [("query", t) for t in parse_qs(query).get("token", [])] + [("header", _bearer(headers.get("Authorization")))]
+        given = [("query", t) for t in parse_qs(query).get("token", [])] + [
+            ("header", _bearer(headers.get("Authorization")))
+        ]
         given += [("cookie", t) for t in _cookies(headers.get("Cookie"), self.cookie)]
         want = self.token.encode()
         for via, token in given:
@@ -200,7 +230,7 @@ class App:
         path, query = url.path, parse_qs(url.query, keep_blank_values=False)
         try:
             if path.startswith("/static/"):
-                name = path[len("/static/"):]
+                name = path[len("/static/") :]
                 if name in self.static:
                     return Response(200, self.static[name], STATIC[name], {"Cache-Control": "no-cache"})
                 return self._not_found()
@@ -221,16 +251,17 @@ class App:
         if path == "/api/receipts":
             return self.list_api(r, query)
         if path.startswith("/receipt/"):
-            return self.receipt_page(r, unquote(path[len("/receipt/"):]))
+            return self.receipt_page(r, unquote(path[len("/receipt/") :]))
         if path.startswith("/api/receipt/"):
-            return self.receipt_api(r, unquote(path[len("/api/receipt/"):]), "stamp" in url.query)
+            return self.receipt_api(r, unquote(path[len("/api/receipt/") :]), "stamp" in url.query)
         if path.startswith("/chart/") and path.endswith(".svg"):
-            return self.chart(r, path[len("/chart/"):-4], query)
+            return self.chart(r, path[len("/chart/") : -4], query)
         return self._not_found()
 
     def _json(self, obj, status: int = 200) -> Response:
-        return Response(status, orjson.dumps(obj, default=render._default, option=orjson.OPT_NON_STR_KEYS),
-                        "application/json")
+        return Response(
+            status, orjson.dumps(obj, default=render._default, option=orjson.OPT_NON_STR_KEYS), "application/json"
+        )
 
     def _not_found(self) -> Response:
         return Response(404, pages.message_page("Not found", "Nothing here.", self.status()).encode())
@@ -239,10 +270,13 @@ class App:
         s = self.snapshots
         if path.startswith("/api/"):
             return self._json({"state": s.state, "error": s.error}, 503)
-        text = (f"The receipts are being read from the data directory; this page works once they are "
-                f"(reload). {s.error or ''}")
-        return Response(503, pages.message_page("Reading the receipts", text, self.status()).encode(),
-                        headers={"Retry-After": "2"})
+        text = (
+            f"The receipts are being read from the data directory; this page works once they are "
+            f"(reload). {s.error or ''}"
+        )
+        return Response(
+            503, pages.message_page("Reading the receipts", text, self.status()).encode(), headers={"Retry-After": "2"}
+        )
 
     # ---- the list ----------------------------------------------------------------------------------
     def _rows(self, r: Reading, f: dict) -> tuple[list[dict], int, dict | None]:
@@ -250,8 +284,11 @@ class App:
         rows = queries.serve_list(r.con, f, limit + 1, f.get("before"))
         more = len(rows) > limit
         rows = rows[:limit]
-        total = self._memoized(r, ("total", _key({k: v for k, v in f.items() if k not in ("before", "limit")})),
-                               lambda con: queries.serve_count(con, f))
+        total = self._memoized(
+            r,
+            ("total", _key({k: v for k, v in f.items() if k not in ("before", "limit")})),
+            lambda con: queries.serve_count(con, f),
+        )
         after = None
         if more and rows:
             after = {"before": rows[-1]["first_seen"].isoformat(), "before_id": rows[-1]["receipt_id"]}
@@ -265,9 +302,11 @@ class App:
 
     def list_page(self, r: Reading, query) -> Response:
         f = self._filters(r, query)
-        if f.get("q") and not any(f.get(k) for k in ("app", "host", "model", "status", "since", "until", "before")):
-            if len(f["q_ids"]) == 1:  # an id that names one receipt: go there
-                return Response(302, b"", headers={"Location": pages.receipt_href(f["q_ids"][0])})
+        only_q = f.get("q") and not any(
+            f.get(k) for k in ("app", "host", "model", "status", "since", "until", "before")
+        )
+        if only_q and len(f["q_ids"]) == 1:  # an id that names one receipt: go there
+            return Response(302, b"", headers={"Location": pages.receipt_href(f["q_ids"][0])})
         rows, total, after = self._rows(r, f)
         facets = self._memoized(r, ("facets",), queries.serve_facets)
         paid = self._memoized(r, ("paid", _key(f)), lambda con: queries.paid_calls(con, f))
@@ -281,9 +320,16 @@ class App:
             return self._json({"version": r.version, "changed": False})
         rows, total, _ = self._rows(r, f)
         status = self.status()
-        return self._json({"version": r.version, "changed": True, "total": total,
-                           "total_text": f"{total:,}", "freshness": pages.freshness(status),
-                           "rows": [{"id": x["receipt_id"], "cells": pages.list_row(x)} for x in rows]})
+        return self._json(
+            {
+                "version": r.version,
+                "changed": True,
+                "total": total,
+                "total_text": f"{total:,}",
+                "freshness": pages.freshness(status),
+                "rows": [{"id": x["receipt_id"], "cells": pages.list_row(x)} for x in rows],
+            }
+        )
 
     # ---- one receipt -------------------------------------------------------------------------------
     def _receipt(self, r: Reading, ident: str):
@@ -299,7 +345,9 @@ class App:
                 return Response(302, b"", headers={"Location": pages.receipt_href(found[0])})
             if found:
                 return Response(302, b"", headers={"Location": "/?" + pages.qs({"q": ident})})
-            return Response(404, pages.message_page("No such receipt", f"No receipt matches {ident}.", self.status()).encode())
+            return Response(
+                404, pages.message_page("No such receipt", f"No receipt matches {ident}.", self.status()).encode()
+            )
         row, details = got
         doc = render.to_json(render.receipt_document(row, details))
         network = self.settings.network(row.get("network")) if self.settings and row.get("network") else None
@@ -336,9 +384,11 @@ class App:
             measure, _, by = name.partition("-")  # tokens-model, cost-app, latency-model, errors-app
             if measure in queries.USAGE_MEASURES and by in ("model", "app"):
                 column = "app_name" if by == "app" else "model"
-                return charts.usage_over_time(queries.usage_over_time(con, f, measure, bucket, column), measure,
-                                              bucket, by)
+                return charts.usage_over_time(
+                    queries.usage_over_time(con, f, measure, bucket, column), measure, bucket, by
+                )
             return ""
+
         svg = self._memoized(r, ("chart", name, _key(f)), draw)
         if not svg:
             return self._not_found()
@@ -373,7 +423,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, resp: Response, with_body: bool) -> None:
         if self.request_version == "HTTP/0.9":  # (also the version of a request line too broken to read):
-            self.request_version = "HTTP/1.0"   # the standard library would answer without status line or headers
+            self.request_version = "HTTP/1.0"  # the standard library would answer without status line or headers
         self.send_response(resp.status)
         for k, v in {**HEADERS, "Content-Type": resp.type, **resp.headers}.items():
             self.send_header(k, v)
@@ -389,10 +439,12 @@ class Handler(BaseHTTPRequestHandler):
         the same headers as every other answer (and none of the request's text echoed)."""
         self.close_connection = True
         phrase = self.responses.get(code, ("Error",))[0]
-        self._send(Response(code, f"{code} {phrase}\n".encode(), "text/plain; charset=utf-8", {"Connection": "close"}),
-                   with_body=self.command != "HEAD" and code >= 200 and code not in (204, 304))
+        self._send(
+            Response(code, f"{code} {phrase}\n".encode(), "text/plain; charset=utf-8", {"Connection": "close"}),
+            with_body=self.command != "HEAD" and code >= 200 and code not in (204, 304),
+        )
 
-    def log_message(self, format, *args):  # noqa: A002 — quiet unless asked
+    def log_message(self, format, *args):
         text = format % args
         token = self.server.app.token
         log.debug("%s %s", self.address_string(), text.replace(token, "[token]") if token else text)
@@ -400,7 +452,9 @@ class Handler(BaseHTTPRequestHandler):
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 # --allow-host: a name, an IPv4 address, an IPv6 address (bare or in brackets), then :PORT or not
-ALLOW_HOST = re.compile(r"^(\[[0-9a-f:.]+\]|[0-9a-f.]*:[0-9a-f.]*:[0-9a-f:.]*|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)(:\d{1,5})?$")
+ALLOW_HOST = re.compile(
+    r"^(\[[0-9a-f:.]+\]|[0-9a-f.]*:[0-9a-f.]*:[0-9a-f:.]*|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)(:\d{1,5})?$"
+)
 TOKEN = re.compile(r"^[A-Za-z0-9._~-]{16,200}$")
 
 
@@ -477,8 +531,16 @@ class Server6(Server):
     address_family = socket.AF_INET6
 
 
-def run(data_dir: str, host: str = "127.0.0.1", port: int = 8000, cache_path: str | None = None,
-        settings=None, refresh: float = 1.0, allow_hosts=(), token: str | None = None) -> int:
+def run(
+    data_dir: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    cache_path: str | None = None,
+    settings=None,
+    refresh: float = 1.0,
+    allow_hosts=(),
+    token: str | None = None,
+) -> int:
     """Serve until interrupted: listen at once, take the first snapshot, then check for new data every
     `refresh` seconds. (`cache_path`, the old --cache, is ignored: nothing is cached on disk.)
 
@@ -496,23 +558,37 @@ def run(data_dir: str, host: str = "127.0.0.1", port: int = 8000, cache_path: st
     shown = f"[{host}]" if ":" in host else host
     print(f"receipts serve: http://{shown}:{port}/ (data {data_dir})", flush=True)
     if cache_path:
-        print("receipts serve: --cache is ignored: the pages read the data directory's folded tables, "
-              "nothing is cached on disk", file=sys.stderr, flush=True)
+        print(
+            "receipts serve: --cache is ignored: the pages read the data directory's folded tables, "
+            "nothing is cached on disk",
+            file=sys.stderr,
+            flush=True,
+        )
     if app.token:
         where = socket.gethostname() if is_wildcard(host) else shown
-        print(f"receipts serve: every request needs the token; open http://{where}:{port}/?token="
-              f"{app.token if made else '<the token you gave>'} (or send Authorization: Bearer <token>)", flush=True)
+        print(
+            f"receipts serve: every request needs the token; open http://{where}:{port}/?token="
+            f"{app.token if made else '<the token you gave>'} (or send Authorization: Bearer <token>)",
+            flush=True,
+        )
 
     def prepare():
         try:
             snapshots.refresh(force=True)
-            print(f"receipts serve: ready, {snapshots.current.receipts:,} receipts (read in "
-                  f"{snapshots.first_seconds:.1f} s); checking for new data every {refresh:g} s", flush=True)
+            print(
+                f"receipts serve: ready, {snapshots.current.receipts:,} receipts (read in "
+                f"{snapshots.first_seconds:.1f} s); checking for new data every {refresh:g} s",
+                flush=True,
+            )
         except Exception as exc:
             snapshots.state, snapshots.error = "error", str(exc).splitlines()[0]
-            print(f"receipts serve: the receipts could not be read (tried again every {refresh:g} s): "
-                  f"{snapshots.error}", file=sys.stderr, flush=True)
+            print(
+                f"receipts serve: the receipts could not be read (tried again every {refresh:g} s): {snapshots.error}",
+                file=sys.stderr,
+                flush=True,
+            )
         snapshots.start()
+
     threading.Thread(target=prepare, name="receipts-first-snapshot", daemon=True).start()
     signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -18,6 +18,7 @@ sooner than that time again: the server never spends much more than half its tim
 
 Nothing is written into the data directory (no fold from here: the recorder's writers fold).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,7 +41,7 @@ MATERIALIZED = ("receipts",)
 MEMORY_LIMIT = "300MB"
 
 
-def data_key(data_dir: "str | os.PathLike | db.Lake") -> tuple:
+def data_key(data_dir: str | os.PathLike | db.Lake) -> tuple:
     """What the folded tables of `data_dir` hold, as far as a snapshot is concerned: equal keys, equal
     snapshots. Read before connecting, so that a change during a connect is seen by the next check.
     Of a lake: its catalog's current snapshot (every commit makes one), as the generation; no tail."""
@@ -48,8 +49,11 @@ def data_key(data_dir: "str | os.PathLike | db.Lake") -> tuple:
         return (_lake_snapshot(data_dir.url), (), ())
     manifest = fold.Manifest.load(data_dir)
     tail = fold.tail(data_dir, manifest)
-    return (manifest.generation, tuple((p.name, first) for p, first in tail.segments),
-            tuple(p.name for p in tail.legacy))
+    return (
+        manifest.generation,
+        tuple((p.name, first) for p, first in tail.segments),
+        tuple(p.name for p in tail.legacy),
+    )
 
 
 _lakes: dict[str, duckdb.DuckDBPyConnection] = {}  # a lake's connection for data_key, kept (opening one takes ~1 s)
@@ -72,6 +76,7 @@ def _lake_snapshot(url: str) -> int:
 class Reading(NamedTuple):
     """What one request reads: a cursor of one snapshot, that snapshot's number, and its scratch databases
     (`queries.scratch()`: a receipt page's)."""
+
     con: duckdb.DuckDBPyConnection
     version: int
     scratches: list
@@ -80,13 +85,14 @@ class Reading(NamedTuple):
 @dataclass
 class Snapshot:
     """One connection and the moment it shows. `reading()` lends a cursor for one request."""
+
     con: duckdb.DuckDBPyConnection
     key: tuple
     number: int
-    seconds: float                 # what taking it took
-    taken_at: float                # when its data was read (time.time())
+    seconds: float  # what taking it took
+    taken_at: float  # when its data was read (time.time())
     receipts: int
-    scratches: list = field(default_factory=list)   # queries.scratch()'s pool
+    scratches: list = field(default_factory=list)  # queries.scratch()'s pool
     _pool: list = field(default_factory=list)
     _users: int = 0
     _retired: bool = False
@@ -154,13 +160,13 @@ class Snapshots:
 
     def __init__(self, data_dir: str | os.PathLike, interval: float = 1.0, settings: dict | None = None):
         self.data_dir, self.interval, self.settings = data_dir, interval, settings
-        self.state = "starting"          # starting → ready (or error, until a snapshot could be taken)
+        self.state = "starting"  # starting → ready (or error, until a snapshot could be taken)
         self.error: str | None = None
         self.current: Snapshot | None = None
         self.first_seconds: float | None = None
-        self.checked_at: float | None = None   # when the data was last seen to equal the current snapshot
-        self._lock = threading.Lock()          # guards `current` against the swap
-        self._taking = threading.Lock()        # one snapshot taken at a time
+        self.checked_at: float | None = None  # when the data was last seen to equal the current snapshot
+        self._lock = threading.Lock()  # guards `current` against the swap
+        self._taking = threading.Lock()  # one snapshot taken at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -204,6 +210,7 @@ class Snapshots:
     def start(self) -> None:
         """Check every `interval` seconds in a background thread; after taking a snapshot that took longer,
         wait as long as it took before the next check."""
+
         def loop():
             delay = self.interval
             while not self._stop.wait(delay):
@@ -217,6 +224,7 @@ class Snapshots:
                     if error != self.error:
                         log.warning("could not take a new snapshot (tried again every %g s): %s", self.interval, error)
                     self.error = error
+
         self._thread = threading.Thread(target=loop, name="receipts-snapshots", daemon=True)
         self._thread.start()
 

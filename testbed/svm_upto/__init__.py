@@ -53,7 +53,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .. import ROOT
 from ..node import NodeToolsError, OutputPump, _install_lock, popen_child, stop_child
 
 HERE = Path(__file__).resolve().parent

@@ -309,7 +309,7 @@ def test_exports_round_trip_and_keep_secrets_out(planted, tmp_path):
     again = tmp_path / "again"
     ingested = receipts_cli("ingest", str(har), data=again)
     assert ingested.returncode == 0 and "recorded 10 new calls" in ingested.stdout, ingested.stdout + ingested.stderr
-    hosts = lambda d: cli(d, "sql", "--csv", "SELECT host, path, status FROM calls ORDER BY ALL").stdout  # noqa: E731
+    hosts = lambda d: cli(d, "sql", "--csv", "SELECT host, path, status FROM calls ORDER BY ALL").stdout
     assert hosts(again) == hosts(data)
     assert SECRET.encode() not in b"".join(p.read_bytes() for p in again.rglob("*") if p.is_file())
 

@@ -70,7 +70,7 @@ def world(tmp_path_factory):
         common = ("--config", str(config), "--seal-interval", "0.2")
         with ProxyProcess(data, *common) as fwd, ProxyProcess(data, *common, "--reverse", og.url) as rev:
             settled_before = len(og.state()["settled_sessions"])
-            ask = lambda text: {"model": "testbed-echo-1", "messages": [{"role": "user", "content": text}]}  # noqa: E731
+            ask = lambda text: {"model": "testbed-echo-1", "messages": [{"role": "user", "content": text}]}
             risky = x402.pay(body=ask("risky"), proxy=fwd.url,
                              headers={"X-Testbed-Fail": "after-settle", "X-Request-Id": "serve-risky-1"})
             inject = x402.pay(body={"model": INJECT_MODEL, "messages": [{"role": "user", "content": "hi"}]},

@@ -68,6 +68,6 @@ def test_a_smart_wallet_payment_is_verified_by_its_settlement(tmp_path, stack):
         assert out.returncode == 0, out.stderr
         r = receipt()
         assert (r["proof_status"], r["reason"]) == ("passed", None), r
-        checks = json.loads(receipts_cli("sql", "--json", f"SELECT detail FROM checks WHERE \"check\" = 'signature' "
-                                         f"AND result = 'pass'", data=proxy.data).stdout)
+        checks = json.loads(receipts_cli("sql", "--json", "SELECT detail FROM checks WHERE \"check\" = 'signature' "
+                                         "AND result = 'pass'", data=proxy.data).stdout)
         assert json.loads(checks[-1]["detail"])["by"] == "settlement"

@@ -10,7 +10,7 @@ import pytest
 from support.proc import BIN, ROOT, ProxyProcess
 
 sys.path.insert(0, str(ROOT))
-from testbed.lakebed import BUCKET, Postgres, SeaweedFS  # noqa: E402
+from testbed.lakebed import BUCKET, Postgres, SeaweedFS
 
 _numbers = itertools.count(1)
 

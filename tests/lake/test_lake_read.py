@@ -25,7 +25,7 @@ def test_every_reader_gives_the_same_over_the_lake(recorder, upstream, lake, tmp
     local, remote = both(lake, recorder.data, "list", "--json", "--limit", "100")
     assert json.loads(local) == json.loads(remote) and len(json.loads(remote)) == 9
     local, remote = both(lake, recorder.data, "audit", "--format", "json")
-    strip = lambda text: {k: v for k, v in json.loads(text).items() if k not in ("meta",)}  # noqa: E731
+    strip = lambda text: {k: v for k, v in json.loads(text).items() if k not in ("meta",)}
     assert strip(local) == strip(remote) and json.loads(remote)["summary"]["calls"] == len(ids)
     local, remote = both(lake, recorder.data, "export", "--format", "csv", "--view", "calls")
     assert sorted(local.splitlines()) == sorted(remote.splitlines()) and len(remote.splitlines()) == len(ids) + 1

@@ -9,7 +9,7 @@ import sys
 from support.proc import ROOT
 
 sys.path.insert(0, str(ROOT))
-from testbed.synthetic import generate  # noqa: E402
+from testbed.synthetic import generate
 
 DECISION = ("SELECT c.receipt_id, c.\"check\", c.result, c.proof_status, c.resolution, c.reason, c.detail "
             "FROM folded.checks c JOIN events e ON e.id = c.event_id WHERE starts_with(e.writer, '{name}/') ORDER BY ALL")
@@ -45,7 +45,7 @@ def test_two_shards_decide_every_receipt_once_and_agree_with_one_verifier(lakebe
     first, second = (sharded.sql(DECISION.format(name=n)) for n in ("shard1", "shard2"))
     assert single and first and second  # each shard decided some receipts
     assert not {r["receipt_id"] for r in first} & {r["receipt_id"] for r in second}  # never the same one twice
-    key = lambda r: tuple(str(v) for v in r.values())  # noqa: E731
+    key = lambda r: tuple(str(v) for v in r.values())
     assert sorted(first + second, key=key) == sorted(single, key=key)
     # a second pass of each shard decides nothing again: its first pass's checks are in the lake
     again = verify(sharded, tmp_path / "shard1", config, "--shard", "1/2")

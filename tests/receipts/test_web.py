@@ -63,7 +63,7 @@ def test_filters_are_parsed_or_refused_in_one_sentence():
 
 
 def test_the_timeline_orders_attempts_checks_and_verdicts():
-    t = lambda s: datetime(2026, 1, 1, 0, 0, s)  # noqa: E731
+    t = lambda s: datetime(2026, 1, 1, 0, 0, s)
     details = {"calls": [{"receipt_id": "a", "started_at": t(1), "ended_at": t(2), "method": "POST", "status": 402},
                          {"receipt_id": "b", "started_at": t(3), "ended_at": t(4), "method": "POST", "status": 200, "paid": True}],
                "checks": [{"check": "verdict", "proof_status": "passed", "observed_at": t(9), "detail": "{}"},

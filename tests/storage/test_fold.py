@@ -10,7 +10,6 @@ import threading
 import time
 
 import orjson
-import pytest
 
 from receipts.storage import db, fold
 from receipts.storage.journal import Journal

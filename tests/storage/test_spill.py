@@ -3,7 +3,6 @@ connection inside it, nothing left behind by a process that is gone."""
 import os
 import stat
 
-import duckdb
 import pytest
 
 from receipts.storage import db

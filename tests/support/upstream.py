@@ -174,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: "UpstreamServer"
 
     # quiet
-    def log_message(self, format, *args):  # noqa: A002
+    def log_message(self, format, *args):
         pass
 
     # every method goes through the same dispatcher

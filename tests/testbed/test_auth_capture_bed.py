@@ -9,12 +9,12 @@ import pytest
 
 import x402  # noqa: F401  (installed by scripts/bootstrap: a missing package must fail, not skip)
 
-from eth_account import Account  # noqa: E402
-from web3.exceptions import ContractLogicError  # noqa: E402
+from eth_account import Account
+from web3.exceptions import ContractLogicError
 
-from support.proc import BIN, ProxyProcess  # noqa: E402
-from testbed import auth_capture  # noqa: E402
-from testbed.auth_capture import (  # noqa: E402
+from support.proc import BIN, ProxyProcess
+from testbed import auth_capture
+from testbed.auth_capture import (
     AUTH_CAPTURE_ESCROW,
     AUTHORIZER,
     EIP3009_TOKEN_COLLECTOR,
@@ -22,14 +22,14 @@ from testbed.auth_capture import (  # noqa: E402
     auth_capture_stack,
     revert_error,
 )
-from testbed.auth_capture_scheme import (  # noqa: E402
+from testbed.auth_capture_scheme import (
     derive_bound_salt,
     payment_info_hash,
     receive_authorization_signable,
     recover,
 )
-from testbed.chain import FACILITATOR, PAYEE, PAYER  # noqa: E402
-from testbed.contracts.build import compile_contracts, load_artifact, source_sha256  # noqa: E402
+from testbed.chain import FACILITATOR, PAYEE, PAYER
+from testbed.contracts.build import compile_contracts, load_artifact, source_sha256
 
 CAP = 10_000
 CONTRACTS = ["TestAuthCaptureEscrow", "TestERC3009TokenCollector", "TestOperatorRefundCollector"]

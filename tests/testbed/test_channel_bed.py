@@ -5,15 +5,15 @@ import pytest
 
 import x402  # noqa: F401  (installed by scripts/bootstrap: a missing package must fail, not skip)
 
-from eth_account import Account  # noqa: E402
-from eth_account.messages import encode_defunct  # noqa: E402
-from web3.exceptions import ContractLogicError  # noqa: E402
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from web3.exceptions import ContractLogicError
 
-from support.proc import BIN, ProxyProcess  # noqa: E402
-from testbed import channels  # noqa: E402
-from testbed.chain import FACILITATOR, PAYEE, PAYER  # noqa: E402
-from testbed.channels import AUTHORIZER, BATCH_SETTLEMENT, channel_stack  # noqa: E402
-from testbed.contracts.build import compile_contracts, load_artifact, source_sha256  # noqa: E402
+from support.proc import BIN, ProxyProcess
+from testbed import channels
+from testbed.chain import FACILITATOR, PAYEE, PAYER
+from testbed.channels import AUTHORIZER, BATCH_SETTLEMENT, channel_stack
+from testbed.contracts.build import compile_contracts, load_artifact, source_sha256
 
 PRICE = 10_000
 DEPOSIT = PRICE * 10  # the server's extra.minDeposit (10 x price), which the SDK client deposits

@@ -11,10 +11,10 @@ import bolt11  # noqa: F401  (test tools: a missing package must fail, not skip)
 import l402_requests  # noqa: F401
 import pymacaroons  # noqa: F401
 
-from support.proc import ProxyProcess  # noqa: E402
-from receipts.addon import bolt11 as bolt11_lite  # noqa: E402
-from testbed import crawler  # noqa: E402
-from testbed.l402 import (  # noqa: E402
+from support.proc import ProxyProcess
+from receipts.addon import bolt11 as bolt11_lite
+from testbed import crawler
+from testbed.l402 import (
     CHAT_PATH,
     DENY_HEADER,
     LightningNode,

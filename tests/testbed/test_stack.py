@@ -10,18 +10,18 @@ import urllib.parse
 
 import pytest
 
-import x402  # noqa: E402,F401  (installed by scripts/bootstrap: a missing package must fail, not skip)
+import x402  # noqa: F401  (installed by scripts/bootstrap: a missing package must fail, not skip)
 
-from eth_abi import encode as abi_encode  # noqa: E402
-from eth_account import Account  # noqa: E402
-from eth_utils import keccak  # noqa: E402
-from web3.exceptions import ContractLogicError  # noqa: E402
+from eth_abi import encode as abi_encode
+from eth_account import Account
+from eth_utils import keccak
+from web3.exceptions import ContractLogicError
 
-from testbed import chain  # noqa: E402
-from testbed.client import decode_header, env_proxy  # noqa: E402
-from testbed.contracts.build import compile_contract, load_artifact, source_sha256  # noqa: E402
-from testbed.node import ensure_node_tools, start_anvil  # noqa: E402
-from testbed.stack import paid_stack  # noqa: E402
+from testbed import chain
+from testbed.client import decode_header, env_proxy
+from testbed.contracts.build import compile_contract, load_artifact, source_sha256
+from testbed.node import ensure_node_tools, start_anvil
+from testbed.stack import paid_stack
 
 CHAT = {"model": "testbed-echo-1", "messages": [{"role": "user", "content": "how much is this?"}]}
 TX_HASH = re.compile(r"0x[0-9a-f]{64}")

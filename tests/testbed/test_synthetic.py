@@ -19,7 +19,7 @@ def test_n_calls_every_kind_and_the_same_events_for_the_same_seed(tmp_path):
         assert con.execute(read.format(one)).fetchall() == con.execute(read.format(two)).fetchall()
         assert con.execute(read.format(one)).fetchall() != con.execute(read.format(other)).fetchall()
     with db.connect(one) as con:
-        q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
+        q = lambda sql: con.execute(sql).fetchall()
         assert q("SELECT count(*), count(DISTINCT receipt_id), max(started_at) < make_timestamp(1800000000000000) FROM calls") \
             == [(5000, 5000, True)]
         assert q("SELECT count(*) FROM receipts") == [(made["receipts"],)]

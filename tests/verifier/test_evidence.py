@@ -47,7 +47,7 @@ def test_upto_allows_less_than_the_cap_but_not_more():
 
 
 # ---- held against the canonical chain (canonical_settlement) ----------------------------------------------------
-from receipts.verifier.evidence import Block, block_of, canonical_settlement, logs_digest  # noqa: E402
+from receipts.verifier.evidence import Block, block_of, canonical_settlement, logs_digest
 
 HASH = "0x" + "b" * 64
 TX = "0x" + "c" * 64
