@@ -178,8 +178,8 @@ class Recorder:
         private_umask()  # what the recorder (and mitmproxy, DuckDB) writes is the user's only: storage/private.py
         loader.add_option(
             "receipts_config",
-            Optional[str],
-            None,  # noqa: UP045 (mitmproxy types options by typing.Optional)
+            Optional[str],  # noqa: UP045 (mitmproxy's option types are typing's)
+            None,
             "Path of mitm_config.yaml (default: the one beside the addon).",
         )
         for name, (_, help_) in OPTIONS.items():
@@ -706,8 +706,8 @@ def _reverse(options) -> bool:
 
 def _registry_cache(settings: cfg.Settings) -> pin.RegistryCache | None:
     """The registry the pin is checked against (None: no registry configured, nothing matches)."""
-    from receipts.verifier.registry import Registry
-    from receipts.verifier.rpc import Rpc
+    from receipts.storage.registry import Registry
+    from receipts.storage.rpc import Rpc
 
     net = settings.network(settings.og_network)
     if not settings.og_registry or not net or not net.rpc:

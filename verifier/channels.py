@@ -36,9 +36,9 @@ from eth_hash.auto import keccak
 from receipts.storage import channels
 from receipts.storage.config import Settings
 from receipts.storage.journal import Journal
+from receipts.storage.rpc import Rpc, RpcError
 
 from .evidence import TRANSFER, Check
-from .rpc import Rpc, RpcError
 from .verify import Summary, changes, in_part, parts
 
 log = logging.getLogger("receipts.verify")

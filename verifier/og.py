@@ -31,11 +31,11 @@ from eth_hash.auto import keccak
 from receipts.storage.config import Settings
 from receipts.storage.journal import Journal
 from receipts.storage.records import Event
+from receipts.storage.registry import Registry
+from receipts.storage.rpc import Rpc, RpcError
 
 from . import tee
 from .evidence import TRANSFER, Check
-from .registry import Registry
-from .rpc import Rpc, RpcError
 from .verify import Summary, changes, in_part, parts, signature_check, terms_check
 
 log = logging.getLogger("receipts.verify")

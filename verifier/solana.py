@@ -31,9 +31,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from receipts.storage.rpc import RpcError
+
 from .agreement import agree, agreed_transfers
 from .evidence import Check, refund_matters
-from .rpc import RpcError
 
 EXPIRY = 150.0  # seconds after the payment was sent: by then its blockhash has expired (none recorded)
 SEARCH_LIMIT = 1000  # signatures of a token account searched for a memo (newest first)

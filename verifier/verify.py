@@ -41,11 +41,11 @@ from receipts.storage import authcapture, db
 from receipts.storage.config import Settings
 from receipts.storage.journal import Journal
 from receipts.storage.records import DELEGATION, SIGNED_TX, SMART_WALLET, Event
+from receipts.storage.rpc import Rpc, RpcError, warm_up
 
 from . import solana
 from .agreement import agree, agreed_transfers
 from .evidence import AUTHORIZATION_USED, TRANSFER, Check, block_of, canonical_settlement, logs_digest, refund_matters
-from .rpc import Rpc, RpcError, warm_up
 
 log = logging.getLogger("receipts.verify")
 

@@ -9,11 +9,11 @@ from solders.keypair import Keypair
 
 from receipts.addon import solana as sol
 from receipts.verifier import solana as V
-from receipts.verifier.rpc import Rpc
+from receipts.storage.rpc import Rpc
 from receipts.verifier.verify import _Reader
 
 from receipts.storage.config import Network
-from receipts.verifier.rpc import RpcError
+from receipts.storage.rpc import RpcError
 from support.svm import AMOUNT, NETWORK, facilitator, no_proxy, node, requirements, sign_payment, world  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Client is deprecated:FutureWarning"),

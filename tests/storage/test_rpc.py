@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from receipts.verifier.rpc import Rpc, RpcError
+from receipts.storage.rpc import Rpc, RpcError
 
 
 class Node(ThreadingHTTPServer):
