@@ -478,11 +478,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="serve messages that did not activate the x402 extension")
     args = ap.parse_args(argv)
 
-    from .server import _wait_for_facilitator
+    from .server import wait_for_facilitator
     from .service import serve_fd
 
     logging.basicConfig(level=os.environ.get("TESTBED_A2A_LOG", "WARNING"))
-    _wait_for_facilitator(args.facilitator_url, args.facilitator_timeout)
+    wait_for_facilitator(args.facilitator_url, args.facilitator_timeout)
     app = create_app(facilitator_url=args.facilitator_url, network=args.network, asset=args.asset,
                      pay_to=args.pay_to, price=args.price, base_url=_own_url(args), rpc_url=args.rpc_url,
                      require_extension=not args.no_require_extension)

@@ -59,7 +59,7 @@ from .auth_capture_scheme import (
     payment_info_tuple,
     reconstruct_payment_info,
 )
-from .chain import FACILITATOR, PAYEE, PAYER, DevAccount
+from .chain import FACILITATOR, PAYEE, PAYER, DevAccount, OnAnvil
 from .contracts.build import load_artifact
 from .node import Anvil, rpc_call, start_anvil
 
@@ -281,7 +281,7 @@ class LifecycleError(RuntimeError):
 
 
 @dataclass
-class AuthCaptureStack:
+class AuthCaptureStack(OnAnvil):
     anvil: Anvil
     token: str
     facilitator_url: str
@@ -295,39 +295,12 @@ class AuthCaptureStack:
     services: list = field(default_factory=list, repr=False)
 
     # ------------------------------------------------------------------ where things are
-    @property
-    def chain_id(self) -> int:
-        return self.anvil.chain_id
-
-    @property
-    def network(self) -> str:
-        return self.anvil.network
-
-    @property
-    def rpc_url(self) -> str:
-        return self.anvil.url
-
-    @property
-    def chat_url(self) -> str:
-        return self.server_url + CHAT_PATH
-
-    @property
-    def pay_to(self) -> str:
-        return self.payee.address
-
-    def w3(self):
-        return chain.make_web3(self.anvil.url)
-
     def escrow(self, w3: Any = None):
         return (w3 or self.w3()).eth.contract(address=AUTH_CAPTURE_ESCROW, abi=escrow_abi())
 
     def token_store(self) -> str:
         """The operator's token store: where the escrowed money sits."""
         return self.escrow().functions.getTokenStore(self.operator.address).call()
-
-    def balance(self, address: str | DevAccount) -> int:
-        """Test USDC balance (atomic units)."""
-        return chain.balance_of(self.anvil.url, self.token, str(address))
 
     def balances(self) -> dict[str, int]:
         """Test USDC of the payer, the payee (merchant), the operator's token store (escrow) and the operator."""

@@ -336,25 +336,6 @@ def start_server(*, facilitator_url: str, network: str, asset: str, pay_to: str,
                          url_host="localhost" if tls else None, timeout=timeout, wait=wait)
 
 
-def _wait_for_supported(url: str, timeout: float) -> None:
-    """The payment middleware asks the facilitator ``/supported`` when it is built: wait until it answers."""
-    import time
-    import urllib.request
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with opener.open(url.rstrip("/") + "/supported", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"facilitator {url} did not answer /supported within {timeout:.0f} s")
-        time.sleep(0.05)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m testbed.auth_capture_services")
     ap.add_argument("--fd", type=int, help="serve this inherited listening socket")
@@ -385,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
                                      fee_bps=args.fee_bps)
         serve_fd(app, args.fd, host=args.host, port=args.port)
     else:
-        _wait_for_supported(args.facilitator_url, 30.0)
+        from .server import wait_for_facilitator
+
+        wait_for_facilitator(args.facilitator_url, 30.0)
         app = create_server_app(facilitator_url=args.facilitator_url, network=args.network, asset=args.asset,
                                 pay_to=args.pay_to, price=args.price,
                                 authorizer_key=os.environ.get(AUTHORIZER_KEY_ENV) or None,

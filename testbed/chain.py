@@ -132,6 +132,44 @@ def balance_of(w3_or_url: Any, token: str, address: str) -> int:
     return int(token_contract(w3, token).functions.balanceOf(w3.to_checksum_address(address)).call())
 
 
+class OnAnvil:
+    """Where a test bed stack's parts are, for a dataclass with ``anvil``, ``token``, ``server_url`` and
+    ``payee`` (the stacks of testbed/stack.py, channels.py, auth_capture.py)."""
+
+    anvil: Any
+    token: str
+    server_url: str
+    payee: DevAccount
+
+    @property
+    def chain_id(self) -> int:
+        return self.anvil.chain_id
+
+    @property
+    def network(self) -> str:
+        """CAIP-2, ``eip155:<chain id>``."""
+        return self.anvil.network
+
+    @property
+    def rpc_url(self) -> str:
+        return self.anvil.url
+
+    @property
+    def chat_url(self) -> str:
+        return self.server_url + "/v1/chat/completions"
+
+    @property
+    def pay_to(self) -> str:
+        return self.payee.address
+
+    def w3(self):
+        return make_web3(self.anvil.url)
+
+    def balance(self, address: str | DevAccount) -> int:
+        """Test USDC balance (atomic units)."""
+        return balance_of(self.anvil.url, self.token, str(address))
+
+
 def authorization_state(w3_or_url: Any, token: str, authorizer: str, nonce: str | bytes) -> bool:
     w3 = _w3(w3_or_url)
     n = bytes.fromhex(nonce.removeprefix("0x")) if isinstance(nonce, str) else nonce

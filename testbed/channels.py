@@ -51,7 +51,7 @@ from . import chain
 from .chain import FACILITATOR, PAYEE, PAYER, DevAccount
 from .contracts.build import load_artifact
 from .node import Anvil, rpc_call, start_anvil
-from .server import CHANNELS_PATH, CHARGE_HEADER, CHAT_PATH
+from .server import CHANNELS_PATH, CHARGE_HEADER
 
 BATCH_SETTLEMENT = "0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003"
 """The SDK's ``BATCH_SETTLEMENT_ADDRESS``: here ``TestChannels``."""
@@ -142,7 +142,7 @@ class ChannelAdminError(RuntimeError):
 
 
 @dataclass
-class ChannelStack:
+class ChannelStack(chain.OnAnvil):
     anvil: Anvil
     token: str
     facilitator_url: str
@@ -160,36 +160,9 @@ class ChannelStack:
 
     # ------------------------------------------------------------------ where things are
 
-    @property
-    def chain_id(self) -> int:
-        return self.anvil.chain_id
-
-    @property
-    def network(self) -> str:
-        return self.anvil.network
-
-    @property
-    def rpc_url(self) -> str:
-        return self.anvil.url
-
-    @property
-    def chat_url(self) -> str:
-        return self.server_url + CHAT_PATH
-
-    @property
-    def pay_to(self) -> str:
-        return self.payee.address
-
-    def w3(self):
-        return chain.make_web3(self.anvil.url)
-
     def contract(self, w3: Any = None):
         """The channel contract (web3) at :data:`BATCH_SETTLEMENT`."""
         return (w3 or self.w3()).eth.contract(address=BATCH_SETTLEMENT, abi=channel_abi())
-
-    def balance(self, address: str | DevAccount) -> int:
-        """Test USDC balance (atomic units)."""
-        return chain.balance_of(self.anvil.url, self.token, str(address))
 
     # ------------------------------------------------------------------ the client
 

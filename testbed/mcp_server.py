@@ -264,9 +264,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from .server import _wait_for_facilitator
+    from .server import wait_for_facilitator
 
-    _wait_for_facilitator(args.facilitator_url, args.facilitator_timeout)
+    wait_for_facilitator(args.facilitator_url, args.facilitator_timeout)
     app = create_app(facilitator_url=args.facilitator_url, network=args.network, asset=args.asset,
                      pay_to=args.pay_to, price=args.price, weather_price=args.weather_price,
                      fail_settle_tools=tuple(args.fail_settle))

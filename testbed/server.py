@@ -448,7 +448,7 @@ def start_server(*, facilitator_url: str, network: str, asset: str, pay_to: str,
                          url_host=url_host or ("localhost" if tls else None), timeout=timeout, wait=wait)
 
 
-def _wait_for_facilitator(url: str, timeout: float) -> None:
+def wait_for_facilitator(url: str, timeout: float) -> None:
     """The middleware asks the facilitator ``/supported`` at start: wait until it answers."""
     import time
     import urllib.request
@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .service import serve_fd
 
-    _wait_for_facilitator(args.facilitator_url, args.facilitator_timeout)
+    wait_for_facilitator(args.facilitator_url, args.facilitator_timeout)
     app = create_app(facilitator_url=args.facilitator_url, network=args.network, asset=args.asset,
                      pay_to=args.pay_to, price=args.price, memo=args.memo, svm_rpc_url=args.svm_rpc_url,
                      scheme=args.scheme, receiver_authorizer_key=os.environ.get(AUTHORIZER_KEY_ENV),

@@ -56,7 +56,7 @@ from .server import CHAT_PATH
 
 
 @dataclass
-class PaidStack:
+class PaidStack(chain.OnAnvil):
     anvil: Anvil
     token: str
     facilitator_url: str
@@ -67,34 +67,6 @@ class PaidStack:
     facilitator: DevAccount = FACILITATOR
     services: list = field(default_factory=list, repr=False)
     siwx: bool = False
-
-    @property
-    def chain_id(self) -> int:
-        return self.anvil.chain_id
-
-    @property
-    def network(self) -> str:
-        """CAIP-2, ``eip155:<chain id>``."""
-        return self.anvil.network
-
-    @property
-    def rpc_url(self) -> str:
-        return self.anvil.url
-
-    @property
-    def chat_url(self) -> str:
-        return self.server_url + CHAT_PATH
-
-    @property
-    def pay_to(self) -> str:
-        return self.payee.address
-
-    def w3(self):
-        return chain.make_web3(self.anvil.url)
-
-    def balance(self, address: str | DevAccount) -> int:
-        """Test USDC balance (atomic units)."""
-        return chain.balance_of(self.anvil.url, self.token, str(address))
 
     def pay(self, url: str | None = None, body: Any = None, proxy: str | None | bool = None, **kwargs: Any):
         """A paid call as the payer (defaults: the chat URL and a one-line chat request).
