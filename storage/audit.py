@@ -35,15 +35,6 @@ SECTIONS = (
     "pinned_clients",
     "no_usage",
 )
-PROBLEMS = (
-    "risky_failed",
-    "overcharges",
-    "never_settled",
-    "double_charges",
-    "secrets_in_clear",
-    "pinned_clients",
-    "no_usage",
-)
 MEMORY_LIMIT = "500MB"  # DuckDB's, for the audit's temp tables: a million calls stay under 1 GB of RSS
 TABLES = ("calls", "receipts", "sessions", "charges")  # the statements that build the audit's temp tables, in order
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.M)

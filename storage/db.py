@@ -39,7 +39,6 @@ from .layout import ensure_anchors
 
 log = logging.getLogger("receipts.db")
 DB_FILE = "receipts.duckdb"
-VIEWS = ("events", "calls", "challenges", "payments", "settlements", "checks", "sessions", "channels", "receipts")
 # PRAGMAs that only read: the version and platform, the catalog (tables, columns, functions, collations)
 # and the database's size. Every other PRAGMA is refused by `receipts sql`: some change settings, and
 # `import_database` runs the SQL files of a directory.
