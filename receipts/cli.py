@@ -21,6 +21,23 @@ def _data_dir(args) -> str:
     return args.data or os.environ.get("RECEIPTS_DATA") or "./data"
 
 
+def _existing_data_dir(args, hint: str = "start `receipts proxy` first, or pass --data DIR") -> str:
+    data = _data_dir(args)
+    if not os.path.isdir(data):
+        raise UserError(f"no data directory at {data}: {hint}")
+    return data
+
+
+def _since(args) -> datetime | None:
+    """--since as a naive UTC time (30m, 2h, 7d or an ISO date/time), else None."""
+    from receipts.storage import queries
+
+    try:
+        return queries.parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
 def _source(args):
     """What a reader reads: the lake (--lake, or $RECEIPTS_LAKE unless --data is given), else the data
     directory, which must exist."""
@@ -29,10 +46,7 @@ def _source(args):
     lake = getattr(args, "lake", None) or (None if args.data else os.environ.get("RECEIPTS_LAKE"))
     if lake:
         return db.Lake(lake)
-    data = _data_dir(args)
-    if not os.path.isdir(data):
-        raise UserError(f"no data directory at {data}: start `receipts proxy` first, or pass --data DIR")
-    return data
+    return _existing_data_dir(args)
 
 
 def _connect(args, views: bool = True):
@@ -151,11 +165,7 @@ def cmd_show(args) -> int:
 def cmd_list(args) -> int:
     from receipts.storage import queries
 
-    try:
-        since = queries.parse_since(args.since) if args.since else None
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    items = queries.list_receipts(_connect(args), args.status, since, args.limit)
+    items = queries.list_receipts(_connect(args), args.status, _since(args), args.limit)
     if args.json:
         print(render.to_json([render.jsonable(x) for x in items]))
     else:
@@ -210,13 +220,8 @@ def _tail_line(values) -> str:
 def cmd_tail(args) -> int:
     from receipts.storage import db, queries
 
-    data = _data_dir(args)
-    if not os.path.isdir(data):
-        raise UserError(f"no data directory at {data}: start `receipts proxy` first, or pass --data DIR")
-    try:
-        since = queries.parse_since(args.since) if args.since else datetime.now(UTC).replace(tzinfo=None)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    data = _existing_data_dir(args)
+    since = _since(args) or datetime.now(UTC).replace(tzinfo=None)
     deadline = (time.monotonic() + args.seconds) if args.seconds else None
     print(
         f"receipts: calls from {render.safe(since)} UTC on, as they are recorded (Ctrl-C to stop)",
@@ -368,16 +373,10 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from receipts.storage import queries
 
     from . import audit
 
-    data = _source(args)
-    try:
-        since = queries.parse_since(args.since) if args.since else None
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    text, rep = audit.run(data, args.format, since, args.app, args.limit, args.since)
+    text, rep = audit.run(_source(args), args.format, _since(args), args.app, args.limit, args.since)
     if args.app and not rep["summary"]["calls"] and args.app not in rep["known_apps"]:
         known = ", ".join(render.safe(a, 80) for a in rep["known_apps"][:20]) or "none recorded"
         raise UserError(f"no calls from app {render.safe(args.app)!r}; apps: {known}")
@@ -394,11 +393,10 @@ def cmd_audit(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from receipts.storage import export, queries
+    from receipts.storage import export
 
-    data = _source(args)
+    data, since = _source(args), _since(args)
     try:
-        since = queries.parse_since(args.since) if args.since else None
         done = export.export(data, args.format, args.out, since, args.view)
     except (ValueError, OSError) as exc:
         raise UserError(str(exc).splitlines()[0]) from None
@@ -426,9 +424,7 @@ def _say(msg: str) -> None:
 def cmd_ship(args) -> int:
     from receipts.storage import lake
 
-    data = _data_dir(args)
-    if not os.path.isdir(data):
-        raise UserError(f"no data directory at {data}: ship the one `receipts proxy` writes, with --data DIR")
+    data = _existing_data_dir(args, "ship the one `receipts proxy` writes, with --data DIR")
     if args.tries < 1:
         raise UserError(f"--tries must be at least 1, not {args.tries}")
     return lake.run_shipper(
@@ -529,6 +525,41 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+EXAMPLES = {  # each subcommand's help ends with one
+    "proxy": 'receipts proxy --bodies hash   # then, in the app\'s shell: eval "$(receipts env)"',
+    "env": 'eval "$(receipts env)"; python my_app.py',
+    "sql": "receipts sql \"SELECT payer, sum(amount) FROM receipts WHERE proof_status = 'passed' GROUP BY ALL\"",
+    "show": "receipts show req_8f2c… --json",
+    "list": "receipts list --status failed --since 7d",
+    "tail": "receipts tail --since 30m",
+    "ingest": "receipts ingest session.har",
+    "verify": "receipts verify --follow",
+    "doctor": "receipts doctor",
+    "audit": "receipts audit --since 7d --format html --out audit.html",
+    "export": "receipts export --format csv --since 2026-12-01 --out receipts.csv",
+    "ship": "RECEIPTS_LAKE='postgres:dbname=lake host=db' receipts ship --name host-a",
+    "lake": "receipts lake init --lake 'postgres:dbname=lake host=db' --data-path s3://bucket/receipts/",
+    "completion": 'eval "$(receipts completion bash)"',
+    "serve": "receipts serve --port 8000",
+}
+
+
+def _command(sub, name: str, *, help: str, parents=()) -> argparse.ArgumentParser:
+    """A subcommand whose help says what it does and ends with an example."""
+    return sub.add_parser(
+        name,
+        parents=list(parents),
+        help=help,
+        description=help[:1].upper() + help[1:] + ".",
+        epilog=f"example:\n  {EXAMPLES[name]}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _since_flag(p: argparse.ArgumentParser, what: str = "only what was recorded since then") -> None:
+    p.add_argument("--since", help=f"{what}: 30m, 2h, 7d, or an ISO date/time (UTC)")
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data", help="data directory (default: $RECEIPTS_DATA or ./data)")
@@ -543,7 +574,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = top.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("proxy", parents=[common], help="run the recording proxy")
+    p = _command(sub, "proxy", parents=[common], help="run the recording proxy")
     p.add_argument("--config", help="settings file (default: mitm_config.yaml of this project)")
     p.add_argument("--listen-host")
     p.add_argument("--listen-port")
@@ -580,7 +611,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", help="seconds a kept-alive connection may wait for its next request")
     p.set_defaults(func=cmd_proxy)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "env",
         parents=[common],
         help='print the variables that send a shell\'s apps through the proxy: eval "$(receipts env)"',
@@ -591,37 +623,37 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--shell", choices=("sh", "fish"), default="sh", help="sh (bash, zsh: the default) or fish")
     p.set_defaults(func=cmd_env)
 
-    p = sub.add_parser("sql", parents=[common, lake], help="run read-only SQL over the views")
+    p = _command(sub, "sql", parents=[common, lake], help="run read-only SQL over the views")
     p.add_argument("query")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
     p.set_defaults(func=cmd_sql)
 
-    p = sub.add_parser("show", parents=[common, lake], help="show the receipt that any id finds")
+    p = _command(sub, "show", parents=[common, lake], help="show the receipt that any id finds")
     p.add_argument("id", help="receipt id, request id, provider id, tx hash, session id, nonce or payer")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("list", parents=[common, lake], help="list receipts, newest first")
+    p = _command(sub, "list", parents=[common, lake], help="list receipts, newest first")
     p.add_argument("--status", choices=STATUSES, metavar="STATUS", help=" | ".join(STATUSES))
-    p.add_argument("--since", help="30m, 2h, 7d, or an ISO date/time (UTC)")
+    _since_flag(p)
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("tail", parents=[common], help="print calls as they are recorded, from now on")
-    p.add_argument("--since", help="print the calls since then first: 30m, 2h, 7d, or an ISO date/time (UTC)")
+    p = _command(sub, "tail", parents=[common], help="print calls as they are recorded, from now on")
+    _since_flag(p, "print the calls since then first")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between looks (default 1)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     p.set_defaults(func=cmd_tail)
 
-    p = sub.add_parser("ingest", parents=[common], help="record calls from a HAR or mitmproxy flow file")
+    p = _command(sub, "ingest", parents=[common], help="record calls from a HAR or mitmproxy flow file")
     p.add_argument("file")
     p.add_argument("--config")
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("verify", parents=[common], help="check paid receipts against the chain")
+    p = _command(sub, "verify", parents=[common], help="check paid receipts against the chain")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="one pass, then exit (default)")
     mode.add_argument("--follow", action="store_true", help="keep verifying new and pending receipts")
@@ -641,14 +673,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="with --lake: this verifier's name in the lake (as `receipts ship --name`)")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("doctor", parents=[common], help="explain what is wrong, in plain words")
+    p = _command(sub, "doctor", parents=[common], help="explain what is wrong, in plain words")
     p.add_argument("--config")
     p.add_argument("--proxy", help="proxy address to check (default: from the config)")
     p.set_defaults(func=cmd_doctor)
 
-    p = sub.add_parser("audit", parents=[common, lake], help="a report of what apps paid for and what looks wrong")
+    p = _command(sub, "audit", parents=[common, lake], help="a report of what apps paid for and what looks wrong")
     p.add_argument("--app", help="only this app (an app name as the report lists them)")
-    p.add_argument("--since", help="30m, 2h, 7d, or an ISO date/time (UTC)")
+    _since_flag(p)
     p.add_argument("--format", choices=("md", "html", "json"), default="md")
     p.add_argument("--out", help="write the report to this file (default: standard output)")
     p.add_argument(
@@ -656,11 +688,14 @@ def parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser(
-        "export", parents=[common, lake], help="export receipts (or another view) as Parquet, CSV, JSON lines or HAR"
+    p = _command(
+        sub,
+        "export",
+        parents=[common, lake],
+        help="export receipts (or another view) as Parquet, CSV, JSON lines or HAR",
     )
     p.add_argument("--format", choices=("parquet", "csv", "jsonl", "har"), required=True)
-    p.add_argument("--since", help="30m, 2h, 7d, or an ISO date/time (UTC)")
+    _since_flag(p)
     p.add_argument("--out", help="file to write (default: standard output; Parquet needs a file)")
     p.add_argument(
         "--view",
@@ -670,7 +705,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("ship", parents=[common], help="copy this data directory's tables into a lake, exactly once")
+    p = _command(sub, "ship", parents=[common], help="copy this data directory's tables into a lake, exactly once")
     p.add_argument("--lake", metavar="CATALOG", help="the lake: 'postgres:dbname=… host=…' (default: $RECEIPTS_LAKE)")
     p.add_argument(
         "--name",
@@ -688,7 +723,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     p.set_defaults(func=cmd_ship)
 
-    p = sub.add_parser("lake", help="make a lake, or maintain one")
+    p = _command(sub, "lake", help="make a lake, or maintain one")
     p.add_argument("action", choices=("init", "maintain"))
     p.add_argument("--lake", metavar="CATALOG", help="the lake: 'postgres:dbname=… host=…' (default: $RECEIPTS_LAKE)")
     p.add_argument("--data-path", help="with init: where its Parquet files go (s3://bucket/prefix/)")
@@ -700,11 +735,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_lake)
 
-    p = sub.add_parser("completion", help='print a shell completion script: eval "$(receipts completion bash)"')
+    p = _command(sub, "completion", help='print a shell completion script: eval "$(receipts completion bash)"')
     p.add_argument("shell", choices=("bash", "zsh", "fish"))
     p.set_defaults(func=cmd_completion)
 
-    p = sub.add_parser("serve", parents=[common, lake], help="a local web page over the receipts (read-only)")
+    p = _command(sub, "serve", parents=[common, lake], help="a local web page over the receipts (read-only)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--config", help="settings file (explorer links per network; default: mitm_config.yaml)")
