@@ -137,6 +137,23 @@ def test_the_payment_signer_is_recovered_at_capture_and_the_signature_not_kept()
         "the EIP-712 domain is unknown")
 
 
+def test_a_v2_payment_is_recorded_as_signed_not_as_offered():
+    """An overcharging client: it answers an offer of 10000 with an authorization it signed for 25000. The
+    payment recorded is the signed one (amount, payer, payee, nonce), its signature recovered over it."""
+    from eth_account import Account
+
+    payer, pay_to, nonce = Account.create(), "0x" + "3c" * 20, "0x" + "5d" * 32
+    over = W.signed_eip3009(payer.key, payer.address, token=USDC, value=25000, offered=10000, pay_to=pay_to,
+                            nonce=nonce)
+    assert (over["accepted"]["amount"], over["payload"]["authorization"]["value"]) == ("10000", "25000")
+    q = X.request_data(req([("PAYMENT-SIGNATURE", W.b64json(over))]), SETTINGS, logical_id="l", match="x402",
+                       source="test")
+    p = q["payment"]
+    assert (p["amount"], p["payer"], p["pay_to"], p["nonce"]) == ("25000", payer.address, pay_to, nonce)
+    assert (p["signer"], p["signer_error"]) == (payer.address.lower(), None), "signed over the recorded value"
+    assert p["accepted"]["amount"] == "10000", "the offer is kept as the offer"
+
+
 def test_permit2_signers_are_recovered_for_exact_and_upto():
     from eth_account import Account
     from eth_account.messages import encode_typed_data

@@ -55,13 +55,21 @@ def test_hooks_record_request_and_response_and_stamp(tmp_path):
 def test_unmatched_traffic_is_left_alone(tmp_path):
     rec = Recorder()
     with taddons.context(rec) as tctx:
-        tctx.configure(rec, receipts_data=str(tmp_path))
+        tctx.configure(rec, receipts_data=str(tmp_path), receipts_seal_interval="0.01")
         f = tflow.tflow(resp=True)
         f.request.path = "/static/logo.png"
         hook(rec.request(f))
         hook(rec.response(f))
         assert "X-Receipt-Id" not in f.response.headers and "receipt_id" not in f.metadata
+        g = paid_flow()  # an AI call in the same run: what is recorded is read back below
+        hook(rec.request(g))
+        hook(rec.response(g))
     rec.done()
+    with db.connect(tmp_path) as con:
+        paths = con.execute("SELECT path FROM calls").fetchall()
+        logo = con.execute("SELECT count(*) FROM events WHERE data::VARCHAR LIKE '%logo.png%'").fetchone()
+    assert paths == [("/v1/chat/completions",)], "the AI call is recorded, the other one is not"
+    assert logo == (0,)
 
 
 def free_flow():

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from receipts.addon import x402 as addon_x402  # (the module: its inner functions; `x402` is the SDK)
 from receipts.addon.x402 import (
     caip2,
     decode_b64_json,
@@ -299,7 +300,9 @@ def test_parse_v1_exact_eip3009() -> None:
 
 
 def test_parse_v2_exact_eip3009() -> None:
-    entry = v2_upto_entry() | {"scheme": "exact", "asset": USDC_BASE, "amount": "10000"}
+    # the offer says 4000, the client signed 10000 (an overcharging client): what is recorded as paid is what
+    # was signed — amount, payer, payee, nonce, validity from the authorization; the offer is kept apart
+    entry = v2_upto_entry() | {"scheme": "exact", "asset": USDC_BASE, "amount": "4000", "payTo": "0x" + "77" * 20}
     payment = {"x402Version": 2, "payload": eip3009_payload(), "accepted": entry,
                "resource": {"url": URL}}
     result = parse_payment(payment)
@@ -309,7 +312,10 @@ def test_parse_v2_exact_eip3009() -> None:
     assert result["network"] == "eip155:8453"
     assert result["asset"] == USDC_BASE
     assert result["resource"] == URL
-    assert result["accepted"]["amount"] == "10000"
+    assert result["amount"] == "10000"
+    assert (result["payer"], result["pay_to"], result["nonce"]) == (PAYER, OG_PAY_TO, NONCE32.lower())
+    assert (result["valid_after"], result["valid_before"]) == (1740000000, 1740000600)
+    assert (result["accepted"]["amount"], result["accepted"]["pay_to"]) == ("4000", "0x" + "77" * 20)
     assert_no_secrets(result)
 
 
@@ -467,10 +473,19 @@ json_values = st.recursive(
 )
 
 
+def no_internal_error(result: dict) -> dict:
+    """The parsers catch every exception themselves (an "internal error: …" entry): none may be caught."""
+    assert not [e for e in result["errors"] if "internal error" in e], result["errors"]
+    return result
+
+
 @SETTINGS
 @given(st.text() | st.binary())
 def test_decode_never_raises(value: str | bytes) -> None:
-    obj, err = decode_b64_json(value)
+    # decode_b64_json turns any exception into "cannot decode: …": the inner function, which does not catch,
+    # must not raise either, and must give the same answer
+    obj, err = addon_x402._decode_b64_json(value)
+    assert (obj, err) == decode_b64_json(value)
     assert err is None or (obj is None and isinstance(err, str) and err)
 
 
@@ -483,9 +498,12 @@ def test_decode_roundtrip(obj: object) -> None:
 @SETTINGS
 @given(json_values | st.text() | st.binary())
 def test_parsers_never_raise(obj: object) -> None:
-    for parse in (parse_challenge, parse_payment, parse_settlement):
-        result = parse(obj)
+    # the public parsers catch every exception (_never_raising): the inner ones, which do not, must not raise
+    for parse, inner in ((parse_challenge, addon_x402._parse_challenge), (parse_payment, addon_x402._parse_payment),
+                         (parse_settlement, addon_x402._parse_settlement)):
+        result = no_internal_error(inner(obj))
         assert isinstance(result, dict) and isinstance(result["errors"], list)
+        assert parse(obj) == result
         orjson.dumps(result)
     assert isinstance(looks_like_v1_challenge(obj), bool)
     assert isinstance(is_tx_hash(obj), bool)
@@ -497,7 +515,7 @@ def test_parsers_never_raise(obj: object) -> None:
        st.dictionaries(st.sampled_from(X402_KEYS), json_values, max_size=8))
 def test_payment_like_inputs_never_raise(outer: dict, payload: dict) -> None:
     outer = outer | {"payload": payload | {"signature": SIGNATURE}}
-    result = parse_payment(outer)
+    result = no_internal_error(parse_payment(outer))
     assert result["signature_sha256"] == hashlib.sha256(SIGNATURE.encode()).hexdigest()
     assert SIGNATURE not in orjson.dumps(result).decode()
 

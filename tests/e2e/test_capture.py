@@ -145,8 +145,17 @@ def test_stream_passes_chunk_by_chunk_and_records_final_event(proxy, client, ups
 
 
 def test_unrelated_traffic_is_not_recorded_or_stamped(proxy, client, upstream):
-    resp = client.get(f"{upstream}/health")
+    probe = uuid.uuid4().hex
+    resp = client.get(f"{upstream}/health?probe={probe}", headers={"X-Request-Id": f"unrelated-{probe}"})
     assert resp.status_code == 200 and "x-receipt-id" not in resp.headers
+    related = client.post(f"{upstream}/v1/free/chat/completions", json=chat("related"),
+                          headers={"X-Request-Id": f"related-{probe}"})
+    rid = related.headers["x-receipt-id"]
+    # the related call, sent after the unrelated one, is in the journal: the unrelated one would be too by now
+    wait_for(lambda: sql(proxy, f"SELECT 1 FROM calls WHERE client_request_id = 'related-{probe}'"))
+    found = sql(proxy, f"SELECT DISTINCT receipt_id FROM events WHERE data::VARCHAR LIKE '%{probe}%'")
+    assert [r["receipt_id"] for r in found] == [rid], "only the related call's events name the probe"
+    assert sql(proxy, f"SELECT * FROM calls WHERE client_request_id = 'unrelated-{probe}' OR path LIKE '/health%'") == []
 
 
 def test_missing_usage_is_unknown_not_zero(proxy, client, upstream):
@@ -193,13 +202,18 @@ def test_broken_sse_is_recorded_as_incomplete(proxy, client, upstream):
 
 
 def test_tail_prints_new_calls_live(proxy, client, upstream):
+    before = client.post(f"{upstream}/v1/embeddings", json={"model": "tail-model", "input": "before"})
+    old = before.headers["x-receipt-id"]
+    wait_for(lambda: sql(proxy, f"SELECT 1 FROM calls WHERE receipt_id = '{old}'"))  # recorded before tail starts
     tail = subprocess.Popen([str(proc.BIN / "receipts"), "tail", "--interval", "0.2", "--seconds", "6",
                              "--data", str(proxy.data)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    time.sleep(1.5)
+    header = tail.stdout.readline()  # printed once tail has fixed the time it follows from (or "" when it ends)
+    assert header.split()[:3] == ["started", "(UTC)", "receipt"], header
     rid = client.post(f"{upstream}/v1/embeddings", json={"model": "tail-model", "input": "x"}).headers["x-receipt-id"]
     out, _ = tail.communicate(timeout=20)
     line = next(l for l in out.splitlines() if rid in l)
     assert "/v1/embeddings" in line and "tail-model" in line and " 200 " in f" {line} "
+    assert old not in out, "live: a call recorded before tail started is not printed"
 
 
 def test_invisible_audit_leaves_responses_unchanged(tmp_path, tls, upstream):

@@ -1,7 +1,7 @@
 """A bounded mutation fuzzer through the live `receipts proxy`: x402 request and response headers, bodies,
 encodings and bytes that are not UTF-8, from a seeded generator (RECEIPTS_FUZZ_N requests, default 2,000;
 RECEIPTS_FUZZ_SEED). What must hold, whatever arrives:
-- no addon traceback, and no internal error caught by the hooks' catch-all;
+- no addon traceback, and no internal error caught by the hooks' catch-all nor by the decoders' (the notes);
 - every response that carries an `X-Receipt-Id` has its row in `calls`;
 - every paid request has its `request` event, or was refused with a 503; none reached the upstream unrecorded.
 """
@@ -135,6 +135,11 @@ def test_fuzzed_exchanges_never_crash_the_recorder_nor_pass_a_paid_one_unrecorde
         log = proxy.output()
     assert "Traceback" not in log, log[log.find("Traceback") - 500:log.find("Traceback") + 3000]
     assert "internal error in the" not in log, [ln for ln in log.splitlines() if "internal error" in ln][:5]
+    # the decoders catch their own exceptions and say so in the call's notes ("internal error: …", base64
+    # JSON's "cannot decode: …"): none may have been caught
+    caught = [(c["client_request_id"], e) for c in calls for e in c["parse_errors"] or []
+              if "internal error" in e or "cannot decode:" in e]
+    assert caught == [], caught[:5]
 
     by_receipt = {c["receipt_id"] for c in calls}
     by_request = {c["client_request_id"] for c in calls}
@@ -155,7 +160,7 @@ def _calls_when_settled(proxy, sent) -> list[dict]:
     want = sum(1 for _, _, a in sent if a and "x-receipt-id" in a.headers)
 
     def rows():
-        out = receipts_cli("sql", "--json", "SELECT receipt_id, client_request_id FROM calls", data=proxy.data)
+        out = receipts_cli("sql", "--json", "SELECT receipt_id, client_request_id, parse_errors FROM calls", data=proxy.data)
         assert out.returncode == 0, out.stderr
         found = json.loads(out.stdout)
         return len(found) >= want and found

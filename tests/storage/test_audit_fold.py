@@ -25,6 +25,48 @@ SESSION_FIELDS = [("session_id", "session_id"), ("calls", "calls"), ("p.payer", 
                   ("p.asset", "asset"), ("p.network", "network"), ("p.amount", "amount_cap"),
                   ("p.decimals", "decimals"), ("p.symbol", "symbol"), ("p.deadline", "deadline")]
 
+# The report's sections and each one's columns, written here (not taken from audit.SECTIONS or the SQL): a
+# section, a summary figure or a column the audit stops computing fails the test.
+_PLACE = ["network", "asset", "symbol", "decimals"]
+_VERDICT = ["proof_status", "resolution", "reason"]
+REPORT_COLUMNS = {
+    "summary": ["calls", "receipts", "paid_receipts", "apps", "first_seen", "last_seen", "not_verified"],
+    "apps": ["app_name", "exe", "calls", "receipts", "paid_receipts", "hosts", "first_seen", "last_seen"],
+    "usage": ["app_name", "model", "receipts", "tokens", "list_price", "list_currency", "paid_on_chain",
+              "cost_unknown"],
+    "totals": [*_PLACE, "pay_to", "paid_calls", "settlements", "verified", "reported", "authorized",
+               "unknown_amounts"],
+    "totals_by_app": ["app_name", *_PLACE, "paid_calls", "verified", "reported", "authorized"],
+    "statuses": ["app_name", "proof_status", "resolution", "receipts"],
+    "http_statuses": ["app_name", "status", "error", "calls"],
+    "risky_failed": ["receipt_id", "app_name", "first_seen", "host", "path", "model", *_VERDICT, "last_status",
+                     "attempts", *_PLACE, "payer", "pay_to", "amount", "txs", "verdict_tx", "session_id",
+                     "verdict_at"],
+    "overcharges": ["receipt_id", "app_name", "first_seen", "host", *_PLACE, "pay_to", "challenge_amount", "charged",
+                    "excess", "scheme", *_VERDICT],
+    "never_settled": ["key", "kind", "app_name", "first_seen", "host", *_PLACE, "payer", "pay_to", "amount",
+                      "deadline", "txs", *_VERDICT, "calls"],
+    "double_charges": ["receipt_id", "app_name", "first_seen", "host", *_PLACE, "payer", "pay_to", "settlements",
+                       "txs", "charged", *_VERDICT],
+    "secrets_in_clear": ["app_name", "host", "port", "path", "secrets", "calls", "first_seen", "last_seen",
+                         "example_receipt"],
+    "pinned_clients": ["client", "host", "refusals", "first_seen", "last_seen", "message"],
+    "no_usage": ["app_name", "host", "model", "calls", "first_seen", "last_seen", "example_receipt"],
+}
+EVIDENCE_COLUMNS = ["check", "result", "reason", "detail", "observed_at"]
+
+
+def assert_every_section_and_column(rep: dict) -> None:
+    """Every section of REPORT_COLUMNS is in the report, with rows, and each row has exactly its columns."""
+    assert list(rep) == [*REPORT_COLUMNS, "evidence", "known_apps"]
+    assert list(rep["summary"]) == REPORT_COLUMNS["summary"]
+    for name, columns in REPORT_COLUMNS.items():
+        if name != "summary":
+            assert rep[name], f"{name}: no rows to check"
+            assert {tuple(row) for row in rep[name]} == {tuple(columns)}, name
+    assert {tuple(row) for rows in rep["evidence"].values() for row in rows} == {tuple(EVIDENCE_COLUMNS)}
+    assert rep["known_apps"] and all(isinstance(a, str) for a in rep["known_apps"])
+
 
 # ---- calls written for a test ------------------------------------------------------------------
 class Traffic:
@@ -152,6 +194,7 @@ def test_the_audit_gives_the_views_values_over_kept_rows_and_a_tail(tmp_path):
     assert edge[unpaid] == (None, SEPOLIA, 0, "unpaid")
 
     rep = audit.report(tmp_path)
+    assert_every_section_and_column(rep)
     assert rep["summary"]["calls"] == 3000 + 8
     late = rows_by(rep["secrets_in_clear"], "host")["late.example"]
     assert (late["app_name"], late["secrets"], late["port"]) == ("late-app/1", ["x-api-key"], 80)

@@ -6,6 +6,7 @@ import orjson
 from receipts.storage import db
 from receipts.storage.journal import Journal
 from receipts.storage.records import Event, uuid7
+from support.proc import wait_for
 
 
 def events(n, kind="request"):
@@ -15,6 +16,14 @@ def events(n, kind="request"):
 def count(data, sql="SELECT count(*), count(DISTINCT id) FROM events"):
     with db.connect(data) as con:
         return con.execute(sql).fetchone()
+
+
+def sealed(j: Journal) -> bool:
+    """The writer's open segment is empty: what was written is sealed (visible to readers)."""
+    try:
+        return (j.open_dir / f"{j.writer}.jsonl").stat().st_size == 0
+    except FileNotFoundError:  # (between the seal's rename and the new open segment)
+        return False
 
 
 def test_a_dead_writers_open_segment_is_sealed_without_its_torn_last_line(tmp_path):
@@ -33,7 +42,7 @@ def test_a_dead_writers_open_segment_is_sealed_without_its_torn_last_line(tmp_pa
         assert again.writer == "proxy"
         assert count(tmp_path) == (3, 3)
         again.write(events(2))
-        time.sleep(0.3)
+        wait_for(lambda: count(tmp_path) == (5, 5), timeout=10, interval=0.02)  # sealed by the running writer
     assert count(tmp_path) == (5, 5)
     assert count(tmp_path, "SELECT min(seq), max(seq), count(DISTINCT seq) FROM events") == (1, 5, 5)
 
@@ -54,11 +63,13 @@ def test_the_fold_empties_folded_segments_and_writers_reuse_them(tmp_path):
     with Journal(tmp_path, seal_interval=0.01, compact_after=3, compact_grace=0.2) as j:
         for _ in range(12):
             j.write(events(10))
-            time.sleep(0.05)
+            wait_for(lambda: sealed(j), timeout=10, interval=0.01)  # each write its own segment
             assert count(tmp_path) == (count(tmp_path)[0],) * 2, "no duplicate is ever visible"
-        time.sleep(2.5)  # a fold, and the grace of its segments
+        # a fold, and the grace of its segments: a folded segment emptied
+        wait_for(lambda: any(p.stat().st_size == 0 for p in (tmp_path / "journal").glob("proxy-*.jsonl")),
+                 timeout=15, interval=0.05)
         j.write(events(10))
-        time.sleep(2.5)
+        wait_for(lambda: count(tmp_path) == (130, 130), timeout=15, interval=0.05)  # sealed, in a reused slot
     tables = list((tmp_path / "tables" / "events").glob("*.parquet"))
     slots = sorted((tmp_path / "journal").glob("proxy-*.jsonl"))
     assert tables, "the fold wrote Parquet"
@@ -73,7 +84,7 @@ def test_a_writer_that_does_not_fold_seals_and_leaves_the_fold_to_others(tmp_pat
     with Journal(tmp_path, "verifier", seal_interval=0.01, compact_after=1, fold=False) as j:
         for _ in range(5):
             j.write(events(10, "check"))
-            time.sleep(0.05)
+            wait_for(lambda: sealed(j), timeout=10, interval=0.01)  # sealed (and the writer goes on)
         assert j._thread.is_alive(), "the writer survived its seals"
     assert len(list((tmp_path / "journal").glob("verifier-*.jsonl"))) >= 2, "segments were sealed"
     assert not (tmp_path / "tables" / "manifest.json").exists(), "this writer folded nothing"

@@ -311,14 +311,16 @@ def random_signature() -> str:
 
 
 def signed_eip3009(key, payer, token, chain=8453, value=10000, extra=None, pay_to="0x" + "2" * 40,
-                   valid_before=2**31):
-    """A v2 exact/EIP-3009 payment really signed with `key` (claiming to come from `payer`)."""
+                   valid_before=2**31, offered=None, nonce="0x" + "ab" * 32):
+    """A v2 exact/EIP-3009 payment really signed with `key` (claiming to come from `payer`) for `value`.
+    `accepted.amount` (the offer the payment says it answers) is `offered`, by default the signed value: a
+    different one is what an overcharging (or underpaying) client sends."""
     from eth_account import Account
     from eth_account.messages import encode_typed_data
 
     extra = extra or {"name": "USD Coin", "version": "2"}
     auth = {"from": payer, "to": pay_to, "value": value, "validAfter": 0, "validBefore": valid_before,
-            "nonce": "0x" + "ab" * 32}
+            "nonce": nonce}
     typed = {"types": {"EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
                                         {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}],
                        "TransferWithAuthorization": [{"name": n, "type": t} for n, t in (
@@ -327,7 +329,8 @@ def signed_eip3009(key, payer, token, chain=8453, value=10000, extra=None, pay_t
              "primaryType": "TransferWithAuthorization",
              "domain": {**extra, "chainId": chain, "verifyingContract": token}, "message": auth}
     sig = Account.sign_message(encode_typed_data(full_message=typed), key).signature.hex()
-    accepted = {"scheme": "exact", "network": f"eip155:{chain}", "asset": token, "amount": str(value),
+    accepted = {"scheme": "exact", "network": f"eip155:{chain}", "asset": token,
+                "amount": str(value if offered is None else offered),
                 "payTo": auth["to"], "extra": extra}
     return {"x402Version": 2, "accepted": accepted,
             "payload": {"signature": "0x" + sig.removeprefix("0x"),
