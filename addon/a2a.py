@@ -45,7 +45,7 @@ def call_of(body: bytes | None, path: str = "") -> dict | None:
     if not isinstance(doc, dict):
         return None
     if doc.get("method") in SEND_METHODS:
-        params = doc.get("params") if isinstance(doc.get("params"), dict) else {}
+        params = got if isinstance(got := doc.get("params"), dict) else {}
         message, method, rid = params.get("message"), doc["method"], doc.get("id")
     elif path.partition("?")[0].endswith(PATHS):  # REST: {message: …} (1.0) or {request: …} (0.3)
         message, method, rid = doc.get("message") or doc.get("request"), path.partition("?")[0].rsplit("/", 1)[1], None
@@ -53,7 +53,7 @@ def call_of(body: bytes | None, path: str = "") -> dict | None:
         return None
     if not isinstance(message, dict):
         return None
-    meta = message.get("metadata") if isinstance(message.get("metadata"), dict) else {}
+    meta = got if isinstance(got := message.get("metadata"), dict) else {}
     parts = message.get("parts")
     return {
         "id": rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
@@ -103,7 +103,7 @@ def _task(doc: object) -> tuple[str | None, str | None]:
             result = result[key]
             break
     task_id = _text(result.get("taskId")) or _text(result.get("id"))
-    status = result.get("status") if isinstance(result.get("status"), dict) else {}
+    status = got if isinstance(got := result.get("status"), dict) else {}
     return task_id, _text(status.get("state"))
 
 

@@ -40,6 +40,7 @@ def payment(get) -> tuple[dict | None, list[str]]:
         if value is None:
             continue
         found = price(value)
+        errors: list[str] = []
         pay = {
             "scheme": SCHEME,
             "kind": name.removeprefix("crawler-").replace("-", "_"),
@@ -49,11 +50,11 @@ def payment(get) -> tuple[dict | None, list[str]]:
             "decimals": DECIMALS,
             "symbol": found[0] if found else None,
             "header": name,
-            "errors": [],
+            "errors": errors,
         }
         if not found:
-            pay["errors"].append(f"{name}: not a price such as `USD 0.01`: {value[:80]!r}")
-        return pay, pay["errors"]
+            errors.append(f"{name}: not a price such as `USD 0.01`: {value[:80]!r}")
+        return pay, errors
     return None, []
 
 

@@ -13,6 +13,8 @@ x402 payment channels (`batch-settlement`): the voucher's digest, storage/channe
 
 from __future__ import annotations
 
+from typing import cast
+
 from eth_hash.auto import keccak
 
 from receipts.storage import channels
@@ -213,15 +215,16 @@ def signer(obj: object, network: str | None, asset: str | None, extra: dict | No
         if wallet:
             return None, wallet
         auth, permit = payload.get("authorization"), payload.get("permit2Authorization")
-        if isinstance(permit, dict) and chain_id(network) is not None:
-            return recover(permit2_digest(chain_id(network), permit), str(payload.get("signature", ""))), None
+        if isinstance(permit, dict) and (permit_chain := chain_id(network)) is not None:
+            return recover(permit2_digest(permit_chain, permit), str(payload.get("signature", ""))), None
         if not isinstance(auth, dict):
             return None, "neither an EIP-3009 nor a Permit2 payment"
         chain = chain_id(network)
         if chain is None or not asset or not isinstance(extra, dict) or "name" not in extra or "version" not in extra:
             return None, "the EIP-712 domain is unknown (network, asset, or extra name/version missing)"
         domain = domain_separator(str(extra["name"]), str(extra["version"]), chain, asset)
-        scheme = (obj.get("accepted") or {}).get("scheme") if isinstance(obj.get("accepted"), dict) else None
+        accepted = cast(dict, obj).get("accepted")  # (a dict: else the payload was empty, answered above)
+        scheme = accepted.get("scheme") if isinstance(accepted, dict) else None
         kind = RECEIVE_WITH_AUTHORIZATION if scheme == "auth-capture" else TRANSFER_WITH_AUTHORIZATION
         return recover(eip3009_digest(domain, auth, kind), str(payload.get("signature", ""))), None
     except Exception as exc:  # malformed input is a capture-time note, never an exception

@@ -35,6 +35,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import cast
 
 import orjson
 
@@ -115,7 +116,7 @@ class Headers:
         values = self.items.get(name)
         return values[0] if values else None
 
-    def first_of(self, names: tuple[str, ...]) -> tuple[str | None, str | None]:
+    def first_of(self, names: tuple[str, ...]) -> tuple[str, str] | tuple[None, None]:
         for name in names:
             if name in self.items:
                 return name, self.items[name][0]
@@ -146,7 +147,8 @@ def decode_text(raw: bytes) -> tuple[str, str | None]:
 
 def decode_fields(fields) -> tuple[list[tuple[str, str]], dict[str, list[str]] | None]:
     """Header (name, value) byte pairs as text pairs, and `raw_b64` of those that were not UTF-8."""
-    pairs, raw = [], {}
+    pairs: list[tuple[str, str]] = []
+    raw: dict[str, list[str]] = {}
     for name_b, value_b in fields:
         name, name_raw = decode_text(name_b)
         value, value_raw = decode_text(value_b)
@@ -292,9 +294,10 @@ def is_paid(h: Headers) -> bool:
 # ---- payloads --------------------------------------------------------------------------------
 def payment(h: Headers) -> tuple[dict | None, list[str]]:
     """The decoded payment of a request (non-secret fields and the header's hash)."""
-    name, value = h.first_of(PAYMENT_HEADERS)
-    if name is None:
+    found = h.first_of(PAYMENT_HEADERS)
+    if found[0] is None:
         return None, []
+    name, value = found
     errors = [f"{name} header sent {len(h.items[name])} times; the first was used"] if len(h.items[name]) > 1 else []
     obj, err = x402.decode_b64_json(value)
     pay = x402.parse_payment(obj) if err is None else {"errors": [err]}
@@ -316,9 +319,9 @@ def body_call(match: str | None, body: bytes | None, path: str) -> dict | None:
 def body_payment(call: dict | None) -> tuple[dict | None, list[str]]:
     """The decoded payment a body call carries (the PaymentPayload object itself: its hash stands for the
     header's): MCP's `params._meta["x402/payment"]`, A2A's message metadata `x402.payment.payload`."""
-    obj = (call or {}).get("payment")
-    if obj is None:
+    if not call or call.get("payment") is None:
         return None, []
+    obj = call["payment"]
     where = BODY_PROTOCOLS[call["protocol"]]
     pay = x402.parse_payment(obj)
     pay = {
@@ -334,7 +337,7 @@ def l402_payment(authorization: str, challenge: dict | None) -> tuple[dict, list
     """An L402 credential as a payment (addon/l402.py): the payment hash and the preimage's hash, with the
     amount and payee of the challenge's invoice for that payment hash (when the 402 was seen)."""
     cred = l402.credential(authorization) or {}
-    invoice = next(
+    invoice: dict = next(
         (
             i
             for i in (challenge or {}).get("l402") or []
@@ -419,6 +422,8 @@ def completed_payment(pay: dict, settings: Settings, challenge: dict | None) -> 
         }
         extra = extra or entry.get("extra")
     known = settings.asset(pay.get("network"), pay.get("asset"))
+    signer: str | None
+    why: str | None
     if pay.get("kind") == "erc7710":  # the delegation chain is signed inside the permission context (a hash here)
         signer, why = None, f"{DELEGATION} (ERC-7710 via {pay.get('spender')}): checked on chain by its settlement"
     elif pay.get("kind") in ("svm", "svm_upto"):  # the transaction names its signer, its signature checked (x402.py)
@@ -469,10 +474,10 @@ def request_data(
         pay = completed_payment(pay, settings, challenge)
     elif h.first_of(crawler.OFFER_HEADERS)[0]:
         pay, errors = crawler.payment(h.get)
-    elif l402.is_credential(h.get("authorization")):
-        pay, errors = l402_payment(h.get("authorization"), challenge)
-    elif mpp.is_credential(h.get("authorization")):
-        pay, errors = mpp_payment(h.get("authorization"), settings)
+    elif l402.is_credential(auth := h.get("authorization")):
+        pay, errors = l402_payment(auth, challenge)
+    elif mpp.is_credential(auth := h.get("authorization")):
+        pay, errors = mpp_payment(auth, settings)
     sign_in = siwx.decode(h.get(SIGN_IN_HEADER))
     errors = errors + _oversized(h) + _body_errors(req.body_error) + (sign_in or {}).get("errors", [])
     return {
@@ -556,9 +561,10 @@ def challenge(resp: Resp, h: Headers) -> tuple[dict | None, list[str]]:
 
 
 def settlement(h: Headers) -> tuple[dict | None, list[str]]:
-    name, value = h.first_of(SETTLEMENT_HEADERS)
-    if name is None:
+    found = h.first_of(SETTLEMENT_HEADERS)
+    if found[0] is None:
         return None, []
+    name, value = found
     obj, err = x402.decode_b64_json(value)
     if err:
         return {"header": name, "errors": [err]}, [f"{name}: {err}"]
@@ -679,7 +685,7 @@ def body_answer(protocol: str | None, doc: object) -> dict | None:
     told = mcp.answer_of(doc) if protocol == "mcp" else a2a.answer_of(doc) if protocol == "a2a" else None
     if not told:
         return None
-    where = BODY_PROTOCOLS[protocol]
+    where = BODY_PROTOCOLS[cast(str, protocol)]  # (`told` is None unless protocol is "mcp" or "a2a")
     ch = {**x402.parse_challenge(told["challenge"]), "source": protocol} if told.get("challenge") is not None else None
     st = {**x402.parse_settlement(told["settlement"]), "header": where} if told.get("settlement") is not None else None
     info = {k: v for k, v in told.items() if k not in ("challenge", "settlement")}

@@ -135,7 +135,7 @@ def _read(path: str) -> bytes:
         raise IngestError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _exchanges(raw: bytes, path: str) -> Iterator[tuple[X.Req, X.Resp | None]]:
+def _exchanges(raw: bytes, path: str) -> list[tuple[X.Req, X.Resp | None]]:
     if raw.lstrip()[:1] == b"{":
         return list(_har(raw, path))
     return list(_flows(path))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from typing import Any, TypeGuard
 
 from . import bolt11
 
@@ -28,8 +29,8 @@ _CHALLENGE = re.compile(r'\b(L402|LSAT)\s+macaroon="([^"]+)",\s*invoice="([^"]+)
 _CREDENTIAL = re.compile(r"^\s*(L402|LSAT)\s+([A-Za-z0-9+/=_,-]+):([0-9a-fA-F]{64})\s*$", re.I)
 
 
-def is_credential(authorization: str | None) -> bool:
-    return bool(authorization) and authorization.lstrip()[:5].lower() in ("l402 ", "lsat ")
+def is_credential(authorization: str | None) -> TypeGuard[str]:
+    return bool(authorization and authorization.lstrip()[:5].lower() in ("l402 ", "lsat "))
 
 
 def challenges(values: list[str]) -> list[dict]:
@@ -38,7 +39,7 @@ def challenges(values: list[str]) -> list[dict]:
     out = []
     for value in values:
         for m in _CHALLENGE.finditer(value):
-            found = {"scheme": m.group(1).lower(), "macaroon": m.group(2), "errors": []}
+            found: dict[str, Any] = {"scheme": m.group(1).lower(), "macaroon": m.group(2), "errors": []}
             try:
                 inv = bolt11.decode(m.group(3))
                 found.update(

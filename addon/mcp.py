@@ -42,8 +42,8 @@ def call_of(body: bytes | None) -> dict | None:
     doc = small_json(body)
     for msg in doc if isinstance(doc, list) else [doc]:
         if isinstance(msg, dict) and msg.get("method") == TOOL_CALL:
-            params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
-            meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
+            params = got if isinstance(got := msg.get("params"), dict) else {}
+            meta = got if isinstance(got := params.get("_meta"), dict) else {}
             rid = msg.get("id")
             return {
                 "id": rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
@@ -62,8 +62,8 @@ def answer_of(doc: object) -> dict | None:
     for msg in doc if isinstance(doc, list) else [doc]:
         if not isinstance(msg, dict) or "jsonrpc" not in msg or not ("result" in msg or "error" in msg):
             continue
-        result = msg.get("result") if isinstance(msg.get("result"), dict) else {}
-        meta = result.get("_meta") if isinstance(result.get("_meta"), dict) else {}
+        result = got if isinstance(got := msg.get("result"), dict) else {}
+        meta = got if isinstance(got := result.get("_meta"), dict) else {}
         is_error = result.get("isError") is True
         challenge = _challenge(result) if is_error else None
         # a settlement that failed comes back as an error result: x402's Python wrapper puts it inside the

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from typing import TypeGuard
 
 import orjson
 from eth_hash.auto import keccak
@@ -34,8 +35,8 @@ _TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 _DID = re.compile(r"did:pkh:eip155:([0-9]+):(0x[0-9a-fA-F]{40})")
 
 
-def is_credential(authorization: str | None) -> bool:
-    return bool(authorization) and authorization.lstrip()[:8].lower() == "payment "
+def is_credential(authorization: str | None) -> TypeGuard[str]:
+    return bool(authorization and authorization.lstrip()[:8].lower() == "payment ")
 
 
 def _b64url_json(text: object) -> object:
@@ -82,7 +83,7 @@ def offer(c: dict) -> dict:
 def network(method: object, request: dict) -> str:
     """Where a method settles: an EVM chain (`eip155:<chainId>`, Tempo's 4217 by default), or the method's
     name for one that settles off chain (`stripe`, `card`, `lightning`, …)."""
-    details = request.get("methodDetails") if isinstance(request.get("methodDetails"), dict) else {}
+    details = got if isinstance(got := request.get("methodDetails"), dict) else {}
     if method in ("tempo", "evm"):
         chain = details.get("chainId", 4217 if method == "tempo" else None)
         return (
@@ -98,10 +99,10 @@ def credential(authorization: str) -> dict:
     doc = _b64url_json(authorization.strip()[8:].strip())
     if not isinstance(doc, dict):
         return {"errors": ["Authorization: Payment is not base64url JSON"]}
-    echo = doc.get("challenge") if isinstance(doc.get("challenge"), dict) else {}
+    echo = got if isinstance(got := doc.get("challenge"), dict) else {}
     request = _b64url_json(echo.get("request"))
     request = request if isinstance(request, dict) else {}
-    payload = doc.get("payload") if isinstance(doc.get("payload"), dict) else {}
+    payload = got if isinstance(got := doc.get("payload"), dict) else {}
     did = _DID.fullmatch(str(doc.get("source") or ""))
     signed = payload.get("signature") if payload.get("type") == "transaction" else None
     tx = payload.get("hash") if payload.get("type") == "hash" else _keccak_hex(signed)
@@ -182,13 +183,14 @@ def receipt(value: str | None) -> dict | None:
             "error_message": None,
             "errors": [],
         }
-    is_tx = bool(ref) and _TX_HASH.fullmatch(ref) is not None
+    tx_hash = ref.lower() if ref and _TX_HASH.fullmatch(ref) else None
+    is_tx = tx_hash is not None
     return {
         "header": "payment-receipt",
         "success": doc.get("status") == "success",
         "network": None,
         "payer": None,
-        "tx_hash": ref.lower() if is_tx else None,
+        "tx_hash": tx_hash,
         "job_id": None if is_tx else ref,
         "amount": None,
         "error_reason": None if doc.get("status") == "success" else _str(doc.get("status")),

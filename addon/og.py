@@ -12,6 +12,7 @@ Hashes are not secrets: nothing here can be turned back into a prompt.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from eth_hash.auto import keccak
 
@@ -26,7 +27,7 @@ def _user_content(content):
         return content
     if not isinstance(content, list):
         return str(content)
-    out = []
+    out: list[dict[str, Any]] = []
     for part in content:
         if not isinstance(part, dict):
             out.append({"type": "text", "text": str(part)})

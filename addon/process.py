@@ -121,4 +121,5 @@ def app_name(proc: dict | None, user_agent: str | None, client: str | None) -> s
             if script:
                 return f"{name} {script.rsplit('/', 1)[-1]}"[:120]
         return name[:120]
-    return (user_agent or client or None) and (user_agent or client)[:120]
+    ident = user_agent or client
+    return ident[:120] if ident else None

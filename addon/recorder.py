@@ -28,7 +28,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, cast
 
 import orjson
 from mitmproxy import ctx, exceptions, http
@@ -117,6 +117,7 @@ def to_req(flow: http.HTTPFlow) -> X.Req:
 
 def to_resp(flow: http.HTTPFlow, streamed: bool = False) -> X.Resp:
     r = flow.response
+    assert r is not None  # (called once the flow has its answer)
     headers, raw = X.decode_fields(r.headers.fields)
     body, error = (None, None) if streamed else _content(r)
     return X.Resp(
@@ -244,6 +245,7 @@ class Recorder:
     # ---- hooks: connections ------------------------------------------------------------------
     def client_connected(self, client) -> None:
         try:
+            assert self.limits is not None  # (set by configure, which mitmproxy runs before any traffic)
             why = self.limits.connected(client.id, (client.peername or ("?",))[0])
         except Exception as exc:
             log.error("receipts: internal error in client_connected (%s: %s)", type(exc).__name__, exc)
@@ -273,6 +275,7 @@ class Recorder:
     # ---- hooks: exchanges ----------------------------------------------------------------------
     @_guarded
     def requestheaders(self, flow: http.HTTPFlow):
+        assert self.limits is not None  # (set by configure, which mitmproxy runs before any traffic)
         self.limits.started(flow.client_conn.id)
         if flow.request.headers.get("content-length", "0") != "0" or "transfer-encoding" in flow.request.headers:
             _ack_now(flow.client_conn.id)  # (its body may wait for this ACK: see _ack_now)
@@ -298,6 +301,7 @@ class Recorder:
         st = self._flows.get(flow.id)
         if st is None or st.refused:
             return
+        assert flow.response is not None  # (the responseheaders hook: the answer's headers are in)
         sse = flow.response.headers.get("content-type", "").lower().startswith("text/event-stream")
         if sse or self._streams(flow.request, flow.response):
             return self._record_streamed_answer(flow, st, sse)  # else recorded in `response`, read whole
@@ -305,7 +309,9 @@ class Recorder:
     @_guarded
     def response(self, flow: http.HTTPFlow):
         st = self._flows.pop(flow.id, None)
+        assert self.limits is not None  # (set by configure, which mitmproxy runs before any traffic)
         self.limits.ended(flow.client_conn.id)
+        assert flow.response is not None  # (the response hook: the answer is in)
         if st is None:
             st = self._discovered(flow)  # not an AI call by its request, but x402 by its answer
             if st is None:
@@ -333,6 +339,7 @@ class Recorder:
         """An answer that streams: its event is written before the client gets a byte."""
         data = X.response_data(to_resp(flow, streamed=True), flow.request.timestamp_start, self.settings, stream=True)
         self._annotate(flow, st, data)
+        assert flow.response is not None  # (to_resp has checked it: called from responseheaders)
         if await self._write([Event("response", st.receipt_id, data, ts=time.time())], st):
             st.tap = flow.response.stream = bodies.Tap(sse=sse)
             self._stamp(flow, st)
@@ -350,6 +357,8 @@ class Recorder:
                 self._refuse(flow, st, "response")
 
     def _discovered(self, flow: http.HTTPFlow) -> FlowState | None:
+        assert flow.response is not None  # (called from the response hook)
+        assert self.settings is not None  # (set by configure, which mitmproxy runs before any traffic)
         if flow.response.stream or not self.settings.capture_x402:
             return None
         resp = to_resp(flow)
@@ -371,6 +380,7 @@ class Recorder:
 
     def _stream_end(self, flow: http.HTTPFlow, st: FlowState) -> list[Event]:
         now = time.time()
+        assert flow.response is not None  # (called from the response hook)
         summary = X.streamed_summary(st.tap, _headers(flow.response))
         data = X.stream_end_data(summary, flow.request.timestamp_start, now, st.call, st.protocol)
         self.linker.remember_task(st.logical_id, (data.get("a2a") or {}).get("task_id"), now)
@@ -384,12 +394,14 @@ class Recorder:
     def error(self, flow: http.HTTPFlow):
         self._matched.pop(flow.id, None)
         st = self._flows.pop(flow.id, None)
+        assert self.limits is not None  # (set by configure, which mitmproxy runs before any traffic)
         self.limits.ended(flow.client_conn.id)
         if st is not None and flow.error is not None:
             return self._record_error(flow, st)
 
     async def _record_error(self, flow: http.HTTPFlow, st: FlowState) -> None:
         self.linker.outcome(st.keys, False)
+        assert flow.error is not None  # (the error hook calls this only with an error)
         msg = flow.error.msg
         phase = "response" if flow.response else "request"
         data = X.error_data(X.classify_error(msg), msg, phase)
@@ -415,10 +427,12 @@ class Recorder:
                 "port": server[1],
                 "client": peer[0],
             }
+            assert self.journal is not None  # (set by configure, which mitmproxy runs before any traffic)
             self.journal.append([Event("error", uuid7(), payload)])
         except Exception as exc:
             log.error("receipts: could not record a refused certificate (%s: %s)", type(exc).__name__, exc)
             return
+        assert self.settings is not None  # (set by configure, which mitmproxy runs before any traffic)
         log.warning(
             "receipts: client %s refused the proxy certificate for %s (%s): if it pins certificates, "
             "use reverse-proxy mode; otherwise make it trust %s",
@@ -436,6 +450,7 @@ class Recorder:
             ctx.master.addons.get("tlsconfig").tls_start_server(data)  # connection, then replace the check
         records = await asyncio.to_thread(self._registry.records)
         host, port = data.conn.address[0], data.conn.address[1]
+        assert self.settings is not None  # (set by configure, which mitmproxy runs before any traffic)
         conn_id, enforce = data.conn.id, self.settings.og_pin == "enforce"
 
         chain_ok = [True]
@@ -445,7 +460,8 @@ class Recorder:
                 chain_ok[0] = chain_ok[0] and bool(ok)
                 return True
             if records is None:
-                self._pins[conn_id] = f"the TEE registry could not be read ({self._registry.error})"
+                registry = cast(pin.RegistryCache, self._registry)  # (not None: checked above, read now as before)
+                self._pins[conn_id] = f"the TEE registry could not be read ({registry.error})"
                 return not enforce
             result = pin.check(_der(cert), host, port, records)
             self._pins[conn_id] = result
@@ -474,6 +490,7 @@ class Recorder:
     def _streams(self, request: http.Request, response: http.Response | None) -> bool:
         """Whether a recorded body streams through instead of being read whole (addon/bodies.py)."""
         message = response if response is not None else request
+        assert self.settings is not None  # (set by configure, which mitmproxy runs before any traffic)
         if message.stream:
             return True
         length = message.headers.get("content-length")
@@ -562,6 +579,7 @@ class Recorder:
         found = self._pins.get(flow.server_conn.id) if flow.server_conn else None
         if found is None:
             return None
+        assert self.settings is not None  # (a pin is checked only once configure has set it)
         if isinstance(found, str):
             return {"result": "unchecked", "why": found, "mode": self.settings.og_pin}
         return {**found.as_dict(), "mode": self.settings.og_pin}
@@ -601,6 +619,7 @@ class Recorder:
         if host in self._learned:
             return
         self._learned.add(host)
+        assert self.settings is not None  # (set by configure, which mitmproxy runs before any traffic)
         try:
             intercept.learn(self.settings.data_dir, host)
         except OSError as exc:  # the call is recorded all the same; only the hint is lost
@@ -612,6 +631,7 @@ class Recorder:
     async def _write(self, events: list[Event], st: FlowState) -> bool:
         """Write before the traffic moves on; for paid calls (or `full`), also wait for the fsync."""
         try:
+            assert self.journal is not None  # (set by configure, which mitmproxy runs before any traffic)
             fut = self.journal.append(events, fsync=st.paid)
             if not fut.done():
                 await asyncio.wrap_future(fut)
@@ -626,6 +646,7 @@ class Recorder:
 
     def _stamp(self, flow: http.HTTPFlow, st: FlowState) -> None:
         """Stamp the receipt id, only on an exchange whose request and answer are both recorded."""
+        assert self.settings is not None  # (set by configure, which mitmproxy runs before any traffic)
         if self.settings.stamp_receipt_id and st.recorded and not st.refused and flow.response is not None:
             flow.response.headers["X-Receipt-Id"] = st.receipt_id
 
@@ -655,7 +676,7 @@ def _refusal(
 
 
 def _once(body: bytes):
-    sent = []
+    sent: list[bool] = []
 
     def emit(_chunk: bytes) -> bytes:
         if sent:

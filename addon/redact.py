@@ -150,7 +150,7 @@ def secret_pair_names(text: str) -> list[str]:
 _PART_NAME = re.compile(rb'(?i)content-disposition:[^\r\n]*?\bname="([^"]*)"')
 
 
-def redact_multipart(body: bytes, content_type: str) -> bytes:
+def redact_multipart(body: bytes, content_type: str | None) -> bytes:
     """A multipart form body with the content of each secret-named part replaced by its tag."""
     m = re.search(r'(?i)boundary="?([^";]+)"?', content_type or "")
     if not m:

@@ -46,7 +46,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from typing import Any
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -83,13 +83,13 @@ _PROGRAM_NAMES: dict[str, str] = {
     SYSTEM_PROGRAM: "system",
 }
 _TOKEN_PROGRAMS = (TOKEN_PROGRAM, TOKEN_2022_PROGRAM)
-_COMPUTE_BUDGET_KINDS = {
+_COMPUTE_BUDGET_KINDS: dict[int | None, str] = {  # (looked up by an instruction's tag: None when it has no data)
     1: "request_heap_frame",
     2: "set_compute_unit_limit",
     3: "set_compute_unit_price",
     4: "set_loaded_accounts_data_size_limit",
 }
-_TOKEN_KINDS = {3: "transfer", 12: "transfer_checked"}
+_TOKEN_KINDS: dict[int | None, str] = {3: "transfer", 12: "transfer_checked"}
 _TRANSFER_CHECKED = 12
 _TRANSFER_ROLES = ("source", "mint", "destination", "authority")
 
@@ -580,7 +580,7 @@ def _instruction(
     elif name in ("spl_token", "token_2022"):
         summary["kind"] = _TOKEN_KINDS.get(tag)
         if tag == _TRANSFER_CHECKED:
-            _transfer_checked(where, program_id, accounts, data, resolver, result)
+            _transfer_checked(where, cast(str, program_id), accounts, data, resolver, result)  # (named: so known)
     elif name == "memo":
         summary.update(kind="memo", tag=None)
         _memo(where, data, result)

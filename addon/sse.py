@@ -275,7 +275,7 @@ class SSEParser:
             self._handle_object(event_type, obj)
 
     def _handle_object(self, event_type: str, obj: dict) -> None:
-        kind = obj.get("type") if isinstance(obj.get("type"), str) else event_type
+        kind = typed if isinstance(typed := obj.get("type"), str) else event_type
         if kind == "error" or event_type == "error" or isinstance(obj.get("error"), dict):
             self._error(f"error event in stream (event {self._events})")
         if "jsonrpc" in obj and ("result" in obj or "error" in obj):  # an MCP or A2A answer (addon/mcp.py,

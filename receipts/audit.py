@@ -16,6 +16,7 @@ import html
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import orjson
 
@@ -194,7 +195,7 @@ def tables(rep: dict, limit: int | None) -> list[dict]:
     """The report as a list of titled tables of strings (escaped later by each format)."""
     s = rep["summary"]
     counts = problem_counts(rep)
-    out = [
+    out: list[dict[str, Any]] = [
         {
             "title": "Summary",
             "note": None,
@@ -474,7 +475,7 @@ def _json_row(row: dict) -> dict:
 
 
 def to_json(rep: dict, meta: dict, limit: int | None) -> str:
-    doc = {"meta": meta, "summary": _json_row(rep["summary"]), "problem_counts": problem_counts(rep)}
+    doc: dict[str, Any] = {"meta": meta, "summary": _json_row(rep["summary"]), "problem_counts": problem_counts(rep)}
     for name in ("apps", "usage", "totals", "totals_by_app", "statuses", "http_statuses"):
         doc[name] = [_json_row(r) for r in rep[name]]
     for name, *_ in PROBLEMS:

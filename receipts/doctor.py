@@ -115,7 +115,7 @@ def _listening(host: str, port: int) -> bool:
 def _environment(settings: cfg.Settings, host: str, port: int, report) -> None:
     value = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
     report(
-        bool(value) and f":{port}" in value,
+        bool(value and f":{port}" in value),
         f"HTTPS_PROXY={value} points at the proxy",
         f"HTTPS_PROXY is {'set to ' + value if value else 'not set'} in this shell: apps started from it bypass "
         f"the proxy; run export HTTPS_PROXY=http://{host}:{port}",
@@ -130,7 +130,7 @@ def _ca(settings: cfg.Settings, report) -> None:
     pem = ca.read_bytes().strip()
     for name in CA_VARIABLES:
         path = os.environ.get(name)
-        trusted = bool(path) and Path(path).is_file() and pem in Path(path).read_bytes()
+        trusted = bool(path and Path(path).is_file() and pem in Path(path).read_bytes())
         report(
             trusted,
             f"{name} trusts the proxy's CA",

@@ -95,7 +95,7 @@ def decimal_text(value) -> str | None:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-COST_SOURCES = {"x402": "paid on chain", "price_table": "list price"}
+COST_SOURCES: dict[str | None, str] = {"x402": "paid on chain", "price_table": "list price"}
 
 
 def cost_text(r: dict, short: bool = False) -> str:

@@ -10,8 +10,10 @@ import fnmatch
 import ipaddress
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -175,7 +177,7 @@ class Settings:
     og_pin: str = "enforce"
     og_anchor_deadline: float = 1200.0  # seconds after tee_timestamp by which a proof must be anchored
 
-    def network(self, caip2: str | None, env: dict | None = None) -> Network | None:
+    def network(self, caip2: str | None, env: Mapping[str, str] | None = None) -> Network | None:
         """The configured network (RPC URLs overridden from the environment), if any."""
         env = os.environ if env is None else env
         found = next((n for n in self.networks if n.caip2 == caip2), None)
@@ -424,7 +426,7 @@ def _validated(values: dict) -> dict:
     unknown = set(values) - known
     if unknown:
         raise ConfigError(f"unknown setting {sorted(unknown)[0]!r}; see mitm_config.yaml for the list.")
-    conv = {
+    conv: dict[str, Callable[[Any], Any]] = {
         "listen_host": _host,
         "listen_port": _port,
         "data_dir": str,
@@ -481,7 +483,9 @@ def read_file(path: str | os.PathLike | None) -> dict:
     return _validated(_flatten(raw))
 
 
-def load(config: str | os.PathLike | None = None, overrides: dict | None = None, env: dict | None = None) -> Settings:
+def load(
+    config: str | os.PathLike | None = None, overrides: dict | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
     """Defaults < config file (mitm_config.yaml by default) < RECEIPTS_DATA < overrides (flags)."""
     env = os.environ if env is None else env
     if config is None and DEFAULT_CONFIG.exists():

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 import duckdb
 
@@ -251,7 +252,8 @@ def bind_lake(con: duckdb.DuckDBPyConnection, *, views: bool = True, kept: bool 
     con.execute("INSERT INTO folded.scope_ids FROM touched() WHERE logical_id IS NOT NULL")
     con.execute("CREATE OR REPLACE VIEW main.receipts_live AS FROM receipts_of(true)")
     kept_rows = f"FROM lake.{lake.KEPT} AT (VERSION => {int(at)})"
-    if not con.execute("SELECT count(*) FROM folded.scope_ids").fetchone()[0]:  # nothing shipped since: the kept rows
+    scoped = cast(tuple, con.execute("SELECT count(*) FROM folded.scope_ids").fetchone())[0]  # count(*): one row
+    if not scoped:  # nothing shipped since: the kept rows
         con.execute(f"CREATE OR REPLACE VIEW receipts AS {kept_rows}")  # (a scoped computation still scans)
         return at
     con.execute(
@@ -295,7 +297,7 @@ def bind(
                 [_read_parquet(m.paths(data_dir, table))] * bool(m.files.get(table)) + [f"FROM folded.tail_{table}"]
             )
         )
-    n = con.execute("SELECT count(*) FROM folded.tail").fetchone()[0]
+    n = cast(tuple, con.execute("SELECT count(*) FROM folded.tail").fetchone())[0]  # count(*): one row
     con.execute("CREATE OR REPLACE TABLE folded.scope_ids (logical_id VARCHAR)")
     if views:
         con.execute(views_sql())

@@ -26,6 +26,7 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -89,10 +90,10 @@ def export(
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if view not in VIEWS:
         raise ExportError(f"--view must be one of {', '.join(VIEWS)}, not {view!r}")
-    to_stdout = out in (None, "-")
+    target = None if out is None or out == "-" else Path(out)
+    to_stdout = target is None
     if fmt == "parquet" and to_stdout:
         raise ExportError("a Parquet export needs a file: --out FILE.parquet")
-    target = None if to_stdout else Path(out)
     if target is not None and target.is_dir():
         raise ExportError(f"--out {out} is a directory; give a file name")
     fd, tmp = tempfile.mkstemp(
@@ -102,7 +103,7 @@ def export(
     try:
         with db.connect(data_dir, journal=False, write=[tmp]) as con:
             rows = _har(con, tmp, since) if fmt == "har" else _copy(con, tmp, fmt, since, view)
-        if to_stdout:
+        if target is None:  # (to_stdout)
             with open(tmp, "rb") as f:
                 shutil.copyfileobj(f, sys.stdout.buffer)
             sys.stdout.buffer.flush()
@@ -177,7 +178,8 @@ def _iso(ts: float) -> str:
 
 def har_entry(receipt_id: str, ts: float, req: dict, resp: dict | None, fin: dict | None, err: dict | None) -> dict:
     """One HAR entry rebuilt from the stored (redacted) records of one exchange."""
-    default_port = {"https": 443, "http": 80}.get(req.get("scheme"))
+    ports: dict[str | None, int] = {"https": 443, "http": 80}
+    default_port = ports.get(req.get("scheme"))
     port = req.get("port")
     host = req.get("host") or ""
     authority = host if port in (None, default_port) else f"{host}:{port}"
@@ -186,7 +188,7 @@ def har_entry(receipt_id: str, ts: float, req: dict, resp: dict | None, fin: dic
     req_headers = _headers(req.get("headers"))
     mime = next((h["value"] for h in req_headers if h["name"].lower() == "content-type"), "")
     body = req.get("body") or {}
-    request = {
+    request: dict[str, Any] = {
         "method": req.get("method") or "GET",
         "url": url,
         "httpVersion": req.get("http_version") or "HTTP/1.1",
@@ -257,7 +259,8 @@ def _har(con, path: str, since: datetime | None) -> int:
         f.write(b'{"log": {"version": "1.2", "creator": {"name": "receipts", "version": "0.1.0"}, "entries": [\n')
         while rows := cur.fetchmany(2000):
             for rid, ts, req, resp, fin, err in rows:
-                entry = har_entry(rid, ts, *(orjson.loads(x) if x else None for x in (req, resp, fin, err)))
+                loaded = (orjson.loads(x) if x else None for x in (req, resp, fin, err))
+                entry = har_entry(rid, ts, *loaded)  # type: ignore[arg-type]  # a request event always has data
                 f.write((b",\n" if n else b"") + orjson.dumps(entry))
                 n += 1
             progress.add(len(rows))

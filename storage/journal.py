@@ -32,10 +32,14 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from .records import Event
+
+if TYPE_CHECKING:
+    from .fold import Folder
 
 log = logging.getLogger("receipts.journal")
 
@@ -154,7 +158,7 @@ class Journal:
         self._dirty_since: float | None = None  # first write not yet fsync'd
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._folder = None
+        self._folder: Folder | None = None
         self._folds = fold  # whether this writer runs the fold (storage/fold.py Folder)
         self._broken: str | None = None  # why nothing can be written now (see the class docstring)
         self._retry_at = 0.0

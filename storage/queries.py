@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import duckdb
 
@@ -57,7 +58,7 @@ def dicts(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) 
 
 def normalized(con: duckdb.DuckDBPyConnection, ident: str) -> str:
     """An id as the receipts' `ids` hold it (DuckDB's lower() and trim(), as in `FIND`)."""
-    return con.execute(inline("SELECT lower(trim($id))", {"id": str(ident)})).fetchone()[0]
+    return cast(tuple, con.execute(inline("SELECT lower(trim($id))", {"id": str(ident)})).fetchone())[0]
 
 
 # ---- one receipt, by any of its ids --------------------------------------------------------------------
@@ -123,7 +124,7 @@ def scratch(con: duckdb.DuckDBPyConnection, logical_ids: list[str], pool: list[s
     logical_ids = sorted({x for x in logical_ids if x})
     cur = con.cursor()  # (its own default catalog; `con` may serve other threads meanwhile)
     try:
-        home = cur.execute("SELECT current_database()").fetchone()[0]
+        home = cast(tuple, cur.execute("SELECT current_database()").fetchone())[0]
         name = pool.pop() if pool else _new_scratch(cur, home)
         try:
             recorded = bool(logical_ids) and _copy_rows(cur, f"{home}.folded", f"{name}.folded", logical_ids)

@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 
@@ -56,7 +57,7 @@ class Rpc:
     def _check_chain(self) -> None:
         if self._checked:
             return
-        got = int(self._with_retries([("eth_chainId", [])])[0], 16)
+        got = int(cast(str, self._with_retries([("eth_chainId", [])])[0]), 16)  # eth_chainId: hex text
         if got != self.chain_id:
             raise RpcError("wrong_chain", f"{self.url} serves chain {got}, expected {self.chain_id}")
         self._checked = True
@@ -119,7 +120,7 @@ class Rpc:
 def warm_up() -> None:
     """Build urllib's default opener now (its HTTPS context loads the CA store: ~20 ms), as the first
     `urlopen` would, so that a caller can do it in the background before its first call."""
-    if urllib.request._opener is None:
+    if urllib.request._opener is None:  # type: ignore[attr-defined]  # private, not in typeshed
         urllib.request.install_opener(urllib.request.build_opener())
 
 

@@ -380,6 +380,7 @@ def deposit_check(x: dict, chain: Chain) -> Check:
     receipt, early = _tx_check("deposit", x.get("channel_tx"), chain)
     if early:
         return early
+    assert receipt is not None  # (_tx_check gives a receipt or the check that says why not)
     moved = _moved(receipt, (x["asset"] or "").lower(), CONTRACT)
     detail = {"tx": x["channel_tx"], "deposit": str(x["deposit_amount"]), "moved": str(moved), "trust": "single-node"}
     block = int(receipt["blockNumber"], 16)
@@ -412,6 +413,7 @@ def refund_check(x: dict, facts: dict, chain: Chain) -> Check:
     receipt, early = _tx_check("refund", x.get("channel_tx"), chain)
     if early:
         return early
+    assert receipt is not None  # (_tx_check gives a receipt or the check that says why not)
     back = _moved(receipt, (x["asset"] or "").lower(), (x["payer"] or "").lower(), CONTRACT)
     claimed = chain.claimed.get(x["channel_id"], 0)
     due = x["refund_amount"] if x.get("refund_amount") is not None else facts["deposited"] - claimed
@@ -433,7 +435,7 @@ def verdict(checks: list[Check], facts: dict, claimed: int | None) -> tuple[str,
     failed = [c for c in checks if c.result == "fail"]
     pending = [c for c in checks if c.result == "pending"]
     status = "failed" if failed else "pending" if pending else "passed"
-    first = (failed or pending or [None])[0]
+    first = failed[0] if failed else pending[0] if pending else None
     reason = first.reason if first else None
     if claimed is not None and claimed > facts["max_voucher"]:
         return status, "risky", "claim_above_vouchers"

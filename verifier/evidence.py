@@ -9,6 +9,7 @@ proxy's `Settled()`). Every function here takes JSON-RPC shaped dicts (hex strin
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -39,7 +40,7 @@ def token_logs(logs: list[dict], token: str) -> tuple[list[dict], set[tuple[str,
     (authorizer, nonce) topic pairs of its AuthorizationUsed logs."""
     moved, used, token = [], set(), token.lower()
     for log in logs:
-        topics = log.get("topics") or ()
+        topics: Sequence[str] = log.get("topics") or ()
         if len(topics) != 3 or (log.get("address") or "").lower() != token:
             continue
         kind = topics[0].lower()

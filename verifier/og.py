@@ -23,6 +23,7 @@ import logging
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from typing import cast
 
 import orjson
 from eth_abi import decode
@@ -156,7 +157,7 @@ class Facts:
     base_head: dict = field(default_factory=dict)  # network -> (block, timestamp)
     anchors: dict = field(default_factory=dict)  # individual tx -> receipt or None (this part's)
     leaves: dict | None = None  # leaf hash -> batch evidence (None: not read yet)
-    og_head: tuple | None = None  # (block, timestamp) of the OpenGradient chain
+    og_head: tuple[int, int] | None = None  # (block, timestamp) of the OpenGradient chain
     og_error: tuple[str, str] | None = None  # (reason, why): no_rpc_configured or rpc_unavailable
 
 
@@ -226,7 +227,8 @@ def _rpc(settings: Settings, caip2: str | None) -> Rpc | None:
     net = settings.network(caip2)
     if not net or not net.rpc:
         return None
-    return Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=int(caip2.split(":")[1]), max_bytes=net.rpc_max_bytes)
+    chain_id = int(cast(str, caip2).split(":")[1])  # (a network is found only by its caip2)
+    return Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=chain_id, max_bytes=net.rpc_max_bytes)
 
 
 def _registry_keys(rows: list[dict], settings: Settings, facts: Facts) -> None:
@@ -245,7 +247,7 @@ def _registry_keys(rows: list[dict], settings: Settings, facts: Facts) -> None:
 
 def _session_settlements(rows: list[dict], settings: Settings, facts: Facts) -> None:
     """The settlement of each session: candidate transfers payer → payee, then their transactions."""
-    wanted = {}
+    wanted: dict[str | None, dict[tuple[str, str], dict]] = {}
     for r in rows:
         key = (r.get("payer") or "").lower(), str(r.get("nonce"))
         if r.get("session") and r.get("payer") and r.get("nonce") is not None and key not in facts.scanned:
@@ -403,6 +405,7 @@ def _anchors(rows: list[dict], settings: Settings, facts: Facts) -> None:
 def _batch_leaves(rpc: Rpc, settings: Settings, facts: Facts, step: int = 5000) -> None:
     """Every leaf of every batch the relay anchored recently, indexed by leaf hash: one blob fetch per
     batch per pass, then each receipt is a dictionary lookup and a proof of a few hashes."""
+    assert facts.og_head is not None and facts.leaves is not None  # (the caller sets both first)
     net = settings.network(settings.og_network)
     head = facts.og_head[0]
     calls = [
@@ -577,7 +580,7 @@ def anchor_check(r: dict, facts: Facts, settings: Settings) -> Check | None:
         return _individual(r, facts, settings.og_relay, now, deadline)
     leaf = _leaf(r)
     found = (facts.leaves or {}).get(leaf) if leaf else None
-    if found:
+    if found and leaf:  # (found only by a leaf)
         ok = tee.root_from_proof(leaf, found["proof"]).hex() == found["root"][2:]
         detail = {**{k: found[k] for k in ("root", "tx", "blob_id")}, "proof_length": len(found["proof"])}
         return Check(
@@ -631,13 +634,13 @@ def _leaf(r: dict) -> bytes | None:
         tee.hex32(r.get("tee_output_hash")),
         tee.b64(r.get("tee_signature")),
     )
-    if None in (tee_id, req, out, sig) or r.get("tee_timestamp") is None:
+    if tee_id is None or req is None or out is None or sig is None or r.get("tee_timestamp") is None:
         return None
     return tee.leaf_hash(tee_id, req, out, sig, int(r["tee_timestamp"]))
 
 
 def _same(a: str | None, b: str | None) -> bool:
-    return bool(a and b) and a.lower().removeprefix("0x") == b.lower().removeprefix("0x")
+    return bool(a and b and a.lower().removeprefix("0x") == b.lower().removeprefix("0x"))
 
 
 # ---- verdict and events ----------------------------------------------------------------------
@@ -645,8 +648,8 @@ def verdict(r: dict, checks: list[Check], facts: Facts) -> tuple[str, str | None
     failed = [c for c in checks if c.result == "fail"]
     pending = [c for c in checks if c.result == "pending"]
     status = "failed" if failed else "pending" if pending else "passed"
-    reason = (failed or pending or [None])[0]
-    reason = reason.reason if reason else None
+    first = failed[0] if failed else pending[0] if pending else None
+    reason = first.reason if first else None
     session = next((c for c in checks if c.name == "session_settlement"), None)
     if session and session.reason == "session_not_settled":
         now, deadline = session.detail.get("chain_time"), r.get("deadline")

@@ -44,7 +44,7 @@ TOKEN_PROGRAMS = ("spl-token", "spl-token-2022")
 
 
 def is_solana(network: str | None) -> bool:
-    return bool(network) and network.startswith("solana:")
+    return bool(network and network.startswith("solana:"))
 
 
 @dataclass
@@ -107,7 +107,8 @@ def _signature(r: dict, view: SolanaView) -> str | None:
 def _search_by_memo(rpc, rows: list[dict]) -> dict:
     """The signatures of payments whose server gave none, found by their memo among the recent
     signatures of the token account they pay (one call per account)."""
-    found, wanted = {}, {}
+    found: dict[str, str] = {}
+    wanted: dict[str, list[dict]] = {}
     for r in rows:
         if r.get("token_account") and r.get("memo"):
             wanted.setdefault(r["token_account"], []).append(r)
@@ -141,6 +142,7 @@ def _search_refunds(rpc, rows: list[dict], view: SolanaView, options: dict) -> N
             else None
         )
         if source:
+            assert status is not None  # a transaction is fetched only for a signature with a status
             wanted.setdefault(source, []).append((r, status.get("slot") or 0))
     for account, mine in sorted(wanted.items(), key=lambda kv: kv[0]):
         entries = rpc.call("getSignaturesForAddress", [account, {"limit": SEARCH_LIMIT, "commitment": "confirmed"}])
@@ -175,7 +177,7 @@ def settlement_checks(r: dict, views: list[SolanaView], net, now: float) -> list
 
 def _memo_matches(listed: str | None, memo: str) -> bool:
     """A node lists a transaction's memos as `[<length>] <text>`, several joined by `; `."""
-    return bool(listed) and any(m == memo or m.endswith(f"] {memo}") for m in listed.split("; "))
+    return bool(listed and any(m == memo or m.endswith(f"] {memo}") for m in listed.split("; ")))
 
 
 def settlement_check(r: dict, view: SolanaView, facilitators: tuple[str, ...], now: float) -> Check:

@@ -285,7 +285,10 @@ def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> t
     """(proof_status, resolution, reason) from the checks of one receipt."""
     if any(c.result == "off_chain" for c in checks):
         return "off_chain", None, "off_chain"
-    failed, pending, settled, seller = [], [], False, []
+    failed: list[Check] = []
+    pending: list[Check] = []
+    settled = False
+    seller: list[str | None] = []
     for c in checks:
         if c.name == "seller_receipt":  # the seller's word: one that disagrees makes the receipt risky, not failed
             seller += [c.reason] if c.result == "fail" else []
@@ -297,9 +300,9 @@ def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> t
             settled = True
     status = "failed" if failed else "pending" if pending else "passed"
     pending.sort(key=lambda c: c.reason == "smart_wallet_signature")  # (it waits on the settlement: say why that waits)
-    first = (failed or pending or [None])[0]
+    first = failed[0] if failed else pending[0] if pending else None
     reason = first.reason if first else None
-    risks = []
+    risks: list[str | None] = []
     if settled and ((r.get("status") or 0) >= 500 or r.get("status") is None):
         risks.append("paid_but_server_error")
     if (r.get("settlement_count") or 0) > 1:
@@ -349,7 +352,9 @@ def verify_once(
     """One pass over every receipt that is not final yet: the x402 receipts `chunk` at a time, then the
     OpenGradient ones (verifier/og.py). `data_dir` may be a lake (storage/db.py `Lake`). With `shard`
     (k, K), only the x402 receipts of shard k (`in_shard`), and the OpenGradient ones in shard 1 only."""
-    summary, readers, written = Summary(), {}, []
+    summary = Summary()
+    readers: dict[tuple[str, str], _Reader] = {}
+    written: list[Future] = []
     with (
         _rare_collections(),
         ThreadPoolExecutor(1, thread_name_prefix="verify-chain") as chain_reader,
@@ -364,7 +369,8 @@ def verify_once(
             ThreadPoolExecutor(1, thread_name_prefix="verify-query") as querier,
         ):  # done before `con` closes
             summary.og_calls, summary.channel_calls = querier.submit(_prepare, con).result()
-            ahead = collections.deque()  # the next rounds: their receipts, and their chain views being read
+            # the next rounds: their receipts, and their chain views being read
+            ahead: collections.deque[tuple[dict, Future]] = collections.deque()
             for batch, cols in _rounds(con, chunk, querier, shard=shard):
                 ahead.append(_read_chain(batch, cols, settings, readers, chain_reader))
                 if len(ahead) > DEPTH:
@@ -464,13 +470,15 @@ def _rounds(con, chunk: int, pool: ThreadPoolExecutor, part: int | None = None, 
 DEPTH = 1  # rounds whose chain views are read while one is decided
 
 
-def _decide_round(round_: tuple, settings: Settings, summary: Summary, journal: Journal, writer, written: list) -> None:
+def _decide_round(
+    round_: tuple[dict, Future], settings: Settings, summary: Summary, journal: Journal, writer, written: list
+) -> None:
     events = _decide(*round_, settings, summary)
     if events:
         written.append(writer.submit(journal.append, events))
 
 
-def _read_chain(batch: list[tuple], cols: list[str], settings: Settings, readers: dict, pool) -> tuple:
+def _read_chain(batch: list[tuple], cols: list[str], settings: Settings, readers: dict, pool) -> tuple[dict, Future]:
     """A round's receipts by network, and (in the background) what the nodes say about them."""
     groups: dict[str, list[dict]] = {}
     for row in batch:
@@ -504,7 +512,8 @@ class _Reader:
 
 def _chain_views(groups: dict, settings: Settings, readers: dict) -> tuple[dict, list[str]]:
     """Per network of the round: its endpoints' views (None: a fault, nothing is decided)."""
-    views, faults = {}, []
+    views: dict[str, list[ChainView | solana.SolanaView] | None] = {}
+    faults: list[str] = []
     for network, rows in groups.items():
         net, rows = settings.network(network), [r for r in rows if r.get("payer")]  # (the others: payment_check)
         if net and net.endpoints and rows:
@@ -666,7 +675,9 @@ def _endpoint_check(r: dict, view: ChainView, net) -> Check:
     return check
 
 
-def _network_views(net, rows: list[dict], faults: list[str], readers: dict) -> list[ChainView] | None:
+def _network_views(
+    net, rows: list[dict], faults: list[str], readers: dict
+) -> list[ChainView | solana.SolanaView] | None:
     """Each endpoint's view of one round; None (a fault: nothing about this network is decided this
     pass, no receipt of it changes) when fewer than `quorum` endpoints answered."""
     views, errors = [], []
@@ -881,13 +892,13 @@ def _receipts_from_logs(
                         )
                         for lo, hi in windows
                     ]
-        blocks = {
+        heights = {
             int(lg["blockNumber"], 16)
             for logs in reader.rpc.batch(calls)
             for lg in logs or []
             if lg["transactionHash"].lower() in missing
         }
-        runs = _runs(blocks, step)
+        runs = _runs(heights, step)
         unclaimed.update(_gather(reader.rpc.batch(_payer_log_calls(tokens, runs)), wanted, found))
         read_to = max([read_to if read_to is not None else -1] + [hi for _, hi in runs])
     if found:

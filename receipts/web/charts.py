@@ -77,7 +77,7 @@ def spend_over_time(
     ]
     for p, prow in enumerate(panels):
         y0 = top + p * panel_h
-        totals: dict[str, Decimal] = {}
+        totals: dict[str, int] = {}
         for r in prow:
             totals[r["key"]] = totals.get(r["key"], 0) + int(r["spend"])
         keys = sorted(totals, key=lambda k: -totals[k])

@@ -13,6 +13,7 @@ import html
 import json
 import re
 from datetime import UTC, datetime
+from typing import Any, cast
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -20,7 +21,7 @@ import orjson
 from .. import render
 
 TX = re.compile(r"0x[0-9a-fA-F]{64}")
-NETWORKS = {
+NETWORKS: dict[str | None, str] = {
     "eip155:8453": "Base",
     "eip155:84532": "Base Sepolia",
     "eip155:10740": "OpenGradient devnet",
@@ -38,7 +39,8 @@ def human(amount, decimals) -> str:
     """Exact human amount ("0.01"), or the atomic amount when the decimals are unknown."""
     if amount is None:
         return "—"
-    return render.human_amount(amount, decimals) if decimals is not None else f"{int(amount)} atomic"
+    # both known here, so human_amount gives text, not None
+    return cast(str, render.human_amount(amount, decimals)) if decimals is not None else f"{int(amount)} atomic"
 
 
 def short(value, keep: int = 6) -> str:
@@ -656,7 +658,7 @@ def _tee(r: dict, details: dict) -> str:
         )
 
     calls = details.get("calls", [])
-    last = next((c for c in reversed(calls) if c.get("tee_id")), {})
+    last: dict[str, Any] = next((c for c in reversed(calls) if c.get("tee_id")), {})
     form = latest_detail(checks, "tee_request_hash").get("form")
     anchor = latest_detail(checks, "anchor")
     kind = r.get("settlement_type") or "unknown"

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from typing import cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
@@ -44,7 +45,7 @@ from receipts.storage import queries
 
 from .. import render
 from . import charts, pages
-from .snapshot import Reading, Snapshots
+from .snapshot import Reading, Snapshot, Snapshots
 
 log = logging.getLogger("receipts.serve")
 
@@ -396,6 +397,7 @@ class App:
 
 
 class Handler(BaseHTTPRequestHandler):
+    server: Server  # (the one `run` makes, with its App)
     protocol_version = "HTTP/1.1"
     server_version = "receipts-serve"
     sys_version = ""
@@ -486,7 +488,8 @@ def _machine_addresses() -> set[str]:
     it sends from by default (a UDP socket's connect() picks the route; nothing is sent)."""
     found = {socket.gethostname()}
     try:
-        found |= {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+        # (IPv4 and IPv6 socket addresses: the first item is the address text)
+        found |= {cast(str, info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None)}
     except OSError:
         pass
     try:
@@ -525,6 +528,7 @@ def _interrupt(*_):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    app: App  # (set by `run`)
 
 
 class Server6(Server):
@@ -576,7 +580,7 @@ def run(
         try:
             snapshots.refresh(force=True)
             print(
-                f"receipts serve: ready, {snapshots.current.receipts:,} receipts (read in "
+                f"receipts serve: ready, {cast(Snapshot, snapshots.current).receipts:,} receipts (read in "
                 f"{snapshots.first_seconds:.1f} s); checking for new data every {refresh:g} s",
                 flush=True,
             )

@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import duckdb
 
@@ -67,7 +67,8 @@ def _lake_snapshot(url: str) -> int:
         if url not in _lakes:
             _lakes[url] = lake.open_lake(url, read_only=True)
         try:
-            return _lakes[url].execute(f"FROM ducklake_current_snapshot('{lake.ALIAS}')").fetchone()[0]
+            # (one row: the current snapshot)
+            return cast(tuple, _lakes[url].execute(f"FROM ducklake_current_snapshot('{lake.ALIAS}')").fetchone())[0]
         except duckdb.Error:
             _lakes.pop(url).close()  # (opened again at the next check: the catalog may have restarted)
             raise
