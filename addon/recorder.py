@@ -188,11 +188,15 @@ class Recorder:
         loader.add_option("receipts_ai_paths", Sequence[str], [], "More AI paths to record (path suffixes).")
         loader.add_option("receipts_rules", Sequence[str], [], "More traffic to record, as HOSTGLOB/PATHGLOB.")
 
+    def _cfg(self) -> cfg.Settings:  # (a method: mitmproxy reads an addon's attributes when it loads it)
+        assert self.settings is not None  # (set by configure, which mitmproxy runs before any traffic)
+        return self.settings
+
     def configure(self, updated: set[str]) -> None:
         if not any(name.startswith("receipts_") for name in updated) and self.settings:
             return
         settings = self._settings()
-        if self.journal and _journal_settings(settings) != _journal_settings(self.settings):
+        if self.journal and self.settings and _journal_settings(settings) != _journal_settings(self.settings):
             self.journal.close()
             self.journal = None
         self.settings = settings
@@ -337,7 +341,7 @@ class Recorder:
 
     async def _record_streamed_answer(self, flow: http.HTTPFlow, st: FlowState, sse: bool) -> None:
         """An answer that streams: its event is written before the client gets a byte."""
-        data = X.response_data(to_resp(flow, streamed=True), flow.request.timestamp_start, self.settings, stream=True)
+        data = X.response_data(to_resp(flow, streamed=True), flow.request.timestamp_start, self._cfg(), stream=True)
         self._annotate(flow, st, data)
         assert flow.response is not None  # (to_resp has checked it: called from responseheaders)
         if await self._write([Event("response", st.receipt_id, data, ts=time.time())], st):
@@ -371,7 +375,7 @@ class Recorder:
     def _answer(self, flow: http.HTTPFlow, st: FlowState) -> list[Event]:
         """The events of a buffered answer (and of its request, if discovered only now)."""
         data = X.response_data(
-            to_resp(flow), flow.request.timestamp_start, self.settings, call=st.call, protocol=st.protocol
+            to_resp(flow), flow.request.timestamp_start, self._cfg(), call=st.call, protocol=st.protocol
         )
         self._annotate(flow, st, data)
         self.linker.remember_challenge(st.logical_id, data.get("challenge"))
@@ -589,7 +593,7 @@ class Recorder:
             _header_names(flow.request),
             X.clean(flow.request.pretty_host),
             X.clean(flow.request.path),
-            self.settings,
+            self._cfg(),
             flow.request.headers.get("authorization"),
         )
 
@@ -598,7 +602,7 @@ class Recorder:
             self._learn(flow.request.host)
         receipt_id = uuid7(req.ts)
         logical, keys, data = self.linker.open(
-            req, self.settings, receipt_id=receipt_id, match=match, source="proxy", call=call
+            req, self._cfg(), receipt_id=receipt_id, match=match, source="proxy", call=call
         )
         paid = X.is_paid(req.h) or (call or {}).get("payment") is not None  # (MCP's and A2A's travel in the body)
         st = FlowState(

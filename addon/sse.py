@@ -141,14 +141,14 @@ class SSEParser:
         """Consume one chunk of the response body."""
         try:
             self._feed(chunk)
-        except Exception as exc:  # pragma: no cover - defensive
+        except Exception as exc:
             self._error(f"internal error: {type(exc).__name__}")
 
     def close(self) -> None:
         """End of stream: flush a trailing line and an unterminated event."""
         try:
             self._close()
-        except Exception as exc:  # pragma: no cover - defensive
+        except Exception as exc:
             self._error(f"internal error: {type(exc).__name__}")
 
     def _feed(self, chunk: bytes) -> None:

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import orjson
 
@@ -44,10 +44,10 @@ class Rpc:
         self._checked = self.chain_id is None
         self._next_id = 1
 
-    def call(self, method: str, params: list) -> object:
+    def call(self, method: str, params: list) -> Any:  # (a JSON value)
         return self.batch([(method, params)])[0]
 
-    def batch(self, calls: list[tuple[str, list]]) -> list[object]:
+    def batch(self, calls: list[tuple[str, list]]) -> list[Any]:
         """Results in order; JSON-RPC errors of single calls are raised as RpcError too."""
         if not calls:
             return []
@@ -62,7 +62,7 @@ class Rpc:
             raise RpcError("wrong_chain", f"{self.url} serves chain {got}, expected {self.chain_id}")
         self._checked = True
 
-    def _with_retries(self, calls: list[tuple[str, list]]) -> list[object]:
+    def _with_retries(self, calls: list[tuple[str, list]]) -> list[Any]:
         delay = self.backoff
         for attempt in range(self.retries + 1):
             try:
@@ -77,7 +77,7 @@ class Rpc:
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def _send(self, calls: list[tuple[str, list]]) -> list[object]:
+    def _send(self, calls: list[tuple[str, list]]) -> list[Any]:
         first = self._next_id
         self._next_id += len(calls)
         body = orjson.dumps(
@@ -124,7 +124,7 @@ def warm_up() -> None:
         urllib.request.install_opener(urllib.request.build_opener())
 
 
-def _results(raw: bytes, first: int, n: int) -> list[object]:
+def _results(raw: bytes, first: int, n: int) -> list[Any]:
     try:
         items = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -405,8 +405,9 @@ def _anchors(rows: list[dict], settings: Settings, facts: Facts) -> None:
 def _batch_leaves(rpc: Rpc, settings: Settings, facts: Facts, step: int = 5000) -> None:
     """Every leaf of every batch the relay anchored recently, indexed by leaf hash: one blob fetch per
     batch per pass, then each receipt is a dictionary lookup and a proof of a few hashes."""
-    assert facts.og_head is not None and facts.leaves is not None  # (the caller sets both first)
     net = settings.network(settings.og_network)
+    # (the caller sets the head and the leaves first, and has an RPC only for a configured network)
+    assert facts.og_head is not None and facts.leaves is not None and net is not None
     head = facts.og_head[0]
     calls = [
         (
@@ -594,7 +595,7 @@ def anchor_check(r: dict, facts: Facts, settings: Settings) -> Check | None:
     return Check("anchor", "pending", "batch_pending", detail)
 
 
-def _individual(r: dict, facts: Facts, relay: str | None, now: float, deadline: int) -> Check:
+def _individual(r: dict, facts: Facts, relay: str | None, now: float, deadline: float) -> Check:
     tx = (r.get("anchor_tx") or "").lower()
     receipt = facts.anchors.get(tx) if tx else None
     detail = {"settlement_type": "individual", "tx": tx or None, "deadline": deadline, "chain_time": now}

@@ -149,7 +149,7 @@ def take(data_dir: str | os.PathLike, number: int, settings: dict | None = None)
             con.execute(f"DROP VIEW {view}")
             con.execute(f"ALTER TABLE {view}_rows RENAME TO {view}")
         con.execute(queries.RECEIPT_IDS)
-        count = con.execute("SELECT count(*) FROM receipts").fetchone()[0]
+        count = cast(tuple, con.execute("SELECT count(*) FROM receipts").fetchone())[0]
     except BaseException:
         con.close()
         raise
