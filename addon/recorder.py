@@ -46,25 +46,6 @@ from .limits import ConnectionLimits
 from .linker import Linker
 
 log = logging.getLogger("receipts")
-OPTIONS = {  # option name -> (settings field, help)
-    "receipts_data": ("data_dir", "Data directory for the journal (default ./data, or RECEIPTS_DATA)."),
-    "receipts_bodies": ("bodies", "Body storage: none | hash | full."),
-    "receipts_durability": ("durability", "full | strict (default) | relaxed; see mitm_config.yaml."),
-    "receipts_stamp": ("stamp_receipt_id", "Add X-Receipt-Id to recorded responses: true | false."),
-    "receipts_capture_x402": ("capture_x402", "Record anything carrying x402 headers: true | false."),
-    "receipts_seal_interval": ("seal_interval", "Seconds before written events become visible to queries."),
-    "receipts_body_max_bytes": ("body_max_bytes", "Largest body kept in full mode."),
-    "receipts_compact_after": (
-        "compact_after",
-        "Sealed segments that trigger a fold into the tables before its 2-second timer.",
-    ),
-    "receipts_compact_grace": ("compact_grace", "Seconds a folded segment is kept before it is emptied for reuse."),
-    "receipts_pin": ("og_pin", "Reverse mode: enforce | record | off, the TEE registry's certificate pin."),
-    "receipts_stream_above": ("stream_bodies_above", "Recorded bodies larger than this many bytes stream through."),
-    "receipts_max_client_connections": ("max_client_connections", "Open connections allowed per client address."),
-    "receipts_header_timeout": ("header_timeout", "Seconds a new connection has to send request headers."),
-    "receipts_idle_timeout": ("idle_timeout", "Seconds a kept-alive connection may wait for its next request."),
-}
 REFUSABLE = ("requestheaders", "request", "responseheaders", "response")  # hooks before bytes reach the other side
 
 
@@ -183,8 +164,9 @@ class Recorder:
             None,
             "Path of mitm_config.yaml (default: the one beside the addon).",
         )
-        for name, (_, help_) in OPTIONS.items():
-            loader.add_option(name, Optional[str], None, help_)  # noqa: UP045
+        for o in cfg.OPTIONS:  # (storage/config.py: each declared once, with its flag and its check)
+            if o.mitm:
+                loader.add_option(o.mitm, Optional[str], None, o.help_text())  # noqa: UP045
         loader.add_option("receipts_ai_paths", Sequence[str], [], "More AI paths to record (path suffixes).")
         loader.add_option("receipts_rules", Sequence[str], [], "More traffic to record, as HOSTGLOB/PATHGLOB.")
 
@@ -210,7 +192,7 @@ class Recorder:
 
     def _settings(self) -> cfg.Settings:
         opts = ctx.options
-        overrides = {field_: getattr(opts, name) for name, (field_, _) in OPTIONS.items()}
+        overrides = {o.setting: getattr(opts, o.mitm) for o in cfg.OPTIONS if o.mitm}
         try:
             settings = cfg.load(opts.receipts_config, overrides)
             return cfg.with_extras(settings, list(opts.receipts_rules), list(opts.receipts_ai_paths))

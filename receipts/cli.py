@@ -67,27 +67,7 @@ def cmd_proxy(args) -> int:
 
     from . import proxy
 
-    overrides = {
-        "listen_host": args.listen_host,
-        "listen_port": args.listen_port,
-        "data_dir": args.data,
-        "ca_dir": args.ca_dir,
-        "bodies": args.bodies,
-        "durability": args.durability,
-        "stamp_receipt_id": args.stamp,
-        "capture_x402": args.x402,
-        "intercept": args.intercept,
-        "upstream_ca": args.upstream_ca,
-        "seal_interval": args.seal_interval,
-        "body_max_bytes": args.body_max_bytes,
-        "compact_after": args.compact_after,
-        "compact_grace": args.compact_grace,
-        "og_pin": args.pin,
-        "stream_bodies_above": args.stream_above,
-        "max_client_connections": args.max_client_connections,
-        "header_timeout": args.header_timeout,
-        "idle_timeout": args.idle_timeout,
-    }
+    overrides = {o.setting: getattr(args, o.setting) for o in cfg.OPTIONS if o.flag} | {"data_dir": args.data}
     settings = cfg.with_extras(cfg.load(args.config, overrides), args.rule, args.ai_path)
     config = args.config or (str(cfg.DEFAULT_CONFIG) if cfg.DEFAULT_CONFIG.exists() else None)
     return proxy.run(settings, config, reverse=proxy.reverse_upstream(args.reverse) if args.reverse else None)
@@ -561,8 +541,10 @@ def _since_flag(p: argparse.ArgumentParser, what: str = "only what was recorded 
 
 
 def parser() -> argparse.ArgumentParser:
+    from receipts.storage import config as cfg
+
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data", help="data directory (default: $RECEIPTS_DATA or ./data)")
+    common.add_argument("--data", help=next(o.help for o in cfg.OPTIONS if o.setting == "data_dir"))
     lake = argparse.ArgumentParser(add_help=False)
     lake.add_argument(
         "--lake",
@@ -576,39 +558,20 @@ def parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "proxy", parents=[common], help="run the recording proxy")
     p.add_argument("--config", help="settings file (default: mitm_config.yaml of this project)")
-    p.add_argument("--listen-host")
-    p.add_argument("--listen-port")
-    p.add_argument("--ca-dir", help="where the proxy's CA lives (default: DATA/ca)")
-    p.add_argument("--bodies", help="none | hash | full")
-    p.add_argument("--durability", help="full | strict | relaxed")
-    _bool_flag(p, "stamp", "stamp", "add X-Receipt-Id to responses (--no-stamp: invisible audit)")
-    _bool_flag(p, "x402", "x402", "record anything carrying x402 headers (--no-x402 to turn off)")
+    for o in cfg.OPTIONS:  # (storage/config.py: each setting declared once, with its check and mitmproxy option)
+        if o.boolean and o.flag:
+            _bool_flag(p, o.flag.removeprefix("--"), o.setting, o.help_text())
+        elif o.flag:
+            metavar = None if o.choices else o.flag[2:].replace("-", "_").upper()
+            p.add_argument(o.flag, dest=o.setting, metavar=metavar, choices=o.choices, help=o.help_text())
     p.add_argument("--ai-path", action="append", help="another AI path suffix to record (repeatable)")
     p.add_argument("--rule", action="append", help="also record HOSTGLOB/PATHGLOB (repeatable)")
-    p.add_argument(
-        "--intercept",
-        choices=("known", "all"),
-        help="which HTTPS hosts to open: known (the AI hosts, rules' hosts, x402 hosts seen before; "
-        "others pass through as TLS) or all",
-    )
-    p.add_argument("--upstream-ca", help="extra CA bundle to trust for upstream servers")
     p.add_argument(
         "--reverse",
         metavar="URL",
         help="reverse-proxy mode: clients call the proxy as if it were URL "
         "(for clients that ignore HTTPS_PROXY or pin certificates)",
     )
-    p.add_argument("--pin", help="with --reverse: enforce | record | off, the TEE registry's certificate pin")
-    p.add_argument("--seal-interval", help="seconds before events are visible to queries")
-    p.add_argument("--body-max-bytes", help="largest body kept with --bodies full")
-    p.add_argument(
-        "--compact-after", help="sealed segments that trigger a fold into the tables before its 2-second timer"
-    )
-    p.add_argument("--compact-grace", help="seconds a folded segment is kept before it is emptied for reuse")
-    p.add_argument("--stream-above", help="recorded bodies larger than this many bytes stream through")
-    p.add_argument("--max-client-connections", help="open connections allowed per client address")
-    p.add_argument("--header-timeout", help="seconds a new connection has to send request headers")
-    p.add_argument("--idle-timeout", help="seconds a kept-alive connection may wait for its next request")
     p.set_defaults(func=cmd_proxy)
 
     p = _command(

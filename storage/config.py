@@ -421,43 +421,159 @@ def _flatten(raw: dict) -> dict:
     return flat
 
 
+@dataclass(frozen=True)
+class Option:
+    """One setting, declared once: the Settings field it sets (its name in mitm_config.yaml, flattened), how a
+    value is checked, and — when users may give it without the file — its `receipts proxy` flag and its
+    mitmproxy option (`--set receipts_…=…`). Flags, mitmproxy options and validation are made from OPTIONS."""
+
+    setting: str
+    check: Callable[[Any], Any]
+    help: str = ""
+    flag: str | None = None  # `receipts proxy --…` (None: only in the file, or a flag every command has)
+    mitm: str | None = None  # the mitmproxy option (None: only in the file, or mitmproxy has its own)
+    boolean: bool = False  # --flag / --no-flag
+    choices: tuple[str, ...] | None = None  # what the flag takes, checked by argparse (completion offers them)
+
+    def help_text(self) -> str:
+        """The help, with the default (from Settings) unless the help says it."""
+        default = next(f.default for f in fields(Settings) if f.name == self.setting)
+        if default is None or "default" in self.help:
+            return self.help
+        shown = str(default).lower() if isinstance(default, bool) else default
+        return f"{self.help} (default: {shown})"
+
+
+def _str_or_none(value) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+OPTIONS = (
+    Option("listen_host", _host, "address to listen on", flag="--listen-host"),
+    Option("listen_port", _port, "port to listen on", flag="--listen-port"),
+    Option("data_dir", str, "data directory for the journal (default: $RECEIPTS_DATA or ./data)", mitm="receipts_data"),
+    Option("ca_dir", _str_or_none, "where the proxy's CA lives (default: DATA/ca)", flag="--ca-dir"),
+    Option(
+        "capture_x402",
+        lambda v: _bool("capture.x402", v),
+        "record anything carrying x402 headers (--no-x402 to turn off)",
+        flag="--x402",
+        mitm="receipts_capture_x402",
+        boolean=True,
+    ),
+    Option("ai_paths", _paths),
+    Option("rules", _rules),
+    Option(
+        "intercept",
+        lambda v: _choice("capture.intercept", v, INTERCEPT_MODES),
+        "which HTTPS hosts to open: known (the AI hosts, rules' hosts, x402 hosts seen before; others pass "
+        "through as TLS) or all",
+        flag="--intercept",
+        choices=INTERCEPT_MODES,
+    ),
+    Option("intercept_hosts", _hosts),
+    Option(
+        "bodies",
+        lambda v: _choice("bodies", v, BODY_MODES),
+        "body storage: none | hash | full",
+        flag="--bodies",
+        mitm="receipts_bodies",
+    ),
+    Option(
+        "body_max_bytes",
+        lambda v: _positive("body_max_bytes", v, int),
+        "largest body kept with --bodies full",
+        flag="--body-max-bytes",
+        mitm="receipts_body_max_bytes",
+    ),
+    Option(
+        "durability",
+        lambda v: _choice("durability", v, DURABILITY),
+        "full | strict | relaxed: when a recorded event is on disk (see mitm_config.yaml)",
+        flag="--durability",
+        mitm="receipts_durability",
+    ),
+    Option(
+        "stamp_receipt_id",
+        lambda v: _bool("stamp_receipt_id", v),
+        "add X-Receipt-Id to recorded responses (--no-stamp: an invisible audit)",
+        flag="--stamp",
+        mitm="receipts_stamp",
+        boolean=True,
+    ),
+    Option("upstream_ca", _str_or_none, "extra CA bundle to trust for upstream servers", flag="--upstream-ca"),
+    Option(
+        "seal_interval",
+        lambda v: _positive("seal_interval", v),
+        "seconds before recorded events are visible to queries",
+        flag="--seal-interval",
+        mitm="receipts_seal_interval",
+    ),
+    Option(
+        "compact_after",
+        lambda v: _positive("compact_after", v, int),
+        "sealed segments that trigger a fold into the tables before its 2-second timer",
+        flag="--compact-after",
+        mitm="receipts_compact_after",
+    ),
+    Option(
+        "compact_grace",
+        lambda v: _positive("compact_grace", v),
+        "seconds a folded segment is kept before it is emptied for reuse",
+        flag="--compact-grace",
+        mitm="receipts_compact_grace",
+    ),
+    Option(
+        "stream_bodies_above",
+        lambda v: _positive("stream_bodies_above", v, int),
+        "recorded bodies larger than this many bytes stream through",
+        flag="--stream-above",
+        mitm="receipts_stream_above",
+    ),
+    Option(
+        "max_client_connections",
+        lambda v: _positive("max_client_connections", v, int),
+        "open connections allowed per client address",
+        flag="--max-client-connections",
+        mitm="receipts_max_client_connections",
+    ),
+    Option(
+        "header_timeout",
+        lambda v: _positive("header_timeout", v),
+        "seconds a new connection has to send its request headers",
+        flag="--header-timeout",
+        mitm="receipts_header_timeout",
+    ),
+    Option(
+        "idle_timeout",
+        lambda v: _positive("idle_timeout", v),
+        "seconds a kept-alive connection may wait for its next request",
+        flag="--idle-timeout",
+        mitm="receipts_idle_timeout",
+    ),
+    Option("assets", _assets),
+    Option("networks", _networks),
+    Option("og_network", lambda v: _caip2("opengradient.network", v)),
+    Option("og_registry", lambda v: _address_or_none("opengradient.registry", v)),
+    Option("og_relay", lambda v: _address_or_none("opengradient.relay", v)),
+    Option("og_blob_url", lambda v: None if v in (None, "") else str(v).rstrip("/")),
+    Option("og_anchor_deadline", lambda v: _positive("opengradient.anchor_deadline", v)),
+    Option(
+        "og_pin",
+        lambda v: _choice("opengradient.pin", "off" if v is False else v, PIN_MODES),  # (YAML reads off as False)
+        "with --reverse: enforce | record | off, the TEE registry's certificate pin",
+        flag="--pin",
+        mitm="receipts_pin",
+    ),
+)
+_CHECKS = {o.setting: o.check for o in OPTIONS}
+
+
 def _validated(values: dict) -> dict:
-    known = {f.name for f in fields(Settings)}
-    unknown = set(values) - known
+    unknown = set(values) - set(_CHECKS)
     if unknown:
         raise ConfigError(f"unknown setting {sorted(unknown)[0]!r}; see mitm_config.yaml for the list.")
-    conv: dict[str, Callable[[Any], Any]] = {
-        "listen_host": _host,
-        "listen_port": _port,
-        "data_dir": str,
-        "ca_dir": lambda v: None if v in (None, "") else str(v),
-        "capture_x402": lambda v: _bool("capture.x402", v),
-        "ai_paths": _paths,
-        "rules": _rules,
-        "intercept": lambda v: _choice("capture.intercept", v, INTERCEPT_MODES),
-        "intercept_hosts": _hosts,
-        "bodies": lambda v: _choice("bodies", v, BODY_MODES),
-        "body_max_bytes": lambda v: _positive("body_max_bytes", v, int),
-        "durability": lambda v: _choice("durability", v, DURABILITY),
-        "stamp_receipt_id": lambda v: _bool("stamp_receipt_id", v),
-        "upstream_ca": lambda v: None if v in (None, "") else str(v),
-        "seal_interval": lambda v: _positive("seal_interval", v),
-        "compact_after": lambda v: _positive("compact_after", v, int),
-        "compact_grace": lambda v: _positive("compact_grace", v),
-        "stream_bodies_above": lambda v: _positive("stream_bodies_above", v, int),
-        "max_client_connections": lambda v: _positive("max_client_connections", v, int),
-        "header_timeout": lambda v: _positive("header_timeout", v),
-        "idle_timeout": lambda v: _positive("idle_timeout", v),
-        "assets": _assets,
-        "networks": _networks,
-        "og_network": lambda v: _caip2("opengradient.network", v),
-        "og_registry": lambda v: _address_or_none("opengradient.registry", v),
-        "og_relay": lambda v: _address_or_none("opengradient.relay", v),
-        "og_blob_url": lambda v: None if v in (None, "") else str(v).rstrip("/"),
-        "og_anchor_deadline": lambda v: _positive("opengradient.anchor_deadline", v),
-        "og_pin": lambda v: _choice("opengradient.pin", "off" if v is False else v, PIN_MODES),  # YAML: off is False
-    }
-    return {k: conv[k](v) for k, v in values.items()}
+    return {k: _CHECKS[k](v) for k, v in values.items()}
 
 
 def with_extras(settings: Settings, rules: list[str] | None, ai_paths: list[str] | None) -> Settings:

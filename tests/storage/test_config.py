@@ -74,3 +74,43 @@ def test_solana_networks_keep_the_case_of_their_addresses():
         with pytest.raises(cfg.ConfigError) as err:
             cfg._networks({bad: {}})
         assert "eip155:<chain id> or solana:<genesis hash>" in str(err.value)
+
+
+def test_each_setting_is_declared_once_with_its_flag_and_mitmproxy_option():
+    from dataclasses import fields
+
+    from receipts.storage.config import OPTIONS, Settings
+
+    declared = [o.setting for o in OPTIONS]
+    assert sorted(declared) == sorted(f.name for f in fields(Settings))  # each field once, none missing
+    flags = [o.flag for o in OPTIONS if o.flag]
+    mitm = [o.mitm for o in OPTIONS if o.mitm]
+    assert len(set(flags)) == len(flags) and len(set(mitm)) == len(mitm)
+    # the names users already type (README, mitm_config.yaml): written here, not read from the code
+    assert set(mitm) == {"receipts_data", "receipts_bodies", "receipts_durability", "receipts_stamp",
+                         "receipts_capture_x402", "receipts_seal_interval", "receipts_body_max_bytes",
+                         "receipts_compact_after", "receipts_compact_grace", "receipts_pin",
+                         "receipts_stream_above", "receipts_max_client_connections", "receipts_header_timeout",
+                         "receipts_idle_timeout"}
+    assert {"--listen-host", "--listen-port", "--ca-dir", "--x402", "--intercept", "--bodies", "--durability",
+            "--stamp", "--upstream-ca", "--pin", "--stream-above"} <= set(flags)
+
+
+def test_a_flag_and_the_mitmproxy_option_give_the_same_sentence_and_help(tmp_path):
+    from mitmproxy import exceptions
+    from mitmproxy.test import taddons
+
+    from receipts.addon.recorder import Recorder
+    from support.proc import receipts_cli
+
+    out = receipts_cli("proxy", "--seal-interval", "-1", data=tmp_path)
+    assert out.returncode == 1
+    rec = Recorder()
+    with taddons.context(rec) as tctx:
+        with pytest.raises(exceptions.OptionsError) as caught:
+            tctx.configure(rec, receipts_data=str(tmp_path), receipts_seal_interval="-1")
+        mitm_help = tctx.options._options["receipts_durability"].help
+    rec.done()
+    assert out.stderr.strip() == f"Error: {caught.value}"
+    cli_help = " ".join(receipts_cli("proxy", "--help").stdout.split())
+    assert " ".join(mitm_help.split()) in cli_help and "(default: strict)" in mitm_help
