@@ -572,9 +572,8 @@ def _parse_svm(transaction: str, result: dict, errors: list[str]) -> None:
     """A Solana payment: the partly signed transaction (addon/solana.py) says who pays how much of which
     mint to which token account, under which fee payer; the transaction itself is kept as a hash only."""
     tx = solana.decode_transaction(transaction)
-    if (
-        result["signature_sha256"] is None
-    ):  # (the signed transaction is the payment's signature; a `signature` beside it wins)
+    # (the signed transaction is the payment's signature; a `signature` beside it wins)
+    if result["signature_sha256"] is None:
         result["signature_sha256"] = solana.transaction_sha256(transaction)
     result.update(
         payer=tx["authority"],

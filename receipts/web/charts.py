@@ -26,6 +26,16 @@ WIDTH = 600
 FONT = 'font-family="system-ui, sans-serif"'
 
 
+def _top(totals: dict, max_keys: int) -> tuple[list[str], set[str], dict[str, str]]:
+    """The keys with the largest totals (at most max_keys), the rest (drawn as "other"), and their colours."""
+    keys = sorted(totals, key=lambda k: -totals[k])
+    shown, other = keys[:max_keys], set(keys[max_keys:])
+    color = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(shown)}
+    if other:
+        color["other"] = PALETTE[-1]
+    return shown, other, color
+
+
 def _svg(height: int, body: list[str], title: str) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
@@ -80,11 +90,7 @@ def spend_over_time(
         totals: dict[str, int] = {}
         for r in prow:
             totals[r["key"]] = totals.get(r["key"], 0) + int(r["spend"])
-        keys = sorted(totals, key=lambda k: -totals[k])
-        shown, other = keys[:max_keys], set(keys[max_keys:])
-        color = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(shown)}
-        if other:
-            color["other"] = PALETTE[-1]
+        shown, other, color = _top(totals, max_keys)
         times = sorted({r["t"] for r in prow})
         stacks: dict[datetime, dict[str, float]] = {t: {} for t in times}
         for r in prow:
@@ -194,11 +200,7 @@ def usage_over_time(rows: list[dict], measure: str, bucket: str, by_label: str, 
         totals: dict[str, float] = {}
         for r in prow:
             totals[r["key"]] = totals.get(r["key"], 0.0) + float(r["value"])
-        keys = sorted(totals, key=lambda k: -totals[k])
-        shown, other = keys[:max_keys], set(keys[max_keys:])
-        color = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(shown)}
-        if other:
-            color["other"] = PALETTE[-1]
+        shown, other, color = _top(totals, max_keys)
         times = sorted({r["t"] for r in prow})
         cells: dict[datetime, dict[str, float]] = {t: {} for t in times}
         for r in prow:
