@@ -10,7 +10,7 @@ compacted Parquet files. The envelope is fixed; the payload (`data`) depends on 
 | `stream_end` | addon      | after the last chunk of a streamed response passed through            |
 | `error`      | addon      | the exchange failed: client gone, upstream refused or timed out, TLS  |
 | `check`      | verifier   | what one verification pass found that changed: `{"checks": [...]}`,   |
-|              |            | each `{check, result, reason, detail, block}`, the verdict included   |
+|              |            | each a CheckEntry or the VerdictEntry (typed at the end of this file) |
 
 Envelope fields (see storage/views.sql for how each is read):
 - `id`: unique event id (UUIDv7 text for live capture, UUIDv5 for ingested files so that ingesting the
@@ -30,6 +30,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple, TypedDict
 
 # How a payment's `signer_error` begins when only the chain can check its signature (the verifier then
 # passes the signature with the settlement): a contract wallet's (ERC-1271, ERC-6492), a delegation's
@@ -85,3 +86,76 @@ class Event:
             "seq": seq,
             "data": self.data,
         }
+
+
+# ---- what the verifier writes: a `check` event's {"checks": [...]}, read by storage/fold.sql -----------
+@dataclass(slots=True)
+class Check:
+    """One check of a receipt against its evidence: `pass`, `fail` or `pending`, a stable reason code
+    (e.g. `tx_reverted`), what it rests on, and the block it was read at."""
+
+    name: str
+    result: str  # pass | fail | pending
+    reason: str | None = None  # stable code, e.g. tx_reverted
+    detail: dict = field(default_factory=dict)
+    block: int | None = None
+
+    def entry(self) -> CheckEntry:
+        return {
+            "check": self.name,
+            "result": self.result,
+            "reason": self.reason,
+            "detail": self.detail,
+            "block": self.block,
+        }
+
+
+class Verdict(NamedTuple):
+    """A receipt's proof status (`pending`, `passed`, `failed`), its resolution (`risky`, `refunded`,
+    `retried`, or None) and the reason code that decided it."""
+
+    status: str
+    resolution: str | None
+    reason: str | None
+
+    def entry(self, checks: list[Check], **evidence: Any) -> VerdictEntry:
+        """The verdict as a check entry: each check's result, and the transaction that proves it (`tx`,
+        `session_amount`) where there is one."""
+        entry: VerdictEntry = {
+            "check": "verdict",
+            "result": self.status,
+            "status": self.status,
+            "resolution": self.resolution,
+            "reason": self.reason,
+            "detail": {c.name: c.result for c in checks},
+        }
+        if "tx" in evidence:
+            entry["tx"] = evidence.pop("tx")
+        if "session_amount" in evidence:
+            entry["session_amount"] = evidence.pop("session_amount")
+        if evidence:
+            raise TypeError(f"unknown evidence {sorted(evidence)}")
+        return entry
+
+
+class CheckEntry(TypedDict):
+    check: str
+    result: str
+    reason: str | None
+    detail: dict
+    block: int | None
+
+
+class VerdictEntry(TypedDict, total=False):
+    check: str  # "verdict"
+    result: str  # = status
+    status: str
+    resolution: str | None
+    reason: str | None
+    detail: dict[str, str]  # check name -> result
+    tx: str | None
+    session_amount: str | int | None
+
+
+def check_event(receipt_id: str, entries: list[CheckEntry | VerdictEntry]) -> Event:
+    return Event("check", receipt_id, {"checks": entries})

@@ -15,7 +15,7 @@ The check that comes out names its trust: `single-node` when it rests on one end
 
 from __future__ import annotations
 
-from .evidence import Check
+from receipts.storage.records import Check
 
 SETTLED = {("pass", None), ("pending", "awaiting_confirmations")}  # the same evidence, final or not yet
 

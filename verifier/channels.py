@@ -36,9 +36,10 @@ from eth_hash.auto import keccak
 from receipts.storage import channels
 from receipts.storage.config import Settings
 from receipts.storage.journal import Journal
+from receipts.storage.records import Check, Verdict
 from receipts.storage.rpc import Rpc, RpcError
 
-from .evidence import TRANSFER, Check
+from .evidence import TRANSFER
 from .verify import Summary, changes, in_part, parts
 
 log = logging.getLogger("receipts.verify")
@@ -431,17 +432,17 @@ def refund_check(x: dict, facts: dict, chain: Chain) -> Check:
     return Check("refund", "pass", None, detail, block)
 
 
-def verdict(checks: list[Check], facts: dict, claimed: int | None) -> tuple[str, str | None, str | None]:
+def verdict(checks: list[Check], facts: dict, claimed: int | None) -> Verdict:
     failed = [c for c in checks if c.result == "fail"]
     pending = [c for c in checks if c.result == "pending"]
     status = "failed" if failed else "pending" if pending else "passed"
     first = failed[0] if failed else pending[0] if pending else None
     reason = first.reason if first else None
     if claimed is not None and claimed > facts["max_voucher"]:
-        return status, "risky", "claim_above_vouchers"
+        return Verdict(status, "risky", "claim_above_vouchers")
     if claimed is not None and claimed > facts["charged"]:
-        return status, "risky", "claim_above_charges"
-    return status, None, reason
+        return Verdict(status, "risky", "claim_above_charges")
+    return Verdict(status, None, reason)
 
 
 def _text(value) -> str | None:

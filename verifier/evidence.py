@@ -10,21 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 
+from receipts.storage.records import Check
+
 TRANSFER = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 AUTHORIZATION_USED = "0x98de503528ee59b575ef0c0a2576a82497bfc029a5685b209e9ec333479b10a5"
-
-
-@dataclass(slots=True)
-class Check:
-    name: str
-    result: str  # pass | fail | pending
-    reason: str | None = None  # stable code, e.g. tx_reverted
-    detail: dict = field(default_factory=dict)
-    block: int | None = None
 
 
 def _addr_topic(address: str) -> str:

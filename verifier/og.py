@@ -31,12 +31,12 @@ from eth_hash.auto import keccak
 
 from receipts.storage.config import Settings
 from receipts.storage.journal import Journal
-from receipts.storage.records import Event
+from receipts.storage.records import Check, Event, Verdict
 from receipts.storage.registry import Registry
 from receipts.storage.rpc import Rpc, RpcError
 
 from . import tee
-from .evidence import TRANSFER, Check
+from .evidence import TRANSFER
 from .verify import Summary, changes, in_part, parts, signature_check, terms_check
 
 log = logging.getLogger("receipts.verify")
@@ -645,7 +645,7 @@ def _same(a: str | None, b: str | None) -> bool:
 
 
 # ---- verdict and events ----------------------------------------------------------------------
-def verdict(r: dict, checks: list[Check], facts: Facts) -> tuple[str, str | None, str | None]:
+def verdict(r: dict, checks: list[Check], facts: Facts) -> Verdict:
     failed = [c for c in checks if c.result == "fail"]
     pending = [c for c in checks if c.result == "pending"]
     status = "failed" if failed else "pending" if pending else "passed"
@@ -655,10 +655,10 @@ def verdict(r: dict, checks: list[Check], facts: Facts) -> tuple[str, str | None
     if session and session.reason == "session_not_settled":
         now, deadline = session.detail.get("chain_time"), r.get("deadline")
         if deadline and now and now > deadline:
-            return status, "risky", "session_unsettled_past_deadline"
+            return Verdict(status, "risky", "session_unsettled_past_deadline")
     if session and session.reason == "overcharged":
-        return status, "risky", "overcharged"
-    return status, None, reason
+        return Verdict(status, "risky", "overcharged")
+    return Verdict(status, None, reason)
 
 
 def _changes(r: dict, checks: list[Check], last: dict, summary: Summary, facts: Facts) -> list[Event]:

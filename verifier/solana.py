@@ -31,10 +31,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from receipts.storage.records import Check
 from receipts.storage.rpc import RpcError
 
 from .agreement import agree, agreed_transfers
-from .evidence import Check, refund_matters
+from .evidence import refund_matters
 
 EXPIRY = 150.0  # seconds after the payment was sent: by then its blockhash has expired (none recorded)
 SEARCH_LIMIT = 1000  # signatures of a token account searched for a memo (newest first)

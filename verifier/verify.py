@@ -40,12 +40,22 @@ import orjson
 from receipts.storage import authcapture, db
 from receipts.storage.config import Settings
 from receipts.storage.journal import Journal
-from receipts.storage.records import DELEGATION, SIGNED_TX, SMART_WALLET, Event
+from receipts.storage.records import (
+    DELEGATION,
+    SIGNED_TX,
+    SMART_WALLET,
+    Check,
+    CheckEntry,
+    Event,
+    Verdict,
+    VerdictEntry,
+    check_event,
+)
 from receipts.storage.rpc import Rpc, RpcError, warm_up
 
 from . import solana
 from .agreement import agree, agreed_transfers
-from .evidence import AUTHORIZATION_USED, TRANSFER, Check, block_of, canonical_settlement, logs_digest, refund_matters
+from .evidence import AUTHORIZATION_USED, TRANSFER, block_of, canonical_settlement, logs_digest, refund_matters
 
 log = logging.getLogger("receipts.verify")
 
@@ -281,10 +291,10 @@ def payment_check(r: dict) -> Check:
     )
 
 
-def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> tuple[str, str | None, str | None]:
+def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> Verdict:
     """(proof_status, resolution, reason) from the checks of one receipt."""
     if any(c.result == "off_chain" for c in checks):
-        return "off_chain", None, "off_chain"
+        return Verdict("off_chain", None, "off_chain")
     failed: list[Check] = []
     pending: list[Check] = []
     settled = False
@@ -311,16 +321,16 @@ def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> t
     unsettled = any(c.name == "settlement_tx" and c.reason in UNSETTLED for c in pending)
     if unsettled and r.get("valid_before") and now > r["valid_before"] + grace:
         if r.get("settlement_ever_passed"):  # it was on chain, a reorg took it, it never came back
-            return "failed", None, "settlement_disappeared"
+            return Verdict("failed", None, "settlement_disappeared")
         risks.append("pending_past_deadline")
     risks += seller  # (after the payment's own risks)
     if (risks or failed) and any(c.name == "refund" and c.result == "pass" for c in checks):
-        return status, "refunded", (risks or [reason])[0]
+        return Verdict(status, "refunded", (risks or [reason])[0])
     if risks:
-        return status, "risky", risks[0]
+        return Verdict(status, "risky", risks[0])
     if status == "passed" and (r.get("payment_count") or 0) > 1:
-        return status, "retried", None
-    return status, None, reason
+        return Verdict(status, "retried", None)
+    return Verdict(status, None, reason)
 
 
 # A pending settlement in one of these states is not on the canonical chain (a deadline makes it risky,
@@ -1070,31 +1080,16 @@ def _changes(r: dict, checks: list[Check], last: dict, summary: Summary, grace: 
     return changes(r, checks, last, summary, verdict(checks, r, chain_now, grace))
 
 
-def changes(
-    r: dict, checks: list[Check], last: dict, summary: Summary, decided: tuple[str, str | None, str | None], **evidence
-) -> list[Event]:
+def changes(r: dict, checks: list[Check], last: dict, summary: Summary, decided: Verdict, **evidence) -> list[Event]:
     """One `check` event holding the checks whose result changed (`last`: each check's latest result and
-    reason), and the verdict `decided` (status, resolution, reason) if it changed, with `evidence` (the
-    transaction that proves it: `tx`, `session_amount`)."""
+    reason), and the verdict `decided` if it changed, with `evidence` (the transaction that proves it:
+    `tx`, `session_amount`)."""
     rid = r["receipt_id"]
-    changed = [
-        {"check": c.name, "result": c.result, "reason": c.reason, "detail": c.detail, "block": c.block}
-        for c in checks
-        if last.get((rid, c.name)) != (c.result, c.reason)
+    changed: list[CheckEntry | VerdictEntry] = [
+        c.entry() for c in checks if last.get((rid, c.name)) != (c.result, c.reason)
     ]
-    status, resolution, reason = decided
-    summary.statuses[status] = summary.statuses.get(status, 0) + 1
+    summary.statuses[decided.status] = summary.statuses.get(decided.status, 0) + 1
     if (r.get("last_status"), r.get("last_resolution"), r.get("last_reason")) != decided:
         summary.changed += 1
-        changed.append(
-            {
-                "check": "verdict",
-                "result": status,
-                "status": status,
-                "resolution": resolution,
-                "reason": reason,
-                "detail": {c.name: c.result for c in checks},
-                **evidence,
-            }
-        )
-    return [Event("check", rid, {"checks": changed})] if changed else []
+        changed.append(decided.entry(checks, **evidence))
+    return [check_event(rid, changed)] if changed else []

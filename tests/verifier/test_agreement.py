@@ -1,6 +1,6 @@
 """Several endpoints' evidence of one settlement, and the trust the result rests on (pure)."""
 from receipts.verifier.agreement import agree, agreed_transfers
-from receipts.verifier.evidence import Check
+from receipts.storage.records import Check
 
 HASH, OTHER = "0x" + "b" * 64, "0x" + "d" * 64
 

@@ -1,5 +1,5 @@
 """From checks to the status users see (pure)."""
-from receipts.verifier.evidence import Check
+from receipts.storage.records import Check
 from receipts.verifier.verify import signature_check, terms_check, verdict
 
 GRACE = 600.0
@@ -68,7 +68,7 @@ def test_a_passed_settlement_is_held_while_a_node_only_seems_behind():
 
 
 def test_a_signature_only_the_chain_can_check_passes_with_its_settlement():
-    from receipts.verifier.evidence import Check
+    from receipts.storage.records import Check
     from receipts.verifier.verify import by_settlement, signature_check
 
     for why in ("smart_wallet (ERC-1271, a 192-byte signature): checked on chain by its settlement",
