@@ -9,8 +9,9 @@ proxy's `Settled()`). Every function here takes JSON-RPC shaped dicts (hex strin
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -180,7 +181,7 @@ def mismatches(payment: dict, logs: list[dict]) -> list[str]:
     return problems
 
 
-def refund_matters(r: dict) -> bool:
+def refund_matters(r: Mapping[str, Any]) -> bool:
     """Refunds matter where money moved and the outcome is bad or unclear: the server answered 5xx or
     nothing, it settled twice, or the receipt was verified and did not pass."""
     return (

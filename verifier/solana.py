@@ -29,7 +29,9 @@ endpoints agree):
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from receipts.storage.records import Check
 from receipts.storage.rpc import RpcError
@@ -60,7 +62,7 @@ class SolanaView:
     head_time: float | None = None  # (no chain time is read: deadlines use this machine's clock)
 
 
-def read_view(net, rows: list[dict], reader) -> SolanaView:
+def read_view(net, rows: Sequence[Mapping[str, Any]], reader) -> SolanaView:
     """One round's facts from one endpoint (raises RpcError on a fault: a node of another chain is one)."""
     rpc, view = reader.rpc, SolanaView()
     if reader.genesis is None:
@@ -100,16 +102,16 @@ def check_genesis(rpc, network: str) -> str:
     return genesis
 
 
-def _signature(r: dict, view: SolanaView) -> str | None:
+def _signature(r: Mapping[str, Any], view: SolanaView) -> str | None:
     """The payment's transaction: the one its server named, else the one its memo found."""
     return r.get("payment_hash") or view.found.get(r["receipt_id"])
 
 
-def _search_by_memo(rpc, rows: list[dict]) -> dict:
+def _search_by_memo(rpc, rows: Sequence[Mapping[str, Any]]) -> dict:
     """The signatures of payments whose server gave none, found by their memo among the recent
     signatures of the token account they pay (one call per account)."""
     found: dict[str, str] = {}
-    wanted: dict[str, list[dict]] = {}
+    wanted: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
         if r.get("token_account") and r.get("memo"):
             wanted.setdefault(r["token_account"], []).append(r)
@@ -122,11 +124,11 @@ def _search_by_memo(rpc, rows: list[dict]) -> dict:
     return found
 
 
-def _search_refunds(rpc, rows: list[dict], view: SolanaView, options: dict) -> None:
+def _search_refunds(rpc, rows: Sequence[Mapping[str, Any]], view: SolanaView, options: dict) -> None:
     """Where a refund matters (evidence.refund_matters), transfers back after the settlement: the recent
     signatures of the token account the payer paid from (read from the settlement), their transactions'
     `transferChecked` of the mint by `pay_to` into that account (one search per account)."""
-    wanted: dict[str, list[tuple[dict, int]]] = {}
+    wanted: dict[str, list[tuple[Mapping[str, Any], int]]] = {}
     for r in rows:
         status = view.statuses.get(_signature(r, view) or "")
         tx = view.transactions.get(_signature(r, view) or "")
@@ -169,7 +171,7 @@ def _search_refunds(rpc, rows: list[dict], view: SolanaView, options: dict) -> N
                         )
 
 
-def settlement_checks(r: dict, views: list[SolanaView], net, now: float) -> list[Check]:
+def settlement_checks(r: Mapping[str, Any], views: list[SolanaView], net, now: float) -> list[Check]:
     """The settlement check the endpoints agree on, and any refund a quorum of them saw."""
     check = agree([settlement_check(r, v, net.facilitators, now) for v in views], net.quorum_size)
     back = agreed_transfers([v.refunds.get(r["receipt_id"], []) for v in views], net.quorum_size)
@@ -181,7 +183,7 @@ def _memo_matches(listed: str | None, memo: str) -> bool:
     return bool(listed and any(m == memo or m.endswith(f"] {memo}") for m in listed.split("; ")))
 
 
-def settlement_check(r: dict, view: SolanaView, facilitators: tuple[str, ...], now: float) -> Check:
+def settlement_check(r: Mapping[str, Any], view: SolanaView, facilitators: tuple[str, ...], now: float) -> Check:
     """Does a finalized transaction on this endpoint settle this payment?"""
     signature = _signature(r, view)
     found_by = "response" if r.get("payment_hash") else "memo_search"
@@ -238,7 +240,7 @@ def memos(tx: dict) -> list[str]:
     ]
 
 
-def mismatches(r: dict, tx: dict, facilitators: tuple[str, ...]) -> list[tuple[str, str]]:
+def mismatches(r: Mapping[str, Any], tx: dict, facilitators: tuple[str, ...]) -> list[tuple[str, str]]:
     """(reason, what) for each way the transaction differs from the payment (empty: it settles it)."""
     if (tx.get("meta") or {}).get("err") is not None:
         return [("tx_failed", f"the transaction failed: {tx['meta']['err']}")]
@@ -263,7 +265,7 @@ def mismatches(r: dict, tx: dict, facilitators: tuple[str, ...]) -> list[tuple[s
     return problems
 
 
-def _upto_mismatches(r: dict, tx: dict, facilitators: tuple[str, ...]) -> list[tuple[str, str]]:
+def _upto_mismatches(r: Mapping[str, Any], tx: dict, facilitators: tuple[str, ...]) -> list[tuple[str, str]]:
     """`upto` on Solana: the settlement is the facilitator's claim on the payer's channel, which pays the
     charge out of the escrow (the channel's authority, not the payer's). What it must show: pay_to's token
     account of the mint gained exactly the charge the server reported, which is at most the cap; read from

@@ -32,8 +32,10 @@ import gc
 import logging
 import re
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, NotRequired, TypedDict, cast
 
 import orjson
 
@@ -160,6 +162,51 @@ WHERE coalesce(h.verdict.proof_status, 'pending') IN ('pending', 'passed')
 )
 
 
+class PaidCall(TypedDict):
+    """A row of TO_VERIFY: one paid call, its latest payment, settlement, offer and answer, and what the last
+    pass decided (tests/verifier/test_rows.py holds it to the query's columns)."""
+
+    receipt_id: str  # (the logical id: the receipt of the whole call)
+    payer: str | None
+    pay_to: str | None
+    asset: str | None
+    scheme: str | None
+    kind: str | None
+    nonce: str | None
+    network: str | None
+    valid_after: int | None
+    valid_before: int | None
+    paid_at: float | None  # seconds since the epoch
+    signer: str | None
+    signer_error: str | None
+    memo: str | None
+    token_account: str | None
+    recent_blockhash: str | None
+    payee_token_account: str | None
+    signature_sha256: str | None
+    payment_tx: str | None
+    spender: str | None
+    channel_id: str | None
+    signed_amount: int | None
+    amount_cap: int | None
+    max_amount_required: int | None
+    challenge_pay_to: str | None
+    challenge_asset: str | None
+    challenge_network: str | None
+    payment_hash: str | None
+    settlement_job_id: str | None
+    seller_receipt: str | None  # JSON text
+    settled_amount: int | None
+    settlement_count: int
+    payment_count: int
+    status: int | None
+    last_status: str | None
+    last_resolution: str | None
+    last_reason: str | None
+    history: list[dict] | None
+    settlement_ever_passed: NotRequired[bool]  # (set here: a settlement check of an earlier pass passed)
+
+
 @dataclass
 class Summary:
     seen: int = 0
@@ -171,19 +218,19 @@ class Summary:
     channel_calls: int = 0  # the calls paid from a payment channel: verifier/channels.py's pass
 
 
-def signature_check(r: dict) -> Check:
+def signature_check(r: Mapping[str, Any]) -> Check:  # (also an OpenGradient call's row: verifier/og.py)
     """The payment's signature: recovered at capture to the payer (an EOA); a contract wallet's (ERC-1271,
     ERC-6492) or an ERC-7710 delegation's is checked on chain when it settles (`by_settlement`), since the
     signature itself is never stored."""
     if (r.get("signer_error") or "").startswith((SMART_WALLET, DELEGATION, SIGNED_TX)):
         return Check("signature", "pending", "smart_wallet_signature", {"why": r["signer_error"]})
-    if r.get("signer"):
-        ok = r["signer"].lower() == (r.get("payer") or "").lower()
+    if signer := r.get("signer"):
+        ok = signer.lower() == (r.get("payer") or "").lower()
         return Check(
             "signature",
             "pass" if ok else "fail",
             None if ok else "signature_mismatch",
-            {"signer": r["signer"], "payer": r.get("payer")},
+            {"signer": signer, "payer": r.get("payer")},
         )
     return Check("signature", "pending", "signature_unverifiable", {"why": r.get("signer_error")})
 
@@ -197,20 +244,21 @@ def by_settlement(signature: Check, settlement: Check) -> Check:
     )
 
 
-def terms_check(r: dict) -> Check:
+def terms_check(r: Mapping[str, Any]) -> Check:  # (also an OpenGradient call's row)
     problems = []
-    if r.get("challenge_pay_to") and (r.get("pay_to") or "").lower() != r["challenge_pay_to"].lower():
-        problems.append(("unexpected_pay_to", f"paid to {r.get('pay_to')}, the challenge said {r['challenge_pay_to']}"))
-    if r.get("challenge_asset") and (r.get("asset") or "").lower() != r["challenge_asset"].lower():
-        problems.append(("unexpected_asset", f"asset {r.get('asset')}, the challenge said {r['challenge_asset']}"))
+    if (offered_to := r.get("challenge_pay_to")) and (r.get("pay_to") or "").lower() != offered_to.lower():
+        problems.append(("unexpected_pay_to", f"paid to {r.get('pay_to')}, the challenge said {offered_to}"))
+    if (offered_asset := r.get("challenge_asset")) and (r.get("asset") or "").lower() != offered_asset.lower():
+        problems.append(("unexpected_asset", f"asset {r.get('asset')}, the challenge said {offered_asset}"))
     signed = r.get("signed_amount") if r.get("signed_amount") is not None else r.get("amount_cap")
-    if r.get("max_amount_required") is not None and signed is not None and signed > r["max_amount_required"]:
-        problems.append(("overcharged", f"signed {signed}, the challenge asked {r['max_amount_required']}"))
-    if r.get("payment_tx") and r.get("payment_hash") and r["payment_tx"] != r["payment_hash"].lower():
+    asked = r.get("max_amount_required")
+    if asked is not None and signed is not None and signed > asked:
+        problems.append(("overcharged", f"signed {signed}, the challenge asked {asked}"))
+    if (own := r.get("payment_tx")) and (named := r.get("payment_hash")) and own != named.lower():
         problems.append(
             (
                 "reference_mismatch",
-                f"the receipt names {r['payment_hash']}, the payment's own transaction is {r['payment_tx']}",
+                f"the receipt names {named}, the payment's own transaction is {own}",
             )
         )
     if r.get("challenge_network") and r.get("network") and r["challenge_network"] != r["network"]:
@@ -228,7 +276,7 @@ def terms_check(r: dict) -> Check:
     return Check("terms", "fail", problems[0][0], {"problems": [p for _, p in problems]})
 
 
-def seller_receipt_check(r: dict) -> Check | None:
+def seller_receipt_check(r: PaidCall) -> Check | None:
     """The seller's signed receipt (the `offer-receipt` extension), when the server sent one: signed by
     `pay_to` (the spec's simplest authorization; any other signer is not the seller's), and saying what
     was paid (payer, network, and the settlement transaction when it names one). None: no receipt."""
@@ -259,7 +307,7 @@ def seller_receipt_check(r: dict) -> Check | None:
 ON_CHAIN = ("eip155:", "solana:")  # the networks whose settlements a chain holds
 
 
-def preimage_check(r: dict) -> Check:
+def preimage_check(r: PaidCall) -> Check:
     """L402: the preimage (its SHA-256, taken at capture; the preimage itself is never kept) is the payment
     hash the macaroon names: the proof that the Lightning invoice was paid (addon/l402.py)."""
     ok = bool(r.get("nonce")) and r.get("signature_sha256") == r["nonce"]
@@ -271,7 +319,7 @@ def preimage_check(r: dict) -> Check:
     )
 
 
-def payment_check(r: dict) -> Check:
+def payment_check(r: PaidCall) -> Check:
     """A paid call whose payment names no payer: one settled off chain (its network is no chain: a
     provider's own settlement, whose id is kept), or a shape this verifier cannot read (its decode errors
     are in `payments.errors`): said once, not left `not_verified`."""
@@ -291,7 +339,7 @@ def payment_check(r: dict) -> Check:
     )
 
 
-def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> Verdict:
+def verdict(checks: list[Check], r: PaidCall, now: float, grace: float = 600.0) -> Verdict:
     """(proof_status, resolution, reason) from the checks of one receipt."""
     if any(c.result == "off_chain" for c in checks):
         return Verdict("off_chain", None, "off_chain")
@@ -319,7 +367,7 @@ def verdict(checks: list[Check], r: dict, now: float, grace: float = 600.0) -> V
         risks.append("double_settlement")
     risks += [c.reason for c in failed if c.reason in ("unexpected_pay_to", "overcharged")]
     unsettled = any(c.name == "settlement_tx" and c.reason in UNSETTLED for c in pending)
-    if unsettled and r.get("valid_before") and now > r["valid_before"] + grace:
+    if unsettled and (valid_before := r.get("valid_before")) and now > valid_before + grace:
         if r.get("settlement_ever_passed"):  # it was on chain, a reorg took it, it never came back
             return Verdict("failed", None, "settlement_disappeared")
         risks.append("pending_past_deadline")
@@ -490,9 +538,9 @@ def _decide_round(
 
 def _read_chain(batch: list[tuple], cols: list[str], settings: Settings, readers: dict, pool) -> tuple[dict, Future]:
     """A round's receipts by network, and (in the background) what the nodes say about them."""
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[PaidCall]] = {}
     for row in batch:
-        r = dict(zip(cols, row))
+        r = cast(PaidCall, dict(zip(cols, row)))
         groups.setdefault(r.get("network") or "unknown", []).append(r)
     return groups, pool.submit(_chain_views, groups, settings, readers)
 
@@ -567,17 +615,18 @@ class ChainView:
     blocks: dict = field(default_factory=dict)  # height -> its canonical Block (None: none there)
     escrow: dict = field(default_factory=dict)  # auth-capture payment id -> its escrow events since
 
-    def settlement_tx(self, r: dict) -> tuple[str | None, str]:
+    def settlement_tx(self, r: PaidCall) -> tuple[str | None, str]:
         """The tx hash the server gave, else the one a log scan found (AuthorizationUsed of the nonce)."""
         if r.get("payment_hash"):
             return r["payment_hash"], "response"
         key = ((r.get("asset") or "").lower(), (r.get("payer") or "").lower(), (r.get("nonce") or "").lower())
         return self.authorizations.get(key), "log_scan"
 
-    def refunds(self, r: dict, since_block: int) -> list[dict]:
+    def refunds(self, r: PaidCall, since_block: int) -> list[dict]:
         if not self.transfers:  # no refund scan this round
             return []
-        token, payer, pay_to = ((r.get(k) or "").lower() for k in ("asset", "payer", "pay_to"))
+        token, payer, pay_to = ((r.get("asset") or ""), (r.get("payer") or ""), (r.get("pay_to") or ""))
+        token, payer, pay_to = token.lower(), payer.lower(), pay_to.lower()
         return [
             t
             for t in self.transfers
@@ -586,7 +635,7 @@ class ChainView:
 
 
 def _verify_network(
-    network: str, rows: list[dict], settings: Settings, last: dict, summary: Summary, views: list | None
+    network: str, rows: list[PaidCall], settings: Settings, last: dict, summary: Summary, views: list | None
 ) -> list[Event]:
     """The checks of one network's receipts of a round, given each endpoint's view of the chain (None:
     no endpoint is configured)."""
@@ -638,7 +687,7 @@ def _verify_network(
     return events
 
 
-def _held(r: dict, check: Check, last: dict) -> bool:
+def _held(r: PaidCall, check: Check, last: dict) -> bool:
     """A settlement that passed stays passed while the nodes only seem behind (BEHIND)."""
     return (
         check.result == "pending"
@@ -648,7 +697,7 @@ def _held(r: dict, check: Check, last: dict) -> bool:
     )
 
 
-def _settlement_checks(r: dict, views: list, net) -> list[Check]:
+def _settlement_checks(r: PaidCall, views: list, net) -> list[Check]:
     """The settlement check the endpoints agree on (agreement.py), and any refund a quorum of them saw."""
     check = agree([_endpoint_check(r, view, net) for view in views], net.quorum_size)
     out = [check]
@@ -659,7 +708,7 @@ def _settlement_checks(r: dict, views: list, net) -> list[Check]:
     return out
 
 
-def _endpoint_check(r: dict, view: ChainView, net) -> Check:
+def _endpoint_check(r: PaidCall, view: ChainView, net) -> Check:
     """The settlement check from one endpoint's evidence alone."""
     tx, found_by = view.settlement_tx(r)
     if tx is None:
@@ -686,7 +735,7 @@ def _endpoint_check(r: dict, view: ChainView, net) -> Check:
 
 
 def _network_views(
-    net, rows: list[dict], faults: list[str], readers: dict
+    net, rows: list[PaidCall], faults: list[str], readers: dict
 ) -> list[ChainView | solana.SolanaView] | None:
     """Each endpoint's view of one round; None (a fault: nothing about this network is decided this
     pass, no receipt of it changes) when fewer than `quorum` endpoints answered."""
@@ -725,7 +774,7 @@ def _network_views(
     return None
 
 
-def _chain_view(net, rows: list[dict], reader: _Reader) -> ChainView:
+def _chain_view(net, rows: list[PaidCall], reader: _Reader) -> ChainView:
     """One round's facts from one endpoint, in few batched calls; raises RpcError on a fault."""
     rpc = reader.rpc
     ahead = None  # the next blocks' logs, asked for with the head (blocks up to the last head seen exist)
@@ -753,10 +802,10 @@ def _chain_view(net, rows: list[dict], reader: _Reader) -> ChainView:
     return view
 
 
-def _scan_escrow(rpc: Rpc, view: ChainView, rows: list[dict], blocks: int, step: int = 2000) -> None:
+def _scan_escrow(rpc: Rpc, view: ChainView, rows: list[PaidCall], blocks: int, step: int = 2000) -> None:
     """The escrow's capture, void, reclaim and refund events of this round's auth-capture payments (by the
     payment's id, topic 1), from the known escrow deployments, over the last `blocks` blocks."""
-    ids = sorted({r["channel_id"].lower() for r in rows if r.get("kind") == "auth_capture" and r.get("channel_id")})
+    ids = sorted({cid.lower() for r in rows if r.get("kind") == "auth_capture" and (cid := r.get("channel_id"))})
     calls = [
         (
             "eth_getLogs",
@@ -837,7 +886,7 @@ LOG_STEP = 2000  # blocks per eth_getLogs call
 def _receipts_from_logs(
     reader: _Reader,
     head: int,
-    rows: list[dict],
+    rows: list[PaidCall],
     wanted: set[str],
     net,
     ahead: tuple | None = None,
@@ -874,13 +923,14 @@ def _receipts_from_logs(
     if missing:
         nonces: dict[str, set] = {}
         for r in rows:
+            nonce, asset = r.get("nonce") or "", r.get("asset")
             if (
                 r.get("kind") == "eip3009"
-                and _WORD.fullmatch(r.get("nonce") or "")
-                and r.get("asset")
+                and _WORD.fullmatch(nonce)
+                and asset
                 and (r.get("payment_hash") or "").lower() in missing
             ):
-                nonces.setdefault(r["asset"].lower(), set()).add(r["nonce"].lower())
+                nonces.setdefault(asset.lower(), set()).add(nonce.lower())
         first = max(0, head - net.scan_blocks)
         windows = [(lo, min(lo + step - 1, head)) for lo in range(first, head + 1, step)]
         calls = []
@@ -921,7 +971,7 @@ def _receipts_from_logs(
     return found  # their senders and blocks: _read_blocks
 
 
-def _payer_topics(rows: list[dict]) -> dict[str, list[str]]:
+def _payer_topics(rows: list[PaidCall]) -> dict[str, list[str]]:
     """The payers (as log topics) of each token of these receipts."""
     tokens: dict[str, set] = {}
     for r in rows:
@@ -990,7 +1040,7 @@ def _runs(blocks, step: int, gap: int = 100) -> list[tuple[int, int]]:
     return [(lo, hi) for lo, hi in out]
 
 
-def _scan_logs(rpc: Rpc, view: ChainView, rows: list[dict], blocks: int, step: int = 2000) -> None:
+def _scan_logs(rpc: Rpc, view: ChainView, rows: list[PaidCall], blocks: int, step: int = 2000) -> None:
     """Targeted log scans of the last `blocks` blocks, in one batch: AuthorizationUsed of payers whose
     settlement hash is unknown, and Transfers back from payee to payer where a refund may matter."""
     lost: dict[str, set] = {}
@@ -1001,9 +1051,9 @@ def _scan_logs(rpc: Rpc, view: ChainView, rows: list[dict], blocks: int, step: i
             continue
         if not r.get("payment_hash"):
             lost.setdefault(token, set()).add(_topic(payer))
-        if r.get("pay_to") and refund_matters(r):
+        if (pay_to := r.get("pay_to")) and refund_matters(r):
             to, by = back.setdefault(token, (set(), set()))
-            to.add(_topic(r["pay_to"]))
+            to.add(_topic(pay_to))
             by.add(_topic(payer))
     filters = []
     for token in sorted(lost.keys() | back.keys()):
@@ -1036,7 +1086,7 @@ def _scan_logs(rpc: Rpc, view: ChainView, rows: list[dict], blocks: int, step: i
                 view.authorizations[(token, "0x" + topics[1][-40:], topics[2])] = tx
 
 
-def _payment(r: dict) -> dict:
+def _payment(r: PaidCall) -> dict:
     """What the settlement transaction must show: the payer's transfer to pay_to (for an auth-capture payment,
     to the escrow's collector, `spender`: the merchant is paid when the operator captures)."""
     amount = r.get("signed_amount") if r.get("signed_amount") is not None else r.get("amount_cap")
@@ -1052,7 +1102,7 @@ def _payment(r: dict) -> dict:
     }
 
 
-def capture_check(r: dict, views: list) -> Check:
+def capture_check(r: PaidCall, views: list) -> Check:
     """An auth-capture payment once its hold is settled: what the escrow's events for its id say since
     (storage/authcapture.py): captured (the merchant was paid: pass, with the amount), voided or reclaimed with
     nothing captured (fail: the payer got it back), or nothing yet (pending: awaiting_capture). Read from
@@ -1076,11 +1126,15 @@ def capture_check(r: dict, views: list) -> Check:
     return Check("capture", "pending", "awaiting_capture", detail)
 
 
-def _changes(r: dict, checks: list[Check], last: dict, summary: Summary, grace: float, chain_now: float) -> list[Event]:
+def _changes(
+    r: PaidCall, checks: list[Check], last: dict, summary: Summary, grace: float, chain_now: float
+) -> list[Event]:
     return changes(r, checks, last, summary, verdict(checks, r, chain_now, grace))
 
 
-def changes(r: dict, checks: list[Check], last: dict, summary: Summary, decided: Verdict, **evidence) -> list[Event]:
+def changes(
+    r: Mapping[str, Any], checks: list[Check], last: dict, summary: Summary, decided: Verdict, **evidence
+) -> list[Event]:
     """One `check` event holding the checks whose result changed (`last`: each check's latest result and
     reason), and the verdict `decided` if it changed, with `evidence` (the transaction that proves it:
     `tx`, `session_amount`)."""
