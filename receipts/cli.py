@@ -428,6 +428,10 @@ def cmd_lake(args) -> int:
             raise UserError("lake init needs --data-path: where the Parquet files go (s3://bucket/prefix/)")
         made = lake.init(url, args.data_path)
         _say(f"lake ready at {url}: " + (f"made {', '.join(made)}" if made else "every table was already there"))
+    elif args.action == "publish":
+        from receipts.storage import iceberg
+
+        iceberg.publish(url, args.iceberg_path, say=_say)
     else:
         lake.maintain(url, args.older_than, say=_say)
     return 0
@@ -686,8 +690,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     p.set_defaults(func=cmd_ship)
 
-    p = _command(sub, "lake", help="make a lake, or maintain one")
-    p.add_argument("action", choices=("init", "maintain"))
+    p = _command(sub, "lake", help="make a lake, maintain one, or publish an Iceberg copy of it")
+    p.add_argument("action", choices=("init", "maintain", "publish"))
     p.add_argument("--lake", metavar="CATALOG", help="the lake: 'postgres:dbname=… host=…' (default: $RECEIPTS_LAKE)")
     p.add_argument("--data-path", help="with init: where its Parquet files go (s3://bucket/prefix/)")
     p.add_argument(
@@ -695,6 +699,10 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=3600.0,
         help="with maintain: seconds a snapshot or an orphaned file is kept (default 3600)",
+    )
+    p.add_argument(
+        "--iceberg-path",
+        help="with publish: where the Iceberg copy's files go (s3://bucket/prefix/, on the lake's store)",
     )
     p.set_defaults(func=cmd_lake)
 
