@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import NotRequired, TypedDict, cast
 
 from eth_abi import decode
 from eth_hash.auto import keccak
@@ -119,7 +120,37 @@ def verify_pass(con, settings: Settings, journal: Journal, summary: Summary, par
     return summary
 
 
-def read(con, lo: str | None, hi: str | None) -> tuple[list[dict], dict]:
+class ChannelExchange(TypedDict):
+    """A row of EXCHANGES: one paid exchange of a channel, its settlement and answer, and whether its call is
+    in the part being decided (tests/verifier/test_rows.py)."""
+
+    receipt_id: str
+    logical_id: str | None
+    paid_at: float | None
+    kind: str | None
+    channel_id: str  # (never NULL: the query selects by it)
+    network: str | None
+    payer: str | None
+    pay_to: str | None
+    asset: str | None
+    payer_authorizer: str | None
+    signer: str | None
+    signer_error: str | None
+    voucher_amount: int | None
+    deposit_amount: int | None
+    refund_amount: int | None
+    success: bool | None
+    charged: int | None
+    charged_cumulative: int | None
+    channel_tx: str | None
+    channel_amount: int | None
+    error_reason: str | None
+    status: int | None
+    in_part: bool | None
+    before: NotRequired[tuple[int, int]]  # set by _running: the channel's promise and charge before it
+
+
+def read(con, lo: str | None, hi: str | None) -> tuple[list[ChannelExchange], dict]:
     """Every paid exchange of the channels the part's calls paid from, and the part's latest checks
     ((receipt id, check) -> (result, reason); the verdict's with its status and resolution)."""
 
@@ -128,7 +159,7 @@ def read(con, lo: str | None, hi: str | None) -> tuple[list[dict], dict]:
 
     cur = con.execute(sql(EXCHANGES))
     cols = [d[0] for d in cur.description]
-    rows = [dict(zip(cols, row)) for row in cur.fetchall()]
+    rows = [cast(ChannelExchange, dict(zip(cols, row))) for row in cur.fetchall()]
     last = {}
     for rid, name, v in con.execute(sql(LAST_CHECKS)).fetchall():
         last[(rid, name)] = (
@@ -138,9 +169,9 @@ def read(con, lo: str | None, hi: str | None) -> tuple[list[dict], dict]:
 
 
 # ---- the chain ---------------------------------------------------------------------------------
-def gather(exchanges: list[dict], settings: Settings, chains: dict[str, Chain]) -> None:
+def gather(exchanges: list[ChannelExchange], settings: Settings, chains: dict[str, Chain]) -> None:
     """What each network's node says of the channels of these exchanges (not asked again in a pass)."""
-    by_network: dict[str, dict[str, list[dict]]] = {}
+    by_network: dict[str, dict[str, list[ChannelExchange]]] = {}
     for x in exchanges:
         by_network.setdefault(x["network"] or "", {}).setdefault(x["channel_id"], []).append(x)
     for network, chans in by_network.items():
@@ -171,7 +202,7 @@ def _batched(rpc: Rpc, calls: list[tuple[str, list]]) -> list:
     return [answer for start in range(0, len(calls), BATCH) for answer in rpc.batch(calls[start : start + BATCH])]
 
 
-def _read_channels(rpc: Rpc, net, chans: dict[str, list[dict]], chain: Chain, step: int = 2000) -> None:
+def _read_channels(rpc: Rpc, net, chans: dict[str, list[ChannelExchange]], chain: Chain, step: int = 2000) -> None:
     chain.head = int(rpc.call("eth_blockNumber", []), 16)
     chain.confirmed = max(0, chain.head - max(1, net.confirmations) + 1)
     ids = sorted(chans)
@@ -181,7 +212,7 @@ def _read_channels(rpc: Rpc, net, chans: dict[str, list[dict]], chain: Chain, st
     )
     for cid, state in zip(ids, states):
         chain.claimed[cid] = int((state or "0x")[66:130] or "0", 16)  # (balance, totalClaimed)
-    txs = sorted({x["channel_tx"] for xs in chans.values() for x in xs if x.get("channel_tx")} - set(chain.receipts))
+    txs = sorted({tx for xs in chans.values() for x in xs if (tx := x.get("channel_tx"))} - set(chain.receipts))
     chain.receipts.update(zip(txs, _batched(rpc, [("eth_getTransactionReceipt", [t]) for t in txs])))
     claimed = [cid for cid in ids if chain.claimed[cid]]
     deposits = {
@@ -236,9 +267,11 @@ def claims_in(data: bytes, chain_id: int) -> list[tuple[str, int]]:
 
 
 # ---- deciding -----------------------------------------------------------------------------------
-def decide(exchanges: list[dict], last: dict, settings: Settings, chains: dict[str, Chain], summary: Summary):
+def decide(
+    exchanges: list[ChannelExchange], last: dict, settings: Settings, chains: dict[str, Chain], summary: Summary
+):
     """The events of the part's calls: each call judged on its latest paid exchange, against its channel."""
-    by_channel: dict[str, list[dict]] = {}
+    by_channel: dict[str, list[ChannelExchange]] = {}
     for x in exchanges:
         by_channel.setdefault(x["channel_id"], []).append(x)
     for cid, xs in by_channel.items():
@@ -272,7 +305,7 @@ def decide(exchanges: list[dict], last: dict, settings: Settings, chains: dict[s
             )
 
 
-def _running(xs: list[dict]) -> None:
+def _running(xs: list[ChannelExchange]) -> None:
     """Each exchange's `before`: the largest voucher (a refund's aside) and charge of the channel's earlier
     exchanges (`xs` is in time order: one pass, whatever the channel's length)."""
     promised = charged = 0
@@ -284,7 +317,7 @@ def _running(xs: list[dict]) -> None:
             charged = max(charged, x["charged_cumulative"] or 0)
 
 
-def _channel_facts(xs: list[dict]) -> dict:
+def _channel_facts(xs: list[ChannelExchange]) -> dict:
     taken = [x for x in xs if x.get("success")]
     return {
         "max_voucher": max((x["voucher_amount"] or 0 for x in xs), default=0),
@@ -293,7 +326,9 @@ def _channel_facts(xs: list[dict]) -> dict:
     }
 
 
-def call_checks(x: dict, xs: list[dict], facts: dict, chain: Chain, settings: Settings) -> list[Check]:
+def call_checks(
+    x: ChannelExchange, xs: list[ChannelExchange], facts: dict, chain: Chain, settings: Settings
+) -> list[Check]:
     checks = [signature_check(x), voucher_check(x), charge_check(x)]
     if chain.unread:  # (not a fault: said, and pending, so that no receipt stays unverified)
         return checks + [Check("channel_claim", "pending", "no_rpc_configured", {"why": chain.unread})]
@@ -307,12 +342,13 @@ def call_checks(x: dict, xs: list[dict], facts: dict, chain: Chain, settings: Se
     return checks
 
 
-def signature_check(x: dict) -> Check:
+def signature_check(x: ChannelExchange) -> Check:
     authorizer = (x.get("payer_authorizer") or "").lower()
     allowed = {(x.get("payer") or "").lower()} | ({authorizer} if authorizer and authorizer != ZERO else set())
-    if not x.get("signer"):
+    signer = x.get("signer")
+    if not signer:
         return Check("signature", "pending", "signature_unverifiable", {"why": x.get("signer_error")})
-    ok = x["signer"].lower() in allowed
+    ok = signer.lower() in allowed
     return Check(
         "signature",
         "pass" if ok else "fail",
@@ -321,7 +357,7 @@ def signature_check(x: dict) -> Check:
     )
 
 
-def voucher_check(x: dict) -> Check:
+def voucher_check(x: ChannelExchange) -> Check:
     """Vouchers are cumulative: none promises less than an earlier one of the channel (a refund's, which
     settles what was charged, excepted), nor less than the channel had been charged before it
     (`x["before"]`: _running)."""
@@ -335,7 +371,7 @@ def voucher_check(x: dict) -> Check:
     return Check("voucher", "pass", None, detail)
 
 
-def charge_check(x: dict) -> Check:
+def charge_check(x: ChannelExchange) -> Check:
     if x.get("success"):
         return Check(
             "charge",
@@ -377,7 +413,7 @@ def _tx_check(name: str, tx: str | None, chain: Chain) -> tuple[dict | None, Che
     return receipt, None
 
 
-def deposit_check(x: dict, chain: Chain) -> Check:
+def deposit_check(x: ChannelExchange, chain: Chain) -> Check:
     receipt, early = _tx_check("deposit", x.get("channel_tx"), chain)
     if early:
         return early
@@ -390,7 +426,7 @@ def deposit_check(x: dict, chain: Chain) -> Check:
     return Check("deposit", "pass", None, detail, block)
 
 
-def claim_check(x: dict, facts: dict, chain: Chain) -> Check:
+def claim_check(x: ChannelExchange, facts: dict, chain: Chain) -> Check:
     owed, claimed = x.get("charged_cumulative"), chain.claimed.get(x["channel_id"], 0)
     detail = {
         "channel": x["channel_id"],
@@ -409,7 +445,7 @@ def claim_check(x: dict, facts: dict, chain: Chain) -> Check:
     return Check("channel_claim", "pass", None, {**detail, "tx": first[1]}, first[0])
 
 
-def refund_check(x: dict, facts: dict, chain: Chain) -> Check:
+def refund_check(x: ChannelExchange, facts: dict, chain: Chain) -> Check:
     """The payer got back what was deposited less what was claimed (or what the refund asked for)."""
     receipt, early = _tx_check("refund", x.get("channel_tx"), chain)
     if early:
@@ -417,7 +453,8 @@ def refund_check(x: dict, facts: dict, chain: Chain) -> Check:
     assert receipt is not None  # (_tx_check gives a receipt or the check that says why not)
     back = _moved(receipt, (x["asset"] or "").lower(), (x["payer"] or "").lower(), CONTRACT)
     claimed = chain.claimed.get(x["channel_id"], 0)
-    due = x["refund_amount"] if x.get("refund_amount") is not None else facts["deposited"] - claimed
+    asked = x.get("refund_amount")
+    due = asked if asked is not None else facts["deposited"] - claimed
     detail = {
         "tx": x["channel_tx"],
         "refunded": str(back),

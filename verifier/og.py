@@ -23,7 +23,7 @@ import logging
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, TypedDict, cast
 
 import orjson
 from eth_abi import decode
@@ -188,7 +188,42 @@ def verify_pass(con, settings: Settings, journal: Journal, summary: Summary, par
 NODE_FAULTS = ("rpc_unavailable", "registry_unreadable")  # pending for a fault, not for what the chain says
 
 
-def read(con, lo: str | None, hi: str | None) -> tuple[list[dict], dict]:
+class OgCall(TypedDict):
+    """A row of TO_VERIFY: one OpenGradient call, its session's payment and offer, its TEE proof and anchor,
+    and what the last pass decided (request_hashes decoded by _row; tests/verifier/test_rows.py)."""
+
+    receipt_id: str
+    settlement_type: str | None
+    tee_id: str | None
+    tee_timestamp: int | None
+    tee_request_hash: str | None
+    tee_output_hash: str | None
+    tee_signature: str | None
+    request_hashes: Any  # JSON text from the query; _row decodes it to a dict
+    output_seen: str | None
+    anchor_tx: str | None
+    session: str | None
+    payer: str | None
+    pay_to: str | None
+    asset: str | None
+    network: str | None
+    amount_cap: int | None
+    nonce: str | None
+    deadline: int | None
+    valid_after: int | None
+    signer: str | None
+    paid_at: float | None
+    opened_by: str | None
+    max_amount_required: int | None
+    challenge_pay_to: str | None
+    challenge_asset: str | None
+    challenge_network: str | None
+    last_status: str | None
+    last_resolution: str | None
+    last_reason: str | None
+
+
+def read(con, lo: str | None, hi: str | None) -> tuple[list[OgCall], dict]:
     """The receipts of the OpenGradient calls (the table og_calls of `con`) whose logical id is in
     [lo, hi) that are not final yet (TO_VERIFY), and the latest result and reason of each of their
     checks, by (receipt id, check)."""
@@ -198,14 +233,14 @@ def read(con, lo: str | None, hi: str | None) -> tuple[list[dict], dict]:
 
     cur = con.execute(sql(TO_VERIFY))
     cols = [d[0] for d in cur.description]
-    rows = [_row(dict(zip(cols, r))) for r in cur.fetchall()]
+    rows = [_row(cast(OgCall, dict(zip(cols, r)))) for r in cur.fetchall()]
     if not rows:
         return [], {}
     last = {(rid, name): (v["result"], v["reason"]) for rid, name, v in con.execute(sql(LAST_CHECKS)).fetchall()}
     return rows, last
 
 
-def _row(r: dict) -> dict:
+def _row(r: OgCall) -> OgCall:
     r["request_hashes"] = (
         json.loads(r["request_hashes"]) if isinstance(r.get("request_hashes"), str) else (r.get("request_hashes") or {})
     )
@@ -213,7 +248,7 @@ def _row(r: dict) -> dict:
 
 
 # ---- gathering: few batched reads for the whole pass ---------------------------------------------
-def gather(rows: list[dict], settings: Settings, facts: Facts | None = None) -> Facts:
+def gather(rows: list[OgCall], settings: Settings, facts: Facts | None = None) -> Facts:
     """What the chains say of these receipts, added to `facts` (what earlier parts gathered is not asked
     again)."""
     facts = facts or Facts()
@@ -231,8 +266,8 @@ def _rpc(settings: Settings, caip2: str | None) -> Rpc | None:
     return Rpc(net.rpc, timeout=net.rpc_timeout, chain_id=chain_id, max_bytes=net.rpc_max_bytes)
 
 
-def _registry_keys(rows: list[dict], settings: Settings, facts: Facts) -> None:
-    ids = sorted({r["tee_id"].lower() for r in rows if r.get("tee_id")} - set(facts.tee_keys))
+def _registry_keys(rows: list[OgCall], settings: Settings, facts: Facts) -> None:
+    ids = sorted({tee_id.lower() for r in rows if (tee_id := r.get("tee_id"))} - set(facts.tee_keys))
     if not ids or facts.registry_error:
         return
     rpc = _rpc(settings, settings.og_network)
@@ -245,9 +280,9 @@ def _registry_keys(rows: list[dict], settings: Settings, facts: Facts) -> None:
         facts.registry_error, facts.registry_fault = f"{settings.og_network} registry: {exc}", True
 
 
-def _session_settlements(rows: list[dict], settings: Settings, facts: Facts) -> None:
+def _session_settlements(rows: list[OgCall], settings: Settings, facts: Facts) -> None:
     """The settlement of each session: candidate transfers payer → payee, then their transactions."""
-    wanted: dict[str | None, dict[tuple[str, str], dict]] = {}
+    wanted: dict[str | None, dict[tuple[str, str], OgCall]] = {}
     for r in rows:
         key = (r.get("payer") or "").lower(), str(r.get("nonce"))
         if r.get("session") and r.get("payer") and r.get("nonce") is not None and key not in facts.scanned:
@@ -374,9 +409,9 @@ def _session_evidence(tx_hash: str, tx: dict | None, receipt: dict | None, head:
     }
 
 
-def _anchors(rows: list[dict], settings: Settings, facts: Facts) -> None:
+def _anchors(rows: list[OgCall], settings: Settings, facts: Facts) -> None:
     individual = sorted(
-        {r["anchor_tx"].lower() for r in rows if r.get("settlement_type") == "individual" and r.get("anchor_tx")}
+        {tx.lower() for r in rows if r.get("settlement_type") == "individual" and (tx := r.get("anchor_tx"))}
     )
     batch = [r for r in rows if r.get("settlement_type") == "batch" and r.get("tee_id")]
     facts.anchors = {}  # (this part's)
@@ -452,7 +487,7 @@ def _blob(base: str | None, blob_id: str) -> dict | None:
 
 
 # ---- per receipt -----------------------------------------------------------------------------
-def receipt_checks(r: dict, facts: Facts, settings: Settings) -> list[Check]:
+def receipt_checks(r: OgCall, facts: Facts, settings: Settings) -> list[Check]:
     checks = []
     if r.get("payer"):
         checks.append(signature_check(r))
@@ -467,7 +502,7 @@ def receipt_checks(r: dict, facts: Facts, settings: Settings) -> list[Check]:
     return checks
 
 
-def session_check(r: dict, facts: Facts, settings: Settings) -> Check:
+def session_check(r: OgCall, facts: Facts, settings: Settings) -> Check:
     network = r.get("network")
     if network in facts.session_error:
         reason, why = facts.session_error[network]
@@ -487,7 +522,7 @@ def session_check(r: dict, facts: Facts, settings: Settings) -> Check:
         problems.append("logs_mismatch")
     if found["token"] != (r.get("asset") or "").lower():
         problems.append("wrong_asset")
-    if r.get("amount_cap") is not None and found["amount"] > int(r["amount_cap"]):
+    if (cap := r.get("amount_cap")) is not None and found["amount"] > int(cap):
         problems.append("overcharged")
     if not found.get("nonce_bit_set"):
         problems.append("nonce_not_used")
@@ -513,7 +548,7 @@ def session_check(r: dict, facts: Facts, settings: Settings) -> Check:
     return Check("session_settlement", "pass", None, detail, found["block"])
 
 
-def tee_checks(r: dict, facts: Facts) -> list[Check]:
+def tee_checks(r: OgCall, facts: Facts) -> list[Check]:
     out = []
     reported_req = (r.get("tee_request_hash") or "").lower()
     forms = {name: h for name, h in (r.get("request_hashes") or {}).items()}
@@ -544,7 +579,7 @@ def tee_checks(r: dict, facts: Facts) -> list[Check]:
     return out
 
 
-def signature_of(r: dict, facts: Facts) -> Check:
+def signature_of(r: OgCall, facts: Facts) -> Check:
     tee_id = (r.get("tee_id") or "").lower()
     if facts.registry_error:
         reason = "registry_unreadable" if facts.registry_fault else "registry_unavailable"
@@ -562,14 +597,15 @@ def signature_of(r: dict, facts: Facts) -> Check:
         tee.hex32(r.get("tee_output_hash")),
         tee.b64(r.get("tee_signature")),
     )
-    if req is None or out is None or sig is None or r.get("tee_timestamp") is None:
+    signed_at = r.get("tee_timestamp")
+    if req is None or out is None or sig is None or signed_at is None:
         return Check("tee_signature", "fail", "proof_fields_malformed", detail)
-    if not tee.signature_valid(key.public_key, sig, tee.signed_message(req, out, int(r["tee_timestamp"]))):
+    if not tee.signature_valid(key.public_key, sig, tee.signed_message(req, out, int(signed_at))):
         return Check("tee_signature", "fail", "bad_signature", detail)
     return Check("tee_signature", "pass", None, detail)
 
 
-def anchor_check(r: dict, facts: Facts, settings: Settings) -> Check | None:
+def anchor_check(r: OgCall, facts: Facts, settings: Settings) -> Check | None:
     kind = r.get("settlement_type")
     if kind not in ("individual", "batch"):
         return None  # private (or unknown): nothing is anchored on chain
@@ -595,7 +631,7 @@ def anchor_check(r: dict, facts: Facts, settings: Settings) -> Check | None:
     return Check("anchor", "pending", "batch_pending", detail)
 
 
-def _individual(r: dict, facts: Facts, relay: str | None, now: float, deadline: float) -> Check:
+def _individual(r: OgCall, facts: Facts, relay: str | None, now: float, deadline: float) -> Check:
     tx = (r.get("anchor_tx") or "").lower()
     receipt = facts.anchors.get(tx) if tx else None
     detail = {"settlement_type": "individual", "tx": tx or None, "deadline": deadline, "chain_time": now}
@@ -628,16 +664,17 @@ def _individual(r: dict, facts: Facts, relay: str | None, now: float, deadline: 
     return Check("anchor", "fail", "no_individual_settlement_event", detail, block)
 
 
-def _leaf(r: dict) -> bytes | None:
+def _leaf(r: OgCall) -> bytes | None:
     tee_id, req, out, sig = (
         tee.hex32(r.get("tee_id")),
         tee.hex32(r.get("tee_request_hash")),
         tee.hex32(r.get("tee_output_hash")),
         tee.b64(r.get("tee_signature")),
     )
-    if tee_id is None or req is None or out is None or sig is None or r.get("tee_timestamp") is None:
+    signed_at = r.get("tee_timestamp")
+    if tee_id is None or req is None or out is None or sig is None or signed_at is None:
         return None
-    return tee.leaf_hash(tee_id, req, out, sig, int(r["tee_timestamp"]))
+    return tee.leaf_hash(tee_id, req, out, sig, int(signed_at))
 
 
 def _same(a: str | None, b: str | None) -> bool:
@@ -645,7 +682,7 @@ def _same(a: str | None, b: str | None) -> bool:
 
 
 # ---- verdict and events ----------------------------------------------------------------------
-def verdict(r: dict, checks: list[Check], facts: Facts) -> Verdict:
+def verdict(r: OgCall, checks: list[Check], facts: Facts) -> Verdict:
     failed = [c for c in checks if c.result == "fail"]
     pending = [c for c in checks if c.result == "pending"]
     status = "failed" if failed else "pending" if pending else "passed"
@@ -661,7 +698,7 @@ def verdict(r: dict, checks: list[Check], facts: Facts) -> Verdict:
     return Verdict(status, None, reason)
 
 
-def _changes(r: dict, checks: list[Check], last: dict, summary: Summary, facts: Facts) -> list[Event]:
+def _changes(r: OgCall, checks: list[Check], last: dict, summary: Summary, facts: Facts) -> list[Event]:
     session = next((c for c in checks if c.name == "session_settlement" and c.result == "pass"), None)
     return changes(
         r,
