@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -157,35 +156,16 @@ def revert_error(exc: BaseException) -> str | None:
 
 
 def _npm_present() -> bool:
-    for pkg, version in NPM_PINS.items():
-        try:
-            meta = json.loads((NODE_DIR / "node_modules" / pkg / "package.json").read_text())
-        except (OSError, ValueError):
-            return False
-        if meta.get("version") != version:
-            return False
-    return (NODE_DIR / "node_modules" / "viem" / "package.json").exists()
+    from .node import npm_pins_present
+
+    return npm_pins_present(NODE_DIR, NPM_PINS) and (NODE_DIR / "node_modules" / "viem" / "package.json").exists()
 
 
 def ensure_npm_client(*, timeout: float = 300.0) -> Path:
-    """Install ``testbed/auth_capture/package.json``'s packages into that folder once (idempotent; a lock file
-    serializes concurrent installs); returns the folder."""
-    from .node import NodeToolsError, _install_lock
+    """Install ``testbed/auth_capture/package.json``'s packages into that folder once; returns the folder."""
+    from .node import install_npm_folder
 
-    if _npm_present():
-        return NODE_DIR
-    npm = shutil.which("npm")
-    if npm is None:
-        raise NodeToolsError("npm is not installed: it is needed once for the x402 npm client (apt-get install npm)")
-    with _install_lock(NODE_DIR, timeout):
-        if not _npm_present():
-            cmd = [npm, "install", "--no-audit", "--no-fund", "--no-package-lock", "--loglevel=error",
-                   "--prefix", str(NODE_DIR)]
-            done = subprocess.run(cmd, cwd=NODE_DIR, capture_output=True, text=True, timeout=timeout)
-            if done.returncode != 0 or not _npm_present():
-                raise NodeToolsError(f"npm install failed (exit {done.returncode}): {' '.join(cmd)}\n"
-                                     f"{(done.stdout + done.stderr)[-2000:]}")
-    return NODE_DIR
+    return install_npm_folder(NODE_DIR, _npm_present, "the x402 npm client", timeout=timeout)
 
 
 def _decode(value: str | None) -> Any:

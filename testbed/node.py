@@ -123,6 +123,37 @@ def _install_lock(root: Path, timeout: float):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def npm_pins_present(folder: Path, pins: dict[str, str]) -> bool:
+    """Each pinned npm package is in ``folder/node_modules`` at its version."""
+    for pkg, version in pins.items():
+        try:
+            meta = json.loads((folder / "node_modules" / pkg / "package.json").read_text())
+        except (OSError, ValueError):
+            return False
+        if meta.get("version") != version:
+            return False
+    return True
+
+
+def install_npm_folder(folder: Path, present, what: str, *, timeout: float = 300.0) -> Path:
+    """``npm install`` of ``folder/package.json`` into that folder, once: skipped while ``present()`` says the
+    packages are there; a lock serializes concurrent installs. ``what`` names the packages in errors."""
+    if present():
+        return folder
+    npm = shutil.which("npm")
+    if npm is None:
+        raise NodeToolsError(f"npm is not installed: it is needed once for {what} (apt-get install npm)")
+    with _install_lock(folder, timeout):
+        if not present():
+            cmd = [npm, "install", "--no-audit", "--no-fund", "--no-package-lock", "--loglevel=error",
+                   "--prefix", str(folder)]
+            done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=timeout)
+            if done.returncode != 0 or not present():
+                raise NodeToolsError(f"npm install failed (exit {done.returncode}): {' '.join(cmd)}\n"
+                                     f"{(done.stdout + done.stderr)[-2000:]}")
+    return folder
+
+
 def ensure_node_tools(root: Path = ROOT, *, timeout: float = 300.0) -> NodeTools:
     """Return the anvil and solcjs paths, installing them from npm first if needed.
 
