@@ -127,9 +127,8 @@ class SSEParser:
         self._jsonrpc_x402 = False  # it holds x402 fields
         self._x402_event = False  # the event being handled does
         self._text_hash = hashlib.sha256()
-        self._text_keccak = keccak.new(
-            digest_bits=256, update_after_digest=True
-        )  # what an OpenGradient TEE signs as the output
+        # what an OpenGradient TEE signs as the output
+        self._text_keccak = keccak.new(digest_bits=256, update_after_digest=True)
         self._text_seen = False
         self._output_chars = 0
         self._errors: list[str] = []

@@ -612,11 +612,12 @@ def _parse_permit2(permit: dict, result: dict, errors: list[str]) -> None:
     where = "permit2Authorization"
     result["payer"] = _str_field(permit, "from", where, errors)
     result["spender"] = _str_field(permit, "spender", where, errors)
+    # (the upto spec's own example writes the nonce in hex)
     result["nonce"] = (
         _uint_field(permit, "nonce", where, errors)
         if not _is_hex(permit.get("nonce"))
         else str(int(permit["nonce"], 16))
-    )  # (the upto spec's own example writes it in hex)
+    )
     result["deadline"] = _int_field(permit, "deadline", where, errors)
     permitted = _dict_field(permit, "permitted", where, errors)
     if permitted is not None:

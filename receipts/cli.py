@@ -56,9 +56,8 @@ def _connect(args, views: bool = True):
     if isinstance(source, db.Lake):
         return db.connect(source, views=views)
     fold.catch_up(source, lambda m: print(f"receipts: {m}", file=sys.stderr, flush=True))
-    return db.connect(
-        source, views=views, journal=False
-    )  # a snapshot of the tables: no journal file can be opened afterwards
+    # a snapshot of the tables: no journal file can be opened afterwards
+    return db.connect(source, views=views, journal=False)
 
 
 # ---- subcommands ---------------------------------------------------------------------------------

@@ -539,8 +539,8 @@ def session_check(r: OgCall, facts: Facts, settings: Settings) -> Check:
         cap=str(found["cap"]),
         required=net.confirmations if net else 1,
         share="unknown: only the session total is on chain",
-        trust="single-node",
-    )  # read from the network's first endpoint only (not its quorum)
+        trust="single-node",  # read from the network's first endpoint only (not its quorum)
+    )
     if problems:
         return Check("session_settlement", "fail", problems[0], {**detail, "problems": problems}, found["block"])
     if found["confirmations"] < (net.confirmations if net else 1):

@@ -435,18 +435,18 @@ def verify_once(
                     _decide_round(ahead.popleft(), settings, summary, journal, writer, written)
             while ahead:
                 _decide_round(ahead.popleft(), settings, summary, journal, writer, written)
-            if summary.og_calls and (
-                shard is None or shard[0] == 1
-            ):  # the OpenGradient pass (and its heavier imports) only where it has work,
-                from . import og  # on the same connection and thread: the memory of one pass serves both
+            first_shard = shard is None or shard[0] == 1
+            # the OpenGradient pass (and its heavier imports) only where it has work, on the same connection
+            # and thread: the memory of one pass serves both
+            if summary.og_calls and first_shard:
+                from . import og
 
                 querier.submit(og.verify_pass, con, settings, journal, summary).result()
-            if summary.channel_calls and (shard is None or shard[0] == 1):  # the payment channels' pass (one shard: a
+            # the payment channels' pass (on one shard: a channel is judged whole)
+            if summary.channel_calls and first_shard:
                 from . import channels
 
-                querier.submit(
-                    channels.verify_pass, con, settings, journal, summary
-                ).result()  # channel is judged whole)
+                querier.submit(channels.verify_pass, con, settings, journal, summary).result()
     for done in written:  # every check event is durable before the pass returns
         done.result().result(30.0)
     return summary
