@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -59,6 +58,7 @@ from .auth_capture_scheme import (
     reconstruct_payment_info,
 )
 from .chain import FACILITATOR, PAYEE, PAYER, DevAccount, OnAnvil
+from .service import serve_until_stopped
 from .contracts.build import load_artifact
 from .node import Anvil, rpc_call, start_anvil
 
@@ -456,9 +456,6 @@ def auth_capture_stack(
                                receiver_authorizer=receiver_authorizer, services=[fac, srv])
 
 
-def _interrupt(*_: Any) -> None:
-    raise KeyboardInterrupt
-
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
@@ -472,10 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     with auth_capture_stack(args.chain_id, price=args.price, fee_bps=args.fee_bps,
                             receiver_authorizer=not args.no_receiver_authorizer) as s:
         print(json.dumps(s.describe(), indent=2), flush=True)
-        signal.signal(signal.SIGTERM, _interrupt)
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                signal.pause()
+        serve_until_stopped()
     return 0
 
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import sys
 import urllib.error
 import urllib.request
@@ -49,6 +48,7 @@ from typing import Any, Iterator
 
 from . import chain
 from .chain import FACILITATOR, PAYEE, PAYER, DevAccount
+from .service import serve_until_stopped
 from .contracts.build import load_artifact
 from .node import Anvil, rpc_call, start_anvil
 from .server import CHANNELS_PATH, CHARGE_HEADER
@@ -450,9 +450,6 @@ def channel_stack(
                            asset_transfer_method=asset_transfer_method, services=[fac, srv])
 
 
-def _interrupt(*_: Any) -> None:
-    raise KeyboardInterrupt
-
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
@@ -466,10 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     with channel_stack(args.chain_id, price=args.price, authorizer=args.authorizer,
                        asset_transfer_method=args.asset_transfer_method) as s:
         print(json.dumps(s.describe(), indent=2), flush=True)
-        signal.signal(signal.SIGTERM, _interrupt)
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                signal.pause()
+        serve_until_stopped()
     return 0
 
 

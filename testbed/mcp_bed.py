@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .mcp_server import CHAT_TOOL, FAIL_HEADER, FAIL_SETTLE, FREE_TOOL, PATHS, SETTLEMENTS_PATH, WEATHER_TOOL
 from .stack import PaidStack
+from .service import serve_until_stopped
 
 MODES = tuple(PATHS)
 
@@ -162,9 +162,6 @@ def mcp_stack(chain_id: int = 8453, *, price: int = 10_000, weather_price: int |
         yield McpStack(paid=paid, server_url=mcp_srv.url, weather_price=weather_price, services=[mcp_srv])
 
 
-def _interrupt(*_: Any) -> None:
-    raise KeyboardInterrupt
-
 
 def wire(s: McpStack) -> dict:
     """One paid ``chat``, one free ``echo`` and one failing settlement per mode, with every HTTP exchange."""
@@ -193,10 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(wire(s), indent=2), flush=True)
             return 0
         print(json.dumps(s.describe(), indent=2), flush=True)
-        signal.signal(signal.SIGTERM, _interrupt)
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                signal.pause()
+        serve_until_stopped()
     return 0
 
 

@@ -48,7 +48,6 @@ import concurrent.futures
 import contextlib
 import json
 import os
-import signal
 import ssl
 import sys
 import threading
@@ -58,8 +57,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from .chain import PAYEE, PAYER, DevAccount
-from .mpp_server import CHAT_PATH, FAIL_HEADER, FAKE_REFERENCE_HEADER, HIDE_RECEIPT_HEADER, PATH_USD
+from .chain import PAYEE, PAYER, DevAccount, OnAnvil
+from .service import serve_until_stopped
+from .mpp_server import FAIL_HEADER, FAKE_REFERENCE_HEADER, HIDE_RECEIPT_HEADER, PATH_USD
 from .node import Anvil, start_anvil
 
 TEMPO_CHAIN_ID = 4217
@@ -473,34 +473,11 @@ def pay(url: str, body: Any = None, *, private_key: str, rpc_url: str, chain_id:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class MppStack:
-    anvil: Anvil
-    rpc: TempoRpc
-    server_url: str
-    price: int
-    currency: str = PATH_USD
-    payer: DevAccount = PAYER
-    payee: DevAccount = PAYEE
-    clock_lead: int = CLOCK_LEAD
-    services: list = field(default_factory=list, repr=False)
+class OnTempo(OnAnvil):
+    """Where a Tempo stack's parts are (chain.OnAnvil), and its chain reads: TIP-20 balances (of
+    ``currency`` by default), receipts and type-0x76 transactions. For MppStack and the session bed's stack."""
 
-    @property
-    def chain_id(self) -> int:
-        return self.anvil.chain_id
-
-    @property
-    def network(self) -> str:
-        return self.anvil.network
-
-    @property
-    def rpc_url(self) -> str:
-        """anvil itself (reads, checks: what a verifier would use)."""
-        return self.anvil.url
-
-    @property
-    def chat_url(self) -> str:
-        return self.server_url + CHAT_PATH
+    currency: str
 
     def balance(self, address: str | DevAccount, token: str | None = None) -> int:
         """TIP-20 balance (atomic units, 6 decimals) of ``token`` (default the stack's currency)."""
@@ -513,6 +490,19 @@ class MppStack:
     def transaction(self, tx_hash: str) -> dict | None:
         """``eth_getTransactionByHash``: type ``0x76``: ``calls``, ``feeToken``, ``nonceKey``, ``validBefore``…"""
         return self.anvil.rpc("eth_getTransactionByHash", tx_hash)
+
+
+@dataclass
+class MppStack(OnTempo):
+    anvil: Anvil
+    rpc: TempoRpc
+    server_url: str
+    price: int
+    currency: str = PATH_USD
+    payer: DevAccount = PAYER
+    payee: DevAccount = PAYEE
+    clock_lead: int = CLOCK_LEAD
+    services: list = field(default_factory=list, repr=False)
 
     def pay(self, url: str | None = None, body: Any = None, proxy: str | None | bool = None, *,
             payer: DevAccount | None = None, fake_reference: str | None = None, fail: str | None = None,
@@ -569,9 +559,6 @@ def mpp_stack(chain_id: int = TEMPO_CHAIN_ID, *, price: int = 10_000, currency: 
                        clock_lead=clock_lead, services=[srv])
 
 
-def _interrupt(*_: Any) -> None:
-    raise KeyboardInterrupt
-
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
@@ -582,10 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     with mpp_stack(args.chain_id, price=args.price) as s:
         print(json.dumps(s.describe(), indent=2), flush=True)
-        signal.signal(signal.SIGTERM, _interrupt)
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                signal.pause()
+        serve_until_stopped()
     return 0
 
 

@@ -65,7 +65,6 @@ import queue
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -76,7 +75,8 @@ from typing import Any, Iterator
 
 from . import ROOT
 from .chain import DEPLOYER, PAYEE, PAYER, DevAccount
-from .mpp import TEMPO_CHAIN_ID, TempoRpc
+from .service import serve_until_stopped
+from .mpp import TEMPO_CHAIN_ID, OnTempo, TempoRpc
 from .mpp_server import PATH_USD, decimal_amount
 from .node import Anvil, OutputPump, _PRCTL, _child_setup, popen_child, rpc_call, start_anvil, stop_child
 
@@ -743,7 +743,7 @@ class SessionError(RuntimeError):
 
 
 @dataclass
-class MppSessionStack:
+class MppSessionStack(OnTempo):
     anvil: Anvil
     rpc: ReserveRpc
     server: SessionServer
@@ -756,21 +756,8 @@ class MppSessionStack:
     approve_tx: str | None = None
 
     @property
-    def chain_id(self) -> int:
-        return self.anvil.chain_id
-
-    @property
-    def rpc_url(self) -> str:
-        """anvil itself (reads, checks: what a verifier would use)."""
-        return self.anvil.url
-
-    @property
     def server_url(self) -> str:
         return self.server.url
-
-    @property
-    def chat_url(self) -> str:
-        return self.server.url + CHAT_PATH
 
     def client(self, *, proxy: str | None | bool = None, verify: Any = None, payer: DevAccount | None = None,
                max_deposit: int | None = None, top_up_amount: int | None = None, url: str | None = None,
@@ -793,17 +780,6 @@ class MppSessionStack:
         return SessionRun(done, closed, closed.sdk_receipt)
 
     # ------------------------------------------------------------------ chain reads
-    def balance(self, address: str | DevAccount, token: str | None = None) -> int:
-        """TIP-20 balance (atomic units, 6 decimals) of ``token`` (default the stack's currency)."""
-        data = "0x70a08231" + str(address).lower().removeprefix("0x").rjust(64, "0")
-        return int(self.anvil.rpc("eth_call", {"to": token or self.currency, "data": data}, "latest"), 16)
-
-    def receipt(self, tx_hash: str) -> dict | None:
-        return self.anvil.receipt(tx_hash)
-
-    def transaction(self, tx_hash: str) -> dict | None:
-        return self.anvil.rpc("eth_getTransactionByHash", tx_hash)
-
     def reserve_events(self, tx_hash: str) -> list[dict]:
         """The channel reserve's events in that transaction (see :func:`decode_reserve_events`)."""
         return decode_reserve_events(self.receipt(tx_hash) or {}, self.reserve)
@@ -917,9 +893,6 @@ def describe_call(call: SessionCall) -> dict:
     } for x in call.exchanges]}
 
 
-def _interrupt(*_: Any) -> None:
-    raise KeyboardInterrupt
-
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
@@ -941,10 +914,7 @@ def main(argv: list[str] | None = None) -> int:
                              indent=2, default=str))
             return 0
         print(json.dumps(s.describe(), indent=2), flush=True)
-        signal.signal(signal.SIGTERM, _interrupt)
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                signal.pause()
+        serve_until_stopped()
     return 0
 
 

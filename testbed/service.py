@@ -8,7 +8,9 @@ must go straight to 127.0.0.1, whatever the test process has set for its clients
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import ssl
 import sys
@@ -21,6 +23,18 @@ from . import ROOT
 from .node import OutputPump, popen_child, stop_child
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+def serve_until_stopped() -> None:
+    """Block until SIGTERM or Ctrl-C: a bed run as a command (``python -m testbed.…``) keeps its stack up."""
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:  # (each pause ends with a signal; SIGTERM or SIGINT ends the loop)
+            signal.pause()
 
 
 class ServiceError(RuntimeError):

@@ -43,13 +43,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from . import chain
 from .chain import FACILITATOR, PAYEE, PAYER, DevAccount
+from .service import serve_until_stopped
 from .channels import ChannelStack, channel_stack  # noqa: F401  (re-exported)
 from .node import Anvil, start_anvil
 from .server import CHAT_PATH
@@ -305,9 +305,6 @@ def solana_stack(
                           price=price, memo=memo, services=[fac, srv])
 
 
-def _interrupt(*_: Any) -> None:
-    raise KeyboardInterrupt
-
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
@@ -326,10 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         started = paid_stack(args.chain_id, price=args.price)
     with started as s:
         print(json.dumps(s.describe(), indent=2), flush=True)
-        signal.signal(signal.SIGTERM, _interrupt)
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                signal.pause()
+        serve_until_stopped()
     return 0
 
 
