@@ -36,7 +36,7 @@ SECTIONS = (
     "no_usage",
 )
 MEMORY_LIMIT = "500MB"  # DuckDB's, for the audit's temp tables: a million calls stay under 1 GB of RSS
-TABLES = ("calls", "receipts", "sessions", "charges")  # the statements that build the audit's temp tables, in order
+TABLES = ("calls", "receipts", "sessions", "charges")  # the statements that build the audit's tables, in order
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.M)
 
 
@@ -56,11 +56,23 @@ def connect(data_dir: str | os.PathLike) -> duckdb.DuckDBPyConnection:
 
 
 def build(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """Make the audit's tables (calls, receipts, sessions, charges) in `con`; returns the statements."""
+    """Make the audit's tables (calls, receipts, sessions, charges) in `con`; returns the statements.
+    `audit_receipts` is a view when `receipts` is the rows the fold kept in local Parquet files (each
+    section reads its few columns from them: cheaper than copying every column once), and a table when
+    `receipts` computes rows as it is read, or reads a lake's."""
     sql = statements()
+    if _reads_kept_files(con):
+        sql["receipts"] = sql["receipts"].replace("CREATE OR REPLACE TEMP TABLE", "CREATE OR REPLACE TEMP VIEW", 1)
     for name in TABLES:
         con.execute(sql[name])
     return sql
+
+
+def _reads_kept_files(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether `receipts` only reads the kept rows' Parquet files (storage/db.py `_bind_receipts`), and
+    computes none (views.sql `receipts_of`: no kept rows, or a tail)."""
+    found = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'receipts' AND NOT internal").fetchone()
+    return found is not None and "read_parquet" in found[0] and "receipts_live" not in found[0]
 
 
 def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict]:

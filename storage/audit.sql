@@ -15,7 +15,8 @@ SELECT receipt_id, logical_id, started_at, app_name, client_exe AS exe, host, po
 FROM calls;
 
 -- name: receipts
--- The logical calls, under the names the sections use.
+-- The logical calls, under the names the sections use (a view instead when `receipts` reads only kept
+-- rows: storage/audit.py `build`).
 CREATE OR REPLACE TEMP TABLE audit_receipts AS
 SELECT receipt_id AS logical_id, first_seen, attempts, status, app_name, host, path, model, session_id,
        payment_count AS payments, settlement_count AS settlements, settlement_txs AS txs, payer, pay_to, asset,

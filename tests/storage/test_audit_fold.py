@@ -347,3 +347,25 @@ def test_the_audit_opens_no_journal_file(tmp_path):
         con.execute("SELECT * FROM read_text($p)", {"p": str(db.journal_dir(tmp_path) / "_anchor.jsonl")}).fetchall()
     assert not any(word in text for text in audit.statements().values()
                    for word in ("read_json", "read_csv", "read_parquet", "read_text", "data->>"))
+
+
+def test_kept_receipts_are_read_through_a_view_with_the_same_report(tmp_path, monkeypatch):
+    """Over kept rows (no tail), `audit_receipts` is a view of them, not a copy; the report is the same
+    as through the copy, which is what the audit makes when `receipts` computes its rows."""
+    generate(tmp_path, 2000, seed=9, days=2)
+    fold.fold(tmp_path)
+    with audit.connect(tmp_path) as con:
+        audit.build(con)
+        kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables "
+                                 "WHERE table_name LIKE 'audit_%'").fetchall())
+    assert kinds["audit_receipts"] == "VIEW" and kinds["audit_calls"] == "LOCAL TEMPORARY", kinds
+    through_view = audit.report(tmp_path)
+    monkeypatch.setattr(audit, "_reads_kept_files", lambda con: False)
+    with audit.connect(tmp_path) as con:
+        audit.build(con)
+        kind = con.execute("SELECT table_type FROM information_schema.tables "
+                           "WHERE table_name = 'audit_receipts'").fetchone()[0]
+    assert kind == "LOCAL TEMPORARY"
+    through_copy = audit.report(tmp_path)
+    assert through_view["summary"]["receipts"] > 1000 and len(through_view["risky_failed"]) > 10
+    assert through_view == through_copy
