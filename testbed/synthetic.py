@@ -460,7 +460,7 @@ def generate(data_dir: str | os.PathLike, calls: int, seed: int = 0, *, days: fl
         con.execute(f"""
         COPY (SELECT id, type, ts, receipt_id, writer, seq, data,
                      strftime(make_timestamp(CAST(ts * 1000000 AS BIGINT)), '%Y-%m-%d') AS date
-              FROM ({sql}))
+              FROM ({sql}) ORDER BY ts, id)
         TO '{str(out).replace("'", "''")}'
         (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date), APPEND,
          FILENAME_PATTERN 'synthetic-{S}-{writer}-{{uuid}}')
