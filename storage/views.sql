@@ -130,26 +130,34 @@ LEFT JOIN e USING (receipt_id);
 
 CREATE OR REPLACE VIEW calls AS FROM calls_of(false);
 
+-- The attempts (receipt id, logical id) of the logical calls a scoped macro computes: the three views below
+-- join their table to these, so that a scoped computation reads only its calls' requests before joining.
+CREATE OR REPLACE MACRO attempts_of(scoped) AS TABLE
+SELECT receipt_id, logical_id FROM folded.requests WHERE in_scope(scoped, logical_id);
+
 -- x402 terms offered in 402 answers: one row per `accepts` entry.
-CREATE OR REPLACE VIEW challenges AS
+CREATE OR REPLACE MACRO challenges_of(scoped) AS TABLE
 SELECT o.receipt_id, r.logical_id, o.seen_at, o.x402_version, o.source, o.error, o.scheme, o.network, o.asset,
        o.amount::HUGEINT AS amount, o.pay_to, o.max_timeout_seconds, o.resource, o.asset_name, o.asset_version, o.item
-FROM folded.offers o JOIN folded.requests r USING (receipt_id);
+FROM folded.offers o JOIN attempts_of(scoped) r USING (receipt_id);
+CREATE OR REPLACE VIEW challenges AS FROM challenges_of(false);
 
 -- Signed x402 payments sent by clients (decoded, non-secret fields; the header is kept as a hash).
-CREATE OR REPLACE VIEW payments AS
+CREATE OR REPLACE MACRO payments_of(scoped) AS TABLE
 SELECT p.receipt_id, r.logical_id, p.* EXCLUDE (event_id, receipt_id) REPLACE (
     p.amount::HUGEINT AS amount, p.voucher_amount::HUGEINT AS voucher_amount,
     p.deposit_amount::HUGEINT AS deposit_amount, p.refund_amount::HUGEINT AS refund_amount)
-FROM folded.payments p JOIN folded.requests r USING (receipt_id);
+FROM folded.payments p JOIN attempts_of(scoped) r USING (receipt_id);
+CREATE OR REPLACE VIEW payments AS FROM payments_of(false);
 
 -- Settlement results servers returned (PAYMENT-RESPONSE / X-PAYMENT-RESPONSE).
-CREATE OR REPLACE VIEW settlements AS
+CREATE OR REPLACE MACRO settlements_of(scoped) AS TABLE
 SELECT s.receipt_id, r.logical_id, s.* EXCLUDE (event_id, receipt_id) REPLACE (
     s.amount::HUGEINT AS amount, s.channel_amount::HUGEINT AS channel_amount,
     s.charged_cumulative::HUGEINT AS charged_cumulative, s.channel_balance::HUGEINT AS channel_balance,
     s.channel_claimed::HUGEINT AS channel_claimed)
-FROM folded.settlements s JOIN folded.requests r USING (receipt_id);
+FROM folded.settlements s JOIN attempts_of(scoped) r USING (receipt_id);
+CREATE OR REPLACE VIEW settlements AS FROM settlements_of(false);
 
 -- x402 payment channels (`batch-settlement`): one row per channel, from the calls paid from it. `charged`
 -- sums what each answer said its call cost; `voucher_amount` is the largest cumulative voucher the payer
@@ -195,7 +203,7 @@ WITH member AS (
                                   'valid_after': p.valid_after, 'facilitator': p.facilitator,
                                   'spender': p.spender, 'decimals': p.decimals, 'symbol': p.symbol,
                                   'signer': p.signer, 'sent_at': p.sent_at}, p.sent_at) AS o
-    FROM member m JOIN payments p USING (receipt_id) GROUP BY m.session_id
+    FROM member m JOIN payments_of(scoped) p USING (receipt_id) GROUP BY m.session_id
 ), span AS (
     SELECT session_id, count(*) FILTER (WHERE status < 400) AS calls, min(started_at) AS first_call_at,
            max(started_at) FILTER (WHERE status < 400) AS last_call_at,
@@ -257,18 +265,17 @@ grp AS (
     SELECT logical_id, flatten(list(x)) AS _ids FROM (
         SELECT logical_id, [receipt_id, client_request_id, idempotency_key, payment_identifier, provider_request_id,
                             response_id, upto_session, og_settlement_tx_hash, a2a_task] AS x FROM c
-        UNION ALL SELECT logical_id, [tx_hash, job_id, channel_tx] FROM settlements WHERE in_scope(scoped, logical_id)
-        UNION ALL SELECT logical_id, [payer, nonce, channel_id] FROM payments WHERE in_scope(scoped, logical_id))
+        UNION ALL SELECT logical_id, [tx_hash, job_id, channel_tx] FROM settlements_of(scoped)
+        UNION ALL SELECT logical_id, [payer, nonce, channel_id] FROM payments_of(scoped))
     GROUP BY logical_id
 ), pay AS (
     SELECT logical_id, arg_max(COLUMNS(* EXCLUDE (logical_id, receipt_id)), sent_at), count(*) AS payments
-    FROM payments WHERE in_scope(scoped, logical_id) GROUP BY logical_id
+    FROM payments_of(scoped) GROUP BY logical_id
 ), chal AS (  -- the offer the payment answers, whole: of the latest 402's entries, the last one for the
             -- payment's asset and network, else the first one
     SELECT o.logical_id, o.amount AS max_amount_required, o.network AS challenge_network,
            o.pay_to AS challenge_pay_to, o.asset AS challenge_asset
-    FROM challenges o LEFT JOIN pay USING (logical_id)
-    WHERE in_scope(scoped, o.logical_id)
+    FROM challenges_of(scoped) o LEFT JOIN pay USING (logical_id)
     QUALIFY row_number() OVER (PARTITION BY o.logical_id ORDER BY o.seen_at DESC, o.receipt_id DESC,
             (lower(o.asset) = lower(pay.asset) AND o.network = pay.network) DESC NULLS LAST,
             CASE WHEN lower(o.asset) = lower(pay.asset) AND o.network = pay.network THEN -o.item ELSE o.item END) = 1
@@ -286,7 +293,7 @@ grp AS (
            bool_or(seller_receipt IS NOT NULL)                          AS has_seller_receipt,
            arg_max({'channel_id': channel_id, 'tx': channel_tx, 'amount': channel_amount,
                     'charged_cumulative': charged_cumulative}, seen_at) FILTER (WHERE channel_id IS NOT NULL) AS channel
-    FROM settlements WHERE in_scope(scoped, logical_id) GROUP BY logical_id
+    FROM settlements_of(scoped) GROUP BY logical_id
 ), last_check AS (  -- the latest verdict, as a whole (arg_max skips NULLs, so pack the fields)
     SELECT logical_id, v.proof_status, v.resolution, v.reason, v.tx, v.session_amount, verdict_at FROM (
         SELECT receipt_id AS logical_id, max(observed_at) AS verdict_at,
