@@ -14,6 +14,7 @@ import os
 import re
 from datetime import datetime
 from importlib import resources
+from typing import cast
 
 import duckdb
 
@@ -69,10 +70,9 @@ def build(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
 
 
 def _reads_kept_files(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether `receipts` only reads the kept rows' Parquet files (storage/db.py `_bind_receipts`), and
-    computes none (views.sql `receipts_of`: no kept rows, or a tail)."""
-    found = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'receipts' AND NOT internal").fetchone()
-    return found is not None and "read_parquet" in found[0] and "receipts_live" not in found[0]
+    """Whether `receipts` only reads the kept rows' Parquet files and computes none (storage/db.py
+    `_bind_receipts` says so; a lake's connection does not)."""
+    return bool(cast(tuple, con.execute(f"SELECT getvariable('{db.KEPT_ONLY}')").fetchone())[0])
 
 
 def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict]:

@@ -305,11 +305,17 @@ def bind(
     return n
 
 
+KEPT_ONLY = "receipts_kept_only"  # (a DuckDB variable of the connection: _bind_receipts)
+
+
 def _bind_receipts(con, data_dir, m: fold.Manifest, tail_events: int) -> None:
     """`receipts`: the rows the fold keeps (the newest of each), except those of the logical calls the tail
     touched, which each query computes (`main.receipts_live`: a view, so a query that reads no receipt
     pays nothing). Kept rows of another version of views.sql
-    are not used: everything is computed here until the fold has kept them again."""
+    are not used: everything is computed here until the fold has kept them again.
+    The variable `receipts_kept_only` says whether `receipts` only reads kept rows (no row computed when
+    it is read): what a reader that reads it many times needs to know (storage/audit.py)."""
+    con.execute(f"SET VARIABLE {KEPT_ONLY} = false")
     if tail_events:
         con.execute("INSERT INTO folded.scope_ids FROM touched() WHERE logical_id IS NOT NULL")
     kept = m.paths(data_dir, fold.RECEIPTS) if m.receipts_version == fold.receipts_version() else None
@@ -346,6 +352,7 @@ def _bind_receipts(con, data_dir, m: fold.Manifest, tail_events: int) -> None:
     if tail_events:  # (with no tail, nothing is computed live: the kept rows are all there is)
         parts.append("FROM main.receipts_live")
     con.execute("CREATE OR REPLACE VIEW receipts AS " + " UNION ALL ".join(parts))
+    con.execute(f"SET VARIABLE {KEPT_ONLY} = {not tail_events}")
 
 
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")

@@ -559,7 +559,6 @@ def mpp_stack(chain_id: int = TEMPO_CHAIN_ID, *, price: int = 10_000, currency: 
                        clock_lead=clock_lead, services=[srv])
 
 
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
 

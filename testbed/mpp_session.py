@@ -893,7 +893,6 @@ def describe_call(call: SessionCall) -> dict:
     } for x in call.exchanges]}
 
 
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
