@@ -96,6 +96,9 @@ IDS = "ids"  # the index of those ids: (id as `receipts show` compares it, the a
 # id index, and the checks (the verifier reads them a range of logical ids at a time)
 ORDER = {IDS: "id", "checks": "receipt_id"}
 ROW_GROUP_SIZE = 16384  # rows: a lookup by a sorted column reads this many from each file
+# zstd's level: 1 writes these tables faster than DuckDB's default (3), and smaller (1M calls: the events
+# 6.1 vs 8.4 s and 357 vs 370 MiB, the requests 85 vs 89 MiB, the kept receipts 123 vs 128 MiB)
+ZSTD_LEVEL = 1
 
 
 def statements() -> dict[str, str]:
@@ -461,7 +464,8 @@ def _copy(con, select: str, target: Path, order: str | None = None) -> bool:
     if order:
         select = f"SELECT * FROM ({select}) ORDER BY {order}"
     rows = con.execute(
-        f"COPY ({select}) TO {_lit(tmp)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_SIZE})"
+        f"COPY ({select}) TO {_lit(tmp)} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {ZSTD_LEVEL}, "
+        f"ROW_GROUP_SIZE {ROW_GROUP_SIZE})"
     ).fetchone()[0]
     if not rows:
         tmp.unlink(missing_ok=True)
