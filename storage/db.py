@@ -285,9 +285,13 @@ def bind(
         m = manifest or fold.Manifest.load(data_dir)
         t = tail if tail is not None else fold.tail(data_dir, m)
         con.execute(f"CREATE OR REPLACE TABLE folded.tail AS SELECT * FROM {t.source()}")
+        for name, sql in fold.parses().items():  # (each event parsed once, for every table that reads it)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE parsed_{name} AS {sql.replace('{events}', 'folded.tail')}")
         for table, sql in fold.statements().items():
-            sql = sql.replace("{events}", "folded.tail").replace("{t}", "folded.tail_")
+            sql = sql.replace("{events}", "folded.tail").replace("{t}", "folded.tail_").replace("{p}", "parsed_")
             con.execute(f"CREATE OR REPLACE TABLE folded.tail_{table} AS {sql}")
+        for name in fold.parses():
+            con.execute(f"DROP TABLE parsed_{name}")
         if manifest or fold.Manifest.load(data_dir).generation == m.generation:
             break
     for table in fold.TABLES:

@@ -30,6 +30,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -101,14 +102,23 @@ ROW_GROUP_SIZE = 16384  # rows: a lookup by a sorted column reads this many from
 ZSTD_LEVEL = 1
 
 
-def statements() -> dict[str, str]:
-    """Each table -> its SELECT: those of storage/fold.sql over `{events}`, then `ids` over the tables
-    before it (`{t}requests`, …)."""
+def _sections(kind: str) -> dict[str, str]:
+    """The statements of storage/fold.sql that start with `-- <kind>: <name>`, by name."""
     text = resources.files(__package__).joinpath("fold.sql").read_text()
-    out = {}
-    for part in text.split("-- table: ")[1:]:
-        name, _, body = part.partition("\n")
-        out[name.strip()] = body.strip().rstrip(";")
+    parts = re.split(r"^-- (table|parse): (\w+)\n", text, flags=re.MULTILINE)  # [head, kind, name, body, …]
+    return {name: body.strip().rstrip(";") for k, name, body in zip(parts[1::3], parts[2::3], parts[3::3]) if k == kind}
+
+
+def parses() -> dict[str, str]:
+    """Each event type's one parse (storage/fold.sql `-- parse:`) -> its SELECT over `{events}`: what the
+    tables read as `{p}<name>`."""
+    return _sections("parse")
+
+
+def statements() -> dict[str, str]:
+    """Each table -> its SELECT: those of storage/fold.sql over `{events}` and the parses (`{p}request`, …),
+    then `ids` over the tables before it (`{t}requests`, …)."""
+    out = _sections("table")
     out[IDS] = (
         "SELECT DISTINCT id, receipt_id FROM ("
         + " UNION ALL ".join(
@@ -414,11 +424,13 @@ def _refold(data_dir, manifest: Manifest, progress) -> None:
     source = f"(SELECT id, type, epoch_us(ts) / 1e6 AS ts, receipt_id, writer, seq, data FROM read_parquet([{events}]))"
     gen = manifest.generation + 1
     with _connection() as con:
+        for parse, sql in parses().items():  # (views: the whole history is not held in memory)
+            con.execute(f"CREATE VIEW parsed_{parse} AS {sql.replace('{events}', source)}")
         for table, sql in statements().items():
             if table == "events":
                 continue
             name = f"{gen:08d}-{uuid7()}.parquet"
-            select = sql.replace("{events}", source).replace("{t}", "new_")
+            select = sql.replace("{events}", source).replace("{t}", "new_").replace("{p}", "parsed_")
             fresh = [name] if _copy(con, select, tables_dir(data_dir) / table / name, ORDER.get(table)) else []
             con.execute(
                 f"CREATE VIEW new_{table} AS "
