@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import logging
 import os
 import re
@@ -50,7 +51,7 @@ TABLES_DIR = "tables"
 MANIFEST = "manifest.json"
 FOLD_EVERY = 2.0  # seconds between folds of a running writer
 BATCH_BYTES = 64 << 20  # JSON read per fold step (a long backlog is folded in steps)
-MERGE_AT = 16  # files of one table that are merged into one
+MERGE_AT = 8  # files of one size class that are merged into one, with any smaller after them (`merge_due`)
 MERGE_ROWS = 4_000_000  # files bigger than this are left alone by merges
 MEMORY_LIMIT = (
     "600MB"  # DuckDB's memory of one fold (1M calls migrate at 816 MiB peak RSS; 400MB made some steps run twice)
@@ -508,25 +509,54 @@ def _retire(data_dir, manifest: Manifest, grace: float) -> bool:
 
 
 def _merge(con, data_dir, manifest: Manifest) -> bool:
-    """Merge a table's small files into one when there are MERGE_AT of them."""
+    """Merge each table's newest files when `merge_due` says so, until it says no more."""
     changed = False
-    for table, names in manifest.files.items():
-        small = [n for n in names if _rows(con, tables_dir(data_dir) / table / n) < MERGE_ROWS]
-        if len(small) < MERGE_AT:
-            continue
-        name = f"{manifest.generation + 1:08d}-{uuid7()}.parquet"
-        files = ", ".join(_lit(tables_dir(data_dir) / table / n) for n in small)
-        select = f"SELECT * FROM read_parquet([{files}])"
-        if table == RECEIPTS:  # the newest row of each receipt (file names sort in commit order)
-            select = (
-                f"SELECT * EXCLUDE (filename) FROM read_parquet([{files}], filename = true) "
-                "QUALIFY row_number() OVER (PARTITION BY receipt_id ORDER BY filename DESC) = 1"
-            )
-        _copy(con, select, tables_dir(data_dir) / table / name, ORDER.get(table))
-        manifest.files[table] = [n for n in names if n not in small] + [name]
-        manifest.retired += [[f"{table}/{n}", time.time()] for n in small]
-        changed = True
+    for table in manifest.files:
+        for _ in range(64):  # (each merge leaves fewer files: bounded by their number anyway)
+            names = manifest.files[table]
+            n = merge_due([_rows(con, tables_dir(data_dir) / table / name) for name in names])
+            if not n:
+                break
+            _merge_newest(con, data_dir, manifest, table, n)
+            changed = True
     return changed
+
+
+def size_class(rows: int) -> int:
+    """A file's size class: 0 below 16 rows, 1 below 256, … (a merge of MERGE_AT files of a class makes
+    about one of the next)."""
+    return (max(rows, 1).bit_length() - 1) // 4
+
+
+def merge_due(rows: list[int]) -> int:
+    """How many of the newest files (`rows`: each file's rows, oldest first) to merge into one; 0 for none.
+    The newest run of files of size class `c` or less (and below MERGE_ROWS) is merged once it holds
+    MERGE_AT files of class `c`, for the smallest such `c`. Small files are merged with small ones, and the result
+    with files of its own size later: each row is written again about once per size class (log16 of
+    the table's rows), not once per merge as when every small file was merged each time (which rewrote
+    millions of rows every MERGE_AT folds of a recorder at full speed). The newest files only, so that the
+    merged file, the newest, is newer than every file it does not hold (the kept receipts rely on it)."""
+    for c in range(size_class(MERGE_ROWS) + 1):
+        run = list(itertools.takewhile(lambda n: n < MERGE_ROWS and size_class(n) <= c, reversed(rows)))
+        if sum(size_class(n) == c for n in run) >= MERGE_AT:
+            return len(run)
+    return 0
+
+
+def _merge_newest(con, data_dir, manifest: Manifest, table: str, n: int) -> None:
+    names = manifest.files[table]
+    old, merged = names[:-n], names[-n:]
+    name = f"{manifest.generation + 1:08d}-{uuid7()}.parquet"
+    files = ", ".join(_lit(tables_dir(data_dir) / table / m) for m in merged)
+    select = f"SELECT * FROM read_parquet([{files}])"
+    if table == RECEIPTS:  # the newest row of each receipt (file names sort in commit order)
+        select = (
+            f"SELECT * EXCLUDE (filename) FROM read_parquet([{files}], filename = true) "
+            "QUALIFY row_number() OVER (PARTITION BY receipt_id ORDER BY filename DESC) = 1"
+        )
+    _copy(con, select, tables_dir(data_dir) / table / name, ORDER.get(table))
+    manifest.files[table] = old + [name]
+    manifest.retired += [[f"{table}/{m}", time.time()] for m in merged]
 
 
 _row_counts: dict[str, int] = {}

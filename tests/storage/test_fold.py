@@ -211,8 +211,61 @@ def test_queries_stay_correct_while_two_writers_write_and_the_fold_merges_and_re
     assert counts(tmp_path) == (6000, 6000)
     assert tail_events(tmp_path) == 0, "closing writers fold what they sealed"
     m = fold.Manifest.load(tmp_path)
-    assert len(m.files["requests"]) < 6, "small files were merged"
+    assert len(m.files["requests"]) <= fold.MERGE_AT * 3, "small files were merged"
     assert (tmp_path / "receipts.duckdb").exists()
+
+
+def replay_merges(file_rows: int, folds: int) -> tuple[float, int]:
+    """`folds` folds of `file_rows` rows each, merged as `fold._merge` merges them after each fold: the rows
+    the merges wrote per row folded, and the most files a table had."""
+    files, written, most = [], 0, 0
+    for _ in range(folds):
+        files.append(file_rows)
+        while n := fold.merge_due(files):
+            written += sum(files[-n:])
+            files[-n:] = [sum(files[-n:])]
+        most = max(most, len(files))
+    return written / (file_rows * folds), most
+
+
+def test_merges_write_each_row_again_a_few_times_not_once_per_merge():
+    """A recorder at full speed folds a few thousand rows every 2 seconds. Merging every small file
+    whenever MERGE_AT of them were there wrote a table's rows again at every merge, until the file held
+    MERGE_ROWS rows: 67 times each, for 4M rows in 2,000 folds. Merging files with files of their own
+    size writes each about once per size class."""
+    for file_rows, folds in ((2000, 2000), (6000, 700), (20, 10000), (1, 5000)):
+        again, most = replay_merges(file_rows, folds)
+        assert again <= 5.5, (file_rows, again)
+        assert most <= 3 * fold.MERGE_AT, (file_rows, most)
+    assert fold.merge_due([78_000] * 31) == 31, "a migration's files are merged into one"
+    assert fold.merge_due([fold.MERGE_ROWS] + [10] * (fold.MERGE_AT - 1)) == 0
+    assert fold.merge_due([5_000_000] + [10] * fold.MERGE_AT) == fold.MERGE_AT, "big files are left alone"
+
+
+def test_merges_of_the_newest_files_keep_the_newest_row_of_each_receipt(tmp_path, monkeypatch):
+    """Merges take the newest files only, so the kept row of a receipt in a merged file is its newest.
+    The first fold keeps 20 receipts (a file of a bigger size class than the later ones, which keep one
+    each), so the later merges leave it out."""
+    monkeypatch.setattr(fold, "MERGE_AT", 2)
+    calls = [f"call-{i}" for i in range(20)]
+    with Journal(tmp_path, "proxy", seal_interval=3600) as j:
+        for rid in calls:
+            j.write(paid_call(rid))
+        j._seal_if_due(force=True)
+        fold.fold(tmp_path, grace=0)
+        for n in range(40):  # one receipt's verdict changes in each fold; merges happen in between
+            status = ("pending", "passed", "failed")[n % 3]
+            j.write([Event("check", calls[n % 4], {"checks": [{"check": "verdict", "status": status,
+                                                                "result": status, "reason": f"round-{n}"}]})])
+            j._seal_if_due(force=True)
+            fold.fold(tmp_path, grace=0)
+    m = fold.Manifest.load(tmp_path)
+    assert len(m.files[fold.RECEIPTS]) < 10 and any(r[0].startswith("receipts/") for r in m.retired)
+    with db.connect(tmp_path) as con:
+        kept = con.execute("SELECT receipt_id, proof_status, reason FROM receipts ORDER BY 1").fetchall()
+        computed = con.execute("SELECT receipt_id, proof_status, reason FROM receipts_of(false) ORDER BY 1").fetchall()
+    assert kept == computed
+    assert [r[2] for r in kept if r[0] in calls[:4]] == ["round-36", "round-37", "round-38", "round-39"]
 
 
 def test_the_tail_stays_bounded_while_a_writer_runs(tmp_path):
