@@ -289,7 +289,9 @@ def bind(
             con.execute(f"CREATE OR REPLACE TEMP TABLE parsed_{name} AS {sql.replace('{events}', 'folded.tail')}")
         for table, sql in fold.statements().items():
             sql = sql.replace("{events}", "folded.tail").replace("{t}", "folded.tail_").replace("{p}", "parsed_")
-            con.execute(f"CREATE OR REPLACE TABLE folded.tail_{table} AS {sql}")
+            # (`events` is the tail as it is: a view, not a second copy of every event's JSON)
+            kind = "VIEW" if table == "events" else "TABLE"
+            con.execute(f"CREATE OR REPLACE {kind} folded.tail_{table} AS {sql}")
         for name in fold.parses():
             con.execute(f"DROP TABLE parsed_{name}")
         if manifest or fold.Manifest.load(data_dir).generation == m.generation:
@@ -304,9 +306,18 @@ def bind(
     n = cast(tuple, con.execute("SELECT count(*) FROM folded.tail").fetchone())[0]  # count(*): one row
     con.execute("CREATE OR REPLACE TABLE folded.scope_ids (logical_id VARCHAR)")
     if views:
-        con.execute(views_sql())
+        _define_views(con)
         _bind_receipts(con, data_dir, m, n)
     return n
+
+
+def _define_views(con: duckdb.DuckDBPyConnection) -> None:
+    """The macros and views of storage/views.sql, once per connection (a fold binds each of its steps in
+    the same one): they name `folded.<table>`, which each query binds anew, so they outlive a rebind."""
+    version = fold.receipts_version()
+    if cast(tuple, con.execute("SELECT getvariable('receipts_views')").fetchone())[0] != version:
+        con.execute(views_sql())
+        con.execute(f"SET VARIABLE receipts_views = {_lit(version)}")
 
 
 KEPT_ONLY = "receipts_kept_only"  # (a DuckDB variable of the connection: _bind_receipts)
