@@ -36,21 +36,25 @@ CREATE OR REPLACE MACRO tx_key(tx) AS CASE WHEN starts_with(tx, '0x') THEN lower
 CREATE OR REPLACE VIEW events AS SELECT * FROM folded.events;
 
 -- One row per HTTP exchange the recorder saw: its request, with the latest response, stream end and error.
--- (`scoped`: only the exchanges of the logical calls in folded.scope_ids. The latest response, stream end
--- and error of each exchange by row_number(), not arg_max of a struct: a query reads only its columns.)
-CREATE OR REPLACE MACRO calls_of(scoped) AS TABLE
+-- (`scoped`: only the exchanges of the logical calls in folded.scope_ids. `in_session`: at least those
+-- that name an OpenGradient session, by their request or an answer (sessions_of keeps those whose
+-- `upto_session` is set), and few others. The latest response, stream end and error of each exchange by
+-- row_number(), not arg_max of a struct: a query reads only its columns.)
+CREATE OR REPLACE MACRO calls_of(scoped, in_session := false) AS TABLE
 WITH req AS (
     SELECT * FROM folded.requests WHERE in_scope(scoped, logical_id)
+        AND (NOT in_session OR upto_session IS NOT NULL
+             OR receipt_id IN (SELECT receipt_id FROM folded.responses WHERE og_upto_session IS NOT NULL))
 ), ex AS (
-    SELECT receipt_id FROM req WHERE scoped
+    SELECT receipt_id FROM req WHERE scoped OR in_session
 ), p AS (
-    SELECT * FROM folded.responses WHERE NOT scoped OR receipt_id IN (SELECT receipt_id FROM ex)
+    SELECT * FROM folded.responses WHERE NOT (scoped OR in_session) OR receipt_id IN (SELECT receipt_id FROM ex)
     QUALIFY row_number() OVER (PARTITION BY receipt_id ORDER BY ts DESC) = 1
 ), f AS (
-    SELECT * FROM folded.stream_ends WHERE NOT scoped OR receipt_id IN (SELECT receipt_id FROM ex)
+    SELECT * FROM folded.stream_ends WHERE NOT (scoped OR in_session) OR receipt_id IN (SELECT receipt_id FROM ex)
     QUALIFY row_number() OVER (PARTITION BY receipt_id ORDER BY ts DESC) = 1
 ), e AS (
-    SELECT * FROM folded.errors WHERE NOT scoped OR receipt_id IN (SELECT receipt_id FROM ex)
+    SELECT * FROM folded.errors WHERE NOT (scoped OR in_session) OR receipt_id IN (SELECT receipt_id FROM ex)
     QUALIFY row_number() OVER (PARTITION BY receipt_id ORDER BY ts DESC) = 1
 )
 SELECT
@@ -195,7 +199,7 @@ FROM folded.checks;
 CREATE OR REPLACE MACRO sessions_of(scoped) AS TABLE
 WITH member AS (
     SELECT receipt_id, logical_id, upto_session AS session_id, started_at, status, paid, payment_identifier
-    FROM calls_of(scoped) WHERE upto_session IS NOT NULL
+    FROM calls_of(scoped, in_session := true) WHERE upto_session IS NOT NULL
 ), opener AS (
     SELECT m.session_id, arg_min({'logical_id': p.logical_id, 'payer': p.payer, 'pay_to': p.pay_to,
                                   'asset': p.asset, 'network': p.network, 'scheme': p.scheme, 'amount': p.amount,
