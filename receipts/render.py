@@ -20,13 +20,15 @@ def safe(value, limit: int = 400) -> str:
     if value is None:
         return "—"
     text = value.isoformat(sep=" ", timespec="milliseconds") if isinstance(value, datetime) else str(value)
-    out = []
-    for ch in text[:limit]:
-        if ch in "\t" or not unicodedata.category(ch).startswith("C"):
-            out.append(ch)
-        else:
-            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}")
-    return "".join(out) + ("…" if len(text) > limit else "")
+    head = text[:limit]
+    if not head.isprintable():  # (printable: no character of category C, so nothing to show; the usual case)
+        head = "".join(
+            ch
+            if ch == "\t" or not unicodedata.category(ch).startswith("C")
+            else (f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}")
+            for ch in head
+        )
+    return head + ("…" if len(text) > limit else "")
 
 
 def human_amount(amount, decimals) -> str | None:
