@@ -378,7 +378,8 @@ def _fold_step(con, data_dir, manifest: Manifest, step: Tail) -> int:
             written.append((table, name))
     fresh = manifest.receipts_version != receipts_version()
     name = f"{gen:08d}-{uuid7()}.parquet"
-    if _copy(con, _exact("main.receipts_live", con), tables_dir(data_dir) / RECEIPTS / name) or fresh:
+    computed = bool(count or fresh) and _copy(con, _exact("main.receipts_live", con), tables_dir(data_dir) / RECEIPTS / name)
+    if computed or fresh:
         if fresh:  # every receipt was computed again: the kept rows of the old version go
             manifest.retired += [[f"{RECEIPTS}/{n}", time.time()] for n in manifest.files.pop(RECEIPTS, [])]
             manifest.receipts_version = receipts_version()
