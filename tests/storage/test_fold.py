@@ -320,3 +320,22 @@ def test_tables_of_another_version_of_the_fold_are_folded_again_from_the_events(
     m = fold.Manifest.load(tmp_path)
     assert not fold.stale(tmp_path) and m.files["payments"] != before and m.files["events"]
     assert m.receipts_version == fold.receipts_version()
+
+
+def test_kept_receipts_of_another_version_of_the_views_are_computed_again_by_the_next_fold(tmp_path):
+    generate(tmp_path, 300, seed=9)
+    fold.fold(tmp_path)
+    m = fold.Manifest.load(tmp_path)
+    before = m.files[fold.RECEIPTS]
+    m.receipts_version = "an older views.sql"
+    m.save(tmp_path)
+    with db.connect(tmp_path) as con:  # meanwhile every receipt is computed by the reader
+        assert con.execute(f"SELECT getvariable('{db.KEPT_ONLY}')").fetchone()[0] is False
+        want = con.execute("SELECT * FROM receipts ORDER BY receipt_id").fetchall()
+    assert len(want) > 200
+    fold.fold(tmp_path)  # no new event: the kept rows alone are computed again
+    m = fold.Manifest.load(tmp_path)
+    assert m.receipts_version == fold.receipts_version() and m.files[fold.RECEIPTS] != before
+    with db.connect(tmp_path) as con:
+        assert con.execute(f"SELECT getvariable('{db.KEPT_ONLY}')").fetchone()[0] is True
+        assert con.execute("SELECT * FROM receipts ORDER BY receipt_id").fetchall() == want
