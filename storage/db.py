@@ -193,7 +193,7 @@ def connect(
         # changed): their footers are read once per connection, not once per view (half of a connect).
         con.execute("SET parquet_metadata_cache = true")
         for name, value in (settings or {}).items():
-            con.execute(f"SET {name} = {_lit(value)}")  # (names are ours, never a user's)
+            con.execute(f"SET GLOBAL {name} = {_lit(value)}")  # (names are ours, never a user's; GLOBAL: cursors too)
         bind(con, data_dir, views=views)
         places = [tables_dir(data_dir)] + ([journal_dir(data_dir)] if journal else [])
         return sandbox(con, places, write)
@@ -212,7 +212,7 @@ def connect_lake(url: str, *, views: bool = True, write=(), settings: dict | Non
         con.execute(f"SET temp_directory = {_lit(spill_dir())}")
         con.execute("SET enable_progress_bar = false")
         for name, value in (settings or {}).items():
-            con.execute(f"SET {name} = {_lit(value)}")
+            con.execute(f"SET GLOBAL {name} = {_lit(value)}")
         lake.check_tables(con)
         bind_lake(con, views=views)
         return sandbox(con, [lake.data_path(con)], write)

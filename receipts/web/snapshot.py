@@ -39,6 +39,11 @@ MATERIALIZED = ("receipts",)
 # DuckDB's memory per snapshot (beyond it, it spills to its private temporary directory): two snapshots
 # are alive while one is swapped in.
 MEMORY_LIMIT = "300MB"
+# A list page is a top-N (at most server.MAX_LIMIT rows, plus one to tell whether more follow). DuckDB reads
+# such a page's columns only for the rows it keeps ("late materialization") up to this many rows; its
+# default, 50, made every page of 51 rows read all columns of every matching row. 1M calls, a rare status:
+# 0.12 s -> 0.012 s a page (a 501-row page: 0.14 -> 0.04 s).
+TOP_N_ROWS = 1001
 
 
 def data_key(data_dir: str | os.PathLike | db.Lake) -> tuple:
@@ -141,7 +146,7 @@ def take(data_dir: str | os.PathLike, number: int, settings: dict | None = None)
     and `receipt_ids`."""
     started, at = time.monotonic(), time.time()
     key = data_key(data_dir)
-    settings = {"memory_limit": MEMORY_LIMIT, **(settings or {})}
+    settings = {"memory_limit": MEMORY_LIMIT, "late_materialization_max_rows": TOP_N_ROWS, **(settings or {})}
     con = db.connect(data_dir, journal=False, settings=settings)  # (the tail is read in here)
     try:
         for view in MATERIALIZED:

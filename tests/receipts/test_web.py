@@ -285,6 +285,23 @@ def test_a_snapshot_stays_open_for_the_request_that_uses_it(tmp_path):
     snaps.close()
 
 
+def test_a_requests_cursor_has_the_snapshots_settings(tmp_path):
+    """Each request reads through a cursor of the snapshot's connection: the settings the snapshot is taken
+    with (its memory, how many rows of a list page are read late) hold there too, not only on the
+    connection (a plain SET does not reach a cursor)."""
+    from receipts.web import snapshot
+
+    data = synthetic(tmp_path / "data", 50, seed=4, days=0.5)
+    snaps = Snapshots(data)
+    snaps.refresh()
+    with snaps.reading() as r:
+        got = r.con.execute("SELECT current_setting('late_materialization_max_rows'), "
+                            "current_setting('memory_limit')").fetchone()
+    assert got[0] == snapshot.TOP_N_ROWS
+    assert got[1] == "286.1 MiB"  # (300 MB, as DuckDB prints it)
+    snaps.close()
+
+
 def test_a_bad_host_or_port_is_one_line():
     out = receipts_cli("serve", "--host", "example.com", "--port", "0", "--data", ".")
     assert out.returncode == 1 and out.stderr.strip().startswith("Error: --host must be an IP address")
