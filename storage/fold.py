@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import itertools
 import logging
 import os
 import re
@@ -378,7 +377,9 @@ def _fold_step(con, data_dir, manifest: Manifest, step: Tail) -> int:
             written.append((table, name))
     fresh = manifest.receipts_version != receipts_version()
     name = f"{gen:08d}-{uuid7()}.parquet"
-    computed = bool(count or fresh) and _copy(con, _exact("main.receipts_live", con), tables_dir(data_dir) / RECEIPTS / name)
+    computed = bool(count or fresh) and _copy(
+        con, _exact("main.receipts_live", con), tables_dir(data_dir) / RECEIPTS / name
+    )
     if computed or fresh:
         if fresh:  # every receipt was computed again: the kept rows of the old version go
             manifest.retired += [[f"{RECEIPTS}/{n}", time.time()] for n in manifest.files.pop(RECEIPTS, [])]
@@ -538,8 +539,12 @@ def merge_due(rows: list[int]) -> int:
     millions of rows every MERGE_AT folds of a recorder at full speed). The newest files only, so that the
     merged file, the newest, is newer than every file it does not hold (the kept receipts rely on it)."""
     for c in range(size_class(MERGE_ROWS) + 1):
-        run = list(itertools.takewhile(lambda n: n < MERGE_ROWS and size_class(n) <= c, reversed(rows)))
-        if sum(size_class(n) == c for n in run) >= MERGE_AT:
+        run = []  # the size classes of the newest files of class c or less, newest first
+        for n in reversed(rows):
+            if n >= MERGE_ROWS or size_class(n) > c:
+                break
+            run.append(size_class(n))
+        if run.count(c) >= MERGE_AT:
             return len(run)
     return 0
 
