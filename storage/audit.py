@@ -14,7 +14,6 @@ import os
 import re
 from datetime import datetime
 from importlib import resources
-from typing import cast
 
 import duckdb
 
@@ -70,9 +69,8 @@ def build(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
 
 
 def _reads_kept_files(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether `receipts` only reads the kept rows' Parquet files and computes none (storage/db.py
-    `_bind_receipts` says so; a lake's connection does not)."""
-    return bool(cast(tuple, con.execute(f"SELECT getvariable('{db.KEPT_ONLY}')").fetchone())[0])
+    """Whether `receipts` only reads the kept rows' Parquet files and computes none (`db.kept_only`)."""
+    return db.kept_only(con)
 
 
 def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict]:

@@ -323,6 +323,12 @@ def _define_views(con: duckdb.DuckDBPyConnection) -> None:
 KEPT_ONLY = "receipts_kept_only"  # (a DuckDB variable of the connection: _bind_receipts)
 
 
+def kept_only(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether `receipts` only reads the kept rows and computes none (then there is no
+    `main.receipts_live`), as `_bind_receipts` said. A lake's connection never says so."""
+    return bool(cast(tuple, con.execute(f"SELECT getvariable('{KEPT_ONLY}')").fetchone())[0])
+
+
 def _bind_receipts(con, data_dir, m: fold.Manifest, tail_events: int) -> None:
     """`receipts`: the rows the fold keeps (the newest of each), except those of the logical calls the tail
     touched, which each query computes (`main.receipts_live`: a view, so a query that reads no receipt

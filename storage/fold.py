@@ -377,7 +377,7 @@ def _fold_step(con, data_dir, manifest: Manifest, step: Tail) -> int:
             written.append((table, name))
     fresh = manifest.receipts_version != receipts_version()
     name = f"{gen:08d}-{uuid7()}.parquet"
-    computed = bool(count or fresh) and _copy(
+    computed = not db.kept_only(con) and _copy(
         con, _exact("main.receipts_live", con), tables_dir(data_dir) / RECEIPTS / name
     )
     if computed or fresh:
