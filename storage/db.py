@@ -324,15 +324,15 @@ KEPT_ONLY = "receipts_kept_only"  # (a DuckDB variable of the connection: _bind_
 
 
 def kept_only(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether `receipts` only reads the kept rows and computes none (then there is no
-    `main.receipts_live`), as `_bind_receipts` said. A lake's connection never says so."""
+    """Whether `receipts` only reads the kept rows and computes none (then `main.receipts_live` is
+    empty), as `_bind_receipts` said. A lake's connection never says so."""
     return bool(cast(tuple, con.execute(f"SELECT getvariable('{KEPT_ONLY}')").fetchone())[0])
 
 
 def _bind_receipts(con, data_dir, m: fold.Manifest, tail_events: int) -> None:
     """`receipts`: the rows the fold keeps (the newest of each), except those of the logical calls the tail
     touched, which each query computes (`main.receipts_live`: a view, so a query that reads no receipt
-    pays nothing; there is none when nothing is computed). Kept rows of another version of views.sql
+    pays nothing; it is empty when nothing is computed). Kept rows of another version of views.sql
     are not used: everything is computed here until the fold has kept them again.
     The variable `receipts_kept_only` says whether `receipts` only reads kept rows (no row computed when
     it is read): what a reader that reads it many times needs to know (storage/audit.py)."""
@@ -340,7 +340,7 @@ def _bind_receipts(con, data_dir, m: fold.Manifest, tail_events: int) -> None:
     if tail_events:
         con.execute("INSERT INTO folded.scope_ids FROM touched() WHERE logical_id IS NOT NULL")
     kept = m.paths(data_dir, fold.RECEIPTS) if m.receipts_version == fold.receipts_version() else None
-    if tail_events or not kept:  # (else no row is computed: binding the view would cost every reader 20 ms)
+    if tail_events or not kept:  # (else none is computed: binding receipts_of would cost every reader 20 ms)
         con.execute(f"CREATE OR REPLACE VIEW main.receipts_live AS FROM receipts_of({kept is not None})")
     if not kept:
         con.execute("CREATE OR REPLACE VIEW receipts AS FROM main.receipts_live")
@@ -374,6 +374,8 @@ def _bind_receipts(con, data_dir, m: fold.Manifest, tail_events: int) -> None:
     if tail_events:  # (with no tail, nothing is computed live: the kept rows are all there is)
         parts.append("FROM main.receipts_live")
     con.execute("CREATE OR REPLACE VIEW receipts AS " + " UNION ALL ".join(parts))
+    if not tail_events:  # the same names in every connection, whatever the fold has done: none computed
+        con.execute("CREATE OR REPLACE VIEW main.receipts_live AS FROM receipts LIMIT 0")
     con.execute(f"SET VARIABLE {KEPT_ONLY} = {not tail_events}")
 
 

@@ -339,3 +339,20 @@ def test_kept_receipts_of_another_version_of_the_views_are_computed_again_by_the
     with db.connect(tmp_path) as con:
         assert con.execute(f"SELECT getvariable('{db.KEPT_ONLY}')").fetchone()[0] is True
         assert con.execute("SELECT * FROM receipts ORDER BY receipt_id").fetchall() == want
+
+
+def test_every_connection_offers_the_same_tables_and_views_whatever_the_fold_has_done(tmp_path):
+    """A user lists the tables in one command and reads them in the next: a fold in between (which leaves
+    nothing to compute) must not take a name away."""
+    def surface():
+        with db.connect(tmp_path) as con:
+            names = sorted(con.execute("SELECT table_schema, table_name FROM information_schema.tables").fetchall())
+            for schema, name in names:  # each one can be read
+                con.execute(f'SELECT count(*) FROM "{schema}"."{name}"').fetchone()
+            return names, con.execute("SELECT count(*) FROM main.receipts_live").fetchone()[0]
+
+    generate(tmp_path, 300, seed=10)
+    (before, live), _ = surface(), fold.fold(tmp_path)
+    after, live_after = surface()
+    assert ("main", "receipts_live") in before and live > 200
+    assert after == before and live_after == 0
