@@ -537,14 +537,17 @@ def merge_due(rows: list[int]) -> int:
     with files of its own size later: each row is written again about once per size class (log16 of
     the table's rows), not once per merge as when every small file was merged each time (which rewrote
     millions of rows every MERGE_AT folds of a recorder at full speed). The newest files only, so that the
-    merged file, the newest, is newer than every file it does not hold (the kept receipts rely on it)."""
+    merged file, the newest, is newer than every file it does not hold (the kept receipts rely on it).
+    A smaller file older than a file of class `c` counts as one of class `c`: files whose sizes straddle a
+    class boundary (256 rows, say) break every run of the smaller class, and would stay unmerged until
+    MERGE_AT files of the bigger class came (31 files of a table, after a fold of a long backlog)."""
     for c in range(size_class(MERGE_ROWS) + 1):
         run = []  # the size classes of the newest files of class c or less, newest first
         for n in reversed(rows):
             if n >= MERGE_ROWS or size_class(n) > c:
                 break
             run.append(size_class(n))
-        if run.count(c) >= MERGE_AT:
+        if c in run and run.count(c) + sum(k < c for k in run[run.index(c) :]) >= MERGE_AT:
             return len(run)
     return 0
 

@@ -215,17 +215,18 @@ def test_queries_stay_correct_while_two_writers_write_and_the_fold_merges_and_re
     assert (tmp_path / "receipts.duckdb").exists()
 
 
-def replay_merges(file_rows: int, folds: int) -> tuple[float, int]:
-    """`folds` folds of `file_rows` rows each, merged as `fold._merge` merges them after each fold: the rows
-    the merges wrote per row folded, and the most files a table had."""
+def replay_merges(file_rows: int | list[int], folds: int = 0) -> tuple[float, int]:
+    """`folds` folds of `file_rows` rows each (or one fold per size listed), merged as `fold._merge` merges
+    them after each fold: the rows the merges wrote per row folded, and the most files a table had."""
+    sizes = file_rows if isinstance(file_rows, list) else [file_rows] * folds
     files, written, most = [], 0, 0
-    for _ in range(folds):
-        files.append(file_rows)
+    for rows in sizes:
+        files.append(rows)
         while n := fold.merge_due(files):
             written += sum(files[-n:])
             files[-n:] = [sum(files[-n:])]
         most = max(most, len(files))
-    return written / (file_rows * folds), most
+    return written / sum(sizes), most
 
 
 def test_merges_write_each_row_again_a_few_times_not_once_per_merge():
@@ -237,7 +238,15 @@ def test_merges_write_each_row_again_a_few_times_not_once_per_merge():
         again, most = replay_merges(file_rows, folds)
         assert again <= 5.5, (file_rows, again)
         assert most <= 3 * fold.MERGE_AT, (file_rows, most)
+    rng = random.Random(11)
+    for low, high, folds in ((200, 300, 5000), (3000, 5000, 1500), (1, 40, 10000)):  # sizes about a class boundary
+        again, most = replay_merges([rng.randint(low, high) for _ in range(folds)])
+        assert again <= 5.5 and most <= 4 * fold.MERGE_AT, (low, high, again, most)
     assert fold.merge_due([78_000] * 31) == 31, "a migration's files are merged into one"
+    straddling = [230] * 19 + [263] + [240] * 8 + [258, 237, 54]  # (a 1M-call backlog's `errors`: classes 1 and 2)
+    assert fold.merge_due(straddling) == 31, "files about a class boundary are merged all the same"
+    assert fold.merge_due([230] * 3 + [263] + [240] * 3) == 0, "fewer than MERGE_AT, counting the older ones"
+    assert fold.merge_due([263] + [240] * (fold.MERGE_AT - 1)) == 0, "newer small files wait for their own class"
     assert fold.merge_due([fold.MERGE_ROWS] + [10] * (fold.MERGE_AT - 1)) == 0
     assert fold.merge_due([5_000_000] + [10] * fold.MERGE_AT) == fold.MERGE_AT, "big files are left alone"
 
