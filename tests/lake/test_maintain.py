@@ -3,6 +3,7 @@ objects a killed shipper left (uploaded, never committed), while a shipper keeps
 gives the same rows after it. Credentials may come from a private secrets file instead of the variables."""
 import os
 import subprocess
+from unittest import mock
 
 from support.proc import BIN, ROOT, wait_for
 
@@ -13,8 +14,8 @@ def objects_and_files(lake) -> tuple[set, set]:
     """The objects under the lake's data path, and the files its catalog names."""
     from receipts.storage import lake as lk
 
-    os.environ.update(lake.s3.env())
-    con = lk.open_lake(lake.url, read_only=True)
+    with mock.patch.dict(os.environ, lake.s3.env()):  # (for this connection only: the variables are restored)
+        con = lk.open_lake(lake.url, read_only=True)
     try:
         objects = {r[0] for r in con.execute(f"SELECT file FROM glob('{lake.path}**/*.parquet')").fetchall()}
         named = set()
