@@ -547,7 +547,8 @@ def merge_due(rows: list[int]) -> int:
             if n >= MERGE_ROWS or size_class(n) > c:
                 break
             run.append(size_class(n))
-        if c in run and run.count(c) + sum(k < c for k in run[run.index(c) :]) >= MERGE_AT:
+        # (the files from the newest one of class c back: those of class c, and the smaller older ones)
+        if c in run and len(run) - run.index(c) >= MERGE_AT:
             return len(run)
     return 0
 
