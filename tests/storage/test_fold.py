@@ -98,7 +98,7 @@ def test_money_stays_exact_in_pandas_and_polars(tmp_path):
 
 
 def test_a_journal_from_before_the_fold_is_migrated_once_with_progress(tmp_path, monkeypatch):
-    monkeypatch.setattr(fold, "BATCH_BYTES", 50_000)  # several steps, so progress is shown
+    monkeypatch.setattr(fold, "BATCH_BYTES", 1_000_000)  # several steps, so progress is shown
     generate(tmp_path, 2000, seed=5)
     want = counts(tmp_path)
     # an old compaction interrupted in its grace period: a segment also held by its Parquet file
