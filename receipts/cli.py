@@ -49,7 +49,7 @@ def _source(args):
     return _existing_data_dir(args)
 
 
-def _connect(args, views: bool = True):
+def _connect(args, views: bool | str = True):
     from receipts.storage import db, fold
 
     source = _source(args)
@@ -95,7 +95,7 @@ def cmd_sql(args) -> int:
 
     from receipts.storage import db, queries
 
-    con = _connect(args)
+    con = _connect(args, views=db.AT_LEAST_RECEIPTS if db.reads_receipts_alone(args.query) else True)
     try:
         statement = db.check_read_only(con, args.query)
         cols, rows = queries.rows(con, statement)
@@ -113,10 +113,10 @@ def cmd_sql(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from receipts.storage import queries
+    from receipts.storage import db, queries
 
-    con = _connect(args, views=False)
-    out = queries.found(con, args.id)  # (computes its receipts from the tables alone)
+    con = _connect(args, views=db.KEPT_RECEIPTS)
+    out = queries.found(con, args.id)  # (kept rows, or computed from the tables alone)
     if not out:  # the beginning of an id, as `list` shortens them
         starting = queries.by_prefix(con, args.id)
         if len(starting) > 1:

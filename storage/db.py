@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -84,6 +85,29 @@ class QueryRejected(ValueError):
 
 def views_sql() -> str:
     return resources.files(__package__).joinpath("views.sql").read_text()
+
+
+# What `connect()` / `bind()` define besides the tables (`views`): True, every view; False, none; or
+AT_LEAST_RECEIPTS = "receipts"  # `receipts`, and only it when it reads the kept rows alone, else every view
+KEPT_RECEIPTS = "kept"  # `receipts` when it reads the kept rows alone, else none
+# (binding views.sql, which DuckDB does view by view as it creates them, is most of a connection's time)
+_CATALOG = ("duckdb_", "information_schema", "pg_", "sqlite_", "pragma_")  # what lists a connection's names
+
+
+@functools.cache
+def view_names() -> frozenset[str]:
+    """The names of the views and macros of storage/views.sql, lowercase."""
+    found = re.findall(r"\bCREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP\s+)?(?:VIEW|MACRO)\s+(\w+)", views_sql(), re.I)
+    return frozenset(n.lower() for n in found)
+
+
+def reads_receipts_alone(sql: str) -> bool:
+    """Whether the query names `receipts` and nothing else that a connection defines besides the tables:
+    no view or macro of views.sql, no listing of the catalog. Such a query needs no more than
+    AT_LEAST_RECEIPTS. Only DuckDB's tokens are read (binding the query here, outside the sandbox, would
+    open what it names): a word that might be such a name is a no, and every view is bound."""
+    words = {text.lower() for _, text in _words(sql)}
+    return "receipts" in words and not words & view_names() and not any(w.startswith(_CATALOG) for w in words)
 
 
 def _prepare(data_dir: str | os.PathLike) -> None:
@@ -165,7 +189,7 @@ class Lake:
 def connect(
     data_dir: str | os.PathLike | Lake,
     *,
-    views: bool = True,
+    views: bool | str = True,
     journal: bool = True,
     write=(),
     settings: dict | None = None,
@@ -174,7 +198,8 @@ def connect(
 
     Every query of the connection sees the same moment (`bind`): the fold's tables as its manifest names
     them, plus the tail it does not hold yet, folded here once. Without `views`, only the tables
-    (schema `folded`; what a program that reads them alone needs).
+    (schema `folded`; what a program that reads them alone needs); with AT_LEAST_RECEIPTS or
+    KEPT_RECEIPTS, fewer views when the kept receipts are all there is (`bind()`).
 
     The connection can open files under the journal and the tables only; with `journal=False` under the
     tables only (`receipts sql`). `write` names the files it may also write (an export's output).
@@ -202,11 +227,15 @@ def connect(
         raise
 
 
-def connect_lake(url: str, *, views: bool = True, write=(), settings: dict | None = None) -> duckdb.DuckDBPyConnection:
+def connect_lake(
+    url: str, *, views: bool | str = True, write=(), settings: dict | None = None
+) -> duckdb.DuckDBPyConnection:
     """As `connect()`, over a lake (storage/lake.py) instead of a data directory: the catalog attached
-    read-only, the same views over its tables, sandboxed to the lake's data path (and `write`)."""
+    read-only, the same views over its tables, sandboxed to the lake's data path (and `write`). A lake's
+    `receipts` always computes the rows shipped since its last keep: KEPT_RECEIPTS binds no view."""
     from . import lake
 
+    views = views is True or views == AT_LEAST_RECEIPTS
     con = lake.open_lake(url, read_only=True)
     try:
         con.execute(f"SET temp_directory = {_lit(spill_dir())}")
@@ -267,13 +296,16 @@ def bind(
     con: duckdb.DuckDBPyConnection,
     data_dir: str | os.PathLike,
     *,
-    views: bool = True,
+    views: bool | str = True,
     manifest: fold.Manifest | None = None,
     tail: fold.Tail | None = None,
     tries: int = 5,
 ) -> int:
     """Define in `con` the tables (`folded.<table>`: their Parquet files, then their rows of the tail,
     folded here into `folded.tail_<table>`) and, with `views`, the views over them, `receipts` included.
+    When nothing is computed (no tail; the kept receipts are of this views.sql), `receipts` is the kept
+    rows and needs no other view: AT_LEAST_RECEIPTS and KEPT_RECEIPTS then define it alone. Otherwise
+    AT_LEAST_RECEIPTS defines every view, and KEPT_RECEIPTS none.
 
     The manifest is read again after the tail: if a fold committed meanwhile, everything is bound again
     (a folded segment may be emptied). The fold binds its own step as the tail of the manifest it is about
@@ -306,8 +338,7 @@ def bind(
     n = cast(tuple, con.execute("SELECT count(*) FROM folded.tail").fetchone())[0]  # count(*): one row
     con.execute("CREATE OR REPLACE TABLE folded.scope_ids (logical_id VARCHAR)")
     if views:
-        _define_views(con)
-        _bind_receipts(con, data_dir, m, n)
+        _bind_receipts(con, data_dir, m, n, views)
     return n
 
 
@@ -329,18 +360,24 @@ def kept_only(con: duckdb.DuckDBPyConnection) -> bool:
     return bool(cast(tuple, con.execute(f"SELECT getvariable('{KEPT_ONLY}')").fetchone())[0])
 
 
-def _bind_receipts(con, data_dir, m: fold.Manifest, tail_events: int) -> None:
+def _bind_receipts(con, data_dir, m: fold.Manifest, tail_events: int, views: bool | str = True) -> None:
     """`receipts`: the rows the fold keeps (the newest of each), except those of the logical calls the tail
     touched, which each query computes (`main.receipts_live`: a view, so a query that reads no receipt
     pays nothing; it is empty when nothing is computed). Kept rows of another version of views.sql
     are not used: everything is computed here until the fold has kept them again.
     The variable `receipts_kept_only` says whether `receipts` only reads kept rows (no row computed when
-    it is read): what a reader that reads it many times needs to know (storage/audit.py)."""
+    it is read): what a reader that reads it many times needs to know (storage/audit.py).
+    The views of views.sql are defined first, as `views` (`bind()`) says."""
     con.execute(f"SET VARIABLE {KEPT_ONLY} = false")
+    kept = m.paths(data_dir, fold.RECEIPTS) if m.receipts_version == fold.receipts_version() else None
+    computes = bool(tail_events) or not kept  # (else none is computed: the kept rows are all there is)
+    if computes and views == KEPT_RECEIPTS:
+        return
+    if computes or views is True:
+        _define_views(con)
     if tail_events:
         con.execute("INSERT INTO folded.scope_ids FROM touched() WHERE logical_id IS NOT NULL")
-    kept = m.paths(data_dir, fold.RECEIPTS) if m.receipts_version == fold.receipts_version() else None
-    if tail_events or not kept:  # (else none is computed: binding receipts_of would cost every reader 20 ms)
+    if computes:  # (binding receipts_of would cost every reader 20 ms)
         con.execute(f"CREATE OR REPLACE VIEW main.receipts_live AS FROM receipts_of({kept is not None})")
     if not kept:
         con.execute("CREATE OR REPLACE VIEW receipts AS FROM main.receipts_live")

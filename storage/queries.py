@@ -12,6 +12,8 @@ over a large journal). Instead:
 2. `computed()`: the views of storage/views.sql run, unchanged, in a scratch in-memory database attached to
    the connection, over copies of only the folded rows those calls need (their attempts, and every call of
    an OpenGradient session they are in: a member's row counts the session's calls);
+   Where `receipts` reads the rows the fold kept and computes none (no tail), a call's row is read from
+   it instead, and the scratch computes only the details;
 3. the receipts kept are those whose `ids` hold the id, exactly as `SELECT * FROM receipts WHERE
    list_contains(ids, lower(trim(id)))` (`FIND`) would select them.
 A receipt page of `receipts serve` (`one_receipt()`) reads the receipt's row from the snapshot's `receipts`
@@ -27,7 +29,7 @@ from typing import cast
 
 import duckdb
 
-from .db import inline
+from .db import inline, kept_only
 
 FIND = "SELECT * FROM receipts WHERE list_contains(ids, lower(trim($id)))"
 
@@ -100,13 +102,22 @@ def candidates(con: duckdb.DuckDBPyConnection, ident: str, prefix: bool = False)
 
 def computed(con: duckdb.DuckDBPyConnection, logical_ids: list[str]) -> list[tuple[dict, dict]]:
     """(receipt row, details) of each of these logical calls that exists, oldest first: the views of
-    storage/views.sql, unchanged, over copies of only the folded rows they read (`scratch()`)."""
+    storage/views.sql, unchanged, over copies of only the folded rows they read (`scratch()`). Where
+    `receipts` reads the kept rows alone (`db.kept_only`), the rows are read from it (one row group
+    each), and only the details are computed."""
+    if not logical_ids:
+        return []
+    if kept_only(con):
+        where, params = _one_of("receipt_id", "l", logical_ids)
+        return _with_details(
+            con, dicts(con, f"SELECT * FROM receipts WHERE {where} ORDER BY first_seen, receipt_id", params)
+        )
     with scratch(con, logical_ids) as cur:
         if cur is None:
             return []
         found = dicts(
             cur,
-            "SELECT * FROM receipts WHERE list_contains($l, receipt_id) ORDER BY first_seen, receipt_id",
+            "SELECT * FROM receipts_of(false) WHERE list_contains($l, receipt_id) ORDER BY first_seen, receipt_id",
             {"l": sorted(set(logical_ids))},
         )
         return [(row, details(cur, row["receipt_id"])) for row in found]
@@ -115,7 +126,7 @@ def computed(con: duckdb.DuckDBPyConnection, logical_ids: list[str]) -> list[tup
 @contextlib.contextmanager
 def scratch(con: duckdb.DuckDBPyConnection, logical_ids: list[str], pool: list[str] | None = None):
     """A cursor of `con` whose default database is a scratch in-memory database holding the views of
-    storage/views.sql (and `receipts`, computed) over copies of only the folded rows they read for these
+    storage/views.sql over copies of only the folded rows they read for these
     logical calls: their attempts and, for a call in an OpenGradient session, every attempt of the session
     (a member's row counts its calls). None (no cursor) if none of the calls was recorded.
 
@@ -169,9 +180,8 @@ def _new_scratch(cur: duckdb.DuckDBPyConnection, home: str) -> str:
     for table in ("requests", "responses", "stream_ends", "errors", "checks"):  # (views.sql's `touched`)
         cur.execute(f"CREATE TABLE {name}.folded.tail_{table} AS FROM {home}.folded.{table} LIMIT 0")
     cur.execute(f"USE {name}")
-    try:
+    try:  # (no `receipts`: computed() reads receipts_of(false), the scratch holding only its rows)
         cur.execute(views_sql())
-        cur.execute("CREATE VIEW receipts AS FROM receipts_of(false)")  # (the scratch holds only its rows)
     finally:
         cur.execute(f"USE {home}")
     return name
@@ -277,10 +287,17 @@ def one_receipt(
     `receipts serve`), and its details computed over only its rows (`scratch()`, from `pool`); None if
     there is none."""
     rows = dicts(con, "SELECT * FROM receipts WHERE receipt_id = $id", {"id": receipt_id})
+    return _with_details(con, rows, pool)[0] if rows else None
+
+
+def _with_details(
+    con: duckdb.DuckDBPyConnection, rows: list[dict], pool: list[str] | None = None
+) -> list[tuple[dict, dict]]:
+    """Each receipt row with its details, computed over only its rows (`scratch()`, from `pool`)."""
     if not rows:
-        return None
-    with scratch(con, [receipt_id], pool) as cur:
-        return rows[0], (details(cur, receipt_id) if cur is not None else {name: [] for name in DETAILS})
+        return []
+    with scratch(con, [r["receipt_id"] for r in rows], pool) as cur:
+        return [(r, details(cur, r["receipt_id"]) if cur is not None else {name: [] for name in DETAILS}) for r in rows]
 
 
 def receipt(con: duckdb.DuckDBPyConnection, receipt_id: str) -> tuple[dict, dict] | None:

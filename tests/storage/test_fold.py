@@ -10,6 +10,7 @@ import threading
 import time
 
 import orjson
+import pytest
 
 from receipts.storage import db, fold
 from receipts.storage.journal import Journal
@@ -366,3 +367,43 @@ def test_every_connection_offers_the_same_tables_and_views_whatever_the_fold_has
     after, live_after = surface()  # (all kept: none computed)
     assert ("main", "receipts_live") in before and live > 200
     assert after == before and live_after == 0
+
+
+def test_a_query_of_receipts_alone_binds_no_other_view_when_nothing_is_computed(tmp_path):
+    """`receipts sql` over `receipts` alone (db.reads_receipts_alone) connects with AT_LEAST_RECEIPTS: with
+    no tail it reads the kept rows without binding views.sql, and gets what a connection with every view
+    gets; with a tail, or for a scratch `receipts show` (KEPT_RECEIPTS), it falls back as bind() says."""
+    generate(tmp_path, 300, seed=12)
+
+    def defined(con, name):
+        return bool(con.execute("SELECT count(*) FROM duckdb_views() WHERE schema_name = 'main' AND view_name = $n", {"n": name}).fetchone()[0])
+
+    with db.connect(tmp_path, views=db.AT_LEAST_RECEIPTS) as con:  # a tail: every view
+        assert not db.kept_only(con) and defined(con, "calls") and defined(con, "receipts")
+    with db.connect(tmp_path, views=db.KEPT_RECEIPTS) as con:  # a tail: none
+        assert not db.kept_only(con) and not defined(con, "calls") and not defined(con, "receipts")
+    fold.fold(tmp_path)
+    with db.connect(tmp_path) as con:
+        want = con.execute("SELECT * FROM receipts ORDER BY receipt_id").fetchall()
+    assert len(want) > 200
+    for views in (db.AT_LEAST_RECEIPTS, db.KEPT_RECEIPTS):
+        with db.connect(tmp_path, views=views) as con:
+            assert db.kept_only(con) and not defined(con, "calls") and not defined(con, "events"), views
+            assert con.execute("SELECT * FROM receipts ORDER BY receipt_id").fetchall() == want, views
+            assert con.execute("SELECT count(*) FROM main.receipts_live").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("query, alone", [
+    ("SELECT count(*) FROM receipts", True),
+    ("select app_name, sum(amount) from main.receipts group by all", True),
+    ("DESCRIBE receipts", True),
+    ("SELECT * FROM receipts JOIN calls USING (logical_id)", False),  # a view of views.sql
+    ("SELECT decimal_text(amount, decimals) FROM receipts", False),  # a macro of views.sql
+    ("SELECT * FROM receipts_of(false)", False),
+    ("SELECT * FROM receipts, duckdb_views()", False),  # a listing of the catalog
+    ("SELECT * FROM information_schema.tables WHERE table_name = 'receipts'", False),
+    ("SHOW TABLES", False),
+    ("SELECT 1", False),
+])
+def test_which_queries_read_receipts_alone(query, alone):
+    assert db.reads_receipts_alone(query) is alone

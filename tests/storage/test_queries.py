@@ -92,3 +92,19 @@ def test_receipt_pages_from_a_pool_of_scratch_databases_equal_the_views(data):
             assert document(row, details) == document(plain, plain_details), receipt_id
             assert len(pool) == 1, "one scratch database, used again"
         assert queries.one_receipt(con, "no-such-receipt", pool) is None
+
+
+def test_a_kept_row_is_the_row_the_scratch_computes(data):
+    """`receipts show` connects with KEPT_RECEIPTS: where `receipts` is the rows the fold kept, a call's row
+    is read from them (no view but `receipts` is bound), and only its details are computed. The scratch
+    computes the same rows and details from the calls' own rows."""
+    with db.connect(data, journal=False, views=db.KEPT_RECEIPTS) as con:
+        assert db.kept_only(con) is (data.parent.name.startswith("folded"))  # (the tail: nothing kept)
+        ids = [r[0] for r in con.execute("""
+            (SELECT logical_id FROM folded.requests WHERE upto_session IS NOT NULL ORDER BY hash(logical_id) LIMIT 5)
+            UNION (SELECT logical_id FROM folded.requests ORDER BY hash(logical_id) LIMIT 60)""").fetchall()]
+        got = queries.computed(con, ids)
+        con.execute(f"SET VARIABLE {db.KEPT_ONLY} = false")  # (so that the scratch computes every row)
+        want = queries.computed(con, ids)
+    assert len(want) > 40
+    assert [document(*x) for x in got] == [document(*x) for x in want]
