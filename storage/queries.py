@@ -178,7 +178,7 @@ def _new_scratch(cur: duckdb.DuckDBPyConnection, home: str) -> str:
         cur.execute(f"CREATE TABLE {name}.folded.{table} AS FROM {home}.folded.{table} LIMIT 0")
     cur.execute(f"CREATE TABLE {name}.folded.scope_ids (logical_id VARCHAR)")
     for table in ("requests", "responses", "stream_ends", "errors", "checks"):  # (views.sql's `touched`)
-        cur.execute(f"CREATE TABLE {name}.folded.tail_{table} AS FROM {home}.folded.{table} LIMIT 0")
+        cur.execute(f"CREATE TABLE {name}.folded.tail_{table} AS FROM {name}.folded.{table} LIMIT 0")
     cur.execute(f"USE {name}")
     try:  # (no `receipts`: computed() reads receipts_of(false), the scratch holding only its rows)
         cur.execute(views_sql())
