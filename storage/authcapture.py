@@ -10,8 +10,6 @@ escrow event). Pure; none raises (callers catch).
 
 from __future__ import annotations
 
-from eth_hash.auto import keccak
-
 ESCROWS = (
     "0xf96815976523e00e65be8f34ca5e64b4f41eb19c",  # v1.1 (the npm client's default)
     "0xbdea0d1bcc5966192b070fdf62ab4ef5b4420cff",
@@ -22,11 +20,16 @@ PAYMENT_INFO = (
     b"uint16 maxFeeBps,address feeReceiver,uint256 salt)"
 )
 ZERO = "0x" + "00" * 20
-# the escrow's events of a payment after its authorization (topic 1: the payment's id)
-CAPTURED = "0x" + keccak(b"PaymentCaptured(bytes32,uint256,uint256,address)").hex()
-VOIDED = "0x" + keccak(b"PaymentVoided(bytes32,uint256)").hex()
-RECLAIMED = "0x" + keccak(b"PaymentReclaimed(bytes32,uint256)").hex()
-REFUNDED = "0x" + keccak(b"PaymentRefunded(bytes32,uint256,address)").hex()
+# The escrow's events of a payment after its authorization (topic 1: the payment's id), by topic 0: the
+# keccak256 of each event's signature, written out (computing them at import loaded a keccak backend,
+# 50 ms of every `receipts verify`; tests/storage/test_authcapture.py computes them again).
+EVENTS = {
+    "PaymentCaptured(bytes32,uint256,uint256,address)": "0xac1e0db1957daedbc6944bcb4c8dc947ff8101d710671ac2ec26309f7f38d58e",
+    "PaymentVoided(bytes32,uint256)": "0xcadce8c3acb008e3e1c64ca7f60d22a3c87069183182b7dbb9e4d8cfb3a15842",
+    "PaymentReclaimed(bytes32,uint256)": "0x78e1d723d17e13b7f40eeab9bf6dd9148a630bafde4203ab7bb5fca983516d17",
+    "PaymentRefunded(bytes32,uint256,address)": "0x1bf415371b303ca6b8bbb4ce479b177cba5ad15dbe0c9a7750a588aa6bcd25b2",
+}
+CAPTURED, VOIDED, RECLAIMED, REFUNDED = EVENTS.values()
 AFTER = {CAPTURED: "captured", VOIDED: "voided", RECLAIMED: "reclaimed", REFUNDED: "refunded"}
 
 
@@ -59,6 +62,8 @@ def payment_info(accepted: dict, payload: dict) -> list:
 def payment_id(chain: int, escrow: str, info: list, payer_agnostic: bool = False) -> str:
     """The escrow's hash of a PaymentInfo (`getHash`): with the payer, the payment's id; without
     (`payer_agnostic`), the nonce the payer signs."""
+    from eth_hash.auto import keccak  # (here: loading its backend is 50 ms that a verify pass rarely needs)
+
     fields = [ZERO if payer_agnostic and i == 1 else v for i, v in enumerate(info)]
     struct = keccak(keccak(PAYMENT_INFO) + b"".join(_word(v) for v in fields))
     return "0x" + keccak(_word(chain) + _word(escrow) + struct).hex()
