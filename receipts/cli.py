@@ -142,9 +142,10 @@ def cmd_show(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from receipts.storage import queries
+    from receipts.storage import db, queries
 
-    items = queries.list_receipts(_connect(args), args.status, _since(args), args.limit)
+    con = _connect(args, views=db.AT_LEAST_RECEIPTS)  # (list_receipts reads `receipts` alone)
+    items = queries.list_receipts(con, args.status, _since(args), args.limit)
     if args.json:
         print(render.to_json([render.jsonable(x) for x in items]))
     else:

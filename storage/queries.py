@@ -11,9 +11,9 @@ over a large journal). Instead:
    sorted by id: one row group of each file is read) and, for a receipt or logical id, in `requests`;
 2. `computed()`: the views of storage/views.sql run, unchanged, in a scratch in-memory database attached to
    the connection, over copies of only the folded rows those calls need (their attempts, and every call of
-   an OpenGradient session they are in: a member's row counts the session's calls);
-   Where `receipts` reads the rows the fold kept and computes none (no tail), a call's row is read from
-   it instead, and the scratch computes only the details;
+   an OpenGradient session they are in: a member's row counts the session's calls). Where `receipts`
+   reads the rows the fold kept and computes none (no tail), a call's row is read from it instead, and
+   the scratch computes only the details;
 3. the receipts kept are those whose `ids` hold the id, exactly as `SELECT * FROM receipts WHERE
    list_contains(ids, lower(trim(id)))` (`FIND`) would select them.
 A receipt page of `receipts serve` (`one_receipt()`) reads the receipt's row from the snapshot's `receipts`
@@ -126,9 +126,9 @@ def computed(con: duckdb.DuckDBPyConnection, logical_ids: list[str]) -> list[tup
 @contextlib.contextmanager
 def scratch(con: duckdb.DuckDBPyConnection, logical_ids: list[str], pool: list[str] | None = None):
     """A cursor of `con` whose default database is a scratch in-memory database holding the views of
-    storage/views.sql over copies of only the folded rows they read for these
-    logical calls: their attempts and, for a call in an OpenGradient session, every attempt of the session
-    (a member's row counts its calls). None (no cursor) if none of the calls was recorded.
+    storage/views.sql over copies of only the folded rows they read for these logical calls: their
+    attempts and, for a call in an OpenGradient session, every attempt of the session (a member's row
+    counts its calls). None (no cursor) if none of the calls was recorded.
 
     The scratch database is attached for the time of the `with`, or taken from `pool` (the names of
     scratch databases of `con` kept between uses: `receipts serve`'s snapshot) and emptied back into it."""
@@ -318,7 +318,8 @@ LIST_COLUMNS = (
 def list_receipts(
     con: duckdb.DuckDBPyConnection, status: str | None = None, since: datetime | None = None, limit: int = 50
 ) -> list[dict]:
-    """`receipts list`: newest first, with the filters of the web page's list (`serve_where()`)."""
+    """`receipts list`: newest first, with the filters of the web page's list (`serve_where()`); reads
+    `receipts` alone (so `receipts list` connects with db.AT_LEAST_RECEIPTS)."""
     where, params = serve_where({"status": status, "since": since})
     sql = f"SELECT {LIST_COLUMNS} FROM receipts WHERE {where} ORDER BY first_seen DESC, receipt_id DESC LIMIT $limit"
     return dicts(con, sql, {**params, "limit": limit})

@@ -12,7 +12,7 @@ import time
 import orjson
 import pytest
 
-from receipts.storage import db, fold
+from receipts.storage import db, fold, queries
 from receipts.storage.journal import Journal
 from receipts.storage.records import Event, uuid7
 from testbed.synthetic import generate
@@ -385,11 +385,13 @@ def test_a_query_of_receipts_alone_binds_no_other_view_when_nothing_is_computed(
     fold.fold(tmp_path)
     with db.connect(tmp_path) as con:
         want = con.execute("SELECT * FROM receipts ORDER BY receipt_id").fetchall()
+        listed = queries.list_receipts(con, limit=1000)
     assert len(want) > 200
     for views in (db.AT_LEAST_RECEIPTS, db.KEPT_RECEIPTS):
         with db.connect(tmp_path, views=views) as con:
             assert db.kept_only(con) and not defined(con, "calls") and not defined(con, "events"), views
             assert con.execute("SELECT * FROM receipts ORDER BY receipt_id").fetchall() == want, views
+            assert queries.list_receipts(con, limit=1000) == listed  # (`receipts list` connects so)
             assert con.execute("SELECT count(*) FROM main.receipts_live").fetchone()[0] == 0
 
 
