@@ -117,7 +117,10 @@ def test_a_removed_data_directory_refuses_paid_calls_until_it_is_back(proxy, pla
     cpu0, t0 = _cpu_seconds(proxy.proc.pid), time.monotonic()
     refused = [rawhttp.request(proxy.port, url, [(b"PAYMENT-SIGNATURE", payment()),
                                                  (b"X-Request-Id", f"gone-{i}".encode())], chat()) for i in range(10)]
-    assert all(a.status == 503 and a.headers["x-receipts-error"] == "journal-unavailable" for a in refused)
+    answers = [None if a is None else (a.status, a.headers.get("x-receipts-error")) for a in refused]
+    # (None: the connection closed without an answer. Seen once in CI, not reproduced in 37 runs under load:
+    # the proxy's last lines go with the failure, to say why)
+    assert answers == [(503, "journal-unavailable")] * 10, (answers, proxy.lines[-40:])
     assert not [s for s in server.seen_list() if s["headers"].get("x-request-id", "").startswith("gone-")], \
         "no refused paid request reached the upstream"
     free = rawhttp.request(proxy.port, f"{base}/v1/free/chat/completions", [], chat())
