@@ -365,16 +365,23 @@ class Recorder:
         return st.take_pending() + [Event("response", st.receipt_id, data, ts=time.time())]
 
     def _stream_end(self, flow: http.HTTPFlow, st: FlowState) -> list[Event]:
-        now = time.time()
+        event = self._streamed(flow, st)
         assert flow.response is not None  # (called from the response hook)
+        self.linker.outcome(
+            st.keys,
+            flow.response.status_code < 400 and bool(event.data.get("done")) and not event.data.get("challenge"),
+        )
+        return [event]
+
+    def _streamed(self, flow: http.HTTPFlow, st: FlowState) -> Event:
+        """The stream_end event of a streamed answer: what its tap saw pass, to its end or until it broke off."""
+        now = time.time()
+        assert flow.response is not None  # (the answer's headers came: its tap was set then)
         summary = X.streamed_summary(st.tap, _headers(flow.response))
         data = X.stream_end_data(summary, flow.request.timestamp_start, now, st.call, st.protocol)
         self.linker.remember_task(st.logical_id, (data.get("a2a") or {}).get("task_id"), now)
         self._annotate(flow, st, data, headers=False)
-        self.linker.outcome(
-            st.keys, flow.response.status_code < 400 and bool(data.get("done")) and not data.get("challenge")
-        )
-        return [Event("stream_end", st.receipt_id, data, ts=now)]
+        return Event("stream_end", st.receipt_id, data, ts=now)
 
     @_guarded
     def error(self, flow: http.HTTPFlow):
@@ -397,8 +404,14 @@ class Recorder:
             why = found if isinstance(found, str) else found.explain()
             data = {**X.error_data(f"tee_pin_{upstream['result']}", why, "tls"), "upstream": upstream}
             log.warning("receipts: refused upstream %s: %s", X.clean(flow.request.pretty_host), why)
-        self._annotate(flow, st, data, headers=False)
-        await self._write([Event("error", st.receipt_id, data, ts=time.time())], st)
+        if st.tap is not None and flow.response is not None:
+            # what the streamed answer carried before it broke off, then how it broke off (a client that hangs
+            # up once it has an MCP tool's result: the settlement in what it got is part of the receipt)
+            events = [self._streamed(flow, st)]
+        else:
+            self._annotate(flow, st, data, headers=False)
+            events = []
+        await self._write([*events, Event("error", st.receipt_id, data, ts=time.time())], st)
 
     def tls_failed_client(self, data) -> None:
         """A client refused our certificate (often: it pins its server's): keep a trace of it."""

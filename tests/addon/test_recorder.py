@@ -146,3 +146,41 @@ def test_an_internal_error_before_the_record_refuses_every_kind_of_paid_request(
         hook(rec.request(g))
         assert g.response is not None and g.response.status_code == 503, "a paid request is never forwarded"
     rec.done()
+
+
+def test_a_streamed_answer_that_breaks_off_keeps_what_it_carried(tmp_path):
+    """A client that hangs up as soon as it has an MCP tool's result (the `mcp` SDK's client did, under load in
+    CI): the settlement in the event stream it got is the receipt's, and the exchange says how it ended."""
+    import orjson
+    from mitmproxy import flow as mflow
+
+    from support import x402_wire as W
+
+    tx, payer = W.random_tx_hash(), W.random_address()
+    challenge = W.challenge_v2("0x" + "2" * 40, "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", 10_000)
+    payment = W.payment_v2_eip3009(challenge["accepts"][0], payer, 10_000, W.random_nonce_hex(), 0, 2**40,
+                                   W.random_signature())
+    result = {"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": "sunny"}], "_meta": {
+        "x402/payment-response": W.settlement(tx, payer, "eip155:8453", amount="10000")}}}
+    rec = Recorder()
+    with taddons.context(rec) as tctx:
+        tctx.configure(rec, receipts_data=str(tmp_path), receipts_seal_interval="0.01")
+        f = tflow.tflow(resp=tutils.tresp(status_code=200, content=b""))
+        f.request.path = "/mcp"
+        f.request.headers["mcp-protocol-version"] = "2025-06-18"
+        f.request.content = orjson.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+            "name": "weather", "arguments": {}, "_meta": {"x402/payment": payment}}})
+        hook(rec.requestheaders(f))
+        hook(rec.request(f))
+        f.response.headers["content-type"] = "text/event-stream"
+        hook(rec.responseheaders(f))
+        assert callable(f.response.stream), "the answer streams through the recorder's tap"
+        f.response.stream(b"event: message\ndata: " + orjson.dumps(result) + b"\n\n")
+        f.error = mflow.Error("Client disconnected.")
+        hook(rec.error(f))
+    rec.done()
+    with db.connect(tmp_path) as con:
+        call = con.execute("SELECT error, stream FROM calls").fetchone()
+        receipt = con.execute("SELECT payment_hash, payer, settlement_success FROM receipts").fetchone()
+    assert call == ("client_disconnected: Client disconnected.", True)
+    assert receipt == (tx, payer, True)

@@ -47,7 +47,14 @@ def calls(stack, proxy):
     made["failed"] = stack.call_tool("chat", {"prompt": "refused"}, fail_settle=True, proxy=proxy.url, verify=proxy.ca)
     for mode in ("sse", "json"):
         assert made[mode].payment_made and made[mode].tx_hash, made[mode]
-    wait_for(lambda: all(receipt_of(proxy, made[m].tx_hash) for m in ("sse", "json")) or None, timeout=20)
+    try:
+        wait_for(lambda: all(receipt_of(proxy, made[m].tx_hash) for m in ("sse", "json")) or None, timeout=20)
+    except AssertionError as exc:  # what was recorded instead, to tell a slow recorder from a lost field
+        seen = sql(proxy, "SELECT c.receipt_id, c.logical_id, c.rpc_method, c.status, c.stream, c.error, s.tx_hash "
+                          "FROM calls c LEFT JOIN settlements s USING (receipt_id) ORDER BY c.started_at")
+        kept = sql(proxy, "SELECT receipt_id, mcp_tool, proof_status, payment_hash FROM receipts")
+        raise AssertionError(f"{exc}: txs {[made[m].tx_hash for m in ('sse', 'json')]}; calls {seen}; "
+                             f"receipts {kept}; proxy {proxy.lines[-30:]}") from None
     return made
 
 
