@@ -3,7 +3,8 @@
 -- Parameters of the sections: $since (TIMESTAMP, UTC, or NULL) and $app (an app_name, or NULL).
 --
 -- The audit reads no journal and folds nothing itself: it queries the views of storage/views.sql (calls,
--- receipts, payments, settlements, challenges, checks) and folded.errors. `receipts` gives, per logical
+-- receipts, checks), their payments and settlements by exchange (payment_rows(), settlement_rows(): the
+-- exchange's logical id is in audit_calls already), and folded.errors. `receipts` gives, per logical
 -- call, the offer its payment answers (max_amount_required …), its settlement transactions, the largest
 -- amount settled, the latest settlement check and when the proof status was reached.
 
@@ -38,7 +39,7 @@ WITH opener AS (
     SELECT c.session_id, arg_min({'network': p.network, 'payer': p.payer, 'pay_to': p.pay_to, 'asset': p.asset,
                                   'amount': p.amount, 'decimals': p.decimals, 'symbol': p.symbol,
                                   'deadline': coalesce(p.deadline, p.valid_before)}, p.sent_at) AS p
-    FROM audit_calls c JOIN payments p USING (receipt_id) WHERE c.session_id IS NOT NULL GROUP BY c.session_id
+    FROM audit_calls c JOIN payment_rows() p USING (receipt_id) WHERE c.session_id IS NOT NULL GROUP BY c.session_id
 ), span AS (
     SELECT session_id, count(*) FILTER (WHERE status < 400) AS calls
     FROM audit_calls WHERE session_id IS NOT NULL GROUP BY session_id
@@ -63,14 +64,14 @@ WHERE session_id IS NOT NULL GROUP BY session_id;
 -- A settlement the verifier found failed (reverted, wrong logs) moved no money and is not counted.
 CREATE OR REPLACE TEMP TABLE audit_charges AS
 WITH x402 AS (  -- each distinct settlement tx a server reported for a logical call, with its own attempt's payment
-    SELECT DISTINCT ON (s.logical_id, tx_key(s.tx_hash)) s.logical_id, tx_key(s.tx_hash) AS tx_hash, p.network,
+    SELECT DISTINCT ON (c.logical_id, tx_key(s.tx_hash)) c.logical_id, tx_key(s.tx_hash) AS tx_hash, p.network,
            p.asset, p.symbol, p.decimals, p.pay_to, p.payer,
            coalesce(s.amount, fixed_amount(p.scheme, p.amount)) AS amount
-    FROM settlements s
+    FROM settlement_rows() s
     JOIN audit_calls c USING (receipt_id)
-    LEFT JOIN payments p USING (receipt_id)
+    LEFT JOIN payment_rows() p USING (receipt_id)
     WHERE s.tx_hash IS NOT NULL AND c.session_id IS NULL
-    ORDER BY s.logical_id, tx_key(s.tx_hash), s.seen_at DESC
+    ORDER BY c.logical_id, tx_key(s.tx_hash), s.seen_at DESC
 )
 SELECT r.logical_id AS key, 'x402' AS kind, r.app_name, r.first_seen, x.network, x.asset, x.symbol, x.decimals,
        x.pay_to, x.payer, x.tx_hash AS tx, x.amount,

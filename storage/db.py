@@ -278,7 +278,7 @@ def bind_lake(con: duckdb.DuckDBPyConnection, *, views: bool = True, kept: bool 
         con.execute("CREATE OR REPLACE VIEW main.receipts_live AS FROM receipts_of(false)")
         con.execute("CREATE OR REPLACE VIEW receipts AS FROM main.receipts_live")
         return at
-    con.execute("INSERT INTO folded.scope_ids FROM touched() WHERE logical_id IS NOT NULL")
+    scope(con, "FROM touched()")
     con.execute("CREATE OR REPLACE VIEW main.receipts_live AS FROM receipts_of(true)")
     kept_rows = f"FROM lake.{lake.KEPT} AT (VERSION => {int(at)})"
     scoped = cast(tuple, con.execute("SELECT count(*) FROM folded.scope_ids").fetchone())[0]  # count(*): one row
@@ -342,6 +342,16 @@ def bind(
     return n
 
 
+def scope(con: duckdb.DuckDBPyConnection, calls: str) -> None:
+    """Add to folded.scope_ids (the logical calls the scoped macros of views.sql compute) the logical ids that
+    the query `calls` gives, with every call of their sessions (`session_mates()`)."""
+    con.execute(f"INSERT INTO folded.scope_ids SELECT DISTINCT logical_id FROM ({calls}) WHERE logical_id IS NOT NULL")
+    con.execute(
+        "INSERT INTO folded.scope_ids SELECT logical_id FROM session_mates() WHERE logical_id IS NOT NULL "
+        "EXCEPT SELECT logical_id FROM folded.scope_ids"
+    )
+
+
 def _define_views(con: duckdb.DuckDBPyConnection) -> None:
     """The macros and views of storage/views.sql, once per connection (a fold binds each of its steps in
     the same one): they name `folded.<table>`, which each query binds anew, so they outlive a rebind."""
@@ -376,7 +386,7 @@ def _bind_receipts(con, data_dir, m: fold.Manifest, tail_events: int, views: boo
     if computes or views is True:
         _define_views(con)
     if tail_events:
-        con.execute("INSERT INTO folded.scope_ids FROM touched() WHERE logical_id IS NOT NULL")
+        scope(con, "FROM touched()")
     if computes:  # (binding receipts_of would cost every reader 20 ms)
         con.execute(f"CREATE OR REPLACE VIEW main.receipts_live AS FROM receipts_of({kept is not None})")
     if not kept:

@@ -330,7 +330,7 @@ def _fold_locked(data_dir, grace: float, progress) -> int:
         steps = [Tail([], [], journal_of(data_dir))]  # no new event, but the kept receipts are of another version
     with _connection() as con:
         for n, step in enumerate(steps, 1):
-            total += _bounded_step(con, data_dir, manifest, step)
+            total += _bounded_step(con, data_dir, manifest, step, progress)
             if progress and len(steps) > 1:
                 progress(f"folded {n}/{len(steps)} parts of the journal ({total:,} events)")
         changed = _retire(data_dir, manifest, grace)
@@ -363,7 +363,7 @@ def _steps(t: Tail):
             yield make(batch)
 
 
-def _fold_step(con, data_dir, manifest: Manifest, step: Tail) -> int:
+def _fold_step(con, data_dir, manifest: Manifest, step: Tail, progress=None) -> int:
     """Bind the step as the tail of the manifest (storage/db.py, as a reader does), write each table's rows
     of it and the receipts it changed to new files, then commit them in the manifest."""
     from . import db
@@ -375,16 +375,13 @@ def _fold_step(con, data_dir, manifest: Manifest, step: Tail) -> int:
         name = f"{gen:08d}-{uuid7()}.parquet"
         if _copy(con, f"FROM folded.tail_{table}", tables_dir(data_dir) / table / name, ORDER.get(table)):
             written.append((table, name))
-    fresh = manifest.receipts_version != receipts_version()
-    name = f"{gen:08d}-{uuid7()}.parquet"
-    computed = not db.kept_only(con) and _copy(
-        con, _exact("main.receipts_live", con), tables_dir(data_dir) / RECEIPTS / name
-    )
-    if computed or fresh:
-        if fresh:  # every receipt was computed again: the kept rows of the old version go
-            manifest.retired += [[f"{RECEIPTS}/{n}", time.time()] for n in manifest.files.pop(RECEIPTS, [])]
-            manifest.receipts_version = receipts_version()
-        if (tables_dir(data_dir) / RECEIPTS / name).exists():
+    if manifest.receipts_version != receipts_version():  # every receipt computed again: the old rows go
+        written += [(RECEIPTS, n) for n in _keep_every_receipt(con, data_dir, gen, progress)]
+        manifest.retired += [[f"{RECEIPTS}/{n}", time.time()] for n in manifest.files.pop(RECEIPTS, [])]
+        manifest.receipts_version = receipts_version()
+    elif not db.kept_only(con):  # the receipts of the calls this step touched
+        name = f"{gen:08d}-{uuid7()}.parquet"
+        if _copy(con, _exact("main.receipts_live", con), tables_dir(data_dir) / RECEIPTS / name):
             written.append((RECEIPTS, name))
     now = time.time()
     for table, name in written:
@@ -400,19 +397,51 @@ def _fold_step(con, data_dir, manifest: Manifest, step: Tail) -> int:
     return count
 
 
-def _bounded_step(con, data_dir, manifest: Manifest, step: Tail) -> int:
+KEEP_AT_ONCE = 50_000  # logical calls whose receipts are computed at once when every receipt is computed again
+
+
+def _keep_every_receipt(con, data_dir, gen: int, progress=None) -> list[str]:
+    """Compute every receipt again (the kept rows are of another views.sql), KEEP_AT_ONCE logical calls at a
+    time with their sessions' calls (`db.scope`), each part to a file of its own: within the fold's memory
+    limit however many calls there are (all at once, 1M calls took 3.2 GB). A call of a session that spans
+    two parts is computed in both, the same row: the newer file's is read. Returns the files' names."""
+    from . import db
+
+    starts = [
+        r[0]
+        for r in con.execute(
+            "SELECT logical_id FROM (SELECT logical_id, row_number() OVER (ORDER BY logical_id) AS n "
+            "FROM (SELECT DISTINCT logical_id FROM folded.requests WHERE logical_id IS NOT NULL)) "
+            f"WHERE n % {KEEP_AT_ONCE} = 1 ORDER BY logical_id"
+        ).fetchall()
+    ]
+    con.execute("CREATE OR REPLACE VIEW main.receipts_scoped AS FROM receipts_of(true)")
+    names = []
+    for i, start in enumerate(starts):
+        before = f" AND logical_id < {_lit(starts[i + 1])}" if i + 1 < len(starts) else ""
+        con.execute("DELETE FROM folded.scope_ids")
+        db.scope(con, f"SELECT logical_id FROM folded.requests WHERE logical_id >= {_lit(start)}{before}")
+        name = f"{gen:08d}-{uuid7()}.parquet"
+        if _copy(con, _exact("main.receipts_scoped", con), tables_dir(data_dir) / RECEIPTS / name):
+            names.append(name)
+        if progress and len(starts) > 1:
+            progress(f"computed the receipts again (views.sql changed): {i + 1}/{len(starts)} parts")
+    return names
+
+
+def _bounded_step(con, data_dir, manifest: Manifest, step: Tail, progress=None) -> int:
     """_fold_step within MEMORY_LIMIT; a step DuckDB cannot do within it (a backlog whose calls' receipts
     do not spill) is done again with DuckDB's default limit (80 % of the memory), so that a fold never
     stops for good. Files the failed try wrote are named by no manifest: the next fold removes them."""
     import duckdb
 
     try:
-        return _fold_step(con, data_dir, manifest, step)
+        return _fold_step(con, data_dir, manifest, step, progress)
     except duckdb.OutOfMemoryException:
         log.warning("a fold step needed more than %s; done again without that limit", MEMORY_LIMIT)
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         con.execute(f"SET memory_limit = '{int(ram * 0.8) >> 20}MB'")
-        done = _fold_step(con, data_dir, manifest, step)
+        done = _fold_step(con, data_dir, manifest, step, progress)
         with contextlib.suppress(duckdb.OutOfMemoryException):  # (else the rest of this fold goes without it)
             con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
         return done
@@ -688,10 +717,13 @@ def stale(data_dir) -> bool:
 
 def catch_up(data_dir, say: Callable[[str], None]) -> None:
     """Fold a backlog in the foreground, with progress: a journal from before the fold (its first start
-    with this version), or more unfolded events than one fold step. A fold under way elsewhere, or a data
+    with this version), more unfolded events than one fold step, or kept receipts of another views.sql
+    (which every reader would otherwise compute again, all of them). A fold under way elsewhere, or a data
     directory this user cannot write, leaves it to the readers' tail."""
-    t = tail(data_dir, Manifest.load(data_dir))
-    if not (t.legacy or stale(data_dir)) and sum(p.stat().st_size for p, _ in t.segments) < BATCH_BYTES:
+    m = Manifest.load(data_dir)
+    t = tail(data_dir, m)
+    again = bool(m.files) and m.receipts_version != receipts_version()
+    if not (t.legacy or stale(data_dir) or again) and sum(p.stat().st_size for p, _ in t.segments) < BATCH_BYTES:
         return
     say("folding the journal into tables" + (" (first start since the journal format changed)" if t.legacy else ""))
     try:

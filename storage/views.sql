@@ -147,20 +147,28 @@ FROM folded.offers o JOIN attempts_of(scoped) r USING (receipt_id);
 CREATE OR REPLACE VIEW challenges AS FROM challenges_of(false);
 
 -- Signed x402 payments sent by clients (decoded, non-secret fields; the header is kept as a hash).
-CREATE OR REPLACE MACRO payments_of(scoped) AS TABLE
-SELECT p.receipt_id, r.logical_id, p.* EXCLUDE (event_id, receipt_id) REPLACE (
+-- (`payment_rows`: by exchange, without the logical id, for a reader that has it already: storage/audit.sql)
+CREATE OR REPLACE MACRO payment_rows() AS TABLE
+SELECT p.* EXCLUDE (event_id) REPLACE (
     p.amount::HUGEINT AS amount, p.voucher_amount::HUGEINT AS voucher_amount,
     p.deposit_amount::HUGEINT AS deposit_amount, p.refund_amount::HUGEINT AS refund_amount)
-FROM folded.payments p JOIN attempts_of(scoped) r USING (receipt_id);
+FROM folded.payments p;
+CREATE OR REPLACE MACRO payments_of(scoped) AS TABLE
+SELECT p.receipt_id, r.logical_id, p.* EXCLUDE (receipt_id)
+FROM payment_rows() p JOIN attempts_of(scoped) r USING (receipt_id);
 CREATE OR REPLACE VIEW payments AS FROM payments_of(false);
 
--- Settlement results servers returned (PAYMENT-RESPONSE / X-PAYMENT-RESPONSE).
-CREATE OR REPLACE MACRO settlements_of(scoped) AS TABLE
-SELECT s.receipt_id, r.logical_id, s.* EXCLUDE (event_id, receipt_id) REPLACE (
+-- Settlement results servers returned (PAYMENT-RESPONSE / X-PAYMENT-RESPONSE). (`settlement_rows`: as
+-- `payment_rows`)
+CREATE OR REPLACE MACRO settlement_rows() AS TABLE
+SELECT s.* EXCLUDE (event_id) REPLACE (
     s.amount::HUGEINT AS amount, s.channel_amount::HUGEINT AS channel_amount,
     s.charged_cumulative::HUGEINT AS charged_cumulative, s.channel_balance::HUGEINT AS channel_balance,
     s.channel_claimed::HUGEINT AS channel_claimed)
-FROM folded.settlements s JOIN attempts_of(scoped) r USING (receipt_id);
+FROM folded.settlements s;
+CREATE OR REPLACE MACRO settlements_of(scoped) AS TABLE
+SELECT s.receipt_id, r.logical_id, s.* EXCLUDE (receipt_id)
+FROM settlement_rows() s JOIN attempts_of(scoped) r USING (receipt_id);
 CREATE OR REPLACE VIEW settlements AS FROM settlements_of(false);
 
 -- x402 payment channels (`batch-settlement`): one row per channel, from the calls paid from it. `charged`
@@ -448,20 +456,25 @@ LEFT JOIN relayed USING (logical_id)
 LEFT JOIN sess ON sess.session_id = grp.session_id;
 
 -- The logical calls whose receipts the tail changes (folded.tail_*: the events folded on the fly, or those
--- of one fold step), with every call of a session any of them belongs to. Base tables only: it is cheap.
+-- of one fold step). Base tables only: it is cheap. (storage/db.py `scope()` adds their sessions' calls.)
 CREATE OR REPLACE MACRO touched() AS TABLE
 WITH ex AS (
     SELECT receipt_id FROM folded.tail_requests UNION SELECT receipt_id FROM folded.tail_responses
     UNION SELECT receipt_id FROM folded.tail_stream_ends UNION SELECT receipt_id FROM folded.tail_errors
-), l AS (
-    SELECT logical_id FROM folded.requests WHERE receipt_id IN (SELECT receipt_id FROM ex)
-    UNION SELECT receipt_id FROM folded.tail_checks
+)
+SELECT logical_id FROM folded.requests WHERE receipt_id IN (SELECT receipt_id FROM ex)
+UNION SELECT receipt_id FROM folded.tail_checks;
+
+-- Every call of an OpenGradient session that a call in folded.scope_ids belongs to: a session's receipts count
+-- its calls, so they are computed together (a scope is always whole: storage/db.py `scope()`).
+CREATE OR REPLACE MACRO session_mates() AS TABLE
+WITH l AS (
+    SELECT logical_id FROM folded.scope_ids
 ), s AS (  -- calls.upto_session: the request's, else its answer's
     SELECT upto_session AS session FROM folded.requests WHERE logical_id IN (SELECT logical_id FROM l)
     UNION SELECT og_upto_session FROM folded.responses
     WHERE receipt_id IN (SELECT receipt_id FROM folded.requests WHERE logical_id IN (SELECT logical_id FROM l))
 )
-SELECT logical_id FROM l
-UNION SELECT logical_id FROM folded.requests WHERE upto_session IN (SELECT session FROM s)
+SELECT logical_id FROM folded.requests WHERE upto_session IN (SELECT session FROM s)
 UNION SELECT logical_id FROM folded.requests
 WHERE receipt_id IN (SELECT receipt_id FROM folded.responses WHERE og_upto_session IN (SELECT session FROM s));
