@@ -326,10 +326,12 @@ def list_receipts(
 
 
 def new_calls(con: duckdb.DuckDBPyConnection, after: datetime | None) -> list[dict]:
-    """Calls that started after `after` (for `receipts tail`)."""
+    """Calls that started after `after` (for `receipts tail`, every second): the rows of `calls`, computed
+    for those exchanges alone (`calls_of(…, started_after)`), not for every exchange as the view is."""
     sql = (
         "SELECT receipt_id, logical_id, started_at, method, host, path, status, model, total_tokens, paid, error"
-        " FROM calls WHERE started_at > coalesce($after, TIMESTAMP '1970-01-01') ORDER BY started_at"
+        " FROM calls_of(false, started_after := $after)"
+        " WHERE started_at > coalesce($after, TIMESTAMP '1970-01-01') ORDER BY started_at"
     )
     return dicts(con, sql, {"after": after})
 

@@ -38,23 +38,28 @@ CREATE OR REPLACE VIEW events AS SELECT * FROM folded.events;
 -- One row per HTTP exchange the recorder saw: its request, with the latest response, stream end and error.
 -- (`scoped`: only the exchanges of the logical calls in folded.scope_ids. `in_session`: at least those
 -- that name an OpenGradient session, by their request or an answer (sessions_of keeps those whose
--- `upto_session` is set), and few others. The latest response, stream end and error of each exchange by
--- row_number(), not arg_max of a struct: a query reads only its columns.)
-CREATE OR REPLACE MACRO calls_of(scoped, in_session := false) AS TABLE
+-- `upto_session` is set), and few others. `started_after`: only those whose request came after then, their
+-- answers found by receipt id: `receipts tail`. The latest response, stream end and error of each exchange
+-- by row_number(), not arg_max of a struct: a query reads only its columns.)
+CREATE OR REPLACE MACRO calls_of(scoped, in_session := false, started_after := NULL) AS TABLE
 WITH req AS (
     SELECT * FROM folded.requests WHERE in_scope(scoped, logical_id)
+        AND (started_after IS NULL OR ts > started_after)
         AND (NOT in_session OR upto_session IS NOT NULL
              OR receipt_id IN (SELECT receipt_id FROM folded.responses WHERE og_upto_session IS NOT NULL))
 ), ex AS (
-    SELECT receipt_id FROM req WHERE scoped OR in_session
+    SELECT receipt_id FROM req WHERE scoped OR in_session OR started_after IS NOT NULL
 ), p AS (
-    SELECT * FROM folded.responses WHERE NOT (scoped OR in_session) OR receipt_id IN (SELECT receipt_id FROM ex)
+    SELECT * FROM folded.responses WHERE NOT (scoped OR in_session OR started_after IS NOT NULL)
+        OR receipt_id IN (SELECT receipt_id FROM ex)
     QUALIFY row_number() OVER (PARTITION BY receipt_id ORDER BY ts DESC) = 1
 ), f AS (
-    SELECT * FROM folded.stream_ends WHERE NOT (scoped OR in_session) OR receipt_id IN (SELECT receipt_id FROM ex)
+    SELECT * FROM folded.stream_ends WHERE NOT (scoped OR in_session OR started_after IS NOT NULL)
+        OR receipt_id IN (SELECT receipt_id FROM ex)
     QUALIFY row_number() OVER (PARTITION BY receipt_id ORDER BY ts DESC) = 1
 ), e AS (
-    SELECT * FROM folded.errors WHERE NOT (scoped OR in_session) OR receipt_id IN (SELECT receipt_id FROM ex)
+    SELECT * FROM folded.errors WHERE NOT (scoped OR in_session OR started_after IS NOT NULL)
+        OR receipt_id IN (SELECT receipt_id FROM ex)
     QUALIFY row_number() OVER (PARTITION BY receipt_id ORDER BY ts DESC) = 1
 )
 SELECT

@@ -108,3 +108,21 @@ def test_a_kept_row_is_the_row_the_scratch_computes(data):
         want = queries.computed(con, ids)
     assert len(want) > 40
     assert [document(*x) for x in got] == [document(*x) for x in want]
+
+
+def test_the_calls_tail_prints_are_the_views_calls_since_then(data):
+    """`receipts tail` computes the calls started after a moment alone (`calls_of(…, started_after)`): the rows
+    of the `calls` view that started after it, at any moment (the synthetic calls span a day)."""
+    with db.connect(data, journal=False) as con:
+        moments = [r[0] for r in con.execute("SELECT started_at FROM calls ORDER BY started_at").fetchall()]
+        assert len(moments) >= 900
+        for at in [moments[0], moments[len(moments) // 3], moments[-40], moments[-1], None]:
+            got = queries.new_calls(con, at)
+            want = queries.dicts(
+                con,
+                "SELECT receipt_id, logical_id, started_at, method, host, path, status, model, total_tokens, paid, "
+                "error FROM calls WHERE $at IS NULL OR started_at > $at ORDER BY started_at, receipt_id",
+                {"at": at},
+            )
+            assert sorted(got, key=lambda r: (r["started_at"], r["receipt_id"])) == want
+            assert any(r["status"] for r in got) or at == moments[-1], "their answers are found too"
