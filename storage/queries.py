@@ -43,6 +43,8 @@ DETAILS = {  # what a receipt shows besides its row (`receipts show`, the receip
     "settlements": "SELECT * FROM settlements WHERE logical_id = $id ORDER BY seen_at",
     "checks": "SELECT * FROM checks WHERE receipt_id = $id ORDER BY observed_at",
 }
+_DETAILS = " ".join(DETAILS.values())  # (what a scratch database binds views for: db.views_sql_for)
+_ROWS = "SELECT * FROM receipts_of(false) WHERE list_contains($l, receipt_id) ORDER BY first_seen, receipt_id"
 _LIST_AT_MOST = 64  # values compared with list_contains inside their min..max range; more: a join
 
 
@@ -112,31 +114,31 @@ def computed(con: duckdb.DuckDBPyConnection, logical_ids: list[str]) -> list[tup
         return _with_details(
             con, dicts(con, f"SELECT * FROM receipts WHERE {where} ORDER BY first_seen, receipt_id", params)
         )
-    with scratch(con, logical_ids) as cur:
+    with scratch(con, logical_ids, reads=_ROWS + _DETAILS) as cur:
         if cur is None:
             return []
-        found = dicts(
-            cur,
-            "SELECT * FROM receipts_of(false) WHERE list_contains($l, receipt_id) ORDER BY first_seen, receipt_id",
-            {"l": sorted(set(logical_ids))},
-        )
+        found = dicts(cur, _ROWS, {"l": sorted(set(logical_ids))})
         return [(row, details(cur, row["receipt_id"])) for row in found]
 
 
 @contextlib.contextmanager
-def scratch(con: duckdb.DuckDBPyConnection, logical_ids: list[str], pool: list[str] | None = None):
+def scratch(
+    con: duckdb.DuckDBPyConnection, logical_ids: list[str], pool: list[str] | None = None, reads: str = _DETAILS
+):
     """A cursor of `con` whose default database is a scratch in-memory database holding the views of
-    storage/views.sql over copies of only the folded rows they read for these logical calls: their
-    attempts and, for a call in an OpenGradient session, every attempt of the session (a member's row
-    counts its calls). None (no cursor) if none of the calls was recorded.
+    storage/views.sql that the SQL `reads` names (`db.views_sql_for`: the details, by default) over copies
+    of only the folded rows they read for these logical calls: their attempts and, for a call in an
+    OpenGradient session, every attempt of the session (a member's row counts its calls). None (no cursor)
+    if none of the calls was recorded.
 
     The scratch database is attached for the time of the `with`, or taken from `pool` (the names of
-    scratch databases of `con` kept between uses: `receipts serve`'s snapshot) and emptied back into it."""
+    scratch databases of `con` kept between uses: `receipts serve`'s snapshot, for the details alone) and
+    emptied back into it."""
     logical_ids = sorted({x for x in logical_ids if x})
     cur = con.cursor()  # (its own default catalog; `con` may serve other threads meanwhile)
     try:
         home = cast(tuple, cur.execute("SELECT current_database()").fetchone())[0]
-        name = pool.pop() if pool else _new_scratch(cur, home)
+        name = pool.pop() if pool else _new_scratch(cur, home, reads)
         try:
             recorded = bool(logical_ids) and _copy_rows(cur, f"{home}.folded", f"{name}.folded", logical_ids)
             if recorded:
@@ -167,9 +169,10 @@ _SCRATCH_TABLES = (
 )  # (`events` stays empty: no view of a receipt reads it)
 
 
-def _new_scratch(cur: duckdb.DuckDBPyConnection, home: str) -> str:
-    """Attach an empty scratch database with the tables of `home`'s `folded` schema and the views."""
-    from .db import views_sql
+def _new_scratch(cur: duckdb.DuckDBPyConnection, home: str, reads: str) -> str:
+    """Attach an empty scratch database with the tables of `home`'s `folded` schema and the views that
+    the SQL `reads` needs."""
+    from .db import views_sql_for
 
     name = f"receipt_{secrets.token_hex(8)}"
     cur.execute(f"ATTACH ':memory:' AS {name}")
@@ -181,7 +184,7 @@ def _new_scratch(cur: duckdb.DuckDBPyConnection, home: str) -> str:
         cur.execute(f"CREATE TABLE {name}.folded.tail_{table} AS FROM {name}.folded.{table} LIMIT 0")
     cur.execute(f"USE {name}")
     try:  # (no `receipts`: computed() reads receipts_of(false), the scratch holding only its rows)
-        cur.execute(views_sql())
+        cur.execute(views_sql_for(reads))
     finally:
         cur.execute(f"USE {home}")
     return name

@@ -421,3 +421,25 @@ def test_a_query_of_receipts_alone_binds_no_other_view_when_nothing_is_computed(
 ])
 def test_which_queries_read_receipts_alone(query, alone):
     assert db.reads_receipts_alone(query) is alone
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT * FROM calls", "FROM challenges", "FROM payments", "FROM settlements", "FROM checks", "FROM events",
+    "FROM channels", "FROM sessions", "FROM receipts_of(false)", "FROM touched()", "FROM session_mates()",
+    "SELECT decimal_text(amount, decimals), whole_tokens(amount, decimals) FROM payments",
+    " ".join(queries.DETAILS.values()).replace("$id", "'x'").split(" SELECT")[0],
+])
+def test_the_views_a_query_names_are_bound_with_what_they_use(tmp_path, query):
+    """A scratch database binds only the views its queries name (`db.views_sql_for`): each one runs with
+    what it binds, nothing of views.sql before it."""
+    generate(tmp_path, 60, seed=4)
+    fold.fold(tmp_path)
+    with db.connect(tmp_path, views=False) as con:
+        con.execute(db.views_sql_for(query))
+        con.execute(query).fetchall()
+
+
+def test_the_details_of_a_receipt_bind_neither_receipts_nor_sessions():
+    sql = db.views_sql_for(" ".join(queries.DETAILS.values()))
+    assert "MACRO calls_of" in sql and "VIEW settlements" in sql and "MACRO payment_rows" in sql
+    assert "MACRO receipts_of" not in sql and "MACRO sessions_of" not in sql and "VIEW channels" not in sql
