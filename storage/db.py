@@ -341,15 +341,12 @@ def bind(
         m = manifest or fold.Manifest.load(data_dir)
         t = tail if tail is not None else fold.tail(data_dir, m)
         con.execute(f"CREATE OR REPLACE TABLE folded.tail AS SELECT * FROM {t.source()}")
-        for name, sql in fold.parses().items():  # (each event parsed once, for every table that reads it)
-            con.execute(f"CREATE OR REPLACE TEMP TABLE parsed_{name} AS {sql.replace('{events}', 'folded.tail')}")
-        for table, sql in fold.statements().items():
-            sql = sql.replace("{events}", "folded.tail").replace("{t}", "folded.tail_").replace("{p}", "parsed_")
-            # (`events` is the tail as it is: a view, not a second copy of every event's JSON)
-            kind = "VIEW" if table == "events" else "TABLE"
-            con.execute(f"CREATE OR REPLACE {kind} folded.tail_{table} AS {sql}")
-        for name in fold.parses():
-            con.execute(f"DROP TABLE parsed_{name}")
+        # nothing to fold (no tail): a table's empty tail takes its columns from its files (the same types)
+        shaped = [] if t else [table for table in fold.TABLES if m.files.get(table)]
+        for table in shaped:
+            first = _read_parquet(m.paths(data_dir, table)[:1])
+            con.execute(f"CREATE OR REPLACE TABLE folded.tail_{table} AS {first} LIMIT 0")
+        _fold_tail(con, [table for table in fold.TABLES if table not in shaped])
         if manifest or fold.Manifest.load(data_dir).generation == m.generation:
             break
     for table in fold.TABLES:
@@ -374,6 +371,23 @@ def scope(con: duckdb.DuckDBPyConnection, calls: str) -> None:
         "INSERT INTO folded.scope_ids SELECT logical_id FROM session_mates() WHERE logical_id IS NOT NULL "
         "EXCEPT SELECT logical_id FROM folded.scope_ids"
     )
+
+
+def _fold_tail(con: duckdb.DuckDBPyConnection, tables) -> None:
+    """The tail's events (`folded.tail`) folded by storage/fold.sql into `folded.tail_<table>` of `tables`."""
+    if not tables:
+        return
+    for name, sql in fold.parses().items():  # (each event parsed once, for every table that reads it)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE parsed_{name} AS {sql.replace('{events}', 'folded.tail')}")
+    for table, sql in fold.statements().items():
+        if table not in tables:
+            continue
+        sql = sql.replace("{events}", "folded.tail").replace("{t}", "folded.tail_").replace("{p}", "parsed_")
+        # (`events` is the tail as it is: a view, not a second copy of every event's JSON)
+        kind = "VIEW" if table == "events" else "TABLE"
+        con.execute(f"CREATE OR REPLACE {kind} folded.tail_{table} AS {sql}")
+    for name in fold.parses():
+        con.execute(f"DROP TABLE parsed_{name}")
 
 
 def _define_views(con: duckdb.DuckDBPyConnection) -> None:

@@ -371,14 +371,19 @@ def test_every_connection_offers_the_same_tables_and_views_whatever_the_fold_has
             names = sorted(con.execute("SELECT table_schema, table_name FROM information_schema.tables").fetchall())
             for schema, name in names:  # each one can be read
                 con.execute(f'SELECT count(*) FROM "{schema}"."{name}"').fetchone()
-            return names, con.execute("SELECT count(*) FROM main.receipts_live").fetchone()[0]
+            columns = con.execute(  # (with no tail, the empty tail tables take their columns from the files)
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'folded' ORDER BY table_name, ordinal_position"
+            ).fetchall()
+            return names, columns, con.execute("SELECT count(*) FROM main.receipts_live").fetchone()[0]
 
     generate(tmp_path, 300, seed=10)
-    before, live = surface()  # (the journal is not folded yet: every receipt is computed)
+    before, columns, live = surface()  # (the journal is not folded yet: every receipt is computed)
     fold.fold(tmp_path)
-    after, live_after = surface()  # (all kept: none computed)
+    after, columns_after, live_after = surface()  # (all kept: none computed)
     assert ("main", "receipts_live") in before and live > 200
     assert after == before and live_after == 0
+    assert columns_after == columns and len(columns) > 300
 
 
 def test_a_query_of_receipts_alone_binds_no_other_view_when_nothing_is_computed(tmp_path):
