@@ -157,7 +157,6 @@ def scratch(
 
 
 _SCRATCH_TABLES = (
-    "events",
     "requests",
     "responses",
     "payments",
@@ -166,7 +165,7 @@ _SCRATCH_TABLES = (
     "stream_ends",
     "errors",
     "checks",
-)  # (`events` stays empty: no view of a receipt reads it)
+)  # (what the views of a receipt and its details read: neither `events` nor the tail's tables)
 
 
 def _new_scratch(cur: duckdb.DuckDBPyConnection, home: str, reads: str) -> str:
@@ -180,8 +179,6 @@ def _new_scratch(cur: duckdb.DuckDBPyConnection, home: str, reads: str) -> str:
     for table in _SCRATCH_TABLES:
         cur.execute(f"CREATE TABLE {name}.folded.{table} AS FROM {home}.folded.{table} LIMIT 0")
     cur.execute(f"CREATE TABLE {name}.folded.scope_ids (logical_id VARCHAR)")
-    for table in ("requests", "responses", "stream_ends", "errors", "checks"):  # (views.sql's `touched`)
-        cur.execute(f"CREATE TABLE {name}.folded.tail_{table} AS FROM {name}.folded.{table} LIMIT 0")
     cur.execute(f"USE {name}")
     try:  # (no `receipts`: computed() reads receipts_of(false), the scratch holding only its rows)
         cur.execute(views_sql_for(reads))
