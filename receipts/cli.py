@@ -213,7 +213,8 @@ def cmd_tail(args) -> int:
     newest = since
     try:
         while deadline is None or time.monotonic() < deadline:
-            with db.connect(data) as con:  # (a call sealed late, by another writer, still comes: the lookback)
+            with db.connect(data, views=False) as con:  # (a call sealed late, by another writer: the lookback)
+                con.execute(db.views_sql_for(queries.NEW_CALLS))
                 calls = queries.new_calls(con, max(since, newest - TAIL_LOOKBACK))
             for c in calls:
                 if c["receipt_id"] not in printed and c["started_at"] >= since:

@@ -325,15 +325,18 @@ def list_receipts(
     return dicts(con, sql, {**params, "limit": limit})
 
 
+NEW_CALLS = (
+    "SELECT receipt_id, logical_id, started_at, method, host, path, status, model, total_tokens, paid, error"
+    " FROM calls_of(false, started_after := $after)"
+    " WHERE started_at > coalesce($after, TIMESTAMP '1970-01-01') ORDER BY started_at"
+)
+
+
 def new_calls(con: duckdb.DuckDBPyConnection, after: datetime | None) -> list[dict]:
-    """Calls that started after `after` (for `receipts tail`, every second): the rows of `calls`, computed
-    for those exchanges alone (`calls_of(…, started_after)`), not for every exchange as the view is."""
-    sql = (
-        "SELECT receipt_id, logical_id, started_at, method, host, path, status, model, total_tokens, paid, error"
-        " FROM calls_of(false, started_after := $after)"
-        " WHERE started_at > coalesce($after, TIMESTAMP '1970-01-01') ORDER BY started_at"
-    )
-    return dicts(con, sql, {"after": after})
+    """Calls that started after `after` (for `receipts tail`, every second; NEW_CALLS needs only the views
+    `db.views_sql_for` gives it): the rows of `calls`, computed for those exchanges alone
+    (`calls_of(…, started_after)`), not for every exchange as the view is."""
+    return dicts(con, NEW_CALLS, {"after": after})
 
 
 def parse_since(text: str) -> datetime:
