@@ -345,7 +345,7 @@ def bind(
         shaped = [] if t else [table for table in fold.TABLES if m.files.get(table)]
         for table in shaped:
             first = _read_parquet(m.paths(data_dir, table)[:1])
-            con.execute(f"CREATE OR REPLACE TABLE folded.tail_{table} AS {first} LIMIT 0")
+            con.execute(f"CREATE OR REPLACE {_tail_kind(table)} folded.tail_{table} AS {first} LIMIT 0")
         _fold_tail(con, [table for table in fold.TABLES if table not in shaped])
         if manifest or fold.Manifest.load(data_dir).generation == m.generation:
             break
@@ -373,6 +373,13 @@ def scope(con: duckdb.DuckDBPyConnection, calls: str) -> None:
     )
 
 
+def _tail_kind(table: str) -> str:
+    """`events` of the tail is a view (the tail as it is, not a second copy of every event's JSON), the
+    others tables; always so, since a connection binds again (a fold's steps, a verifier's passes) and
+    DuckDB does not replace a view with a table."""
+    return "VIEW" if table == "events" else "TABLE"
+
+
 def _fold_tail(con: duckdb.DuckDBPyConnection, tables) -> None:
     """The tail's events (`folded.tail`) folded by storage/fold.sql into `folded.tail_<table>` of `tables`."""
     if not tables:
@@ -383,9 +390,7 @@ def _fold_tail(con: duckdb.DuckDBPyConnection, tables) -> None:
         if table not in tables:
             continue
         sql = sql.replace("{events}", "folded.tail").replace("{t}", "folded.tail_").replace("{p}", "parsed_")
-        # (`events` is the tail as it is: a view, not a second copy of every event's JSON)
-        kind = "VIEW" if table == "events" else "TABLE"
-        con.execute(f"CREATE OR REPLACE {kind} folded.tail_{table} AS {sql}")
+        con.execute(f"CREATE OR REPLACE {_tail_kind(table)} folded.tail_{table} AS {sql}")
     for name in fold.parses():
         con.execute(f"DROP TABLE parsed_{name}")
 
