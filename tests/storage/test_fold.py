@@ -1,6 +1,5 @@
 """The fold: events become typed rows once; readers read the tables plus a bounded tail; the views over
 the tables equal the views as they were before (the oracle); migration, kill -9 and concurrency."""
-
 import os
 import random
 import shutil
@@ -36,41 +35,19 @@ def tail_events(data) -> int:
 
 
 def paid_call(rid, amount="1000000000000000000001", decimals=18):
-    return [
-        Event(
-            "request",
-            rid,
-            {
-                "logical_id": rid,
-                "host": "h",
-                "method": "POST",
-                "path": "/v1",
-                "payment": {
-                    "scheme": "exact",
-                    "amount": amount,
-                    "decimals": decimals,
-                    "payer": "0xa",
-                    "network": "eip155:8453",
-                },
-            },
-        ),
-        Event(
-            "response",
-            rid,
-            {
-                "status": 200,
-                "settlement": {"header": "PAYMENT-RESPONSE", "tx_hash": "0xt" + rid, "success": True, "amount": amount},
-            },
-        ),
-    ]
+    return [Event("request", rid, {"logical_id": rid, "host": "h", "method": "POST", "path": "/v1",
+                                   "payment": {"scheme": "exact", "amount": amount, "decimals": decimals,
+                                               "payer": "0xa", "network": "eip155:8453"}}),
+            Event("response", rid, {"status": 200, "settlement": {"header": "PAYMENT-RESPONSE", "tx_hash": "0xt" + rid,
+                                                                  "success": True, "amount": amount}})]
 
 
 def test_views_over_the_tables_equal_the_views_before_the_fold(tmp_path):
     generate(tmp_path, 3000, seed=3)  # every call kind, in the journal format before the fold
-    assert_same_as_before(tmp_path)  # all of it read as the tail
+    assert_same_as_before(tmp_path)   # all of it read as the tail
     assert fold.fold(tmp_path) > 7000
     assert tail_events(tmp_path) == 0
-    assert_same_as_before(tmp_path)  # all of it from the tables
+    assert_same_as_before(tmp_path)   # all of it from the tables
     with Journal(tmp_path, "proxy", seal_interval=3600) as j:  # some folded, some in the tail
         j.write(paid_call("late-1") + paid_call("late-2"))
         j._seal_if_due(force=True)
@@ -87,10 +64,8 @@ def _forge(data, table, sql_replace, where):
 
     (f,) = fold.Manifest.load(data).paths(data, table)[:1]
     with duckdb.connect() as con:
-        con.execute(
-            f"COPY (SELECT * REPLACE ({sql_replace}) FROM read_parquet('{f}')) TO '{f}.x' (FORMAT parquet)",
-            {"w": where},
-        )
+        con.execute(f"COPY (SELECT * REPLACE ({sql_replace}) FROM read_parquet('{f}')) TO '{f}.x' (FORMAT parquet)",
+                    {"w": where})
     os.replace(f + ".x", f)
 
 
@@ -132,19 +107,11 @@ def test_a_journal_from_before_the_fold_is_migrated_once_with_progress(tmp_path,
     import duckdb
 
     with duckdb.connect() as con:
-        rows = con.execute(
-            f"SELECT id, type, ts, receipt_id, writer, seq, data FROM read_parquet('{legacy}') LIMIT 5"
-        ).fetchall()
+        rows = con.execute(f"SELECT id, type, ts, receipt_id, writer, seq, data FROM read_parquet('{legacy}') "
+                           "LIMIT 5").fetchall()
     seg = tmp_path / "journal" / "proxy-000001.jsonl"
-    seg.write_bytes(
-        b"".join(
-            orjson.dumps(
-                dict(zip(("id", "type", "ts", "receipt_id", "writer", "seq", "data"), (*r[:6], orjson.loads(r[6]))))
-            )
-            + b"\n"
-            for r in rows
-        )
-    )
+    seg.write_bytes(b"".join(orjson.dumps(dict(zip(("id", "type", "ts", "receipt_id", "writer", "seq", "data"),
+                                                   (*r[:6], orjson.loads(r[6]))))) + b"\n" for r in rows))
     legacy.with_name(legacy.name + ".slots").write_bytes(orjson.dumps({seg.name: rows[0][0]}))
     assert counts(tmp_path) == want, "the copy is not counted twice by readers"
     shown = []
@@ -200,9 +167,7 @@ def test_kill_9_of_the_fold_at_any_moment_loses_and_doubles_nothing(tmp_path):
     assert tail_events(data) == 0
     with db.connect(data) as con:
         assert con.execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone() == want
-        assert (
-            con.execute("SELECT count(*), sum(amount), count(payment_hash) FROM receipts").fetchone() == want_receipts
-        )
+        assert con.execute("SELECT count(*), sum(amount), count(payment_hash) FROM receipts").fetchone() == want_receipts
     m = fold.Manifest.load(data)
     named = {n for names in m.files.values() for n in names} | {r[0].split("/")[1] for r in m.retired}
     on_disk = {p.name for p in (data / "tables").glob("*/*.parquet")}
@@ -224,18 +189,12 @@ def test_queries_stay_correct_while_two_writers_write_and_the_fold_merges_and_re
 
     def write(journal, n):
         for i in range(n):
-            journal.write(
-                [
-                    Event("request", uuid7(), {"logical_id": f"{journal.writer}-{i}", "method": "POST"})
-                    for _ in range(20)
-                ]
-            )
+            journal.write([Event("request", uuid7(), {"logical_id": f"{journal.writer}-{i}", "method": "POST"})
+                           for _ in range(20)])
             time.sleep(0.01)
 
-    with (
-        Journal(tmp_path, "proxy", seal_interval=0.05, compact_grace=0.3) as a,
-        Journal(tmp_path, "proxy", seal_interval=0.05, compact_grace=0.3) as b,
-    ):
+    with Journal(tmp_path, "proxy", seal_interval=0.05, compact_grace=0.3) as a, \
+            Journal(tmp_path, "proxy", seal_interval=0.05, compact_grace=0.3) as b:
         reader = threading.Thread(target=read)
         reader.start()
         threads = [threading.Thread(target=write, args=(j, 150)) for j in (a, b)]
@@ -306,15 +265,8 @@ def test_merges_of_the_newest_files_keep_the_newest_row_of_each_receipt(tmp_path
         fold.fold(tmp_path, grace=0)
         for n in range(12):  # one receipt's verdict changes in each fold; merges happen in between
             status = ("pending", "passed", "failed")[n % 3]
-            j.write(
-                [
-                    Event(
-                        "check",
-                        calls[n % 4],
-                        {"checks": [{"check": "verdict", "status": status, "result": status, "reason": f"round-{n}"}]},
-                    )
-                ]
-            )
+            j.write([Event("check", calls[n % 4], {"checks": [{"check": "verdict", "status": status,
+                                                                "result": status, "reason": f"round-{n}"}]})])
             j._seal_if_due(force=True)
             fold.fold(tmp_path, grace=0)
     m = fold.Manifest.load(tmp_path)
@@ -355,29 +307,14 @@ def test_the_first_command_on_an_old_data_directory_migrates_it_with_progress(tm
     generate(tmp_path, 1500, seed=7)
     want = counts(tmp_path)
     receipts = os.path.join(os.path.dirname(sys.executable), "receipts")
-    out = subprocess.run(
-        [
-            receipts,
-            "sql",
-            "--csv",
-            "SELECT count(*) AS n, count(DISTINCT id) AS d FROM events",
-            "--data",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = subprocess.run([receipts, "sql", "--csv", "SELECT count(*) AS n, count(DISTINCT id) AS d FROM events",
+                          "--data", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["n,d", f"{want[0]},{want[1]}"]
     assert "folding the journal into tables (first start since the journal format changed)" in out.stderr
     assert f"folded {want[0]:,} events" in out.stderr
-    again = subprocess.run(
-        [receipts, "sql", "--csv", "SELECT count(*) AS n FROM events", "--data", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    again = subprocess.run([receipts, "sql", "--csv", "SELECT count(*) AS n FROM events", "--data", str(tmp_path)],
+                           capture_output=True, text=True, timeout=120)
     assert again.stdout.split() == ["n", str(want[0])] and "folding" not in again.stderr
 
 
@@ -429,7 +366,6 @@ def test_kept_receipts_of_another_version_of_the_views_are_computed_again_by_the
 def test_every_connection_offers_the_same_tables_and_views_whatever_the_fold_has_done(tmp_path):
     """A user lists the tables in one command and reads them in the next: a fold in between (which leaves
     nothing to compute) must not take a name away."""
-
     def surface():
         with db.connect(tmp_path) as con:
             names = sorted(con.execute("SELECT table_schema, table_name FROM information_schema.tables").fetchall())
@@ -457,11 +393,7 @@ def test_a_query_of_receipts_alone_binds_no_other_view_when_nothing_is_computed(
     generate(tmp_path, 300, seed=12)
 
     def defined(con, name):
-        return bool(
-            con.execute(
-                "SELECT count(*) FROM duckdb_views() WHERE schema_name = 'main' AND view_name = $n", {"n": name}
-            ).fetchone()[0]
-        )
+        return bool(con.execute("SELECT count(*) FROM duckdb_views() WHERE schema_name = 'main' AND view_name = $n", {"n": name}).fetchone()[0])
 
     with db.connect(tmp_path, views=db.AT_LEAST_RECEIPTS) as con:  # a tail: every view
         assert not db.kept_only(con) and defined(con, "calls") and defined(con, "receipts")
@@ -480,43 +412,28 @@ def test_a_query_of_receipts_alone_binds_no_other_view_when_nothing_is_computed(
             assert con.execute("SELECT count(*) FROM main.receipts_live").fetchone()[0] == 0
 
 
-@pytest.mark.parametrize(
-    "query, alone",
-    [
-        ("SELECT count(*) FROM receipts", True),
-        ("select app_name, sum(amount) from main.receipts group by all", True),
-        ("DESCRIBE receipts", True),
-        ("SELECT * FROM receipts JOIN calls USING (logical_id)", False),  # a view of views.sql
-        ("SELECT decimal_text(amount, decimals) FROM receipts", False),  # a macro of views.sql
-        ("SELECT * FROM receipts_of(false)", False),
-        ("SELECT * FROM receipts, duckdb_views()", False),  # a listing of the catalog
-        ("SELECT * FROM information_schema.tables WHERE table_name = 'receipts'", False),
-        ("SHOW TABLES", False),
-        ("SELECT 1", False),
-    ],
-)
+@pytest.mark.parametrize("query, alone", [
+    ("SELECT count(*) FROM receipts", True),
+    ("select app_name, sum(amount) from main.receipts group by all", True),
+    ("DESCRIBE receipts", True),
+    ("SELECT * FROM receipts JOIN calls USING (logical_id)", False),  # a view of views.sql
+    ("SELECT decimal_text(amount, decimals) FROM receipts", False),  # a macro of views.sql
+    ("SELECT * FROM receipts_of(false)", False),
+    ("SELECT * FROM receipts, duckdb_views()", False),  # a listing of the catalog
+    ("SELECT * FROM information_schema.tables WHERE table_name = 'receipts'", False),
+    ("SHOW TABLES", False),
+    ("SELECT 1", False),
+])
 def test_which_queries_read_receipts_alone(query, alone):
     assert db.reads_receipts_alone(query) is alone
 
 
-@pytest.mark.parametrize(
-    "query",
-    [
-        "SELECT * FROM calls",
-        "FROM challenges",
-        "FROM payments",
-        "FROM settlements",
-        "FROM checks",
-        "FROM events",
-        "FROM channels",
-        "FROM sessions",
-        "FROM receipts_of(false)",
-        "FROM touched()",
-        "FROM session_mates()",
-        "SELECT decimal_text(amount, decimals), whole_tokens(amount, decimals) FROM payments",
-        " ".join(queries.DETAILS.values()).replace("$id", "'x'").split(" SELECT")[0],
-    ],
-)
+@pytest.mark.parametrize("query", [
+    "SELECT * FROM calls", "FROM challenges", "FROM payments", "FROM settlements", "FROM checks", "FROM events",
+    "FROM channels", "FROM sessions", "FROM receipts_of(false)", "FROM touched()", "FROM session_mates()",
+    "SELECT decimal_text(amount, decimals), whole_tokens(amount, decimals) FROM payments",
+    " ".join(queries.DETAILS.values()).replace("$id", "'x'").split(" SELECT")[0],
+])
 def test_the_views_a_query_names_are_bound_with_what_they_use(tmp_path, query):
     """A scratch database binds only the views its queries name (`db.views_sql_for`): each one runs with
     what it binds, nothing of views.sql before it."""
