@@ -97,17 +97,19 @@ _CATALOG = ("duckdb_", "information_schema", "pg_", "sqlite_", "pragma_")  # wha
 @functools.cache
 def view_names() -> frozenset[str]:
     """The names of the views and macros of storage/views.sql, lowercase."""
-    found = re.findall(r"\bCREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP\s+)?(?:VIEW|MACRO)\s+(\w+)", views_sql(), re.I)
-    return frozenset(n.lower() for n in found)
+    return frozenset(defined for defined, _, _ in _view_statements())
 
 
 @functools.cache
 def _view_statements() -> tuple[tuple[str, frozenset[str], str], ...]:
-    """views.sql statement by statement: (the name it defines, the names of views.sql it uses, its text)."""
+    """views.sql statement by statement: (the name it defines, the names of views.sql it uses, its text).
+    Its words are read with a regular expression, not DuckDB's tokens (`_words`, for a user's SQL: 15 ms
+    over views.sql, on the way of every `receipts show`): views.sql has no `--` inside a string and no
+    `/* */` comment."""
     before: set[str] = set()
     out = []
     for statement in duckdb.extract_statements(views_sql()):
-        words = [text.lower() for _, text in _words(statement.query)]
+        words = re.findall(r"\w+", re.sub(r"--[^\n]*", "", statement.query).lower())
         defined = words[next(i for i, w in enumerate(words) if w in ("view", "macro")) + 1]
         out.append((defined, frozenset(words) & before, statement.query))  # (`folded.payments`: not the view)
         before.add(defined)
