@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
@@ -58,6 +59,27 @@ def rows(
 def dicts(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> list[dict]:
     cols, data = rows(con, sql, params)
     return [dict(zip(cols, r)) for r in data]
+
+
+def at_once(con: duckdb.DuckDBPyConnection, statements: list[str], database: str | None = None) -> list[list[dict]]:
+    """What each of `statements` gives (`dicts()`), run at once: each on a cursor of its own (whose
+    default database is `database`, if given), in a thread of its own. DuckDB lets go of Python's lock while
+    a query runs, so small queries that each read a row group or two take about the time of the longest
+    instead of their sum. The first error, if any, is raised once all have ended."""
+
+    def run(sql: str) -> list[dict]:
+        cur = con.cursor()  # (the same database; its own default catalog and transaction)
+        try:
+            if database:
+                cur.execute(f"USE {database}")
+            return dicts(cur, sql)
+        finally:
+            cur.close()
+
+    if len(statements) < 2:
+        return [run(sql) for sql in statements]
+    with ThreadPoolExecutor(len(statements), thread_name_prefix="receipts-query") as pool:
+        return [done.result() for done in [pool.submit(run, sql) for sql in statements]]
 
 
 def normalized(con: duckdb.DuckDBPyConnection, ident: str) -> str:
@@ -106,13 +128,13 @@ def computed(con: duckdb.DuckDBPyConnection, logical_ids: list[str]) -> list[tup
     """(receipt row, details) of each of these logical calls that exists, oldest first: the views of
     storage/views.sql, unchanged, over copies of only the folded rows they read (`scratch()`). Where
     `receipts` reads the kept rows alone (`db.kept_only`), the rows are read from it (one row group
-    each), and only the details are computed."""
+    each), while the scratch computes only the details."""
     if not logical_ids:
         return []
     if kept_only(con):
         where, params = _one_of("receipt_id", "l", logical_ids)
         return _with_details(
-            con, dicts(con, f"SELECT * FROM receipts WHERE {where} ORDER BY first_seen, receipt_id", params)
+            con, inline(f"SELECT * FROM receipts WHERE {where} ORDER BY first_seen, receipt_id", params), logical_ids
         )
     with scratch(con, logical_ids, reads=_ROWS + _DETAILS) as cur:
         if cur is None:
@@ -176,8 +198,8 @@ def _new_scratch(cur: duckdb.DuckDBPyConnection, home: str, reads: str) -> str:
     name = f"receipt_{secrets.token_hex(8)}"
     cur.execute(f"ATTACH ':memory:' AS {name}")
     cur.execute(f"CREATE SCHEMA {name}.folded")
-    for table in _SCRATCH_TABLES:
-        cur.execute(f"CREATE TABLE {name}.folded.{table} AS FROM {home}.folded.{table} LIMIT 0")
+    for table in _SCRATCH_TABLES:  # (the tail's tables have the columns of the files: db.bind)
+        cur.execute(f"CREATE TABLE {name}.folded.{table} AS FROM {home}.folded.tail_{table} LIMIT 0")
     cur.execute(f"CREATE TABLE {name}.folded.scope_ids (logical_id VARCHAR)")
     cur.execute(f"USE {name}")
     try:  # (no `receipts`: computed() reads receipts_of(false), the scratch holding only its rows)
@@ -187,18 +209,56 @@ def _new_scratch(cur: duckdb.DuckDBPyConnection, home: str, reads: str) -> str:
     return name
 
 
+_BY_ATTEMPT = ("responses", "offers", "settlements", "stream_ends", "errors", "checks")  # (keyed by receipt_id)
+
+
 def _copy_rows(cur: duckdb.DuckDBPyConnection, src: str, into: str, logical_ids: list[str]) -> bool:
     """Copy from schema `src` into the empty tables of schema `into` the rows the views need to compute
-    these logical calls; False if none of them was recorded."""
+    these logical calls; False if none of them was recorded. Their requests first, then the rows of their
+    attempts, all tables at once (`at_once`); then, rarely, those of the other calls of their
+    OpenGradient sessions, and the relay hops of sealed calls."""
 
-    def copy(table: str, where: str, params: dict) -> None:
-        cur.execute(inline(f"INSERT INTO {into}.{table} SELECT * FROM {src}.{table} WHERE {where}", params))
+    def copy(table: str, keys: list[str], column: str = "receipt_id") -> str:
+        where, params = _one_of(column, "k", keys)
+        return inline(f"INSERT INTO {into}.{table} SELECT * FROM {src}.{table} WHERE {where}", params)
 
-    copy("requests", *_one_of("logical_id", "l", logical_ids))
-    attempts = [r[0] for r in cur.execute(f"SELECT receipt_id FROM {into}.requests").fetchall()]
+    def column(sql: str, params: dict | None = None) -> list:
+        return [r[0] for r in cur.execute(inline(sql, params)).fetchall()]
+
+    def of_attempts(attempts: list[str], checks_also: list[str]) -> list[str]:
+        """The copies of the rows of these attempts, whose requests are copied already: a request's `paid`
+        says it carried a payment, which is what makes a `payments` row (storage/fold.sql); the verifier's
+        checks are also keyed by the logical id."""
+        where, params = _one_of("receipt_id", "a", attempts)
+        paid = column(f"SELECT receipt_id FROM {into}.requests WHERE paid AND {where}", params)
+        copies = [copy(table, attempts + checks_also if table == "checks" else attempts) for table in _BY_ATTEMPT]
+        return copies + ([copy("payments", paid)] if paid else [])
+
+    cur.execute(copy("requests", logical_ids, "logical_id"))
+    attempts = column(f"SELECT receipt_id FROM {into}.requests")
     if not attempts:
         return False
-    copy("responses", *_one_of("receipt_id", "a", attempts))
+    at_once(cur, of_attempts(attempts, logical_ids))
+    members = sorted(set(_session_attempts(cur, src, into)) - set(attempts))
+    if members:  # every attempt of those sessions (a member's row counts the session's calls)
+        cur.execute(copy("requests", members))
+        at_once(cur, of_attempts(members, []))
+    sealed = column(f"SELECT request_sha256 FROM {into}.requests WHERE ohttp AND request_sha256 IS NOT NULL")
+    if sealed:  # the relay hops of sealed calls (views.sql `relayed`): their requests say enough
+        same, params = _one_of("request_sha256", "h", sealed)
+        cur.execute(
+            inline(
+                f"INSERT INTO {into}.requests SELECT * FROM {src}.requests WHERE {same} AND "
+                f"(paid OR upto_session IS NOT NULL) AND receipt_id NOT IN (SELECT receipt_id FROM {into}.requests)",
+                params,
+            )
+        )
+    return True
+
+
+def _session_attempts(cur: duckdb.DuckDBPyConnection, src: str, into: str) -> list[str]:
+    """Every attempt of `src` in an OpenGradient session of a call copied into `into` (named by its
+    request, or by its answer)."""
     sessions = [
         r[0]
         for r in cur.execute(
@@ -206,52 +266,15 @@ def _copy_rows(cur: duckdb.DuckDBPyConnection, src: str, into: str, logical_ids:
             f"UNION SELECT og_upto_session FROM {into}.responses WHERE og_upto_session IS NOT NULL"
         ).fetchall()
     ]
-    if sessions:  # every attempt of those sessions (named by its request, or by its answer)
-        by_request, params = _one_of("upto_session", "s", sessions)
-        by_answer, _ = _one_of("og_upto_session", "s", sessions)
-        members = {
-            r[0]
-            for r in cur.execute(
-                inline(
-                    f"SELECT receipt_id FROM {src}.requests WHERE {by_request} UNION "
-                    f"SELECT receipt_id FROM {src}.responses WHERE {by_answer}",
-                    params,
-                )
-            ).fetchall()
-        } - set(attempts)
-        if members:
-            for table in ("requests", "responses"):
-                copy(table, *_one_of("receipt_id", "m", list(members)))
-            attempts += sorted(members)
-    sealed = [
-        r[0]
-        for r in cur.execute(
-            f"SELECT request_sha256 FROM {into}.requests WHERE ohttp AND request_sha256 IS NOT NULL"
-        ).fetchall()
-    ]
-    if sealed:  # the relay hops of sealed calls (views.sql `relayed`): their requests say enough
-        same, params = _one_of("request_sha256", "h", sealed)
-        cur.execute(
-            inline(
-                f"INSERT INTO {into}.requests SELECT * FROM {src}.requests WHERE {same} AND "
-                f"(paid OR upto_session IS NOT NULL) AND receipt_id NOT IN "
-                f"(SELECT receipt_id FROM {into}.requests)",
-                params,
-            )
-        )
-    # a request's `paid` says it carried a payment, which is what makes a `payments` row (storage/fold.sql)
-    paid = [r[0] for r in cur.execute(f"SELECT receipt_id FROM {into}.requests WHERE paid").fetchall()]
-    for table, keys in (
-        ("payments", paid),
-        ("offers", attempts),
-        ("settlements", attempts),
-        ("stream_ends", attempts),
-        ("errors", attempts),
-        ("checks", attempts + logical_ids),
-    ):  # (the verifier's, keyed by the logical id)
-        if keys:
-            copy(table, *_one_of("receipt_id", "k", keys))
-    return True
+    if not sessions:
+        return []
+    by_request, params = _one_of("upto_session", "s", sessions)
+    by_answer, _ = _one_of("og_upto_session", "s", sessions)
+    sql = (
+        f"SELECT receipt_id FROM {src}.requests WHERE {by_request} UNION "
+        f"SELECT receipt_id FROM {src}.responses WHERE {by_answer}"
+    )
+    return [r[0] for r in cur.execute(inline(sql, params)).fetchall()]
 
 
 def found(con: duckdb.DuckDBPyConnection, ident: str) -> list[tuple[dict, dict]]:
@@ -276,8 +299,10 @@ def by_prefix(con: duckdb.DuckDBPyConnection, prefix: str, at_most: int = PREFIX
 
 
 def details(con: duckdb.DuckDBPyConnection, receipt_id: str) -> dict[str, list[dict]]:
-    """A receipt's details (DETAILS: its attempts, the 402's terms, payments, settlements, checks)."""
-    return {name: dicts(con, sql, {"id": receipt_id}) for name, sql in DETAILS.items()}
+    """A receipt's details (DETAILS: its attempts, the 402's terms, payments, settlements, checks), in
+    `con`'s default database (a scratch's), the queries at once."""
+    here = cast(tuple, con.execute("SELECT current_database()").fetchone())[0]
+    return dict(zip(DETAILS, at_once(con, [inline(sql, {"id": receipt_id}) for sql in DETAILS.values()], here)))
 
 
 def one_receipt(
@@ -286,18 +311,24 @@ def one_receipt(
     """The receipt whose own id (its logical call's) this is, as `receipts` has it in `con` (a snapshot of
     `receipts serve`), and its details computed over only its rows (`scratch()`, from `pool`); None if
     there is none."""
-    rows = dicts(con, "SELECT * FROM receipts WHERE receipt_id = $id", {"id": receipt_id})
-    return _with_details(con, rows, pool)[0] if rows else None
+    got = _with_details(
+        con, inline("SELECT * FROM receipts WHERE receipt_id = $id", {"id": receipt_id}), [receipt_id], pool
+    )
+    return got[0] if got else None
 
 
 def _with_details(
-    con: duckdb.DuckDBPyConnection, rows: list[dict], pool: list[str] | None = None
+    con: duckdb.DuckDBPyConnection, found: str, logical_ids: list[str], pool: list[str] | None = None
 ) -> list[tuple[dict, dict]]:
-    """Each receipt row with its details, computed over only its rows (`scratch()`, from `pool`)."""
-    if not rows:
-        return []
-    with scratch(con, [r["receipt_id"] for r in rows], pool) as cur:
-        return [(r, details(cur, r["receipt_id"]) if cur is not None else {name: [] for name in DETAILS}) for r in rows]
+    """Each receipt row that the query `found` gives (of some of `logical_ids`), with its details, computed
+    over only the rows of those calls (`scratch()`, from `pool`) while `found` runs."""
+    with ThreadPoolExecutor(1, thread_name_prefix="receipts-query") as reader:
+        rows = reader.submit(at_once, con, [found])
+        with scratch(con, logical_ids, pool) as cur:
+            return [
+                (r, details(cur, r["receipt_id"]) if cur is not None else {name: [] for name in DETAILS})
+                for r in rows.result()[0]
+            ]
 
 
 def receipt(con: duckdb.DuckDBPyConnection, receipt_id: str) -> tuple[dict, dict] | None:
