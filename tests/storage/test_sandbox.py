@@ -288,6 +288,10 @@ def test_parameters_inlined_as_literals_are_the_values_and_nothing_more():
             assert con.execute("SELECT " + db.literal(text)).fetchall() == [(text,)], text
             assert con.execute(db.inline("SELECT $v = ?", {"v": text}), [text]).fetchone() == (True,), text
         assert con.execute("SELECT " + db.literal(nasty)).fetchone()[0] == nasty
+        long = [t for t in nasty if "\n" not in t] * 10  # (past _SPLIT_ABOVE: one string, cut into the list)
+        assert "string_split" in db.literal(long) and "string_split" not in db.literal(nasty * 10)
+        for values in (long, nasty * 10, [], [""]):
+            assert con.execute("SELECT " + db.literal(values)).fetchone()[0] == values
         assert con.execute("SELECT " + db.literal("bad\udc80")).fetchone()[0] == "bad?"  # (not UTF-8: replaced)
         assert con.execute(db.inline("SELECT $a, $b", {"a": "$b", "b": "x"})).fetchone() == ("$b", "x")
         moment = datetime(2026, 12, 5, 9, 30, 1, 250000, tzinfo=timezone(timedelta(hours=2)))
