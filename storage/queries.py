@@ -67,19 +67,22 @@ def at_once(con: duckdb.DuckDBPyConnection, statements: list[str], database: str
     a query runs, so small queries that each read a row group or two take about the time of the longest
     instead of their sum. The first error, if any, is raised once all have ended."""
 
-    def run(sql: str) -> list[dict]:
-        cur = con.cursor()  # (the same database; its own default catalog and transaction)
-        try:
-            if database:
-                cur.execute(f"USE {database}")
-            return dicts(cur, sql)
-        finally:
-            cur.close()
+    def run(cur: duckdb.DuckDBPyConnection, sql: str) -> list[dict]:
+        if database:
+            cur.execute(f"USE {database}")
+        return dicts(cur, sql)
 
-    if len(statements) < 2:
-        return [run(sql) for sql in statements]
-    with ThreadPoolExecutor(len(statements), thread_name_prefix="receipts-query") as pool:
-        return [done.result() for done in [pool.submit(run, sql) for sql in statements]]
+    # (the cursors are made and closed here, one thread: each is the same database, with its own default
+    # catalog and transaction)
+    cursors = [con.cursor() for _ in statements]
+    try:
+        if len(statements) < 2:
+            return [run(cur, sql) for cur, sql in zip(cursors, statements)]
+        with ThreadPoolExecutor(len(statements), thread_name_prefix="receipts-query") as pool:
+            return [done.result() for done in [pool.submit(run, *pair) for pair in zip(cursors, statements)]]
+    finally:
+        for cur in cursors:
+            cur.close()
 
 
 def normalized(con: duckdb.DuckDBPyConnection, ident: str) -> str:
@@ -322,13 +325,17 @@ def _with_details(
 ) -> list[tuple[dict, dict]]:
     """Each receipt row that the query `found` gives (of some of `logical_ids`), with its details, computed
     over only the rows of those calls (`scratch()`, from `pool`) while `found` runs."""
-    with ThreadPoolExecutor(1, thread_name_prefix="receipts-query") as reader:
-        rows = reader.submit(at_once, con, [found])
-        with scratch(con, logical_ids, pool) as cur:
-            return [
-                (r, details(cur, r["receipt_id"]) if cur is not None else {name: [] for name in DETAILS})
-                for r in rows.result()[0]
-            ]
+    reading = con.cursor()  # (a cursor of its own: `con` may serve other threads meanwhile)
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="receipts-query") as reader:
+            rows = reader.submit(dicts, reading, found)
+            with scratch(con, logical_ids, pool) as cur:
+                return [
+                    (r, details(cur, r["receipt_id"]) if cur is not None else {name: [] for name in DETAILS})
+                    for r in rows.result()
+                ]
+    finally:
+        reading.close()
 
 
 def receipt(con: duckdb.DuckDBPyConnection, receipt_id: str) -> tuple[dict, dict] | None:

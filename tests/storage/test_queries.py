@@ -5,6 +5,7 @@ folded Parquet files and over a tail folded on the fly."""
 import json
 import random
 
+import duckdb
 import pytest
 
 from receipts import render
@@ -126,3 +127,18 @@ def test_the_calls_tail_prints_are_the_views_calls_since_then(data):
             )
             assert sorted(got, key=lambda r: (r["started_at"], r["receipt_id"])) == want
             assert any(r["status"] for r in got) or at == moments[-1], "their answers are found too"
+
+
+def test_queries_run_at_once_answer_in_their_order_and_raise_what_fails():
+    """`queries.at_once` (a receipt's copies and details): each statement on a cursor of its own, in a
+    thread; the answers in the statements' order whatever ends first, in the database named, and an error
+    raised once every statement has ended (the others' writes are done)."""
+    with duckdb.connect() as con:
+        con.execute("ATTACH ':memory:' AS other")
+        con.execute("CREATE TABLE other.t (x INTEGER)")
+        slow = "SELECT count(*) AS n FROM range(30000000) WHERE range % 7 = 0"
+        got = queries.at_once(con, [slow, "SELECT 2 AS n", "INSERT INTO t VALUES (1), (2)"], database="other")
+        assert got == [[{"n": 4285715}], [{"n": 2}], [{"Count": 2}]]
+        with pytest.raises(duckdb.CatalogException):
+            queries.at_once(con, ["INSERT INTO other.t SELECT * FROM range(3)", "SELECT * FROM no_such_table"])
+        assert con.execute("SELECT count(*) FROM other.t").fetchone()[0] == 5
