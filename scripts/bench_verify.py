@@ -2,9 +2,12 @@
 
 N real EIP-3009 settlements on anvil (signed authorizations, sent as `transferWithAuthorization` by the
 facilitator account), recorded as receipts through the recorder's own capture code (the payment
-header and the PAYMENT-RESPONSE of each call), then:
+header and the PAYMENT-RESPONSE of each call) and folded into the tables, as a running recorder keeps
+them (its fold runs every 2 s: the pass reads the tables and a tail of the last seconds), then:
 - `receipts verify --once` (batched JSON-RPC, chunked): receipts/s and peak RSS, at N/10, N/2 and N
-  (the median of 3 runs, each on a fresh copy of the recorded data: a pass writes its checks);
+  (the median of 3 runs, each on a fresh copy of the recorded data: a pass writes its checks); for
+  information, also once at N before the fold (every event in the tail, folded by the pass's connection:
+  its memory grows with the journal, which the fold keeps short);
 - a naive loop: one web3 `get_transaction_receipt` per receipt (the head once), the same matching, also
   timed as a process of its own from start to exit (importing web3, reading the receipts), median of 3.
 Prints a markdown table. Talks only to 127.0.0.1.
@@ -26,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 
 from receipts.storage import config as cfg
+from receipts.storage import fold
 from testbed.bulk import record, settle_many
 from testbed.chain import deploy_token, fund
 from testbed.node import start_anvil
@@ -104,7 +108,6 @@ def large_journals(counts: list[int], work: Path) -> list[str]:
     of call (x402, OpenGradient, unpaid) and a check history; no node configured, so nothing is settled."""
     if not counts:
         return []
-    from receipts.storage import fold
     from testbed.synthetic import generate
 
     config = work / "no-nodes.yaml"
@@ -158,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         for count in (small, half, n):
             data = work / f"data-{count}"
             record(data, token, anvil.chain_id, payments[:count], settings)
+            if count == n:  # for information: every event still in the journal, folded by the pass's connection
+                say(f"receipts verify --once over {count} receipts, the journal not folded…")
+                unfolded = median_verify(data, config, runs=1)
+            fold.fold(data, wait=True)  # as a running recorder keeps it: the pass reads the tables and a short tail
             say(f"receipts verify --once over {count} receipts…")
             seconds, rss, text = median_verify(data, config)
             rows.append((count, seconds, rss, text))
@@ -171,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         *[f"| `receipts verify --once` | {count:,} | {sec:.2f} | {count / sec:,.0f} | {rss / 1024:.0f} |"
           for count, sec, rss, _ in rows],
         f"| naive web3 loop (one call per receipt; a process, start to exit) | {n:,} | {naive_s:.2f} | {base:,.0f} | – |",
+        f"| (for information) `receipts verify --once`, no fold yet: every event in the tail | {n:,} | "
+        f"{unfolded[0]:.2f} | {n / unfolded[0]:,.0f} | {unfolded[1] / 1024:.0f} |",
         "",
         "| comparison | value | goal | verdict |",
         "|---|---|---|---|",
