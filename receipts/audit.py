@@ -499,7 +499,7 @@ def run(
     """The report in `fmt` and the raw figures (for the caller's summary line)."""
     from receipts.storage import audit
 
-    rep = audit.report(data_dir, since=since, app=app)
+    rep = audit.report(data_dir, since=since, app=app, shown=limit or None)  # (the evidence of the rows shown)
     meta = {
         "data": str(data_dir),
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -78,8 +78,14 @@ def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict]:
     return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
-def report(data_dir: str | os.PathLike, since: datetime | None = None, app: str | None = None) -> dict:
-    """Every section of the audit, filtered to calls since `since` (UTC) and from app `app`."""
+LISTED = ("risky_failed", "overcharges", "double_charges", "never_settled")  # the sections that name receipts
+
+
+def report(
+    data_dir: str | os.PathLike, since: datetime | None = None, app: str | None = None, shown: int | None = None
+) -> dict:
+    """Every section of the audit, filtered to calls since `since` (UTC) and from app `app`; the evidence of
+    the receipts that the first `shown` rows of each problem section name (None: every row)."""
     params = {"since": since, "app": app}
     with connect(data_dir) as con:
         sql = build(con)
@@ -88,9 +94,10 @@ def report(data_dir: str | os.PathLike, since: datetime | None = None, app: str 
             query = sql[f"section_{name}"]
             rows = _dicts(con.execute(db.inline(query, {k: v for k, v in params.items() if f"${k}" in query})))
             out[name] = rows[0] if name == "summary" else rows
+        seen = {name: out[name][:shown] if shown else out[name] for name in LISTED}
         listed = sorted(
-            {r["receipt_id"] for s in ("risky_failed", "overcharges", "double_charges") for r in out[s]}
-            | {r["key"] for r in out["never_settled"] if r["kind"] == "x402"}
+            {r["receipt_id"] for name in ("risky_failed", "overcharges", "double_charges") for r in seen[name]}
+            | {r["key"] for r in seen["never_settled"] if r["kind"] == "x402"}
         )
         con.execute(
             db.inline("CREATE OR REPLACE TEMP TABLE audit_ids AS SELECT unnest($ids::VARCHAR[]) AS id", {"ids": listed})

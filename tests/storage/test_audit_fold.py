@@ -202,6 +202,15 @@ def test_the_audit_gives_the_views_values_over_kept_rows_and_a_tail(tmp_path):
         "an answer that reported usage without counts, or a 402 without usage, is not listed"
     assert sum(r["refusals"] for r in rep["pinned_clients"]) == 3
 
+    # the evidence of the rows shown (`receipts audit --limit N`): theirs, as the whole report has it
+    shown = audit.report(tmp_path, shown=2)
+    named = {r["receipt_id"] for s in ("risky_failed", "overcharges", "double_charges") for r in rep[s][:2]}
+    named |= {r["key"] for r in rep["never_settled"][:2] if r["kind"] == "x402"}
+    assert set(shown["evidence"]) == named & set(rep["evidence"]) and len(shown["evidence"]) >= 3
+    assert shown["evidence"] == {k: rep["evidence"][k] for k in named if k in rep["evidence"]}
+    assert len(rep["evidence"]) > 2 * len(shown["evidence"])
+    assert {k: v for k, v in shown.items() if k != "evidence"} == {k: v for k, v in rep.items() if k != "evidence"}
+
 
 # ---- the rules, one at a time ------------------------------------------------------------------------
 def test_the_offer_a_payment_answers_is_the_one_for_its_asset_and_network(tmp_path):
