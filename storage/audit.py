@@ -78,7 +78,8 @@ def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict]:
     return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
-LISTED = ("risky_failed", "overcharges", "double_charges", "never_settled")  # the sections that name receipts
+BY_RECEIPT = ("risky_failed", "overcharges", "double_charges")  # the problem sections whose rows are receipts
+LISTED = (*BY_RECEIPT, "never_settled")  # and one whose x402 rows are (its sessions' are not)
 
 
 def report(
@@ -96,7 +97,7 @@ def report(
             out[name] = rows[0] if name == "summary" else rows
         seen = {name: out[name][:shown] if shown else out[name] for name in LISTED}
         listed = sorted(
-            {r["receipt_id"] for name in ("risky_failed", "overcharges", "double_charges") for r in seen[name]}
+            {r["receipt_id"] for name in BY_RECEIPT for r in seen[name]}
             | {r["key"] for r in seen["never_settled"] if r["kind"] == "x402"}
         )
         con.execute(

@@ -181,16 +181,10 @@ def scratch(
         cur.close()
 
 
-_SCRATCH_TABLES = (
-    "requests",
-    "responses",
-    "payments",
-    "offers",
-    "settlements",
-    "stream_ends",
-    "errors",
-    "checks",
-)  # (what the views of a receipt and its details read: neither `events` nor the tail's tables)
+# the tables of a receipt's attempts, keyed by the attempt's receipt_id (copied at once: `_copy_rows`)
+_BY_ATTEMPT = ("responses", "offers", "settlements", "stream_ends", "errors", "checks")
+# what the views of a receipt and its details read (neither `events` nor the tail's tables)
+_SCRATCH_TABLES = ("requests", "payments", *_BY_ATTEMPT)
 
 
 def _new_scratch(cur: duckdb.DuckDBPyConnection, home: str, reads: str) -> str:
@@ -210,9 +204,6 @@ def _new_scratch(cur: duckdb.DuckDBPyConnection, home: str, reads: str) -> str:
     finally:
         cur.execute(f"USE {home}")
     return name
-
-
-_BY_ATTEMPT = ("responses", "offers", "settlements", "stream_ends", "errors", "checks")  # (keyed by receipt_id)
 
 
 def _copy_rows(cur: duckdb.DuckDBPyConnection, src: str, into: str, logical_ids: list[str]) -> bool:
