@@ -10,10 +10,11 @@ over a large journal). Instead:
 1. `candidates()`: the logical calls an id may name are found in the fold's index of ids (`folded.ids`,
    sorted by id: one row group of each file is read) and, for a receipt or logical id, in `requests`;
 2. `computed()`: the views of storage/views.sql run, unchanged, in a scratch in-memory database attached to
-   the connection, over copies of only the folded rows those calls need (their attempts, and every call of
-   an OpenGradient session they are in: a member's row counts the session's calls). Where `receipts`
-   reads the rows the fold kept and computes none (no tail), a call's row is read from it instead, and
-   the scratch computes only the details;
+   the connection, over copies of only the folded rows those calls need (their attempts, every table's
+   rows copied at once; for their receipts' rows, also every call of an OpenGradient session they are in,
+   since a member's row counts the session's calls, and the relay hops of sealed calls). Where
+   `receipts` reads the rows the fold kept and computes none (no tail), a call's row is read from it
+   instead, and the scratch computes only the details, which read neither;
 3. the receipts kept are those whose `ids` hold the id, exactly as `SELECT * FROM receipts WHERE
    list_contains(ids, lower(trim(id)))` (`FIND`) would select them.
 A receipt page of `receipts serve` (`one_receipt()`) reads the receipt's row from the snapshot's `receipts`
@@ -139,7 +140,7 @@ def computed(con: duckdb.DuckDBPyConnection, logical_ids: list[str]) -> list[tup
         return _with_details(
             con, inline(f"SELECT * FROM receipts WHERE {where} ORDER BY first_seen, receipt_id", params), logical_ids
         )
-    with scratch(con, logical_ids, reads=_ROWS + _DETAILS) as cur:
+    with scratch(con, logical_ids, rows=True) as cur:
         if cur is None:
             return []
         found = dicts(cur, _ROWS, {"l": sorted(set(logical_ids))})
@@ -147,14 +148,13 @@ def computed(con: duckdb.DuckDBPyConnection, logical_ids: list[str]) -> list[tup
 
 
 @contextlib.contextmanager
-def scratch(
-    con: duckdb.DuckDBPyConnection, logical_ids: list[str], pool: list[str] | None = None, reads: str = _DETAILS
-):
+def scratch(con: duckdb.DuckDBPyConnection, logical_ids: list[str], pool: list[str] | None = None, rows: bool = False):
     """A cursor of `con` whose default database is a scratch in-memory database holding the views of
-    storage/views.sql that the SQL `reads` names (`db.views_sql_for`: the details, by default) over copies
-    of only the folded rows they read for these logical calls: their attempts and, for a call in an
-    OpenGradient session, every attempt of the session (a member's row counts its calls). None (no cursor)
-    if none of the calls was recorded.
+    storage/views.sql that the details read (`db.views_sql_for`), and with `rows` the receipts' rows
+    (`_ROWS`), over copies of only the folded rows they read for these logical calls: their attempts
+    and, for the receipts' rows, every attempt of the OpenGradient sessions they are in (a member's row
+    counts its calls) and the relay hops of sealed calls. None (no cursor) if none of the calls was
+    recorded.
 
     The scratch database is attached for the time of the `with`, or taken from `pool` (the names of
     scratch databases of `con` kept between uses: `receipts serve`'s snapshot, for the details alone) and
@@ -163,9 +163,9 @@ def scratch(
     cur = con.cursor()  # (its own default catalog; `con` may serve other threads meanwhile)
     try:
         home = cast(tuple, cur.execute("SELECT current_database()").fetchone())[0]
-        name = pool.pop() if pool else _new_scratch(cur, home, reads)
+        name = pool.pop() if pool else _new_scratch(cur, home, _ROWS + _DETAILS if rows else _DETAILS)
         try:
-            recorded = bool(logical_ids) and _copy_rows(cur, f"{home}.folded", f"{name}.folded", logical_ids)
+            recorded = bool(logical_ids) and _copy_rows(cur, f"{home}.folded", f"{name}.folded", logical_ids, rows)
             if recorded:
                 cur.execute(f"USE {name}")
             yield cur if recorded else None
@@ -206,39 +206,44 @@ def _new_scratch(cur: duckdb.DuckDBPyConnection, home: str, reads: str) -> str:
     return name
 
 
-def _copy_rows(cur: duckdb.DuckDBPyConnection, src: str, into: str, logical_ids: list[str]) -> bool:
+def _copy_rows(cur: duckdb.DuckDBPyConnection, src: str, into: str, logical_ids: list[str], rows: bool) -> bool:
     """Copy from schema `src` into the empty tables of schema `into` the rows the views need to compute
-    these logical calls; False if none of them was recorded. Their requests first, then the rows of their
-    attempts, all tables at once (`at_once`); then, rarely, those of the other calls of their
-    OpenGradient sessions, and the relay hops of sealed calls."""
-
-    def copy(table: str, keys: list[str], column: str = "receipt_id") -> str:
-        where, params = _one_of(column, "k", keys)
-        return inline(f"INSERT INTO {into}.{table} SELECT * FROM {src}.{table} WHERE {where}", params)
-
-    def column(sql: str, params: dict | None = None) -> list:
-        return [r[0] for r in cur.execute(inline(sql, params)).fetchall()]
-
-    def of_attempts(attempts: list[str], checks_also: list[str]) -> list[str]:
-        """The copies of the rows of these attempts, whose requests are copied already: a request's `paid`
-        says it carried a payment, which is what makes a `payments` row (storage/fold.sql); the verifier's
-        checks are also keyed by the logical id."""
-        where, params = _one_of("receipt_id", "a", attempts)
-        paid = column(f"SELECT receipt_id FROM {into}.requests WHERE paid AND {where}", params)
-        copies = [copy(table, attempts + checks_also if table == "checks" else attempts) for table in _BY_ATTEMPT]
-        return copies + ([copy("payments", paid)] if paid else [])
-
-    cur.execute(copy("requests", logical_ids, "logical_id"))
-    attempts = column(f"SELECT receipt_id FROM {into}.requests")
-    if not attempts:
+    these logical calls' details, and with `rows` their receipts' rows; False if none of them was recorded.
+    Their attempts are found first (`_attempts`) and every table's rows of them copied at once
+    (`_copy_attempts`). A receipt's row also counts the calls of its OpenGradient session, found by the
+    sessions their requests name (copied with them) or, rarely, by an answer alone (the call that opened
+    one: copied after), and reads the relay hops of sealed calls; its details read neither."""
+    own, paid, sessions = _attempts(cur, src, logical_ids)
+    if not own:
         return False
-    at_once(cur, of_attempts(attempts, logical_ids))
-    members = sorted(set(_session_attempts(cur, src, into)) - set(attempts))
-    if members:  # every attempt of those sessions (a member's row counts the session's calls)
-        cur.execute(copy("requests", members))
-        at_once(cur, of_attempts(members, []))
-    sealed = column(f"SELECT request_sha256 FROM {into}.requests WHERE ohttp AND request_sha256 IS NOT NULL")
-    if sealed:  # the relay hops of sealed calls (views.sql `relayed`): their requests say enough
+    members = sorted(set(_session_members(cur, src, sessions)) - set(own)) if rows else []
+    # (a member's request was not read: whether it paid is not known, its payments are looked for)
+    _copy_attempts(cur, src, into, sorted(own + members), sorted(paid + members), logical_ids)
+    if rows:
+        _copy_opened_sessions(cur, src, into, own, sessions, own + members)
+        _copy_relay_hops(cur, src, into)
+    return True
+
+
+def _copy_opened_sessions(
+    cur: duckdb.DuckDBPyConnection, src: str, into: str, own: list[str], sessions: list[str], copied: list[str]
+) -> None:
+    """Copy the attempts of the OpenGradient sessions that the answers to `own` name, and none of their
+    requests (`sessions`), but those `copied` already."""
+    where, params = _one_of("receipt_id", "a", own)
+    sql = inline(f"SELECT DISTINCT lower(og_upto_session) FROM {into}.responses WHERE {where}", params)
+    opened = sorted({r[0] for r in cur.execute(sql).fetchall() if r[0]} - set(sessions))
+    more = sorted(set(_session_members(cur, src, opened)) - set(copied))
+    if more:
+        _copy_attempts(cur, src, into, more, more, [])
+
+
+def _copy_relay_hops(cur: duckdb.DuckDBPyConnection, src: str, into: str) -> None:
+    """Copy the requests of the relay hops of the sealed calls in `into` (views.sql `relayed`: they say
+    enough)."""
+    sql = f"SELECT request_sha256 FROM {into}.requests WHERE ohttp AND request_sha256 IS NOT NULL"
+    sealed = [r[0] for r in cur.execute(sql).fetchall()]
+    if sealed:
         same, params = _one_of("request_sha256", "h", sealed)
         cur.execute(
             inline(
@@ -247,28 +252,49 @@ def _copy_rows(cur: duckdb.DuckDBPyConnection, src: str, into: str, logical_ids:
                 params,
             )
         )
-    return True
 
 
-def _session_attempts(cur: duckdb.DuckDBPyConnection, src: str, into: str) -> list[str]:
-    """Every attempt of `src` in an OpenGradient session of a call copied into `into` (named by its
-    request, or by its answer)."""
-    sessions = [
-        r[0]
-        for r in cur.execute(
-            f"SELECT upto_session FROM {into}.requests WHERE upto_session IS NOT NULL "
-            f"UNION SELECT og_upto_session FROM {into}.responses WHERE og_upto_session IS NOT NULL"
-        ).fetchall()
-    ]
+def _copy_attempts(
+    cur: duckdb.DuckDBPyConnection,
+    src: str,
+    into: str,
+    attempts: list[str],
+    paying: list[str],
+    logical_ids: list[str],
+) -> None:
+    """Copy from schema `src` into `into` the rows of these attempts, every table at once (`at_once`):
+    the payments of those of them in `paying`; the verifier's checks of these logical ids too."""
+
+    def copy(table: str, keys: list[str]) -> str:
+        where, params = _one_of("receipt_id", "k", keys)
+        return inline(f"INSERT INTO {into}.{table} SELECT * FROM {src}.{table} WHERE {where}", params)
+
+    copies = [copy(table, attempts + logical_ids if table == "checks" else attempts) for table in _BY_ATTEMPT]
+    at_once(cur, [copy("requests", attempts), *copies] + ([copy("payments", paying)] if paying else []))
+
+
+def _attempts(
+    cur: duckdb.DuckDBPyConnection, src: str, logical_ids: list[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """The attempts of these logical calls in `src`, those of them that paid, and the OpenGradient
+    sessions their requests name, lowercased as `folded.ids` holds them."""
+    where, params = _one_of("logical_id", "l", logical_ids)
+    found = cur.execute(
+        inline(f"SELECT receipt_id, paid, lower(upto_session) FROM {src}.requests WHERE {where}", params)
+    ).fetchall()
+    own = sorted({r[0] for r in found})
+    return own, sorted({r[0] for r in found if r[1]}), sorted({r[2] for r in found if r[2]})
+
+
+def _session_members(cur: duckdb.DuckDBPyConnection, src: str, sessions: list[str]) -> list[str]:
+    """Every attempt in `src` that names one of these sessions (lowercased) by its request or its answer,
+    found by the index of ids (`folded.ids`, sorted by id: one row group of each file is read): with a
+    few more, if any, that carry the same text as another id; the views count only the session's own."""
     if not sessions:
         return []
-    by_request, params = _one_of("upto_session", "s", sessions)
-    by_answer, _ = _one_of("og_upto_session", "s", sessions)
-    sql = (
-        f"SELECT receipt_id FROM {src}.requests WHERE {by_request} UNION "
-        f"SELECT receipt_id FROM {src}.responses WHERE {by_answer}"
-    )
-    return [r[0] for r in cur.execute(inline(sql, params)).fetchall()]
+    where, params = _one_of("id", "s", sessions)
+    sql = inline(f"SELECT DISTINCT receipt_id FROM {src}.ids WHERE {where}", params)
+    return [r[0] for r in cur.execute(sql).fetchall()]
 
 
 def found(con: duckdb.DuckDBPyConnection, ident: str) -> list[tuple[dict, dict]]:

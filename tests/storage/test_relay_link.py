@@ -2,7 +2,7 @@
 same recorder saw the relay forward the same bytes (storage/views.sql `relayed`)."""
 from __future__ import annotations
 
-from receipts.storage import db, fold
+from receipts.storage import db, fold, queries
 from receipts.storage.journal import Journal
 from receipts.storage.records import Event
 from support.proc import receipts_cli
@@ -25,8 +25,15 @@ COLUMNS = "receipt_id, proof_status, reason, ohttp_tee_id, relay_receipt, model,
 
 
 def receipts(data):
+    """The receipts' rows, by the view; `receipts show` computes the same from each call's own rows
+    (`queries.found`, made to compute rows the fold kept)."""
     with db.connect(data) as con:
-        return {r[0]: r for r in con.execute(f"SELECT {COLUMNS} FROM receipts").fetchall()}
+        rows = {r[0]: r for r in con.execute(f"SELECT {COLUMNS} FROM receipts").fetchall()}
+        con.execute(f"SET VARIABLE {db.KEPT_ONLY} = false")
+        for receipt_id, row in rows.items():
+            [(shown, _)] = queries.found(con, receipt_id)
+            assert tuple(shown[c] for c in COLUMNS.split(", ")) == row
+        return rows
 
 
 def test_the_client_hop_is_sealed_and_linked_to_the_relays_payment(tmp_path):
