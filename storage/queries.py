@@ -27,7 +27,7 @@ import contextlib
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import NamedTuple, cast
 
 import duckdb
 
@@ -161,23 +161,29 @@ def scratch(con: duckdb.DuckDBPyConnection, logical_ids: list[str], pool: list[s
     emptied back into it."""
     logical_ids = sorted({x for x in logical_ids if x})
     cur = con.cursor()  # (its own default catalog; `con` may serve other threads meanwhile)
+    reading = con.cursor()  # (the calls' attempts are read on it while a new scratch database is made)
     try:
         home = cast(tuple, cur.execute("SELECT current_database()").fetchone())[0]
-        name = pool.pop() if pool else _new_scratch(cur, home, _ROWS + _DETAILS if rows else _DETAILS)
-        try:
-            recorded = bool(logical_ids) and _copy_rows(cur, f"{home}.folded", f"{name}.folded", logical_ids, rows)
-            if recorded:
-                cur.execute(f"USE {name}")
-            yield cur if recorded else None
-        finally:
-            cur.execute(f"USE {home}")
-            if pool is None:
-                cur.execute(f"DETACH {name}")
-            else:
-                for table in _SCRATCH_TABLES:
-                    cur.execute(f"DELETE FROM {name}.folded.{table}")
-                pool.append(name)
+        with ThreadPoolExecutor(1, thread_name_prefix="receipts-query") as reader:
+            found = reader.submit(_attempts, reading, f"{home}.folded", logical_ids)
+            name = pool.pop() if pool else _new_scratch(cur, home, _ROWS + _DETAILS if rows else _DETAILS)
+            try:
+                attempts = found.result()
+                recorded = bool(attempts.own)
+                if recorded:
+                    _copy_rows(cur, f"{home}.folded", f"{name}.folded", attempts, rows)
+                    cur.execute(f"USE {name}")
+                yield cur if recorded else None
+            finally:
+                cur.execute(f"USE {home}")
+                if pool is None:
+                    cur.execute(f"DETACH {name}")
+                else:
+                    for table in _SCRATCH_TABLES:
+                        cur.execute(f"DELETE FROM {name}.folded.{table}")
+                    pool.append(name)
     finally:
+        reading.close()
         cur.close()
 
 
@@ -206,23 +212,20 @@ def _new_scratch(cur: duckdb.DuckDBPyConnection, home: str, reads: str) -> str:
     return name
 
 
-def _copy_rows(cur: duckdb.DuckDBPyConnection, src: str, into: str, logical_ids: list[str], rows: bool) -> bool:
+def _copy_rows(cur: duckdb.DuckDBPyConnection, src: str, into: str, calls: Attempts, rows: bool) -> None:
     """Copy from schema `src` into the empty tables of schema `into` the rows the views need to compute
-    these logical calls' details, and with `rows` their receipts' rows; False if none of them was recorded.
-    Their attempts are found first (`_attempts`) and every table's rows of them copied at once
-    (`_copy_attempts`). A receipt's row also counts the calls of its OpenGradient session, found by the
-    sessions their requests name (copied with them) or, rarely, by an answer alone (the call that opened
-    one: copied after), and reads the relay hops of sealed calls; its details read neither."""
-    own, paid, sessions = _attempts(cur, src, logical_ids)
-    if not own:
-        return False
-    members = sorted(set(_session_members(cur, src, sessions)) - set(own)) if rows else []
+    the details of these logical calls (`calls`: their attempts, `_attempts`), and with `rows` their
+    receipts' rows: every table's rows of their attempts at once (`_copy_attempts`). A receipt's row also
+    counts the calls of its OpenGradient session, found by the sessions their requests name (copied with
+    them) or, rarely, by an answer alone (the call that opened one: copied after), and reads the relay
+    hops of sealed calls; its details read neither."""
+    own = calls.own
+    members = sorted(set(_session_members(cur, src, calls.sessions)) - set(own)) if rows else []
     # (a member's request was not read: whether it paid is not known, its payments are looked for)
-    _copy_attempts(cur, src, into, sorted(own + members), sorted(paid + members), logical_ids)
+    _copy_attempts(cur, src, into, sorted(own + members), sorted(calls.paid + members), calls.logical_ids)
     if rows:
-        _copy_opened_sessions(cur, src, into, own, sessions, own + members)
+        _copy_opened_sessions(cur, src, into, own, calls.sessions, own + members)
         _copy_relay_hops(cur, src, into)
-    return True
 
 
 def _copy_opened_sessions(
@@ -273,17 +276,30 @@ def _copy_attempts(
     at_once(cur, [copy("requests", attempts), *copies] + ([copy("payments", paying)] if paying else []))
 
 
-def _attempts(
-    cur: duckdb.DuckDBPyConnection, src: str, logical_ids: list[str]
-) -> tuple[list[str], list[str], list[str]]:
-    """The attempts of these logical calls in `src`, those of them that paid, and the OpenGradient
-    sessions their requests name, lowercased as `folded.ids` holds them."""
+class Attempts(NamedTuple):
+    """The attempts of some logical calls (`own`), those of them that paid, and the OpenGradient sessions
+    their requests name, lowercased as `folded.ids` holds them."""
+
+    logical_ids: list[str]
+    own: list[str]
+    paid: list[str]
+    sessions: list[str]
+
+
+def _attempts(cur: duckdb.DuckDBPyConnection, src: str, logical_ids: list[str]) -> Attempts:
+    """The attempts of these logical calls in `src` (a read of three columns of their requests)."""
+    if not logical_ids:
+        return Attempts([], [], [], [])
     where, params = _one_of("logical_id", "l", logical_ids)
     found = cur.execute(
         inline(f"SELECT receipt_id, paid, lower(upto_session) FROM {src}.requests WHERE {where}", params)
     ).fetchall()
-    own = sorted({r[0] for r in found})
-    return own, sorted({r[0] for r in found if r[1]}), sorted({r[2] for r in found if r[2]})
+    return Attempts(
+        logical_ids,
+        sorted({r[0] for r in found}),
+        sorted({r[0] for r in found if r[1]}),
+        sorted({r[2] for r in found if r[2]}),
+    )
 
 
 def _session_members(cur: duckdb.DuckDBPyConnection, src: str, sessions: list[str]) -> list[str]:
