@@ -9,6 +9,7 @@ import stat
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 from . import render
 
@@ -601,14 +602,14 @@ def parser() -> argparse.ArgumentParser:
     p = _command(sub, "show", parents=[common, lake], help="show the receipt that any id finds")
     p.add_argument("id", help="receipt id, request id, provider id, tx hash, session id, nonce or payer")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_show)
+    p.set_defaults(func=cmd_show, only_prints=True)
 
     p = _command(sub, "list", parents=[common, lake], help="list receipts, newest first")
     p.add_argument("--status", choices=STATUSES, metavar="STATUS", help=" | ".join(STATUSES))
     _since_flag(p)
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_list)
+    p.set_defaults(func=cmd_list, only_prints=True)
 
     p = _command(sub, "tail", parents=[common], help="print calls as they are recorded, from now on")
     _since_flag(p, "print the calls since then first")
@@ -738,13 +739,25 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _end_now(status: int) -> NoReturn:
+    """End the process of a command that only read and printed (`show`, `list`) once its output is out,
+    without tearing Python and DuckDB down (about 35 ms of `receipts show`'s 0.35 s): it has nothing left
+    to write (what `catch_up` folded before it read is synced)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def main(argv: list[str] | None = None) -> int:
     from receipts.storage.private import private_umask
 
     private_umask()  # every file this command writes is the user's only (0600 files, 0700 directories)
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
+        if argv is None and getattr(args, "only_prints", False):
+            _end_now(status)
+        return status
     except BrokenPipeError:  # (the reader went away: `receipts show … | head`)
         sys.stderr.close()
         return 0

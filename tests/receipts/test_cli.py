@@ -31,6 +31,36 @@ def test_bad_yaml_value(tmp_path):
     assert out.returncode == 1 and "capture.x402 must be true or false, not 'perhaps'" in out.stderr
 
 
+def test_show_and_list_print_all_they_found_before_they_end(tmp_path):
+    """`show` and `list` end their process as soon as they have printed (`cli._end_now`, without tearing
+    Python down): what they print through a pipe, block-buffered, is whole, and the exit status theirs."""
+    from testbed.synthetic import generate
+
+    from receipts import render
+    from receipts.storage import db, queries
+
+    generate(tmp_path, 120, seed=5, days=1.0)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # (a pipe's buffering)
+
+    def run(*args):
+        return subprocess.run([str(BIN / "receipts"), *args, "--data", str(tmp_path)], capture_output=True,
+                              text=True, timeout=60, env=env)
+
+    listed = run("list", "--json", "--limit", "500")
+    assert listed.returncode == 0, listed.stderr
+    with db.connect(tmp_path, journal=False) as con:
+        every = queries.list_receipts(con, limit=500)
+        one = every[len(every) // 2]["receipt_id"]
+        (row, details), = queries.found(con, one)
+    assert [x["receipt_id"] for x in json.loads(listed.stdout)] == [x["receipt_id"] for x in every]
+    assert len(every) > 80
+    shown = run("show", "--json", one)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == json.loads(render.to_json(render.receipt_document(row, details)))
+    missing = run("show", "no-such-receipt")
+    assert missing.returncode == 1 and missing.stderr.startswith("Error: no receipt matches")
+
+
 def test_sql_only_reads(tmp_path):
     (tmp_path / "journal").mkdir()
     for statement in ("CREATE TABLE x AS SELECT 1", "COPY (SELECT 1) TO '/tmp/x.csv'", "DROP VIEW calls",
