@@ -31,9 +31,10 @@ def test_bad_yaml_value(tmp_path):
     assert out.returncode == 1 and "capture.x402 must be true or false, not 'perhaps'" in out.stderr
 
 
-def test_show_and_list_print_all_they_found_before_they_end(tmp_path):
-    """`show` and `list` end their process as soon as they have printed (`cli._end_now`, without tearing
-    Python down): what they print through a pipe, block-buffered, is whole, and the exit status theirs."""
+def test_show_list_and_audit_print_all_they_found_before_they_end(tmp_path):
+    """`show`, `list` and `audit` end their process as soon as they have printed (`cli._end_now`, without
+    tearing Python down): what they print through a pipe, block-buffered, is whole, and the exit status
+    theirs."""
     from testbed.synthetic import generate
 
     from receipts import render
@@ -59,6 +60,9 @@ def test_show_and_list_print_all_they_found_before_they_end(tmp_path):
     assert json.loads(shown.stdout) == json.loads(render.to_json(render.receipt_document(row, details)))
     missing = run("show", "no-such-receipt")
     assert missing.returncode == 1 and missing.stderr.startswith("Error: no receipt matches")
+    audited = run("audit", "--format", "json")
+    assert audited.returncode == 0, audited.stderr
+    assert json.loads(audited.stdout)["summary"]["receipts"] == len(every)
 
 
 def test_sql_only_reads(tmp_path):
