@@ -216,14 +216,15 @@ def test_queries_stay_correct_while_two_writers_write_and_the_fold_merges_and_re
     assert (tmp_path / "receipts.duckdb").exists()
 
 
-def replay_merges(file_rows: int | list[int], folds: int = 0) -> tuple[float, int]:
+def replay_merges(file_rows: int | list[int], folds: int = 0, at: int | None = None) -> tuple[float, int]:
     """`folds` folds of `file_rows` rows each (or one fold per size listed), merged as `fold._merge` merges
-    them after each fold: the rows the merges wrote per row folded, and the most files a table had."""
+    them after each fold (`at` files of a class at a time): the rows the merges wrote per row folded, and
+    the most files a table had."""
     sizes = file_rows if isinstance(file_rows, list) else [file_rows] * folds
     files, written, most = [], 0, 0
     for rows in sizes:
         files.append(rows)
-        while n := fold.merge_due(files):
+        while n := fold.merge_due(files, at):
             written += sum(files[-n:])
             files[-n:] = [sum(files[-n:])]
         most = max(most, len(files))
@@ -250,6 +251,26 @@ def test_merges_write_each_row_again_a_few_times_not_once_per_merge():
     assert fold.merge_due([263] + [240] * (fold.MERGE_AT - 1)) == 0, "newer small files wait for their own class"
     assert fold.merge_due([fold.MERGE_ROWS] + [10] * (fold.MERGE_AT - 1)) == 0
     assert fold.merge_due([5_000_000] + [10] * fold.MERGE_AT) == fold.MERGE_AT, "big files are left alone"
+
+
+def test_the_events_files_are_merged_64_at_a_time_and_each_event_written_again_less(tmp_path, monkeypatch):
+    """`events` is read whole, never looked up by an id: its files are merged 64 of a class at a time
+    (fold.MERGE_AT_OF), so each event is written again about half as often as another table's rows, and
+    a migration's 31 steps leave 31 files of events, and one of each other table."""
+    at = fold.MERGE_AT_OF["events"]
+    for file_rows, folds in ((2000, 2000), (6000, 700), (20, 10000)):
+        events, most = replay_merges(file_rows, folds, at)
+        others, _ = replay_merges(file_rows, folds)
+        assert events <= 0.6 * others and most <= 3 * at, (file_rows, events, others, most)
+    assert fold.merge_due([78_000] * 31, at) == 0 and fold.merge_due([78_000] * at, at) == at
+    monkeypatch.setattr(fold, "BATCH_BYTES", 1)  # (a step a segment)
+    with Journal(tmp_path, "proxy", seal_interval=3600) as j:
+        for i in range(12):
+            j.write(paid_call(f"call-{i}"))
+            j._seal_if_due(force=True)
+    fold.fold(tmp_path, grace=0)
+    m = fold.Manifest.load(tmp_path)
+    assert len(m.files["events"]) == 12 and len(m.files["requests"]) == 1, {t: len(f) for t, f in m.files.items()}
 
 
 def test_merges_of_the_newest_files_keep_the_newest_row_of_each_receipt(tmp_path, monkeypatch):
