@@ -31,10 +31,10 @@ def test_bad_yaml_value(tmp_path):
     assert out.returncode == 1 and "capture.x402 must be true or false, not 'perhaps'" in out.stderr
 
 
-def test_show_list_and_audit_print_all_they_found_before_they_end(tmp_path):
-    """`show`, `list` and `audit` end their process as soon as they have printed (`cli._end_now`, without
-    tearing Python down): what they print through a pipe, block-buffered, is whole, and the exit status
-    theirs."""
+def test_show_list_audit_and_verify_print_and_keep_all_before_they_end(tmp_path):
+    """`show`, `list`, `audit` and `verify` end their process as soon as they are done (`cli._end_now`,
+    without tearing Python down): what they print through a pipe, block-buffered, is whole, the exit
+    status theirs, and every check the verifier wrote is there."""
     from testbed.synthetic import generate
 
     from receipts import render
@@ -63,6 +63,16 @@ def test_show_list_and_audit_print_all_they_found_before_they_end(tmp_path):
     audited = run("audit", "--format", "json")
     assert audited.returncode == 0, audited.stderr
     assert json.loads(audited.stdout)["summary"]["receipts"] == len(every)
+    no_nodes = tmp_path / "no-nodes.yaml"  # (no chain is read: what the verifier writes is what matters)
+    no_nodes.write_text(json.dumps({"networks": {}}))
+    verdicts = "SELECT count(*) FROM checks WHERE \"check\" = 'verdict'"
+    with db.connect(tmp_path, journal=False) as con:
+        before = con.execute(verdicts).fetchone()[0]
+    verified = run("verify", "--once", "--config", str(no_nodes))
+    changed = int(re.search(r"; (\d+) changed", verified.stdout).group(1))
+    with db.connect(tmp_path, journal=False) as con:
+        written = con.execute(verdicts).fetchone()[0] - before
+    assert changed > 20 and written == changed, (verified.stdout, verified.stderr, written)
 
 
 def test_sql_only_reads(tmp_path):
