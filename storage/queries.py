@@ -167,21 +167,21 @@ def scratch(con: duckdb.DuckDBPyConnection, logical_ids: list[str], pool: list[s
         with ThreadPoolExecutor(1, thread_name_prefix="receipts-query") as reader:
             found = reader.submit(_attempts, reading, f"{home}.folded", logical_ids)
             name = pool.pop() if pool else _new_scratch(cur, home, _ROWS + _DETAILS if rows else _DETAILS)
-            try:
-                attempts = found.result()
-                recorded = bool(attempts.own)
-                if recorded:
-                    _copy_rows(cur, f"{home}.folded", f"{name}.folded", attempts, rows)
-                    cur.execute(f"USE {name}")
-                yield cur if recorded else None
-            finally:
-                cur.execute(f"USE {home}")
-                if pool is None:
-                    cur.execute(f"DETACH {name}")
-                else:
-                    for table in _SCRATCH_TABLES:
-                        cur.execute(f"DELETE FROM {name}.folded.{table}")
-                    pool.append(name)
+        try:
+            attempts = found.result()
+            recorded = bool(attempts.own)
+            if recorded:
+                _copy_rows(cur, f"{home}.folded", f"{name}.folded", attempts, rows)
+                cur.execute(f"USE {name}")
+            yield cur if recorded else None
+        finally:
+            cur.execute(f"USE {home}")
+            if pool is None:
+                cur.execute(f"DETACH {name}")
+            else:
+                for table in _SCRATCH_TABLES:
+                    cur.execute(f"DELETE FROM {name}.folded.{table}")
+                pool.append(name)
     finally:
         reading.close()
         cur.close()
@@ -210,6 +210,16 @@ def _new_scratch(cur: duckdb.DuckDBPyConnection, home: str, reads: str) -> str:
     finally:
         cur.execute(f"USE {home}")
     return name
+
+
+class Attempts(NamedTuple):
+    """The attempts of some logical calls (`own`), those of them that paid, and the OpenGradient sessions
+    their requests name, lowercased as `folded.ids` holds them."""
+
+    logical_ids: list[str]
+    own: list[str]
+    paid: list[str]
+    sessions: list[str]
 
 
 def _copy_rows(cur: duckdb.DuckDBPyConnection, src: str, into: str, calls: Attempts, rows: bool) -> None:
@@ -274,16 +284,6 @@ def _copy_attempts(
 
     copies = [copy(table, attempts + logical_ids if table == "checks" else attempts) for table in _BY_ATTEMPT]
     at_once(cur, [copy("requests", attempts), *copies] + ([copy("payments", paying)] if paying else []))
-
-
-class Attempts(NamedTuple):
-    """The attempts of some logical calls (`own`), those of them that paid, and the OpenGradient sessions
-    their requests name, lowercased as `folded.ids` holds them."""
-
-    logical_ids: list[str]
-    own: list[str]
-    paid: list[str]
-    sessions: list[str]
 
 
 def _attempts(cur: duckdb.DuckDBPyConnection, src: str, logical_ids: list[str]) -> Attempts:
