@@ -75,6 +75,39 @@ def test_show_list_audit_and_verify_print_and_keep_all_before_they_end(tmp_path)
     assert changed > 20 and written == changed, (verified.stdout, verified.stderr, written)
 
 
+WATCH_DUCKDB = """
+import json, os, sys
+seen = []
+class Watch:  # what DUCKDB_JE_MALLOC_CONF holds when duckdb is first imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "duckdb" and not seen:
+            seen.append(os.environ.get("DUCKDB_JE_MALLOC_CONF"))
+sys.meta_path.insert(0, Watch())
+from receipts import cli
+status = cli.main(sys.argv[1:])
+print(json.dumps({"status": status, "at_import": seen}))
+"""
+
+
+@pytest.mark.parametrize("own", [None, "dirty_decay_ms:1000"])
+def test_verify_has_duckdb_give_freed_memory_back_unless_told_otherwise(tmp_path, own):
+    """`receipts verify` sets jemalloc's decay (cli.VERIFIER_ALLOCATOR) before DuckDB loads, which is when
+    DuckDB reads it; a value the user set is kept."""
+    from testbed.synthetic import generate
+
+    from receipts import cli
+
+    generate(tmp_path, 20, seed=3, days=1.0)
+    no_nodes = tmp_path / "no-nodes.yaml"
+    no_nodes.write_text(json.dumps({"networks": {}}))
+    env = {k: v for k, v in os.environ.items() if k != "DUCKDB_JE_MALLOC_CONF"} | (
+        {"DUCKDB_JE_MALLOC_CONF": own} if own else {})
+    out = subprocess.run([sys.executable, "-c", WATCH_DUCKDB, "verify", "--once", "--config", str(no_nodes),
+                          "--data", str(tmp_path)], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == {"status": 0, "at_import": [own or cli.VERIFIER_ALLOCATOR]}
+
+
 def test_sql_only_reads(tmp_path):
     (tmp_path / "journal").mkdir()
     for statement in ("CREATE TABLE x AS SELECT 1", "COPY (SELECT 1) TO '/tmp/x.csv'", "DROP VIEW calls",
