@@ -24,10 +24,13 @@ table and computes its details the same way (`scratch()`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import secrets
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple, cast
+from typing import NamedTuple, TypeVar, cast
 
 import duckdb
 
@@ -62,28 +65,45 @@ def dicts(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) 
     return [dict(zip(cols, r)) for r in data]
 
 
-def at_once(con: duckdb.DuckDBPyConnection, statements: list[str], database: str | None = None) -> list[list[dict]]:
-    """What each of `statements` gives (`dicts()`), run at once: each on a cursor of its own (whose
-    default database is `database`, if given), in a thread of its own. DuckDB lets go of Python's lock while
-    a query runs, so small queries that each read a row group or two take about the time of the longest
-    instead of their sum. The first error, if any, is raised once all have ended."""
+T = TypeVar("T")
 
-    def run(cur: duckdb.DuckDBPyConnection, sql: str) -> list[dict]:
+
+@contextlib.contextmanager
+def meanwhile(con: duckdb.DuckDBPyConnection, read: Callable[[duckdb.DuckDBPyConnection], T]) -> Iterator[Future[T]]:
+    """`read(cursor)` on a cursor of `con` of its own (its own default catalog and transaction), in a thread
+    of its own, while the body of the `with` goes on; the Future of what it gives. DuckDB lets go of
+    Python's lock while a query runs, so the two run at once. The `with` ends when `read` has: the cursor
+    is made and closed by the caller's thread."""
+    cur, done = con.cursor(), Future[T]()
+
+    def run() -> None:
+        try:
+            done.set_result(read(cur))
+        except BaseException as exc:  # (raised by done.result())
+            done.set_exception(exc)
+
+    thread = threading.Thread(target=run, name="receipts-query")
+    thread.start()
+    try:
+        yield done
+    finally:
+        thread.join()
+        cur.close()
+
+
+def at_once(con: duckdb.DuckDBPyConnection, statements: list[str], database: str | None = None) -> list[list[dict]]:
+    """What each of `statements` gives (`dicts()`), run at once (`meanwhile`), each on a cursor whose default
+    database is `database`, if given: small queries that each read a row group or two take about the time
+    of the longest instead of their sum. The first error, if any, is raised once all have ended."""
+
+    def run(sql: str, cur: duckdb.DuckDBPyConnection) -> list[dict]:
         if database:
             cur.execute(f"USE {database}")
         return dicts(cur, sql)
 
-    # (the cursors are made and closed here, one thread: each is the same database, with its own default
-    # catalog and transaction)
-    cursors = [con.cursor() for _ in statements]
-    try:
-        if len(statements) < 2:
-            return [run(cur, sql) for cur, sql in zip(cursors, statements)]
-        with ThreadPoolExecutor(len(statements), thread_name_prefix="receipts-query") as pool:
-            return [done.result() for done in [pool.submit(run, *pair) for pair in zip(cursors, statements)]]
-    finally:
-        for cur in cursors:
-            cur.close()
+    with contextlib.ExitStack() as running:
+        answers = [running.enter_context(meanwhile(con, functools.partial(run, sql))) for sql in statements]
+    return [answer.result() for answer in answers]
 
 
 def normalized(con: duckdb.DuckDBPyConnection, ident: str) -> str:
@@ -161,11 +181,10 @@ def scratch(con: duckdb.DuckDBPyConnection, logical_ids: list[str], pool: list[s
     emptied back into it."""
     logical_ids = sorted({x for x in logical_ids if x})
     cur = con.cursor()  # (its own default catalog; `con` may serve other threads meanwhile)
-    reading = con.cursor()  # (the calls' attempts are read on it while a new scratch database is made)
     try:
         home = cast(tuple, cur.execute("SELECT current_database()").fetchone())[0]
-        with ThreadPoolExecutor(1, thread_name_prefix="receipts-query") as reader:
-            found = reader.submit(_attempts, reading, f"{home}.folded", logical_ids)
+        # (the calls' attempts are read while a new scratch database is made)
+        with meanwhile(con, lambda reading: _attempts(reading, f"{home}.folded", logical_ids)) as found:
             name = pool.pop() if pool else _new_scratch(cur, home, _ROWS + _DETAILS if rows else _DETAILS)
         try:
             attempts = found.result()
@@ -183,7 +202,6 @@ def scratch(con: duckdb.DuckDBPyConnection, logical_ids: list[str], pool: list[s
                     cur.execute(f"DELETE FROM {name}.folded.{table}")
                 pool.append(name)
     finally:
-        reading.close()
         cur.close()
 
 
@@ -358,17 +376,11 @@ def _with_details(
 ) -> list[tuple[dict, dict]]:
     """Each receipt row that the query `found` gives (of some of `logical_ids`), with its details, computed
     over only the rows of those calls (`scratch()`, from `pool`) while `found` runs."""
-    reading = con.cursor()  # (a cursor of its own: `con` may serve other threads meanwhile)
-    try:
-        with ThreadPoolExecutor(1, thread_name_prefix="receipts-query") as reader:
-            rows = reader.submit(dicts, reading, found)
-            with scratch(con, logical_ids, pool) as cur:
-                return [
-                    (r, details(cur, r["receipt_id"]) if cur is not None else {name: [] for name in DETAILS})
-                    for r in rows.result()
-                ]
-    finally:
-        reading.close()
+    with meanwhile(con, lambda reading: dicts(reading, found)) as rows, scratch(con, logical_ids, pool) as cur:
+        return [
+            (r, details(cur, r["receipt_id"]) if cur is not None else {name: [] for name in DETAILS})
+            for r in rows.result()
+        ]
 
 
 def receipt(con: duckdb.DuckDBPyConnection, receipt_id: str) -> tuple[dict, dict] | None:
