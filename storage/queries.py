@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple, TypeVar, cast
+from typing import NamedTuple, cast
 
 import duckdb
 
@@ -65,11 +65,8 @@ def dicts(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) 
     return [dict(zip(cols, r)) for r in data]
 
 
-T = TypeVar("T")
-
-
 @contextlib.contextmanager
-def meanwhile(con: duckdb.DuckDBPyConnection, read: Callable[[duckdb.DuckDBPyConnection], T]) -> Iterator[Future[T]]:
+def meanwhile[T](con: duckdb.DuckDBPyConnection, read: Callable[[duckdb.DuckDBPyConnection], T]) -> Iterator[Future[T]]:
     """`read(cursor)` on a cursor of `con` of its own (its own default catalog and transaction), in a thread
     of its own, while the body of the `with` goes on; the Future of what it gives. DuckDB lets go of
     Python's lock while a query runs, so the two run at once. The `with` ends when `read` has: the cursor
