@@ -187,7 +187,7 @@ def scratch(con: duckdb.DuckDBPyConnection, logical_ids: list[str], pool: list[s
             attempts = found.result()
             recorded = bool(attempts.own)
             if recorded:
-                _copy_rows(cur, f"{home}.folded", f"{name}.folded", attempts, rows)
+                _copy_rows(cur, f"{home}.folded", f"{name}.folded", logical_ids, attempts, rows)
                 cur.execute(f"USE {name}")
             yield cur if recorded else None
         finally:
@@ -231,13 +231,14 @@ class Attempts(NamedTuple):
     """The attempts of some logical calls (`own`), those of them that paid, and the OpenGradient sessions
     their requests name, lowercased as `folded.ids` holds them."""
 
-    logical_ids: list[str]
     own: list[str]
     paid: list[str]
     sessions: list[str]
 
 
-def _copy_rows(cur: duckdb.DuckDBPyConnection, src: str, into: str, calls: Attempts, rows: bool) -> None:
+def _copy_rows(
+    cur: duckdb.DuckDBPyConnection, src: str, into: str, logical_ids: list[str], calls: Attempts, rows: bool
+) -> None:
     """Copy from schema `src` into the empty tables of schema `into` the rows the views need to compute
     the details of these logical calls (`calls`: their attempts, `_attempts`), and with `rows` their
     receipts' rows: every table's rows of their attempts at once (`_copy_attempts`). A receipt's row also
@@ -247,7 +248,7 @@ def _copy_rows(cur: duckdb.DuckDBPyConnection, src: str, into: str, calls: Attem
     own = calls.own
     members = sorted(set(_session_members(cur, src, calls.sessions)) - set(own)) if rows else []
     # (a member's request was not read: whether it paid is not known, its payments are looked for)
-    _copy_attempts(cur, src, into, sorted(own + members), sorted(calls.paid + members), calls.logical_ids)
+    _copy_attempts(cur, src, into, sorted(own + members), sorted(calls.paid + members), logical_ids)
     if rows:
         _copy_opened_sessions(cur, src, into, own, calls.sessions, own + members)
         _copy_relay_hops(cur, src, into)
@@ -304,13 +305,12 @@ def _copy_attempts(
 def _attempts(cur: duckdb.DuckDBPyConnection, src: str, logical_ids: list[str]) -> Attempts:
     """The attempts of these logical calls in `src` (a read of three columns of their requests)."""
     if not logical_ids:
-        return Attempts([], [], [], [])
+        return Attempts([], [], [])
     where, params = _one_of("logical_id", "l", logical_ids)
     found = cur.execute(
         inline(f"SELECT receipt_id, paid, lower(upto_session) FROM {src}.requests WHERE {where}", params)
     ).fetchall()
     return Attempts(
-        logical_ids,
         sorted({r[0] for r in found}),
         sorted({r[0] for r in found if r[1]}),
         sorted({r[2] for r in found if r[2]}),
